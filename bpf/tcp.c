@@ -1,0 +1,542 @@
+// TCP collector: connection lifecycle, exact payload bytes, retransmits and
+// resets, summed per (process, peer, server port, direction) in a per-CPU
+// hash; one ring buffer record per closed connection for the duration and RTT
+// histograms, which need the individual value.
+//
+// Every hook has several entry points (tp_btf, fentry/fexit, kprobe, classic
+// tracepoint); user space attaches exactly one per hook, so each entry point
+// only unpacks its context and calls the shared handler.
+#include "common.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+enum direction {
+	DIRECTION_UNKNOWN = 0,
+	DIRECTION_OUTBOUND = 1,
+	DIRECTION_INBOUND = 2,
+};
+
+enum connect_failure {
+	FAILURE_REFUSED = 0,
+	FAILURE_TIMEOUT = 1,
+	FAILURE_RESET = 2,
+	FAILURE_UNREACHABLE = 3,
+	FAILURE_OTHER = 4,
+	FAILURE_MAX = 5,
+};
+
+enum tcp_counter {
+	COUNTER_EVENTS_SUBMITTED = 0,
+	COUNTER_DROP_RINGBUF_FULL = 1,
+	COUNTER_DROP_SOCKS_FULL = 2,
+	COUNTER_DROP_STATS_FULL = 3,
+	COUNTER_DROP_LISTENERS_FULL = 4,
+	COUNTER_MAX = 5,
+};
+
+// conn_key identifies one series. The ephemeral port is never part of it.
+struct conn_key {
+	__u8 peer[16]; // IPv6, or IPv4-mapped IPv6
+	__u32 tgid;    // 0: no process context (softirq) and no owner known
+	__u16 server_port;
+	__u8 direction;
+	__u8 _pad;
+};
+
+struct conn_counters {
+	__u64 opened;
+	__u64 closed;
+	__u64 failed[FAILURE_MAX];
+	__u64 bytes_sent;
+	__u64 bytes_received;
+	__u64 retransmits;
+	__u64 resets_sent;
+	__u64 resets_received;
+};
+
+struct sock_info {
+	struct conn_key key;
+	__u64 start_ns;
+	__u8 established;
+	__u8 _pad[7];
+};
+
+struct listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 _pad;
+};
+
+struct close_event {
+	struct conn_key key;
+	__u64 duration_ns;
+	__u32 srtt_us;
+	__u32 _pad;
+};
+
+// Unused instances make bpf2go emit Go types for these structs.
+const struct conn_key *unused_conn_key __attribute__((unused));
+const struct conn_counters *unused_conn_counters __attribute__((unused));
+const struct close_event *unused_close_event __attribute__((unused));
+const struct listener_key *unused_listener_key __attribute__((unused));
+const enum connect_failure *unused_connect_failure __attribute__((unused));
+const enum tcp_counter *unused_tcp_counter __attribute__((unused));
+const enum direction *unused_direction __attribute__((unused));
+
+// Connections we saw being set up, by socket address. Not LRU: every socket
+// that enters it leaves on its TCP_CLOSE transition, and an eviction would
+// silently lose a close; a full map is counted instead.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} socks SEC(".maps");
+
+// Listening ports by network namespace, to the process that called listen():
+// inbound connections become established in softirq context, with no useful
+// current task.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct listener_key);
+	__type(value, __u32);
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct conn_key);
+	__type(value, struct conn_counters);
+} conn_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} close_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+// Per-thread socket of an in-flight tcp_sendmsg, for the kprobe link only:
+// a kretprobe sees the return value but not the arguments.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} sendmsg_args SEC(".maps");
+
+static __always_inline struct conn_counters *stats_for(const struct conn_key *key)
+{
+	struct conn_counters *c = bpf_map_lookup_elem(&conn_stats, key);
+	if (c)
+		return c;
+	struct conn_counters zero = {};
+	// NOEXIST: another CPU may have created it meanwhile; the lookup below
+	// then finds theirs.
+	bpf_map_update_elem(&conn_stats, key, &zero, BPF_NOEXIST);
+	c = bpf_map_lookup_elem(&conn_stats, key);
+	if (!c)
+		bump(&counters, COUNTER_DROP_STATS_FULL);
+	return c;
+}
+
+static __always_inline int is_tcp_inet(const struct sock *sk, __u16 *family)
+{
+	*family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (*family != AF_INET && *family != AF_INET6)
+		return 0;
+	__u16 protocol = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+	return protocol == IPPROTO_TCP_;
+}
+
+static __always_inline int is_listener(const struct sock *sk, __u16 lport)
+{
+	struct listener_key lk = { .netns = sock_netns(sk), .port = lport };
+	return bpf_map_lookup_elem(&listeners, &lk) != NULL;
+}
+
+// key_for returns the key of a connection: the one recorded at set-up when we
+// saw it, else one derived from the socket (connections older than the agent).
+static __always_inline void key_for(const struct sock *sk, __u16 family, __u32 tgid,
+				    struct conn_key *key)
+{
+	__u64 skp = (__u64)sk;
+	struct sock_info *si = bpf_map_lookup_elem(&socks, &skp);
+	if (si) {
+		*key = si->key;
+		if (tgid)
+			key->tgid = tgid;
+		return;
+	}
+	__builtin_memset(key, 0, sizeof(*key));
+	sock_peer_addr(sk, family, key->peer);
+	key->tgid = tgid;
+	__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (is_listener(sk, lport)) {
+		key->direction = DIRECTION_INBOUND;
+		key->server_port = lport;
+	} else {
+		key->direction = DIRECTION_OUTBOUND;
+		key->server_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	}
+}
+
+static __always_inline __u32 failure_reason(const struct sock *sk)
+{
+	int err = BPF_CORE_READ(sk, sk_err);
+	switch (err) {
+	case ECONNREFUSED_:
+		return FAILURE_REFUSED;
+	case ETIMEDOUT_:
+		return FAILURE_TIMEOUT;
+	case ECONNRESET_:
+		return FAILURE_RESET;
+	case EHOSTUNREACH_:
+	case ENETUNREACH_:
+		return FAILURE_UNREACHABLE;
+	}
+	return FAILURE_OTHER;
+}
+
+static __always_inline void emit_close(const struct sock *sk, const struct sock_info *si)
+{
+	struct close_event *ev = bpf_ringbuf_reserve(&close_events, sizeof(*ev), 0);
+	if (!ev) {
+		bump(&counters, COUNTER_DROP_RINGBUF_FULL);
+		return;
+	}
+	ev->key = si->key;
+	ev->duration_ns = bpf_ktime_get_ns() - si->start_ns;
+	ev->srtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
+	ev->_pad = 0;
+	bpf_ringbuf_submit(ev, 0);
+	bump(&counters, COUNTER_EVENTS_SUBMITTED);
+}
+
+static __always_inline void on_state_change(const struct sock *sk, int oldstate, int newstate)
+{
+	__u16 family;
+	if (!is_tcp_inet(sk, &family))
+		return;
+	__u64 skp = (__u64)sk;
+	struct conn_counters *c;
+
+	if (newstate == TCP_LISTEN) {
+		// listen() runs in the listening process.
+		struct listener_key lk = {
+			.netns = sock_netns(sk),
+			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+		};
+		__u32 tgid = current_tgid();
+		if (bpf_map_update_elem(&listeners, &lk, &tgid, BPF_ANY))
+			bump(&counters, COUNTER_DROP_LISTENERS_FULL);
+		return;
+	}
+	if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
+		struct listener_key lk = {
+			.netns = sock_netns(sk),
+			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+		};
+		__u32 *owner = bpf_map_lookup_elem(&listeners, &lk);
+		// Another process may still listen on the port (SO_REUSEPORT).
+		if (owner && *owner == current_tgid())
+			bpf_map_delete_elem(&listeners, &lk);
+		return;
+	}
+	if (oldstate == TCP_LISTEN) // a child socket being cloned: LISTEN -> SYN_RECV
+		return;
+	if (newstate == TCP_SYN_SENT) {
+		// connect() runs in the connecting process; address and port are set.
+		struct sock_info si = {};
+		sock_peer_addr(sk, family, si.key.peer);
+		si.key.tgid = current_tgid();
+		si.key.server_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		si.key.direction = DIRECTION_OUTBOUND;
+		si.start_ns = bpf_ktime_get_ns();
+		if (bpf_map_update_elem(&socks, &skp, &si, BPF_ANY))
+			bump(&counters, COUNTER_DROP_SOCKS_FULL);
+		return;
+	}
+	if (oldstate == TCP_SYN_SENT) {
+		struct sock_info *si = bpf_map_lookup_elem(&socks, &skp);
+		if (!si)
+			return;
+		c = stats_for(&si->key);
+		if (newstate == TCP_ESTABLISHED) {
+			si->established = 1;
+			si->start_ns = bpf_ktime_get_ns();
+			if (c)
+				__sync_fetch_and_add(&c->opened, 1);
+			return;
+		}
+		if (newstate == TCP_CLOSE) {
+			__u32 reason = failure_reason(sk);
+			if (c && reason < FAILURE_MAX)
+				__sync_fetch_and_add(&c->failed[reason], 1);
+			bpf_map_delete_elem(&socks, &skp);
+		}
+		return;
+	}
+	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
+		struct sock_info si = {};
+		__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		struct listener_key lk = { .netns = sock_netns(sk), .port = lport };
+		__u32 *owner = bpf_map_lookup_elem(&listeners, &lk);
+		sock_peer_addr(sk, family, si.key.peer);
+		si.key.tgid = owner ? *owner : 0;
+		si.key.server_port = lport;
+		si.key.direction = DIRECTION_INBOUND;
+		si.start_ns = bpf_ktime_get_ns();
+		si.established = 1;
+		if (bpf_map_update_elem(&socks, &skp, &si, BPF_ANY)) {
+			bump(&counters, COUNTER_DROP_SOCKS_FULL);
+		}
+		c = stats_for(&si.key);
+		if (c)
+			__sync_fetch_and_add(&c->opened, 1);
+		return;
+	}
+	if (newstate == TCP_CLOSE) {
+		struct sock_info *si = bpf_map_lookup_elem(&socks, &skp);
+		if (!si)
+			return;
+		if (si->established) {
+			c = stats_for(&si->key);
+			if (c)
+				__sync_fetch_and_add(&c->closed, 1);
+			emit_close(sk, si);
+		}
+		bpf_map_delete_elem(&socks, &skp);
+	}
+}
+
+static __always_inline void on_payload(const struct sock *sk, int bytes, int sent)
+{
+	if (bytes <= 0)
+		return;
+	__u16 family;
+	if (!is_tcp_inet(sk, &family))
+		return;
+	struct conn_key key;
+	key_for(sk, family, current_tgid(), &key);
+	struct conn_counters *c = stats_for(&key);
+	if (!c)
+		return;
+	if (sent)
+		__sync_fetch_and_add(&c->bytes_sent, bytes);
+	else
+		__sync_fetch_and_add(&c->bytes_received, bytes);
+}
+
+// on_retransmit runs from timers and softirqs: the owner comes from socks.
+static __always_inline void on_retransmit(const struct sock *sk, const struct sk_buff *skb)
+{
+	__u16 family;
+	if (!sk || !is_tcp_inet(sk, &family))
+		return;
+	struct conn_key key;
+	key_for(sk, family, 0, &key);
+	struct conn_counters *c = stats_for(&key);
+	if (!c)
+		return;
+	// A TSO skb stands for several segments; TcpRetransSegs counts segments.
+	const struct tcp_skb_cb *cb =
+		(const void *)skb + bpf_core_field_offset(struct sk_buff, cb);
+	__u16 segs = BPF_CORE_READ(cb, tcp_gso_segs);
+	__sync_fetch_and_add(&c->retransmits, segs ? segs : 1);
+}
+
+static __always_inline void on_reset(const struct sock *sk, int sent)
+{
+	__u16 family;
+	if (!sk || !is_tcp_inet(sk, &family))
+		return;
+	struct conn_key key;
+	key_for(sk, family, 0, &key);
+	struct conn_counters *c = stats_for(&key);
+	if (!c)
+		return;
+	if (sent)
+		__sync_fetch_and_add(&c->resets_sent, 1);
+	else
+		__sync_fetch_and_add(&c->resets_received, 1);
+}
+
+// ---- state: tp_btf -> tracepoint
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_state_btf, const struct sock *sk, int oldstate, int newstate)
+{
+	on_state_change(sk, oldstate, newstate);
+	return 0;
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int tcp_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (BPF_CORE_READ(ctx, protocol) != IPPROTO_TCP_)
+		return 0;
+	on_state_change(BPF_CORE_READ(ctx, skaddr), BPF_CORE_READ(ctx, oldstate),
+			BPF_CORE_READ(ctx, newstate));
+	return 0;
+}
+
+// ---- payload sent: tp_btf -> fexit -> kprobe -> tracepoint
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tcp_send_btf, struct sock *sk, int ret, int flags)
+{
+	on_payload(sk, ret, 1);
+	return 0;
+}
+
+SEC("fexit/tcp_sendmsg")
+int BPF_PROG(tcp_send_fexit, struct sock *sk, struct msghdr *msg, size_t size, int ret)
+{
+	on_payload(sk, ret, 1);
+	return 0;
+}
+
+SEC("kprobe/tcp_sendmsg")
+int BPF_KPROBE(tcp_send_kprobe, struct sock *sk)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u64 skp = (__u64)sk;
+	bpf_map_update_elem(&sendmsg_args, &tid, &skp, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe/tcp_sendmsg")
+int BPF_KRETPROBE(tcp_send_kretprobe, int ret)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u64 *skp = bpf_map_lookup_elem(&sendmsg_args, &tid);
+	if (!skp)
+		return 0;
+	const struct sock *sk = (const struct sock *)*skp;
+	bpf_map_delete_elem(&sendmsg_args, &tid);
+	on_payload(sk, ret, 1);
+	return 0;
+}
+
+SEC("tracepoint/sock/sock_send_length")
+int tcp_send_tp(struct trace_event_raw_sock_msg_length *ctx)
+{
+	if (BPF_CORE_READ(ctx, protocol) != IPPROTO_TCP_)
+		return 0;
+	on_payload(BPF_CORE_READ(ctx, sk), BPF_CORE_READ(ctx, ret), 1);
+	return 0;
+}
+
+// ---- payload received: tp_btf -> fentry -> kprobe -> tracepoint
+// tcp_cleanup_rbuf(sk, copied) has had the same signature on every kernel we
+// support, unlike tcp_recvmsg, whose arguments changed in 5.19.
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(tcp_recv_btf, struct sock *sk, int ret, int flags)
+{
+	// MSG_PEEK reads leave the data queued; it is counted when consumed.
+	if (flags & 2)
+		return 0;
+	on_payload(sk, ret, 0);
+	return 0;
+}
+
+SEC("fentry/tcp_cleanup_rbuf")
+int BPF_PROG(tcp_recv_fentry, struct sock *sk, int copied)
+{
+	on_payload(sk, copied, 0);
+	return 0;
+}
+
+SEC("kprobe/tcp_cleanup_rbuf")
+int BPF_KPROBE(tcp_recv_kprobe, struct sock *sk, int copied)
+{
+	on_payload(sk, copied, 0);
+	return 0;
+}
+
+SEC("tracepoint/sock/sock_recv_length")
+int tcp_recv_tp(struct trace_event_raw_sock_msg_length *ctx)
+{
+	if (BPF_CORE_READ(ctx, protocol) != IPPROTO_TCP_)
+		return 0;
+	if (BPF_CORE_READ(ctx, flags) & 2)
+		return 0;
+	on_payload(BPF_CORE_READ(ctx, sk), BPF_CORE_READ(ctx, ret), 0);
+	return 0;
+}
+
+// ---- retransmits: tp_btf -> tracepoint
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcp_retransmit_btf, const struct sock *sk, const struct sk_buff *skb)
+{
+	on_retransmit(sk, skb);
+	return 0;
+}
+
+// The record layout of tcp_retransmit_skb moved from the shared
+// tcp_event_sk_skb class to its own in 6.x; both start with skbaddr, skaddr.
+struct trace_event_raw_tcp_event_sk_skb___compat {
+	const void *skbaddr;
+	const void *skaddr;
+} __attribute__((preserve_access_index));
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int tcp_retransmit_tp(struct trace_event_raw_tcp_retransmit_skb *ctx)
+{
+	if (bpf_core_type_exists(struct trace_event_raw_tcp_retransmit_skb)) {
+		on_retransmit(BPF_CORE_READ(ctx, skaddr), BPF_CORE_READ(ctx, skbaddr));
+	} else {
+		struct trace_event_raw_tcp_event_sk_skb___compat *old = (void *)ctx;
+		on_retransmit(BPF_CORE_READ(old, skaddr), BPF_CORE_READ(old, skbaddr));
+	}
+	return 0;
+}
+
+// ---- resets: tp_btf -> tracepoint
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcp_reset_sent_btf, const struct sock *sk)
+{
+	on_reset(sk, 1);
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_send_reset")
+int tcp_reset_sent_tp(struct trace_event_raw_tcp_send_reset *ctx)
+{
+	if (bpf_core_type_exists(struct trace_event_raw_tcp_send_reset)) {
+		on_reset(BPF_CORE_READ(ctx, skaddr), 1);
+	} else {
+		struct trace_event_raw_tcp_event_sk_skb___compat *old = (void *)ctx;
+		on_reset(BPF_CORE_READ(old, skaddr), 1);
+	}
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tcp_reset_received_btf, struct sock *sk)
+{
+	on_reset(sk, 0);
+	return 0;
+}
+
+// tcp_receive_reset's record starts with skaddr on every kernel.
+struct trace_event_raw_tcp_event_sk___first {
+	const void *skaddr;
+} __attribute__((preserve_access_index));
+
+SEC("tracepoint/tcp/tcp_receive_reset")
+int tcp_reset_received_tp(struct trace_event_raw_tcp_event_sk___first *ctx)
+{
+	on_reset(BPF_CORE_READ(ctx, skaddr), 0);
+	return 0;
+}

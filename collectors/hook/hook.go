@@ -1,0 +1,350 @@
+// Package hook attaches BPF programs through ordered fallback chains.
+//
+// A collector declares, for each kernel event it needs (a Hook), the ways it
+// can be attached (Links), best first: e.g. tp_btf, then fentry, then kprobe,
+// then a classic tracepoint. The Loader probes the host, loads the programs of
+// the first link that can work, attaches them, and records what it chose and
+// why the others were passed over. Each program is loaded on its own, so a
+// program the verifier rejects costs its hook, never the whole collector.
+package hook
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+)
+
+// Mode is a way of attaching a program to the kernel.
+type Mode string
+
+const (
+	ModeTPBTF      Mode = "tp_btf"
+	ModeFentry     Mode = "fentry" // fentry and fexit
+	ModeKprobe     Mode = "kprobe" // kprobe and kretprobe
+	ModeTracepoint Mode = "tracepoint"
+	ModeUprobe     Mode = "uprobe"
+	ModeSocket     Mode = "socket_filter"
+)
+
+// Modes lists the modes a user may force, in no particular order.
+var Modes = []Mode{ModeTPBTF, ModeFentry, ModeKprobe, ModeTracepoint, ModeUprobe, ModeSocket}
+
+// ParseMode accepts "" or "auto" (no forcing) and the names in Modes.
+func ParseMode(s string) (Mode, error) {
+	if s == "" || s == "auto" {
+		return "", nil
+	}
+	for _, m := range Modes {
+		if string(m) == s {
+			return m, nil
+		}
+	}
+	names := make([]string, 0, len(Modes)+1)
+	names = append(names, "auto")
+	for _, m := range Modes {
+		names = append(names, string(m))
+	}
+	return "", fmt.Errorf("unknown attach mode %q (valid: %s)", s, strings.Join(names, ", "))
+}
+
+// AttachFunc attaches a loaded program to its kernel event.
+type AttachFunc func(*ebpf.Program) (link.Link, error)
+
+// Program is one BPF program of a link, by its name in the CollectionSpec.
+type Program struct {
+	Name   string
+	Attach AttachFunc
+}
+
+// Link is one way to attach a hook: all its programs attach, or none.
+type Link struct {
+	Mode     Mode
+	Programs []Program
+}
+
+// Hook is a kernel event a collector needs, with its fallback chain.
+type Hook struct {
+	Name  string
+	Links []Link
+}
+
+// Tracepoint attaches a classic tracepoint program.
+func Tracepoint(group, name string) AttachFunc {
+	return func(p *ebpf.Program) (link.Link, error) { return link.Tracepoint(group, name, p, nil) }
+}
+
+// Tracing attaches fentry, fexit and tp_btf programs; the target is in the
+// program's section name.
+func Tracing() AttachFunc {
+	return func(p *ebpf.Program) (link.Link, error) {
+		return link.AttachTracing(link.TracingOptions{Program: p})
+	}
+}
+
+// Kprobe attaches at the entry of a kernel function.
+func Kprobe(symbol string) AttachFunc {
+	return func(p *ebpf.Program) (link.Link, error) { return link.Kprobe(symbol, p, nil) }
+}
+
+// Kretprobe attaches at the return of a kernel function.
+func Kretprobe(symbol string) AttachFunc {
+	return func(p *ebpf.Program) (link.Link, error) { return link.Kretprobe(symbol, p, nil) }
+}
+
+// Attempt is one link that was tried (or skipped) and why it failed.
+type Attempt struct {
+	Mode Mode
+	Err  error
+}
+
+// ProgramStat is what loading one program cost.
+type ProgramStat struct {
+	Program              string
+	Mode                 Mode
+	VerifiedInstructions uint32
+	LoadTime             time.Duration
+}
+
+// Status is the outcome of attaching one hook.
+type Status struct {
+	Collector string
+	Hook      string
+	Declared  []Mode // the chain, best first
+	Mode      Mode   // the attached link's mode; "" if none attached
+	Attempts  []Attempt
+	Programs  []ProgramStat
+}
+
+// Attached reports whether some link of the hook is attached.
+func (s Status) Attached() bool { return s.Mode != "" }
+
+// Options are the user's choices for the loader.
+type Options struct {
+	// Force makes hooks that declare a link of this mode use only that link
+	// (and fail rather than fall back); hooks without such a link are
+	// unaffected. For troubleshooting and for the kernel-matrix tests.
+	Force Mode
+	// MaxEntries overrides the size of maps by name (0 keeps the default).
+	MaxEntries map[string]uint32
+}
+
+// Loader loads one collector's maps once and attaches its hooks one by one.
+type Loader struct {
+	collector string
+	spec      *ebpf.CollectionSpec
+	opts      Options
+	probes    *Probes
+	logger    *slog.Logger
+	registry  *Registry
+	cache     *btf.Cache
+
+	mu       sync.Mutex
+	maps     map[string]*ebpf.Map
+	links    []link.Link
+	programs map[string]*ebpf.Program
+}
+
+// NewLoader creates the collector's maps. Programs are loaded by Attach.
+func NewLoader(collector string, spec *ebpf.CollectionSpec, opts Options, probes *Probes,
+	registry *Registry, logger *slog.Logger) (*Loader, error) {
+	mapsOnly := spec.Copy()
+	for name, ms := range mapsOnly.Maps {
+		if n := opts.MaxEntries[name]; n > 0 {
+			ms.MaxEntries = n
+		}
+	}
+	mapsOnly.Programs = map[string]*ebpf.ProgramSpec{}
+	coll, err := ebpf.NewCollection(mapsOnly)
+	if err != nil {
+		return nil, fmt.Errorf("creating maps of %s: %w", collector, err)
+	}
+	l := &Loader{
+		collector: collector,
+		spec:      mapsOnly,
+		opts:      opts,
+		probes:    probes,
+		logger:    logger,
+		registry:  registry,
+		cache:     btf.NewCache(),
+		maps:      coll.Maps,
+		programs:  map[string]*ebpf.Program{},
+	}
+	// Keep the program specs apart: mapsOnly has the (resized) map specs.
+	l.spec.Programs = spec.Programs
+	return l, nil
+}
+
+// Map returns one of the collector's maps.
+func (l *Loader) Map(name string) *ebpf.Map { return l.maps[name] }
+
+// Attach walks the hook's chain and attaches the first link that works.
+// The returned Status says what happened; the error is non-nil when no link
+// could be attached.
+func (l *Loader) Attach(h Hook) (Status, error) {
+	st := Status{Collector: l.collector, Hook: h.Name}
+	links := h.Links
+	for _, lk := range h.Links {
+		st.Declared = append(st.Declared, lk.Mode)
+	}
+	if l.opts.Force != "" {
+		for _, lk := range h.Links {
+			if lk.Mode == l.opts.Force {
+				links = []Link{lk}
+				break
+			}
+		}
+	}
+	for _, lk := range links {
+		err := l.probes.Supports(lk.Mode)
+		if err == nil {
+			var stats []ProgramStat
+			stats, err = l.attachLink(lk)
+			if err == nil {
+				st.Mode = lk.Mode
+				st.Programs = stats
+				break
+			}
+		}
+		st.Attempts = append(st.Attempts, Attempt{Mode: lk.Mode, Err: err})
+		l.logger.Info("attach mode unavailable, trying the next",
+			"hook", h.Name, "mode", lk.Mode, "reason", err)
+	}
+	if l.registry != nil {
+		l.registry.record(st)
+	}
+	if !st.Attached() {
+		return st, fmt.Errorf("attaching %s/%s: no mode of %v worked: %w",
+			l.collector, h.Name, st.Declared, joinAttempts(st.Attempts))
+	}
+	l.logger.Info("hook attached", "hook", h.Name, "mode", st.Mode)
+	return st, nil
+}
+
+func joinAttempts(as []Attempt) error {
+	errs := make([]error, 0, len(as))
+	for _, a := range as {
+		errs = append(errs, fmt.Errorf("%s: %w", a.Mode, a.Err))
+	}
+	return errors.Join(errs...)
+}
+
+func (l *Loader) attachLink(lk Link) ([]ProgramStat, error) {
+	var (
+		loaded []*ebpf.Program
+		links  []link.Link
+		stats  []ProgramStat
+	)
+	undo := func() {
+		for _, ln := range links {
+			ln.Close()
+		}
+		for _, p := range loaded {
+			p.Close()
+		}
+	}
+	for _, p := range lk.Programs {
+		prog, stat, err := l.loadProgram(p.Name)
+		if err != nil {
+			undo()
+			return nil, err
+		}
+		stat.Mode = lk.Mode
+		loaded = append(loaded, prog)
+		stats = append(stats, stat)
+		ln, err := p.Attach(prog)
+		if err != nil {
+			undo()
+			return nil, fmt.Errorf("attaching %s: %w", p.Name, err)
+		}
+		links = append(links, ln)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.links = append(l.links, links...)
+	for i, p := range lk.Programs {
+		l.programs[p.Name] = loaded[i]
+	}
+	if l.registry != nil {
+		for i, p := range lk.Programs {
+			l.registry.addProgram(l.collector, p.Name, loaded[i])
+		}
+	}
+	return stats, nil
+}
+
+// loadProgram loads one program against the collector's existing maps.
+func (l *Loader) loadProgram(name string) (*ebpf.Program, ProgramStat, error) {
+	ps, ok := l.spec.Programs[name]
+	if !ok {
+		return nil, ProgramStat{}, fmt.Errorf("loading %s: no such program in the object", name)
+	}
+	one := &ebpf.CollectionSpec{
+		Maps:      l.spec.Maps,
+		Programs:  map[string]*ebpf.ProgramSpec{name: ps},
+		Types:     l.spec.Types,
+		ByteOrder: l.spec.ByteOrder,
+	}
+	start := time.Now()
+	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{
+		MapReplacements: l.maps,
+		Cache:           l.cache,
+	})
+	took := time.Since(start)
+	if err != nil {
+		return nil, ProgramStat{}, fmt.Errorf("loading %s: %w", name, verifierExcerpt(err))
+	}
+	prog := coll.DetachProgram(name)
+	coll.Close()
+	stat := ProgramStat{Program: name, LoadTime: took}
+	if info, err := prog.Info(); err == nil {
+		stat.VerifiedInstructions, _ = info.VerifiedInstructions()
+	}
+	return prog, stat, nil
+}
+
+// verifierExcerpt keeps the end of a verifier log, where the reason is, so a
+// rejection reads as one log line instead of thousands.
+func verifierExcerpt(err error) error {
+	var ve *ebpf.VerifierError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	lines := ve.Log
+	const keep = 8
+	if len(lines) > keep {
+		lines = lines[len(lines)-keep:]
+	}
+	return fmt.Errorf("verifier rejected the program: %s: %w", strings.Join(lines, " | "), err)
+}
+
+// Close detaches every link and frees programs and maps. Idempotent.
+func (l *Loader) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var errs []error
+	for _, ln := range l.links {
+		if err := ln.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	l.links = nil
+	for name, p := range l.programs {
+		if l.registry != nil {
+			l.registry.removeProgram(l.collector, name)
+		}
+		p.Close()
+	}
+	l.programs = map[string]*ebpf.Program{}
+	for _, m := range l.maps {
+		m.Close()
+	}
+	l.maps = map[string]*ebpf.Map{}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,247 @@
+// Package identity turns a process id into the service identity that labels
+// everything the agent reports about that process: service.name from the
+// process's own OTEL_SERVICE_NAME (else its executable name), process and
+// container attributes. It reads /proc once per process and caches the
+// answer; collectors look processes up when they report, never per event.
+package identity
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
+)
+
+// Attribute keys (OpenTelemetry semantic conventions).
+const (
+	KeyServiceName       = attribute.Key("service.name")
+	KeyServiceNamespace  = attribute.Key("service.namespace")
+	KeyServiceInstanceID = attribute.Key("service.instance.id")
+	KeyProcessPID        = attribute.Key("process.pid")
+	KeyExecutableName    = attribute.Key("process.executable.name")
+	KeyContainerID       = attribute.Key("container.id")
+)
+
+// UnknownService names traffic that no process can be credited with, such as
+// a retransmit on a socket opened before the agent started, seen from a timer.
+const UnknownService = "unknown_service"
+
+// Process is the identity of one process.
+type Process struct {
+	PID              uint32
+	ServiceName      string
+	ServiceNamespace string
+	ExecutableName   string
+	ContainerID      string
+	startTime        uint64 // clock ticks since boot; tells a reused pid apart
+	attrs            []attribute.KeyValue
+}
+
+// Attributes are the identity attributes, to be put on data points; the
+// exporters move them into one resource per service.
+func (p *Process) Attributes() []attribute.KeyValue { return p.attrs }
+
+func (p *Process) buildAttributes(host string) {
+	p.attrs = []attribute.KeyValue{KeyServiceName.String(p.ServiceName)}
+	if p.ServiceNamespace != "" {
+		p.attrs = append(p.attrs, KeyServiceNamespace.String(p.ServiceNamespace))
+	}
+	if p.PID != 0 {
+		p.attrs = append(p.attrs,
+			KeyServiceInstanceID.String(host+":"+strconv.FormatUint(uint64(p.PID), 10)),
+			KeyProcessPID.Int64(int64(p.PID)))
+	}
+	if p.ExecutableName != "" {
+		p.attrs = append(p.attrs, KeyExecutableName.String(p.ExecutableName))
+	}
+	if p.ContainerID != "" {
+		p.attrs = append(p.attrs, KeyContainerID.String(p.ContainerID))
+	}
+}
+
+// Resolver caches process identities by pid.
+type Resolver struct {
+	procRoot string
+	host     string
+	unknown  *Process
+
+	mu    sync.Mutex
+	cache map[uint32]*Process
+}
+
+// NewResolver reads processes under procRoot (normally "/proc"). host goes
+// into service.instance.id.
+func NewResolver(procRoot, host string) *Resolver {
+	unknown := &Process{ServiceName: UnknownService}
+	unknown.buildAttributes(host)
+	return &Resolver{procRoot: procRoot, host: host, unknown: unknown, cache: map[uint32]*Process{}}
+}
+
+// Lookup returns the identity of pid (a thread-group id). A process that is
+// gone before it was ever looked up keeps a pid-only identity, so its
+// telemetry is still reported, under its executable's name if known.
+func (r *Resolver) Lookup(pid uint32) *Process {
+	if pid == 0 {
+		return r.unknown
+	}
+	r.mu.Lock()
+	p, ok := r.cache[pid]
+	r.mu.Unlock()
+	if ok {
+		return p
+	}
+	p = r.read(pid)
+	r.mu.Lock()
+	if existing, ok := r.cache[pid]; ok {
+		p = existing
+	} else {
+		r.cache[pid] = p
+	}
+	r.mu.Unlock()
+	return p
+}
+
+// Alive reports whether pid still names the process that was cached.
+func (r *Resolver) Alive(pid uint32) bool {
+	if pid == 0 {
+		return true
+	}
+	r.mu.Lock()
+	p, ok := r.cache[pid]
+	r.mu.Unlock()
+	st, err := readStartTime(r.procRoot, pid)
+	if err != nil {
+		return false
+	}
+	return !ok || p.startTime == 0 || p.startTime == st
+}
+
+// Sweep forgets processes that exited (or whose pid was reused) and returns
+// their pids, so collectors can drop per-process state.
+func (r *Resolver) Sweep() []uint32 {
+	r.mu.Lock()
+	pids := make([]uint32, 0, len(r.cache))
+	for pid := range r.cache {
+		pids = append(pids, pid)
+	}
+	r.mu.Unlock()
+	var gone []uint32
+	for _, pid := range pids {
+		if !r.Alive(pid) {
+			gone = append(gone, pid)
+		}
+	}
+	r.mu.Lock()
+	for _, pid := range gone {
+		delete(r.cache, pid)
+	}
+	r.mu.Unlock()
+	return gone
+}
+
+// Len is the number of cached processes.
+func (r *Resolver) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.cache)
+}
+
+func (r *Resolver) read(pid uint32) *Process {
+	dir := filepath.Join(r.procRoot, strconv.FormatUint(uint64(pid), 10))
+	p := &Process{PID: pid}
+	p.startTime, _ = readStartTime(r.procRoot, pid)
+	if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
+		p.ExecutableName = filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
+	} else if comm, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
+		// exe needs ptrace access; comm is world-readable but truncated to 15.
+		p.ExecutableName = strings.TrimSpace(string(comm))
+	}
+	if env, err := os.ReadFile(filepath.Join(dir, "environ")); err == nil {
+		p.ServiceName, p.ServiceNamespace = serviceFromEnviron(env)
+	}
+	if p.ServiceName == "" {
+		p.ServiceName = p.ExecutableName
+	}
+	if p.ServiceName == "" {
+		p.ServiceName = UnknownService
+	}
+	if cg, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
+		p.ContainerID = ContainerIDFromCgroup(cg)
+	}
+	p.buildAttributes(r.host)
+	return p
+}
+
+// serviceFromEnviron finds OTEL_SERVICE_NAME, else service.name and
+// service.namespace in OTEL_RESOURCE_ATTRIBUTES, as the OTel SDKs would.
+func serviceFromEnviron(env []byte) (name, namespace string) {
+	var resAttrs string
+	for _, kv := range bytes.Split(env, []byte{0}) {
+		switch {
+		case bytes.HasPrefix(kv, []byte("OTEL_SERVICE_NAME=")):
+			name = string(kv[len("OTEL_SERVICE_NAME="):])
+		case bytes.HasPrefix(kv, []byte("OTEL_RESOURCE_ATTRIBUTES=")):
+			resAttrs = string(kv[len("OTEL_RESOURCE_ATTRIBUTES="):])
+		}
+	}
+	for _, pair := range strings.Split(resAttrs, ",") {
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "service.name":
+			if name == "" {
+				name = strings.TrimSpace(v)
+			}
+		case "service.namespace":
+			namespace = strings.TrimSpace(v)
+		}
+	}
+	return name, namespace
+}
+
+var containerIDPattern = regexp.MustCompile(`([0-9a-f]{64})`)
+
+// ContainerIDFromCgroup extracts a container id (64 hex digits, as docker,
+// containerd and CRI-O name their cgroups) from /proc/<pid>/cgroup.
+func ContainerIDFromCgroup(cgroup []byte) string {
+	sc := bufio.NewScanner(bytes.NewReader(cgroup))
+	for sc.Scan() {
+		line := sc.Text()
+		_, path, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		_, path, _ = strings.Cut(path, ":")
+		if m := containerIDPattern.FindString(path); m != "" {
+			return m
+		}
+	}
+	return ""
+}
+
+// readStartTime returns field 22 of /proc/<pid>/stat.
+func readStartTime(procRoot string, pid uint32) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	// comm (field 2) may contain spaces and parentheses: count from the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, os.ErrInvalid
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	// fields[0] is field 3 (state); starttime is field 22.
+	if len(fields) < 20 {
+		return 0, os.ErrInvalid
+	}
+	return strconv.ParseUint(fields[19], 10, 64)
+}

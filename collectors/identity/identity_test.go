@@ -1,0 +1,87 @@
+package identity
+
+import (
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+)
+
+func TestServiceFromEnviron(t *testing.T) {
+	tests := []struct {
+		name, env, wantName, wantNS string
+	}{
+		{"none", "PATH=/bin\x00HOME=/root\x00", "", ""},
+		{"service name", "A=1\x00OTEL_SERVICE_NAME=checkout\x00", "checkout", ""},
+		{"resource attributes", "OTEL_RESOURCE_ATTRIBUTES=service.name=cart, service.namespace=shop\x00", "cart", "shop"},
+		{"service name wins", "OTEL_SERVICE_NAME=a\x00OTEL_RESOURCE_ATTRIBUTES=service.name=b,service.namespace=ns\x00", "a", "ns"},
+		{"malformed pairs ignored", "OTEL_RESOURCE_ATTRIBUTES=junk,=,service.name=c\x00", "c", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, ns := serviceFromEnviron([]byte(tt.env))
+			if n != tt.wantName || ns != tt.wantNS {
+				t.Fatalf("got (%q, %q), want (%q, %q)", n, ns, tt.wantName, tt.wantNS)
+			}
+		})
+	}
+}
+
+func TestContainerIDFromCgroup(t *testing.T) {
+	id := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	tests := []struct{ name, cgroup, want string }{
+		{"host", "0::/user.slice/user-0.slice/session-1.scope\n", ""},
+		{"docker v2", "0::/system.slice/docker-" + id + ".scope\n", id},
+		{"kubepods v1", "12:cpu:/kubepods/burstable/pod1234/" + id + "\n", id},
+		{"containerd cri", "0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-" + id + ".scope\n", id},
+		{"empty", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ContainerIDFromCgroup([]byte(tt.cgroup)); got != tt.want {
+				t.Fatalf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestResolverRealProcess resolves a real child process with a service name
+// in its environment, then sees it gone after it exits.
+func TestResolverRealProcess(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME=sleeper", "OTEL_RESOURCE_ATTRIBUTES=service.namespace=tests")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	r := NewResolver("/proc", "host1")
+	p := r.Lookup(pid)
+	if p.ServiceName != "sleeper" || p.ServiceNamespace != "tests" || p.ExecutableName != "sleep" {
+		t.Fatalf("got %+v", p)
+	}
+	wantInstance := "host1:" + strconv.Itoa(cmd.Process.Pid)
+	found := false
+	for _, kv := range p.Attributes() {
+		if kv.Key == KeyServiceInstanceID && kv.Value.AsString() == wantInstance {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no service.instance.id %q in %v", wantInstance, p.Attributes())
+	}
+	if r.Lookup(pid) != p {
+		t.Fatal("second lookup did not hit the cache")
+	}
+	if gone := r.Sweep(); len(gone) != 0 {
+		t.Fatalf("live process swept: %v", gone)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	gone := r.Sweep()
+	if len(gone) != 1 || gone[0] != pid || r.Len() != 0 {
+		t.Fatalf("after exit: swept %v, cache %d", gone, r.Len())
+	}
+	if u := r.Lookup(0); u.ServiceName != UnknownService {
+		t.Fatalf("pid 0: %+v", u)
+	}
+}

@@ -1,0 +1,138 @@
+package tcp
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Bucket boundaries, in seconds. RTT buckets are dense around the 1-50 ms of
+// real networks so that a quantile estimate lands within a few percent.
+var (
+	durationBuckets = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600}
+	rttBuckets      = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.0225, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5}
+)
+
+type observables struct {
+	opened, closed, failed, io, retransmits, resets metric.Int64ObservableCounter
+	active                                          metric.Int64ObservableUpDownCounter
+}
+
+func (c *Collector) instruments() error {
+	m := c.deps.Meter
+	var (
+		o   observables
+		err error
+	)
+	counter := func(dst *metric.Int64ObservableCounter, name, unit, desc string) {
+		if err != nil {
+			return
+		}
+		*dst, err = m.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+	}
+	counter(&o.opened, "tcp.connection.opened", "{connection}", "TCP connections established (outbound: connect completed; inbound: handshake completed).")
+	counter(&o.closed, "tcp.connection.closed", "{connection}", "Established TCP connections that closed.")
+	counter(&o.failed, "tcp.connection.failed", "{connection}", "Outbound connects that failed before being established, by error.type.")
+	counter(&o.io, "tcp.connection.io", "By", "TCP payload bytes transmitted and received by the process.")
+	counter(&o.retransmits, "tcp.retransmits", "{segment}", "Retransmitted TCP segments.")
+	counter(&o.resets, "tcp.resets", "{reset}", "TCP resets sent (transmit) and received (receive).")
+	if err != nil {
+		return fmt.Errorf("creating tcp instruments: %w", err)
+	}
+	o.active, err = m.Int64ObservableUpDownCounter("tcp.connection.active", metric.WithUnit("{connection}"),
+		metric.WithDescription("Established TCP connections open now (among those set up while the agent ran)."))
+	if err != nil {
+		return fmt.Errorf("creating tcp instruments: %w", err)
+	}
+	c.duration, err = m.Float64Histogram("tcp.connection.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time from establishment to close of TCP connections."),
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
+	if err != nil {
+		return fmt.Errorf("creating tcp instruments: %w", err)
+	}
+	c.rtt, err = m.Float64Histogram("tcp.connection.rtt", metric.WithUnit("s"),
+		metric.WithDescription("Smoothed round-trip time of each TCP connection when it closes."),
+		metric.WithExplicitBucketBoundaries(rttBuckets...))
+	if err != nil {
+		return fmt.Errorf("creating tcp instruments: %w", err)
+	}
+	c.reg, err = m.RegisterCallback(func(ctx context.Context, obs metric.Observer) error {
+		return c.observe(obs, o)
+	}, o.opened, o.closed, o.failed, o.io, o.retransmits, o.resets, o.active)
+	if err != nil {
+		return fmt.Errorf("registering tcp callback: %w", err)
+	}
+	return nil
+}
+
+// observe reports the kernel's cumulative per-CPU sums. It runs once per
+// collection (scrape or export), not per event.
+func (c *Collector) observe(obs metric.Observer, o observables) error {
+	var (
+		key    tcpConnKey
+		perCPU []tcpConnCounters
+		retire []tcpConnKey
+	)
+	c.mu.Lock()
+	retired := make(map[uint32]bool, len(c.retired))
+	now := time.Now()
+	for pid, since := range c.retired {
+		if now.Sub(since) >= c.cfg.RetireAfter {
+			retired[pid] = true
+		}
+	}
+	c.mu.Unlock()
+
+	it := c.stats.Iterate()
+	for it.Next(&key, &perCPU) {
+		var sum tcpConnCounters
+		for i := range perCPU {
+			v := &perCPU[i]
+			sum.Opened += v.Opened
+			sum.Closed += v.Closed
+			for f := range sum.Failed {
+				sum.Failed[f] += v.Failed[f]
+			}
+			sum.BytesSent += v.BytesSent
+			sum.BytesReceived += v.BytesReceived
+			sum.Retransmits += v.Retransmits
+			sum.ResetsSent += v.ResetsSent
+			sum.ResetsReceived += v.ResetsReceived
+		}
+		a := c.attrsFor(key)
+		obs.ObserveInt64(o.opened, int64(sum.Opened), a.obsBase)
+		obs.ObserveInt64(o.closed, int64(sum.Closed), a.obsBase)
+		obs.ObserveInt64(o.active, int64(sum.Opened)-int64(sum.Closed), a.obsBase)
+		for f, n := range sum.Failed {
+			if n > 0 {
+				obs.ObserveInt64(o.failed, int64(n), a.failed[f])
+			}
+		}
+		obs.ObserveInt64(o.io, int64(sum.BytesSent), a.sent)
+		obs.ObserveInt64(o.io, int64(sum.BytesReceived), a.received)
+		obs.ObserveInt64(o.retransmits, int64(sum.Retransmits), a.obsBase)
+		obs.ObserveInt64(o.resets, int64(sum.ResetsSent), a.sent)
+		obs.ObserveInt64(o.resets, int64(sum.ResetsReceived), a.received)
+		if retired[key.Tgid] && sum.Opened == sum.Closed {
+			retire = append(retire, key)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterating conn_stats: %w", err)
+	}
+	// The exited process's last values were just reported; now forget them.
+	if len(retire) > 0 {
+		c.mu.Lock()
+		for _, k := range retire {
+			c.stats.Delete(k)
+			delete(c.series, k)
+		}
+		for pid := range retired {
+			delete(c.retired, pid)
+		}
+		c.mu.Unlock()
+	}
+	return nil
+}

@@ -1,0 +1,326 @@
+// Package tcp is the TCP collector: connections opened, closed and failed,
+// active connections, exact payload bytes, connection duration, smoothed RTT,
+// retransmitted segments and resets, per process, peer and server port.
+package tcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/hook"
+)
+
+// Name is the collector's name on the command line.
+const Name = "tcp"
+
+// Config sizes the collector's kernel state.
+type Config struct {
+	// MaxConnections bounds the connections tracked at once (socks map).
+	MaxConnections uint32 `yaml:"max_connections"`
+	// MaxSeries bounds distinct (process, peer, server port, direction)
+	// series (conn_stats map).
+	MaxSeries uint32 `yaml:"max_series"`
+	// RetireAfter is how long the series of an exited process keep being
+	// reported before they are dropped from the kernel map.
+	RetireAfter time.Duration `yaml:"retire_after"`
+}
+
+// DefaultConfig matches the map sizes compiled into bpf/tcp.c.
+func DefaultConfig() Config {
+	return Config{MaxConnections: 65536, MaxSeries: 16384, RetireAfter: 2 * time.Minute}
+}
+
+// Validate reports a setting that cannot work.
+func (c Config) Validate() error {
+	if c.MaxConnections < 64 || c.MaxConnections > 1<<22 {
+		return fmt.Errorf("tcp.max_connections must be between 64 and 4194304, got %d", c.MaxConnections)
+	}
+	if c.MaxSeries < 16 || c.MaxSeries > 1<<20 {
+		return fmt.Errorf("tcp.max_series must be between 16 and 1048576, got %d", c.MaxSeries)
+	}
+	if c.RetireAfter < 0 {
+		return fmt.Errorf("tcp.retire_after must not be negative, got %s", c.RetireAfter)
+	}
+	return nil
+}
+
+// Hooks is the TCP collector's attach plan: for each kernel event, the ways
+// to attach it, best first. tp_btf comes first where it exists: it is the
+// cheapest entry (no trampoline, no breakpoint) and gives typed access to the
+// socket. For payload bytes, kernels before 6.4 have no sock_*_length
+// tracepoints, so fexit/fentry and then kprobes take over there.
+func Hooks() []hook.Hook {
+	tp := hook.Tracepoint
+	tr := hook.Tracing()
+	one := func(name string, at hook.AttachFunc) []hook.Program {
+		return []hook.Program{{Name: name, Attach: at}}
+	}
+	return []hook.Hook{
+		{Name: "state", Links: []hook.Link{
+			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpStateBtf, tr)},
+			{Mode: hook.ModeTracepoint, Programs: one(tcpProgTcpStateTp, tp("sock", "inet_sock_set_state"))},
+		}},
+		{Name: "send", Links: []hook.Link{
+			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpSendBtf, tr)},
+			{Mode: hook.ModeFentry, Programs: one(tcpProgTcpSendFexit, tr)},
+			{Mode: hook.ModeKprobe, Programs: []hook.Program{
+				{Name: tcpProgTcpSendKprobe, Attach: hook.Kprobe("tcp_sendmsg")},
+				{Name: tcpProgTcpSendKretprobe, Attach: hook.Kretprobe("tcp_sendmsg")},
+			}},
+			{Mode: hook.ModeTracepoint, Programs: one(tcpProgTcpSendTp, tp("sock", "sock_send_length"))},
+		}},
+		{Name: "recv", Links: []hook.Link{
+			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpRecvBtf, tr)},
+			{Mode: hook.ModeFentry, Programs: one(tcpProgTcpRecvFentry, tr)},
+			{Mode: hook.ModeKprobe, Programs: one(tcpProgTcpRecvKprobe, hook.Kprobe("tcp_cleanup_rbuf"))},
+			{Mode: hook.ModeTracepoint, Programs: one(tcpProgTcpRecvTp, tp("sock", "sock_recv_length"))},
+		}},
+		{Name: "retransmit", Links: []hook.Link{
+			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpRetransmitBtf, tr)},
+			{Mode: hook.ModeTracepoint, Programs: one(tcpProgTcpRetransmitTp, tp("tcp", "tcp_retransmit_skb"))},
+		}},
+		{Name: "reset_sent", Links: []hook.Link{
+			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpResetSentBtf, tr)},
+			{Mode: hook.ModeTracepoint, Programs: one(tcpProgTcpResetSentTp, tp("tcp", "tcp_send_reset"))},
+		}},
+		{Name: "reset_received", Links: []hook.Link{
+			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpResetReceivedBtf, tr)},
+			{Mode: hook.ModeTracepoint, Programs: one(tcpProgTcpResetReceivedTp, tp("tcp", "tcp_receive_reset"))},
+		}},
+	}
+}
+
+// Collector is the TCP collector.
+type Collector struct {
+	deps collectors.Deps
+	cfg  Config
+	log  *slog.Logger
+
+	loader   *hook.Loader
+	reader   *ringbuf.Reader
+	stats    *ebpf.Map
+	counters *ebpf.Map
+	socks    *ebpf.Map
+
+	duration metric.Float64Histogram
+	rtt      metric.Float64Histogram
+	reg      metric.Registration
+
+	received  atomic.Uint64 // ring buffer records read
+	malformed atomic.Uint64
+
+	mu      sync.Mutex
+	series  map[tcpConnKey]*seriesAttrs
+	retired map[uint32]time.Time // pid -> when it was seen gone
+
+	closeOnce sync.Once
+}
+
+// New returns an unloaded TCP collector.
+func New(deps collectors.Deps, cfg Config) *Collector {
+	return &Collector{
+		deps:    deps,
+		cfg:     cfg,
+		log:     deps.Logger,
+		series:  map[tcpConnKey]*seriesAttrs{},
+		retired: map[uint32]time.Time{},
+	}
+}
+
+// Name implements collectors.Collector.
+func (c *Collector) Name() string { return Name }
+
+// Load loads the maps, attaches every hook through its chain and creates the
+// instruments. The state hook is required; without the others the collector
+// runs degraded (their counters stay at zero) and says so.
+func (c *Collector) Load(ctx context.Context) error {
+	spec, err := loadTcp()
+	if err != nil {
+		return fmt.Errorf("loading tcp object: %w", err)
+	}
+	opts := c.deps.Attach
+	opts.MaxEntries = map[string]uint32{
+		tcpMapSocks:     c.cfg.MaxConnections,
+		tcpMapConnStats: c.cfg.MaxSeries,
+	}
+	c.loader, err = hook.NewLoader(Name, spec, opts, c.deps.Probes, c.deps.Hooks, c.log)
+	if err != nil {
+		return err
+	}
+	for _, h := range Hooks() {
+		if _, err := c.loader.Attach(h); err != nil {
+			if h.Name == "state" {
+				c.loader.Close()
+				return err
+			}
+			c.log.Warn("running degraded: a hook could not be attached", "hook", h.Name, "error", err)
+		}
+	}
+	c.stats = c.loader.Map(tcpMapConnStats)
+	c.counters = c.loader.Map(tcpMapCounters)
+	c.socks = c.loader.Map(tcpMapSocks)
+	c.reader, err = ringbuf.NewReader(c.loader.Map(tcpMapCloseEvents))
+	if err != nil {
+		c.loader.Close()
+		return fmt.Errorf("opening close_events ring buffer: %w", err)
+	}
+	if err := c.instruments(); err != nil {
+		c.Close()
+		return err
+	}
+	return nil
+}
+
+// Run drains the ring buffer until Close closes the reader or ctx ends.
+func (c *Collector) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { c.reader.Close() })
+	defer stop()
+	go c.sweepLoop(ctx)
+	var (
+		rec ringbuf.Record
+		ev  closeEvent
+	)
+	for {
+		if err := c.reader.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("reading close_events: %w", err)
+		}
+		c.received.Add(1)
+		if err := decodeCloseEvent(rec.RawSample, &ev); err != nil {
+			c.malformed.Add(1)
+			continue
+		}
+		c.recordClose(ctx, &ev)
+	}
+}
+
+func (c *Collector) recordClose(ctx context.Context, ev *closeEvent) {
+	a := c.attrsFor(ev.key)
+	c.duration.Record(ctx, float64(ev.durationNs)/1e9, a.base)
+	if ev.srttUs > 0 {
+		c.rtt.Record(ctx, float64(ev.srttUs)/1e6, a.base)
+	}
+}
+
+// sweepLoop forgets exited processes so their kernel series can be retired.
+func (c *Collector) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			gone := c.deps.Processes.Sweep()
+			now := time.Now()
+			c.mu.Lock()
+			for _, pid := range gone {
+				if _, ok := c.retired[pid]; !ok {
+					c.retired[pid] = now
+				}
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// Close detaches the programs and ends Run. Idempotent.
+func (c *Collector) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		if c.reg != nil {
+			c.reg.Unregister()
+		}
+		if c.reader != nil {
+			c.reader.Close()
+		}
+		if c.loader != nil {
+			err = c.loader.Close()
+		}
+	})
+	return err
+}
+
+// PipelineStats implements collectors.PipelineReporter from the kernel's
+// counters and the reader's.
+func (c *Collector) PipelineStats() []collectors.StageStats {
+	k := c.kernelCounters()
+	return []collectors.StageStats{
+		{
+			Stage:     "ringbuf",
+			Produced:  k[tcpTcpCounterCOUNTER_EVENTS_SUBMITTED] + k[tcpTcpCounterCOUNTER_DROP_RINGBUF_FULL],
+			Delivered: c.received.Load(),
+			Dropped:   k[tcpTcpCounterCOUNTER_DROP_RINGBUF_FULL],
+		},
+		{Stage: "decode", Produced: c.received.Load(), Delivered: c.received.Load() - c.malformed.Load(), Dropped: c.malformed.Load()},
+		{Stage: "socks_map", Dropped: k[tcpTcpCounterCOUNTER_DROP_SOCKS_FULL]},
+		{Stage: "stats_map", Dropped: k[tcpTcpCounterCOUNTER_DROP_STATS_FULL]},
+		{Stage: "listeners_map", Dropped: k[tcpTcpCounterCOUNTER_DROP_LISTENERS_FULL]},
+	}
+}
+
+func (c *Collector) kernelCounters() [tcpTcpCounterCOUNTER_MAX]uint64 {
+	var out [tcpTcpCounterCOUNTER_MAX]uint64
+	if c.counters == nil {
+		return out
+	}
+	var perCPU []uint64
+	for i := range out {
+		if err := c.counters.Lookup(uint32(i), &perCPU); err != nil {
+			continue
+		}
+		for _, v := range perCPU {
+			out[i] += v
+		}
+	}
+	return out
+}
+
+// seriesAttrs caches the measurement options of one kernel series, so that
+// neither the ring buffer path nor a scrape builds attribute sets anew.
+type seriesAttrs struct {
+	base     metric.MeasurementOption
+	failed   [tcpConnectFailureFAILURE_MAX]metric.ObserveOption
+	sent     metric.ObserveOption
+	received metric.ObserveOption
+	obsBase  metric.ObserveOption
+}
+
+func (c *Collector) attrsFor(k tcpConnKey) *seriesAttrs {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a, ok := c.series[k]; ok {
+		return a
+	}
+	proc := c.deps.Processes.Lookup(k.Tgid)
+	kv := append(append([]attribute.KeyValue{}, proc.Attributes()...), keyAttributes(k)...)
+	set := attribute.NewSet(kv...)
+	with := func(extra attribute.KeyValue) metric.ObserveOption {
+		return metric.WithAttributeSet(attribute.NewSet(append(kv[:len(kv):len(kv)], extra)...))
+	}
+	a := &seriesAttrs{
+		base:     metric.WithAttributeSet(set),
+		obsBase:  metric.WithAttributeSet(set),
+		sent:     with(keyIODirection.String("transmit")),
+		received: with(keyIODirection.String("receive")),
+	}
+	for i := range a.failed {
+		a.failed[i] = with(keyErrorType.String(failureNames[i]))
+	}
+	c.series[k] = a
+	return a
+}

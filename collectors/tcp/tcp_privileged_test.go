@@ -1,0 +1,310 @@
+package tcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/identity"
+)
+
+// startCollector loads the collector on the running kernel, honouring
+// OTELBEE_ATTACH_MODE (the kernel-matrix harness forces each mode in turn).
+func startCollector(t *testing.T) (*Collector, *sdkmetric.ManualReader, *hook.Registry) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: loading BPF programs needs root")
+	}
+	if err := hook.EnsureMounts(); err != nil {
+		t.Logf("mounts: %v", err)
+	}
+	force, err := hook.ParseMode(os.Getenv("OTELBEE_ATTACH_MODE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	probes := hook.NewProbes()
+	if force != "" {
+		if err := probes.Supports(force); err != nil {
+			t.Skipf("skipping: forced attach mode %s is unavailable here: %v", force, err)
+		}
+	}
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	reg := hook.NewRegistry()
+	c := New(collectors.Deps{
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", Name),
+		Meter:     mp.Meter("test"),
+		Processes: identity.NewResolver("/proc", "testhost"),
+		Probes:    probes,
+		Hooks:     reg,
+		Attach:    hook.Options{Force: force},
+	}, DefaultConfig())
+	if err := c.Load(context.Background()); err != nil {
+		t.Fatalf("loading the tcp collector: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		c.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	for _, st := range reg.Statuses() {
+		for _, p := range st.Programs {
+			// Read by the kernel-matrix harness (e2e/vmtest).
+			fmt.Printf("OTELBEE-PROGSTAT collector=%s program=%s mode=%s insns=%d load_us=%d\n",
+				st.Collector, p.Program, p.Mode, p.VerifiedInstructions, p.LoadTime.Microseconds())
+		}
+		if force != "" && st.Attached() {
+			for _, m := range st.Declared {
+				if m == force && st.Mode != force {
+					t.Errorf("hook %s: forced %s but attached %s", st.Hook, force, st.Mode)
+				}
+			}
+		}
+		t.Logf("hook %s: mode %q (declared %v)", st.Hook, st.Mode, st.Declared)
+	}
+	return c, reader, reg
+}
+
+// snapshot sums the kernel's per-CPU counters by series.
+func (c *Collector) snapshot(t *testing.T) map[tcpConnKey]tcpConnCounters {
+	t.Helper()
+	out := map[tcpConnKey]tcpConnCounters{}
+	var (
+		key    tcpConnKey
+		perCPU []tcpConnCounters
+	)
+	it := c.stats.Iterate()
+	for it.Next(&key, &perCPU) {
+		var s tcpConnCounters
+		for _, v := range perCPU {
+			s.Opened += v.Opened
+			s.Closed += v.Closed
+			for i := range s.Failed {
+				s.Failed[i] += v.Failed[i]
+			}
+			s.BytesSent += v.BytesSent
+			s.BytesReceived += v.BytesReceived
+			s.Retransmits += v.Retransmits
+			s.ResetsSent += v.ResetsSent
+			s.ResetsReceived += v.ResetsReceived
+		}
+		out[key] = s
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func loopbackKey(port int, dir tcpDirection) tcpConnKey {
+	k := tcpConnKey{Tgid: uint32(os.Getpid()), ServerPort: uint16(port), Direction: uint8(dir)}
+	copy(k.Peer[:], net.IPv4(127, 0, 0, 1).To16())
+	return k
+}
+
+// echoServer accepts connections; on each it reads until EOF and answers
+// with reply bytes after reading want bytes.
+func echoServer(t *testing.T, network, addr string, want, reply int) net.Listener {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				buf := make([]byte, want)
+				if _, err := io.ReadFull(conn, buf); err != nil {
+					return
+				}
+				conn.Write(make([]byte, reply))
+				io.Copy(io.Discard, conn)
+			}()
+		}
+	}()
+	return ln
+}
+
+func exchange(t *testing.T, network, addr string, send, recv int) {
+	t.Helper()
+	conn, err := net.Dial(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(make([]byte, send)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(conn, make([]byte, recv)); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+}
+
+// waitFor polls the kernel counters until cond holds: closes are recorded in
+// softirq context shortly after Close returns.
+func waitFor(t *testing.T, c *Collector, cond func(map[tcpConnKey]tcpConnCounters) error) map[tcpConnKey]tcpConnCounters {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		snap := c.snapshot(t)
+		err := cond(snap)
+		if err == nil {
+			return snap
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestPrivilegedExactLoopbackCounts(t *testing.T) {
+	c, reader, _ := startCollector(t)
+	const (
+		conns = 25
+		send  = 70001
+		recv  = 3333
+	)
+	ln := echoServer(t, "tcp4", "127.0.0.1:0", send, recv)
+	port := ln.Addr().(*net.TCPAddr).Port
+	for range conns {
+		exchange(t, "tcp4", ln.Addr().String(), send, recv)
+	}
+	out, in := loopbackKey(port, tcpDirectionDIRECTION_OUTBOUND), loopbackKey(port, tcpDirectionDIRECTION_INBOUND)
+	want := func(s map[tcpConnKey]tcpConnCounters) error {
+		o, i := s[out], s[in]
+		if o.Opened != conns || o.Closed != conns || o.BytesSent != conns*send || o.BytesReceived != conns*recv {
+			return fmt.Errorf("outbound: got %+v, want %d opened and closed, %d sent, %d received", o, conns, conns*send, conns*recv)
+		}
+		if i.Opened != conns || i.Closed != conns || i.BytesReceived != conns*send || i.BytesSent != conns*recv {
+			return fmt.Errorf("inbound: got %+v, want %d opened and closed, %d received, %d sent", i, conns, conns*send, conns*recv)
+		}
+		return nil
+	}
+	waitFor(t, c, want)
+
+	// The same numbers reach the OpenTelemetry instruments.
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := sumWhere(rm, "tcp.connection.io", map[string]string{
+		"network.connection.direction": "outbound", "network.io.direction": "transmit",
+		"server.port": fmt.Sprint(port), "process.pid": fmt.Sprint(os.Getpid()),
+	})
+	if got != conns*send {
+		t.Errorf("tcp.connection.io outbound transmit = %v, want %d", got, conns*send)
+	}
+	if n := histCount(rm, "tcp.connection.duration", fmt.Sprint(port)); n != 2*conns {
+		t.Errorf("tcp.connection.duration count for port %d = %d, want %d (both ends)", port, n, 2*conns)
+	}
+}
+
+func TestPrivilegedIPv6AndRefused(t *testing.T) {
+	c, _, _ := startCollector(t)
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("skipping: no IPv6 loopback: %v", err)
+	}
+	ln.Close()
+	srv := echoServer(t, "tcp6", "[::1]:0", 10, 20)
+	port := srv.Addr().(*net.TCPAddr).Port
+	for range 3 {
+		exchange(t, "tcp6", srv.Addr().String(), 10, 20)
+	}
+	// A port that was just closed: connects to it are refused.
+	closedLn, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := closedLn.Addr().(*net.TCPAddr).Port
+	closedLn.Close()
+	const refused = 7
+	for range refused {
+		_, err := net.Dial("tcp4", closedLn.Addr().String())
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial closed port: got %v, want connection refused", err)
+		}
+	}
+	k6 := tcpConnKey{Tgid: uint32(os.Getpid()), ServerPort: uint16(port), Direction: uint8(tcpDirectionDIRECTION_OUTBOUND)}
+	copy(k6.Peer[:], net.IPv6loopback)
+	kr := loopbackKey(closedPort, tcpDirectionDIRECTION_OUTBOUND)
+	waitFor(t, c, func(s map[tcpConnKey]tcpConnCounters) error {
+		if v := s[k6]; v.Opened != 3 || v.Closed != 3 || v.BytesSent != 30 || v.BytesReceived != 60 {
+			return fmt.Errorf("ipv6 outbound: got %+v; all series: %v", v, s)
+		}
+		v := s[kr]
+		if v.Failed[tcpConnectFailureFAILURE_REFUSED] != refused || v.Opened != 0 || v.ResetsReceived != refused {
+			return fmt.Errorf("refused: got %+v, want %d refused and resets received", v, refused)
+		}
+		return nil
+	})
+}
+
+func sumWhere(rm metricdata.ResourceMetrics, name string, attrs map[string]string) int64 {
+	var total int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			sum, ok := m.Data.(metricdata.Sum[int64])
+			if !ok {
+				continue
+			}
+		points:
+			for _, dp := range sum.DataPoints {
+				for k, v := range attrs {
+					got, ok := dp.Attributes.Value(attributeKey(k))
+					if !ok || got.Emit() != v {
+						continue points
+					}
+				}
+				total += dp.Value
+			}
+		}
+	}
+	return total
+}
+
+func histCount(rm metricdata.ResourceMetrics, name, port string) uint64 {
+	var n uint64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			h, ok := m.Data.(metricdata.Histogram[float64])
+			if m.Name != name || !ok {
+				continue
+			}
+			for _, dp := range h.DataPoints {
+				if v, ok := dp.Attributes.Value("server.port"); ok && v.Emit() == port {
+					n += dp.Count
+				}
+			}
+		}
+	}
+	return n
+}
