@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // ErrUnavailable marks a mode the host cannot provide.
@@ -92,6 +93,11 @@ func probeTracing(at ebpf.AttachType, target string) error {
 		License:      "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
 	})
+	if errors.Is(err, unix.EPERM) {
+		// cilium/ebpf suggests raising RLIMIT_MEMLOCK on EPERM; that is not
+		// the cause on kernels that account BPF memory to cgroups.
+		return fmt.Errorf("%w: the kernel refuses %s programs (EPERM loading a probe on %s: a security policy or a kernel built without the BPF trampoline)", ErrUnavailable, at, target)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: loading a probe program on %s: %w", ErrUnavailable, target, err)
 	}

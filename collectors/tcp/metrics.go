@@ -136,3 +136,15 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 	}
 	return nil
 }
+
+// instrumentsForBench creates the histograms only: benchmarks have no maps.
+func (c *Collector) instrumentsForBench() error {
+	var err error
+	if c.duration, err = c.deps.Meter.Float64Histogram("tcp.connection.duration", metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(durationBuckets...)); err != nil {
+		return err
+	}
+	c.rtt, err = c.deps.Meter.Float64Histogram("tcp.connection.rtt", metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(rttBuckets...))
+	return err
+}

@@ -1,0 +1,70 @@
+# otelbee — see README.md. `sudo make run` runs the agent; `make test` runs every test tier.
+SHELL := /bin/bash
+GO ?= go
+BUILD := build
+BIN := $(BUILD)/bin/otelbee
+OTELCOL := $(BUILD)/otelcol/otelcol-otelbee
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/otelbee/otelbee/agent.Version=$(VERSION)
+# Debian packages the build and the tests use (clang/llvm/libbpf for `make generate`).
+APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 prometheus qemu-system-x86 cpio curl \
+	dnsmasq-base dnsutils nginx-light wrk dnsperf python3
+GENERATED := $(shell git ls-files '*_bpfel.go' '*_bpfel.o' 2>/dev/null)
+
+.PHONY: all deps generate check-generated build run test test-unit test-e2e vmtest bench lint install otelcol clean
+
+all: build
+
+# Installs missing Debian packages when run as root; elsewhere it only reports.
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing: $$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		else echo "missing packages (run as root to install): $$missing"; fi; \
+	fi
+
+# Regenerates vmlinux-based BPF objects and Go bindings with bpf2go.
+generate:
+	$(GO) generate ./...
+
+# Fails when the committed generated files differ from a fresh generation.
+check-generated: generate
+	@git diff --exit-code --stat -- $(GENERATED) || { echo "generated BPF files differ from the committed ones: run 'make generate' and commit"; exit 1; }
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/otelbee
+
+run: build
+	$(BIN) $(ARGS)
+
+otelcol:
+	scripts/build-otelcol.sh $(BUILD)/otelcol
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Unit and privileged tests (the privileged ones skip with a reason when not root).
+test-unit:
+	$(GO) test -count=1 ./agent/... ./collectors/... ./exporters/... ./cmd/...
+
+# End-to-end tests against the built binary, a real Prometheus and a real OpenTelemetry Collector.
+test-e2e: build otelcol
+	OTELBEE_BIN=$(CURDIR)/$(BIN) OTELCOL_BIN=$(CURDIR)/$(OTELCOL) $(GO) test -count=1 -timeout 20m ./e2e/...
+
+vmtest:
+	$(GO) run ./e2e/vmtest/cmd/vmtest -config e2e/vmtest/matrix.json
+
+test: deps check-generated lint test-unit test-e2e
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./collectors/... ./exporters/...
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)/usr/local/bin/otelbee
+	install -D -m 0644 packaging/otelbee.service $(DESTDIR)/etc/systemd/system/otelbee.service
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,201 @@
+// Package agent wires configuration, collectors and exporters together and
+// runs them: load everything first, then run, then shut down with a deadline.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	"golang.org/x/sys/unix"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/exporters/otlp"
+	promexp "github.com/otelbee/otelbee/exporters/prometheus"
+)
+
+// Version is set at build time (-ldflags "-X ...agent.Version=...").
+var Version = "dev"
+
+// cardinalityLimit bounds the series of each instrument in the SDK; beyond
+// it, measurements fold into one series marked otel.metric.overflow=true.
+const cardinalityLimit = 20000
+
+// Run starts the agent and blocks until ctx is done.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	log := logger.With("component", "agent")
+	if err := hook.EnsureMounts(); err != nil {
+		log.Warn("some pseudo file systems could not be mounted; dependent attach modes will be unavailable", "error", err)
+	}
+	if cfg.BPFStats {
+		closer, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+		if err != nil {
+			log.Warn("BPF run-time statistics unavailable", "error", err)
+		} else {
+			defer closer.Close()
+		}
+	}
+
+	res, err := agentResource(ctx)
+	if err != nil {
+		return err
+	}
+	var (
+		readers   []sdkmetric.Option
+		exporters []exportCounter
+		listener  net.Listener
+		prom      *promexp.Exporter
+	)
+	if cfg.Prometheus.Listen != "" {
+		listener, err = net.Listen("tcp", cfg.Prometheus.Listen)
+		if err != nil {
+			return fmt.Errorf("listening for prometheus on %s: %w", cfg.Prometheus.Listen, err)
+		}
+		defer listener.Close()
+		prom = promexp.New(promexp.WithLogger(logger.With("component", "prometheus")), promexp.WithoutScopeLabels())
+		readers = append(readers, sdkmetric.WithReader(prom.Reader()))
+	}
+	otlpCfg := cfg.OTLP.exporterConfig()
+	if otlpCfg.MetricsEnabled() {
+		exp, err := otlp.NewMetricExporter(ctx, otlpCfg)
+		if err != nil {
+			return fmt.Errorf("creating otlp metric exporter: %w", err)
+		}
+		// The periodic reader honours OTEL_METRIC_EXPORT_INTERVAL/_TIMEOUT.
+		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)))
+		exporters = append(exporters, exportCounter{name: "otlp", failures: exp.Failures})
+		log.Info("exporting OTLP metrics", "protocol", exp.Protocol())
+	}
+	if len(readers) == 0 {
+		log.Warn("no exporter enabled: set --prometheus.listen or an OTLP endpoint")
+	}
+	mp := sdkmetric.NewMeterProvider(append(readers,
+		sdkmetric.WithResource(res),
+		sdkmetric.WithCardinalityLimit(cardinalityLimit))...)
+
+	force, _ := hook.ParseMode(cfg.AttachMode) // validated with the config
+	host, _ := os.Hostname()
+	deps := collectors.Deps{
+		Processes: identity.NewResolver("/proc", host),
+		Probes:    hook.NewProbes(),
+		Hooks:     hook.NewRegistry(),
+		Attach:    hook.Options{Force: force},
+	}
+
+	// Phase one: load every collector. One that cannot load on this host is
+	// reported and left out; the others run.
+	var loaded []collectors.Collector
+	var mu sync.Mutex
+	for _, name := range cfg.Collectors {
+		d := deps
+		d.Logger = logger.With("component", name)
+		d.Meter = mp.Meter("github.com/otelbee/otelbee/collectors/"+name, metric.WithInstrumentationVersion(Version))
+		c := factories[name](d, &cfg)
+		if err := c.Load(ctx); err != nil {
+			log.Error("collector disabled: it could not be loaded on this host", "collector", name, "error", err)
+			continue
+		}
+		log.Info("collector loaded", "collector", name)
+		loaded = append(loaded, c)
+	}
+	selfReg, err := registerSelfMetrics(mp.Meter("github.com/otelbee/otelbee/agent"), selfSources{
+		hooks:      deps.Hooks,
+		collectors: func() []collectors.Collector { mu.Lock(); defer mu.Unlock(); return loaded },
+		processes:  deps.Processes,
+		exporters:  exporters,
+		bpfStats:   cfg.BPFStats,
+	})
+	if err != nil {
+		return fmt.Errorf("registering self metrics: %w", err)
+	}
+	defer selfReg.Unregister()
+	if len(loaded) == 0 {
+		log.Error("no collector could be loaded; serving self-telemetry only (run `otelbee doctor`)")
+	}
+
+	// Phase two: run.
+	var wg sync.WaitGroup
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	for _, c := range loaded {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Run(runCtx); err != nil {
+				log.Error("collector stopped", "collector", c.Name(), "error", err)
+			}
+		}()
+	}
+	var srv *http.Server
+	if prom != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", prom.Handler())
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/" {
+				http.NotFound(w, r)
+				return
+			}
+			fmt.Fprintln(w, `<html><body><a href="/metrics">metrics</a></body></html>`)
+		})
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("prometheus endpoint stopped", "error", err)
+			}
+		}()
+		log.Info("serving prometheus metrics", "address", "http://"+listener.Addr().String()+"/metrics")
+	}
+	log.Info("otelbee running", "version", Version, "collectors", cfg.Collectors)
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	// Flush first, while the collectors' maps can still be read.
+	if err := mp.ForceFlush(shutdownCtx); err != nil {
+		log.Warn("flushing exporters", "error", err)
+	}
+	if srv != nil {
+		srv.Shutdown(shutdownCtx)
+	}
+	stopRun()
+	for _, c := range loaded {
+		c.Close()
+	}
+	wg.Wait()
+	if err := mp.Shutdown(shutdownCtx); err != nil {
+		log.Warn("shutting down the meter provider", "error", err)
+	}
+	return nil
+}
+
+func agentResource(ctx context.Context) (*resource.Resource, error) {
+	res, err := resource.New(ctx,
+		resource.WithAttributes(
+			attribute.String("service.name", "otelbee"),
+			attribute.String("service.version", Version),
+		),
+		resource.WithHost(),
+		resource.WithOS(),
+		resource.WithProcessPID(),
+		resource.WithTelemetrySDK(),
+		resource.WithFromEnv(),
+	)
+	if err != nil && res == nil {
+		return nil, fmt.Errorf("building the agent resource: %w", err)
+	}
+	return res, nil
+}

@@ -1,0 +1,265 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/tcp"
+	"github.com/otelbee/otelbee/exporters/otlp"
+)
+
+// Config is the agent's whole configuration. Precedence, highest first:
+// command-line flags, environment (OTELBEE_* and the standard OTEL_*), the
+// YAML file named by --config, defaults.
+type Config struct {
+	Collectors []string         `yaml:"collectors"`
+	Prometheus PrometheusConfig `yaml:"prometheus"`
+	OTLP       OTLPConfig       `yaml:"otlp"`
+	// AttachMode forces one attach mode on every hook that declares it:
+	// auto, tp_btf, fentry, kprobe, tracepoint. For troubleshooting.
+	AttachMode      string        `yaml:"attach_mode"`
+	LogLevel        string        `yaml:"log_level"`
+	BPFStats        bool          `yaml:"bpf_stats"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	TCP             tcp.Config    `yaml:"tcp"`
+}
+
+// PrometheusConfig is the /metrics endpoint.
+type PrometheusConfig struct {
+	// Listen is host:port; empty turns the endpoint off.
+	Listen string `yaml:"listen"`
+}
+
+// OTLPConfig selects the OTLP exporter. The rest of its settings (headers,
+// timeout, TLS, interval) come from the standard OTEL_* variables.
+type OTLPConfig struct {
+	Endpoint string `yaml:"endpoint"`
+	Protocol string `yaml:"protocol"`
+}
+
+func (c OTLPConfig) exporterConfig() otlp.Config {
+	return otlp.Config{Endpoint: c.Endpoint, Protocol: c.Protocol}
+}
+
+// DefaultConfig is what runs with no flags, no environment and no file.
+func DefaultConfig() Config {
+	return Config{
+		Collectors:      []string{"tcp"},
+		Prometheus:      PrometheusConfig{Listen: "127.0.0.1:9464"},
+		AttachMode:      "auto",
+		LogLevel:        "info",
+		ShutdownTimeout: 5 * time.Second,
+		TCP:             tcp.DefaultConfig(),
+	}
+}
+
+// UsageError is a configuration mistake: main prints it and exits with 2.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+func usageErrorf(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// envVars maps OTELBEE_* variables to flag names.
+var envVars = map[string]string{
+	"OTELBEE_CONFIG":            "config",
+	"OTELBEE_COLLECTORS":        "collectors",
+	"OTELBEE_PROMETHEUS_LISTEN": "prometheus.listen",
+	"OTELBEE_OTLP_ENDPOINT":     "otlp.endpoint",
+	"OTELBEE_ATTACH_MODE":       "attach-mode",
+	"OTELBEE_LOG_LEVEL":         "log.level",
+	"OTELBEE_BPF_STATS":         "bpf.stats",
+}
+
+// LoadConfig builds the configuration from args (without the program name
+// and subcommand) and the environment.
+func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("otelbee", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	// Values are read back through Visit: only flags the user set override.
+	fs.String("config", "", "YAML configuration file")
+	fs.String("collectors", "", "comma-separated collectors to enable, or all (valid: "+strings.Join(CollectorNames(), ", ")+")")
+	fs.String("prometheus.listen", "", "host:port of the Prometheus /metrics endpoint; empty string turns it off (default 127.0.0.1:9464)")
+	fs.String("otlp.endpoint", "", "OTLP endpoint (default from OTEL_EXPORTER_OTLP_ENDPOINT; unset: no OTLP export)")
+	fs.String("otlp.protocol", "", "OTLP protocol: grpc or http/protobuf (default from OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
+	fs.String("attach-mode", "", "force an attach mode where a hook declares it: auto, tp_btf, fentry, kprobe, tracepoint")
+	fs.String("log.level", "", "debug, info, warn or error")
+	fs.Bool("bpf.stats", false, "enable kernel BPF run-time statistics and export them per program")
+	fs.Duration("shutdown-timeout", 0, "how long shutdown may take to flush exporters")
+	fs.Uint("tcp.max-connections", 0, "connections the TCP collector tracks at once")
+	fs.Uint("tcp.max-series", 0, "distinct TCP series (process, peer, port, direction) kept in the kernel")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return Config{}, err
+		}
+		return Config{}, &UsageError{Err: err}
+	}
+	if fs.NArg() > 0 {
+		return Config{}, usageErrorf("unexpected argument %q (commands: run, doctor, version)", fs.Arg(0))
+	}
+	set := map[string]string{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = f.Value.String() })
+	// Environment fills in what flags did not set.
+	for env, name := range envVars {
+		if v, ok := getenv(env); ok {
+			if _, done := set[name]; !done {
+				set[name] = v
+			}
+		}
+	}
+	cfg := DefaultConfig()
+	if path, ok := set["config"]; ok && path != "" {
+		if err := readConfigFile(path, &cfg); err != nil {
+			return Config{}, err
+		}
+	}
+	for name, v := range set {
+		var err error
+		switch name {
+		case "collectors":
+			cfg.Collectors = splitList(v)
+		case "prometheus.listen":
+			cfg.Prometheus.Listen = v
+		case "otlp.endpoint":
+			cfg.OTLP.Endpoint = v
+		case "otlp.protocol":
+			cfg.OTLP.Protocol = v
+		case "attach-mode":
+			cfg.AttachMode = v
+		case "log.level":
+			cfg.LogLevel = v
+		case "bpf.stats":
+			cfg.BPFStats, err = strconv.ParseBool(v)
+		case "shutdown-timeout":
+			cfg.ShutdownTimeout, err = time.ParseDuration(v)
+		case "tcp.max-connections":
+			var n uint64
+			n, err = strconv.ParseUint(v, 10, 32)
+			cfg.TCP.MaxConnections = uint32(n)
+		case "tcp.max-series":
+			var n uint64
+			n, err = strconv.ParseUint(v, 10, 32)
+			cfg.TCP.MaxSeries = uint32(n)
+		}
+		if err != nil {
+			return Config{}, usageErrorf("invalid value %q for %s: %v", v, name, err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+func readConfigFile(path string, cfg *Config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return usageErrorf("reading config file: %v", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return usageErrorf("parsing config file %s: %v", path, err)
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Validate checks every field and expands "all".
+func (c *Config) Validate() error {
+	valid := CollectorNames()
+	if len(c.Collectors) == 0 {
+		return usageErrorf("no collectors enabled (valid: %s, all)", strings.Join(valid, ", "))
+	}
+	var expanded []string
+	for _, name := range c.Collectors {
+		if name == "all" {
+			expanded = append(expanded, valid...)
+			continue
+		}
+		if !slices.Contains(valid, name) {
+			return usageErrorf("unknown collector %q (valid: %s, all)", name, strings.Join(valid, ", "))
+		}
+		expanded = append(expanded, name)
+	}
+	sort.Strings(expanded)
+	c.Collectors = slices.Compact(expanded)
+	if c.Prometheus.Listen != "" {
+		if err := validateListen(c.Prometheus.Listen); err != nil {
+			return usageErrorf("invalid prometheus.listen %q: %v (want host:port, or empty to turn it off)", c.Prometheus.Listen, err)
+		}
+	}
+	// The OTLP package also checks OTEL_EXPORTER_OTLP_*PROTOCOL and endpoints.
+	if err := c.OTLP.exporterConfig().Validate(); err != nil {
+		return &UsageError{Err: err}
+	}
+	if _, err := hook.ParseMode(c.AttachMode); err != nil {
+		return &UsageError{Err: err}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return usageErrorf("unknown log.level %q (valid: debug, info, warn, error)", c.LogLevel)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return usageErrorf("shutdown-timeout must be positive, got %s", c.ShutdownTimeout)
+	}
+	if err := c.TCP.Validate(); err != nil {
+		return &UsageError{Err: err}
+	}
+	return nil
+}
+
+func validateListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		return fmt.Errorf("host %q is not an IP address", host)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+// LogLevel maps a validated log.level to slog's.
+func LogLevel(s string) slog.Level {
+	switch s {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}

@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := kv[k]; return v, ok }
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "otelbee.yaml")
+	os.WriteFile(file, []byte("collectors: [tcp]\nprometheus:\n  listen: 127.0.0.1:1111\nlog_level: warn\nshutdown_timeout: 9s\ntcp:\n  max_series: 100\n"), 0o600)
+
+	cfg, err := LoadConfig([]string{"--config", file}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Prometheus.Listen != "127.0.0.1:1111" || cfg.LogLevel != "warn" || cfg.TCP.MaxSeries != 100 ||
+		cfg.ShutdownTimeout != 9*time.Second || cfg.TCP.MaxConnections != 65536 {
+		t.Fatalf("file not applied over defaults: %+v", cfg)
+	}
+	cfg, err = LoadConfig([]string{"--config", file}, env(map[string]string{"OTELBEE_PROMETHEUS_LISTEN": "127.0.0.1:2222"}), io.Discard)
+	if err != nil || cfg.Prometheus.Listen != "127.0.0.1:2222" || cfg.LogLevel != "warn" {
+		t.Fatalf("env must override the file: %+v, %v", cfg, err)
+	}
+	cfg, err = LoadConfig([]string{"--prometheus.listen", "127.0.0.1:3333"},
+		env(map[string]string{"OTELBEE_CONFIG": file, "OTELBEE_PROMETHEUS_LISTEN": "127.0.0.1:2222"}), io.Discard)
+	if err != nil || cfg.Prometheus.Listen != "127.0.0.1:3333" || cfg.TCP.MaxSeries != 100 {
+		t.Fatalf("flags must override env and file: %+v, %v", cfg, err)
+	}
+	cfg, err = LoadConfig([]string{"--prometheus.listen="}, env(nil), io.Discard)
+	if err != nil || cfg.Prometheus.Listen != "" {
+		t.Fatalf("empty --prometheus.listen turns the endpoint off: %+v, %v", cfg, err)
+	}
+	cfg, err = LoadConfig([]string{"--collectors=all"}, env(nil), io.Discard)
+	if err != nil || strings.Join(cfg.Collectors, ",") != strings.Join(CollectorNames(), ",") {
+		t.Fatalf("all: %v, %v", cfg.Collectors, err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("prometheus: [this is not a map\n"), 0o600)
+	unknown := filepath.Join(dir, "unknown.yaml")
+	os.WriteFile(unknown, []byte("colectors: [tcp]\n"), 0o600)
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"unknown collector", []string{"--collectors=tcp,bogus"}, nil, `unknown collector "bogus" (valid: ` + strings.Join(CollectorNames(), ", ") + ", all)"},
+		{"no collector", []string{"--collectors="}, nil, "no collectors enabled"},
+		{"bad listen", []string{"--prometheus.listen=nohostport"}, nil, `invalid prometheus.listen "nohostport"`},
+		{"bad port", []string{"--prometheus.listen=127.0.0.1:99999"}, nil, "not a number from 0 to 65535"},
+		{"bad host", []string{"--prometheus.listen=not_a_host:80"}, nil, "is not an IP address"},
+		{"unknown flag", []string{"--no-such-flag"}, nil, "flag provided but not defined: -no-such-flag"},
+		{"stray argument", []string{"extra"}, nil, `unexpected argument "extra"`},
+		{"bad protocol", []string{"--otlp.protocol=udp"}, nil, "udp"},
+		{"bad env protocol", nil, map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "thrift"}, "thrift"},
+		{"bad attach mode", []string{"--attach-mode=uprobez"}, nil, `unknown attach mode "uprobez" (valid: auto,`},
+		{"bad log level", []string{"--log.level=loud"}, nil, `unknown log.level "loud"`},
+		{"bad env bool", nil, map[string]string{"OTELBEE_BPF_STATS": "perhaps"}, `invalid value "perhaps" for bpf.stats`},
+		{"malformed file", []string{"--config", bad}, nil, "parsing config file " + bad},
+		{"unknown key in file", []string{"--config", unknown}, nil, "field colectors not found"},
+		{"missing file", []string{"--config", filepath.Join(dir, "nope.yaml")}, nil, "reading config file"},
+		{"tcp bounds", []string{"--tcp.max-connections=1"}, nil, "tcp.max_connections must be between"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v) // the OTLP exporters read OTEL_* themselves
+			}
+			_, err := LoadConfig(tt.args, env(tt.env), io.Discard)
+			var ue *UsageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("got %v, want a UsageError", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %q, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}

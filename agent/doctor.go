@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf/btf"
+	"go.opentelemetry.io/otel/metric/noop"
+	"golang.org/x/sys/unix"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/identity"
+)
+
+// capabilities the agent uses, and why.
+var capabilities = []struct {
+	bit  int
+	name string
+	why  string
+}{
+	{unix.CAP_BPF, "CAP_BPF", "load BPF programs and maps"},
+	{unix.CAP_PERFMON, "CAP_PERFMON", "attach tracing programs, read kernel memory"},
+	{unix.CAP_SYS_PTRACE, "CAP_SYS_PTRACE", "read other processes' environment (OTEL_SERVICE_NAME) and executable"},
+	{unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN", "optional: mount tracefs when missing, enable --bpf.stats"},
+	{unix.CAP_SYS_RESOURCE, "CAP_SYS_RESOURCE", "optional: raise RLIMIT_MEMLOCK on kernels before 5.11"},
+}
+
+// Doctor prints, without starting the agent, what this host supports: the
+// kernel features behind each attach mode, and for each collector which mode
+// each hook would run in. Loading a collector's programs is the only honest
+// test of the verifier, so it loads and immediately unloads them.
+func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	fmt.Fprintf(w, "otelbee %s doctor\n\n", Version)
+	fmt.Fprintf(w, "kernel:       %s %s\n", unix.ByteSliceToString(uts.Release[:]), unix.ByteSliceToString(uts.Machine[:]))
+	if _, err := btf.LoadKernelSpec(); err != nil {
+		fmt.Fprintf(w, "BTF:          missing (%v): CO-RE programs cannot load\n", err)
+	} else {
+		fmt.Fprintf(w, "BTF:          yes (/sys/kernel/btf/vmlinux)\n")
+	}
+	mountErr := hook.EnsureMounts()
+	if mode, err := hook.Lockdown(); err != nil {
+		fmt.Fprintf(w, "lockdown:     unknown (%v)\n", err)
+	} else {
+		note := ""
+		if mode == "confidentiality" {
+			note = ": BPF cannot read kernel memory; collectors will not load"
+		}
+		fmt.Fprintf(w, "lockdown:     %s%s\n", mode, note)
+	}
+	fmt.Fprintf(w, "cgroup v2:    %s\n", cgroup2Mount())
+	fmt.Fprintf(w, "tracefs:      %s\n", mountState(hook.TracefsPath()+"/events", hook.TracefsPath()))
+	fmt.Fprintf(w, "bpffs:        %s\n", mountState("/sys/fs/bpf", "/sys/fs/bpf (not needed: otelbee pins nothing)"))
+	if mountErr != nil {
+		fmt.Fprintf(w, "mounts:       %v\n", mountErr)
+	}
+	fmt.Fprintf(w, "\ncapabilities (effective):\n")
+	eff := effectiveCaps()
+	for _, c := range capabilities {
+		have := "no "
+		if eff&(1<<uint(c.bit)) != 0 {
+			have = "yes"
+		}
+		fmt.Fprintf(w, "  %-17s %s  %s\n", c.name, have, c.why)
+	}
+
+	probes := hook.NewProbes()
+	fmt.Fprintf(w, "\nattach modes:\n")
+	for _, m := range []hook.Mode{hook.ModeFentry, hook.ModeKprobe, hook.ModeTPBTF, hook.ModeTracepoint, hook.ModeUprobe} {
+		if err := probes.Supports(m); err != nil {
+			fmt.Fprintf(w, "  %-11s unavailable: %v\n", m, err)
+		} else {
+			fmt.Fprintf(w, "  %-11s available\n", m)
+		}
+	}
+
+	fmt.Fprintf(w, "\ncollectors:\n")
+	host, _ := os.Hostname()
+	force, _ := hook.ParseMode(cfg.AttachMode)
+	for _, name := range CollectorNames() {
+		reg := hook.NewRegistry()
+		d := collectors.Deps{
+			Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Meter:     noop.NewMeterProvider().Meter("doctor"),
+			Processes: identity.NewResolver("/proc", host),
+			Probes:    probes,
+			Hooks:     reg,
+			Attach:    hook.Options{Force: force},
+		}
+		c := factories[name](d, &cfg)
+		err := c.Load(ctx)
+		c.Close()
+		verdict := "runs"
+		if err != nil {
+			verdict = "cannot run: " + err.Error()
+		} else {
+			for _, st := range reg.Statuses() {
+				if !st.Attached() {
+					verdict = "runs degraded"
+				}
+			}
+		}
+		fmt.Fprintf(w, "  %s: %s\n", name, verdict)
+		for _, st := range reg.Statuses() {
+			mode := string(st.Mode)
+			if mode == "" {
+				mode = "NOT ATTACHED"
+			}
+			fmt.Fprintf(w, "    %-15s %-11s (chain: %s)\n", st.Hook, mode, joinModes(st.Declared))
+			for _, a := range st.Attempts {
+				fmt.Fprintf(w, "      %s passed over: %v\n", a.Mode, a.Err)
+			}
+		}
+	}
+	return nil
+}
+
+func joinModes(ms []hook.Mode) string {
+	s := make([]string, len(ms))
+	for i, m := range ms {
+		s[i] = string(m)
+	}
+	return strings.Join(s, " -> ")
+}
+
+func mountState(probe, what string) string {
+	if _, err := os.Stat(probe); err != nil {
+		return "not mounted"
+	}
+	return what
+}
+
+func cgroup2Mount() string {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[2] == "cgroup2" {
+			return f[1]
+		}
+	}
+	return "not mounted"
+}
+
+func effectiveCaps() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			var caps uint64
+			fmt.Sscanf(strings.TrimSpace(v), "%x", &caps)
+			return caps
+		}
+	}
+	return 0
+}

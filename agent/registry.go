@@ -1,0 +1,27 @@
+package agent
+
+import (
+	"sort"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/tcp"
+)
+
+// factory builds an unloaded collector from the agent's configuration.
+type factory func(collectors.Deps, *Config) collectors.Collector
+
+// factories is the explicit list of collectors the agent knows; no init()
+// registration, so what exists is visible here.
+var factories = map[string]factory{
+	tcp.Name: func(d collectors.Deps, c *Config) collectors.Collector { return tcp.New(d, c.TCP) },
+}
+
+// CollectorNames lists the valid values of --collectors, sorted.
+func CollectorNames() []string {
+	names := make([]string, 0, len(factories))
+	for n := range factories {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,157 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/identity"
+)
+
+// selfSources is what the agent's own telemetry reads.
+type selfSources struct {
+	hooks      *hook.Registry
+	collectors func() []collectors.Collector
+	processes  *identity.Resolver
+	exporters  []exportCounter
+	bpfStats   bool
+}
+
+// exportCounter is an exporter that counts its failures.
+type exportCounter struct {
+	name     string
+	failures func() int64
+}
+
+// registerSelfMetrics creates the otelbee.* instruments. Their data points
+// carry no service.name, so they stay under the agent's own resource.
+func registerSelfMetrics(m metric.Meter, src selfSources) (metric.Registration, error) {
+	attached, err := m.Int64ObservableGauge("otelbee.bpf.program.attached",
+		metric.WithDescription("1 for the attach mode a hook runs in, 0 for the modes declared but not used."))
+	if err != nil {
+		return nil, err
+	}
+	runTime, err := m.Float64ObservableCounter("otelbee.bpf.program.run_time", metric.WithUnit("s"),
+		metric.WithDescription("Kernel time spent in each BPF program (needs --bpf.stats)."))
+	if err != nil {
+		return nil, err
+	}
+	runCount, err := m.Int64ObservableCounter("otelbee.bpf.program.run_count", metric.WithUnit("{run}"),
+		metric.WithDescription("Times each BPF program ran (needs --bpf.stats)."))
+	if err != nil {
+		return nil, err
+	}
+	produced, err := m.Int64ObservableCounter("otelbee.events.produced", metric.WithUnit("{event}"),
+		metric.WithDescription("Events that entered a pipeline stage."))
+	if err != nil {
+		return nil, err
+	}
+	delivered, err := m.Int64ObservableCounter("otelbee.events.delivered", metric.WithUnit("{event}"),
+		metric.WithDescription("Events a pipeline stage passed on."))
+	if err != nil {
+		return nil, err
+	}
+	dropped, err := m.Int64ObservableCounter("otelbee.events.dropped", metric.WithUnit("{event}"),
+		metric.WithDescription("Events a pipeline stage lost (ring buffer full, map full, undecodable)."))
+	if err != nil {
+		return nil, err
+	}
+	exportFailures, err := m.Int64ObservableCounter("otelbee.exporter.failures", metric.WithUnit("{export}"),
+		metric.WithDescription("Exports that failed, by exporter."))
+	if err != nil {
+		return nil, err
+	}
+	processes, err := m.Int64ObservableGauge("otelbee.process.cache.size", metric.WithUnit("{process}"),
+		metric.WithDescription("Observed processes whose identity is cached."))
+	if err != nil {
+		return nil, err
+	}
+	cpu, err := m.Float64ObservableCounter("process.cpu.time", metric.WithUnit("s"),
+		metric.WithDescription("CPU time of the agent process."))
+	if err != nil {
+		return nil, err
+	}
+	rss, err := m.Int64ObservableGauge("process.memory.usage", metric.WithUnit("By"),
+		metric.WithDescription("Resident memory of the agent process."))
+	if err != nil {
+		return nil, err
+	}
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, st := range src.hooks.Statuses() {
+			for _, mode := range st.Declared {
+				v := int64(0)
+				if mode == st.Mode {
+					v = 1
+				}
+				o.ObserveInt64(attached, v, metric.WithAttributes(
+					attribute.String("collector", st.Collector),
+					attribute.String("program", st.Hook),
+					attribute.String("mode", string(mode))))
+			}
+		}
+		if src.bpfStats {
+			for _, p := range src.hooks.Programs() {
+				s, err := p.Program.Stats()
+				if err != nil {
+					continue
+				}
+				attrs := metric.WithAttributes(attribute.String("collector", p.Collector), attribute.String("program", p.Name))
+				o.ObserveFloat64(runTime, s.Runtime.Seconds(), attrs)
+				o.ObserveInt64(runCount, int64(s.RunCount), attrs)
+			}
+		}
+		for _, c := range src.collectors() {
+			pr, ok := c.(collectors.PipelineReporter)
+			if !ok {
+				continue
+			}
+			for _, s := range pr.PipelineStats() {
+				attrs := metric.WithAttributes(attribute.String("collector", c.Name()), attribute.String("stage", s.Stage))
+				if s.Produced > 0 || s.Delivered > 0 {
+					o.ObserveInt64(produced, int64(s.Produced), attrs)
+					o.ObserveInt64(delivered, int64(s.Delivered), attrs)
+				}
+				o.ObserveInt64(dropped, int64(s.Dropped), attrs)
+			}
+		}
+		for _, e := range src.exporters {
+			o.ObserveInt64(exportFailures, e.failures(), metric.WithAttributes(attribute.String("exporter", e.name)))
+		}
+		o.ObserveInt64(processes, int64(src.processes.Len()))
+		if cpuSec, rssBytes, err := selfUsage(); err == nil {
+			o.ObserveFloat64(cpu, cpuSec)
+			o.ObserveInt64(rss, rssBytes)
+		}
+		return nil
+	}, attached, runTime, runCount, produced, delivered, dropped, exportFailures, processes, cpu, rss)
+}
+
+// selfUsage reads the agent's CPU seconds and resident bytes from /proc.
+func selfUsage() (cpuSeconds float64, rssBytes int64, err error) {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("parsing /proc/self/stat")
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 22 {
+		return 0, 0, fmt.Errorf("parsing /proc/self/stat: %d fields", len(f))
+	}
+	// utime, stime (fields 14, 15) in clock ticks; rss (field 24) in pages.
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	pages, _ := strconv.ParseInt(f[21], 10, 64)
+	const ticksPerSecond = 100 // USER_HZ is 100 on every Linux ABI
+	return (utime + stime) / ticksPerSecond, pages * int64(os.Getpagesize()), nil
+}

@@ -1,0 +1,55 @@
+// Command otelbee is the eBPF observability agent.
+//
+//	otelbee [run] [flags]   run the agent
+//	otelbee doctor [flags]  print what this host supports, without running
+//	otelbee version         print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/otelbee/otelbee/agent"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	cmd := "run"
+	if len(args) > 0 && (args[0] == "run" || args[0] == "doctor" || args[0] == "version") {
+		cmd, args = args[0], args[1:]
+	}
+	if cmd == "version" {
+		fmt.Println("otelbee", agent.Version)
+		return 0
+	}
+	cfg, err := agent.LoadConfig(args, os.LookupEnv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "otelbee:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cmd == "doctor" {
+		if err := agent.Doctor(ctx, os.Stdout, cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "otelbee doctor:", err)
+			return 1
+		}
+		return 0
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: agent.LogLevel(cfg.LogLevel)}))
+	if err := agent.Run(ctx, cfg, logger); err != nil {
+		logger.Error("otelbee failed", "error", err)
+		return 1
+	}
+	return 0
+}
