@@ -18,6 +18,9 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sys/unix"
 
 	"github.com/otelbee/otelbee/collectors"
@@ -76,11 +79,33 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		}
 		// The periodic reader honours OTEL_METRIC_EXPORT_INTERVAL/_TIMEOUT.
 		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)))
-		exporters = append(exporters, exportCounter{name: "otlp", failures: exp.Failures})
+		exporters = append(exporters, exportCounter{name: "otlp_metrics", failures: exp.Failures})
 		log.Info("exporting OTLP metrics", "protocol", exp.Protocol())
 	}
 	if len(readers) == 0 {
 		log.Warn("no exporter enabled: set --prometheus.listen or an OTLP endpoint")
+	}
+	// Spans leave only through OTLP. Without an exporter the provider is a
+	// no-op, so collectors can always ask for a tracer.
+	var tp trace.TracerProvider = tracenoop.NewTracerProvider()
+	if otlpCfg.TracesEnabled() {
+		texp, err := otlp.NewTraceExporter(ctx, otlpCfg)
+		if err != nil {
+			return fmt.Errorf("creating otlp trace exporter: %w", err)
+		}
+		// NewTracerProvider honours OTEL_TRACES_SAMPLER(_ARG); the batcher
+		// OTEL_BSP_* (queue size, batch size, delays).
+		stp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(texp))
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			if err := stp.Shutdown(sctx); err != nil {
+				log.Warn("shutting down the tracer provider", "error", err)
+			}
+		}()
+		tp = stp
+		exporters = append(exporters, exportCounter{name: "otlp_traces", failures: texp.Failures})
+		log.Info("exporting OTLP traces", "protocol", texp.Protocol())
 	}
 	mp := sdkmetric.NewMeterProvider(append(readers,
 		sdkmetric.WithResource(res),
@@ -89,10 +114,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	force, _ := hook.ParseMode(cfg.AttachMode) // validated with the config
 	host, _ := os.Hostname()
 	deps := collectors.Deps{
-		Processes: identity.NewResolver("/proc", host),
-		Probes:    hook.NewProbes(),
-		Hooks:     hook.NewRegistry(),
-		Attach:    hook.Options{Force: force},
+		TracerProvider: tp,
+		Processes:      identity.NewResolver("/proc", host),
+		Probes:         hook.NewProbes(),
+		Hooks:          hook.NewRegistry(),
+		Attach:         hook.Options{Force: force},
 	}
 
 	// Phase one: load every collector. One that cannot load on this host is
