@@ -1,0 +1,84 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Agent is a running otelbee binary.
+type Agent struct {
+	*Process
+	// MetricsURL is the Prometheus endpoint, "" when turned off.
+	MetricsURL string
+	// PromAddr is host:port of the Prometheus endpoint.
+	PromAddr string
+}
+
+// AgentBin is the binary under test: $OTELBEE_BIN, else build/bin/otelbee
+// under the repository root (`make build`). Tests skip when it is missing.
+func AgentBin() (string, error) {
+	if p := os.Getenv("OTELBEE_BIN"); p != "" {
+		return p, nil
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(root, "build", "bin", "otelbee")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("agent binary %s missing (run `make build`): %w", p, err)
+	}
+	return p, nil
+}
+
+// StartAgent runs the agent with args plus a Prometheus endpoint on a free
+// loopback port (unless args set --prometheus.listen), with env added to
+// the test's environment, and waits until /metrics answers and every enabled
+// collector is loaded. It is stopped (SIGTERM) on cleanup.
+func StartAgent(t testing.TB, env []string, args ...string) *Agent {
+	t.Helper()
+	RequireRoot(t)
+	bin, err := AgentBin()
+	if err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	a := &Agent{}
+	hasListen := false
+	for _, arg := range args {
+		if strings.HasPrefix(arg, "--prometheus.listen") || strings.HasPrefix(arg, "-prometheus.listen") {
+			hasListen = true
+		}
+	}
+	if !hasListen {
+		a.PromAddr = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+		args = append(args, "--prometheus.listen="+a.PromAddr)
+		a.MetricsURL = "http://" + a.PromAddr + "/metrics"
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	a.Process = StartProcess(t, "otelbee", cmd)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if a.MetricsURL != "" {
+		if err := WaitHTTP(ctx, a.MetricsURL); err != nil {
+			t.Fatalf("agent did not serve metrics: %v\n%s", err, a.LogTail(40))
+		}
+	}
+	// "otelbee running" is logged after every collector's Load returned.
+	for !strings.Contains(a.Log(), "otelbee running") {
+		if ctx.Err() != nil {
+			t.Fatalf("agent did not finish starting:\n%s", a.LogTail(40))
+		}
+		if exited, _ := a.Exited(); exited {
+			t.Fatalf("agent exited during start-up:\n%s", a.LogTail(40))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return a
+}
