@@ -29,9 +29,12 @@ if [[ -z "${FORCE:-}" && -x "$bin" && -f "$stamp" && "$(cat "$stamp")" == "$hash
 fi
 
 start=$(date +%s)
+# The generated module sits inside this git checkout; don't let `go build` stamp
+# (or fail on) the checkout's VCS state.
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
 tools="$outdir/.tools"
 ocb="$tools/builder"
-if [[ ! -x "$ocb" ]] || ! "$ocb" version 2>/dev/null | grep -q "${OCB_VERSION#v}"; then
+if [[ ! -x "$ocb" ]] || ! "$ocb" version 2>&1 | grep -q "${OCB_VERSION#v}"; then
 	echo "build-otelcol: installing go.opentelemetry.io/collector/cmd/builder@$OCB_VERSION"
 	mkdir -p "$tools"
 	# pkg@version: the project's go.mod does not influence the tool's dependencies.

@@ -43,7 +43,7 @@ func StartCollector(t testing.TB) *Collector {
 	t.Helper()
 	bin, err := CollectorBin()
 	if err != nil {
-		t.Fatalf("harness: collector: %v", err)
+		t.Skipf("e2e: collector binary not located (%v): set OTELCOL_BIN", err)
 	}
 	if _, err := os.Stat(bin); err != nil {
 		t.Skipf("e2e: collector binary not available (%v): run scripts/build-otelcol.sh or set OTELCOL_BIN", err)

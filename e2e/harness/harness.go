@@ -12,6 +12,26 @@
 //
 // Helpers that need something the machine may lack (root, the collector binary,
 // a kernel feature) skip the test with the reason; they never pass vacuously.
+//
+// A typical TCP test:
+//
+//	harness.RequireRoot(t)
+//	col := harness.StartCollector(t)            // skips unless scripts/build-otelcol.sh ran
+//	prom := harness.StartPrometheus(t, []string{agentMetricsAddr}, time.Second)
+//	pair := harness.NewNetnsPair(t, "tcp")      // or NewEmulatedPair for delay and loss
+//	srv := exec.Command(...)                    // or harness.Command(pair.B, tcpload, "-server", ...)
+//	p := harness.StartProcess(t, "server", srv) // stopped on cleanup, output shown on failure
+//	...
+//	col.WaitForMetric(t, "tcp.connection.opened", harness.Filter{
+//		Resource: map[string]string{"service.name": "tcpload-client"},
+//	}, func(v float64) bool { return v == 11 }, 30*time.Second)
+//	prom.WaitFor(t, `sum(tcp_connection_opened_total{service_name="tcpload-client"})`, ...)
+//
+// Notes: Prometheus applies its scrape targets about 5s after it starts (its
+// discovery manager's update interval), so the first samples of a target appear
+// then. This kernel family may lack netem (CONFIG_NET_SCH_NETEM); Netem then
+// returns ErrNetemUnsupported, and EmulatedPair gives delay and deterministic
+// packet drops without it.
 package harness
 
 import (

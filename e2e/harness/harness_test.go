@@ -2,6 +2,7 @@ package harness_test
 
 import (
 	"context"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -312,5 +313,113 @@ func TestNetem(t *testing.T) {
 	}
 	if err := harness.NetemClear(p.A, p.DevA); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestEmulatedPairDelay(t *testing.T) {
+	harness.RequireRoot(t)
+	e := harness.NewEmulatedPair(t, "emudelay", harness.Link{})
+	base, err := harness.Ping(e.A, e.IPv4B, 3, 10*time.Millisecond)
+	if err != nil {
+		t.Fatalf("ping over the emulated link: %v", err)
+	}
+	e.SetLink(harness.Link{Delay: 10 * time.Millisecond}) // one way: RTT + 20ms
+	for _, dst := range []string{e.IPv4B, e.IPv6B} {
+		rtts, err := harness.Ping(e.A, dst, 5, 10*time.Millisecond)
+		if err != nil {
+			t.Fatalf("ping %s: %v", dst, err)
+		}
+		for _, r := range rtts {
+			if r < 20*time.Millisecond || r > 500*time.Millisecond {
+				t.Errorf("ping %s: RTT %v with 10ms each way, want 20ms..500ms (without delay: %v)", dst, r, base)
+			}
+		}
+	}
+	if s := e.Stats(); s.Forwarded[harness.AtoB] < 13 || s.Forwarded[harness.BtoA] < 13 {
+		t.Errorf("stats = %+v, want >= 13 packets each way", s)
+	}
+}
+
+func TestEmulatedPairDropCausesRetransmit(t *testing.T) {
+	harness.RequireRoot(t)
+	e := harness.NewEmulatedPair(t, "emudrop", harness.Link{Delay: time.Millisecond})
+	var l net.Listener
+	if err := harness.InNetns(e.B, func() (err error) {
+		l, err = net.Listen("tcp", net.JoinHostPort(e.IPv4B, "9000"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const size = 200_000
+	got := make(chan int, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		n, _ := io.Copy(io.Discard, c)
+		got <- int(n)
+	}()
+	before, err := harness.Snmp(e.A)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetLink(harness.Link{Delay: time.Millisecond, Drop: harness.DropTCPData(harness.AtoB, 9000, 3)})
+	var conn net.Conn
+	if err := harness.InNetns(e.A, func() (err error) {
+		conn, err = net.DialTimeout("tcp", l.Addr().String(), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(make([]byte, size)); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	select {
+	case n := <-got:
+		if n != size {
+			t.Fatalf("server received %d bytes, want %d", n, size)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("transfer did not finish in 20s")
+	}
+	after, err := harness.Snmp(e.A)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := e.Stats(); s.Dropped[harness.AtoB] != 1 {
+		t.Errorf("dropped %d packets A->B, want 1", s.Dropped[harness.AtoB])
+	}
+	if d := after["TcpRetransSegs"] - before["TcpRetransSegs"]; d < 1 {
+		t.Errorf("TcpRetransSegs in A grew by %d, want >= 1 after a dropped data segment", d)
+	}
+}
+
+func TestParseTCP(t *testing.T) {
+	// IPv4 header (20 bytes) + TCP header (20 bytes) + 5 bytes payload.
+	pkt := make([]byte, 45)
+	pkt[0], pkt[9] = 0x45, 6
+	pkt[2], pkt[3] = 0, 45
+	tcp := pkt[20:]
+	tcp[0], tcp[1] = 0x30, 0x39 // 12345
+	tcp[2], tcp[3] = 0x23, 0x28 // 9000
+	tcp[12] = 5 << 4
+	tcp[13] = harness.TCPFlagACK | 0x08
+	seg, err := harness.ParseTCP(pkt)
+	if err != nil || seg.SrcPort != 12345 || seg.DstPort != 9000 || seg.PayloadLen != 5 || seg.Flags&harness.TCPFlagACK == 0 {
+		t.Errorf("ParseTCP = %+v, %v", seg, err)
+	}
+	pkt[9] = 17 // UDP
+	if _, err := harness.ParseTCP(pkt); err == nil {
+		t.Error("ParseTCP accepted a UDP packet")
+	}
+	drop := harness.DropTCPData(harness.AtoB, 9000, 2)
+	pkt[9] = 6
+	if drop(harness.AtoB, pkt) || !drop(harness.AtoB, pkt) || drop(harness.AtoB, pkt) || drop(harness.BtoA, pkt) {
+		t.Error("DropTCPData(…, 2) did not drop exactly the second segment")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,46 +50,15 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,24}$`)
 // otherwise.
 func NewNetnsPair(t testing.TB, name string) *NetnsPair {
 	t.Helper()
-	RequireRoot(t)
-	if !nameRE.MatchString(name) {
-		t.Fatalf("harness: netns pair name %q: want [A-Za-z0-9_-]{1,24}", name)
+	p := newNamespaces(t, name, PairDev)
+	// Distinct ifindexes on the two ends: with equal ones (both namespaces are
+	// fresh, so both would get 2) the kernel treats the carrier change as not
+	// urgent and the link only comes up after the 1s link-watch delay.
+	if out, err := exec.Command("ip", "link", "add", p.DevA, "netns", p.A, "index", "10",
+		"type", "veth", "peer", "name", p.DevB, "netns", p.B, "index", "11").CombinedOutput(); err != nil {
+		t.Fatalf("harness: netns pair %s: create veth: %v: %s", p.A, err, bytes.TrimSpace(out))
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skipf("e2e: the ip command (iproute2) is needed for network namespaces: %v", err)
-	}
-	base := fmt.Sprintf("obe-%s-%d-%d", name, os.Getpid(), netnsSeq.Add(1))
-	p := &NetnsPair{
-		A: base + "-a", B: base + "-b",
-		DevA: PairDev, DevB: PairDev,
-		IPv4A: PairIPv4A, IPv4B: PairIPv4B,
-		IPv6A: PairIPv6A, IPv6B: PairIPv6B,
-	}
-	for _, ns := range []string{p.A, p.B} {
-		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-			t.Fatalf("harness: ip netns add %s: %v: %s", ns, err, bytes.TrimSpace(out))
-		}
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "delete", ns).CombinedOutput(); err != nil {
-				t.Errorf("harness: ip netns delete %s: %v: %s", ns, err, bytes.TrimSpace(out))
-			}
-		})
-	}
-	steps := [][]string{
-		{"ip", "link", "add", p.DevA, "netns", p.A, "type", "veth", "peer", "name", p.DevB, "netns", p.B},
-		{"ip", "-n", p.A, "link", "set", "lo", "up"},
-		{"ip", "-n", p.B, "link", "set", "lo", "up"},
-		{"ip", "-n", p.A, "addr", "add", p.IPv4A + "/24", "dev", p.DevA},
-		{"ip", "-n", p.B, "addr", "add", p.IPv4B + "/24", "dev", p.DevB},
-		{"ip", "-n", p.A, "-6", "addr", "add", p.IPv6A + "/64", "dev", p.DevA, "nodad"},
-		{"ip", "-n", p.B, "-6", "addr", "add", p.IPv6B + "/64", "dev", p.DevB, "nodad"},
-		{"ip", "-n", p.A, "link", "set", p.DevA, "up"},
-		{"ip", "-n", p.B, "link", "set", p.DevB, "up"},
-	}
-	for _, s := range steps {
-		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("harness: netns pair %s: %s: %v: %s", base, strings.Join(s, " "), err, bytes.TrimSpace(out))
-		}
-	}
+	p.configure(t)
 	// Wait for carrier on both ends so the first packet is not lost.
 	deadline := time.Now().Add(5 * time.Second)
 	for _, side := range [][2]string{{p.A, p.DevA}, {p.B, p.DevB}} {
@@ -104,6 +74,87 @@ func NewNetnsPair(t testing.TB, name string) *NetnsPair {
 		}
 	}
 	return p
+}
+
+// newNamespaces creates the two namespaces of a pair (deleted on t.Cleanup)
+// with devices named dev, not yet created.
+func newNamespaces(t testing.TB, name, dev string) *NetnsPair {
+	t.Helper()
+	RequireRoot(t)
+	if !nameRE.MatchString(name) {
+		t.Fatalf("harness: netns pair name %q: want [A-Za-z0-9_-]{1,24}", name)
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skipf("e2e: the ip command (iproute2) is needed for network namespaces: %v", err)
+	}
+	sweepOnce.Do(sweepStaleNamespaces)
+	base := fmt.Sprintf("obe-%s-%d-%d", name, os.Getpid(), netnsSeq.Add(1))
+	p := &NetnsPair{
+		A: base + "-a", B: base + "-b",
+		DevA: dev, DevB: dev,
+		IPv4A: PairIPv4A, IPv4B: PairIPv4B,
+		IPv6A: PairIPv6A, IPv6B: PairIPv6B,
+	}
+	for _, ns := range []string{p.A, p.B} {
+		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+			t.Fatalf("harness: ip netns add %s: %v: %s", ns, err, bytes.TrimSpace(out))
+		}
+		t.Cleanup(func() {
+			if out, err := exec.Command("ip", "netns", "delete", ns).CombinedOutput(); err != nil {
+				t.Errorf("harness: ip netns delete %s: %v: %s", ns, err, bytes.TrimSpace(out))
+			}
+		})
+	}
+	return p
+}
+
+var (
+	sweepOnce sync.Once
+	staleNSRE = regexp.MustCompile(`^obe-[A-Za-z0-9_-]+-(\d+)-\d+-[ab]$`)
+)
+
+// sweepStaleNamespaces deletes pair namespaces left behind by test processes
+// that died without running their cleanups (a panic, a -timeout, SIGKILL): the
+// creating pid is part of the name, and a namespace whose creator is gone is
+// deleted.
+func sweepStaleNamespaces() {
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		m := staleNSRE.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		pid, err := strconv.Atoi(m[1])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			_ = exec.Command("ip", "netns", "delete", e.Name()).Run()
+		}
+	}
+}
+
+// configure brings lo and the pair's devices up and assigns the addresses.
+func (p *NetnsPair) configure(t testing.TB) {
+	t.Helper()
+	steps := [][]string{
+		{"ip", "-n", p.A, "link", "set", "lo", "up"},
+		{"ip", "-n", p.B, "link", "set", "lo", "up"},
+		{"ip", "-n", p.A, "addr", "add", p.IPv4A + "/24", "dev", p.DevA},
+		{"ip", "-n", p.B, "addr", "add", p.IPv4B + "/24", "dev", p.DevB},
+		{"ip", "-n", p.A, "-6", "addr", "add", p.IPv6A + "/64", "dev", p.DevA, "nodad"},
+		{"ip", "-n", p.B, "-6", "addr", "add", p.IPv6B + "/64", "dev", p.DevB, "nodad"},
+		{"ip", "-n", p.A, "link", "set", p.DevA, "up"},
+		{"ip", "-n", p.B, "link", "set", p.DevB, "up"},
+	}
+	for _, s := range steps {
+		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("harness: netns pair %s: %s: %v: %s", p.A, strings.Join(s, " "), err, bytes.TrimSpace(out))
+		}
+	}
 }
 
 // Command returns a command that runs argv inside network namespace ns
