@@ -1,0 +1,95 @@
+package otlp
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/otelbee/otelbee/exporters/perservice"
+)
+
+// TraceExporter is an sdktrace.SpanExporter sending each observed service's
+// spans under that service's resource. Register it with
+// sdktrace.NewBatchSpanProcessor.
+type TraceExporter struct {
+	inner    *otlptrace.Exporter
+	protocol string
+
+	failures atomic.Int64 // failed requests
+	exported atomic.Int64 // spans accepted by the receiver
+	dropped  atomic.Int64 // spans in failed requests
+}
+
+var _ sdktrace.SpanExporter = (*TraceExporter)(nil)
+
+// NewTraceExporter builds an OTLP trace exporter for cfg. Like
+// NewMetricExporter it does not connect until the first export.
+func NewTraceExporter(ctx context.Context, cfg Config) (*TraceExporter, error) {
+	proto, err := cfg.protocol(tracesSignal)
+	if err != nil {
+		return nil, err
+	}
+	var endpoint string
+	if cfg.Endpoint != "" {
+		if endpoint, err = cfg.endpointURL(tracesSignal, proto); err != nil {
+			return nil, err
+		}
+	}
+
+	var client otlptrace.Client
+	switch proto {
+	case ProtocolGRPC:
+		var opts []otlptracegrpc.Option
+		if endpoint != "" {
+			opts = append(opts, otlptracegrpc.WithEndpointURL(endpoint))
+		}
+		client = otlptracegrpc.NewClient(opts...)
+	default:
+		var opts []otlptracehttp.Option
+		if endpoint != "" {
+			opts = append(opts, otlptracehttp.WithEndpointURL(endpoint))
+		}
+		client = otlptracehttp.NewClient(opts...)
+	}
+	inner, err := otlptrace.New(ctx, client)
+	if err != nil {
+		return nil, fmt.Errorf("creating otlp %s trace exporter: %w", proto, err)
+	}
+	return &TraceExporter{inner: inner, protocol: proto}, nil
+}
+
+// Protocol returns the protocol in use ("grpc" or "http/protobuf").
+func (e *TraceExporter) Protocol() string { return e.protocol }
+
+// ExportSpans re-attributes spans to their observed services and sends them
+// in one request: the OTLP exporter groups spans into one ResourceSpans per
+// distinct resource, so no per-service requests are needed here.
+func (e *TraceExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	if len(spans) == 0 {
+		return nil
+	}
+	if err := e.inner.ExportSpans(ctx, perservice.SplitSpans(spans)); err != nil {
+		e.failures.Add(1)
+		e.dropped.Add(int64(len(spans)))
+		return fmt.Errorf("exporting spans over otlp %s: %w", e.protocol, err)
+	}
+	e.exported.Add(int64(len(spans)))
+	return nil
+}
+
+// Shutdown delegates to the OTLP exporter.
+func (e *TraceExporter) Shutdown(ctx context.Context) error { return e.inner.Shutdown(ctx) }
+
+// Failures returns the number of failed export requests so far.
+func (e *TraceExporter) Failures() int64 { return e.failures.Load() }
+
+// Exported returns the number of spans the receiver accepted so far.
+func (e *TraceExporter) Exported() int64 { return e.exported.Load() }
+
+// Dropped returns the number of spans lost in failed requests so far.
+func (e *TraceExporter) Dropped() int64 { return e.dropped.Load() }

@@ -1,0 +1,91 @@
+package perservice
+
+import (
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+)
+
+// SplitSpans gives every span that carries service.name a resource built
+// from its identity attributes (IsResourceKey) merged over the
+// non-service-specific attributes of the span's own resource (the agent's),
+// exactly as SplitMetrics does for data points. Such spans are wrapped so
+// that Resource() returns the per-service resource and Attributes() no
+// longer lists the identity attributes; every other method is the original
+// span's.
+//
+// The result has the input's length and order. Spans without service.name
+// are returned as they are; if none carries it, the input slice itself is
+// returned. The input is not modified.
+//
+// A flat slice (rather than one slice per service) is enough for export:
+// the OTLP trace exporters group spans into ResourceSpans by resource
+// equivalence, and spans of one service share one *resource.Resource here.
+func SplitSpans(spans []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
+	first := -1
+	for i, sp := range spans {
+		if spanHasIdentity(sp) {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return spans
+	}
+
+	out := make([]sdktrace.ReadOnlySpan, len(spans))
+	copy(out, spans[:first])
+	// One splitter per distinct agent resource: in practice all spans come
+	// from the agent's single TracerProvider, so this map has one entry.
+	splitters := make(map[*resource.Resource]*splitter, 1)
+	for i := first; i < len(spans); i++ {
+		sp := spans[i]
+		if !spanHasIdentity(sp) {
+			out[i] = sp
+			continue
+		}
+		agent := sp.Resource()
+		s := splitters[agent]
+		if s == nil {
+			s = newSplitter(agent)
+			splitters[agent] = s
+		}
+		var ident, rest []attribute.KeyValue
+		for _, kv := range sp.Attributes() {
+			if IsResourceKey(kv.Key) {
+				ident = append(ident, kv)
+			} else {
+				rest = append(rest, kv)
+			}
+		}
+		// NewSet (inside group) sorts and de-duplicates ident.
+		g := s.group(ident)
+		out[i] = &serviceSpan{ReadOnlySpan: sp, res: g.resource(s), attrs: rest}
+	}
+	return out
+}
+
+func spanHasIdentity(sp sdktrace.ReadOnlySpan) bool {
+	if sp == nil {
+		return false
+	}
+	for _, kv := range sp.Attributes() {
+		if kv.Key == ServiceName {
+			return true
+		}
+	}
+	return false
+}
+
+// serviceSpan presents a span of the agent's TracerProvider as a span of an
+// observed service. Embedding the interface keeps every other method (and
+// the unexported one ReadOnlySpan requires) delegating to the real span,
+// without copying events and links as a tracetest.SpanStub snapshot would.
+type serviceSpan struct {
+	sdktrace.ReadOnlySpan
+	res   *resource.Resource
+	attrs []attribute.KeyValue
+}
+
+func (s *serviceSpan) Resource() *resource.Resource     { return s.res }
+func (s *serviceSpan) Attributes() []attribute.KeyValue { return s.attrs }
