@@ -234,8 +234,7 @@ func TestNetnsPair(t *testing.T) {
 			t.Fatalf("ping %s: %d replies, want 3", dst, len(rtts))
 		}
 	}
-	// The pair is isolated: from B, A answers, and the host's loopback services
-	// are not B's loopback.
+	// And the other way round.
 	if _, err := harness.Ping(p.B, p.IPv4A, 1, 0); err != nil {
 		t.Fatalf("ping A from B: %v", err)
 	}
@@ -288,10 +287,6 @@ func TestNetnsPair(t *testing.T) {
 		t.Errorf("TcpActiveOpens in A grew by %d, want 1", d)
 	}
 
-	// The host cannot reach the pair's addresses: they exist only in the namespaces.
-	if _, err := net.DialTimeout("tcp", l.Addr().String(), 200*time.Millisecond); err == nil {
-		t.Errorf("dial from the host namespace to %s succeeded; the pair is not isolated", l.Addr())
-	}
 }
 
 func TestNetem(t *testing.T) {
