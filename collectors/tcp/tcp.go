@@ -168,6 +168,12 @@ func (c *Collector) Load(ctx context.Context) error {
 			c.log.Warn("running degraded: a hook could not be attached", "hook", h.Name, "error", err)
 		}
 	}
+	// After the state hook is attached, so no listen() falls in between.
+	if n, err := seedListeners("/proc", c.loader.Map(tcpMapListeners)); err != nil {
+		c.log.Warn("could not read the sockets listening before start; their inbound connections count as unknown_service", "error", err)
+	} else {
+		c.log.Debug("seeded listening sockets", "count", n)
+	}
 	c.stats = c.loader.Map(tcpMapConnStats)
 	c.counters = c.loader.Map(tcpMapCounters)
 	c.socks = c.loader.Map(tcpMapSocks)
