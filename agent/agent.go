@@ -118,7 +118,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Processes:      identity.NewResolver("/proc", host),
 		Probes:         hook.NewProbes(),
 		Hooks:          hook.NewRegistry(),
-		Attach:         hook.Options{Force: force},
+		Attach:         hook.Options{Force: force, Strict: cfg.AttachModeStrict},
 	}
 
 	// Phase one: load every collector. One that cannot load on this host is

@@ -29,13 +29,15 @@ type Config struct {
 	Collectors []string         `yaml:"collectors"`
 	Prometheus PrometheusConfig `yaml:"prometheus"`
 	OTLP       OTLPConfig       `yaml:"otlp"`
-	// AttachMode forces one attach mode on every hook that declares it:
-	// auto, tp_btf, fentry, kprobe, tracepoint. For troubleshooting.
-	AttachMode      string        `yaml:"attach_mode"`
-	LogLevel        string        `yaml:"log_level"`
-	BPFStats        bool          `yaml:"bpf_stats"`
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-	TCP             tcp.Config    `yaml:"tcp"`
+	// AttachMode is tried first on every hook that declares it: auto,
+	// tp_btf, fentry, kprobe, tracepoint. For troubleshooting.
+	AttachMode string `yaml:"attach_mode"`
+	// AttachModeStrict removes the fallback for AttachMode.
+	AttachModeStrict bool          `yaml:"attach_mode_strict"`
+	LogLevel         string        `yaml:"log_level"`
+	BPFStats         bool          `yaml:"bpf_stats"`
+	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
+	TCP              tcp.Config    `yaml:"tcp"`
 }
 
 // PrometheusConfig is the /metrics endpoint.
@@ -79,13 +81,14 @@ func usageErrorf(format string, args ...any) error {
 
 // envVars maps OTELBEE_* variables to flag names.
 var envVars = map[string]string{
-	"OTELBEE_CONFIG":            "config",
-	"OTELBEE_COLLECTORS":        "collectors",
-	"OTELBEE_PROMETHEUS_LISTEN": "prometheus.listen",
-	"OTELBEE_OTLP_ENDPOINT":     "otlp.endpoint",
-	"OTELBEE_ATTACH_MODE":       "attach-mode",
-	"OTELBEE_LOG_LEVEL":         "log.level",
-	"OTELBEE_BPF_STATS":         "bpf.stats",
+	"OTELBEE_CONFIG":             "config",
+	"OTELBEE_COLLECTORS":         "collectors",
+	"OTELBEE_PROMETHEUS_LISTEN":  "prometheus.listen",
+	"OTELBEE_OTLP_ENDPOINT":      "otlp.endpoint",
+	"OTELBEE_ATTACH_MODE":        "attach-mode",
+	"OTELBEE_ATTACH_MODE_STRICT": "attach-mode.strict",
+	"OTELBEE_LOG_LEVEL":          "log.level",
+	"OTELBEE_BPF_STATS":          "bpf.stats",
 }
 
 // LoadConfig builds the configuration from args (without the program name
@@ -99,7 +102,8 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.String("prometheus.listen", "", "host:port of the Prometheus /metrics endpoint; empty string turns it off (default 127.0.0.1:9464)")
 	fs.String("otlp.endpoint", "", "OTLP endpoint (default from OTEL_EXPORTER_OTLP_ENDPOINT; unset: no OTLP export)")
 	fs.String("otlp.protocol", "", "OTLP protocol: grpc or http/protobuf (default from OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
-	fs.String("attach-mode", "", "force an attach mode where a hook declares it: auto, tp_btf, fentry, kprobe, tracepoint")
+	fs.String("attach-mode", "", "try this attach mode first on every hook that declares it, then the rest of the chain: auto, tp_btf, fentry, kprobe, tracepoint")
+	fs.Bool("attach-mode.strict", false, "with --attach-mode: no fallback; a hook whose forced mode fails stays detached")
 	fs.String("log.level", "", "debug, info, warn or error")
 	fs.Bool("bpf.stats", false, "enable kernel BPF run-time statistics and export them per program")
 	fs.Duration("shutdown-timeout", 0, "how long shutdown may take to flush exporters")
@@ -143,6 +147,8 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			cfg.OTLP.Protocol = v
 		case "attach-mode":
 			cfg.AttachMode = v
+		case "attach-mode.strict":
+			cfg.AttachModeStrict, err = strconv.ParseBool(v)
 		case "log.level":
 			cfg.LogLevel = v
 		case "bpf.stats":

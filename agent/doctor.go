@@ -91,7 +91,7 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 			Processes: identity.NewResolver("/proc", host),
 			Probes:    probes,
 			Hooks:     reg,
-			Attach:    hook.Options{Force: force},
+			Attach:    hook.Options{Force: force, Strict: cfg.AttachModeStrict},
 		}
 		c := factories[name](d, &cfg)
 		err := c.Load(ctx)

@@ -127,10 +127,14 @@ func (s Status) Attached() bool { return s.Mode != "" }
 
 // Options are the user's choices for the loader.
 type Options struct {
-	// Force makes hooks that declare a link of this mode use only that link
-	// (and fail rather than fall back); hooks without such a link are
-	// unaffected. For troubleshooting and for the kernel-matrix tests.
+	// Force moves links of this mode to the front of every chain that
+	// declares one; the rest of the chain stays as the fallback. Hooks
+	// without such a link are unaffected.
 	Force Mode
+	// Strict makes Force exclusive: a hook that declares the forced mode
+	// uses only that link and fails rather than fall back. The kernel-matrix
+	// tests use it to prove every link on its own.
+	Strict bool
 	// MaxEntries overrides the size of maps by name (0 keeps the default).
 	MaxEntries map[string]uint32
 }
@@ -194,11 +198,16 @@ func (l *Loader) Attach(h Hook) (Status, error) {
 		st.Declared = append(st.Declared, lk.Mode)
 	}
 	if l.opts.Force != "" {
-		for _, lk := range h.Links {
-			if lk.Mode == l.opts.Force {
-				links = []Link{lk}
-				break
+		for i, lk := range h.Links {
+			if lk.Mode != l.opts.Force {
+				continue
 			}
+			if l.opts.Strict {
+				links = []Link{lk}
+			} else {
+				links = append([]Link{lk}, append(append([]Link{}, h.Links[:i]...), h.Links[i+1:]...)...)
+			}
+			break
 		}
 	}
 	for _, lk := range links {

@@ -145,3 +145,11 @@ func Lockdown() (string, error) {
 	}
 	return "", fmt.Errorf("reading lockdown mode: unexpected content %q", strings.TrimSpace(s))
 }
+
+// IsUnsupported reports whether err means "this kernel lacks what the link
+// needs" (a missing program type, attach point, tracepoint or BTF type), as
+// opposed to a program the kernel has the hooks for but rejected.
+func IsUnsupported(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ebpf.ErrNotSupported) ||
+		errors.Is(err, btf.ErrNotFound) || errors.Is(err, os.ErrNotExist)
+}

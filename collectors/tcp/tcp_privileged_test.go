@@ -50,9 +50,12 @@ func startCollector(t *testing.T) (*Collector, *sdkmetric.ManualReader, *hook.Re
 		Processes: identity.NewResolver("/proc", "testhost"),
 		Probes:    probes,
 		Hooks:     reg,
-		Attach:    hook.Options{Force: force},
+		Attach:    hook.Options{Force: force, Strict: true},
 	}, DefaultConfig())
 	if err := c.Load(context.Background()); err != nil {
+		if force != "" && hook.IsUnsupported(err) {
+			t.Skipf("skipping: mode %s cannot attach a required hook on this kernel: %v", force, err)
+		}
 		t.Fatalf("loading the tcp collector: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -71,7 +74,18 @@ func startCollector(t *testing.T) (*Collector, *sdkmetric.ManualReader, *hook.Re
 			fmt.Printf("OTELBEE-PROGSTAT collector=%s program=%s mode=%s insns=%d load_us=%d\n",
 				st.Collector, p.Program, p.Mode, p.VerifiedInstructions, p.LoadTime.Microseconds())
 		}
-		if force != "" && st.Attached() {
+		if !st.Attached() {
+			var errs []error
+			for _, a := range st.Attempts {
+				errs = append(errs, a.Err)
+			}
+			err := errors.Join(errs...)
+			if force != "" && hook.IsUnsupported(err) {
+				t.Skipf("skipping: hook %s has no %s attach point on this kernel: %v", st.Hook, force, err)
+			}
+			t.Fatalf("hook %s not attached: %v", st.Hook, err)
+		}
+		if force != "" {
 			for _, m := range st.Declared {
 				if m == force && st.Mode != force {
 					t.Errorf("hook %s: forced %s but attached %s", st.Hook, force, st.Mode)
