@@ -131,6 +131,8 @@ struct {
 	__type(value, __u64);
 } sendmsg_args SEC(".maps");
 
+#define RINGBUF_WAKEUP_BYTES (16 * 1024)
+
 static __always_inline struct conn_counters *stats_for(const struct conn_key *key)
 {
 	struct conn_counters *c = bpf_map_lookup_elem(&conn_stats, key);
@@ -215,7 +217,13 @@ static __always_inline void emit_close(const struct sock *sk, const struct sock_
 	ev->duration_ns = bpf_ktime_get_ns() - si->start_ns;
 	ev->srtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
 	ev->_pad = 0;
-	bpf_ringbuf_submit(ev, 0);
+	// Wake the reader only once a batch has piled up: a wakeup per event
+	// costs user space far more than the event itself. The reader also polls
+	// on a short deadline, so a lone event waits at most that long.
+	__u64 flags = bpf_ringbuf_query(&close_events, BPF_RB_AVAIL_DATA) >= RINGBUF_WAKEUP_BYTES ?
+			      BPF_RB_FORCE_WAKEUP :
+			      BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(ev, flags);
 	bump(&counters, COUNTER_EVENTS_SUBMITTED);
 }
 

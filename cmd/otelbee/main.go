@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/otelbee/otelbee/agent"
@@ -45,6 +46,13 @@ func run(args []string) int {
 			return 1
 		}
 		return 0
+	}
+	// A CPU profile of the whole run, for performance work on the agent.
+	if path := os.Getenv("OTELBEE_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: agent.LogLevel(cfg.LogLevel)}))
 	if err := agent.Run(ctx, cfg, logger); err != nil {

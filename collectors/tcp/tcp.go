@@ -102,6 +102,10 @@ func Hooks() []hook.Hook {
 	}
 }
 
+// readPollInterval is the longest a closed connection waits in the ring
+// buffer before its duration and RTT are recorded.
+const readPollInterval = 200 * time.Millisecond
+
 // Collector is the TCP collector.
 type Collector struct {
 	deps collectors.Deps
@@ -199,9 +203,15 @@ func (c *Collector) Run(ctx context.Context) error {
 		ev  closeEvent
 	)
 	for {
+		// The kernel wakes us only for batches (see emit_close); the deadline
+		// bounds how long a lone record waits.
+		c.reader.SetDeadline(time.Now().Add(readPollInterval))
 		if err := c.reader.ReadInto(&rec); err != nil {
 			if errors.Is(err, os.ErrClosed) {
 				return nil
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
 			}
 			return fmt.Errorf("reading close_events: %w", err)
 		}

@@ -221,10 +221,18 @@ func TestPrivilegedExactLoopbackCounts(t *testing.T) {
 	}
 	waitFor(t, c, want)
 
-	// The same numbers reach the OpenTelemetry instruments.
+	// The same numbers reach the OpenTelemetry instruments; the histograms
+	// within the reader's poll interval.
 	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		if histCount(rm, "tcp.connection.duration", fmt.Sprint(port)) == 2*conns || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	got := sumWhere(rm, "tcp.connection.io", map[string]string{
 		"network.connection.direction": "outbound", "network.io.direction": "transmit",
