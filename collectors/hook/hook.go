@@ -31,10 +31,12 @@ const (
 	ModeTracepoint Mode = "tracepoint"
 	ModeUprobe     Mode = "uprobe"
 	ModeSocket     Mode = "socket_filter"
+	ModeCgroupSkb  Mode = "cgroup_skb"  // cgroup_skb ingress/egress on the cgroup v2 root
+	ModeCgroupSock Mode = "cgroup_sock" // cgroup sock_addr (connect, sendmsg) and sock programs
 )
 
 // Modes lists the modes a user may force, in no particular order.
-var Modes = []Mode{ModeTPBTF, ModeFentry, ModeKprobe, ModeTracepoint, ModeUprobe, ModeSocket}
+var Modes = []Mode{ModeTPBTF, ModeFentry, ModeKprobe, ModeTracepoint, ModeUprobe, ModeSocket, ModeCgroupSkb, ModeCgroupSock}
 
 // ParseMode accepts "" or "auto" (no forcing) and the names in Modes.
 func ParseMode(s string) (Mode, error) {

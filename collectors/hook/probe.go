@@ -64,6 +64,10 @@ func probe(m Mode) error {
 		return programType(ebpf.Kprobe)
 	case ModeSocket:
 		return programType(ebpf.SocketFilter)
+	case ModeCgroupSkb:
+		return probeCgroup(ebpf.CGroupSKB)
+	case ModeCgroupSock:
+		return probeCgroup(ebpf.CGroupSockAddr)
 	}
 	return fmt.Errorf("%w: unknown mode %q", ErrUnavailable, m)
 }

@@ -1,0 +1,397 @@
+// DNS collector: every lookup on the host, seen on the packet path.
+//
+// cgroup_skb programs on the root cgroup v2 see every packet a socket sends
+// (egress) or receives (ingress), on every network namespace, with the
+// socket. They match the DNS server port before anything else, so other
+// traffic costs a header load and a bit test. A query (egress, destination
+// port a DNS port, QR=0) opens a pending entry keyed by (socket cookie, DNS
+// id) with its kernel timestamp; the answer (ingress, source port a DNS
+// port, QR=1) closes it, so the latency is measured here and the answer's
+// record carries the query's timestamp. Both are copied (a bounded prefix of
+// the message) to user space, which parses them.
+//
+// The process comes from the socket: cgroup sock_addr programs (connect,
+// sendmsg) run in the calling process and record socket cookie -> tgid for
+// sockets talking to a DNS port; sock_release forgets it.
+//
+// Nothing is lost silently: every query either reaches the ring buffer or is
+// counted as dropped, in total and per process.
+#include "common.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define DNS_CAPTURE 512
+#define DNS_MIN_LEN 3 // id and flags: enough to tell a query from an answer
+#define IPPROTO_UDP_ 17
+#define IPPROTO_IPV6_TCP 6
+
+enum dns_kind {
+	KIND_QUERY = 1,
+	KIND_RESPONSE = 2,
+};
+
+enum dns_counter {
+	COUNTER_QUERIES = 0,            // query packets seen
+	COUNTER_RESPONSES = 1,          // answer packets seen
+	COUNTER_QUERIES_SUBMITTED = 2,  // query records in the ring buffer
+	COUNTER_RESPONSES_SUBMITTED = 3,
+	COUNTER_RETRANSMITS = 4,        // query whose (socket, id) was already pending
+	COUNTER_UNMATCHED = 5,          // answer with no pending query
+	COUNTER_DROP_QUERY_RINGBUF = 6, // ring buffer full: query record lost
+	COUNTER_DROP_RESPONSE_RINGBUF = 7,
+	COUNTER_DROP_PENDING_FULL = 8, // pending map full: query not tracked
+	COUNTER_DROP_SOCKS_FULL = 9,   // socket owner not recorded
+	COUNTER_MAX = 10,
+};
+
+struct pending_key {
+	__u64 cookie;
+	__u16 id;
+	__u16 _pad[3];
+};
+
+struct pending_val {
+	__u64 ts_ns;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+// proc_drops counts, per process, lookups lost before user space saw them.
+struct proc_drops {
+	__u64 ringbuf;
+	__u64 pending_full;
+};
+
+struct dns_event {
+	__u64 ts_ns;       // bpf_ktime_get_ns() when the packet passed the hook
+	__u64 query_ts_ns; // answers: the matched query's timestamp
+	__u64 cookie;      // socket cookie
+	__u32 tgid;        // process owning the socket, 0 if unknown
+	__u16 msg_len;     // DNS message length on the wire (without the TCP length prefix)
+	__u16 cap_len;     // bytes of the message in data
+	__u8 saddr[16];    // IPv6, or IPv4-mapped IPv6
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 kind;      // enum dns_kind
+	__u8 transport; // IPPROTO_UDP or IPPROTO_TCP
+	__u16 id;       // DNS id
+	__u8 data[DNS_CAPTURE];
+};
+
+const struct pending_key *unused_pending_key __attribute__((unused));
+const struct pending_val *unused_pending_val __attribute__((unused));
+const struct proc_drops *unused_proc_drops __attribute__((unused));
+const struct dns_event *unused_dns_event __attribute__((unused));
+const enum dns_counter *unused_dns_counter __attribute__((unused));
+const enum dns_kind *unused_dns_kind __attribute__((unused));
+
+// dns_ports is a bitmap of the server ports to watch (53 and the configured
+// ones), written by user space before load.
+volatile __u64 dns_ports[1024] = {};
+
+// Socket cookie -> tgid of the process that connected it or sent on it to a
+// DNS port. LRU: an owner evicted under churn only costs attribution.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u32);
+} socks SEC(".maps");
+
+// Queries waiting for their answer. Not LRU: an entry leaves on its answer
+// or on user space's timeout sweep; a full map is counted.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct pending_key);
+	__type(value, struct pending_val);
+} pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct proc_drops);
+} drops_by_proc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline int is_dns_port(__u16 port)
+{
+	__u32 word = (port >> 6) & 1023;
+	return (dns_ports[word] >> (port & 63)) & 1;
+}
+
+static __always_inline void count_proc_drop(__u32 tgid, int ringbuf)
+{
+	struct proc_drops *d = bpf_map_lookup_elem(&drops_by_proc, &tgid);
+	if (!d) {
+		struct proc_drops zero = {};
+		bpf_map_update_elem(&drops_by_proc, &tgid, &zero, BPF_NOEXIST);
+		d = bpf_map_lookup_elem(&drops_by_proc, &tgid);
+		if (!d)
+			return; // the per-CPU total still has it
+	}
+	if (ringbuf)
+		__sync_fetch_and_add(&d->ringbuf, 1);
+	else
+		__sync_fetch_and_add(&d->pending_full, 1);
+}
+
+struct pkt {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 off; // offset of the DNS message
+	__u32 len; // its length in this packet
+	__u8 transport;
+};
+
+static __always_inline void map4(__u8 dst[16], __u32 addr)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &addr, 4);
+}
+
+// parse_headers fills p from the IP and UDP/TCP headers of skb (cgroup_skb:
+// data starts at the network header). Returns 0 for a packet to look at.
+static __always_inline int parse_headers(struct __sk_buff *skb, int egress, struct pkt *p)
+{
+	__u8 vihl;
+	if (bpf_skb_load_bytes(skb, 0, &vihl, 1))
+		return -1;
+	__u32 l4;
+	__u8 proto;
+	if ((vihl >> 4) == 4) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+			return -1;
+		// Only the first fragment carries the transport header.
+		if (ip.frag_off & bpf_htons(0x1fff))
+			return -1;
+		proto = ip.protocol;
+		l4 = (vihl & 0xf) * 4;
+		map4(p->saddr, ip.saddr);
+		map4(p->daddr, ip.daddr);
+	} else if ((vihl >> 4) == 6) {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return -1;
+		proto = ip6.nexthdr; // extension headers are not followed
+		l4 = sizeof(ip6);
+		__builtin_memcpy(p->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6.daddr, 16);
+	} else {
+		return -1;
+	}
+	__u16 ports[2];
+	if (proto != IPPROTO_UDP_ && proto != IPPROTO_TCP_)
+		return -1;
+	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
+		return -1;
+	p->sport = bpf_ntohs(ports[0]);
+	p->dport = bpf_ntohs(ports[1]);
+	// The cheap test first: is the server side of this packet a DNS port?
+	if (!is_dns_port(egress ? p->dport : p->sport))
+		return -1;
+	p->transport = proto;
+	if (proto == IPPROTO_UDP_) {
+		p->off = l4 + 8;
+	} else {
+		__u8 doff;
+		if (bpf_skb_load_bytes(skb, l4 + 12, &doff, 1))
+			return -1;
+		// DNS over TCP: a two-byte length, then the message.
+		p->off = l4 + (doff >> 4) * 4 + 2;
+	}
+	if (skb->len < p->off + DNS_MIN_LEN)
+		return -1;
+	p->len = skb->len - p->off;
+	return 0;
+}
+
+static __always_inline struct dns_event *reserve(struct __sk_buff *skb, const struct pkt *p, __u8 kind)
+{
+	struct dns_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return 0;
+	ev->ts_ns = 0;
+	ev->query_ts_ns = 0;
+	ev->tgid = 0;
+	__builtin_memcpy(ev->saddr, p->saddr, 16);
+	__builtin_memcpy(ev->daddr, p->daddr, 16);
+	ev->sport = p->sport;
+	ev->dport = p->dport;
+	ev->kind = kind;
+	ev->transport = p->transport;
+	ev->id = 0;
+	ev->msg_len = p->len > 0xffff ? 0xffff : p->len;
+	__u64 cap = p->len;
+	if (cap > DNS_CAPTURE)
+		cap = DNS_CAPTURE;
+	// Hide the value from the compiler, then bound it for the verifier:
+	// [1, DNS_CAPTURE] (p->len >= DNS_MIN_LEN, so this keeps it as is).
+	asm volatile("" : "+r"(cap));
+	cap = ((cap - 1) & (DNS_CAPTURE - 1)) + 1;
+	ev->cap_len = cap;
+	if (bpf_skb_load_bytes(skb, p->off, ev->data, cap))
+		ev->cap_len = 0;
+	return ev;
+}
+
+static __always_inline int on_packet(struct __sk_buff *skb, int egress)
+{
+	struct pkt p;
+	if (parse_headers(skb, egress, &p))
+		return 1;
+	__u8 hdr[DNS_MIN_LEN];
+	if (bpf_skb_load_bytes(skb, p.off, hdr, sizeof(hdr)))
+		return 1;
+	int is_response = hdr[2] >> 7;
+	// A client's query leaves; a client's answer arrives. The server side
+	// of the same exchange (a query arriving, an answer leaving) is skipped.
+	if (egress == is_response)
+		return 1;
+
+	struct pending_key key = { .cookie = bpf_get_socket_cookie(skb) };
+	key.id = ((__u16)hdr[0] << 8) | hdr[1];
+	__u64 now = bpf_ktime_get_ns();
+	struct dns_event *ev;
+
+	if (egress) {
+		bump(&counters, COUNTER_QUERIES);
+		__u32 *owner = bpf_map_lookup_elem(&socks, &key.cookie);
+		struct pending_val val = { .ts_ns = now, .tgid = owner ? *owner : 0 };
+		long err = bpf_map_update_elem(&pending, &key, &val, BPF_NOEXIST);
+		if (err == -17 /* EEXIST */) {
+			// The client sent the same query again on the same socket:
+			// the lookup is still the first one.
+			bump(&counters, COUNTER_RETRANSMITS);
+			return 1;
+		}
+		if (err) {
+			bump(&counters, COUNTER_DROP_PENDING_FULL);
+			count_proc_drop(val.tgid, 0);
+			return 1;
+		}
+		ev = reserve(skb, &p, KIND_QUERY);
+		if (!ev) {
+			bpf_map_delete_elem(&pending, &key);
+			bump(&counters, COUNTER_DROP_QUERY_RINGBUF);
+			count_proc_drop(val.tgid, 1);
+			return 1;
+		}
+		ev->ts_ns = now;
+		ev->cookie = key.cookie;
+		ev->id = key.id;
+		ev->tgid = val.tgid;
+		bpf_ringbuf_submit(ev, 0);
+		bump(&counters, COUNTER_QUERIES_SUBMITTED);
+		return 1;
+	}
+
+	bump(&counters, COUNTER_RESPONSES);
+	struct pending_val *pv = bpf_map_lookup_elem(&pending, &key);
+	if (!pv) {
+		bump(&counters, COUNTER_UNMATCHED);
+		return 1;
+	}
+	__u64 query_ts = pv->ts_ns;
+	__u32 tgid = pv->tgid;
+	// Whoever deletes the entry owns the lookup: this answer, or user
+	// space's timeout sweep.
+	if (bpf_map_delete_elem(&pending, &key)) {
+		bump(&counters, COUNTER_UNMATCHED);
+		return 1;
+	}
+	ev = reserve(skb, &p, KIND_RESPONSE);
+	if (!ev) {
+		bump(&counters, COUNTER_DROP_RESPONSE_RINGBUF);
+		count_proc_drop(tgid, 1);
+		return 1;
+	}
+	ev->ts_ns = now;
+	ev->query_ts_ns = query_ts;
+	ev->cookie = key.cookie;
+	ev->id = key.id;
+	ev->tgid = tgid;
+	bpf_ringbuf_submit(ev, 0);
+	bump(&counters, COUNTER_RESPONSES_SUBMITTED);
+	return 1;
+}
+
+// ---- packets: cgroup_skb on the root cgroup v2. Always let the packet pass.
+
+SEC("cgroup_skb/egress")
+int dns_egress(struct __sk_buff *skb)
+{
+	return on_packet(skb, 1);
+}
+
+SEC("cgroup_skb/ingress")
+int dns_ingress(struct __sk_buff *skb)
+{
+	return on_packet(skb, 0);
+}
+
+// ---- socket owners: cgroup sock_addr hooks run in the calling process.
+
+static __always_inline int remember_owner(struct bpf_sock_addr *ctx)
+{
+	if (!is_dns_port(bpf_ntohs(ctx->user_port)))
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	__u32 tgid = current_tgid();
+	__u32 *cur = bpf_map_lookup_elem(&socks, &cookie);
+	if (cur && *cur == tgid)
+		return 1;
+	if (bpf_map_update_elem(&socks, &cookie, &tgid, BPF_ANY))
+		bump(&counters, COUNTER_DROP_SOCKS_FULL);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int dns_connect4(struct bpf_sock_addr *ctx)
+{
+	return remember_owner(ctx);
+}
+
+SEC("cgroup/connect6")
+int dns_connect6(struct bpf_sock_addr *ctx)
+{
+	return remember_owner(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int dns_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return remember_owner(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int dns_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return remember_owner(ctx);
+}
+
+SEC("cgroup/sock_release")
+int dns_sock_release(struct bpf_sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	bpf_map_delete_elem(&socks, &cookie);
+	return 1;
+}

@@ -1,0 +1,368 @@
+// Package dns is the DNS collector: every lookup on the host (UDP and TCP,
+// any client library), with its question, answer code, answer count,
+// resolver, kernel-measured latency and the process that asked; lookups
+// without an answer within the timeout are counted as timeouts.
+package dns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sys/unix"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/hook"
+)
+
+// Name is the collector's name on the command line.
+const Name = "dns"
+
+// Config is the DNS collector's section of the agent configuration.
+type Config struct {
+	// Ports are the DNS server ports watched, over UDP and TCP.
+	Ports []uint16 `yaml:"ports"`
+	// Timeout is how long a query waits for its answer before it counts as
+	// a timeout and its state is freed.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxNamesPerService bounds the distinct dns.question.name values of
+	// each service; further names are folded into OverflowName.
+	MaxNamesPerService int `yaml:"max_names_per_service"`
+	// MaxPending bounds the queries waiting for an answer (kernel map).
+	MaxPending uint32 `yaml:"max_pending"`
+	// RingBufferBytes sizes the kernel -> agent ring buffer (a power of two).
+	RingBufferBytes uint32 `yaml:"ring_buffer_bytes"`
+	// Spans emits one client span per lookup (off by default).
+	Spans bool `yaml:"spans"`
+	// RetireAfter is how long the series of an exited process keep being
+	// reported before they are forgotten.
+	RetireAfter time.Duration `yaml:"retire_after"`
+}
+
+// DefaultConfig matches the sizes compiled into bpf/dns.c.
+func DefaultConfig() Config {
+	return Config{
+		Ports:              []uint16{53},
+		Timeout:            5 * time.Second,
+		MaxNamesPerService: 100,
+		MaxPending:         16384,
+		RingBufferBytes:    4 << 20,
+		RetireAfter:        2 * time.Minute,
+	}
+}
+
+// Validate reports a setting that cannot work.
+func (c Config) Validate() error {
+	if len(c.Ports) == 0 {
+		return errors.New("dns.ports must list at least one port")
+	}
+	for _, p := range c.Ports {
+		if p == 0 {
+			return errors.New("dns.ports: 0 is not a port")
+		}
+	}
+	if c.Timeout < 10*time.Millisecond || c.Timeout > 10*time.Minute {
+		return fmt.Errorf("dns.timeout must be between 10ms and 10m, got %s", c.Timeout)
+	}
+	if c.MaxNamesPerService < 1 || c.MaxNamesPerService > 100000 {
+		return fmt.Errorf("dns.max_names_per_service must be between 1 and 100000, got %d", c.MaxNamesPerService)
+	}
+	if c.MaxPending < 64 || c.MaxPending > 1<<22 {
+		return fmt.Errorf("dns.max_pending must be between 64 and 4194304, got %d", c.MaxPending)
+	}
+	rb := c.RingBufferBytes
+	if rb < 1<<16 || rb > 1<<30 || rb&(rb-1) != 0 {
+		return fmt.Errorf("dns.ring_buffer_bytes must be a power of two between 65536 and 1073741824, got %d", rb)
+	}
+	if c.RetireAfter < 0 {
+		return fmt.Errorf("dns.retire_after must not be negative, got %s", c.RetireAfter)
+	}
+	return nil
+}
+
+// Hooks is the DNS collector's attach plan.
+//
+// The packet path is the robust one: cgroup_skb programs on the cgroup v2
+// root see every socket's packets in every network namespace, whatever the
+// client library (glibc, Go's resolver, dig, raw sockets excepted), need no
+// kprobes, fentry or per-interface setup, and carry the socket (its cookie)
+// for matching and attribution. Process attribution comes from cgroup
+// sock_addr programs (connect, sendmsg) that run in the calling process;
+// without them lookups are still seen and credited to unknown_service.
+// sock_release only frees attribution state early (the map is LRU anyway).
+func Hooks() []hook.Hook {
+	cg := hook.Cgroup
+	return []hook.Hook{
+		{Name: "packets", Links: []hook.Link{
+			{Mode: hook.ModeCgroupSkb, Programs: []hook.Program{
+				{Name: dnsProgDnsEgress, Attach: cg(ebpf.AttachCGroupInetEgress)},
+				{Name: dnsProgDnsIngress, Attach: cg(ebpf.AttachCGroupInetIngress)},
+			}},
+		}},
+		{Name: "owners", Links: []hook.Link{
+			{Mode: hook.ModeCgroupSock, Programs: []hook.Program{
+				{Name: dnsProgDnsConnect4, Attach: cg(ebpf.AttachCGroupInet4Connect)},
+				{Name: dnsProgDnsConnect6, Attach: cg(ebpf.AttachCGroupInet6Connect)},
+				{Name: dnsProgDnsSendmsg4, Attach: cg(ebpf.AttachCGroupUDP4Sendmsg)},
+				{Name: dnsProgDnsSendmsg6, Attach: cg(ebpf.AttachCGroupUDP6Sendmsg)},
+			}},
+		}},
+		{Name: "release", Links: []hook.Link{
+			{Mode: hook.ModeCgroupSock, Programs: []hook.Program{
+				{Name: dnsProgDnsSockRelease, Attach: cg(ebpf.AttachCgroupInetSockRelease)},
+			}},
+		}},
+	}
+}
+
+// Collector is the DNS collector.
+type Collector struct {
+	deps collectors.Deps
+	cfg  Config
+	log  *slog.Logger
+
+	loader   *hook.Loader
+	reader   *ringbuf.Reader
+	counters *ebpf.Map
+	pendMap  *ebpf.Map
+	drops    *ebpf.Map
+
+	inst   instruments
+	reg    metric.Registration
+	tracer trace.Tracer
+
+	// Owned by the Run goroutine.
+	st *state
+
+	// Read by the metrics callback.
+	stats stats
+
+	closeOnce sync.Once
+}
+
+// stats are the agent-side counters, readable from any goroutine.
+type stats struct {
+	received          atomic.Uint64 // ring buffer records read
+	malformedRecords  atomic.Uint64 // records too short to decode
+	queriesParsed     atomic.Uint64
+	queriesBad        atomic.Uint64
+	responsesParsed   atomic.Uint64
+	responsesBad      atomic.Uint64
+	timeouts          atomic.Uint64
+	unmatched         atomic.Uint64 // answers the agent had no query for
+	answerLost        atomic.Uint64 // answered in the kernel, record dropped there
+	folded            atomic.Uint64
+	pendingFullAgent  atomic.Uint64
+	orphans           atomic.Uint64
+	pendingAgentCount atomic.Int64
+}
+
+// New returns an unloaded DNS collector.
+func New(deps collectors.Deps, cfg Config) *Collector {
+	c := &Collector{deps: deps, cfg: cfg, log: deps.Logger}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Name implements collectors.Collector.
+func (c *Collector) Name() string { return Name }
+
+// portBitmap is the dns_ports variable of bpf/dns.c.
+func portBitmap(ports []uint16) [1024]uint64 {
+	var bm [1024]uint64
+	for _, p := range ports {
+		bm[p>>6] |= 1 << (p & 63)
+	}
+	return bm
+}
+
+// Load loads the maps, attaches the hooks and creates the instruments. The
+// packet hook is required; without the owner hooks lookups are credited to
+// unknown_service.
+func (c *Collector) Load(ctx context.Context) error {
+	if err := c.cfg.Validate(); err != nil {
+		return err
+	}
+	spec, err := loadDns()
+	if err != nil {
+		return fmt.Errorf("loading dns object: %w", err)
+	}
+	v, ok := spec.Variables[dnsVarDnsPorts]
+	if !ok {
+		return errors.New("dns object has no dns_ports variable")
+	}
+	if err := v.Set(portBitmap(c.cfg.Ports)); err != nil {
+		return fmt.Errorf("setting dns ports: %w", err)
+	}
+	opts := c.deps.Attach
+	opts.MaxEntries = map[string]uint32{
+		dnsMapPending: c.cfg.MaxPending,
+		dnsMapEvents:  c.cfg.RingBufferBytes,
+	}
+	c.loader, err = hook.NewLoader(Name, spec, opts, c.deps.Probes, c.deps.Hooks, c.log)
+	if err != nil {
+		return err
+	}
+	for _, h := range Hooks() {
+		if _, err := c.loader.Attach(h); err != nil {
+			if h.Name == "packets" {
+				c.loader.Close()
+				return err
+			}
+			c.log.Warn("running degraded: a hook could not be attached", "hook", h.Name, "error", err)
+		}
+	}
+	c.counters = c.loader.Map(dnsMapCounters)
+	c.pendMap = c.loader.Map(dnsMapPending)
+	c.drops = c.loader.Map(dnsMapDropsByProc)
+	c.reader, err = ringbuf.NewReader(c.loader.Map(dnsMapEvents))
+	if err != nil {
+		c.loader.Close()
+		return fmt.Errorf("opening dns events ring buffer: %w", err)
+	}
+	if err := c.createInstruments(); err != nil {
+		c.Close()
+		return err
+	}
+	if c.cfg.Spans && c.deps.TracerProvider != nil {
+		c.tracer = c.deps.TracerProvider.Tracer("github.com/otelbee/otelbee/collectors/dns")
+	}
+	c.st = newState(c)
+	return nil
+}
+
+// sweepEvery is how often pending queries are checked for timeouts.
+func (c *Collector) sweepEvery() time.Duration {
+	return min(max(c.cfg.Timeout/5, 20*time.Millisecond), time.Second)
+}
+
+// Run drains the ring buffer until Close closes the reader or ctx ends.
+// Timeouts are swept in the same goroutine, between reads, so the pending
+// state needs no lock.
+func (c *Collector) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { c.reader.Close() })
+	defer stop()
+	var (
+		rec ringbuf.Record
+		ev  event
+	)
+	every := c.sweepEvery()
+	next := time.Now().Add(every)
+	c.reader.SetDeadline(next)
+	for {
+		err := c.reader.ReadInto(&rec)
+		if err == nil {
+			c.stats.received.Add(1)
+			if decodeEvent(rec.RawSample, &ev) != nil {
+				c.stats.malformedRecords.Add(1)
+			} else {
+				c.st.handle(ctx, &ev)
+			}
+		} else if errors.Is(err, os.ErrDeadlineExceeded) {
+			// fall through to the sweep
+		} else if errors.Is(err, os.ErrClosed) {
+			return nil
+		} else {
+			return fmt.Errorf("reading dns events: %w", err)
+		}
+		if now := time.Now(); !now.Before(next) {
+			c.st.sweep(ctx, monotonicNow())
+			next = now.Add(every)
+			c.reader.SetDeadline(next)
+		}
+	}
+}
+
+// monotonicNow is CLOCK_MONOTONIC in nanoseconds, bpf_ktime_get_ns's clock.
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+// Close detaches the programs and ends Run. Idempotent.
+func (c *Collector) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		if c.reg != nil {
+			c.reg.Unregister()
+		}
+		if c.reader != nil {
+			c.reader.Close()
+		}
+		if c.loader != nil {
+			err = c.loader.Close()
+		}
+	})
+	return err
+}
+
+// kernelCounters sums the per-CPU counters.
+func (c *Collector) kernelCounters() [dnsDnsCounterCOUNTER_MAX]uint64 {
+	var out [dnsDnsCounterCOUNTER_MAX]uint64
+	if c.counters == nil {
+		return out
+	}
+	var perCPU []uint64
+	for i := range out {
+		if err := c.counters.Lookup(uint32(i), &perCPU); err != nil {
+			continue
+		}
+		for _, v := range perCPU {
+			out[i] += v
+		}
+	}
+	return out
+}
+
+// PipelineStats implements collectors.PipelineReporter.
+func (c *Collector) PipelineStats() []collectors.StageStats {
+	k := c.kernelCounters()
+	rbDropped := k[dnsDnsCounterCOUNTER_DROP_QUERY_RINGBUF] + k[dnsDnsCounterCOUNTER_DROP_RESPONSE_RINGBUF]
+	submitted := k[dnsDnsCounterCOUNTER_QUERIES_SUBMITTED] + k[dnsDnsCounterCOUNTER_RESPONSES_SUBMITTED]
+	received := c.stats.received.Load()
+	parsed := c.stats.queriesParsed.Load() + c.stats.responsesParsed.Load()
+	bad := c.stats.queriesBad.Load() + c.stats.responsesBad.Load() + c.stats.malformedRecords.Load()
+	return []collectors.StageStats{
+		{Stage: "ringbuf", Produced: submitted + rbDropped, Delivered: received, Dropped: rbDropped},
+		{Stage: "parse", Produced: received, Delivered: parsed, Dropped: bad},
+		{Stage: "pending_map", Dropped: k[dnsDnsCounterCOUNTER_DROP_PENDING_FULL] + c.stats.pendingFullAgent.Load()},
+		{Stage: "socks_map", Dropped: k[dnsDnsCounterCOUNTER_DROP_SOCKS_FULL]},
+	}
+}
+
+// PendingInKernel counts the queries waiting for an answer in the kernel map.
+func (c *Collector) PendingInKernel() (int, error) {
+	if c.pendMap == nil {
+		return 0, nil
+	}
+	var (
+		k dnsPendingKey
+		n int
+	)
+	it := c.pendMap.Iterate()
+	var v dnsPendingVal
+	for it.Next(&k, &v) {
+		n++
+	}
+	return n, it.Err()
+}
+
+// portsString is for logs.
+func portsString(ports []uint16) string {
+	s := slices.Clone(ports)
+	slices.Sort(s)
+	return fmt.Sprint(s)
+}

@@ -1,0 +1,395 @@
+package dns
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/identity"
+)
+
+// startCollector loads the collector on the running kernel watching ports,
+// honouring OTELBEE_ATTACH_MODE (the kernel-matrix harness forces each mode
+// in turn, strictly). The tests need nothing but loopback: the DNS server is
+// the responder in this package.
+func startCollector(t *testing.T, cfg Config) (*Collector, *sdkmetric.ManualReader) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: loading BPF programs needs root")
+	}
+	if err := hook.EnsureMounts(); err != nil {
+		t.Logf("mounts: %v", err)
+	}
+	force, err := hook.ParseMode(os.Getenv("OTELBEE_ATTACH_MODE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	probes := hook.NewProbes()
+	if force != "" {
+		if err := probes.Supports(force); err != nil {
+			t.Skipf("skipping: forced attach mode %s is unavailable here: %v", force, err)
+		}
+	}
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	reg := hook.NewRegistry()
+	c := New(collectors.Deps{
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", Name),
+		Meter:     mp.Meter("test"),
+		Processes: identity.NewResolver("/proc", "testhost"),
+		Probes:    probes,
+		Hooks:     reg,
+		Attach:    hook.Options{Force: force, Strict: true},
+	}, cfg)
+	if err := c.Load(context.Background()); err != nil {
+		if force != "" && hook.IsUnsupported(err) {
+			t.Skipf("skipping: mode %s cannot attach the dns packet hook on this kernel: %v", force, err)
+		}
+		t.Fatalf("loading the dns collector: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		c.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	for _, st := range reg.Statuses() {
+		for _, p := range st.Programs {
+			// Read by the kernel-matrix harness (e2e/vmtest).
+			fmt.Printf("OTELBEE-PROGSTAT collector=%s program=%s mode=%s insns=%d load_us=%d\n",
+				st.Collector, p.Program, p.Mode, p.VerifiedInstructions, p.LoadTime.Microseconds())
+		}
+		if !st.Attached() {
+			var errs []error
+			for _, a := range st.Attempts {
+				errs = append(errs, a.Err)
+			}
+			err := errors.Join(errs...)
+			if force != "" && hook.IsUnsupported(err) {
+				t.Skipf("skipping: hook %s has no %s attach point on this kernel: %v", st.Hook, force, err)
+			}
+			t.Fatalf("hook %s not attached: %v", st.Hook, err)
+		}
+		t.Logf("hook %s: mode %q (declared %v)", st.Hook, st.Mode, st.Declared)
+	}
+	return c, reader
+}
+
+func testConfig(ports ...int) Config {
+	cfg := DefaultConfig()
+	cfg.Ports = nil
+	for _, p := range ports {
+		cfg.Ports = append(cfg.Ports, uint16(p))
+	}
+	return cfg
+}
+
+// lookupUDP sends one query on a connected UDP socket and waits for the
+// answer (or gives up after wait).
+func lookupUDP(t *testing.T, addr string, id uint16, name string, qt dnsmessage.Type, wait time.Duration) bool {
+	t.Helper()
+	conn, err := net.Dial("udp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write(buildQuery(id, name, qt)); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 1500)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return false
+	}
+	var m message
+	if err := parseMessage(buf[:n], &m); err != nil || m.id != id {
+		t.Fatalf("bad answer for %s: %v", name, err)
+	}
+	return true
+}
+
+func lookupTCP(t *testing.T, addr string, id uint16, name string, qt dnsmessage.Type) {
+	t.Helper()
+	conn, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	q := buildQuery(id, name, qt)
+	if _, err := conn.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)); err != nil {
+		t.Fatal(err)
+	}
+	var l [2]byte
+	if _, err := io.ReadFull(conn, l[:]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(conn, make([]byte, binary.BigEndian.Uint16(l[:]))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lookupCounts sums dns.lookup.duration counts by
+// "name type code-or-error transport" for this process.
+func lookupCounts(t *testing.T, reader *sdkmetric.ManualReader) map[string]uint64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]uint64{}
+	pid := fmt.Sprint(os.Getpid())
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			h, ok := m.Data.(metricdata.Histogram[float64])
+			if m.Name != "dns.lookup.duration" || !ok {
+				continue
+			}
+			for _, dp := range h.DataPoints {
+				get := func(k string) string { v, _ := dp.Attributes.Value(attributeKey(k)); return v.Emit() }
+				if get("process.pid") != pid {
+					continue
+				}
+				outcome := get("dns.response.code")
+				if outcome == "" {
+					outcome = get("error.type")
+				}
+				out[strings.Join([]string{get("dns.question.name"), get("dns.question.type"), outcome, get("network.transport")}, " ")] += dp.Count
+			}
+		}
+	}
+	return out
+}
+
+func waitCounts(t *testing.T, reader *sdkmetric.ManualReader, want map[string]uint64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := lookupCounts(t, reader)
+		if equalCounts(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lookup counts:\n got  %v\n want %v", sortedCounts(got), sortedCounts(want))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func equalCounts(a, b map[string]uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedCounts(m map[string]uint64) string {
+	var s []string
+	for k, v := range m {
+		s = append(s, fmt.Sprintf("%q=%d", k, v))
+	}
+	sort.Strings(s)
+	return strings.Join(s, " ")
+}
+
+func waitPendingZero(t *testing.T, c *Collector) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, err := c.PendingInKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		agent := c.stats.pendingAgentCount.Load()
+		if n == 0 && agent == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pending queries: kernel %d, agent %d; want 0", n, agent)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestPrivilegedLookupsExact(t *testing.T) {
+	r := startResponder(t)
+	c, reader := startCollector(t, testConfig(r.port))
+	want := map[string]uint64{}
+	id := uint16(100)
+	do := func(name string, qt dnsmessage.Type, n int, key string) {
+		for range n {
+			id++
+			if !lookupUDP(t, r.addr(), id, name, qt, 5*time.Second) {
+				t.Fatalf("no answer for %s", name)
+			}
+		}
+		want[key] += uint64(n)
+	}
+	do("web.otelbee.test.", dnsmessage.TypeA, 7, "web.otelbee.test A NOERROR udp")
+	do("Web.OtelBee.test.", dnsmessage.TypeAAAA, 3, "web.otelbee.test AAAA NOERROR udp")
+	do("_sip._udp.otelbee.test.", dnsmessage.TypeSRV, 2, "_sip._udp.otelbee.test SRV NOERROR udp")
+	do("txt.otelbee.test.", dnsmessage.TypeTXT, 4, "txt.otelbee.test TXT NOERROR udp")
+	do("9.0.18.198.in-addr.arpa.", dnsmessage.TypePTR, 1, "9.0.18.198.in-addr.arpa PTR NOERROR udp")
+	do("nx.otelbee.test.", dnsmessage.TypeA, 5, "nx.otelbee.test A NXDOMAIN udp")
+	do("servfail.otelbee.test.", dnsmessage.TypeMX, 2, "servfail.otelbee.test MX SERVFAIL udp")
+
+	// Go's own resolver (PreferGo), pointed at the responder.
+	res := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, r.addr())
+	}}
+	for range 3 {
+		if _, err := res.LookupIP(context.Background(), "ip4", "go.otelbee.test."); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want["go.otelbee.test A NOERROR udp"] += 3
+	if _, err := res.LookupTXT(context.Background(), "nx.go.otelbee.test."); err == nil {
+		t.Fatal("want NXDOMAIN")
+	}
+	want["nx.go.otelbee.test TXT NXDOMAIN udp"]++
+
+	// DNS over TCP.
+	for range 6 {
+		id++
+		lookupTCP(t, r.addr(), id, "tcp.otelbee.test.", dnsmessage.TypeA)
+	}
+	want["tcp.otelbee.test A NOERROR tcp"] += 6
+
+	waitCounts(t, reader, want)
+	waitPendingZero(t, c)
+	if n := c.stats.queriesBad.Load() + c.stats.responsesBad.Load(); n != 0 {
+		t.Errorf("unparseable packets: %d, want 0", n)
+	}
+	k := c.kernelCounters()
+	if d := k[dnsDnsCounterCOUNTER_DROP_QUERY_RINGBUF] + k[dnsDnsCounterCOUNTER_DROP_RESPONSE_RINGBUF]; d != 0 {
+		t.Errorf("ring buffer drops: %d, want 0", d)
+	}
+}
+
+func TestPrivilegedTimeoutsFreeState(t *testing.T) {
+	r := startResponder(t)
+	cfg := testConfig(r.port)
+	cfg.Timeout = 300 * time.Millisecond
+	c, reader := startCollector(t, cfg)
+	const n = 9
+	for i := range n {
+		if lookupUDP(t, r.addr(), uint16(2000+i), "silent.otelbee.test.", dnsmessage.TypeA, 10*time.Millisecond) {
+			t.Fatal("the silent name was answered")
+		}
+	}
+	id := uint16(3000)
+	lookupTCP(t, r.addr(), id, "silent-not.otelbee.test.", dnsmessage.TypeA)
+	waitCounts(t, reader, map[string]uint64{
+		"silent.otelbee.test A timeout udp":     n,
+		"silent-not.otelbee.test A NOERROR tcp": 1,
+	})
+	waitPendingZero(t, c)
+	if got := c.stats.timeouts.Load(); got != n {
+		t.Errorf("timeouts: %d, want %d", got, n)
+	}
+}
+
+func TestPrivilegedMalformedPackets(t *testing.T) {
+	r := startResponder(t)
+	// A sink on another port that reads and never answers.
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	go io.Copy(io.Discard, sink)
+	sinkPort := sink.LocalAddr().(*net.UDPAddr).Port
+	c, reader := startCollector(t, testConfig(r.port, sinkPort))
+
+	loop := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1} // name points at itself
+	loop2 := []byte{0x12, 0x35, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 1, 'a', 0xc0, 12, 0, 1, 0, 1}
+	bad := [][]byte{
+		{0x00, 0x01, 0x01},                                          // 3 bytes: shorter than a header
+		{0x00, 0x02, 0x01, 0x00, 0, 1, 0, 0, 0, 0},                  // truncated header
+		buildQuery(7, "trunc.otelbee.test.", dnsmessage.TypeA)[:20], // question cut short
+		loop, loop2,
+		{0x00, 0x03, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0},            // no question
+		{0x00, 0x04, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0x7f, 'x'}, // label longer than the packet
+	}
+	for i := range 50 {
+		g := make([]byte, 40+i)
+		for j := range g {
+			g[j] = byte(j*31 + i*17 + 5)
+		}
+		g[2] &^= 0x80 // QR=0: it claims to be a query
+		bad = append(bad, g)
+	}
+	conn, err := net.Dial("udp4", sink.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	wantBad := 0
+	for _, b := range bad {
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		wantBad++
+	}
+	// Garbage the generator made parseable does not count: count exactly
+	// what dnsmessage rejects.
+	expected := 0
+	for _, b := range bad {
+		var m message
+		if parseMessage(b, &m) != nil || m.response {
+			expected++
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for c.stats.queriesBad.Load()+c.stats.queriesParsed.Load() < uint64(wantBad) {
+		if time.Now().After(deadline) {
+			t.Fatalf("queries delivered: %d bad + %d parsed, want %d", c.stats.queriesBad.Load(), c.stats.queriesParsed.Load(), wantBad)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := c.stats.queriesBad.Load(); got != uint64(expected) {
+		t.Errorf("unparseable queries: %d, want %d", got, expected)
+	}
+	// The collector still sees the next good lookup.
+	if !lookupUDP(t, r.addr(), 999, "after.otelbee.test.", dnsmessage.TypeA, 5*time.Second) {
+		t.Fatal("no answer")
+	}
+	got := lookupCounts(t, reader)
+	deadline = time.Now().Add(20 * time.Second)
+	for got["after.otelbee.test A NOERROR udp"] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the good lookup after the garbage: %v", sortedCounts(got))
+		}
+		time.Sleep(20 * time.Millisecond)
+		got = lookupCounts(t, reader)
+	}
+}
+
+func attributeKey(k string) attribute.Key { return attribute.Key(k) }

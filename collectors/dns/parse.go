@@ -1,0 +1,129 @@
+package dns
+
+import (
+	"encoding/binary"
+	"errors"
+	"strconv"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// message is what the collector needs from one DNS message. It is filled in
+// place: parsing allocates nothing.
+type message struct {
+	id       uint16
+	response bool
+	rcode    dnsmessage.RCode
+	qtype    dnsmessage.Type
+	answers  uint16
+	// name is the question name, lowercased, without the trailing dot, with
+	// bytes outside printable ASCII replaced by '?'. "." for the root.
+	name    [255]byte
+	nameLen int
+}
+
+// Name returns the question name as a byte slice into m.
+func (m *message) Name() []byte { return m.name[:m.nameLen] }
+
+var errNoQuestion = errors.New("dns message has no question")
+
+// parseMessage parses the header and the first question of a DNS message
+// (without the TCP length prefix) with golang.org/x/net/dns/dnsmessage. It
+// never panics; malformed input returns an error. b may be a prefix of the
+// message: only the header and the question have to be complete.
+func parseMessage(b []byte, m *message) error {
+	var p dnsmessage.Parser
+	h, err := p.Start(b)
+	if err != nil {
+		return err
+	}
+	m.id = h.ID
+	m.response = h.Response
+	m.rcode = h.RCode
+	// Start checked the 12-byte header; the answer count is its 4th field.
+	m.answers = binary.BigEndian.Uint16(b[6:8])
+	q, err := p.Question()
+	if err != nil {
+		if errors.Is(err, dnsmessage.ErrSectionDone) {
+			return errNoQuestion
+		}
+		return err
+	}
+	m.qtype = q.Type
+	n := int(q.Name.Length)
+	if n > len(q.Name.Data) {
+		n = len(q.Name.Data)
+	}
+	if n > 1 && q.Name.Data[n-1] == '.' {
+		n--
+	}
+	for i := 0; i < n; i++ {
+		c := q.Name.Data[i]
+		switch {
+		case c >= 'A' && c <= 'Z':
+			c += 'a' - 'A'
+		case c < 0x21 || c > 0x7e:
+			c = '?'
+		}
+		m.name[i] = c
+	}
+	m.nameLen = n
+	return nil
+}
+
+// typeNames are the dns.question.type values (RFC mnemonics).
+var typeNames = map[dnsmessage.Type]string{
+	dnsmessage.TypeA:     "A",
+	dnsmessage.TypeNS:    "NS",
+	dnsmessage.TypeCNAME: "CNAME",
+	dnsmessage.TypeSOA:   "SOA",
+	dnsmessage.TypePTR:   "PTR",
+	dnsmessage.TypeMX:    "MX",
+	dnsmessage.TypeTXT:   "TXT",
+	dnsmessage.TypeAAAA:  "AAAA",
+	dnsmessage.TypeSRV:   "SRV",
+	dnsmessage.TypeOPT:   "OPT",
+	dnsmessage.TypeWKS:   "WKS",
+	dnsmessage.TypeHINFO: "HINFO",
+	dnsmessage.TypeMINFO: "MINFO",
+	dnsmessage.TypeAXFR:  "AXFR",
+	dnsmessage.TypeALL:   "ANY",
+	dnsmessage.TypeSVCB:  "SVCB",
+	dnsmessage.TypeHTTPS: "HTTPS",
+	35:                   "NAPTR",
+	43:                   "DS",
+	46:                   "RRSIG",
+	48:                   "DNSKEY",
+	52:                   "TLSA",
+	257:                  "CAA",
+}
+
+// typeName is the mnemonic of t, or TYPE<n> (RFC 3597) for others.
+func typeName(t dnsmessage.Type) string {
+	if s, ok := typeNames[t]; ok {
+		return s
+	}
+	return "TYPE" + strconv.Itoa(int(t))
+}
+
+// rcodeNames are the dns.response.code values.
+var rcodeNames = map[dnsmessage.RCode]string{
+	dnsmessage.RCodeSuccess:        "NOERROR",
+	dnsmessage.RCodeFormatError:    "FORMERR",
+	dnsmessage.RCodeServerFailure:  "SERVFAIL",
+	dnsmessage.RCodeNameError:      "NXDOMAIN",
+	dnsmessage.RCodeNotImplemented: "NOTIMP",
+	dnsmessage.RCodeRefused:        "REFUSED",
+	6:                              "YXDOMAIN",
+	7:                              "YXRRSET",
+	8:                              "NXRRSET",
+	9:                              "NOTAUTH",
+	10:                             "NOTZONE",
+}
+
+func rcodeName(r dnsmessage.RCode) string {
+	if s, ok := rcodeNames[r]; ok {
+		return s
+	}
+	return "RCODE" + strconv.Itoa(int(r))
+}
