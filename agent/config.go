@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/otelbee/otelbee/collectors/dns"
 	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/tcp"
 	"github.com/otelbee/otelbee/exporters/otlp"
@@ -38,6 +39,7 @@ type Config struct {
 	BPFStats         bool          `yaml:"bpf_stats"`
 	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
 	TCP              tcp.Config    `yaml:"tcp"`
+	DNS              dns.Config    `yaml:"dns"`
 }
 
 // PrometheusConfig is the /metrics endpoint.
@@ -66,6 +68,7 @@ func DefaultConfig() Config {
 		LogLevel:        "info",
 		ShutdownTimeout: 5 * time.Second,
 		TCP:             tcp.DefaultConfig(),
+		DNS:             dns.DefaultConfig(),
 	}
 }
 
@@ -89,6 +92,9 @@ var envVars = map[string]string{
 	"OTELBEE_ATTACH_MODE_STRICT": "attach-mode.strict",
 	"OTELBEE_LOG_LEVEL":          "log.level",
 	"OTELBEE_BPF_STATS":          "bpf.stats",
+	"OTELBEE_DNS_PORTS":          "dns.ports",
+	"OTELBEE_DNS_TIMEOUT":        "dns.timeout",
+	"OTELBEE_DNS_SPANS":          "dns.spans",
 }
 
 // LoadConfig builds the configuration from args (without the program name
@@ -109,6 +115,11 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.Duration("shutdown-timeout", 0, "how long shutdown may take to flush exporters")
 	fs.Uint("tcp.max-connections", 0, "connections the TCP collector tracks at once")
 	fs.Uint("tcp.max-series", 0, "distinct TCP series (process, peer, port, direction) kept in the kernel")
+	fs.String("dns.ports", "", "comma-separated DNS server ports the DNS collector watches over UDP and TCP (default 53)")
+	fs.Duration("dns.timeout", 0, "how long a DNS query waits for its answer before it counts as a timeout (default 5s)")
+	fs.Uint("dns.max-names", 0, "distinct dns.question.name values kept per service; the rest fold into _OTHER (default 100)")
+	fs.Uint("dns.max-pending", 0, "DNS queries waiting for an answer tracked at once (default 16384)")
+	fs.Bool("dns.spans", false, "emit one client span per DNS lookup (needs an OTLP endpoint)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return Config{}, err
@@ -159,6 +170,18 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			var n uint64
 			n, err = strconv.ParseUint(v, 10, 32)
 			cfg.TCP.MaxConnections = uint32(n)
+		case "dns.ports":
+			cfg.DNS.Ports, err = parsePorts(v)
+		case "dns.timeout":
+			cfg.DNS.Timeout, err = time.ParseDuration(v)
+		case "dns.max-names":
+			cfg.DNS.MaxNamesPerService, err = strconv.Atoi(v)
+		case "dns.max-pending":
+			var n uint64
+			n, err = strconv.ParseUint(v, 10, 32)
+			cfg.DNS.MaxPending = uint32(n)
+		case "dns.spans":
+			cfg.DNS.Spans, err = strconv.ParseBool(v)
 		case "tcp.max-series":
 			var n uint64
 			n, err = strconv.ParseUint(v, 10, 32)
@@ -185,6 +208,19 @@ func readConfigFile(path string, cfg *Config) error {
 		return usageErrorf("parsing config file %s: %v", path, err)
 	}
 	return nil
+}
+
+// parsePorts parses a comma-separated list of ports (1-65535).
+func parsePorts(s string) ([]uint16, error) {
+	var out []uint16
+	for _, p := range splitList(s) {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("%q is not a port from 1 to 65535", p)
+		}
+		out = append(out, uint16(n))
+	}
+	return out, nil
 }
 
 func splitList(s string) []string {
@@ -237,6 +273,9 @@ func (c *Config) Validate() error {
 		return usageErrorf("shutdown-timeout must be positive, got %s", c.ShutdownTimeout)
 	}
 	if err := c.TCP.Validate(); err != nil {
+		return &UsageError{Err: err}
+	}
+	if err := c.DNS.Validate(); err != nil {
 		return &UsageError{Err: err}
 	}
 	return nil

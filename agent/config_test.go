@@ -46,6 +46,33 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+func TestConfigDNS(t *testing.T) {
+	cfg, err := LoadConfig(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.DNS.Ports) != 1 || cfg.DNS.Ports[0] != 53 || cfg.DNS.Timeout != 5*time.Second ||
+		cfg.DNS.MaxNamesPerService != 100 || cfg.DNS.Spans {
+		t.Fatalf("dns defaults: %+v", cfg.DNS)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "dns.yaml")
+	os.WriteFile(file, []byte("dns:\n  ports: [53, 5353]\n  timeout: 2s\n  max_names_per_service: 7\n"), 0o600)
+	cfg, err = LoadConfig([]string{"--config", file, "--collectors=dns", "--dns.timeout=1500ms"},
+		env(map[string]string{"OTELBEE_DNS_SPANS": "true"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.DNS.Ports) != 2 || cfg.DNS.Ports[1] != 5353 || cfg.DNS.Timeout != 1500*time.Millisecond ||
+		cfg.DNS.MaxNamesPerService != 7 || !cfg.DNS.Spans {
+		t.Fatalf("dns file, flag and env: %+v", cfg.DNS)
+	}
+	cfg, err = LoadConfig([]string{"--dns.ports=53,5300", "--dns.max-names=3"}, env(map[string]string{"OTELBEE_DNS_PORTS": "9"}), io.Discard)
+	if err != nil || len(cfg.DNS.Ports) != 2 || cfg.DNS.Ports[1] != 5300 || cfg.DNS.MaxNamesPerService != 3 {
+		t.Fatalf("dns flags over env: %+v, %v", cfg.DNS, err)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
@@ -74,6 +101,11 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown key in file", []string{"--config", unknown}, nil, "field colectors not found"},
 		{"missing file", []string{"--config", filepath.Join(dir, "nope.yaml")}, nil, "reading config file"},
 		{"tcp bounds", []string{"--tcp.max-connections=1"}, nil, "tcp.max_connections must be between"},
+		{"dns bad port", []string{"--dns.ports=53,70000"}, nil, `invalid value "53,70000" for dns.ports: "70000" is not a port from 1 to 65535`},
+		{"dns zero port", []string{"--dns.ports=0"}, nil, `"0" is not a port`},
+		{"dns timeout bounds", []string{"--dns.timeout=1ms"}, nil, "dns.timeout must be between 10ms and 10m"},
+		{"dns names bounds", []string{"--dns.max-names=0"}, nil, "dns.max_names_per_service must be between 1 and 100000"},
+		{"dns env timeout", nil, map[string]string{"OTELBEE_DNS_TIMEOUT": "soon"}, `invalid value "soon" for dns.timeout`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"sort"
 
 	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/dns"
 	"github.com/otelbee/otelbee/collectors/tcp"
 )
 
@@ -13,6 +14,7 @@ type factory func(collectors.Deps, *Config) collectors.Collector
 // factories is the explicit list of collectors the agent knows; no init()
 // registration, so what exists is visible here.
 var factories = map[string]factory{
+	dns.Name: func(d collectors.Deps, c *Config) collectors.Collector { return dns.New(d, c.DNS) },
 	tcp.Name: func(d collectors.Deps, c *Config) collectors.Collector { return tcp.New(d, c.TCP) },
 }
 
