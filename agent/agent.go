@@ -26,6 +26,7 @@ import (
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/collectors/procwatch"
 	"github.com/otelbee/otelbee/exporters/otlp"
 	promexp "github.com/otelbee/otelbee/exporters/prometheus"
 )
@@ -121,6 +122,17 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Attach:         hook.Options{Force: force, Strict: cfg.AttachModeStrict},
 	}
 
+	// The process watcher reads identities at exec, so that short-lived
+	// processes keep theirs; without it identities are read on first use.
+	var reporters []reporter
+	watcher, err := procwatch.NewWatcher(deps.Processes, deps.Probes, deps.Hooks, deps.Attach, logger.With("component", procwatch.WatcherName))
+	if err != nil {
+		log.Warn("process watcher unavailable: short-lived processes may be reported as unknown_service", "error", err)
+	} else {
+		defer watcher.Close()
+		reporters = append(reporters, watcher)
+	}
+
 	// Phase one: load every collector. One that cannot load on this host is
 	// reported and left out; the others run.
 	var loaded []collectors.Collector
@@ -139,7 +151,15 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	selfReg, err := registerSelfMetrics(mp.Meter("github.com/otelbee/otelbee/agent"), selfSources{
 		hooks:      deps.Hooks,
-		collectors: func() []collectors.Collector { mu.Lock(); defer mu.Unlock(); return loaded },
+		reporters: func() []reporter {
+			mu.Lock()
+			defer mu.Unlock()
+			out := append([]reporter{}, reporters...)
+			for _, c := range loaded {
+				out = append(out, c)
+			}
+			return out
+		},
 		processes:  deps.Processes,
 		exporters:  exporters,
 		bpfStats:   cfg.BPFStats,
@@ -156,6 +176,15 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	var wg sync.WaitGroup
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
+	if watcher != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := watcher.Run(runCtx); err != nil {
+				log.Error("process watcher stopped", "error", err)
+			}
+		}()
+	}
 	for _, c := range loaded {
 		wg.Add(1)
 		go func() {

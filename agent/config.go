@@ -19,6 +19,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors/dns"
 	"github.com/otelbee/otelbee/collectors/hook"
+	httpc "github.com/otelbee/otelbee/collectors/http"
 	"github.com/otelbee/otelbee/collectors/tcp"
 	"github.com/otelbee/otelbee/exporters/otlp"
 )
@@ -40,6 +41,7 @@ type Config struct {
 	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
 	TCP              tcp.Config    `yaml:"tcp"`
 	DNS              dns.Config    `yaml:"dns"`
+	HTTP             httpc.Config  `yaml:"http"`
 }
 
 // PrometheusConfig is the /metrics endpoint.
@@ -69,6 +71,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout: 5 * time.Second,
 		TCP:             tcp.DefaultConfig(),
 		DNS:             dns.DefaultConfig(),
+		HTTP:            httpc.DefaultConfig(),
 	}
 }
 
@@ -95,6 +98,8 @@ var envVars = map[string]string{
 	"OTELBEE_DNS_PORTS":          "dns.ports",
 	"OTELBEE_DNS_TIMEOUT":        "dns.timeout",
 	"OTELBEE_DNS_SPANS":          "dns.spans",
+	"OTELBEE_HTTP_CAPTURE_BYTES": "http.capture-bytes",
+	"OTELBEE_HTTP_ROUTES":        "http.routes",
 }
 
 // LoadConfig builds the configuration from args (without the program name
@@ -120,6 +125,10 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.Uint("dns.max-names", 0, "distinct dns.question.name values kept per service; the rest fold into _OTHER (default 100)")
 	fs.Uint("dns.max-pending", 0, "DNS queries waiting for an answer tracked at once (default 16384)")
 	fs.Bool("dns.spans", false, "emit one client span per DNS lookup (needs an OTLP endpoint)")
+	fs.Uint("http.capture-bytes", 0, "bytes of each read/write the HTTP collector copies from the kernel (64-4096, default 1024)")
+	fs.String("http.routes", "", "comma-separated http.route templates tried before the heuristic, e.g. /users/{id},/static/*")
+	fs.String("http.include-executables", "", "comma-separated executable names the HTTP collector observes (default: all)")
+	fs.String("http.exclude-executables", "", "comma-separated executable names the HTTP collector ignores")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return Config{}, err
@@ -170,6 +179,16 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			var n uint64
 			n, err = strconv.ParseUint(v, 10, 32)
 			cfg.TCP.MaxConnections = uint32(n)
+		case "http.capture-bytes":
+			var n uint64
+			n, err = strconv.ParseUint(v, 10, 32)
+			cfg.HTTP.CaptureBytes = uint32(n)
+		case "http.routes":
+			cfg.HTTP.Routes = splitList(v)
+		case "http.include-executables":
+			cfg.HTTP.Include.Executables = splitList(v)
+		case "http.exclude-executables":
+			cfg.HTTP.Exclude.Executables = splitList(v)
 		case "dns.ports":
 			cfg.DNS.Ports, err = parsePorts(v)
 		case "dns.timeout":
@@ -276,6 +295,9 @@ func (c *Config) Validate() error {
 		return &UsageError{Err: err}
 	}
 	if err := c.DNS.Validate(); err != nil {
+		return &UsageError{Err: err}
+	}
+	if err := c.HTTP.Validate(); err != nil {
 		return &UsageError{Err: err}
 	}
 	return nil

@@ -46,6 +46,17 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+func TestConfigHTTP(t *testing.T) {
+	cfg, err := LoadConfig([]string{"--collectors=http", "--http.routes=/users/{id},/static/*", "--http.exclude-executables=sshd"},
+		env(map[string]string{"OTELBEE_HTTP_CAPTURE_BYTES": "512"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.CaptureBytes != 512 || len(cfg.HTTP.Routes) != 2 || cfg.HTTP.Exclude.Executables[0] != "sshd" || cfg.HTTP.MaxRoutes != 200 {
+		t.Fatalf("http config: %+v", cfg.HTTP)
+	}
+}
+
 func TestConfigDNS(t *testing.T) {
 	cfg, err := LoadConfig(nil, env(nil), io.Discard)
 	if err != nil {
@@ -106,6 +117,9 @@ func TestConfigErrors(t *testing.T) {
 		{"dns timeout bounds", []string{"--dns.timeout=1ms"}, nil, "dns.timeout must be between 10ms and 10m"},
 		{"dns names bounds", []string{"--dns.max-names=0"}, nil, "dns.max_names_per_service must be between 1 and 100000"},
 		{"dns env timeout", nil, map[string]string{"OTELBEE_DNS_TIMEOUT": "soon"}, `invalid value "soon" for dns.timeout`},
+		{"http capture bounds", []string{"--http.capture-bytes=8"}, nil, "http.capture_bytes must be between 64 and 4096"},
+		{"http env capture", nil, map[string]string{"OTELBEE_HTTP_CAPTURE_BYTES": "100000"}, "http.capture_bytes must be between"},
+		{"http bad route", []string{"--http.routes=users/{id}"}, nil, `route pattern "users/{id}" must start with /`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

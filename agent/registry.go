@@ -5,6 +5,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/dns"
+	httpc "github.com/otelbee/otelbee/collectors/http"
 	"github.com/otelbee/otelbee/collectors/tcp"
 )
 
@@ -14,8 +15,9 @@ type factory func(collectors.Deps, *Config) collectors.Collector
 // factories is the explicit list of collectors the agent knows; no init()
 // registration, so what exists is visible here.
 var factories = map[string]factory{
-	dns.Name: func(d collectors.Deps, c *Config) collectors.Collector { return dns.New(d, c.DNS) },
-	tcp.Name: func(d collectors.Deps, c *Config) collectors.Collector { return tcp.New(d, c.TCP) },
+	dns.Name:   func(d collectors.Deps, c *Config) collectors.Collector { return dns.New(d, c.DNS) },
+	tcp.Name:   func(d collectors.Deps, c *Config) collectors.Collector { return tcp.New(d, c.TCP) },
+	httpc.Name: func(d collectors.Deps, c *Config) collectors.Collector { return httpc.New(d, c.HTTP) },
 }
 
 // CollectorNames lists the valid values of --collectors, sorted.

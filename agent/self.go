@@ -18,11 +18,14 @@ import (
 // selfSources is what the agent's own telemetry reads.
 type selfSources struct {
 	hooks      *hook.Registry
-	collectors func() []collectors.Collector
+	reporters  func() []reporter
 	processes  *identity.Resolver
 	exporters  []exportCounter
 	bpfStats   bool
 }
+
+// reporter is a collector or another pipeline whose drops are self-metrics.
+type reporter interface{ Name() string }
 
 // exportCounter is an exporter that counts its failures.
 type exportCounter struct {
@@ -107,7 +110,7 @@ func registerSelfMetrics(m metric.Meter, src selfSources) (metric.Registration, 
 				o.ObserveInt64(runCount, int64(s.RunCount), attrs)
 			}
 		}
-		for _, c := range src.collectors() {
+		for _, c := range src.reporters() {
 			pr, ok := c.(collectors.PipelineReporter)
 			if !ok {
 				continue

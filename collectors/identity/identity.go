@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 )
@@ -71,8 +72,13 @@ type Resolver struct {
 	host     string
 	unknown  *Process
 
+	// Retention is how long the identity of an exited process is kept:
+	// its last series are still reported (and retired) after it is gone.
+	Retention time.Duration
+
 	mu    sync.Mutex
 	cache map[uint32]*Process
+	dead  map[uint32]time.Time // when Sweep first found the pid gone
 }
 
 // NewResolver reads processes under procRoot (normally "/proc"). host goes
@@ -80,7 +86,8 @@ type Resolver struct {
 func NewResolver(procRoot, host string) *Resolver {
 	unknown := &Process{ServiceName: UnknownService}
 	unknown.buildAttributes(host)
-	return &Resolver{procRoot: procRoot, host: host, unknown: unknown, cache: map[uint32]*Process{}}
+	return &Resolver{procRoot: procRoot, host: host, unknown: unknown, Retention: 5 * time.Minute,
+		cache: map[uint32]*Process{}, dead: map[uint32]time.Time{}}
 }
 
 // Lookup returns the identity of pid (a thread-group id). A process that is
@@ -107,6 +114,20 @@ func (r *Resolver) Lookup(pid uint32) *Process {
 	return p
 }
 
+// Refresh reads pid anew: at exec a process takes a new executable and
+// environment.
+func (r *Resolver) Refresh(pid uint32) *Process {
+	if pid == 0 {
+		return r.unknown
+	}
+	p := r.read(pid)
+	r.mu.Lock()
+	r.cache[pid] = p
+	delete(r.dead, pid)
+	r.mu.Unlock()
+	return p
+}
+
 // Alive reports whether pid still names the process that was cached.
 func (r *Resolver) Alive(pid uint32) bool {
 	if pid == 0 {
@@ -122,8 +143,9 @@ func (r *Resolver) Alive(pid uint32) bool {
 	return !ok || p.startTime == 0 || p.startTime == st
 }
 
-// Sweep forgets processes that exited (or whose pid was reused) and returns
-// their pids, so collectors can drop per-process state.
+// Sweep finds cached processes that exited (or whose pid was reused) and
+// returns those newly found gone, so collectors can retire their series. Their
+// identity stays cached for Retention, then is forgotten.
 func (r *Resolver) Sweep() []uint32 {
 	r.mu.Lock()
 	pids := make([]uint32, 0, len(r.cache))
@@ -131,15 +153,24 @@ func (r *Resolver) Sweep() []uint32 {
 		pids = append(pids, pid)
 	}
 	r.mu.Unlock()
-	var gone []uint32
+	var gone, dead []uint32
 	for _, pid := range pids {
 		if !r.Alive(pid) {
-			gone = append(gone, pid)
+			dead = append(dead, pid)
 		}
 	}
+	now := time.Now()
 	r.mu.Lock()
-	for _, pid := range gone {
-		delete(r.cache, pid)
+	for _, pid := range dead {
+		since, known := r.dead[pid]
+		switch {
+		case !known:
+			r.dead[pid] = now
+			gone = append(gone, pid)
+		case now.Sub(since) >= r.Retention:
+			delete(r.cache, pid)
+			delete(r.dead, pid)
+		}
 	}
 	r.mu.Unlock()
 	return gone

@@ -78,8 +78,16 @@ func TestResolverRealProcess(t *testing.T) {
 	cmd.Process.Kill()
 	cmd.Wait()
 	gone := r.Sweep()
-	if len(gone) != 1 || gone[0] != pid || r.Len() != 0 {
+	if len(gone) != 1 || gone[0] != pid || r.Len() != 1 {
 		t.Fatalf("after exit: swept %v, cache %d", gone, r.Len())
+	}
+	// Still known for the series it left behind, until the retention ends.
+	if r.Lookup(pid).ServiceName != "sleeper" {
+		t.Fatalf("identity of the exited process lost: %+v", r.Lookup(pid))
+	}
+	r.Retention = 0
+	if gone := r.Sweep(); len(gone) != 0 || r.Len() != 0 {
+		t.Fatalf("after retention: swept %v again, cache %d", gone, r.Len())
 	}
 	if u := r.Lookup(0); u.ServiceName != UnknownService {
 		t.Fatalf("pid 0: %+v", u)

@@ -1,0 +1,108 @@
+// Package procwatch reads the identity of every process at exec, while it
+// is alive: collectors look identities up when they report, which for a
+// process that lived a few milliseconds is after it exited and /proc forgot
+// it.
+package procwatch
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/identity"
+)
+
+// Watcher refreshes the identity resolver on every exec.
+type Watcher struct {
+	resolver *identity.Resolver
+	loader   *hook.Loader
+	reader   *ringbuf.Reader
+	counters *ebpf.Map
+	received atomic.Uint64
+}
+
+// WatcherName labels the watcher's self-metrics.
+const WatcherName = "process"
+
+// NewWatcher loads and attaches the exec hook.
+func NewWatcher(res *identity.Resolver, probes *hook.Probes, reg *hook.Registry, opts hook.Options, logger *slog.Logger) (*Watcher, error) {
+	spec, err := loadExec()
+	if err != nil {
+		return nil, fmt.Errorf("loading exec object: %w", err)
+	}
+	loader, err := hook.NewLoader(WatcherName, spec, opts, probes, reg, logger)
+	if err != nil {
+		return nil, err
+	}
+	h := hook.Hook{Name: "exec", Links: []hook.Link{
+		{Mode: hook.ModeTPBTF, Programs: []hook.Program{{Name: execProgExecBtf, Attach: hook.Tracing()}}},
+		{Mode: hook.ModeTracepoint, Programs: []hook.Program{{Name: execProgExecTp, Attach: hook.Tracepoint("sched", "sched_process_exec")}}},
+	}}
+	if _, err := loader.Attach(h); err != nil {
+		loader.Close()
+		return nil, err
+	}
+	rd, err := ringbuf.NewReader(loader.Map(execMapExecEvents))
+	if err != nil {
+		loader.Close()
+		return nil, fmt.Errorf("opening exec_events ring buffer: %w", err)
+	}
+	return &Watcher{resolver: res, loader: loader, reader: rd, counters: loader.Map(execMapExecCounters)}, nil
+}
+
+// Name implements the agent's self-metric reporter.
+func (w *Watcher) Name() string { return WatcherName }
+
+// Run resolves each exec'd process until ctx ends or Close is called.
+func (w *Watcher) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { w.reader.Close() })
+	defer stop()
+	var rec ringbuf.Record
+	for {
+		if err := w.reader.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("reading exec_events: %w", err)
+		}
+		w.received.Add(1)
+		if len(rec.RawSample) < 4 {
+			continue
+		}
+		w.resolver.Refresh(binary.LittleEndian.Uint32(rec.RawSample))
+	}
+}
+
+// PipelineStats reports the exec events handled and lost.
+func (w *Watcher) PipelineStats() []collectors.StageStats {
+	var sums [2]uint64
+	var perCPU []uint64
+	for i := range sums {
+		if err := w.counters.Lookup(uint32(i), &perCPU); err == nil {
+			for _, v := range perCPU {
+				sums[i] += v
+			}
+		}
+	}
+	return []collectors.StageStats{{
+		Stage:     "ringbuf",
+		Produced:  sums[0] + sums[1],
+		Delivered: w.received.Load(),
+		Dropped:   sums[1],
+	}}
+}
+
+// Close detaches the hook and ends Run.
+func (w *Watcher) Close() error {
+	w.reader.Close()
+	return w.loader.Close()
+}
