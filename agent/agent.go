@@ -150,7 +150,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		loaded = append(loaded, c)
 	}
 	selfReg, err := registerSelfMetrics(mp.Meter("github.com/otelbee/otelbee/agent"), selfSources{
-		hooks:      deps.Hooks,
+		hooks: deps.Hooks,
 		reporters: func() []reporter {
 			mu.Lock()
 			defer mu.Unlock()
@@ -160,9 +160,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			}
 			return out
 		},
-		processes:  deps.Processes,
-		exporters:  exporters,
-		bpfStats:   cfg.BPFStats,
+		processes: deps.Processes,
+		exporters: exporters,
+		bpfStats:  cfg.BPFStats,
 	})
 	if err != nil {
 		return fmt.Errorf("registering self metrics: %w", err)

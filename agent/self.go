@@ -17,11 +17,11 @@ import (
 
 // selfSources is what the agent's own telemetry reads.
 type selfSources struct {
-	hooks      *hook.Registry
-	reporters  func() []reporter
-	processes  *identity.Resolver
-	exporters  []exportCounter
-	bpfStats   bool
+	hooks     *hook.Registry
+	reporters func() []reporter
+	processes *identity.Resolver
+	exporters []exportCounter
+	bpfStats  bool
 }
 
 // reporter is a collector or another pipeline whose drops are self-metrics.
