@@ -1,0 +1,126 @@
+package httpc
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// Config is the HTTP collector's section of the agent configuration.
+type Config struct {
+	// CaptureBytes is how much of each read or write the kernel copies: the
+	// request line and the headers the parser needs must fit (64-4096).
+	CaptureBytes uint32 `yaml:"capture_bytes"`
+	// MaxConnections bounds the connections tracked at once (kernel map and
+	// parser state).
+	MaxConnections uint32 `yaml:"max_connections"`
+	// RingBufferBytes sizes the kernel-to-agent ring buffer (a power of two,
+	// at least 64 KiB).
+	RingBufferBytes uint32 `yaml:"ring_buffer_bytes"`
+	// Routes are http.route templates tried before the heuristic, e.g.
+	// "/users/{id}/orders" or "/static/*".
+	Routes []string `yaml:"routes"`
+	// MaxRoutes caps distinct routes per service; the rest are "_OTHER".
+	MaxRoutes int `yaml:"max_routes"`
+	// Include and Exclude select the processes observed, in the kernel.
+	// Empty Include: every process not excluded.
+	Include Filter `yaml:"include"`
+	Exclude Filter `yaml:"exclude"`
+	// Spans turns the span per request on (when an OTLP trace endpoint is
+	// set); SpanQueue bounds the requests waiting to become spans.
+	Spans     bool `yaml:"spans"`
+	SpanQueue int  `yaml:"span_queue"`
+}
+
+// Filter names processes by executable (the kernel's 15-byte comm), the
+// connection's server port, or cgroup v2 path.
+type Filter struct {
+	Executables []string `yaml:"executables"`
+	Ports       []int    `yaml:"ports"`
+	Cgroups     []string `yaml:"cgroups"`
+}
+
+func (f Filter) empty() bool {
+	return len(f.Executables) == 0 && len(f.Ports) == 0 && len(f.Cgroups) == 0
+}
+
+// DefaultConfig is what runs without configuration.
+func DefaultConfig() Config {
+	return Config{
+		CaptureBytes:    1024,
+		MaxConnections:  65536,
+		RingBufferBytes: 8 << 20,
+		MaxRoutes:       200,
+		Spans:           true,
+		SpanQueue:       8192,
+	}
+}
+
+// Validate reports a setting that cannot work.
+func (c Config) Validate() error {
+	if c.CaptureBytes < 64 || c.CaptureBytes > 4096 {
+		return fmt.Errorf("http.capture_bytes must be between 64 and 4096, got %d", c.CaptureBytes)
+	}
+	if c.MaxConnections < 64 || c.MaxConnections > 1<<22 {
+		return fmt.Errorf("http.max_connections must be between 64 and 4194304, got %d", c.MaxConnections)
+	}
+	if r := c.RingBufferBytes; r < 64<<10 || r > 1<<30 || r&(r-1) != 0 {
+		return fmt.Errorf("http.ring_buffer_bytes must be a power of two between 65536 and 1073741824, got %d", r)
+	}
+	if c.MaxRoutes < 1 || c.MaxRoutes > 100000 {
+		return fmt.Errorf("http.max_routes must be between 1 and 100000, got %d", c.MaxRoutes)
+	}
+	if c.SpanQueue < 1 || c.SpanQueue > 1<<20 {
+		return fmt.Errorf("http.span_queue must be between 1 and 1048576, got %d", c.SpanQueue)
+	}
+	for _, p := range c.Routes {
+		if err := validatePattern(p); err != nil {
+			return fmt.Errorf("http.routes: %w", err)
+		}
+	}
+	for _, f := range []Filter{c.Include, c.Exclude} {
+		for _, e := range f.Executables {
+			if e == "" || strings.ContainsRune(e, '/') {
+				return fmt.Errorf("http filter: executable %q must be a bare name", e)
+			}
+		}
+		for _, p := range f.Ports {
+			if p < 1 || p > 65535 {
+				return fmt.Errorf("http filter: port %d out of range", p)
+			}
+		}
+		for _, cg := range f.Cgroups {
+			if cg == "" {
+				return fmt.Errorf("http filter: empty cgroup path")
+			}
+		}
+	}
+	return nil
+}
+
+// cgroupID is the id the kernel reports for a cgroup v2 directory: its
+// inode number. Relative paths are under /sys/fs/cgroup.
+func cgroupID(path string) (uint64, error) {
+	if !filepath.IsAbs(path) {
+		path = filepath.Join("/sys/fs/cgroup", path)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, fmt.Errorf("cgroup %s: %w", path, err)
+	}
+	if fi, err := os.Stat(path); err != nil || !fi.IsDir() {
+		return 0, fmt.Errorf("cgroup %s is not a directory", path)
+	}
+	return st.Ino, nil
+}
+
+// commKey is an executable name as the kernel's comm: at most 15 bytes.
+func commKey(name string) httpCommKey {
+	var k httpCommKey
+	for i := 0; i < len(name) && i < 15; i++ {
+		k.Comm[i] = int8(name[i])
+	}
+	return k
+}

@@ -1,0 +1,335 @@
+package httpc
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/identity"
+)
+
+type harness struct {
+	c      *Collector
+	reader *sdkmetric.ManualReader
+	spans  *tracetest.InMemoryExporter
+	tp     *sdktrace.TracerProvider
+}
+
+// startCollector loads the collector on the running kernel, honouring
+// OTELBEE_ATTACH_MODE (the kernel-matrix harness forces each mode in turn).
+func startCollector(t *testing.T) *harness {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: loading BPF programs needs root")
+	}
+	if err := hook.EnsureMounts(); err != nil {
+		t.Logf("mounts: %v", err)
+	}
+	force, err := hook.ParseMode(os.Getenv("OTELBEE_ATTACH_MODE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	probes := hook.NewProbes()
+	if force != "" {
+		if err := probes.Supports(force); err != nil {
+			t.Skipf("skipping: forced attach mode %s is unavailable here: %v", force, err)
+		}
+	}
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	reg := hook.NewRegistry()
+	c := New(collectors.Deps{
+		Logger:         slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", Name),
+		Meter:          mp.Meter("test"),
+		TracerProvider: tp,
+		Processes:      identity.NewResolver("/proc", "testhost"),
+		Probes:         probes,
+		Hooks:          reg,
+		Attach:         hook.Options{Force: force},
+	}, DefaultConfig())
+	c.observeSelf = true
+	if err := c.Load(context.Background()); err != nil {
+		t.Fatalf("loading the http collector: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		c.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	for _, st := range reg.Statuses() {
+		for _, p := range st.Programs {
+			// Read by the kernel-matrix harness (e2e/vmtest).
+			fmt.Printf("OTELBEE-PROGSTAT collector=%s program=%s mode=%s insns=%d load_us=%d\n",
+				st.Collector, p.Program, p.Mode, p.VerifiedInstructions, p.LoadTime.Microseconds())
+		}
+		if force != "" && st.Attached() {
+			for _, m := range st.Declared {
+				if m == force && st.Mode != force {
+					t.Errorf("hook %s: forced %s but attached %s", st.Hook, force, st.Mode)
+				}
+			}
+		}
+		if !st.Attached() {
+			t.Errorf("hook %s not attached: %v", st.Hook, st.Attempts)
+		}
+	}
+	return &harness{c: c, reader: reader, spans: exp, tp: tp}
+}
+
+// counts sums the duration histograms' counts by "server|client method status route".
+func (h *harness) counts(t *testing.T) map[string]uint64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := h.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]uint64{}
+	pid := fmt.Sprint(os.Getpid())
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			side := map[string]string{"http.server.request.duration": "server", "http.client.request.duration": "client"}[m.Name]
+			if side == "" {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+				if v, _ := dp.Attributes.Value("process.pid"); v.Emit() != pid {
+					continue
+				}
+				get := func(k string) string { v, _ := dp.Attributes.Value(attribute.Key(k)); return v.Emit() }
+				key := side + " " + get("http.request.method") + " " + get("http.response.status_code")
+				if side == "server" {
+					key += " " + get("http.route")
+				}
+				out[key] += dp.Count
+			}
+		}
+	}
+	return out
+}
+
+// waitCounts polls until the counts equal want (the ring buffer is
+// asynchronous), then returns the last counts.
+func (h *harness) waitCounts(t *testing.T, want map[string]uint64) map[string]uint64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var got map[string]uint64
+	for time.Now().Before(deadline) {
+		got = h.counts(t)
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			return got
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	st := &h.c.stats
+	t.Fatalf("counts:\n got %v\nwant %v\nstats: lost=%d malformed=%d unpaired=%d incomplete=%d overflow=%d orphans=%d kernel=%v",
+		got, want, st.Lost.Load(), st.Malformed.Load(), st.Unpaired.Load(), st.Incomplete.Load(), st.Overflow.Load(),
+		h.c.orphans.Load(), h.c.kernelCounters())
+	return got
+}
+
+func startServer(t *testing.T, network, addr string, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Skipf("listen %s %s: %v", network, addr, err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func testMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/users/{id}", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write([]byte("user " + r.PathValue("id")))
+	})
+	mux.HandleFunc("/fail", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "boom", http.StatusInternalServerError)
+	})
+	mux.HandleFunc("/chunked", func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < 5; i++ {
+			w.Write([]byte(strings.Repeat("x", 100)))
+			w.(http.Flusher).Flush()
+		}
+	})
+	return mux
+}
+
+// TestGoClientServer: a Go net/http client and server on loopback, IPv4 and
+// IPv6, keep-alive, exact counts per route, method and status on both
+// sides, and one span per request with the traceparent honoured.
+func TestGoClientServer(t *testing.T) {
+	h := startCollector(t)
+	for _, tc := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
+		t.Run(tc.network, func(t *testing.T) {
+			addr := startServer(t, tc.network, tc.addr, testMux())
+			before := h.counts(t)
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+			defer client.CloseIdleConnections()
+			do := func(method, path string, body string) {
+				req, _ := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			for i := 0; i < 7; i++ {
+				do("GET", fmt.Sprintf("/users/%d?q=secret", 1000+i), "")
+			}
+			for i := 0; i < 3; i++ {
+				do("POST", "/users/42", strings.Repeat("b", 300))
+			}
+			do("GET", "/fail", "")
+			do("GET", "/nope", "")
+			do("GET", "/chunked", "")
+			want := map[string]uint64{}
+			for k, v := range before {
+				want[k] = v
+			}
+			want["server GET 200 /users/{id}"] += 7
+			want["server POST 200 /users/{id}"] += 3
+			want["server GET 500 /fail"]++
+			want["server GET 404 /nope"]++
+			want["server GET 200 /chunked"]++
+			want["client GET 200"] += 8
+			want["client POST 200"] += 3
+			want["client GET 500"]++
+			want["client GET 404"]++
+			h.waitCounts(t, want)
+		})
+	}
+}
+
+// TestRawShapes drives a Go server with hand-written requests: pipelining,
+// split writes, 100-continue, a half request closed mid-way, non-HTTP bytes.
+func TestRawShapes(t *testing.T) {
+	h := startCollector(t)
+	addr := startServer(t, "tcp4", "127.0.0.1:0", testMux())
+	before := h.counts(t)
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	readResponses := func(c net.Conn, n int) {
+		br := bufio.NewReader(c)
+		for i := 0; i < n; i++ {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	// pipelined: three requests in one write
+	c := dial()
+	c.Write([]byte("GET /users/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /users/2 HTTP/1.1\r\nHost: x\r\n\r\nGET /fail HTTP/1.1\r\nHost: x\r\n\r\n"))
+	readResponses(c, 3)
+	// split writes: request line, headers, body in pieces
+	for _, part := range []string{"POST /users/7 HT", "TP/1.1\r\nHost: x\r\nContent-Le", "ngth: 10\r\n\r\n", "01234", "56789"} {
+		c.Write([]byte(part))
+		time.Sleep(5 * time.Millisecond)
+	}
+	readResponses(c, 1)
+	// chunked request body
+	c.Write([]byte("POST /users/8 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"))
+	readResponses(c, 1)
+	c.Close()
+	// 100-continue
+	c = dial()
+	c.Write([]byte("POST /users/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"))
+	br := bufio.NewReader(c)
+	line, _ := br.ReadString('\n')
+	if !strings.Contains(line, "100") {
+		t.Fatalf("want 100 Continue, got %q", line)
+	}
+	br.ReadString('\n')
+	c.Write([]byte("body"))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	c.Close()
+	// HTTP/1.0, connection closed by the server after the response
+	c = dial()
+	c.Write([]byte("GET /users/10 HTTP/1.0\r\n\r\n"))
+	io.Copy(io.Discard, c)
+	c.Close()
+	// a half request, then close
+	c = dial()
+	c.Write([]byte("GET /users/11 HTTP/1.1\r\nHost:"))
+	time.Sleep(20 * time.Millisecond)
+	c.Close()
+	// random bytes
+	c = dial()
+	c.Write([]byte{0x16, 0x03, 0x01, 0x00, 0xff, 0x01, 0x02})
+	time.Sleep(20 * time.Millisecond)
+	c.Close()
+	// and the next good request is still seen
+	c = dial()
+	c.Write([]byte("GET /users/12 HTTP/1.1\r\nHost: x\r\n\r\n"))
+	readResponses(c, 1)
+	c.Close()
+
+	want := map[string]uint64{}
+	for k, v := range before {
+		want[k] = v
+	}
+	want["server GET 200 /users/{id}"] += 2 + 1 + 1 // pipelined, 1.0, after garbage
+	want["server GET 500 /fail"]++
+	want["server POST 200 /users/{id}"] += 3 // split, chunked, 100-continue
+	// Go's server answers the half request with 400 before it sees the close.
+	want["server GET 400 /users/{id}"]++
+	// The hand-written client is this process too: its side counts the same.
+	want["client GET 200"] += 4
+	want["client GET 500"]++
+	want["client POST 200"] += 3
+	h.waitCounts(t, want)
+	deadline := time.Now().Add(5 * time.Second)
+	for h.c.stats.Incomplete.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	// the half request, on its client's side (closed without a response)
+	if n := h.c.stats.Incomplete.Load(); n != 1 {
+		t.Errorf("incomplete requests = %d, want 1", n)
+	}
+	k := h.c.kernelCounters()
+	if n := k[httpHttpCounterHC_CONNS_NOT_HTTP]; n < 1 {
+		t.Errorf("connections classified not HTTP = %d, want at least the random-bytes one", n)
+	}
+	if n := h.c.stats.Malformed.Load(); n != 0 {
+		t.Errorf("malformed = %d, want 0 (the random bytes are refused in the kernel)", n)
+	}
+}

@@ -1,0 +1,329 @@
+package httpc
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strconv"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Bucket boundaries: durations as the HTTP semantic conventions advise;
+// body sizes by powers of four from 64 B to 64 MiB.
+var (
+	durationBuckets = []float64{0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
+	sizeBuckets     = []float64{0, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864}
+)
+
+// Attribute keys (semantic conventions).
+const (
+	keyMethod        = attribute.Key("http.request.method")
+	keyStatus        = attribute.Key("http.response.status_code")
+	keyRoute         = attribute.Key("http.route")
+	keyServerAddress = attribute.Key("server.address")
+	keyServerPort    = attribute.Key("server.port")
+	keyProtoName     = attribute.Key("network.protocol.name")
+	keyProtoVersion  = attribute.Key("network.protocol.version")
+	keyScheme        = attribute.Key("url.scheme")
+	keyPath          = attribute.Key("url.path")
+	keyClientAddress = attribute.Key("client.address")
+	keyPeerAddress   = attribute.Key("network.peer.address")
+	keyPeerPort      = attribute.Key("network.peer.port")
+	keyErrorType     = attribute.Key("error.type")
+	keyReqBodySize   = attribute.Key("http.request.body.size")
+	keyRespBodySize  = attribute.Key("http.response.body.size")
+)
+
+type instruments struct {
+	serverDuration, clientDuration metric.Float64Histogram
+	serverReqBody, serverRespBody  metric.Int64Histogram
+	clientReqBody, clientRespBody  metric.Int64Histogram
+}
+
+// seriesKey names one metric series. Route and address strings are interned
+// (route table, netip), so the key compares cheaply and a lookup allocates
+// nothing.
+type seriesKey struct {
+	tgid   uint32
+	server bool
+	method Method
+	minor  uint8
+	status uint16
+	route  string     // server
+	peer   netip.Addr // client
+	port   uint16     // client: server port
+}
+
+// series caches the measurement options and span fields of one series.
+type series struct {
+	key    seriesKey
+	opts   []metric.RecordOption
+	name   string // span name
+	attrs  []attribute.KeyValue
+	errSet bool // span status error
+}
+
+func (c *Collector) instruments() error {
+	m := c.deps.Meter
+	var err error
+	hist := func(dst *metric.Float64Histogram, name, desc string) {
+		if err == nil {
+			*dst, err = m.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
+				metric.WithExplicitBucketBoundaries(durationBuckets...))
+		}
+	}
+	size := func(dst *metric.Int64Histogram, name, desc string) {
+		if err == nil {
+			*dst, err = m.Int64Histogram(name, metric.WithUnit("By"), metric.WithDescription(desc),
+				metric.WithExplicitBucketBoundaries(sizeBuckets...))
+		}
+	}
+	i := &c.inst
+	hist(&i.serverDuration, "http.server.request.duration", "Duration of HTTP server requests: first byte of the request read to last byte of the response written.")
+	hist(&i.clientDuration, "http.client.request.duration", "Duration of HTTP client requests: first byte of the request written to last byte of the response read.")
+	size(&i.serverReqBody, "http.server.request.body.size", "Size of HTTP server request bodies (decoded from chunked encoding).")
+	size(&i.serverRespBody, "http.server.response.body.size", "Size of HTTP server response bodies.")
+	size(&i.clientReqBody, "http.client.request.body.size", "Size of HTTP client request bodies.")
+	size(&i.clientRespBody, "http.client.response.body.size", "Size of HTTP client response bodies.")
+	if err != nil {
+		return fmt.Errorf("creating http instruments: %w", err)
+	}
+	return c.selfInstruments()
+}
+
+// selfInstruments are the collector's own counters, read in one callback.
+func (c *Collector) selfInstruments() error {
+	m := c.deps.Meter
+	dropped, err := m.Int64ObservableCounter("otelbee.http.requests.dropped", metric.WithUnit("{request}"),
+		metric.WithDescription("HTTP requests the agent saw begin but could not report, by reason: ringbuf_full (the record of the request's first bytes found the ring buffer full), records_lost (later records of the connection were lost), pipeline_overflow."))
+	if err != nil {
+		return err
+	}
+	incomplete, err := m.Int64ObservableCounter("otelbee.http.requests.incomplete", metric.WithUnit("{request}"),
+		metric.WithDescription("HTTP requests whose connection closed (or whose process exited) before a response."))
+	if err != nil {
+		return err
+	}
+	malformed, err := m.Int64ObservableCounter("otelbee.http.malformed", metric.WithUnit("{message}"),
+		metric.WithDescription("Data on HTTP connections that was not HTTP/1.x where a message had to start, and responses with no request."))
+	if err != nil {
+		return err
+	}
+	ignored, err := m.Int64ObservableCounter("otelbee.http.connections.ignored", metric.WithUnit("{connection}"),
+		metric.WithDescription("TCP connections not parsed, by reason: not_http (classified in the kernel from their first bytes), filtered (include/exclude)."))
+	if err != nil {
+		return err
+	}
+	observed, err := m.Int64ObservableCounter("otelbee.http.connections.observed", metric.WithUnit("{connection}"),
+		metric.WithDescription("TCP connections classified as HTTP/1.x."))
+	if err != nil {
+		return err
+	}
+	overflow, err := m.Int64ObservableCounter("otelbee.http.route.overflow", metric.WithUnit("{request}"),
+		metric.WithDescription("Requests whose http.route became _OTHER because their service reached http.max_routes."))
+	if err != nil {
+		return err
+	}
+	spansDropped, err := m.Int64ObservableCounter("otelbee.http.spans.dropped", metric.WithUnit("{span}"),
+		metric.WithDescription("Spans not created because the span queue was full (their metrics are recorded)."))
+	if err != nil {
+		return err
+	}
+	reason := func(r string) metric.ObserveOption {
+		return metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
+	}
+	rRing, rLost, rOver := reason("ringbuf_full"), reason("records_lost"), reason("pipeline_overflow")
+	rNotHTTP, rFiltered := reason("not_http"), reason("filtered")
+	c.reg, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		k := c.kernelCounters()
+		o.ObserveInt64(dropped, int64(k[httpHttpCounterHC_DROP_REQUEST_STARTS]), rRing)
+		o.ObserveInt64(dropped, int64(c.stats.Lost.Load()), rLost)
+		o.ObserveInt64(dropped, int64(c.stats.Overflow.Load()), rOver)
+		o.ObserveInt64(incomplete, int64(c.stats.Incomplete.Load()))
+		o.ObserveInt64(malformed, int64(c.stats.Malformed.Load()+c.stats.Unpaired.Load()))
+		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_NOT_HTTP]), rNotHTTP)
+		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_FILTERED]), rFiltered)
+		o.ObserveInt64(observed, int64(k[httpHttpCounterHC_CONNS_HTTP]))
+		o.ObserveInt64(overflow, int64(c.routeOverflow.Load()))
+		o.ObserveInt64(spansDropped, int64(c.spanDrops.Load()))
+		return nil
+	}, dropped, incomplete, malformed, ignored, observed, overflow, spansDropped)
+	if err != nil {
+		return fmt.Errorf("registering http callback: %w", err)
+	}
+	return nil
+}
+
+// seriesFor returns the cached series of an exchange on st.
+func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series {
+	k := seriesKey{
+		tgid:   st.key.tgid,
+		server: st.server,
+		method: ex.Method,
+		minor:  ex.Minor,
+		status: uint16(ex.Status),
+	}
+	if st.server {
+		k.route = route
+	} else {
+		k.peer = st.peer
+		k.port = st.peerPort
+		k.route = route // the span name of a client call
+	}
+	if s, ok := c.series[k]; ok {
+		return s
+	}
+	s := &series{key: k}
+	var proc []attribute.KeyValue
+	if c.deps.Processes != nil {
+		proc = c.deps.Processes.Lookup(k.tgid).Attributes()
+	}
+	version := "1.1"
+	if k.minor == 0 {
+		version = "1.0"
+	}
+	kv := append([]attribute.KeyValue{}, proc...)
+	kv = append(kv,
+		keyMethod.String(k.method.String()),
+		keyStatus.Int(int(k.status)),
+		keyProtoName.String("http"),
+		keyProtoVersion.String(version),
+		keyScheme.String("http"),
+	)
+	span := kv[:len(kv):len(kv)]
+	if k.server {
+		kv = append(kv, keyRoute.String(route))
+		span = append(span, keyRoute.String(route))
+		s.errSet = k.status >= 500
+	} else {
+		addr := k.peer.String()
+		kv = append(kv, keyServerAddress.String(addr), keyServerPort.Int(int(k.port)))
+		span = append(span, keyServerAddress.String(addr), keyServerPort.Int(int(k.port)))
+		s.errSet = k.status >= 400
+	}
+	if s.errSet {
+		span = append(span, keyErrorType.String(strconv.Itoa(int(k.status))))
+	}
+	s.opts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(kv...))}
+	s.attrs = span
+	s.name = k.method.String() + " " + route
+	if k.method == MethodOther {
+		s.name = "HTTP " + route
+	}
+	c.series[k] = s
+	return s
+}
+
+// onExchange is the parser's sink: one request with its response.
+func (c *Collector) onExchange(ex *Exchange) {
+	st := c.cur
+	if st == nil {
+		return
+	}
+	route := c.routes.Route(st.key.tgid, ex.Path)
+	if route == OverflowRoute {
+		c.routeOverflow.Add(1)
+	}
+	s := c.seriesFor(st, ex, route)
+	c.recorded.Add(1)
+	if c.spans != nil {
+		rec := spanRecord{s: s, start: ex.Start, end: ex.End, reqBody: ex.ReqBody, respBody: ex.RespBody,
+			hasParent: ex.HasParent, traceID: ex.TraceID, parent: ex.ParentSpanID, flags: ex.TraceFlags,
+			peer: st.peer, peerPort: st.peerPort}
+		rec.pathLen = uint16(copy(rec.path[:], ex.Path))
+		select {
+		case c.spans <- rec:
+			c.spansQueued.Add(1)
+			return
+		default:
+			c.spanDrops.Add(1)
+		}
+	}
+	c.record(context.Background(), s, ex.Start, ex.End, ex.ReqBody, ex.RespBody)
+}
+
+func (c *Collector) record(ctx context.Context, s *series, start, end uint64, reqBody, respBody int64) {
+	d := 0.0
+	if end > start {
+		d = float64(end-start) / 1e9
+	}
+	i := &c.inst
+	if s.key.server {
+		i.serverDuration.Record(ctx, d, s.opts...)
+		i.serverReqBody.Record(ctx, reqBody, s.opts...)
+		i.serverRespBody.Record(ctx, respBody, s.opts...)
+	} else {
+		i.clientDuration.Record(ctx, d, s.opts...)
+		i.clientReqBody.Record(ctx, reqBody, s.opts...)
+		i.clientRespBody.Record(ctx, respBody, s.opts...)
+	}
+}
+
+// spanRecord is what the span worker needs of one exchange.
+type spanRecord struct {
+	s         *series
+	start     uint64
+	end       uint64
+	reqBody   int64
+	respBody  int64
+	hasParent bool
+	flags     byte
+	traceID   [16]byte
+	parent    [8]byte
+	peer      netip.Addr
+	peerPort  uint16
+	pathLen   uint16
+	path      [maxPath]byte
+}
+
+// spanWorker turns exchanges into spans, then records their metrics in the
+// span's context so that sampled requests become exemplars.
+func (c *Collector) spanWorker(ctx context.Context) {
+	defer c.wg.Done()
+	for rec := range c.spans {
+		c.emitSpan(&rec)
+	}
+}
+
+func (c *Collector) emitSpan(rec *spanRecord) {
+	s := rec.s
+	ctx := context.Background()
+	kind := trace.SpanKindClient
+	if s.key.server {
+		kind = trace.SpanKindServer
+		if rec.hasParent {
+			sc := trace.NewSpanContext(trace.SpanContextConfig{
+				TraceID:    rec.traceID,
+				SpanID:     rec.parent,
+				TraceFlags: trace.TraceFlags(rec.flags),
+				Remote:     true,
+			})
+			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
+		}
+	}
+	attrs := make([]attribute.KeyValue, 0, len(s.attrs)+6)
+	attrs = append(attrs, s.attrs...)
+	attrs = append(attrs,
+		keyPath.String(string(rec.path[:rec.pathLen])),
+		keyReqBodySize.Int64(rec.reqBody),
+		keyRespBodySize.Int64(rec.respBody),
+		keyPeerAddress.String(rec.peer.String()),
+		keyPeerPort.Int(int(rec.peerPort)),
+	)
+	if s.key.server {
+		attrs = append(attrs, keyClientAddress.String(rec.peer.String()))
+	}
+	ctx, span := c.tracer.Start(ctx, s.name,
+		trace.WithSpanKind(kind),
+		trace.WithTimestamp(c.wall(rec.start)),
+		trace.WithAttributes(attrs...))
+	if s.errSet {
+		span.SetStatus(codes.Error, "")
+	}
+	span.End(trace.WithTimestamp(c.wall(rec.end)))
+	c.record(ctx, s, rec.start, rec.end, rec.reqBody, rec.respBody)
+}

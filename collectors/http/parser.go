@@ -1,0 +1,806 @@
+package httpc
+
+import (
+	"bytes"
+	"sync/atomic"
+)
+
+// The HTTP/1.x parser. It frames the two byte streams of one connection into
+// messages (request line or status line, headers, a body delimited by
+// Content-Length, chunked encoding or the end of the connection), pairs each
+// final response with the oldest request waiting for one (pipelining), skips
+// interim 1xx responses (100-continue), and reports one Exchange per request
+// that got its response.
+//
+// It sees each read or write as the kernel reported it: the total byte count
+// and only a bounded prefix of the bytes. Body bytes are counted, not read,
+// so a Content-Length body needs no captured data at all. Where framing needs
+// bytes that were not captured (a head longer than the capture, a chunk-size
+// line past it) the parser assumes the head ends with the call, or gives up
+// the message at that call, and resynchronises on the next call that starts
+// with a message. It allocates nothing per call: lines are assembled in fixed
+// buffers and requests wait in a fixed ring.
+
+// Method is a request method; MethodOther is any method outside the
+// registered set (reported as "_OTHER", per the semantic conventions).
+type Method uint8
+
+const (
+	MethodOther Method = iota
+	MethodGet
+	MethodHead
+	MethodPost
+	MethodPut
+	MethodDelete
+	MethodConnect
+	MethodOptions
+	MethodTrace
+	MethodPatch
+	methodCount
+)
+
+var methodNames = [methodCount]string{"_OTHER", "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+
+func (m Method) String() string {
+	if m < methodCount {
+		return methodNames[m]
+	}
+	return "_OTHER"
+}
+
+func parseMethod(b []byte) Method {
+	for i := MethodGet; i < methodCount; i++ {
+		if string(b) == methodNames[i] {
+			return i
+		}
+	}
+	return MethodOther
+}
+
+const (
+	maxLine     = 1024 // bytes of one head line kept; longer lines are scanned, not kept
+	maxPath     = 256  // bytes of the request target kept (url.path, route)
+	maxPending  = 32   // pipelined requests waiting for a response
+	maxChunkHdr = 64
+)
+
+// Times of one read or write, monotonic nanoseconds.
+type callTimes struct {
+	enter, exit uint64
+}
+
+// Exchange is one request with its response. Path is only valid during the
+// callback.
+type Exchange struct {
+	Method       Method
+	Status       int
+	Minor        uint8 // HTTP/1.<Minor>
+	Path         []byte
+	ReqBody      int64
+	RespBody     int64
+	Start, End   uint64 // monotonic ns
+	HasParent    bool
+	TraceID      [16]byte
+	ParentSpanID [8]byte
+	TraceFlags   byte
+	Truncated    bool // some of the head was not seen
+}
+
+// Stats counts what the parser could not turn into exchanges.
+// Several connections may share one Stats.
+type Stats struct {
+	Malformed  atomic.Uint64 // bytes that start no message where one must start, bad start lines
+	Incomplete atomic.Uint64 // requests left without a response when the connection closed
+	Lost       atomic.Uint64 // requests given up because records of the connection were lost
+	Overflow   atomic.Uint64 // pipelined requests beyond maxPending
+	Unpaired   atomic.Uint64 // responses with no request waiting
+}
+
+type pending struct {
+	method    Method
+	minor     uint8
+	headDone  bool
+	bodyDone  bool
+	truncated bool
+	hasParent bool
+	flags     byte
+	pathLen   uint16
+	reqBody   int64
+	start     uint64
+	traceID   [16]byte
+	spanID    [8]byte
+	path      [maxPath]byte
+}
+
+type streamState uint8
+
+const (
+	stIdle       streamState = iota // between messages
+	stHead                          // in the start line or headers
+	stBodyLen                       // Content-Length body
+	stChunkSize                     // chunked: size line
+	stChunkData                     // chunked: data (and its CRLF)
+	stTrailer                       // chunked: trailer lines
+	stUntilClose                    // body delimited by the connection's end
+	stLost                          // out of sync: wait for a call that starts a message
+	stTunnel                        // upgraded or CONNECT: no more HTTP
+)
+
+// stream is one direction of a connection.
+type stream struct {
+	response  bool
+	state     streamState
+	firstLine bool
+	lineLen   int
+	lineTrunc bool
+	line      [maxLine]byte
+	tail      [12]byte // last bytes of an overlong line (the version of a long request line)
+	tailLen   int
+
+	// the message being read
+	msgStart   callTimes
+	status     int
+	minor      uint8
+	method     Method
+	contentLen int64
+	chunked    bool
+	noBody     bool
+	truncated  bool
+	remaining  int64
+	body       int64
+	lastTimes  callTimes
+	chunkLen   int
+	chunkHdr   [maxChunkHdr]byte
+	cur        *pending // request being read (request stream)
+	hasParent  bool
+	traceID    [16]byte
+	spanID     [8]byte
+	traceFlags byte
+}
+
+// Conn parses one connection. Server is true for accepted connections:
+// requests are read and responses written; a client writes requests.
+type Conn struct {
+	Server bool
+	req    stream
+	resp   stream
+	ring   [maxPending]pending
+	head   int // oldest pending
+	n      int // pending count
+	ex     Exchange
+	stats  *Stats
+	sink   func(*Exchange)
+}
+
+// NewConn returns a parser for one connection; sink gets every exchange.
+func NewConn(server bool, stats *Stats, sink func(*Exchange)) *Conn {
+	c := &Conn{}
+	c.Reset(server, stats, sink)
+	return c
+}
+
+// Reset makes c parse a new connection, keeping its memory.
+func (c *Conn) Reset(server bool, stats *Stats, sink func(*Exchange)) {
+	c.Server = server
+	c.req = stream{}
+	c.resp = stream{response: true}
+	c.head, c.n = 0, 0
+	c.stats = stats
+	c.sink = sink
+}
+
+// Feed gives the parser one call: read is the direction (a server reads
+// requests, a client reads responses), data the captured prefix, total the
+// byte count of the call.
+func (c *Conn) Feed(read bool, data []byte, total uint64, t callTimes) {
+	s := &c.req
+	if read != c.Server {
+		s = &c.resp
+	}
+	gap := int64(total) - int64(len(data))
+	if gap < 0 {
+		gap = 0
+		data = data[:total]
+	}
+	c.feed(s, data, gap, t)
+}
+
+// Lost tells the parser that records of the connection were lost: what was
+// waiting is given up and both directions resynchronise.
+func (c *Conn) Lost() {
+	c.stats.Lost.Add(uint64(c.n))
+	c.n = 0
+	c.head = 0
+	c.req.state = stLost
+	c.req.cur = nil
+	c.resp.state = stLost
+}
+
+// Close ends the connection: a response delimited by the close completes,
+// requests still waiting are counted incomplete.
+func (c *Conn) Close() {
+	if c.resp.state == stUntilClose {
+		c.finishResponse(&c.resp, c.resp.lastTimes)
+	}
+	if c.req.state == stHead && c.req.cur != nil && !c.req.cur.headDone {
+		// A half request: its slot was counted in n.
+		c.req.cur = nil
+	}
+	c.stats.Incomplete.Add(uint64(c.n))
+	c.n = 0
+	c.head = 0
+	c.req.state = stTunnel
+	c.resp.state = stTunnel
+}
+
+// Pending is the number of requests waiting for a response.
+func (c *Conn) Pending() int { return c.n }
+
+func (c *Conn) feed(s *stream, data []byte, gap int64, t callTimes) {
+	atCallStart := true
+	for len(data) > 0 || gap > 0 {
+		switch s.state {
+		case stTunnel:
+			return
+		case stLost:
+			if !atCallStart || len(data) == 0 || !startsMessage(data, s.response) {
+				return
+			}
+			s.state = stIdle
+		case stIdle:
+			if len(data) == 0 {
+				// Uncaptured bytes where a message must start.
+				c.stats.Malformed.Add(1)
+				s.state = stLost
+				return
+			}
+			// Tolerate the CRLF some clients send after a body.
+			for len(data) > 0 && (data[0] == '\r' || data[0] == '\n') {
+				data = data[1:]
+			}
+			if len(data) == 0 {
+				continue
+			}
+			if !startsMessage(data, s.response) {
+				c.stats.Malformed.Add(1)
+				s.state = stLost
+				return
+			}
+			c.beginMessage(s, t)
+		case stHead:
+			if len(data) == 0 {
+				// The rest of the head was not captured: assume it ends
+				// with this call.
+				s.truncated = true
+				gap = 0
+				if s.lineLen > 0 || s.firstLine {
+					line := s.line[:s.lineLen]
+					s.lineLen = 0
+					if s.firstLine {
+						s.firstLine = false
+						if !c.startLine(s, line, true) {
+							c.stats.Malformed.Add(1)
+							c.dropMessage(s)
+							s.state = stLost
+							return
+						}
+					} else {
+						c.header(s, line)
+					}
+				}
+				if !c.endHead(s, t) {
+					return
+				}
+				continue
+			}
+			data = c.headBytes(s, data, t)
+		case stBodyLen:
+			n := s.remaining
+			if int64(len(data)) >= n {
+				data = data[n:]
+			} else if int64(len(data)) > 0 {
+				n = int64(len(data))
+				data = data[:0]
+			} else {
+				if gap < n {
+					n = gap
+				}
+				gap -= n
+			}
+			s.remaining -= n
+			s.body += n
+			if s.remaining == 0 {
+				c.endMessage(s, t)
+			}
+		case stUntilClose:
+			s.body += int64(len(data)) + gap
+			data, gap = nil, 0
+			s.lastTimes = t
+		case stChunkSize, stTrailer:
+			if len(data) == 0 {
+				// Framing bytes were not captured: give the message up
+				// here and resynchronise.
+				s.truncated = true
+				c.endMessage(s, t)
+				s.state = stLost
+				return
+			}
+			data = c.chunkLine(s, data, t)
+		case stChunkData:
+			n := s.remaining
+			if int64(len(data)) >= n {
+				data = data[n:]
+			} else if len(data) > 0 {
+				n = int64(len(data))
+				data = data[:0]
+			} else {
+				if gap < n {
+					n = gap
+				}
+				gap -= n
+			}
+			s.remaining -= n
+			if s.remaining == 0 {
+				s.state = stChunkSize
+			}
+		}
+		atCallStart = false
+	}
+	if s.state == stUntilClose {
+		s.lastTimes = t
+	}
+}
+
+func (c *Conn) beginMessage(s *stream, t callTimes) {
+	s.state = stHead
+	s.firstLine = true
+	s.lineLen = 0
+	s.lineTrunc = false
+	s.tailLen = 0
+	s.msgStart = t
+	s.status = 0
+	s.minor = 1
+	s.method = MethodOther
+	s.contentLen = -1
+	s.chunked = false
+	s.noBody = false
+	s.truncated = false
+	s.body = 0
+	s.hasParent = false
+	s.cur = nil
+	if !s.response {
+		if c.n == maxPending {
+			c.stats.Overflow.Add(1)
+			return
+		}
+		p := &c.ring[(c.head+c.n)%maxPending]
+		c.n++
+		*p = pending{}
+		p.start = t.exit
+		if !c.Server {
+			p.start = t.enter // the client's first byte leaves at the write
+		}
+		s.cur = p
+	}
+}
+
+// headBytes consumes head bytes line by line; it returns what follows the
+// head (the body, or the next message).
+func (c *Conn) headBytes(s *stream, data []byte, t callTimes) []byte {
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '\n')
+		chunk := data
+		if i >= 0 {
+			chunk = data[:i]
+		}
+		if n := copy(s.line[s.lineLen:], chunk); n < len(chunk) {
+			s.lineTrunc = true
+			s.lineLen += n
+			// keep the line's last bytes for an overlong request line
+			if len(chunk) >= len(s.tail) {
+				s.tailLen = copy(s.tail[:], chunk[len(chunk)-len(s.tail):])
+			}
+		} else {
+			s.lineLen += n
+		}
+		if i < 0 {
+			return nil
+		}
+		data = data[i+1:]
+		line := s.line[:s.lineLen]
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		trunc := s.lineTrunc
+		s.lineLen = 0
+		s.lineTrunc = false
+		if s.firstLine {
+			s.firstLine = false
+			if !c.startLine(s, line, trunc) {
+				c.stats.Malformed.Add(1)
+				c.dropMessage(s)
+				s.state = stLost
+				return nil
+			}
+			s.tailLen = 0
+			continue
+		}
+		if len(line) == 0 {
+			if !c.endHead(s, t) {
+				return nil
+			}
+			return data
+		}
+		c.header(s, line)
+	}
+	return nil
+}
+
+// dropMessage forgets a request whose start line made no sense.
+func (c *Conn) dropMessage(s *stream) {
+	if s.cur != nil {
+		c.n--
+		s.cur = nil
+	}
+}
+
+func (c *Conn) startLine(s *stream, line []byte, trunc bool) bool {
+	if s.response {
+		// HTTP/1.x SSS reason
+		if len(line) < 12 || string(line[:7]) != "HTTP/1." || line[8] != ' ' {
+			return false
+		}
+		s.minor = line[7] - '0'
+		st := 0
+		for _, ch := range line[9:12] {
+			if ch < '0' || ch > '9' {
+				return false
+			}
+			st = st*10 + int(ch-'0')
+		}
+		if st < 100 {
+			return false
+		}
+		s.status = st
+		return true
+	}
+	sp := bytes.IndexByte(line, ' ')
+	if sp <= 0 {
+		return false
+	}
+	s.method = parseMethod(line[:sp])
+	rest := line[sp+1:]
+	var target []byte
+	if trunc {
+		target = rest
+		if s.tailLen >= 9 && string(s.tail[s.tailLen-9:s.tailLen-1]) == " HTTP/1." {
+			s.minor = s.tail[s.tailLen-1] - '0'
+		}
+	} else {
+		sp2 := bytes.LastIndexByte(rest, ' ')
+		if sp2 < 0 {
+			return false
+		}
+		target = rest[:sp2]
+		v := rest[sp2+1:]
+		if len(v) != 8 || string(v[:7]) != "HTTP/1." {
+			return false
+		}
+		s.minor = v[7] - '0'
+	}
+	if p := s.cur; p != nil {
+		p.method = s.method
+		p.minor = s.minor
+		// Keep the path only: no query, no fragment, no scheme://authority.
+		if len(target) > 0 && target[0] != '/' {
+			if i := bytes.Index(target, []byte("://")); i >= 0 {
+				target = target[i+3:]
+				if j := bytes.IndexByte(target, '/'); j >= 0 {
+					target = target[j:]
+				} else {
+					target = nil
+				}
+			}
+		}
+		if i := bytes.IndexAny(target, "?#"); i >= 0 {
+			target = target[:i]
+		}
+		p.pathLen = uint16(copy(p.path[:], target))
+		p.truncated = trunc
+	}
+	return true
+}
+
+var (
+	hdrContentLength    = []byte("content-length")
+	hdrTransferEncoding = []byte("transfer-encoding")
+	hdrTraceparent      = []byte("traceparent")
+	hdrConnection       = []byte("connection")
+)
+
+func (c *Conn) header(s *stream, line []byte) {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 {
+		return
+	}
+	name := line[:colon]
+	val := bytes.TrimSpace(line[colon+1:])
+	switch len(name) {
+	case len(hdrContentLength):
+		if bytes.EqualFold(name, hdrContentLength) {
+			var n int64
+			for _, ch := range val {
+				if ch < '0' || ch > '9' || n > 1<<50 {
+					return
+				}
+				n = n*10 + int64(ch-'0')
+			}
+			if len(val) > 0 {
+				s.contentLen = n
+			}
+		}
+	case len(hdrTransferEncoding):
+		if bytes.EqualFold(name, hdrTransferEncoding) {
+			// chunked is last when present
+			if len(val) >= 7 && bytes.EqualFold(val[len(val)-7:], []byte("chunked")) {
+				s.chunked = true
+			}
+		}
+	case len(hdrTraceparent):
+		if !s.response && bytes.EqualFold(name, hdrTraceparent) {
+			s.hasParent = parseTraceparent(val, &s.traceID, &s.spanID, &s.traceFlags)
+		}
+	}
+}
+
+// parseTraceparent reads a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>.
+func parseTraceparent(v []byte, tid *[16]byte, sid *[8]byte, flags *byte) bool {
+	if len(v) < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' {
+		return false
+	}
+	if v[0] == 'f' && v[1] == 'f' {
+		return false
+	}
+	if len(v) > 55 && (v[0] == '0' && v[1] == '0') {
+		return false
+	}
+	if !hexDecode(tid[:], v[3:35]) || !hexDecode(sid[:], v[36:52]) {
+		return false
+	}
+	var f [1]byte
+	if !hexDecode(f[:], v[53:55]) {
+		return false
+	}
+	*flags = f[0]
+	var zt [16]byte
+	var zs [8]byte
+	return *tid != zt && *sid != zs
+}
+
+func hexDecode(dst, src []byte) bool {
+	for i := range dst {
+		hi, ok1 := unhex(src[2*i])
+		lo, ok2 := unhex(src[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
+// endHead decides the body framing. It returns false when the stream stops
+// (tunnel).
+func (c *Conn) endHead(s *stream, t callTimes) bool {
+	if !s.response {
+		if p := s.cur; p != nil {
+			p.headDone = true
+			p.truncated = p.truncated || s.truncated
+			p.hasParent = s.hasParent
+			p.traceID = s.traceID
+			p.spanID = s.spanID
+			p.flags = s.traceFlags
+		}
+		switch {
+		case s.chunked:
+			s.state = stChunkSize
+			s.chunkLen = 0
+		case s.contentLen > 0:
+			s.state = stBodyLen
+			s.remaining = s.contentLen
+		default:
+			c.endMessage(s, t)
+		}
+		if s.method == MethodConnect {
+			s.state = stTunnel
+			return false
+		}
+		return true
+	}
+	// A response: its framing depends on the request it answers.
+	var reqMethod Method = MethodOther
+	if c.n > 0 {
+		reqMethod = c.ring[c.head].method
+	} else if cur := c.req.cur; cur != nil && c.req.state == stHead {
+		reqMethod = cur.method
+	}
+	st := s.status
+	switch {
+	case st >= 100 && st < 200 && st != 101:
+		// Interim (100 Continue, 103 Early Hints): no body, not final.
+		s.state = stIdle
+		return true
+	case st == 101, reqMethod == MethodConnect && st < 300:
+		c.finishResponse(s, t)
+		s.state = stTunnel
+		c.req.state = stTunnel
+		return false
+	case reqMethod == MethodHead, st == 204, st == 304:
+		c.endMessage(s, t)
+	case s.chunked:
+		s.state = stChunkSize
+		s.chunkLen = 0
+	case s.contentLen >= 0:
+		if s.contentLen == 0 {
+			c.endMessage(s, t)
+		} else {
+			s.state = stBodyLen
+			s.remaining = s.contentLen
+		}
+	default:
+		s.state = stUntilClose
+		s.lastTimes = t
+	}
+	return true
+}
+
+// chunkLine reads a chunk-size line or a trailer line.
+func (c *Conn) chunkLine(s *stream, data []byte, t callTimes) []byte {
+	i := bytes.IndexByte(data, '\n')
+	chunk := data
+	if i >= 0 {
+		chunk = data[:i]
+	}
+	n := copy(s.chunkHdr[s.chunkLen:], chunk)
+	s.chunkLen += n
+	if i < 0 {
+		return nil
+	}
+	line := s.chunkHdr[:s.chunkLen]
+	s.chunkLen = 0
+	data = data[i+1:]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	if s.state == stTrailer {
+		if len(line) == 0 {
+			c.endMessage(s, t)
+		}
+		return data
+	}
+	// size [; extensions]
+	var size int64
+	digits := 0
+	for _, ch := range line {
+		v, ok := unhex(ch | 0x20)
+		if !ok {
+			break
+		}
+		size = size<<4 | int64(v)
+		digits++
+		if digits > 15 {
+			break
+		}
+	}
+	if digits == 0 {
+		if len(line) == 0 {
+			// the CRLF after a chunk's data
+			return data
+		}
+		c.stats.Malformed.Add(1)
+		s.truncated = true
+		c.endMessage(s, t)
+		s.state = stLost
+		return nil
+	}
+	if size == 0 {
+		s.state = stTrailer
+		return data
+	}
+	s.body += size
+	s.remaining = size + 2 // data and its CRLF
+	s.state = stChunkData
+	return data
+}
+
+// endMessage completes the message being read on s.
+func (c *Conn) endMessage(s *stream, t callTimes) {
+	s.state = stIdle
+	if !s.response {
+		if p := s.cur; p != nil {
+			p.bodyDone = true
+			p.reqBody = s.body
+		}
+		s.cur = nil
+		return
+	}
+	c.finishResponse(s, t)
+}
+
+// finishResponse pairs a final response with the oldest waiting request.
+func (c *Conn) finishResponse(s *stream, t callTimes) {
+	s.state = stIdle
+	if c.n == 0 {
+		if c.req.state == stHead && c.req.cur != nil {
+			// The server answered a request whose head it never finished
+			// (header too large, bad request): pair them.
+			c.req.cur.truncated = true
+			c.req.cur.headDone = true
+			c.req.cur = nil
+			c.req.state = stLost
+		}
+	}
+	if c.n == 0 {
+		c.stats.Unpaired.Add(1)
+		return
+	}
+	p := &c.ring[c.head]
+	if !p.headDone {
+		// The request is still being read: the server answered early.
+		p.truncated = true
+		c.req.cur = nil
+		c.req.state = stLost
+	}
+	c.head = (c.head + 1) % maxPending
+	c.n--
+	ex := &c.ex
+	ex.Method = p.method
+	ex.Status = s.status
+	ex.Minor = p.minor
+	ex.Path = p.path[:p.pathLen]
+	ex.ReqBody = p.reqBody
+	if !p.bodyDone && c.req.cur == p {
+		ex.ReqBody = c.req.body
+		c.req.cur = nil
+	}
+	ex.RespBody = s.body
+	ex.Start = p.start
+	ex.End = t.exit
+	ex.HasParent = p.hasParent
+	ex.TraceID = p.traceID
+	ex.ParentSpanID = p.spanID
+	ex.TraceFlags = p.flags
+	ex.Truncated = p.truncated || s.truncated
+	if c.sink != nil {
+		c.sink(ex)
+	}
+}
+
+// startsMessage reports whether b begins a request (or, for responses, a
+// status line).
+func startsMessage(b []byte, response bool) bool {
+	if response {
+		const v = "HTTP/"
+		for i := 0; i < len(b) && i < len(v); i++ {
+			if b[i] != v[i] {
+				return false
+			}
+		}
+		return true
+	}
+	sp := bytes.IndexByte(b, ' ')
+	if sp < 0 {
+		return false
+	}
+	return parseMethod(b[:sp]) != MethodOther
+}

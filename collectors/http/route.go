@@ -1,0 +1,230 @@
+package httpc
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Routes turns request paths into http.route templates. Configured patterns
+// are tried first ("/users/{id}/orders", "/static/*"); a path no pattern
+// matches is folded by a heuristic: segments that are numbers, UUIDs, hex
+// hashes or id-like tokens become placeholders. Each service keeps at most
+// Max distinct routes; later ones become OverflowRoute and are counted.
+type Routes struct {
+	patterns [][]string
+	max      int
+	byTgid   map[uint32]*routeSet
+	scratch  []byte
+	Overflow uint64
+}
+
+// OverflowRoute is the http.route of requests past a service's route cap.
+const OverflowRoute = "_OTHER"
+
+type routeSet struct {
+	routes map[string]string // folded route -> the interned string
+}
+
+// NewRoutes validates the patterns.
+func NewRoutes(patterns []string, max int) (*Routes, error) {
+	r := &Routes{max: max, byTgid: map[uint32]*routeSet{}, scratch: make([]byte, 0, maxPath+64)}
+	for _, p := range patterns {
+		if err := validatePattern(p); err != nil {
+			return nil, err
+		}
+		r.patterns = append(r.patterns, strings.Split(strings.Trim(p, "/"), "/"))
+	}
+	return r, nil
+}
+
+func validatePattern(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("route pattern %q must start with /", p)
+	}
+	segs := strings.Split(strings.Trim(p, "/"), "/")
+	for i, s := range segs {
+		if s == "*" && i != len(segs)-1 {
+			return fmt.Errorf("route pattern %q: * may only be the last segment", p)
+		}
+		if strings.ContainsAny(s, "?#") {
+			return fmt.Errorf("route pattern %q: no query or fragment", p)
+		}
+	}
+	return nil
+}
+
+// Forget drops a process's routes (it exited).
+func (r *Routes) Forget(tgid uint32) { delete(r.byTgid, tgid) }
+
+// Route returns the route of path for the process tgid. It allocates only
+// the first time a route is seen.
+func (r *Routes) Route(tgid uint32, path []byte) string {
+	b := r.scratch[:0]
+	if pat := r.match(path); pat != nil {
+		b = appendPattern(b, pat)
+	} else {
+		b = Fold(b, path)
+	}
+	r.scratch = b
+	set := r.byTgid[tgid]
+	if set == nil {
+		set = &routeSet{routes: map[string]string{}}
+		r.byTgid[tgid] = set
+	}
+	if s, ok := set.routes[string(b)]; ok {
+		return s
+	}
+	if len(set.routes) >= r.max {
+		r.Overflow++
+		return OverflowRoute
+	}
+	s := string(b)
+	set.routes[s] = s
+	return s
+}
+
+func appendPattern(b []byte, pat []string) []byte {
+	for _, s := range pat {
+		b = append(b, '/')
+		b = append(b, s...)
+	}
+	if len(pat) == 0 {
+		b = append(b, '/')
+	}
+	return b
+}
+
+func (r *Routes) match(path []byte) []string {
+	for _, pat := range r.patterns {
+		if matchPattern(pat, path) {
+			return pat
+		}
+	}
+	return nil
+}
+
+func matchPattern(pat []string, path []byte) bool {
+	rest := path
+	if len(rest) > 0 && rest[0] == '/' {
+		rest = rest[1:]
+	}
+	for i, seg := range pat {
+		if seg == "*" {
+			return true
+		}
+		var cur []byte
+		if j := indexByte(rest, '/'); j >= 0 {
+			cur, rest = rest[:j], rest[j+1:]
+		} else {
+			cur, rest = rest, nil
+			if i != len(pat)-1 {
+				// path ran out
+				if i+1 == len(pat)-1 && pat[i+1] == "*" {
+					return segMatch(seg, cur)
+				}
+				return false
+			}
+		}
+		if !segMatch(seg, cur) {
+			return false
+		}
+	}
+	return len(rest) == 0
+}
+
+func segMatch(seg string, cur []byte) bool {
+	if len(seg) >= 2 && seg[0] == '{' && seg[len(seg)-1] == '}' {
+		return len(cur) > 0
+	}
+	return seg == string(cur)
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// Fold appends the heuristic template of path to b: "/users/123/orders/
+// 5f0c...": "/users/{id}/orders/{hash}". An empty path is "/".
+func Fold(b []byte, path []byte) []byte {
+	if len(path) == 0 || path[0] != '/' {
+		return append(b, '/')
+	}
+	rest := path[1:]
+	for {
+		j := indexByte(rest, '/')
+		seg := rest
+		if j >= 0 {
+			seg = rest[:j]
+		}
+		b = append(b, '/')
+		if ph := placeholder(seg); ph != "" {
+			b = append(b, ph...)
+		} else {
+			b = append(b, seg...)
+		}
+		if j < 0 {
+			break
+		}
+		rest = rest[j+1:]
+	}
+	return b
+}
+
+// placeholder returns the placeholder a segment folds into, or "" to keep it.
+func placeholder(seg []byte) string {
+	n := len(seg)
+	if n == 0 {
+		return ""
+	}
+	digits, hex, letters, other := 0, 0, 0, 0
+	for _, c := range seg {
+		switch {
+		case c >= '0' && c <= '9':
+			digits++
+		case c >= 'a' && c <= 'f', c >= 'A' && c <= 'F':
+			hex++
+		case c >= 'g' && c <= 'z', c >= 'G' && c <= 'Z':
+			letters++
+		case c == '-' || c == '_' || c == '.' || c == '~' || c == '%':
+			other++
+		default:
+			other++
+		}
+	}
+	switch {
+	case digits == n:
+		return "{id}"
+	case isUUID(seg):
+		return "{uuid}"
+	case n >= 16 && digits+hex == n && digits > 0:
+		return "{hash}"
+	case n >= 8 && digits >= 2 && letters+hex+digits == n:
+		// mixed letters and digits, e.g. "ab12cd34ef", base62 ids
+		return "{id}"
+	}
+	return ""
+}
+
+func isUUID(s []byte) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if _, ok := unhex(c | 0x20); !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
