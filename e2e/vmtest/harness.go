@@ -10,6 +10,7 @@ package vmtest
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -51,6 +53,12 @@ type Options struct {
 	Stream io.Writer
 	// Logger receives progress; default slog.Default().
 	Logger *slog.Logger
+	// MaxInsns is the verifier budget of one program: a program reported with more verified
+	// instructions fails the run. 0 means DefaultMaxInsns; negative, no budget.
+	MaxInsns int64
+	// Chains are collectors' declared attach plans. Each one whose Package some job builds must
+	// have every link loaded on at least one kernel of the run, or the run fails.
+	Chains []Chain
 }
 
 // DefaultKernels is the matrix run when Options.Kernels is empty.
@@ -81,6 +89,13 @@ type KernelResult struct {
 type Report struct {
 	JobNames []string
 	Kernels  []KernelResult
+	// MaxInsns is the budget applied (0: none); OverBudget the programs above it.
+	MaxInsns   int64
+	OverBudget []ProgStat
+	// Covered names the collectors whose chains were checked; Unexercised lists their links
+	// that no kernel loaded.
+	Covered     []string
+	Unexercised []LinkRef
 }
 
 // Run builds the jobs, fetches the kernels and runs every job on every kernel.
@@ -177,8 +192,44 @@ func Run(ctx context.Context, jf *JobsFile, opts Options) (*Report, error) {
 	}
 	wg.Wait()
 	report.Kernels = results
+	report.check(jobs, opts)
 	log.Info("run finished", "logs", runDir)
 	return report, nil
+}
+
+// check applies the run-wide checks: jobs that force an attach mode must have used it, no
+// program may exceed the verifier budget, and the declared attach chains of the collectors the
+// jobs test must each have been loaded somewhere.
+func (r *Report) check(jobs []preparedJob, opts Options) {
+	defs := map[string]JobDef{}
+	packages := map[string]bool{}
+	for _, j := range jobs {
+		defs[j.Name] = j.JobDef
+		if j.Package != "" {
+			packages[path.Clean(j.Package)] = true
+		}
+	}
+	for i := range r.Kernels {
+		for j := range r.Kernels[i].Jobs {
+			res := &r.Kernels[i].Jobs[j]
+			if p := forcedModeProblem(defs[res.Name], *res); p != "" {
+				res.Status, res.Reason = StatusFail, p
+			}
+		}
+	}
+	stats := r.ProgStats()
+	if opts.MaxInsns >= 0 {
+		r.MaxInsns = cmp.Or(opts.MaxInsns, DefaultMaxInsns)
+		r.OverBudget = OverBudget(stats, r.MaxInsns)
+	}
+	var chains []Chain
+	for _, c := range opts.Chains {
+		if packages[path.Clean(c.Package)] {
+			chains = append(chains, c)
+			r.Covered = append(r.Covered, c.Collector)
+		}
+	}
+	r.Unexercised = UnexercisedLinks(chains, stats)
 }
 
 // pruneRuns removes run directories (console logs) older than maxAge, so the cache does not

@@ -52,6 +52,9 @@ type JobResult struct {
 	Output    string
 	Tests     []TestResult
 	ProgStats []ProgStat
+	// Rejections are the programs the verifier rejected during the job (a test may expect
+	// that; the report lists them either way, with the verifier's reason).
+	Rejections []Rejection
 }
 
 // Console is the parsed console of one VM (or of one host run).
@@ -161,6 +164,7 @@ func parseEnd(s string) (name, exit string, dur time.Duration, ok bool) {
 func classify(j *JobResult) {
 	j.Tests = ParseGoTest(j.Output)
 	j.ProgStats = ParseProgStats(j.Output)
+	j.Rejections = ParseRejections(j.Output)
 	skips := skipReasons(j.Output)
 	failed := failedTests(j.Tests)
 
@@ -207,6 +211,7 @@ func classify(j *JobResult) {
 func classifyIncomplete(j *JobResult, deadline bool) {
 	j.Tests = ParseGoTest(j.Output)
 	j.ProgStats = ParseProgStats(j.Output)
+	j.Rejections = ParseRejections(j.Output)
 	if deadline {
 		j.Status, j.Reason = StatusTimeout, "the VM's overall deadline ended the run during this job"
 		markUnfinished(j.Tests, StatusTimeout, "running at the deadline")

@@ -14,8 +14,8 @@ import (
 //
 // insns is the number of instructions the verifier processed: bpf_prog_info.verified_insns
 // (Linux 5.16+), or before that the "processed N insns" of a LogLevelStats verifier log, or
-// "n/a". load_us is the wall time of loading the program (mostly the verifier). Values have no
-// spaces. Further key=value fields (e.g. verifier_us, the verifier's own time) go to Extra.
+// "n/a" (0 counts as "n/a"). load_us is the wall time of loading the program (mostly the
+// verifier). Values have no spaces. Further key=value fields (e.g. verifier_us, the verifier's own time) go to Extra.
 const ProgStatMarker = "OTELBEE-PROGSTAT"
 
 // ProgStat is one OTELBEE-PROGSTAT record.
@@ -55,7 +55,9 @@ func ParseProgStats(text string) []ProgStat {
 			case "mode":
 				r.Mode = v
 			case "insns":
-				if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+				// 0 is what bpf_prog_info gives where it has no verified_insns (before 5.16):
+				// a program that loaded had at least one instruction verified.
+				if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
 					r.Insns = n
 				}
 			case "load_us":

@@ -2,13 +2,15 @@ package vmtest
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 )
 
-// Failed reports whether any job failed, timed out or did not run on any kernel, or a kernel
-// could not be run at all.
+// Failed reports whether any job failed, timed out or did not run on any kernel, a kernel
+// could not be run at all, a program exceeded the verifier budget, or a declared attach link
+// was loaded on no kernel.
 func (r *Report) Failed() bool {
 	for _, k := range r.Kernels {
 		if k.Err != nil {
@@ -20,7 +22,7 @@ func (r *Report) Failed() bool {
 			}
 		}
 	}
-	return false
+	return len(r.OverBudget) > 0 || len(r.Unexercised) > 0
 }
 
 // ProgStats returns every OTELBEE-PROGSTAT record of the run, kernel by kernel.
@@ -59,10 +61,13 @@ func (j JobResult) Test(name string) (TestResult, bool) {
 	return TestResult{}, false
 }
 
-// Table renders the results as plain text: a grid of job (and Go test) × kernel, then the
-// kernels with their boot times, then the reasons of every skip and failure.
+// Table renders the results as plain text: a grid of job (and, for a job whose tests ended
+// differently, Go test) × kernel whose skip cells point to numbered reasons, then the kernels with their boot
+// times, the verifier rejections, the verifier budget, the attach links no kernel loaded, and
+// the failures with the lines of output that explain them.
 func (r *Report) Table() string {
 	var b strings.Builder
+	var notes footnotes
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprint(tw, "JOB / TEST")
 	for _, k := range r.Kernels {
@@ -73,17 +78,21 @@ func (r *Report) Table() string {
 	for _, job := range r.JobNames {
 		fmt.Fprint(tw, job)
 		for _, k := range r.Kernels {
-			fmt.Fprintf(tw, "\t%s", cell(k.job(job).Status))
+			j := k.job(job)
+			fmt.Fprintf(tw, "\t%s", notes.cell(j.Status, jobSkipReason(j), k.Label+" "+job))
 		}
 		fmt.Fprintln(tw)
+		if !r.mixed(job) {
+			continue
+		}
 		for _, test := range r.testNames(job) {
 			fmt.Fprintf(tw, "  %s", test)
 			for _, k := range r.Kernels {
-				st := Status("")
+				st, reason := Status(""), ""
 				if t, ok := k.job(job).Test(test); ok {
-					st = t.Status
+					st, reason = t.Status, t.Reason
 				}
-				fmt.Fprintf(tw, "\t%s", cell(st))
+				fmt.Fprintf(tw, "\t%s", notes.cell(st, trimSkip(reason), k.Label+" "+job))
 			}
 			fmt.Fprintln(tw)
 		}
@@ -113,7 +122,46 @@ func (r *Report) Table() string {
 	}
 	tw.Flush()
 
-	var skips, fails []string
+	if len(notes.texts) > 0 {
+		b.WriteString("\nSkip reasons:\n")
+		for i, text := range notes.texts {
+			fmt.Fprintf(&b, "  [%d] %s\n      (%s)\n", i+1, clip(text, 400), strings.Join(notes.where[i], ", "))
+		}
+	}
+
+	if rej := r.rejections(); len(rej) > 0 {
+		b.WriteString("\nVerifier rejections (end of the verifier log, as the loader reports it):\n")
+		b.WriteString(strings.Join(rej, "\n") + "\n")
+	}
+
+	if r.MaxInsns > 0 {
+		most := ProgStat{Insns: -1}
+		for _, ps := range r.ProgStats() {
+			if ps.Insns > most.Insns {
+				most = ps
+			}
+		}
+		fmt.Fprintf(&b, "\nVerifier budget: %d instructions per program; ", r.MaxInsns)
+		if most.Insns < 0 {
+			b.WriteString("no instruction counts were reported.\n")
+		} else {
+			fmt.Fprintf(&b, "the largest is %s %s (%s) with %d on %s.\n", most.Collector, most.Program, most.Mode, most.Insns, most.Kernel)
+		}
+	}
+
+	if len(r.Covered) > 0 {
+		fmt.Fprintf(&b, "\nAttach links declared by %s and never loaded on any kernel:", strings.Join(r.Covered, ", "))
+		if len(r.Unexercised) == 0 {
+			b.WriteString(" none.\n")
+		} else {
+			b.WriteString("\n")
+			for _, l := range r.Unexercised {
+				fmt.Fprintf(&b, "  %s\n", l)
+			}
+		}
+	}
+
+	var fails []string
 	for _, k := range r.Kernels {
 		if k.Err != nil {
 			fails = append(fails, fmt.Sprintf("  %s: %v (log: %s)", k.Label, k.Err, k.LogPath))
@@ -122,27 +170,21 @@ func (r *Report) Table() string {
 			fails = append(fails, fmt.Sprintf("  %s: warning: %s", k.Label, w))
 		}
 		for _, j := range k.Jobs {
-			switch {
-			case j.Status == StatusSkip:
-				skips = append(skips, fmt.Sprintf("  %s %s: %s", k.Label, j.Name, orDash(j.Reason)))
-			case j.Status.Failed():
-				fails = append(fails, fmt.Sprintf("  %s %s: %s: %s", k.Label, j.Name, j.Status, orDash(j.Reason)))
-				if j.Output != "" {
-					fails = append(fails, indent(tail(j.Output, 40), "      | "))
-				}
-			}
-			if j.Status == StatusSkip {
+			if !j.Status.Failed() {
 				continue
 			}
-			for _, t := range reportedTests(j.Tests) {
-				if t.Status == StatusSkip {
-					skips = append(skips, fmt.Sprintf("  %s %s %s: %s", k.Label, j.Name, t.Name, orDash(t.Reason)))
-				}
+			fails = append(fails, fmt.Sprintf("  %s %s: %s: %s (log: %s)", k.Label, j.Name, j.Status, orDash(j.Reason), orDash(k.LogPath)))
+			if ex := failureExcerpt(j.Output); ex != "" {
+				fails = append(fails, indent(ex, "      | "))
 			}
 		}
 	}
-	if len(skips) > 0 {
-		b.WriteString("\nSkipped:\n" + strings.Join(skips, "\n") + "\n")
+	for _, ps := range r.OverBudget {
+		fails = append(fails, fmt.Sprintf("  %s %s %s (%s): %d verified instructions, over the budget of %d",
+			ps.Kernel, ps.Collector, ps.Program, ps.Mode, ps.Insns, r.MaxInsns))
+	}
+	if len(r.Unexercised) > 0 {
+		fails = append(fails, fmt.Sprintf("  %d declared attach link(s) never loaded on any kernel (listed above)", len(r.Unexercised)))
 	}
 	if len(fails) > 0 {
 		b.WriteString("\nFailures:\n" + strings.Join(fails, "\n") + "\n")
@@ -153,6 +195,132 @@ func (r *Report) Table() string {
 		b.WriteString("\nRESULT: PASS\n")
 	}
 	return b.String()
+}
+
+// footnotes numbers distinct skip reasons, so that the grid stays narrow.
+type footnotes struct {
+	texts []string
+	where [][]string
+}
+
+// cell renders a status; a skip gets the number of its reason ("skip[2]").
+func (n *footnotes) cell(s Status, reason, where string) string {
+	if s != StatusSkip || reason == "" {
+		return cell(s)
+	}
+	i := slices.Index(n.texts, reason)
+	if i < 0 {
+		i = len(n.texts)
+		n.texts = append(n.texts, reason)
+		n.where = append(n.where, nil)
+	}
+	if !slices.Contains(n.where[i], where) {
+		n.where[i] = append(n.where[i], where)
+	}
+	return fmt.Sprintf("skip[%d]", i+1)
+}
+
+// jobSkipReason is the distinct skip reasons of a skipped job's tests (or its VMTEST-SKIP
+// reason), joined.
+func jobSkipReason(j JobResult) string {
+	if j.Status != StatusSkip {
+		return ""
+	}
+	var reasons []string
+	for _, t := range reportedTests(j.Tests) {
+		if r := trimSkip(t.Reason); t.Status == StatusSkip && r != "" && !slices.Contains(reasons, r) {
+			reasons = append(reasons, r)
+		}
+	}
+	if len(reasons) == 0 {
+		return j.Reason
+	}
+	return strings.Join(reasons, "; ")
+}
+
+func trimSkip(reason string) string { return strings.TrimPrefix(reason, "skipping: ") }
+
+// mixed reports whether on some kernel a job's tests did not all end as the job did: only
+// then does the grid show its tests, each on a row of its own.
+func (r *Report) mixed(job string) bool {
+	for _, k := range r.Kernels {
+		j := k.job(job)
+		for _, t := range reportedTests(j.Tests) {
+			if t.Status != j.Status {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// rejections lists, per kernel and program, the verifier's reason and the jobs it happened in.
+func (r *Report) rejections() []string {
+	var lines []string
+	for _, k := range r.Kernels {
+		type entry struct {
+			rej  Rejection
+			jobs []string
+		}
+		var entries []*entry
+		for _, j := range k.Jobs {
+			for _, rej := range j.Rejections {
+				var e *entry
+				for _, x := range entries {
+					if x.rej == rej {
+						e = x
+					}
+				}
+				if e == nil {
+					e = &entry{rej: rej}
+					entries = append(entries, e)
+				}
+				e.jobs = append(e.jobs, j.Name)
+			}
+		}
+		for _, e := range entries {
+			lines = append(lines, fmt.Sprintf("  %s %s (%s): %s", k.Label, e.rej.Program, strings.Join(e.jobs, ", "), clip(e.rej.Excerpt, 400)))
+		}
+	}
+	return lines
+}
+
+// failureExcerpt picks the lines of a failed job's output that explain it: the Go tests' log
+// and result lines, panics with the start of their stack, and the last lines.
+func failureExcerpt(output string) string {
+	lines := strings.Split(strings.TrimRight(output, "\n"), "\n")
+	var keep []string
+	stack := 0
+	for _, l := range lines {
+		t := strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(t, "panic:") || strings.HasPrefix(t, "fatal error:"):
+			stack = 12
+			keep = append(keep, l)
+		case stack > 0:
+			stack--
+			keep = append(keep, l)
+		case goLogLineRE.MatchString(t) || strings.HasPrefix(t, "--- FAIL") || t == "FAIL":
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) == 0 {
+		keep = lines
+	}
+	if len(keep) > 30 {
+		keep = append([]string{"..."}, keep[len(keep)-30:]...)
+	}
+	for i := range keep {
+		keep[i] = clip(keep[i], 500)
+	}
+	return strings.Join(keep, "\n")
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 func (k KernelResult) job(name string) JobResult {

@@ -1,11 +1,13 @@
 // Command vmtest runs test binaries on a matrix of kernels (Debian cloud kernels under QEMU,
 // and the host's own kernel) and prints a kernel × job/test table.
 //
-//	go run ./e2e/vmtest/cmd/vmtest -jobs e2e/vmtest/selftest.json -kernels 5.10,6.1,6.12,host
+//	go run ./e2e/vmtest/cmd/vmtest -jobs e2e/vmtest/jobs/matrix.json -progstats docs/kernels.md
 //
-// It exits 1 if any job failed, timed out or did not run on any kernel, 2 on usage or set-up
-// errors. With -progstats FILE it also writes the Markdown table of the BPF programs the
-// tests reported (OTELBEE-PROGSTAT lines), for docs/kernels.md.
+// It exits 1 if any job failed, timed out or did not run on any kernel, a BPF program exceeded
+// the verifier budget (-max-insns), or a link of a tested collector's attach chain was loaded on
+// no kernel; 2 on usage or set-up errors. With -progstats FILE it also writes the Markdown
+// tables of the BPF programs the tests reported (OTELBEE-PROGSTAT lines) between the
+// <!-- BEGIN GENERATED --> and <!-- END GENERATED --> markers of FILE (docs/kernels.md).
 package main
 
 import (
@@ -36,7 +38,8 @@ func run() int {
 		vmTimeout = flag.Duration("vm-timeout", 0, "limit per VM (0: job timeouts plus a boot allowance)")
 		cacheDir  = flag.String("cache", "", "cache directory for kernels, binaries and logs (default <repo>/build/vmtest)")
 		stream    = flag.Bool("v", false, "stream every console line as it arrives")
-		progstats = flag.String("progstats", "", "write the Markdown table of reported BPF programs to this file")
+		progstats = flag.String("progstats", "", "write the Markdown tables of reported BPF programs into this file's generated section (created if missing)")
+		maxInsns  = flag.Int64("max-insns", vmtest.DefaultMaxInsns, "fail if a program needs more verified instructions than this (negative: no budget)")
 		debug     = flag.Bool("debug", false, "debug logging")
 	)
 	flag.Parse()
@@ -69,6 +72,8 @@ func run() int {
 		Accel:     *accel,
 		VMTimeout: *vmTimeout,
 		Logger:    log,
+		MaxInsns:  *maxInsns,
+		Chains:    chains(),
 	}
 	if *stream {
 		opts.Stream = os.Stdout
@@ -84,7 +89,11 @@ func run() int {
 	}
 	fmt.Println(report.Table())
 	if *progstats != "" {
-		if err := os.WriteFile(*progstats, []byte(vmtest.RenderKernelTable(report.ProgStats())), 0o644); err != nil {
+		budget := *maxInsns
+		if budget <= 0 {
+			budget = vmtest.DefaultMaxInsns
+		}
+		if err := vmtest.WriteGeneratedSection(*progstats, vmtest.RenderProgStatsSection(report.ProgStats(), budget)); err != nil {
 			fmt.Fprintln(os.Stderr, "vmtest: writing progstats:", err)
 			return 2
 		}

@@ -1,0 +1,137 @@
+package vmtest
+
+import (
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// DefaultMaxInsns is the verifier budget of one program: a quarter of the one million
+// instructions the verifier processes at most (BPF_COMPLEXITY_LIMIT_INSNS), so that verifier
+// complexity cannot creep up to the limit unnoticed.
+const DefaultMaxInsns = 250_000
+
+// OverBudget returns the records whose verified instructions exceed max, one per kernel,
+// collector, program and mode (the largest), sorted.
+func OverBudget(records []ProgStat, max int64) []ProgStat {
+	type key struct{ kernel, collector, program, mode string }
+	worst := map[key]ProgStat{}
+	for _, r := range records {
+		if r.Insns <= max {
+			continue
+		}
+		k := key{r.Kernel, r.Collector, r.Program, r.Mode}
+		if w, ok := worst[k]; !ok || r.Insns > w.Insns {
+			worst[k] = r
+		}
+	}
+	out := make([]ProgStat, 0, len(worst))
+	for _, r := range worst {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b ProgStat) int {
+		return cmp.Or(strings.Compare(a.Collector, b.Collector), strings.Compare(a.Program, b.Program),
+			strings.Compare(a.Mode, b.Mode), strings.Compare(a.Kernel, b.Kernel))
+	})
+	return out
+}
+
+// RenderCollectorSummary renders one row per collector: how many programs it loaded, the
+// program with the most verified instructions (where, in which mode) against the budget, and
+// the slowest load.
+func RenderCollectorSummary(records []ProgStat, max int64) string {
+	type sum struct {
+		programs            map[string]bool
+		most, slowest       ProgStat
+		haveInsns, haveLoad bool
+	}
+	var order []string
+	by := map[string]*sum{}
+	for _, r := range records {
+		s := by[r.Collector]
+		if s == nil {
+			s = &sum{programs: map[string]bool{}}
+			by[r.Collector] = s
+			order = append(order, r.Collector)
+		}
+		s.programs[r.Program+"/"+r.Mode] = true
+		if r.Insns >= 0 && (!s.haveInsns || r.Insns > s.most.Insns) {
+			s.most, s.haveInsns = r, true
+		}
+		if r.LoadUS >= 0 && (!s.haveLoad || r.LoadUS > s.slowest.LoadUS) {
+			s.slowest, s.haveLoad = r, true
+		}
+	}
+	if len(order) == 0 {
+		return ""
+	}
+	sort.Strings(order)
+	var b strings.Builder
+	fmt.Fprintf(&b, "| Collector | Programs (program × mode) | Most verified instructions | Of the %d budget | Slowest load |\n", max)
+	b.WriteString("|---|---|---|---|---|\n")
+	for _, c := range order {
+		s := by[c]
+		most, share := "n/a", "n/a"
+		if s.haveInsns {
+			most = fmt.Sprintf("%d (`%s`, %s, %s)", s.most.Insns, s.most.Program, s.most.Mode, s.most.Kernel)
+			share = fmt.Sprintf("%.2f %%", 100*float64(s.most.Insns)/float64(max))
+		}
+		slow := "n/a"
+		if s.haveLoad {
+			slow = fmt.Sprintf("%s (`%s`, %s, %s)", formatMicros(s.slowest.LoadUS), s.slowest.Program, s.slowest.Mode, s.slowest.Kernel)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", mdEscape(c), len(s.programs), most, share, slow)
+	}
+	return b.String()
+}
+
+// RenderProgStatsSection is what the harness writes into docs/kernels.md: the per-collector
+// summary, then the per-program table.
+func RenderProgStatsSection(records []ProgStat, max int64) string {
+	var b strings.Builder
+	if s := RenderCollectorSummary(records, max); s != "" {
+		b.WriteString(s)
+		b.WriteString("\n")
+	}
+	b.WriteString(RenderKernelTable(records))
+	return b.String()
+}
+
+// Markers of the part of a Markdown file the harness rewrites.
+const (
+	GeneratedBegin = "<!-- BEGIN GENERATED -->"
+	GeneratedEnd   = "<!-- END GENERATED -->"
+)
+
+// WriteGeneratedSection replaces what lies between GeneratedBegin and GeneratedEnd in path with
+// content, keeping the rest of the file (the hand-written parts). A missing file is created
+// holding just the markers and content; an existing file without both markers is an error,
+// so a mistyped path never overwrites a hand-written document.
+func WriteGeneratedSection(path, content string) error {
+	if !strings.HasSuffix(content, "\n") {
+		content += "\n"
+	}
+	old, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return os.WriteFile(path, []byte(GeneratedBegin+"\n"+content+GeneratedEnd+"\n"), 0o644)
+	}
+	if err != nil {
+		return err
+	}
+	i := bytes.Index(old, []byte(GeneratedBegin))
+	j := bytes.Index(old, []byte(GeneratedEnd))
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %s ... %s section: not overwriting it", path, GeneratedBegin, GeneratedEnd)
+	}
+	var out bytes.Buffer
+	out.Write(old[:i+len(GeneratedBegin)])
+	out.WriteString("\n")
+	out.WriteString(content)
+	out.Write(old[j:])
+	return writeIfChanged(path, out.Bytes())
+}
