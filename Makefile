@@ -55,9 +55,9 @@ test-e2e: build otelcol
 	OTELBEE_BIN=$(CURDIR)/$(BIN) OTELCOL_BIN=$(CURDIR)/$(OTELCOL) $(GO) test -count=1 -timeout 20m ./e2e/...
 
 vmtest:
-	$(GO) run ./e2e/vmtest/cmd/vmtest -config e2e/vmtest/matrix.json
+	$(GO) run ./e2e/vmtest/cmd/vmtest -jobs e2e/vmtest/jobs/matrix.json -progstats docs/kernels.md
 
-test: deps check-generated lint test-unit test-e2e
+test: deps check-generated lint test-unit test-e2e vmtest
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./collectors/... ./exporters/...
