@@ -1,0 +1,167 @@
+package dns
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+func response(id uint16, name string, t dnsmessage.Type, rcode dnsmessage.RCode, answers int) []byte {
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: id, Response: true, RCode: rcode})
+	b.EnableCompression()
+	b.StartQuestions()
+	n := dnsmessage.MustNewName(name)
+	b.Question(dnsmessage.Question{Name: n, Type: t, Class: dnsmessage.ClassINET})
+	b.StartAnswers()
+	for i := range answers {
+		b.AResource(dnsmessage.ResourceHeader{Name: n, Class: dnsmessage.ClassINET, TTL: 1},
+			dnsmessage.AResource{A: [4]byte{198, 18, 0, byte(i)}})
+	}
+	out, err := b.Finish()
+	if err != nil {
+		panic(err)
+	}
+	return out
+}
+
+func TestParseMessage(t *testing.T) {
+	loop := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1}
+	binaryName := []byte{0, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, 'a', 0x01, ' ', 0, 0, 16, 0, 1}
+	tests := []struct {
+		name     string
+		in       []byte
+		ok       bool
+		id       uint16
+		response bool
+		qname    string
+		qtype    dnsmessage.Type
+		rcode    dnsmessage.RCode
+		answers  uint16
+	}{
+		{"query A", buildQuery(0x1234, "web.otelbee.test.", dnsmessage.TypeA), true, 0x1234, false, "web.otelbee.test", dnsmessage.TypeA, 0, 0},
+		{"mixed case", buildQuery(1, "WeB.OtelBee.TEST.", dnsmessage.TypeAAAA), true, 1, false, "web.otelbee.test", dnsmessage.TypeAAAA, 0, 0},
+		{"root", buildQuery(2, ".", dnsmessage.TypeNS), true, 2, false, ".", dnsmessage.TypeNS, 0, 0},
+		{"answer", response(3, "a.test.", dnsmessage.TypeA, dnsmessage.RCodeSuccess, 3), true, 3, true, "a.test", dnsmessage.TypeA, 0, 3},
+		{"nxdomain", response(4, "nx.test.", dnsmessage.TypeA, dnsmessage.RCodeNameError, 0), true, 4, true, "nx.test", dnsmessage.TypeA, dnsmessage.RCodeNameError, 0},
+		{"non-printable bytes", binaryName, true, 9, false, "a?? ", dnsmessage.TypeTXT, 0, 0},
+		{"empty", nil, false, 0, false, "", 0, 0, 0},
+		{"short header", []byte{0, 1, 1, 0, 0, 1}, false, 0, false, "", 0, 0, 0},
+		{"question cut", buildQuery(5, "cut.otelbee.test.", dnsmessage.TypeA)[:18], false, 0, false, "", 0, 0, 0},
+		{"compression loop", loop, false, 0, false, "", 0, 0, 0},
+		{"no question", []byte{0, 6, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0}, false, 0, false, "", 0, 0, 0},
+		{"label past the end", []byte{0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x3f, 'x'}, false, 0, false, "", 0, 0, 0},
+		{"reserved label type", []byte{0, 8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x80, 'x', 0, 0, 1, 0, 1}, false, 0, false, "", 0, 0, 0},
+	}
+	// The non-printable case: label "a\x01 " (control byte and space).
+	tests[5].qname = "a??"
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var m message
+			err := parseMessage(tt.in, &m)
+			if (err == nil) != tt.ok {
+				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			}
+			if !tt.ok {
+				return
+			}
+			if m.id != tt.id || m.response != tt.response || string(m.Name()) != tt.qname ||
+				m.qtype != tt.qtype || m.rcode != tt.rcode || m.answers != tt.answers {
+				t.Errorf("got id=%d response=%v name=%q type=%v rcode=%v answers=%d", m.id, m.response, m.Name(), m.qtype, m.rcode, m.answers)
+			}
+		})
+	}
+}
+
+func TestNames(t *testing.T) {
+	for in, want := range map[dnsmessage.Type]string{dnsmessage.TypeA: "A", dnsmessage.TypeSRV: "SRV", 65: "HTTPS", 255: "ANY", 4242: "TYPE4242"} {
+		if got := typeName(in); got != want {
+			t.Errorf("typeName(%d) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[dnsmessage.RCode]string{0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED", 15: "RCODE15"} {
+		if got := rcodeName(in); got != want {
+			t.Errorf("rcodeName(%d) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestDecodeEvent(t *testing.T) {
+	b := make([]byte, eventSize)
+	le := binary.LittleEndian
+	le.PutUint64(b[0:], 1000)
+	le.PutUint64(b[8:], 400)
+	le.PutUint64(b[16:], 77)
+	le.PutUint32(b[24:], 4242)
+	le.PutUint16(b[28:], 700)
+	le.PutUint16(b[30:], 512)
+	b[32+10], b[32+11], b[32+12] = 0xff, 0xff, 127
+	le.PutUint16(b[64:], 53)
+	le.PutUint16(b[66:], 40000)
+	b[68], b[69] = 2, 17
+	le.PutUint16(b[70:], 0xbeef)
+	var ev event
+	if err := decodeEvent(b, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.tsNs != 1000 || ev.queryTsNs != 400 || ev.cookie != 77 || ev.tgid != 4242 || ev.msgLen != 700 ||
+		len(ev.data) != 512 || ev.saddr[12] != 127 || ev.sport != 53 || ev.dport != 40000 || ev.kind != 2 ||
+		ev.transport != 17 || ev.id != 0xbeef {
+		t.Errorf("decoded %+v", ev)
+	}
+	le.PutUint16(b[30:], 9999) // a capture length past the record is clamped
+	if err := decodeEvent(b[:100], &ev); err != nil || len(ev.data) != 28 {
+		t.Errorf("clamped: %v, %d bytes", err, len(ev.data))
+	}
+	if err := decodeEvent(b[:71], &ev); err == nil {
+		t.Error("short record decoded")
+	}
+}
+
+// FuzzParseMessage: whatever the bytes, parsing returns (never panics), and a
+// parsed name is printable, lowercase and at most 255 bytes.
+func FuzzParseMessage(f *testing.F) {
+	f.Add(buildQuery(1, "web.otelbee.test.", dnsmessage.TypeA))
+	f.Add(response(2, "a.b.c.", dnsmessage.TypeAAAA, dnsmessage.RCodeNameError, 2))
+	f.Add([]byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1})
+	f.Add([]byte{0, 1, 1})
+	f.Add([]byte{0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x3f, 'x'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var m message
+		if err := parseMessage(b, &m); err != nil {
+			return
+		}
+		if m.nameLen > 255 || m.nameLen == 0 {
+			t.Fatalf("name length %d", m.nameLen)
+		}
+		for _, c := range m.Name() {
+			if c < 0x20 || c > 0x7e || (c >= 'A' && c <= 'Z') {
+				t.Fatalf("name %q has byte %#x", m.Name(), c)
+			}
+		}
+	})
+}
+
+func BenchmarkParseQuery(b *testing.B) {
+	q := buildQuery(1, "service-42.namespace.svc.cluster.local.", dnsmessage.TypeAAAA)
+	var m message
+	b.ReportAllocs()
+	b.SetBytes(int64(len(q)))
+	for b.Loop() {
+		if err := parseMessage(q, &m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkParseResponse(b *testing.B) {
+	r := response(1, "service-42.namespace.svc.cluster.local.", dnsmessage.TypeA, 0, 4)
+	var m message
+	b.ReportAllocs()
+	b.SetBytes(int64(len(r)))
+	for b.Loop() {
+		if err := parseMessage(r, &m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
