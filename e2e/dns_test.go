@@ -1,0 +1,536 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/otelbee/otelbee/e2e/harness"
+)
+
+// The DNS tests run a real dnsmasq in namespace B of a pair and the clients
+// (dig, Python's getaddrinfo through glibc, Go's own resolver, dnsperf) in
+// namespace A, whose /etc/resolv.conf is /etc/netns/<A>/resolv.conf (ip netns
+// exec bind-mounts it; the host's resolver is never touched). Ground truth is
+// what each client says it got.
+
+const dnsDomain = "otelbee.test"
+
+type dnsEnv struct {
+	pair   *harness.NetnsPair
+	server string
+}
+
+func dnsRequireTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("e2e: %s not installed (make deps installs it): %v", tool, err)
+		}
+	}
+}
+
+// startDNSEnv creates the pair, the resolv.conf of A and dnsmasq on B, and
+// waits until dnsmasq accepts TCP on port 53 (no DNS query: the agent may
+// already be running in other tests' namespaces, never in this one's).
+func startDNSEnv(t *testing.T, name string) *dnsEnv {
+	t.Helper()
+	harness.RequireRoot(t)
+	dnsRequireTools(t, "dnsmasq", "dig")
+	pair := harness.NewNetnsPair(t, name)
+	dir := filepath.Join("/etc/netns", pair.A)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	conf := fmt.Sprintf("nameserver %s\noptions attempts:1 timeout:3\n", pair.IPv4B)
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces",
+		"--listen-address=" + pair.IPv4B, "--port=53", "--pid-file=" + filepath.Join(t.TempDir(), "dnsmasq.pid"),
+		"--log-queries", "--log-facility=-", "--cache-size=0",
+		"--local=/" + dnsDomain + "/",
+		"--host-record=web." + dnsDomain + ",198.18.0.10,fd00:198:18::10",
+		"--txt-record=txt." + dnsDomain + ",v=otelbee",
+		"--srv-host=_sip._udp." + dnsDomain + ",sip." + dnsDomain + ",5060",
+		"--cname=alias." + dnsDomain + ",web." + dnsDomain,
+	}
+	p := harness.StartProcess(t, "dnsmasq", harness.Command(pair.B, args...))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := harness.InNetns(pair.A, func() error {
+			c, err := net.DialTimeout("tcp", net.JoinHostPort(pair.IPv4B, "53"), time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if exited, _ := p.Exited(); exited || time.Now().After(deadline) {
+			t.Fatalf("dnsmasq not ready: %v\n%s", err, p.LogTail(20))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return &dnsEnv{pair: pair, server: pair.IPv4B}
+}
+
+// dnsOutcomeKey is how lookups are counted: service, name, type, code, transport.
+func dnsOutcomeKey(service, name, qtype, code, transport string) string {
+	return strings.Join([]string{service, name, qtype, code, transport}, " ")
+}
+
+var dnsDigStatus = regexp.MustCompile(`status: ([A-Z]+),`)
+
+// dnsDig runs one dig in ns and returns the response code it printed.
+func dnsDig(t *testing.T, ns, service string, args ...string) (code string, pid int) {
+	t.Helper()
+	cmd := harness.Command(ns, append([]string{"dig"}, args...)...)
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid = cmd.Process.Pid
+	err := cmd.Wait()
+	if m := dnsDigStatus.FindStringSubmatch(out.String()); m != nil {
+		return m[1], pid
+	}
+	if err == nil {
+		t.Fatalf("dig %v: no status in output:\n%s", args, out.String())
+	}
+	return "", pid // no answer (timeout)
+}
+
+func dnsRunClient(t *testing.T, ns, service string, argv ...string) (string, int) {
+	t.Helper()
+	cmd := harness.Command(ns, argv...)
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: %v\n%s%s", service, err, out.String(), errb.String())
+	}
+	return out.String(), cmd.Process.Pid
+}
+
+func dnsScrapeFamilies(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("scraping %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parsing %s: %v", url, err)
+	}
+	return mfs
+}
+
+func dnsLabelsOf(m *dto.Metric) map[string]string {
+	l := map[string]string{}
+	for _, lp := range m.GetLabel() {
+		l[lp.GetName()] = lp.GetValue()
+	}
+	return l
+}
+
+// dnsLookupCounts sums dns_lookup_duration_seconds_count by dnsOutcomeKey for the
+// services given, and collects each service's service_instance_id values.
+func dnsLookupCounts(mfs map[string]*dto.MetricFamily, services map[string]bool) (map[string]uint64, map[string]map[string]bool) {
+	counts := map[string]uint64{}
+	instances := map[string]map[string]bool{}
+	mf := mfs["dns_lookup_duration_seconds"]
+	if mf == nil {
+		return counts, instances
+	}
+	for _, m := range mf.GetMetric() {
+		l := dnsLabelsOf(m)
+		svc := l["service_name"]
+		if !services[svc] {
+			continue
+		}
+		code := l["dns_response_code"]
+		if code == "" {
+			code = l["error_type"]
+		}
+		counts[dnsOutcomeKey(svc, l["dns_question_name"], l["dns_question_type"], code, l["network_transport"])] += m.GetHistogram().GetSampleCount()
+		if instances[svc] == nil {
+			instances[svc] = map[string]bool{}
+		}
+		instances[svc][l["service_instance_id"]] = true
+	}
+	return counts, instances
+}
+
+// dnsFamilySum adds the values of a counter or gauge family's series whose
+// labels include match.
+func dnsFamilySum(mfs map[string]*dto.MetricFamily, name string, match map[string]string) float64 {
+	var sum float64
+	mf := mfs[name]
+	if mf == nil {
+		return 0
+	}
+series:
+	for _, m := range mf.GetMetric() {
+		l := dnsLabelsOf(m)
+		for k, v := range match {
+			if l[k] != v {
+				continue series
+			}
+		}
+		switch {
+		case m.GetCounter() != nil:
+			sum += m.GetCounter().GetValue()
+		case m.GetGauge() != nil:
+			sum += m.GetGauge().GetValue()
+		case m.GetUntyped() != nil:
+			sum += m.GetUntyped().GetValue()
+		}
+	}
+	return sum
+}
+
+func dnsCountsString(m map[string]uint64) string {
+	var s []string
+	for k, v := range m {
+		s = append(s, fmt.Sprintf("  %s = %d", k, v))
+	}
+	sort.Strings(s)
+	return strings.Join(s, "\n")
+}
+
+func dnsEqualUint(a, b map[string]uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// dnsWaitLookups polls the agent until its counts for services equal want.
+func dnsWaitLookups(t *testing.T, agent *harness.Agent, services map[string]bool, want map[string]uint64) map[string]map[string]bool {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, inst := dnsLookupCounts(dnsScrapeFamilies(t, agent.MetricsURL), services)
+		if dnsEqualUint(got, want) {
+			return inst
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent's lookups differ from the clients':\nagent:\n%s\nclients:\n%s\n%s", dnsCountsString(got), dnsCountsString(want), agent.LogTail(20))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func dnsInstanceIDs(pids ...int) map[string]bool {
+	host, _ := os.Hostname()
+	out := map[string]bool{}
+	for _, p := range pids {
+		out[host+":"+strconv.Itoa(p)] = true
+	}
+	return out
+}
+
+func dnsCheckInstances(t *testing.T, got map[string]map[string]bool, service string, pids ...int) {
+	t.Helper()
+	want := dnsInstanceIDs(pids...)
+	for id := range got[service] {
+		if !want[id] {
+			t.Errorf("%s: lookups credited to %s, which is none of the client processes %v", service, id, pids)
+		}
+	}
+	if len(got[service]) == 0 {
+		t.Errorf("%s: no lookups credited", service)
+	}
+}
+
+// TestDNSClientsExact: dig (mixed types, existing and NXDOMAIN names), a
+// Python client using getaddrinfo (glibc's resolver), a Go client with the
+// pure-Go resolver, and dig over TCP: the agent's counts per service, name,
+// type, response code and transport equal what the clients got, credited to
+// the client processes.
+func TestDNSClientsExact(t *testing.T) {
+	dnsRequireTools(t, "python3")
+	env := startDNSEnv(t, "dns")
+	goclient := buildTool(t, "./e2e/testdata/dns/goclient")
+	agent := harness.StartAgent(t, nil, "--collectors=dns")
+
+	want := map[string]uint64{}
+	var digPids, digTCPPids []int
+	digPlan := []struct {
+		name, qtype string
+		n           int
+	}{
+		{"web", "A", 3}, {"web", "AAAA", 2}, {"txt", "TXT", 2}, {"_sip._udp", "SRV", 2},
+		{"alias", "CNAME", 1}, {"missing", "A", 3}, {"nx2", "MX", 1},
+	}
+	sawCodes := map[string]bool{}
+	for _, p := range digPlan {
+		name := p.name + "." + dnsDomain
+		for range p.n {
+			code, pid := dnsDig(t, env.pair.A, "dns-dig", "@"+env.server, "+tries=1", "+timeout=3", name, p.qtype)
+			if code == "" {
+				t.Fatalf("dig %s %s: no answer", name, p.qtype)
+			}
+			sawCodes[code] = true
+			want[dnsOutcomeKey("dns-dig", name, p.qtype, code, "udp")]++
+			digPids = append(digPids, pid)
+		}
+	}
+	// PTR of the host record's address.
+	for range 2 {
+		code, pid := dnsDig(t, env.pair.A, "dns-dig", "@"+env.server, "+tries=1", "+timeout=3", "-x", "198.18.0.10")
+		want[dnsOutcomeKey("dns-dig", "10.0.18.198.in-addr.arpa", "PTR", code, "udp")]++
+		digPids = append(digPids, pid)
+	}
+	if !sawCodes["NOERROR"] || !sawCodes["NXDOMAIN"] {
+		t.Fatalf("dnsmasq answered %v; the plan needs NOERROR and NXDOMAIN", sawCodes)
+	}
+	// DNS over TCP.
+	for _, p := range []struct {
+		name string
+		n    int
+	}{{"web", 3}, {"missing", 2}} {
+		name := p.name + "." + dnsDomain
+		for range p.n {
+			code, pid := dnsDig(t, env.pair.A, "dns-dig-tcp", "@"+env.server, "+tcp", "+tries=1", "+timeout=3", name, "A")
+			want[dnsOutcomeKey("dns-dig-tcp", name, "A", code, "tcp")]++
+			digTCPPids = append(digTCPPids, pid)
+		}
+	}
+
+	// Python: getaddrinfo (glibc) for IPv4 only, so one A query per call.
+	py := `
+import socket
+for name, n in (("web.otelbee.test.", 4), ("missing.otelbee.test.", 2)):
+    for _ in range(n):
+        try:
+            socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)
+            code = "NOERROR"
+        except socket.gaierror as e:
+            code = "NXDOMAIN" if e.errno == socket.EAI_NONAME else "ERROR " + str(e)
+        print(name.rstrip("."), "A", code)
+`
+	out, pyPid := dnsRunClient(t, env.pair.A, "dns-python", "python3", "-c", py)
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			t.Fatalf("python client: %q", line)
+		}
+		want[dnsOutcomeKey("dns-python", f[0], f[1], f[2], "udp")]++
+	}
+
+	// Go's own resolver.
+	out, goPid := dnsRunClient(t, env.pair.A, "dns-go", goclient,
+		"A:web.otelbee.test.:3", "TXT:txt.otelbee.test.:2", "SRV:_sip._udp.otelbee.test.:1", "A:missing.otelbee.test.:2")
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			t.Fatalf("go client: %q", line)
+		}
+		want[dnsOutcomeKey("dns-go", f[0], f[1], f[2], "udp")]++
+	}
+
+	services := map[string]bool{"dns-dig": true, "dns-dig-tcp": true, "dns-python": true, "dns-go": true}
+	inst := dnsWaitLookups(t, agent, services, want)
+	dnsCheckInstances(t, inst, "dns-dig", digPids...)
+	dnsCheckInstances(t, inst, "dns-dig-tcp", digTCPPids...)
+	dnsCheckInstances(t, inst, "dns-python", pyPid)
+	dnsCheckInstances(t, inst, "dns-go", goPid)
+	mfs := dnsScrapeFamilies(t, agent.MetricsURL)
+	for _, s := range []string{"dns-dig", "dns-python", "dns-go"} {
+		if v := dnsFamilySum(mfs, "otelbee_dns_lookups_dropped_total", map[string]string{"service_name": s}); v != 0 {
+			t.Errorf("%s: %v lookups dropped, want 0", s, v)
+		}
+	}
+	t.Logf("agent counts equal the clients':\n%s", dnsCountsString(want))
+}
+
+// TestDNSTimeoutsFreeState: queries to a resolver address that never answers
+// are counted as timeouts, and the pending state (kernel map and agent) is
+// freed.
+func TestDNSTimeoutsFreeState(t *testing.T) {
+	env := startDNSEnv(t, "dnsto")
+	agent := harness.StartAgent(t, nil, "--collectors=dns", "--dns.timeout=1s")
+	const n = 4
+	// 198.18.0.77 is on A's link but nobody has it: the query leaves, no
+	// answer ever comes.
+	for range n {
+		if code, _ := dnsDig(t, env.pair.A, "dns-dig-timeout", "@198.18.0.77", "+tries=1", "+timeout=1", "web."+dnsDomain, "A"); code != "" {
+			t.Fatalf("a query to an address nobody has was answered: %s", code)
+		}
+	}
+	dnsWaitLookups(t, agent, map[string]bool{"dns-dig-timeout": true}, map[string]uint64{
+		dnsOutcomeKey("dns-dig-timeout", "web."+dnsDomain, "A", "timeout", "udp"): n,
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mfs := dnsScrapeFamilies(t, agent.MetricsURL)
+		kernel := dnsFamilySum(mfs, "otelbee_dns_queries_pending", map[string]string{"location": "kernel"})
+		agentSide := dnsFamilySum(mfs, "otelbee_dns_queries_pending", map[string]string{"location": "agent"})
+		unanswered := dnsFamilySum(mfs, "otelbee_dns_queries_unanswered_total", nil)
+		if kernel == 0 && agentSide == 0 && unanswered == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pending: kernel %v, agent %v; unanswered %v (want 0, 0, %d)", kernel, agentSide, unanswered, n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestDNSMalformedBurst: malformed queries to port 53 are counted as
+// unparseable, the agent keeps running, the next good lookup is seen.
+func TestDNSMalformedBurst(t *testing.T) {
+	dnsRequireTools(t, "python3")
+	env := startDNSEnv(t, "dnsbad")
+	agent := harness.StartAgent(t, nil, "--collectors=dns")
+	// Every packet has QR=0 (a query) and is rejected by any DNS parser:
+	// a truncated header, a name pointer to itself, two pointers in a
+	// loop, a label running past the end, a header with no question.
+	py := `
+import socket, struct, sys
+server = sys.argv[1]
+hdr = lambda i, qd: struct.pack(">HHHHHH", i, 0x0100, qd, 0, 0, 0)
+kinds = [
+    lambda i: hdr(i, 1)[:3 + i % 9],
+    lambda i: hdr(i, 1) + b"\xc0\x0c\x00\x01\x00\x01",
+    lambda i: hdr(i, 1) + b"\x01a\xc0\x0e\x00\x01\x00\x01",
+    lambda i: hdr(i, 1) + b"\x3fabc",
+    lambda i: hdr(i, 0),
+]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+n = 0
+for i in range(200):
+    s.sendto(kinds[i % len(kinds)](i + 1), (server, 53))
+    n += 1
+print(n)
+`
+	out, _ := dnsRunClient(t, env.pair.A, "dns-garbage", "python3", "-c", py, env.server)
+	sent, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mfs := dnsScrapeFamilies(t, agent.MetricsURL)
+		bad := dnsFamilySum(mfs, "otelbee_dns_packets_total", map[string]string{"dns_message_type": "query", "outcome": "unparseable"})
+		if bad == float64(sent) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("unparseable queries: %v, want %d", bad, sent)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if exited, err := agent.Exited(); exited {
+		t.Fatalf("agent exited: %v\n%s", err, agent.LogTail(30))
+	}
+	code, pid := dnsDig(t, env.pair.A, "dns-after", "@"+env.server, "+tries=1", "+timeout=3", "web."+dnsDomain, "A")
+	inst := dnsWaitLookups(t, agent, map[string]bool{"dns-after": true}, map[string]uint64{
+		dnsOutcomeKey("dns-after", "web."+dnsDomain, "A", code, "udp"): 1,
+	})
+	dnsCheckInstances(t, inst, "dns-after", pid)
+}
+
+var dnsperfSent = regexp.MustCompile(`Queries sent:\s+(\d+)`)
+
+// TestDNSOverloadNothingLostSilently: dnsperf at a fixed high rate for 10 s.
+// Lookups the agent recorded (answered or timed out) plus lookups it counted
+// as dropped equal the queries dnsperf sent, exactly. Once with a ring
+// buffer too small for the rate (drops happen and are counted), once with
+// the default (the CPU and BPF cost per lookup are logged for
+// docs/benchmarks.md).
+func TestDNSOverloadNothingLostSilently(t *testing.T) {
+	dnsRequireTools(t, "dnsperf")
+	for _, tc := range []struct {
+		name    string
+		ringBuf int
+	}{{"small_ringbuf", 64 << 10}, {"default_ringbuf", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := startDNSEnv(t, "dnsperf")
+			args := []string{"--collectors=dns", "--dns.timeout=2s", "--bpf.stats"}
+			if tc.ringBuf > 0 {
+				cfg := filepath.Join(t.TempDir(), "otelbee.yaml")
+				os.WriteFile(cfg, []byte(fmt.Sprintf("dns:\n  ring_buffer_bytes: %d\n", tc.ringBuf)), 0o644)
+				args = append(args, "--config="+cfg)
+			}
+			agent := harness.StartAgent(t, nil, args...)
+			data := filepath.Join(t.TempDir(), "queries.txt")
+			os.WriteFile(data, []byte("web.otelbee.test A\nmissing.otelbee.test A\ntxt.otelbee.test TXT\nweb.otelbee.test AAAA\n"), 0o644)
+			before := dnsScrapeFamilies(t, agent.MetricsURL)
+			cpuBefore := dnsFamilySum(before, "process_cpu_time_seconds_total", nil)
+
+			const rate = 20000
+			out, _ := dnsRunClient(t, env.pair.A, "dns-perf", "dnsperf", "-s", env.server, "-d", data,
+				"-l", "10", "-Q", strconv.Itoa(rate), "-c", "4", "-q", "1000", "-t", "5")
+			m := dnsperfSent.FindStringSubmatch(out)
+			if m == nil {
+				t.Fatalf("dnsperf output has no 'Queries sent':\n%s", out)
+			}
+			sent, _ := strconv.ParseFloat(m[1], 64)
+
+			var recorded, dropped float64
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				mfs := dnsScrapeFamilies(t, agent.MetricsURL)
+				counts, _ := dnsLookupCounts(mfs, map[string]bool{"dns-perf": true})
+				recorded = 0
+				for _, v := range counts {
+					recorded += float64(v)
+				}
+				dropped = dnsFamilySum(mfs, "otelbee_dns_lookups_dropped_total", map[string]string{"service_name": "dns-perf"})
+				retrans := dnsFamilySum(mfs, "otelbee_dns_queries_retransmitted_total", nil)
+				pending := dnsFamilySum(mfs, "otelbee_dns_queries_pending", nil)
+				if recorded+dropped+retrans == sent && pending == 0 {
+					cpu := dnsFamilySum(mfs, "process_cpu_time_seconds_total", nil) - cpuBefore
+					t.Logf("dnsperf sent %.0f queries (%d/s for 10 s); agent recorded %.0f lookups, counted %.0f dropped, %.0f retransmitted",
+						sent, rate, recorded, dropped, retrans)
+					t.Logf("agent CPU %.3f s for %.0f lookups: %.2f µs per lookup", cpu, sent, cpu/sent*1e6)
+					for _, prog := range []string{"dns_egress", "dns_ingress", "dns_connect4", "dns_sendmsg4", "dns_sock_release"} {
+						sel := map[string]string{"collector": "dns", "program": prog}
+						rt := dnsFamilySum(mfs, "otelbee_bpf_program_run_time_seconds_total", sel)
+						rc := dnsFamilySum(mfs, "otelbee_bpf_program_run_count_total", sel)
+						if rc > 0 {
+							t.Logf("BPF %s: %.0f runs, %.3f s, %.0f ns per run", prog, rc, rt, rt/rc*1e9)
+						}
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("recorded %v + dropped %v + retransmitted %v != sent %v (pending %v)\n%s",
+						recorded, dropped, retrans, sent, pending, dnsCountsString(counts))
+				}
+				time.Sleep(250 * time.Millisecond)
+			}
+			if tc.ringBuf > 0 && dropped == 0 {
+				t.Logf("note: no drops with a %d-byte ring buffer at %d/s (the agent kept up)", tc.ringBuf, rate)
+			}
+		})
+	}
+}
