@@ -57,6 +57,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Metrics the collectors aggregate in the kernel reach both readers
+	// through one producer.
+	producers := &collectors.ProducerSet{}
 	var (
 		readers   []sdkmetric.Option
 		exporters []exportCounter
@@ -69,7 +72,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			return fmt.Errorf("listening for prometheus on %s: %w", cfg.Prometheus.Listen, err)
 		}
 		defer listener.Close()
-		prom = promexp.New(promexp.WithLogger(logger.With("component", "prometheus")), promexp.WithoutScopeLabels())
+		prom = promexp.New(promexp.WithLogger(logger.With("component", "prometheus")), promexp.WithoutScopeLabels(), promexp.WithProducer(producers))
 		readers = append(readers, sdkmetric.WithReader(prom.Reader()))
 	}
 	otlpCfg := cfg.OTLP.exporterConfig()
@@ -79,7 +82,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			return fmt.Errorf("creating otlp metric exporter: %w", err)
 		}
 		// The periodic reader honours OTEL_METRIC_EXPORT_INTERVAL/_TIMEOUT.
-		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)))
+		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp, sdkmetric.WithProducer(producers))))
 		exporters = append(exporters, exportCounter{name: "otlp_metrics", failures: exp.Failures})
 		log.Info("exporting OTLP metrics", "protocol", exp.Protocol())
 	}
@@ -116,6 +119,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	host, _ := os.Hostname()
 	deps := collectors.Deps{
 		TracerProvider: tp,
+		Producers:      producers,
 		Processes:      identity.NewResolver("/proc", host),
 		Probes:         hook.NewProbes(),
 		Hooks:          hook.NewRegistry(),

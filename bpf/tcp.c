@@ -1,7 +1,8 @@
 // TCP collector: connection lifecycle, exact payload bytes, retransmits and
 // resets, summed per (process, peer, server port, direction) in a per-CPU
-// hash; one ring buffer record per closed connection for the duration and RTT
-// histograms, which need the individual value.
+// hash; the duration and RTT histograms are bucketed here too, at close, so
+// every number stays exact under any load and user space does nothing per
+// connection.
 //
 // Every hook has several entry points (tp_btf, fentry/fexit, kprobe, classic
 // tracepoint); user space attaches exactly one per hook, so each entry point
@@ -26,13 +27,21 @@ enum connect_failure {
 };
 
 enum tcp_counter {
-	COUNTER_EVENTS_SUBMITTED = 0,
-	COUNTER_DROP_RINGBUF_FULL = 1,
+	COUNTER_CLOSES = 0,
+	COUNTER_DROP_HIST_FULL = 1,
 	COUNTER_DROP_SOCKS_FULL = 2,
 	COUNTER_DROP_STATS_FULL = 3,
 	COUNTER_DROP_LISTENERS_FULL = 4,
 	COUNTER_MAX = 5,
 };
+
+// Histogram bucket upper bounds, set by user space before loading (one
+// source of truth for the kernel and the exported bounds). A value v lands in
+// the first bucket whose bound is >= v; the last bucket is +Inf.
+#define DURATION_BOUNDS 17
+#define RTT_BOUNDS 24
+const volatile __u64 duration_bounds_ns[DURATION_BOUNDS];
+const volatile __u64 rtt_bounds_us[RTT_BOUNDS];
 
 // conn_key identifies one series. The ephemeral port is never part of it.
 struct conn_key {
@@ -67,17 +76,17 @@ struct listener_key {
 	__u16 _pad;
 };
 
-struct close_event {
-	struct conn_key key;
-	__u64 duration_ns;
-	__u32 srtt_us;
-	__u32 _pad;
+struct conn_hist {
+	__u64 duration[DURATION_BOUNDS + 1];
+	__u64 rtt[RTT_BOUNDS + 1];
+	__u64 duration_sum_ns;
+	__u64 rtt_sum_us;
 };
 
 // Unused instances make bpf2go emit Go types for these structs.
 const struct conn_key *unused_conn_key __attribute__((unused));
 const struct conn_counters *unused_conn_counters __attribute__((unused));
-const struct close_event *unused_close_event __attribute__((unused));
+const struct conn_hist *unused_conn_hist __attribute__((unused));
 const struct listener_key *unused_listener_key __attribute__((unused));
 const enum connect_failure *unused_connect_failure __attribute__((unused));
 const enum tcp_counter *unused_tcp_counter __attribute__((unused));
@@ -103,17 +112,25 @@ struct {
 	__type(value, __u32);
 } listeners SEC(".maps");
 
+// Per-CPU: the hot path (every send and receive) adds without contention.
+// Not preallocated: per-CPU memory is max_entries x CPUs x value size.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct conn_key);
 	__type(value, struct conn_counters);
 } conn_stats SEC(".maps");
 
+// Shared with atomic adds: touched once per closed connection, and a
+// per-CPU copy of 400 bytes per series per CPU would cost more than the
+// rare contention.
 struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
-} close_events SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct conn_key);
+	__type(value, struct conn_hist);
+} conn_hists SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -130,8 +147,6 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } sendmsg_args SEC(".maps");
-
-#define RINGBUF_WAKEUP_BYTES (16 * 1024)
 
 static __always_inline struct conn_counters *stats_for(const struct conn_key *key)
 {
@@ -206,29 +221,57 @@ static __always_inline __u32 failure_reason(const struct sock *sk)
 	return FAILURE_OTHER;
 }
 
-static __always_inline void emit_close(const struct sock *sk, const struct sock_info *si)
+static __always_inline __u32 bucket_of(const volatile __u64 *bounds, __u32 n, __u64 v)
 {
-	struct close_event *ev = bpf_ringbuf_reserve(&close_events, sizeof(*ev), 0);
-	if (!ev) {
-		bump(&counters, COUNTER_DROP_RINGBUF_FULL);
-		return;
+	__u32 i;
+	for (i = 0; i < n; i++) {
+		if (v <= bounds[i])
+			break;
 	}
-	ev->key = si->key;
-	ev->duration_ns = bpf_ktime_get_ns() - si->start_ns;
-	ev->srtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
-	ev->_pad = 0;
-	// Wake the reader only once a batch has piled up: a wakeup per event
-	// costs user space far more than the event itself. The reader also polls
-	// on a short deadline, so a lone event waits at most that long.
-	__u64 flags = bpf_ringbuf_query(&close_events, BPF_RB_AVAIL_DATA) >= RINGBUF_WAKEUP_BYTES ?
-			      BPF_RB_FORCE_WAKEUP :
-			      BPF_RB_NO_WAKEUP;
-	bpf_ringbuf_submit(ev, flags);
-	bump(&counters, COUNTER_EVENTS_SUBMITTED);
+	return i;
+}
+
+// record_close buckets the connection's duration and smoothed RTT.
+static __always_inline void record_close(const struct sock *sk, const struct sock_info *si)
+{
+	struct conn_hist *h = bpf_map_lookup_elem(&conn_hists, &si->key);
+	if (!h) {
+		static const struct conn_hist zero;
+		bpf_map_update_elem(&conn_hists, &si->key, &zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&conn_hists, &si->key);
+		if (!h) {
+			bump(&counters, COUNTER_DROP_HIST_FULL);
+			return;
+		}
+	}
+	__u64 duration = bpf_ktime_get_ns() - si->start_ns;
+	__u32 b = bucket_of(duration_bounds_ns, DURATION_BOUNDS, duration);
+	if (b <= DURATION_BOUNDS)
+		__sync_fetch_and_add(&h->duration[b], 1);
+	__sync_fetch_and_add(&h->duration_sum_ns, duration);
+	__u64 srtt = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
+	if (srtt) {
+		b = bucket_of(rtt_bounds_us, RTT_BOUNDS, srtt);
+		if (b <= RTT_BOUNDS)
+			__sync_fetch_and_add(&h->rtt[b], 1);
+		__sync_fetch_and_add(&h->rtt_sum_us, srtt);
+	}
+	bump(&counters, COUNTER_CLOSES);
+}
+
+// interesting_transition filters on the states alone, before any read of
+// the socket: half of a connection's transitions (FIN_WAIT1, FIN_WAIT2,
+// CLOSE_WAIT, LAST_ACK, LISTEN -> SYN_RECV) need nothing.
+static __always_inline int interesting_transition(int oldstate, int newstate)
+{
+	return newstate == TCP_LISTEN || newstate == TCP_SYN_SENT || newstate == TCP_CLOSE ||
+	       oldstate == TCP_SYN_SENT || (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED);
 }
 
 static __always_inline void on_state_change(const struct sock *sk, int oldstate, int newstate)
 {
+	if (!interesting_transition(oldstate, newstate))
+		return;
 	__u16 family;
 	if (!is_tcp_inet(sk, &family))
 		return;
@@ -257,8 +300,6 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 			bpf_map_delete_elem(&listeners, &lk);
 		return;
 	}
-	if (oldstate == TCP_LISTEN) // a child socket being cloned: LISTEN -> SYN_RECV
-		return;
 	if (newstate == TCP_SYN_SENT) {
 		// connect() runs in the connecting process; address and port are set.
 		struct sock_info si = {};
@@ -318,7 +359,7 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 			c = stats_for(&si->key);
 			if (c)
 				__sync_fetch_and_add(&c->closed, 1);
-			emit_close(sk, si);
+			record_close(sk, si);
 		}
 		bpf_map_delete_elem(&socks, &skp);
 	}

@@ -6,9 +6,13 @@ package collectors
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"sync"
 
 	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otelbee/otelbee/collectors/hook"
@@ -40,6 +44,9 @@ type Deps struct {
 	Probes         *hook.Probes
 	Hooks          *hook.Registry
 	Attach         hook.Options
+	// Producers takes metrics aggregated in the kernel (nil: none wanted,
+	// as in `otelbee doctor`).
+	Producers *ProducerSet
 }
 
 // StageStats counts what one stage of a collector's pipeline handled. At
@@ -55,4 +62,37 @@ type StageStats struct {
 // agent exports the numbers as otelbee.events.* self-metrics.
 type PipelineReporter interface {
 	PipelineStats() []StageStats
+}
+
+// ProducerSet gathers the metrics collectors aggregate outside the SDK (in
+// the kernel) for the agent's readers, which take one producer each.
+type ProducerSet struct {
+	mu        sync.Mutex
+	producers []sdkmetric.Producer
+}
+
+// Add registers a producer; it is asked on every collection from then on.
+func (s *ProducerSet) Add(p sdkmetric.Producer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.producers = append(s.producers, p)
+}
+
+// Produce implements sdkmetric.Producer.
+func (s *ProducerSet) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, error) {
+	s.mu.Lock()
+	ps := append([]sdkmetric.Producer(nil), s.producers...)
+	s.mu.Unlock()
+	var (
+		out  []metricdata.ScopeMetrics
+		errs []error
+	)
+	for _, p := range ps {
+		sm, err := p.Produce(ctx)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		out = append(out, sm...)
+	}
+	return out, errors.Join(errs...)
 }

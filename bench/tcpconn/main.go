@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -72,7 +73,8 @@ func main() {
 	}
 
 	cpu0, _ := cpuSeconds(agent.Process.Pid)
-	bpf0 := bpfRunTime(metricsURL)
+	bpf0 := bpfRunTime(metricsURL, "otelbee_bpf_program_run_time_seconds_total")
+	runs0 := bpfRunTime(metricsURL, "otelbee_bpf_program_run_count_total")
 	client := exec.Command(*loadBin, "-client", "-addr", addr, "-rate", strconv.Itoa(*rate),
 		"-duration", duration.String(), "-parallel", "128", "-send", "100", "-recv", "100", "-max", "1000000")
 	client.Env = append(os.Environ(), "OTEL_SERVICE_NAME=bench-client")
@@ -83,7 +85,8 @@ func main() {
 	}
 	time.Sleep(time.Second) // let the last closes land
 	cpu1, _ := cpuSeconds(agent.Process.Pid)
-	bpf1 := bpfRunTime(metricsURL)
+	bpf1 := bpfRunTime(metricsURL, "otelbee_bpf_program_run_time_seconds_total")
+	runs1 := bpfRunTime(metricsURL, "otelbee_bpf_program_run_count_total")
 	hwm := peakRSS(agent.Process.Pid)
 
 	var rep struct {
@@ -104,10 +107,21 @@ func main() {
 	fmt.Printf("agent CPU: %.3f s total, %.2f µs per connection\n", cpu1-cpu0, (cpu1-cpu0)/conns*1e6)
 	var bpfTotal float64
 	fmt.Printf("BPF run time per connection, by program:\n")
-	for name, v := range bpf1 {
+	names := make([]string, 0, len(bpf1))
+	for name := range bpf1 {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		v := bpf1[name]
 		d := v - bpf0[name]
 		bpfTotal += d
-		fmt.Printf("  %-24s %8.3f µs\n", name, d/conns*1e6)
+		runs := runs1[name] - runs0[name]
+		perRun := 0.0
+		if runs > 0 {
+			perRun = d / runs * 1e9
+		}
+		fmt.Printf("  %-24s %8.3f µs  (%6.2f runs, %5.0f ns per run)\n", name, d/conns*1e6, runs/conns, perRun)
 	}
 	fmt.Printf("BPF total: %.2f µs per connection\n", bpfTotal/conns*1e6)
 	fmt.Printf("total (agent + BPF): %.2f µs per connection\n", (cpu1-cpu0+bpfTotal)/conns*1e6)
@@ -146,8 +160,8 @@ func peakRSS(pid int) int64 {
 	return 0
 }
 
-// bpfRunTime reads otelbee_bpf_program_run_time_seconds_total by program.
-func bpfRunTime(url string) map[string]float64 {
+// bpfRunTime reads one of the agent's per-program BPF statistics.
+func bpfRunTime(url, metric string) map[string]float64 {
 	out := map[string]float64{}
 	resp, err := http.Get(url)
 	if err != nil {
@@ -158,7 +172,7 @@ func bpfRunTime(url string) map[string]float64 {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "otelbee_bpf_program_run_time_seconds_total{") {
+		if !strings.HasPrefix(line, metric+"{") {
 			continue
 		}
 		i := strings.Index(line, `program="`)

@@ -1,41 +1,11 @@
 package tcp
 
 import (
-	"encoding/binary"
-	"errors"
 	"net/netip"
 	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
 )
-
-// closeEventSize is sizeof(struct close_event) in bpf/tcp.c.
-const closeEventSize = 40
-
-var errShortEvent = errors.New("close event shorter than 40 bytes")
-
-// closeEvent is a decoded ring buffer record.
-type closeEvent struct {
-	key        tcpConnKey
-	durationNs uint64
-	srttUs     uint32
-}
-
-// decodeCloseEvent reads a struct close_event without reflection or
-// allocation: it runs once per closed connection.
-func decodeCloseEvent(b []byte, ev *closeEvent) error {
-	if len(b) < closeEventSize {
-		return errShortEvent
-	}
-	copy(ev.key.Peer[:], b[0:16])
-	ev.key.Tgid = binary.LittleEndian.Uint32(b[16:20])
-	ev.key.ServerPort = binary.LittleEndian.Uint16(b[20:22])
-	ev.key.Direction = b[22]
-	ev.key.Pad = 0
-	ev.durationNs = binary.LittleEndian.Uint64(b[24:32])
-	ev.srttUs = binary.LittleEndian.Uint32(b[32:36])
-	return nil
-}
 
 // Attribute keys of the TCP metrics.
 const (

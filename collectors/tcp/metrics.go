@@ -8,13 +8,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 )
 
-// Bucket boundaries, in seconds. RTT buckets are dense around the 1-50 ms of
-// real networks so that a quantile estimate lands within a few percent.
-var (
-	durationBuckets = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600}
-	rttBuckets      = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.0225, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5}
-)
-
 type observables struct {
 	opened, closed, failed, io, retransmits, resets metric.Int64ObservableCounter
 	active                                          metric.Int64ObservableUpDownCounter
@@ -43,18 +36,6 @@ func (c *Collector) instruments() error {
 	}
 	o.active, err = m.Int64ObservableUpDownCounter("tcp.connection.active", metric.WithUnit("{connection}"),
 		metric.WithDescription("Established TCP connections open now (among those set up while the agent ran)."))
-	if err != nil {
-		return fmt.Errorf("creating tcp instruments: %w", err)
-	}
-	c.duration, err = m.Float64Histogram("tcp.connection.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time from establishment to close of TCP connections."),
-		metric.WithExplicitBucketBoundaries(durationBuckets...))
-	if err != nil {
-		return fmt.Errorf("creating tcp instruments: %w", err)
-	}
-	c.rtt, err = m.Float64Histogram("tcp.connection.rtt", metric.WithUnit("s"),
-		metric.WithDescription("Smoothed round-trip time of each TCP connection when it closes."),
-		metric.WithExplicitBucketBoundaries(rttBuckets...))
 	if err != nil {
 		return fmt.Errorf("creating tcp instruments: %w", err)
 	}
@@ -127,6 +108,7 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 		c.mu.Lock()
 		for _, k := range retire {
 			c.stats.Delete(k)
+			c.hists.Delete(k)
 			delete(c.series, k)
 		}
 		for pid := range retired {
@@ -135,16 +117,4 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 		c.mu.Unlock()
 	}
 	return nil
-}
-
-// instrumentsForBench creates the histograms only: benchmarks have no maps.
-func (c *Collector) instrumentsForBench() error {
-	var err error
-	if c.duration, err = c.deps.Meter.Float64Histogram("tcp.connection.duration", metric.WithUnit("s"),
-		metric.WithExplicitBucketBoundaries(durationBuckets...)); err != nil {
-		return err
-	}
-	c.rtt, err = c.deps.Meter.Float64Histogram("tcp.connection.rtt", metric.WithUnit("s"),
-		metric.WithExplicitBucketBoundaries(rttBuckets...))
-	return err
 }

@@ -5,16 +5,12 @@ package tcp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
@@ -102,10 +98,6 @@ func Hooks() []hook.Hook {
 	}
 }
 
-// readPollInterval is the longest a closed connection waits in the ring
-// buffer before its duration and RTT are recorded.
-const readPollInterval = 200 * time.Millisecond
-
 // Collector is the TCP collector.
 type Collector struct {
 	deps collectors.Deps
@@ -113,17 +105,13 @@ type Collector struct {
 	log  *slog.Logger
 
 	loader   *hook.Loader
-	reader   *ringbuf.Reader
 	stats    *ebpf.Map
+	hists    *ebpf.Map
 	counters *ebpf.Map
 	socks    *ebpf.Map
 
-	duration metric.Float64Histogram
-	rtt      metric.Float64Histogram
-	reg      metric.Registration
-
-	received  atomic.Uint64 // ring buffer records read
-	malformed atomic.Uint64
+	reg   metric.Registration
+	start time.Time // start of the cumulative histograms
 
 	mu      sync.Mutex
 	series  map[tcpConnKey]*seriesAttrs
@@ -154,6 +142,9 @@ func (c *Collector) Load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading tcp object: %w", err)
 	}
+	if err := setBounds(spec); err != nil {
+		return err
+	}
 	opts := c.deps.Attach
 	opts.MaxEntries = map[string]uint32{
 		tcpMapSocks:     c.cfg.MaxConnections,
@@ -179,58 +170,25 @@ func (c *Collector) Load(ctx context.Context) error {
 		c.log.Debug("seeded listening sockets", "count", n)
 	}
 	c.stats = c.loader.Map(tcpMapConnStats)
+	c.hists = c.loader.Map(tcpMapConnHists)
 	c.counters = c.loader.Map(tcpMapCounters)
 	c.socks = c.loader.Map(tcpMapSocks)
-	c.reader, err = ringbuf.NewReader(c.loader.Map(tcpMapCloseEvents))
-	if err != nil {
-		c.loader.Close()
-		return fmt.Errorf("opening close_events ring buffer: %w", err)
-	}
+	c.start = time.Now()
 	if err := c.instruments(); err != nil {
 		c.Close()
 		return err
 	}
+	if c.deps.Producers != nil {
+		c.deps.Producers.Add(c)
+	}
 	return nil
 }
 
-// Run drains the ring buffer until Close closes the reader or ctx ends.
+// Run retires the series of exited processes until ctx ends. Everything
+// else happens in the kernel and when metrics are collected.
 func (c *Collector) Run(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { c.reader.Close() })
-	defer stop()
-	go c.sweepLoop(ctx)
-	var (
-		rec ringbuf.Record
-		ev  closeEvent
-	)
-	for {
-		// The kernel wakes us only for batches (see emit_close); the deadline
-		// bounds how long a lone record waits.
-		c.reader.SetDeadline(time.Now().Add(readPollInterval))
-		if err := c.reader.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrClosed) {
-				return nil
-			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
-			}
-			return fmt.Errorf("reading close_events: %w", err)
-		}
-		c.received.Add(1)
-		if err := decodeCloseEvent(rec.RawSample, &ev); err != nil {
-			c.malformed.Add(1)
-			continue
-		}
-		c.recordClose(ctx, &ev)
-	}
-}
-
-func (c *Collector) recordClose(ctx context.Context, ev *closeEvent) {
-	a := c.attrsFor(ev.key)
-	// Passing a prepared slice keeps the variadic call from allocating.
-	c.duration.Record(ctx, float64(ev.durationNs)/1e9, a.record...)
-	if ev.srttUs > 0 {
-		c.rtt.Record(ctx, float64(ev.srttUs)/1e6, a.record...)
-	}
+	c.sweepLoop(ctx)
+	return nil
 }
 
 // sweepLoop forgets exited processes so their kernel series can be retired.
@@ -262,9 +220,6 @@ func (c *Collector) Close() error {
 		if c.reg != nil {
 			c.reg.Unregister()
 		}
-		if c.reader != nil {
-			c.reader.Close()
-		}
 		if c.loader != nil {
 			err = c.loader.Close()
 		}
@@ -273,17 +228,12 @@ func (c *Collector) Close() error {
 }
 
 // PipelineStats implements collectors.PipelineReporter from the kernel's
-// counters and the reader's.
+// counters: what could not be recorded because a map was full.
 func (c *Collector) PipelineStats() []collectors.StageStats {
 	k := c.kernelCounters()
 	return []collectors.StageStats{
-		{
-			Stage:     "ringbuf",
-			Produced:  k[tcpTcpCounterCOUNTER_EVENTS_SUBMITTED] + k[tcpTcpCounterCOUNTER_DROP_RINGBUF_FULL],
-			Delivered: c.received.Load(),
-			Dropped:   k[tcpTcpCounterCOUNTER_DROP_RINGBUF_FULL],
-		},
-		{Stage: "decode", Produced: c.received.Load(), Delivered: c.received.Load() - c.malformed.Load(), Dropped: c.malformed.Load()},
+		{Stage: "hist_map", Produced: k[tcpTcpCounterCOUNTER_CLOSES] + k[tcpTcpCounterCOUNTER_DROP_HIST_FULL],
+			Delivered: k[tcpTcpCounterCOUNTER_CLOSES], Dropped: k[tcpTcpCounterCOUNTER_DROP_HIST_FULL]},
 		{Stage: "socks_map", Dropped: k[tcpTcpCounterCOUNTER_DROP_SOCKS_FULL]},
 		{Stage: "stats_map", Dropped: k[tcpTcpCounterCOUNTER_DROP_STATS_FULL]},
 		{Stage: "listeners_map", Dropped: k[tcpTcpCounterCOUNTER_DROP_LISTENERS_FULL]},
@@ -307,10 +257,10 @@ func (c *Collector) kernelCounters() [tcpTcpCounterCOUNTER_MAX]uint64 {
 	return out
 }
 
-// seriesAttrs caches the measurement options of one kernel series, so that
-// neither the ring buffer path nor a scrape builds attribute sets anew.
+// seriesAttrs caches the attributes of one kernel series, so that a
+// collection builds no attribute set it built before.
 type seriesAttrs struct {
-	record   []metric.RecordOption
+	set      attribute.Set
 	failed   [tcpConnectFailureFAILURE_MAX]metric.ObserveOption
 	sent     metric.ObserveOption
 	received metric.ObserveOption
@@ -330,7 +280,7 @@ func (c *Collector) attrsFor(k tcpConnKey) *seriesAttrs {
 		return metric.WithAttributeSet(attribute.NewSet(append(kv[:len(kv):len(kv)], extra)...))
 	}
 	a := &seriesAttrs{
-		record:   []metric.RecordOption{metric.WithAttributeSet(set)},
+		set:      set,
 		obsBase:  metric.WithAttributeSet(set),
 		sent:     with(keyIODirection.String("transmit")),
 		received: with(keyIODirection.String("receive")),

@@ -40,7 +40,8 @@ func startCollector(t *testing.T) (*Collector, *sdkmetric.ManualReader, *hook.Re
 			t.Skipf("skipping: forced attach mode %s is unavailable here: %v", force, err)
 		}
 	}
-	reader := sdkmetric.NewManualReader()
+	producers := &collectors.ProducerSet{}
+	reader := sdkmetric.NewManualReader(sdkmetric.WithProducer(producers))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { mp.Shutdown(context.Background()) })
 	reg := hook.NewRegistry()
@@ -51,6 +52,7 @@ func startCollector(t *testing.T) (*Collector, *sdkmetric.ManualReader, *hook.Re
 		Probes:    probes,
 		Hooks:     reg,
 		Attach:    hook.Options{Force: force, Strict: true},
+		Producers: producers,
 	}, DefaultConfig())
 	if err := c.Load(context.Background()); err != nil {
 		if force != "" && hook.IsUnsupported(err) {
@@ -221,18 +223,10 @@ func TestPrivilegedExactLoopbackCounts(t *testing.T) {
 	}
 	waitFor(t, c, want)
 
-	// The same numbers reach the OpenTelemetry instruments; the histograms
-	// within the reader's poll interval.
+	// The same numbers reach the OpenTelemetry readers.
 	var rm metricdata.ResourceMetrics
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if err := reader.Collect(context.Background(), &rm); err != nil {
-			t.Fatal(err)
-		}
-		if histCount(rm, "tcp.connection.duration", fmt.Sprint(port)) == 2*conns || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
 	}
 	got := sumWhere(rm, "tcp.connection.io", map[string]string{
 		"network.connection.direction": "outbound", "network.io.direction": "transmit",
@@ -318,6 +312,15 @@ func histCount(rm metricdata.ResourceMetrics, name, port string) uint64 {
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			h, ok := m.Data.(metricdata.Histogram[float64])
+			for _, dp := range h.DataPoints {
+				var buckets uint64
+				for _, b := range dp.BucketCounts {
+					buckets += b
+				}
+				if buckets != dp.Count || len(dp.BucketCounts) != len(dp.Bounds)+1 {
+					panic(fmt.Sprintf("%s: malformed histogram point %+v", m.Name, dp))
+				}
+			}
 			if m.Name != name || !ok {
 				continue
 			}

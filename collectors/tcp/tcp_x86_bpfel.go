@@ -13,14 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type tcpCloseEvent struct {
-	_          structs.HostLayout
-	Key        tcpConnKey
-	DurationNs uint64
-	SrttUs     uint32
-	Pad        uint32
-}
-
 type tcpConnCounters struct {
 	_              structs.HostLayout
 	Opened         uint64
@@ -31,6 +23,14 @@ type tcpConnCounters struct {
 	Retransmits    uint64
 	ResetsSent     uint64
 	ResetsReceived uint64
+}
+
+type tcpConnHist struct {
+	_             structs.HostLayout
+	Duration      [18]uint64
+	Rtt           [25]uint64
+	DurationSumNs uint64
+	RttSumUs      uint64
 }
 
 type tcpConnKey struct {
@@ -79,8 +79,8 @@ type tcpSockInfo struct {
 type tcpTcpCounter uint32
 
 const (
-	tcpTcpCounterCOUNTER_EVENTS_SUBMITTED    tcpTcpCounter = 0
-	tcpTcpCounterCOUNTER_DROP_RINGBUF_FULL   tcpTcpCounter = 1
+	tcpTcpCounterCOUNTER_CLOSES              tcpTcpCounter = 0
+	tcpTcpCounterCOUNTER_DROP_HIST_FULL      tcpTcpCounter = 1
 	tcpTcpCounterCOUNTER_DROP_SOCKS_FULL     tcpTcpCounter = 2
 	tcpTcpCounterCOUNTER_DROP_STATS_FULL     tcpTcpCounter = 3
 	tcpTcpCounterCOUNTER_DROP_LISTENERS_FULL tcpTcpCounter = 4
@@ -91,7 +91,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcpMapCloseEvents          = "close_events"
+	tcpMapConnHists            = "conn_hists"
 	tcpMapConnStats            = "conn_stats"
 	tcpMapCounters             = "counters"
 	tcpMapListeners            = "listeners"
@@ -114,8 +114,10 @@ const (
 	tcpProgTcpSendTp           = "tcp_send_tp"
 	tcpProgTcpStateBtf         = "tcp_state_btf"
 	tcpProgTcpStateTp          = "tcp_state_tp"
-	tcpVarUnusedCloseEvent     = "unused_close_event"
+	tcpVarDurationBoundsNs     = "duration_bounds_ns"
+	tcpVarRttBoundsUs          = "rtt_bounds_us"
 	tcpVarUnusedConnCounters   = "unused_conn_counters"
+	tcpVarUnusedConnHist       = "unused_conn_hist"
 	tcpVarUnusedConnKey        = "unused_conn_key"
 	tcpVarUnusedConnectFailure = "unused_connect_failure"
 	tcpVarUnusedDirection      = "unused_direction"
@@ -188,7 +190,7 @@ type tcpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpMapSpecs struct {
-	CloseEvents *ebpf.MapSpec `ebpf:"close_events"`
+	ConnHists   *ebpf.MapSpec `ebpf:"conn_hists"`
 	ConnStats   *ebpf.MapSpec `ebpf:"conn_stats"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
@@ -200,8 +202,10 @@ type tcpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpVariableSpecs struct {
-	UnusedCloseEvent     *ebpf.VariableSpec `ebpf:"unused_close_event"`
+	DurationBoundsNs     *ebpf.VariableSpec `ebpf:"duration_bounds_ns"`
+	RttBoundsUs          *ebpf.VariableSpec `ebpf:"rtt_bounds_us"`
 	UnusedConnCounters   *ebpf.VariableSpec `ebpf:"unused_conn_counters"`
+	UnusedConnHist       *ebpf.VariableSpec `ebpf:"unused_conn_hist"`
 	UnusedConnKey        *ebpf.VariableSpec `ebpf:"unused_conn_key"`
 	UnusedConnectFailure *ebpf.VariableSpec `ebpf:"unused_connect_failure"`
 	UnusedDirection      *ebpf.VariableSpec `ebpf:"unused_direction"`
@@ -229,7 +233,7 @@ func (o *tcpObjects) Close() error {
 //
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpMaps struct {
-	CloseEvents *ebpf.Map `ebpf:"close_events"`
+	ConnHists   *ebpf.Map `ebpf:"conn_hists"`
 	ConnStats   *ebpf.Map `ebpf:"conn_stats"`
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
@@ -239,7 +243,7 @@ type tcpMaps struct {
 
 func (m *tcpMaps) Close() error {
 	return _TcpClose(
-		m.CloseEvents,
+		m.ConnHists,
 		m.ConnStats,
 		m.Counters,
 		m.Listeners,
@@ -252,8 +256,10 @@ func (m *tcpMaps) Close() error {
 //
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpVariables struct {
-	UnusedCloseEvent     *ebpf.Variable `ebpf:"unused_close_event"`
+	DurationBoundsNs     *ebpf.Variable `ebpf:"duration_bounds_ns"`
+	RttBoundsUs          *ebpf.Variable `ebpf:"rtt_bounds_us"`
 	UnusedConnCounters   *ebpf.Variable `ebpf:"unused_conn_counters"`
+	UnusedConnHist       *ebpf.Variable `ebpf:"unused_conn_hist"`
 	UnusedConnKey        *ebpf.Variable `ebpf:"unused_conn_key"`
 	UnusedConnectFailure *ebpf.Variable `ebpf:"unused_connect_failure"`
 	UnusedDirection      *ebpf.Variable `ebpf:"unused_direction"`

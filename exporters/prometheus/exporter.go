@@ -65,6 +65,12 @@ func WithoutScopeLabels() Option {
 	return func(e *Exporter) { e.scopeLabels = false }
 }
 
+// WithProducer adds metrics that are aggregated outside the SDK (the
+// collectors' kernel-side histograms) to every scrape.
+func WithProducer(p sdkmetric.Producer) Option {
+	return func(e *Exporter) { e.reader = sdkmetric.NewManualReader(sdkmetric.WithProducer(p)) }
+}
+
 // New returns an Exporter. Register Reader() on the MeterProvider and serve
 // Handler() (or call Serve).
 func New(opts ...Option) *Exporter {

@@ -1,0 +1,106 @@
+package tcp
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+)
+
+// Histogram bucket upper bounds, in seconds, for the kernel-side histograms
+// (bpf/tcp.c reads them as ns and µs). RTT buckets are dense around the
+// 1-50 ms of real networks so that quantile estimates land within a few
+// percent.
+var (
+	durationBounds = [tcpDurationBounds]float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600}
+	rttBounds      = [tcpRttBounds]float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.0225, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5}
+)
+
+// The sizes bpf/tcp.c compiles with (DURATION_BOUNDS, RTT_BOUNDS); a
+// mismatch with the generated struct fails to compile here.
+const (
+	tcpDurationBounds = len(tcpConnHist{}.Duration) - 1
+	tcpRttBounds      = len(tcpConnHist{}.Rtt) - 1
+)
+
+// setBounds writes the bounds into the object's read-only data.
+func setBounds(spec *ebpf.CollectionSpec) error {
+	var dur [tcpDurationBounds]uint64
+	for i, s := range durationBounds {
+		dur[i] = uint64(s * 1e9)
+	}
+	var rtt [tcpRttBounds]uint64
+	for i, s := range rttBounds {
+		rtt[i] = uint64(s * 1e6)
+	}
+	if err := spec.Variables[tcpVarDurationBoundsNs].Set(dur); err != nil {
+		return fmt.Errorf("setting duration bounds: %w", err)
+	}
+	if err := spec.Variables[tcpVarRttBoundsUs].Set(rtt); err != nil {
+		return fmt.Errorf("setting rtt bounds: %w", err)
+	}
+	return nil
+}
+
+// Produce implements sdkmetric.Producer: the kernel's histograms as
+// cumulative OpenTelemetry histograms, one data point per series.
+func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) {
+	now := time.Now()
+	var (
+		key  tcpConnKey
+		h    tcpConnHist
+		dur  []metricdata.HistogramDataPoint[float64]
+		rtts []metricdata.HistogramDataPoint[float64]
+	)
+	it := c.hists.Iterate()
+	for it.Next(&key, &h) {
+		set := c.attrsFor(key).set
+		if p, ok := histPoint(h.Duration[:], durationBounds[:], float64(h.DurationSumNs)/1e9); ok {
+			p.Attributes, p.StartTime, p.Time = set, c.start, now
+			dur = append(dur, p)
+		}
+		if p, ok := histPoint(h.Rtt[:], rttBounds[:], float64(h.RttSumUs)/1e6); ok {
+			p.Attributes, p.StartTime, p.Time = set, c.start, now
+			rtts = append(rtts, p)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterating conn_hists: %w", err)
+	}
+	return []metricdata.ScopeMetrics{{
+		Scope: instrumentation.Scope{Name: "github.com/otelbee/otelbee/collectors/tcp"},
+		Metrics: []metricdata.Metrics{
+			{
+				Name: "tcp.connection.duration", Unit: "s",
+				Description: "Time from establishment to close of TCP connections.",
+				Data:        metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality, DataPoints: dur},
+			},
+			{
+				Name: "tcp.connection.rtt", Unit: "s",
+				Description: "Smoothed round-trip time of each TCP connection when it closes.",
+				Data:        metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality, DataPoints: rtts},
+			},
+		},
+	}}, nil
+}
+
+// histPoint turns kernel bucket counts (the last one +Inf) into a data
+// point; ok is false for an empty histogram.
+func histPoint(counts []uint64, bounds []float64, sum float64) (metricdata.HistogramDataPoint[float64], bool) {
+	var total uint64
+	for _, n := range counts {
+		total += n
+	}
+	if total == 0 {
+		return metricdata.HistogramDataPoint[float64]{}, false
+	}
+	return metricdata.HistogramDataPoint[float64]{
+		Count:        total,
+		Bounds:       bounds,
+		BucketCounts: append([]uint64(nil), counts...),
+		Sum:          sum,
+	}, true
+}
