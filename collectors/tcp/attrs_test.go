@@ -29,3 +29,5 @@ func TestKeyAttributes(t *testing.T) {
 		}
 	}
 }
+
+func attributeKey(s string) attribute.Key { return attribute.Key(s) }
