@@ -160,6 +160,9 @@ func parseEnd(s string) (name, exit string, dur time.Duration, ok bool) {
 	return name, exit, dur, exit != ""
 }
 
+// noTestsWarning is what a Go test binary prints when -test.run matches no test.
+const noTestsWarning = "testing: warning: no tests to run"
+
 // classify sets a finished job's status, reason, tests and program statistics.
 func classify(j *JobResult) {
 	j.Tests = ParseGoTest(j.Output)
@@ -198,6 +201,9 @@ func classify(j *JobResult) {
 			}
 		}
 		switch {
+		case len(leaves) == 0 && len(skips) == 0 && strings.Contains(j.Output, noTestsWarning):
+			// A -test.run that matches nothing must not pass for a test that ran.
+			j.Status, j.Reason = StatusFail, "no tests ran: the -test.run pattern matches no test"
 		case allSkipped:
 			j.Status, j.Reason = StatusSkip, strings.Join(append(skips, reasons...), "; ")
 		case len(leaves) == 0 && len(skips) > 0:

@@ -208,6 +208,7 @@ func TestClassifyGoTestJobs(t *testing.T) {
 			"TestAttach/tracepoint": StatusPass, "TestAttach/kprobe": StatusSkip, "TestOther": StatusSkip}},
 		{"all skipped is skip", "0", "=== RUN   TestA\n    a_test.go:3: needs root\n--- SKIP: TestA (0.00s)\nPASS\n", StatusSkip, "TestA: needs root", nil},
 		{"failure names the tests", "1", quietOut, StatusFail, "exit=1: TestA/two", nil},
+		{"no test matched -test.run is a failure", "0", "testing: warning: no tests to run\nPASS\n", StatusFail, "no tests ran", nil},
 		{"crash marks unfinished tests failed", "2", "=== RUN   TestA\npanic: boom\n", StatusFail, "exit=2", map[string]Status{"TestA": StatusFail}},
 		{"killed marks unfinished tests timeout", "timeout", "=== RUN   TestA\n=== RUN   TestA/slow\n--- PASS: TestA/fast (0.00s)\n", StatusTimeout, "", map[string]Status{
 			"TestA/slow": StatusTimeout, "TestA/fast": StatusPass}},

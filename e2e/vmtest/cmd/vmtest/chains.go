@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/otelbee/otelbee/collectors/dns"
+	httpc "github.com/otelbee/otelbee/collectors/http"
 	"github.com/otelbee/otelbee/collectors/tcp"
 	"github.com/otelbee/otelbee/e2e/vmtest"
 )
@@ -13,6 +14,7 @@ import (
 func chains() []vmtest.Chain {
 	return []vmtest.Chain{
 		{Collector: dns.Name, Package: "./collectors/dns", Hooks: dns.Hooks()},
+		{Collector: httpc.Name, Package: "./collectors/http", Hooks: httpc.Hooks()},
 		{Collector: tcp.Name, Package: "./collectors/tcp", Hooks: tcp.Hooks()},
 	}
 }
