@@ -532,20 +532,33 @@ int BPF_PROG(tcp_retransmit_btf, const struct sock *sk, const struct sk_buff *sk
 }
 
 // The record layout of tcp_retransmit_skb moved from the shared
-// tcp_event_sk_skb class to its own in 6.x; both start with skbaddr, skaddr.
+// tcp_event_sk_skb class to its own in 6.x, and tcp_send_reset's likewise;
+// all start with skbaddr, skaddr. Local flavours (CO-RE matches the name up
+// to "___") keep this file independent of which layouts vmlinux.h has.
+struct trace_event_raw_tcp_retransmit_skb___own {
+	const void *skbaddr;
+	const void *skaddr;
+} __attribute__((preserve_access_index));
+
+struct trace_event_raw_tcp_send_reset___own {
+	const void *skbaddr;
+	const void *skaddr;
+} __attribute__((preserve_access_index));
+
 struct trace_event_raw_tcp_event_sk_skb___compat {
 	const void *skbaddr;
 	const void *skaddr;
 } __attribute__((preserve_access_index));
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
-int tcp_retransmit_tp(struct trace_event_raw_tcp_retransmit_skb *ctx)
+int tcp_retransmit_tp(void *ctx)
 {
-	if (bpf_core_type_exists(struct trace_event_raw_tcp_retransmit_skb)) {
-		on_retransmit(BPF_CORE_READ(ctx, skaddr), BPF_CORE_READ(ctx, skbaddr));
+	if (bpf_core_type_exists(struct trace_event_raw_tcp_retransmit_skb___own)) {
+		struct trace_event_raw_tcp_retransmit_skb___own *rec = ctx;
+		on_retransmit(BPF_CORE_READ(rec, skaddr), BPF_CORE_READ(rec, skbaddr));
 	} else {
-		struct trace_event_raw_tcp_event_sk_skb___compat *old = (void *)ctx;
-		on_retransmit(BPF_CORE_READ(old, skaddr), BPF_CORE_READ(old, skbaddr));
+		struct trace_event_raw_tcp_event_sk_skb___compat *rec = ctx;
+		on_retransmit(BPF_CORE_READ(rec, skaddr), BPF_CORE_READ(rec, skbaddr));
 	}
 	return 0;
 }
@@ -560,13 +573,14 @@ int BPF_PROG(tcp_reset_sent_btf, const struct sock *sk)
 }
 
 SEC("tracepoint/tcp/tcp_send_reset")
-int tcp_reset_sent_tp(struct trace_event_raw_tcp_send_reset *ctx)
+int tcp_reset_sent_tp(void *ctx)
 {
-	if (bpf_core_type_exists(struct trace_event_raw_tcp_send_reset)) {
-		on_reset(BPF_CORE_READ(ctx, skaddr), 1);
+	if (bpf_core_type_exists(struct trace_event_raw_tcp_send_reset___own)) {
+		struct trace_event_raw_tcp_send_reset___own *rec = ctx;
+		on_reset(BPF_CORE_READ(rec, skaddr), 1);
 	} else {
-		struct trace_event_raw_tcp_event_sk_skb___compat *old = (void *)ctx;
-		on_reset(BPF_CORE_READ(old, skaddr), 1);
+		struct trace_event_raw_tcp_event_sk_skb___compat *rec = ctx;
+		on_reset(BPF_CORE_READ(rec, skaddr), 1);
 	}
 	return 0;
 }
