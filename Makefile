@@ -61,6 +61,7 @@ test: deps check-generated lint test-unit test-e2e vmtest
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./collectors/... ./exporters/...
+	$(GO) run ./bench/tcpconn -agent $(BIN) -rate 20000 -duration 10s
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/local/bin/otelbee
