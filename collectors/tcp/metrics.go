@@ -96,23 +96,31 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 		obs.ObserveInt64(o.retransmits, int64(sum.Retransmits), a.obsBase)
 		obs.ObserveInt64(o.resets, int64(sum.ResetsSent), a.sent)
 		obs.ObserveInt64(o.resets, int64(sum.ResetsReceived), a.received)
-		if retired[key.Tgid] && sum.Opened == sum.Closed {
-			retire = append(retire, key)
+		if retired[key.Tgid] {
+			if sum.Opened == sum.Closed {
+				retire = append(retire, key)
+			} else {
+				// A connection outlived its process (passed to a child):
+				// keep the pid's series until it closes.
+				retired[key.Tgid] = false
+			}
 		}
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("iterating conn_stats: %w", err)
 	}
 	// The exited process's last values were just reported; now forget them.
-	if len(retire) > 0 {
+	if len(retired) > 0 {
 		c.mu.Lock()
 		for _, k := range retire {
 			c.stats.Delete(k)
 			c.hists.Delete(k)
 			delete(c.series, k)
 		}
-		for pid := range retired {
-			delete(c.retired, pid)
+		for pid, done := range retired {
+			if done {
+				delete(c.retired, pid)
+			}
 		}
 		c.mu.Unlock()
 	}
