@@ -167,18 +167,37 @@ static __always_inline void map4(__u8 dst[16], __u32 addr)
 	__builtin_memcpy(dst + 12, &addr, 4);
 }
 
-// parse_headers fills p from the IP and UDP/TCP headers of skb (cgroup_skb:
-// data starts at the network header). Returns 0 for a packet to look at.
-static __always_inline int parse_headers(struct __sk_buff *skb, int egress, struct pkt *p)
+// A packet to read: a cgroup_skb context (is_skb: data starts at the network
+// header), or, on the tracepoint path, kernel memory at the IP header with
+// len linear bytes. is_skb is a constant at every call site, so each program
+// keeps only its own branch (tracepoints cannot call bpf_skb_load_bytes).
+struct src {
+	struct __sk_buff *skb;
+	const __u8 *l3;
+	__u32 len; // bytes from the network header
+};
+
+static __always_inline int load(const struct src *s, int is_skb, __u32 off, void *dst, __u32 n)
+{
+	if (is_skb)
+		return bpf_skb_load_bytes(s->skb, off, dst, n);
+	if (off + n > s->len)
+		return -1;
+	return bpf_probe_read_kernel(dst, n, s->l3 + off);
+}
+
+// parse_headers fills p from the IP and UDP/TCP headers. Returns 0 for a
+// packet to look at.
+static __always_inline int parse_headers(const struct src *s, int is_skb, int egress, struct pkt *p)
 {
 	__u8 vihl;
-	if (bpf_skb_load_bytes(skb, 0, &vihl, 1))
+	if (load(s, is_skb, 0, &vihl, 1))
 		return -1;
 	__u32 l4;
 	__u8 proto;
 	if ((vihl >> 4) == 4) {
 		struct iphdr ip;
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+		if (load(s, is_skb, 0, &ip, sizeof(ip)))
 			return -1;
 		// Only the first fragment carries the transport header.
 		if (ip.frag_off & bpf_htons(0x1fff))
@@ -189,7 +208,7 @@ static __always_inline int parse_headers(struct __sk_buff *skb, int egress, stru
 		map4(p->daddr, ip.daddr);
 	} else if ((vihl >> 4) == 6) {
 		struct ipv6hdr ip6;
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+		if (load(s, is_skb, 0, &ip6, sizeof(ip6)))
 			return -1;
 		proto = ip6.nexthdr; // extension headers are not followed
 		l4 = sizeof(ip6);
@@ -201,7 +220,7 @@ static __always_inline int parse_headers(struct __sk_buff *skb, int egress, stru
 	__u16 ports[2];
 	if (proto != IPPROTO_UDP_ && proto != IPPROTO_TCP_)
 		return -1;
-	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
+	if (load(s, is_skb, l4, ports, sizeof(ports)))
 		return -1;
 	p->sport = bpf_ntohs(ports[0]);
 	p->dport = bpf_ntohs(ports[1]);
@@ -213,15 +232,37 @@ static __always_inline int parse_headers(struct __sk_buff *skb, int egress, stru
 		p->off = l4 + 8;
 	} else {
 		__u8 doff;
-		if (bpf_skb_load_bytes(skb, l4 + 12, &doff, 1))
+		if (load(s, is_skb, l4 + 12, &doff, 1))
 			return -1;
 		// DNS over TCP: a two-byte length, then the message.
 		p->off = l4 + (doff >> 4) * 4 + 2;
 	}
-	if (skb->len < p->off + DNS_MIN_LEN)
+	if (s->len < p->off + DNS_MIN_LEN)
 		return -1;
-	p->len = skb->len - p->off;
+	p->len = s->len - p->off;
 	return 0;
+}
+
+// tuple_cookie stands in for the socket cookie on the tracepoint path: a
+// hash of the network namespace and the client and server ends.
+static __always_inline __u64 tuple_cookie(const struct pkt *p, int egress, __u32 netns)
+{
+	const __u8 *client = egress ? p->saddr : p->daddr;
+	const __u8 *server = egress ? p->daddr : p->saddr;
+	__u16 cport = egress ? p->sport : p->dport;
+	__u16 sport = egress ? p->dport : p->sport;
+	__u64 h = ((__u64)netns << 32) | ((__u64)cport << 16) | sport;
+	h ^= (__u64)p->transport << 56;
+	__u64 w[4];
+	__builtin_memcpy(w, client, 16);
+	__builtin_memcpy(w + 2, server, 16);
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		h ^= w[i];
+		h *= 0x9E3779B97F4A7C15ULL;
+		h ^= h >> 29;
+	}
+	return h | 1; // never 0
 }
 
 // submit_flags batches wakeups: user space drains the ring on a short timer,
@@ -234,7 +275,8 @@ static __always_inline __u64 submit_flags(void)
 	return avail >= size / 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline struct dns_event *reserve(struct __sk_buff *skb, const struct pkt *p, __u8 kind)
+static __always_inline struct dns_event *reserve(const struct src *src, int is_skb, const struct pkt *p,
+						 __u8 kind)
 {
 	struct dns_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev)
@@ -258,18 +300,19 @@ static __always_inline struct dns_event *reserve(struct __sk_buff *skb, const st
 	asm volatile("" : "+r"(cap));
 	cap = ((cap - 1) & (DNS_CAPTURE - 1)) + 1;
 	ev->cap_len = cap;
-	if (bpf_skb_load_bytes(skb, p->off, ev->data, cap))
+	if (load(src, is_skb, p->off, ev->data, cap))
 		ev->cap_len = 0;
 	return ev;
 }
 
-static __always_inline int on_packet(struct __sk_buff *skb, int egress)
+// on_packet handles one packet. netns is only used on the tracepoint path.
+static __always_inline int on_packet(const struct src *src, int is_skb, int egress, __u32 netns)
 {
 	struct pkt p;
-	if (parse_headers(skb, egress, &p))
+	if (parse_headers(src, is_skb, egress, &p))
 		return 1;
 	__u8 hdr[DNS_MIN_LEN];
-	if (bpf_skb_load_bytes(skb, p.off, hdr, sizeof(hdr)))
+	if (load(src, is_skb, p.off, hdr, sizeof(hdr)))
 		return 1;
 	int is_response = hdr[2] >> 7;
 	// A client's query leaves; a client's answer arrives. The server side
@@ -277,15 +320,26 @@ static __always_inline int on_packet(struct __sk_buff *skb, int egress)
 	if (egress == is_response)
 		return 1;
 
-	struct pending_key key = { .cookie = bpf_get_socket_cookie(skb) };
+	struct pending_key key = {};
+	if (is_skb)
+		key.cookie = bpf_get_socket_cookie(src->skb);
+	else
+		key.cookie = tuple_cookie(&p, egress, netns);
 	key.id = ((__u16)hdr[0] << 8) | hdr[1];
 	__u64 now = bpf_ktime_get_ns();
 	struct dns_event *ev;
 
 	if (egress) {
 		bump(&counters, COUNTER_QUERIES);
-		__u32 *owner = bpf_map_lookup_elem(&socks, &key.cookie);
-		struct pending_val val = { .ts_ns = now, .tgid = owner ? *owner : 0 };
+		struct pending_val val = { .ts_ns = now };
+		if (is_skb) {
+			__u32 *owner = bpf_map_lookup_elem(&socks, &key.cookie);
+			val.tgid = owner ? *owner : 0;
+		} else {
+			// net_dev_queue runs in the sending process for UDP and for
+			// TCP data sent from sendmsg.
+			val.tgid = current_tgid();
+		}
 		long err = bpf_map_update_elem(&pending, &key, &val, BPF_NOEXIST);
 		if (err == -17 /* EEXIST */) {
 			// The client sent the same query again on the same socket:
@@ -298,7 +352,7 @@ static __always_inline int on_packet(struct __sk_buff *skb, int egress)
 			count_proc_drop(val.tgid, 0);
 			return 1;
 		}
-		ev = reserve(skb, &p, KIND_QUERY);
+		ev = reserve(src, is_skb, &p, KIND_QUERY);
 		if (!ev) {
 			bpf_map_delete_elem(&pending, &key);
 			bump(&counters, COUNTER_DROP_QUERY_RINGBUF);
@@ -328,7 +382,7 @@ static __always_inline int on_packet(struct __sk_buff *skb, int egress)
 		bump(&counters, COUNTER_UNMATCHED);
 		return 1;
 	}
-	ev = reserve(skb, &p, KIND_RESPONSE);
+	ev = reserve(src, is_skb, &p, KIND_RESPONSE);
 	if (!ev) {
 		bump(&counters, COUNTER_DROP_RESPONSE_RINGBUF);
 		count_proc_drop(tgid, 1);
@@ -349,13 +403,54 @@ static __always_inline int on_packet(struct __sk_buff *skb, int egress)
 SEC("cgroup_skb/egress")
 int dns_egress(struct __sk_buff *skb)
 {
-	return on_packet(skb, 1);
+	struct src s = { .skb = skb, .len = skb->len };
+	return on_packet(&s, 1, 1, 0);
 }
 
 SEC("cgroup_skb/ingress")
 int dns_ingress(struct __sk_buff *skb)
 {
-	return on_packet(skb, 0);
+	struct src s = { .skb = skb, .len = skb->len };
+	return on_packet(&s, 1, 0, 0);
+}
+
+// ---- packets, fallback: the net tracepoints every packet passes, for hosts
+// without cgroup v2. net_dev_queue sees a packet leave (data at the link
+// header, network_header set), netif_receive_skb sees it arrive (data at
+// the network header). Only the linear part of the skb is read.
+
+static __always_inline int tp_packet(const struct sk_buff *skb, int egress)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	unsigned char *data = BPF_CORE_READ(skb, data);
+	__u32 len = BPF_CORE_READ(skb, len);
+	__u32 data_len = BPF_CORE_READ(skb, data_len);
+	const __u8 *l3 = data;
+	if (egress) {
+		__u16 nh = BPF_CORE_READ(skb, network_header);
+		if (nh == 0xffff)
+			return 0;
+		l3 = head + nh;
+	}
+	__u64 end = (__u64)data + (len - data_len);
+	if ((__u64)l3 >= end || end - (__u64)l3 > 0xffff)
+		return 0;
+	struct src s = { .l3 = l3, .len = end - (__u64)l3 };
+	__u32 netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	on_packet(&s, 0, egress, netns);
+	return 0;
+}
+
+SEC("tracepoint/net/net_dev_queue")
+int dns_dev_queue_tp(struct trace_event_raw_net_dev_template *ctx)
+{
+	return tp_packet(BPF_CORE_READ(ctx, skbaddr), 1);
+}
+
+SEC("tracepoint/net/netif_receive_skb")
+int dns_receive_tp(struct trace_event_raw_net_dev_template *ctx)
+{
+	return tp_packet(BPF_CORE_READ(ctx, skbaddr), 0);
 }
 
 // ---- socket owners: cgroup sock_addr hooks run in the calling process.

@@ -100,6 +100,14 @@ func (c Config) Validate() error {
 // sock_addr programs (connect, sendmsg) that run in the calling process;
 // without them lookups are still seen and credited to unknown_service.
 // sock_release only frees attribution state early (the map is LRU anyway).
+//
+// Fallback (no cgroup v2): the net:net_dev_queue and net:netif_receive_skb
+// tracepoints, which every packet leaving or entering a device passes. The
+// socket is not known there: queries and answers are matched by network
+// namespace, client and server address and port and DNS id, and the process
+// is the one sending (current task at net_dev_queue, which for UDP and for
+// TCP data written by the process is the client). Forwarded DNS traffic is
+// seen too on that path, credited to whatever ran.
 func Hooks() []hook.Hook {
 	cg := hook.Cgroup
 	return []hook.Hook{
@@ -107,6 +115,10 @@ func Hooks() []hook.Hook {
 			{Mode: hook.ModeCgroupSkb, Programs: []hook.Program{
 				{Name: dnsProgDnsEgress, Attach: cg(ebpf.AttachCGroupInetEgress)},
 				{Name: dnsProgDnsIngress, Attach: cg(ebpf.AttachCGroupInetIngress)},
+			}},
+			{Mode: hook.ModeTracepoint, Programs: []hook.Program{
+				{Name: dnsProgDnsDevQueueTp, Attach: hook.Tracepoint("net", "net_dev_queue")},
+				{Name: dnsProgDnsReceiveTp, Attach: hook.Tracepoint("net", "netif_receive_skb")},
 			}},
 		}},
 		{Name: "owners", Links: []hook.Link{
@@ -136,6 +148,11 @@ type Collector struct {
 	counters *ebpf.Map
 	pendMap  *ebpf.Map
 	drops    *ebpf.Map
+
+	// packetMode is how the packet hook attached; DNS over TCP is only
+	// seen reliably on cgroup_skb (the tracepoint path reads the linear
+	// part of an skb, and TCP data usually sits in page fragments).
+	packetMode hook.Mode
 
 	inst   instruments
 	reg    metric.Registration
@@ -216,7 +233,11 @@ func (c *Collector) Load(ctx context.Context) error {
 		return err
 	}
 	for _, h := range Hooks() {
-		if _, err := c.loader.Attach(h); err != nil {
+		st, err := c.loader.Attach(h)
+		if h.Name == "packets" {
+			c.packetMode = st.Mode
+		}
+		if err != nil {
 			if h.Name == "packets" {
 				c.loader.Close()
 				return err

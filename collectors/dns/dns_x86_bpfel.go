@@ -85,8 +85,10 @@ const (
 	dnsMapSocks            = "socks"
 	dnsProgDnsConnect4     = "dns_connect4"
 	dnsProgDnsConnect6     = "dns_connect6"
+	dnsProgDnsDevQueueTp   = "dns_dev_queue_tp"
 	dnsProgDnsEgress       = "dns_egress"
 	dnsProgDnsIngress      = "dns_ingress"
+	dnsProgDnsReceiveTp    = "dns_receive_tp"
 	dnsProgDnsSendmsg4     = "dns_sendmsg4"
 	dnsProgDnsSendmsg6     = "dns_sendmsg6"
 	dnsProgDnsSockRelease  = "dns_sock_release"
@@ -143,8 +145,10 @@ type dnsSpecs struct {
 type dnsProgramSpecs struct {
 	DnsConnect4    *ebpf.ProgramSpec `ebpf:"dns_connect4"`
 	DnsConnect6    *ebpf.ProgramSpec `ebpf:"dns_connect6"`
+	DnsDevQueueTp  *ebpf.ProgramSpec `ebpf:"dns_dev_queue_tp"`
 	DnsEgress      *ebpf.ProgramSpec `ebpf:"dns_egress"`
 	DnsIngress     *ebpf.ProgramSpec `ebpf:"dns_ingress"`
+	DnsReceiveTp   *ebpf.ProgramSpec `ebpf:"dns_receive_tp"`
 	DnsSendmsg4    *ebpf.ProgramSpec `ebpf:"dns_sendmsg4"`
 	DnsSendmsg6    *ebpf.ProgramSpec `ebpf:"dns_sendmsg6"`
 	DnsSockRelease *ebpf.ProgramSpec `ebpf:"dns_sock_release"`
@@ -230,8 +234,10 @@ type dnsVariables struct {
 type dnsPrograms struct {
 	DnsConnect4    *ebpf.Program `ebpf:"dns_connect4"`
 	DnsConnect6    *ebpf.Program `ebpf:"dns_connect6"`
+	DnsDevQueueTp  *ebpf.Program `ebpf:"dns_dev_queue_tp"`
 	DnsEgress      *ebpf.Program `ebpf:"dns_egress"`
 	DnsIngress     *ebpf.Program `ebpf:"dns_ingress"`
+	DnsReceiveTp   *ebpf.Program `ebpf:"dns_receive_tp"`
 	DnsSendmsg4    *ebpf.Program `ebpf:"dns_sendmsg4"`
 	DnsSendmsg6    *ebpf.Program `ebpf:"dns_sendmsg6"`
 	DnsSockRelease *ebpf.Program `ebpf:"dns_sock_release"`
@@ -241,8 +247,10 @@ func (p *dnsPrograms) Close() error {
 	return _DnsClose(
 		p.DnsConnect4,
 		p.DnsConnect6,
+		p.DnsDevQueueTp,
 		p.DnsEgress,
 		p.DnsIngress,
+		p.DnsReceiveTp,
 		p.DnsSendmsg4,
 		p.DnsSendmsg6,
 		p.DnsSockRelease,
