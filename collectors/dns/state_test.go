@@ -3,6 +3,7 @@ package dns
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"os"
 	"testing"
@@ -10,6 +11,9 @@ import (
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/otelbee/otelbee/collectors"
@@ -205,5 +209,38 @@ func BenchmarkLookup(b *testing.B) {
 		decodeEvent(r[1], &ev)
 		c.st.handle(ctx, &ev)
 		i++
+	}
+}
+
+func TestSpansOptIn(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Spans = true
+	c, _ := unitCollector(t, cfg)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	c.tracer = tp.Tracer("test")
+	pid := uint32(os.Getpid())
+	feed(c, record(dnsDnsKindKIND_QUERY, 1_000_000, 0, 5, pid, buildQuery(1, "span.test.", dnsmessage.TypeSRV)))
+	feed(c, record(dnsDnsKindKIND_RESPONSE, 3_000_000, 1_000_000, 5, pid, response(1, "span.test.", dnsmessage.TypeSRV, 0, 2)))
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans, want 1", len(spans))
+	}
+	sp := spans[0]
+	if sp.Name() != "DNS SRV" || sp.SpanKind() != trace.SpanKindClient || sp.EndTime().Sub(sp.StartTime()) != 2*time.Millisecond {
+		t.Errorf("span %q kind %v duration %v", sp.Name(), sp.SpanKind(), sp.EndTime().Sub(sp.StartTime()))
+	}
+	attrs := map[string]string{}
+	for _, kv := range sp.Attributes() {
+		attrs[string(kv.Key)] = kv.Value.Emit()
+	}
+	if attrs["dns.question.name"] != "span.test" || attrs["dns.answer.count"] != "2" ||
+		attrs["dns.response.code"] != "NOERROR" || attrs["process.pid"] != fmt.Sprint(pid) {
+		t.Errorf("span attributes: %v", attrs)
+	}
+	// Off by default: no tracer, no span.
+	c2, _ := unitCollector(t, DefaultConfig())
+	if c2.tracer != nil {
+		t.Error("spans on by default")
 	}
 }
