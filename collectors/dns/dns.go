@@ -164,6 +164,10 @@ type Collector struct {
 	// Read by the metrics callback.
 	stats stats
 
+	// seriesMu guards st.series: the Run goroutine records, Produce reads.
+	seriesMu sync.Mutex
+	start    time.Time
+
 	closeOnce sync.Once
 }
 
@@ -261,6 +265,10 @@ func (c *Collector) Load(ctx context.Context) error {
 		c.tracer = c.deps.TracerProvider.Tracer("github.com/otelbee/otelbee/collectors/dns")
 	}
 	c.st = newState(c)
+	c.start = time.Now()
+	if c.deps.Producers != nil {
+		c.deps.Producers.Add(c)
+	}
 	return nil
 }
 

@@ -46,7 +46,8 @@ func startCollector(t *testing.T, cfg Config) (*Collector, *sdkmetric.ManualRead
 			t.Skipf("skipping: forced attach mode %s is unavailable here: %v", force, err)
 		}
 	}
-	reader := sdkmetric.NewManualReader()
+	producers := &collectors.ProducerSet{}
+	reader := sdkmetric.NewManualReader(sdkmetric.WithProducer(producers))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { mp.Shutdown(context.Background()) })
 	reg := hook.NewRegistry()
@@ -54,6 +55,7 @@ func startCollector(t *testing.T, cfg Config) (*Collector, *sdkmetric.ManualRead
 		Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", Name),
 		Meter:     mp.Meter("test"),
 		Processes: identity.NewResolver("/proc", "testhost"),
+		Producers: producers,
 		Probes:    probes,
 		Hooks:     reg,
 		Attach:    hook.Options{Force: force, Strict: true},

@@ -8,17 +8,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 )
 
-// Bucket boundaries. Lookups answered from a local cache take tens of
-// microseconds, from the network milliseconds, timeouts seconds.
-var (
-	durationBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
-	answerBuckets   = []float64{0, 1, 2, 3, 4, 6, 8, 12, 16, 32}
-)
-
 type instruments struct {
-	duration metric.Float64Histogram
-	answers  metric.Int64Histogram
-
 	packets, retransmits, unanswered, unmatched, folded, dropped metric.Int64ObservableCounter
 	pending                                                      metric.Int64ObservableGauge
 }
@@ -46,18 +36,6 @@ var (
 func (c *Collector) createInstruments() error {
 	m := c.deps.Meter
 	var err error
-	c.inst.duration, err = m.Float64Histogram("dns.lookup.duration", metric.WithUnit("s"),
-		metric.WithDescription("DNS lookups: time from the query leaving to the answer arriving, measured in the kernel; timeouts are recorded at the timeout with error.type=timeout."),
-		metric.WithExplicitBucketBoundaries(durationBuckets...))
-	if err != nil {
-		return fmt.Errorf("creating dns instruments: %w", err)
-	}
-	c.inst.answers, err = m.Int64Histogram("dns.lookup.answers", metric.WithUnit("{answer}"),
-		metric.WithDescription("Records in the answer section of each DNS answer."),
-		metric.WithExplicitBucketBoundaries(answerBuckets...))
-	if err != nil {
-		return fmt.Errorf("creating dns instruments: %w", err)
-	}
 	counter := func(dst *metric.Int64ObservableCounter, name, unit, desc string) {
 		if err != nil {
 			return

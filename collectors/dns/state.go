@@ -8,7 +8,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/dns/dnsmessage"
 
@@ -68,9 +67,12 @@ type seriesKey struct {
 	transport uint8
 }
 
+// series is one attribute set's histograms; guarded by Collector.seriesMu.
 type series struct {
-	record []metric.RecordOption
-	attrs  []attribute.KeyValue
+	set      attribute.Set
+	attrs    []attribute.KeyValue
+	duration histogram
+	answers  histogram
 }
 
 // state is the Run goroutine's: no lock.
@@ -178,12 +180,13 @@ func (s *state) onResponse(ctx context.Context, ev *event) {
 
 // record puts one finished lookup on the instruments.
 func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs uint64, answers int64, endNs uint64) {
+	s.c.seriesMu.Lock()
 	sr := s.seriesFor(e, outcome)
-	inst := &s.c.inst
-	inst.duration.Record(ctx, float64(durNs)/1e9, sr.record...)
+	sr.duration.record(durationBuckets[:], float64(durNs)/1e9)
 	if answers >= 0 {
-		inst.answers.Record(ctx, answers, sr.record...)
+		sr.answers.record(answerBuckets[:], float64(answers))
 	}
+	s.c.seriesMu.Unlock()
 	if e.folded {
 		s.c.stats.folded.Add(1)
 	}
@@ -254,10 +257,7 @@ func (s *state) seriesFor(e *pendEntry, outcome uint16) *series {
 		keyServerPort.Int(int(e.port)),
 		keyTransport.String(transportName(e.transport)),
 	)
-	sr := &series{
-		record: []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(kv...))},
-		attrs:  kv,
-	}
+	sr := &series{set: attribute.NewSet(kv...), attrs: kv}
 	s.series[key] = sr
 	return sr
 }
@@ -354,6 +354,8 @@ func (s *state) retire() {
 			}
 		}
 	}
+	s.c.seriesMu.Lock()
+	defer s.c.seriesMu.Unlock()
 	for tgid, since := range s.retired {
 		if now.Sub(since) < s.c.cfg.RetireAfter {
 			continue

@@ -24,18 +24,21 @@ import (
 // its state directly.
 func unitCollector(tb testing.TB, cfg Config) (*Collector, *sdkmetric.ManualReader) {
 	tb.Helper()
-	reader := sdkmetric.NewManualReader()
+	producers := &collectors.ProducerSet{}
+	reader := sdkmetric.NewManualReader(sdkmetric.WithProducer(producers))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	tb.Cleanup(func() { mp.Shutdown(context.Background()) })
 	c := New(collectors.Deps{
 		Logger:    slog.New(slog.DiscardHandler),
 		Meter:     mp.Meter("test"),
 		Processes: identity.NewResolver("/proc", "testhost"),
+		Producers: producers,
 	}, cfg)
 	if err := c.createInstruments(); err != nil {
 		tb.Fatal(err)
 	}
 	c.st = newState(c)
+	producers.Add(c)
 	return c, reader
 }
 
