@@ -411,3 +411,56 @@ func TestPrivilegedMalformedPackets(t *testing.T) {
 }
 
 func attributeKey(k string) attribute.Key { return attribute.Key(k) }
+
+// TestPrivilegedIPv6: lookups over IPv6 (connect6, the IPv6 header path),
+// credited to this process with the resolver's IPv6 address.
+func TestPrivilegedIPv6(t *testing.T) {
+	u, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("skipping: no IPv6 loopback: %v", err)
+	}
+	defer u.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := u.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if out := answer(buf[:n]); out != nil {
+				u.WriteToUDP(out, from)
+			}
+		}
+	}()
+	port := u.LocalAddr().(*net.UDPAddr).Port
+	_, reader := startCollector(t, testConfig(port))
+	addr := net.JoinHostPort("::1", fmt.Sprint(port))
+	for i := range 4 {
+		conn, err := net.Dial("udp6", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write(buildQuery(uint16(500+i), "v6.otelbee.test.", dnsmessage.TypeAAAA))
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Read(make([]byte, 1500)); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+	}
+	waitCounts(t, reader, map[string]uint64{"v6.otelbee.test AAAA NOERROR udp": 4})
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if h, ok := m.Data.(metricdata.Histogram[float64]); ok && m.Name == "dns.lookup.duration" {
+				for _, dp := range h.DataPoints {
+					if v, _ := dp.Attributes.Value("server.address"); v.Emit() != "::1" {
+						t.Errorf("server.address = %q, want ::1", v.Emit())
+					}
+				}
+			}
+		}
+	}
+}

@@ -354,6 +354,21 @@ func (s *state) retire() {
 			}
 		}
 	}
+	// Processes with per-process drop counters in the kernel, too.
+	if s.c.drops != nil {
+		var tgid uint32
+		it := s.c.drops.Iterate()
+		var perCPU []dnsProcDrops
+		for it.Next(&tgid, &perCPU) {
+			if tgid == 0 || seen[tgid] {
+				continue
+			}
+			seen[tgid] = true
+			if _, ok := s.retired[tgid]; !ok && !s.c.deps.Processes.Alive(tgid) {
+				s.retired[tgid] = now
+			}
+		}
+	}
 	s.c.seriesMu.Lock()
 	defer s.c.seriesMu.Unlock()
 	for tgid, since := range s.retired {
@@ -364,6 +379,9 @@ func (s *state) retire() {
 			if k.tgid == tgid {
 				delete(s.series, k)
 			}
+		}
+		if s.c.drops != nil {
+			s.c.drops.Delete(tgid)
 		}
 		delete(s.retired, tgid)
 	}
