@@ -800,7 +800,29 @@ func startsMessage(b []byte, response bool) bool {
 	}
 	sp := bytes.IndexByte(b, ' ')
 	if sp < 0 {
+		// A call can end inside the method: Go's server reads one byte
+		// ahead while a handler runs, and that byte starts the next request.
+		if len(b) >= 8 {
+			return false
+		}
+		for m := MethodGet; m < methodCount; m++ {
+			if hasPrefix(methodNames[m], b) {
+				return true
+			}
+		}
 		return false
 	}
 	return parseMethod(b[:sp]) != MethodOther
+}
+
+func hasPrefix(s string, p []byte) bool {
+	if len(p) > len(s) {
+		return false
+	}
+	for i, c := range p {
+		if s[i] != c {
+			return false
+		}
+	}
+	return true
 }

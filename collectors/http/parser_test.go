@@ -210,6 +210,18 @@ func TestParser(t *testing.T) {
 			malformed: 1,
 		},
 		{
+			name:   "one byte read ahead (Go's background read) starts the next request",
+			server: true,
+			calls: []call{
+				{read: true, data: "GET /a HTTP/1.1\r\n\r\n"},
+				{read: false, data: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+				{read: true, data: "G"},
+				{read: true, data: "ET /b HTTP/1.1\r\n\r\n"},
+				{read: false, data: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+			},
+			want: []string{"GET /a 200 1.1 req=0 resp=0 t=10-20", "GET /b 200 1.1 req=0 resp=0 t=30-50"},
+		},
+		{
 			name:   "absolute-form target",
 			server: false,
 			calls: []call{
