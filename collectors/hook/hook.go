@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
 )
 
 // Mode is a way of attaching a program to the kernel.
@@ -63,6 +66,27 @@ type AttachFunc func(*ebpf.Program) (link.Link, error)
 type Program struct {
 	Name   string
 	Attach AttachFunc
+	// Requires, if set, says before loading whether the kernel has the
+	// attach point: a program whose CO-RE relocations name a type the
+	// kernel lacks (a tracepoint's record) would otherwise be poisoned and
+	// read as a verifier rejection instead of "not on this kernel".
+	Requires func() error
+}
+
+// TracepointProgram is a classic tracepoint program that is only tried on
+// kernels that have the tracepoint.
+func TracepointProgram(name, group, event string) Program {
+	return Program{Name: name, Attach: Tracepoint(group, event), Requires: TracepointExists(group, event)}
+}
+
+// TracepointExists checks tracefs for a tracepoint.
+func TracepointExists(group, event string) func() error {
+	return func() error {
+		if _, err := os.Stat(filepath.Join(TracefsPath(), "events", group, event)); err != nil {
+			return fmt.Errorf("%w: tracepoint %s:%s does not exist on this kernel", ErrUnavailable, group, event)
+		}
+		return nil
+	}
 }
 
 // Link is one way to attach a hook: all its programs attach, or none.
@@ -95,9 +119,17 @@ func Kprobe(symbol string) AttachFunc {
 	return func(p *ebpf.Program) (link.Link, error) { return link.Kprobe(symbol, p, nil) }
 }
 
+// kretprobeMaxActive is how many calls of a probed function a kretprobe can
+// follow at once. The kernel's default (the number of CPUs on kernels built
+// without preemption) loses the returns of concurrent blocking calls such
+// as tcp_sendmsg.
+const kretprobeMaxActive = 4096
+
 // Kretprobe attaches at the return of a kernel function.
 func Kretprobe(symbol string) AttachFunc {
-	return func(p *ebpf.Program) (link.Link, error) { return link.Kretprobe(symbol, p, nil) }
+	return func(p *ebpf.Program) (link.Link, error) {
+		return link.Kretprobe(symbol, p, &link.KprobeOptions{RetprobeMaxActive: kretprobeMaxActive})
+	}
 }
 
 // Attempt is one link that was tried (or skipped) and why it failed.
@@ -141,6 +173,11 @@ type Options struct {
 	MaxEntries map[string]uint32
 }
 
+var (
+	memlockOnce sync.Once
+	memlockErr  error
+)
+
 // Loader loads one collector's maps once and attaches its hooks one by one.
 type Loader struct {
 	collector string
@@ -160,6 +197,12 @@ type Loader struct {
 // NewLoader creates the collector's maps. Programs are loaded by Attach.
 func NewLoader(collector string, spec *ebpf.CollectionSpec, opts Options, probes *Probes,
 	registry *Registry, logger *slog.Logger) (*Loader, error) {
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones
+	// to the cgroup, where this is a no-op.
+	memlockOnce.Do(func() { memlockErr = rlimit.RemoveMemlock() })
+	if memlockErr != nil {
+		logger.Warn("could not lift RLIMIT_MEMLOCK; maps may fail to load on kernels before 5.11", "error", memlockErr)
+	}
 	mapsOnly := spec.Copy()
 	for name, ms := range mapsOnly.Maps {
 		if n := opts.MaxEntries[name]; n > 0 {
@@ -261,6 +304,12 @@ func (l *Loader) attachLink(lk Link) ([]ProgramStat, error) {
 		}
 	}
 	for _, p := range lk.Programs {
+		if p.Requires != nil {
+			if err := p.Requires(); err != nil {
+				undo()
+				return nil, err
+			}
+		}
 		prog, stat, err := l.loadProgram(p.Name)
 		if err != nil {
 			undo()

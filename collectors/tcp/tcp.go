@@ -58,7 +58,7 @@ func (c Config) Validate() error {
 // socket. For payload bytes, kernels before 6.4 have no sock_*_length
 // tracepoints, so fexit/fentry and then kprobes take over there.
 func Hooks() []hook.Hook {
-	tp := hook.Tracepoint
+	tp := hook.TracepointProgram
 	tr := hook.Tracing()
 	one := func(name string, at hook.AttachFunc) []hook.Program {
 		return []hook.Program{{Name: name, Attach: at}}
@@ -66,7 +66,7 @@ func Hooks() []hook.Hook {
 	return []hook.Hook{
 		{Name: "state", Links: []hook.Link{
 			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpStateBtf, tr)},
-			{Mode: hook.ModeTracepoint, Programs: one(tcpProgTcpStateTp, tp("sock", "inet_sock_set_state"))},
+			{Mode: hook.ModeTracepoint, Programs: []hook.Program{tp(tcpProgTcpStateTp, "sock", "inet_sock_set_state")}},
 		}},
 		{Name: "send", Links: []hook.Link{
 			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpSendBtf, tr)},
@@ -75,25 +75,25 @@ func Hooks() []hook.Hook {
 				{Name: tcpProgTcpSendKprobe, Attach: hook.Kprobe("tcp_sendmsg")},
 				{Name: tcpProgTcpSendKretprobe, Attach: hook.Kretprobe("tcp_sendmsg")},
 			}},
-			{Mode: hook.ModeTracepoint, Programs: one(tcpProgTcpSendTp, tp("sock", "sock_send_length"))},
+			{Mode: hook.ModeTracepoint, Programs: []hook.Program{tp(tcpProgTcpSendTp, "sock", "sock_send_length")}},
 		}},
 		{Name: "recv", Links: []hook.Link{
 			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpRecvBtf, tr)},
 			{Mode: hook.ModeFentry, Programs: one(tcpProgTcpRecvFentry, tr)},
 			{Mode: hook.ModeKprobe, Programs: one(tcpProgTcpRecvKprobe, hook.Kprobe("tcp_cleanup_rbuf"))},
-			{Mode: hook.ModeTracepoint, Programs: one(tcpProgTcpRecvTp, tp("sock", "sock_recv_length"))},
+			{Mode: hook.ModeTracepoint, Programs: []hook.Program{tp(tcpProgTcpRecvTp, "sock", "sock_recv_length")}},
 		}},
 		{Name: "retransmit", Links: []hook.Link{
 			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpRetransmitBtf, tr)},
-			{Mode: hook.ModeTracepoint, Programs: one(tcpProgTcpRetransmitTp, tp("tcp", "tcp_retransmit_skb"))},
+			{Mode: hook.ModeTracepoint, Programs: []hook.Program{tp(tcpProgTcpRetransmitTp, "tcp", "tcp_retransmit_skb")}},
 		}},
 		{Name: "reset_sent", Links: []hook.Link{
 			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpResetSentBtf, tr)},
-			{Mode: hook.ModeTracepoint, Programs: one(tcpProgTcpResetSentTp, tp("tcp", "tcp_send_reset"))},
+			{Mode: hook.ModeTracepoint, Programs: []hook.Program{tp(tcpProgTcpResetSentTp, "tcp", "tcp_send_reset")}},
 		}},
 		{Name: "reset_received", Links: []hook.Link{
 			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpResetReceivedBtf, tr)},
-			{Mode: hook.ModeTracepoint, Programs: one(tcpProgTcpResetReceivedTp, tp("tcp", "tcp_receive_reset"))},
+			{Mode: hook.ModeTracepoint, Programs: []hook.Program{tp(tcpProgTcpResetReceivedTp, "tcp", "tcp_receive_reset")}},
 		}},
 	}
 }
