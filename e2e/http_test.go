@@ -541,7 +541,13 @@ func TestHTTPShapes(t *testing.T) {
 				t.Fatalf("big.bin: %d bytes", n)
 			}
 		}
-		server, _, _ := ng.accessCounts(t)
+		// nginx logs a request after its client may have read the response.
+		var server map[string]int
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if server, _, _ = ng.accessCounts(t); server["GET 200 /static/big.bin"] == 3 {
+				break
+			}
+		}
 		waitPromCounts(t, prom, "http_server_request_duration_seconds", ng.Service, serverLabels, server)
 		prom.WaitFor(t, fmt.Sprintf(`sum(http_server_response_body_size_bytes_sum{%s})`, ng.Service),
 			func(s []harness.Sample) bool { return len(s) == 1 && s[0].Value == 300_000 }, 30*time.Second)
