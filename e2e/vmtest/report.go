@@ -6,6 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 )
 
 // Failed reports whether any job failed, timed out or did not run on any kernel, a kernel
@@ -62,9 +63,9 @@ func (j JobResult) Test(name string) (TestResult, bool) {
 }
 
 // Table renders the results as plain text: a grid of job (and, for a job whose tests ended
-// differently, Go test) × kernel whose skip cells point to numbered reasons, then the kernels with their boot
-// times, the verifier rejections, the verifier budget, the attach links no kernel loaded, and
-// the failures with the lines of output that explain them.
+// differently, Go test) × kernel whose skip cells point to numbered reasons; then the kernels
+// with their boot times, the verifier rejections, the verifier budget, the attach links no
+// kernel loaded, and the failures with the lines of output that explain them.
 func (r *Report) Table() string {
 	var b strings.Builder
 	var notes footnotes
@@ -258,50 +259,52 @@ func (r *Report) mixed(job string) bool {
 func (r *Report) rejections() []string {
 	var lines []string
 	for _, k := range r.Kernels {
-		type entry struct {
-			rej  Rejection
-			jobs []string
-		}
-		var entries []*entry
+		var order []Rejection
+		jobs := map[Rejection][]string{}
 		for _, j := range k.Jobs {
 			for _, rej := range j.Rejections {
-				var e *entry
-				for _, x := range entries {
-					if x.rej == rej {
-						e = x
-					}
+				if _, ok := jobs[rej]; !ok {
+					order = append(order, rej)
 				}
-				if e == nil {
-					e = &entry{rej: rej}
-					entries = append(entries, e)
-				}
-				e.jobs = append(e.jobs, j.Name)
+				jobs[rej] = append(jobs[rej], j.Name)
 			}
 		}
-		for _, e := range entries {
-			lines = append(lines, fmt.Sprintf("  %s %s (%s): %s", k.Label, e.rej.Program, strings.Join(e.jobs, ", "), clip(e.rej.Excerpt, 400)))
+		for _, rej := range order {
+			lines = append(lines, fmt.Sprintf("  %s %s (%s): %s", k.Label, rej.Program, strings.Join(jobs[rej], ", "), clip(rej.Excerpt, 400)))
 		}
 	}
 	return lines
 }
 
 // failureExcerpt picks the lines of a failed job's output that explain it: the Go tests' log
-// and result lines, panics with the start of their stack, and the last lines.
+// (with the continuation lines of multi-line messages) and result lines, and panics with the
+// start of their stack (or, if there are none, the
+// output); at most the last 30, each clipped.
 func failureExcerpt(output string) string {
 	lines := strings.Split(strings.TrimRight(output, "\n"), "\n")
 	var keep []string
 	stack := 0
+	logIndent := -1 // indentation of the last kept test log line; deeper lines continue it
 	for _, l := range lines {
 		t := strings.TrimSpace(l)
+		indent := len(l) - len(strings.TrimLeft(l, " \t"))
 		switch {
 		case strings.HasPrefix(t, "panic:") || strings.HasPrefix(t, "fatal error:"):
-			stack = 12
+			stack, logIndent = 12, -1
 			keep = append(keep, l)
 		case stack > 0:
 			stack--
 			keep = append(keep, l)
-		case goLogLineRE.MatchString(t) || strings.HasPrefix(t, "--- FAIL") || t == "FAIL":
+		case goLogLineRE.MatchString(t):
+			logIndent = indent
 			keep = append(keep, l)
+		case logIndent >= 0 && indent > logIndent && t != "":
+			keep = append(keep, l) // a multi-line t.Log message
+		case strings.HasPrefix(t, "--- FAIL") || t == "FAIL":
+			logIndent = -1
+			keep = append(keep, l)
+		default:
+			logIndent = -1
 		}
 	}
 	if len(keep) == 0 {
@@ -316,9 +319,13 @@ func failureExcerpt(output string) string {
 	return strings.Join(keep, "\n")
 }
 
+// clip cuts s to about n bytes, on a character boundary.
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

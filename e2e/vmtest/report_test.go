@@ -19,7 +19,7 @@ func TestReportTable(t *testing.T) {
 		Kernels: []KernelResult{
 			{Label: "6.1", Jobs: []JobResult{
 				{Name: "tcp/fentry", Status: StatusPass, Tests: []TestResult{{Name: "TestA", Status: StatusPass}, {Name: "TestB", Status: StatusPass}}},
-				{Name: "tcp/kprobe", Status: StatusFail, Reason: "exit=1: TestB", Output: "noise\n    x_test.go:9: counted 3, want 4\n--- FAIL: TestB (0.10s)\nFAIL\n",
+				{Name: "tcp/kprobe", Status: StatusFail, Reason: "exit=1: TestB", Output: "noise\n    x_test.go:9: counted 3, want 4\n        got map[a:3]\n        want map[a:4]\nnoise too\n--- FAIL: TestB (0.10s)\nFAIL\n",
 					Tests:      []TestResult{{Name: "TestA", Status: StatusPass}, {Name: "TestB", Status: StatusFail}},
 					Rejections: []Rejection{{Program: "p_tp", Excerpt: "invalid func"}}},
 			}},
@@ -40,7 +40,7 @@ func TestReportTable(t *testing.T) {
 		"[2] no kprobes\n      (host tcp/kprobe)",
 		"6.1 p_tp (tcp/kprobe): invalid func",
 		"never loaded on any kernel:\n  tcp send kprobe (k, kr)",
-		"x_test.go:9: counted 3, want 4",
+		"x_test.go:9: counted 3, want 4\n      |         got map[a:3]\n      |         want map[a:4]\n      | --- FAIL: TestB",
 		"RESULT: FAIL",
 	} {
 		if !strings.Contains(got, want) {
