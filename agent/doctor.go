@@ -72,14 +72,16 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 
 	probes := hook.NewProbes()
 	fmt.Fprintf(w, "\nattach modes:\n")
-	for _, m := range []hook.Mode{hook.ModeFentry, hook.ModeKprobe, hook.ModeTPBTF, hook.ModeTracepoint, hook.ModeUprobe} {
+	for _, m := range hook.Modes {
 		if err := probes.Supports(m); err != nil {
-			fmt.Fprintf(w, "  %-11s unavailable: %v\n", m, err)
+			fmt.Fprintf(w, "  %-13s unavailable: %v\n", m, err)
 		} else {
-			fmt.Fprintf(w, "  %-11s available\n", m)
+			fmt.Fprintf(w, "  %-13s available\n", m)
 		}
 	}
 
+	fmt.Fprintf(w, "  (tp_btf and tracepoint both attach to kernel tracepoints: tp_btf gets the\n"+
+		"   tracepoint's arguments typed through BTF, tracepoint reads the classic record)\n")
 	fmt.Fprintf(w, "\ncollectors:\n")
 	host, _ := os.Hostname()
 	force, _ := hook.ParseMode(cfg.AttachMode)

@@ -120,8 +120,8 @@ func TestTracepointPathAndFallback(t *testing.T) {
 	if err != nil {
 		t.Fatalf("doctor: %v\n%s", err, doctor)
 	}
-	fentryOK := !strings.Contains(string(doctor), "fentry      unavailable")
-	kprobeOK := !strings.Contains(string(doctor), "kprobe      unavailable")
+	fentryOK := !strings.Contains(string(doctor), "fentry        unavailable")
+	kprobeOK := !strings.Contains(string(doctor), "kprobe        unavailable")
 	if fentryOK || kprobeOK {
 		t.Skipf("skipping: this kernel has fentry or kprobes; the fallback case is for kernels without:\n%s", doctor)
 	}
