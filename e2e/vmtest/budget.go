@@ -16,13 +16,13 @@ import (
 // complexity cannot creep up to the limit unnoticed.
 const DefaultMaxInsns = 250_000
 
-// OverBudget returns the records whose verified instructions exceed max, one per kernel,
+// OverBudget returns the records whose verified instructions exceed budget, one per kernel,
 // collector, program and mode (the largest), sorted.
-func OverBudget(records []ProgStat, max int64) []ProgStat {
+func OverBudget(records []ProgStat, budget int64) []ProgStat {
 	type key struct{ kernel, collector, program, mode string }
 	worst := map[key]ProgStat{}
 	for _, r := range records {
-		if r.Insns <= max {
+		if r.Insns <= budget {
 			continue
 		}
 		k := key{r.Kernel, r.Collector, r.Program, r.Mode}
@@ -44,27 +44,26 @@ func OverBudget(records []ProgStat, max int64) []ProgStat {
 // RenderCollectorSummary renders one row per collector: how many programs it loaded, the
 // program with the most verified instructions (where, in which mode) against the budget, and
 // the slowest load.
-func RenderCollectorSummary(records []ProgStat, max int64) string {
+func RenderCollectorSummary(records []ProgStat, budget int64) string {
 	type sum struct {
-		programs            map[string]bool
-		most, slowest       ProgStat
-		haveInsns, haveLoad bool
+		programs      map[string]bool
+		most, slowest ProgStat
 	}
 	var order []string
 	by := map[string]*sum{}
 	for _, r := range records {
 		s := by[r.Collector]
 		if s == nil {
-			s = &sum{programs: map[string]bool{}}
+			s = &sum{programs: map[string]bool{}, most: ProgStat{Insns: -1}, slowest: ProgStat{LoadUS: -1}}
 			by[r.Collector] = s
 			order = append(order, r.Collector)
 		}
 		s.programs[r.Program+"/"+r.Mode] = true
-		if r.Insns >= 0 && (!s.haveInsns || r.Insns > s.most.Insns) {
-			s.most, s.haveInsns = r, true
+		if r.Insns > s.most.Insns {
+			s.most = r
 		}
-		if r.LoadUS >= 0 && (!s.haveLoad || r.LoadUS > s.slowest.LoadUS) {
-			s.slowest, s.haveLoad = r, true
+		if r.LoadUS > s.slowest.LoadUS {
+			s.slowest = r
 		}
 	}
 	if len(order) == 0 {
@@ -72,17 +71,17 @@ func RenderCollectorSummary(records []ProgStat, max int64) string {
 	}
 	sort.Strings(order)
 	var b strings.Builder
-	fmt.Fprintf(&b, "| Collector | Programs (program × mode) | Most verified instructions | Of the %d budget | Slowest load |\n", max)
+	fmt.Fprintf(&b, "| Collector | Programs (program × mode) | Most verified instructions | Of the %d budget | Slowest load |\n", budget)
 	b.WriteString("|---|---|---|---|---|\n")
 	for _, c := range order {
 		s := by[c]
 		most, share := "n/a", "n/a"
-		if s.haveInsns {
+		if s.most.Insns >= 0 {
 			most = fmt.Sprintf("%d (`%s`, %s, %s)", s.most.Insns, s.most.Program, s.most.Mode, s.most.Kernel)
-			share = fmt.Sprintf("%.2f %%", 100*float64(s.most.Insns)/float64(max))
+			share = fmt.Sprintf("%.2f %%", 100*float64(s.most.Insns)/float64(budget))
 		}
 		slow := "n/a"
-		if s.haveLoad {
+		if s.slowest.LoadUS >= 0 {
 			slow = fmt.Sprintf("%s (`%s`, %s, %s)", formatMicros(s.slowest.LoadUS), s.slowest.Program, s.slowest.Mode, s.slowest.Kernel)
 		}
 		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", mdEscape(c), len(s.programs), most, share, slow)
@@ -92,9 +91,9 @@ func RenderCollectorSummary(records []ProgStat, max int64) string {
 
 // RenderProgStatsSection is what the harness writes into docs/kernels.md: the per-collector
 // summary, then the per-program table.
-func RenderProgStatsSection(records []ProgStat, max int64) string {
+func RenderProgStatsSection(records []ProgStat, budget int64) string {
 	var b strings.Builder
-	if s := RenderCollectorSummary(records, max); s != "" {
+	if s := RenderCollectorSummary(records, budget); s != "" {
 		b.WriteString(s)
 		b.WriteString("\n")
 	}
