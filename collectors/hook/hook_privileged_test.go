@@ -12,7 +12,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/otelbee/otelbee/collectors/hook"
@@ -32,10 +31,6 @@ func TestPrivilegedVerifierRejectionCostsOnlyItsHook(t *testing.T) {
 	}
 	if err := hook.EnsureMounts(); err != nil {
 		t.Logf("mounts: %v", err)
-	}
-	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK, which NewLoader does not lift.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		t.Fatalf("lifting RLIMIT_MEMLOCK: %v", err)
 	}
 	probes := hook.NewProbes()
 	if err := probes.Supports(hook.ModeTracepoint); err != nil {
