@@ -207,6 +207,17 @@ struct {
 	__type(value, __u8);
 } filter_cgroup SEC(".maps");
 
+// Wake the reader only once a batch has piled up: a wakeup per record costs
+// user space far more than the record itself. The reader also polls on a
+// short deadline, so a lone record waits at most that long.
+#define RINGBUF_WAKEUP_BYTES (32 * 1024)
+
+static __always_inline __u64 wakeup_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= RINGBUF_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP :
+										     BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline __u64 conn_key(__u32 fd)
 {
 	return ((__u64)current_tgid() << 32) | fd;
@@ -384,7 +395,7 @@ static __always_inline void emit_conn_event(__u8 type, __u32 fd, struct conn_inf
 	}
 	fill_conn_event(ev, type, fd, ci);
 	ci->seq++;
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, wakeup_flags());
 	bump(&counters, HC_EVENTS_SUBMITTED);
 }
 
@@ -544,7 +555,7 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 	asm volatile("" : "+r"(size));
 	if (size > sizeof(*ev))
 		return;
-	if (bpf_ringbuf_output(&events, ev, size, 0)) {
+	if (bpf_ringbuf_output(&events, ev, size, wakeup_flags())) {
 		bump(&counters, HC_DROP_RINGBUF_FULL);
 		if (starts)
 			bump(&counters, HC_DROP_REQUEST_STARTS);

@@ -74,6 +74,9 @@ func Hooks() []hook.Hook {
 	}
 }
 
+// readPollInterval is the longest a record waits in the ring buffer.
+const readPollInterval = 100 * time.Millisecond
+
 var requiredHooks = map[string]bool{"accept4": true, "connect": true, "close": true}
 
 type connKey struct {
@@ -300,14 +303,17 @@ func (c *Collector) Run(ctx context.Context) error {
 		r   record
 	)
 	housekeep := time.Now().Add(10 * time.Second)
-	c.reader.SetDeadline(housekeep)
 	for {
+		// The kernel wakes us only for batches (bpf/http.c wakeup_flags);
+		// the deadline bounds how long a lone record waits.
+		c.reader.SetDeadline(time.Now().Add(readPollInterval))
 		err := c.reader.ReadInto(&rec)
+		if now := time.Now(); now.After(housekeep) {
+			c.housekeeping()
+			housekeep = now.Add(10 * time.Second)
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				c.housekeeping()
-				housekeep = time.Now().Add(10 * time.Second)
-				c.reader.SetDeadline(housekeep)
 				continue
 			}
 			if errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed) {

@@ -333,3 +333,91 @@ func TestRawShapes(t *testing.T) {
 		t.Errorf("malformed = %d, want 0 (the random bytes are refused in the kernel)", n)
 	}
 }
+
+// TestSpans: one span per request on both sides with kernel timestamps; a
+// traceparent makes the server span a child of the caller's span; 5xx is an
+// error; the duration histogram carries the span as an exemplar.
+func TestSpans(t *testing.T) {
+	h := startCollector(t)
+	addr := startServer(t, "tcp4", "127.0.0.1:0", testMux())
+	const tid, sid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	before := time.Now()
+	for _, path := range []string{"/users/77?secret=1", "/fail"} {
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		req.Header.Set("Traceparent", "00-"+tid+"-"+sid+"-01")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	after := time.Now()
+	var server, client []sdktrace.ReadOnlySpan
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		server, client = nil, nil
+		for _, s := range h.spans.GetSpans().Snapshots() {
+			if s.SpanKind().String() == "server" {
+				server = append(server, s)
+			} else if s.SpanKind().String() == "client" {
+				client = append(client, s)
+			}
+		}
+		if len(server) >= 2 && len(client) >= 2 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(server) != 2 || len(client) != 2 {
+		t.Fatalf("%d server and %d client spans, want 2 and 2", len(server), len(client))
+	}
+	for _, s := range server {
+		if s.SpanContext().TraceID().String() != tid || s.Parent().SpanID().String() != sid || !s.Parent().IsRemote() {
+			t.Errorf("server span %q: trace %s parent %s, want %s/%s", s.Name(), s.SpanContext().TraceID(), s.Parent().SpanID(), tid, sid)
+		}
+		if s.StartTime().Before(before) || s.EndTime().After(after) || !s.EndTime().After(s.StartTime()) {
+			t.Errorf("server span %q times %v..%v outside the request %v..%v", s.Name(), s.StartTime(), s.EndTime(), before, after)
+		}
+		attrs := map[string]string{}
+		for _, kv := range s.Attributes() {
+			attrs[string(kv.Key)] = kv.Value.Emit()
+		}
+		switch s.Name() {
+		case "GET /users/{id}":
+			if attrs["url.path"] != "/users/77" || attrs["http.route"] != "/users/{id}" || attrs["http.response.status_code"] != "200" ||
+				s.Status().Code.String() == "Error" {
+				t.Errorf("span %q: %v %v", s.Name(), attrs, s.Status())
+			}
+		case "GET /fail":
+			if s.Status().Code.String() != "Error" || attrs["error.type"] != "500" {
+				t.Errorf("5xx span status %v attrs %v", s.Status(), attrs)
+			}
+		default:
+			t.Errorf("unexpected server span %q", s.Name())
+		}
+	}
+	// Exemplars: the server duration points link to the server spans.
+	var rm metricdata.ResourceMetrics
+	if err := h.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	linked := 0
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "http.server.request.duration" {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+				for _, ex := range dp.Exemplars {
+					if fmt.Sprintf("%x", ex.TraceID) == tid {
+						linked++
+					}
+				}
+			}
+		}
+	}
+	if linked != 2 {
+		t.Errorf("%d duration exemplars carry the trace id, want 2", linked)
+	}
+}

@@ -305,24 +305,28 @@ func (c *Collector) emitSpan(rec *spanRecord) {
 			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
 		}
 	}
-	attrs := make([]attribute.KeyValue, 0, len(s.attrs)+6)
-	attrs = append(attrs, s.attrs...)
-	attrs = append(attrs,
-		keyPath.String(string(rec.path[:rec.pathLen])),
-		keyReqBodySize.Int64(rec.reqBody),
-		keyRespBodySize.Int64(rec.respBody),
-		keyPeerAddress.String(rec.peer.String()),
-		keyPeerPort.Int(int(rec.peerPort)),
-	)
-	if s.key.server {
-		attrs = append(attrs, keyClientAddress.String(rec.peer.String()))
-	}
 	ctx, span := c.tracer.Start(ctx, s.name,
 		trace.WithSpanKind(kind),
-		trace.WithTimestamp(c.wall(rec.start)),
-		trace.WithAttributes(attrs...))
-	if s.errSet {
-		span.SetStatus(codes.Error, "")
+		trace.WithTimestamp(c.wall(rec.start)))
+	if span.IsRecording() {
+		// Attributes only for sampled spans: an unsampled request costs a
+		// sampling decision and its metrics, nothing more.
+		attrs := make([]attribute.KeyValue, 0, len(s.attrs)+6)
+		attrs = append(attrs, s.attrs...)
+		attrs = append(attrs,
+			keyPath.String(string(rec.path[:rec.pathLen])),
+			keyReqBodySize.Int64(rec.reqBody),
+			keyRespBodySize.Int64(rec.respBody),
+			keyPeerAddress.String(rec.peer.String()),
+			keyPeerPort.Int(int(rec.peerPort)),
+		)
+		if s.key.server {
+			attrs = append(attrs, keyClientAddress.String(rec.peer.String()))
+		}
+		span.SetAttributes(attrs...)
+		if s.errSet {
+			span.SetStatus(codes.Error, "")
+		}
 	}
 	span.End(trace.WithTimestamp(c.wall(rec.end)))
 	c.record(ctx, s, rec.start, rec.end, rec.reqBody, rec.respBody)
