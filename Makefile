@@ -62,6 +62,8 @@ test: deps check-generated lint test-unit test-e2e vmtest
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./collectors/... ./exporters/...
 	$(GO) run ./bench/tcpconn -agent $(BIN) -rate 20000 -duration 10s
+	$(GO) run ./bench/httpoverhead -agent $(BIN) -svg docs/http-overhead.svg
+	$(GO) run ./bench/httpoverhead -agent $(BIN) -sampler parentbased_traceidratio -sampler-arg 0.01 -svg docs/http-overhead-sampled.svg
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/local/bin/otelbee

@@ -62,7 +62,17 @@ var (
 	svgOut     = flag.String("svg", "docs/http-overhead.svg", "chart output")
 	collectors = flag.String("collectors", "all", "agent collectors in the otelbee setup")
 	noNginx    = flag.Bool("no-nginx", false, "skip the nginx target")
+	sampler    = flag.String("sampler", "parentbased_always_on", "OTEL_TRACES_SAMPLER for the agent and the otelhttp server")
+	samplerArg = flag.String("sampler-arg", "", "OTEL_TRACES_SAMPLER_ARG")
 )
+
+func samplerEnv() []string {
+	env := []string{"OTEL_TRACES_SAMPLER=" + *sampler}
+	if *samplerArg != "" {
+		env = append(env, "OTEL_TRACES_SAMPLER_ARG="+*samplerArg)
+	}
+	return env
+}
 
 func main() {
 	flag.Parse()
@@ -164,6 +174,7 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 			// other machines: the server is what is observed
 			"--http.exclude-executables=wrk,httpoverhead")
 		agent.Stderr = os.Stderr
+		agent.Env = append(os.Environ(), samplerEnv()...)
 		if err := agent.Start(); err != nil {
 			log.Fatal(err)
 		}
@@ -186,7 +197,7 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 			mode = "otelhttp"
 		}
 		server = exec.Command(serverBin, "-mode", mode, "-addr-file", addrFile)
-		server.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT="+sink, "OTEL_SERVICE_NAME=hello")
+		server.Env = append(append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT="+sink, "OTEL_SERVICE_NAME=hello"), samplerEnv()...)
 		server.Stderr = os.Stderr
 		if err := server.Start(); err != nil {
 			log.Fatal(err)
@@ -456,6 +467,7 @@ func report(targets []string, all map[string]map[setup][]result) {
 			rows = append(rows, rw)
 		}
 	}
+	fmt.Printf("Sampler: %s %s; wrk -t%d -c%d -d%s, %d alternating rounds, medians.\n\n", *sampler, *samplerArg, *threads, *conns, *duration, *rounds)
 	fmt.Printf("| target | setup | req/s (median) | vs baseline | p50 µs | p99 µs | agent CPU µs/req | BPF µs/req | server CPU µs/req (extra) | total µs/req | agent peak RSS MiB |\n")
 	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
