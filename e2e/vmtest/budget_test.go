@@ -25,7 +25,8 @@ func TestOverBudgetAndSummary(t *testing.T) {
 	got := RenderCollectorSummary(recs, 250_000)
 	for _, want := range []string{
 		"| dns | 1 | 400 (`skb`, cgroup_skb, host) | 0.16 % | n/a |",
-		"| tcp | 2 | 1200 (`state`, tp_btf, 6.1) | 0.48 % | 300.0 ms (`state`, tp_btf, 6.1) |",
+		// state loaded twice on 6.1: its fastest load (1 ms) counts, so kprobe on 5.10 is slowest.
+		"| tcp | 2 | 1200 (`state`, tp_btf, 6.1) | 0.48 % | 2.5 ms (`send`, kprobe, 5.10) |",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("summary lacks %q:\n%s", want, got)
