@@ -35,6 +35,11 @@ type harness struct {
 // OTELBEE_ATTACH_MODE (the kernel-matrix harness forces each mode in turn).
 func startCollector(t *testing.T) *harness {
 	t.Helper()
+	return startCollectorWith(t, DefaultConfig())
+}
+
+func startCollectorWith(t *testing.T, cfg Config) *harness {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: loading BPF programs needs root")
 	}
@@ -65,7 +70,7 @@ func startCollector(t *testing.T) *harness {
 		Probes:         probes,
 		Hooks:          reg,
 		Attach:         hook.Options{Force: force},
-	}, DefaultConfig())
+	}, cfg)
 	c.observeSelf = true
 	if err := c.Load(context.Background()); err != nil {
 		t.Fatalf("loading the http collector: %v", err)
@@ -419,5 +424,47 @@ func TestSpans(t *testing.T) {
 	}
 	if linked != 2 {
 		t.Errorf("%d duration exemplars carry the trace id, want 2", linked)
+	}
+}
+
+// TestFilters: connections to an excluded server port are not tracked at
+// all (counted as filtered), others still are; an include list of another
+// executable leaves this process out entirely.
+func TestFilters(t *testing.T) {
+	excluded := startServer(t, "tcp4", "127.0.0.1:0", testMux())
+	kept := startServer(t, "tcp4", "127.0.0.1:0", testMux())
+	_, portStr, _ := net.SplitHostPort(excluded)
+	var port int
+	fmt.Sscan(portStr, &port)
+	cfg := DefaultConfig()
+	cfg.Exclude.Ports = []int{port}
+	h := startCollectorWith(t, cfg)
+	get := func(addr string) {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get("http://" + addr + "/users/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	for i := 0; i < 3; i++ {
+		get(excluded)
+		get(kept)
+	}
+	h.waitCounts(t, map[string]uint64{"server GET 200 /users/{id}": 3, "client GET 200": 3})
+	// both ends of each excluded connection
+	if n := h.c.kernelCounters()[httpHttpCounterHC_CONNS_FILTERED]; n < 6 {
+		t.Errorf("filtered connections = %d, want at least 6", n)
+	}
+
+	cfg = DefaultConfig()
+	cfg.Include.Executables = []string{"no-such-exe"}
+	h2 := startCollectorWith(t, cfg)
+	get(kept)
+	get(kept)
+	time.Sleep(300 * time.Millisecond)
+	if got := h2.counts(t); len(got) != 0 {
+		t.Errorf("include list of another executable: counts %v, want none", got)
 	}
 }

@@ -218,7 +218,11 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 	return s
 }
 
-// onExchange is the parser's sink: one request with its response.
+// onExchange is the parser's sink: one request with its response. The
+// span is started here (an unsampled one costs only the sampling decision);
+// a sampled one goes to the span worker for its attributes and its end, the
+// metrics are recorded here, in the span's context so that sampled requests
+// become exemplars.
 func (c *Collector) onExchange(ex *Exchange) {
 	st := c.cur
 	if st == nil {
@@ -230,20 +234,41 @@ func (c *Collector) onExchange(ex *Exchange) {
 	}
 	s := c.seriesFor(st, ex, route)
 	c.recorded.Add(1)
+	ctx := context.Background()
 	if c.spans != nil {
-		rec := spanRecord{s: s, start: ex.Start, end: ex.End, reqBody: ex.ReqBody, respBody: ex.RespBody,
-			hasParent: ex.HasParent, traceID: ex.TraceID, parent: ex.ParentSpanID, flags: ex.TraceFlags,
-			peer: st.peer, peerPort: st.peerPort}
-		rec.pathLen = uint16(copy(rec.path[:], ex.Path))
-		select {
-		case c.spans <- rec:
-			c.spansQueued.Add(1)
-			return
-		default:
-			c.spanDrops.Add(1)
+		var span trace.Span
+		ctx, span = c.startSpan(ctx, s, ex)
+		if span.IsRecording() {
+			rec := spanRecord{span: span, s: s, end: ex.End, reqBody: ex.ReqBody, respBody: ex.RespBody,
+				peer: st.peer, peerPort: st.peerPort}
+			rec.pathLen = uint16(copy(rec.path[:], ex.Path))
+			select {
+			case c.spans <- rec:
+				c.spansQueued.Add(1)
+			default:
+				// Never ended, so never exported.
+				c.spanDrops.Add(1)
+			}
 		}
 	}
-	c.record(context.Background(), s, ex.Start, ex.End, ex.ReqBody, ex.RespBody)
+	c.record(ctx, s, ex.Start, ex.End, ex.ReqBody, ex.RespBody)
+}
+
+func (c *Collector) startSpan(ctx context.Context, s *series, ex *Exchange) (context.Context, trace.Span) {
+	kind := trace.SpanKindClient
+	if s.key.server {
+		kind = trace.SpanKindServer
+		if ex.HasParent {
+			sc := trace.NewSpanContext(trace.SpanContextConfig{
+				TraceID:    ex.TraceID,
+				SpanID:     ex.ParentSpanID,
+				TraceFlags: trace.TraceFlags(ex.TraceFlags),
+				Remote:     true,
+			})
+			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
+		}
+	}
+	return c.tracer.Start(ctx, s.name, trace.WithSpanKind(kind), trace.WithTimestamp(c.wall(ex.Start)))
 }
 
 func (c *Collector) record(ctx context.Context, s *series, start, end uint64, reqBody, respBody int64) {
@@ -263,71 +288,44 @@ func (c *Collector) record(ctx context.Context, s *series, start, end uint64, re
 	}
 }
 
-// spanRecord is what the span worker needs of one exchange.
+// spanRecord is a sampled span waiting for its attributes and its end.
 type spanRecord struct {
-	s         *series
-	start     uint64
-	end       uint64
-	reqBody   int64
-	respBody  int64
-	hasParent bool
-	flags     byte
-	traceID   [16]byte
-	parent    [8]byte
-	peer      netip.Addr
-	peerPort  uint16
-	pathLen   uint16
-	path      [maxPath]byte
+	span     trace.Span
+	s        *series
+	end      uint64
+	reqBody  int64
+	respBody int64
+	peer     netip.Addr
+	peerPort uint16
+	pathLen  uint16
+	path     [maxPath]byte
 }
 
-// spanWorker turns exchanges into spans, then records their metrics in the
-// span's context so that sampled requests become exemplars.
+// spanWorker completes sampled spans off the event loop.
 func (c *Collector) spanWorker(ctx context.Context) {
 	defer c.wg.Done()
 	for rec := range c.spans {
-		c.emitSpan(&rec)
+		c.endSpan(&rec)
 	}
 }
 
-func (c *Collector) emitSpan(rec *spanRecord) {
+func (c *Collector) endSpan(rec *spanRecord) {
 	s := rec.s
-	ctx := context.Background()
-	kind := trace.SpanKindClient
+	attrs := make([]attribute.KeyValue, 0, len(s.attrs)+6)
+	attrs = append(attrs, s.attrs...)
+	attrs = append(attrs,
+		keyPath.String(string(rec.path[:rec.pathLen])),
+		keyReqBodySize.Int64(rec.reqBody),
+		keyRespBodySize.Int64(rec.respBody),
+		keyPeerAddress.String(rec.peer.String()),
+		keyPeerPort.Int(int(rec.peerPort)),
+	)
 	if s.key.server {
-		kind = trace.SpanKindServer
-		if rec.hasParent {
-			sc := trace.NewSpanContext(trace.SpanContextConfig{
-				TraceID:    rec.traceID,
-				SpanID:     rec.parent,
-				TraceFlags: trace.TraceFlags(rec.flags),
-				Remote:     true,
-			})
-			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
-		}
+		attrs = append(attrs, keyClientAddress.String(rec.peer.String()))
 	}
-	ctx, span := c.tracer.Start(ctx, s.name,
-		trace.WithSpanKind(kind),
-		trace.WithTimestamp(c.wall(rec.start)))
-	if span.IsRecording() {
-		// Attributes only for sampled spans: an unsampled request costs a
-		// sampling decision and its metrics, nothing more.
-		attrs := make([]attribute.KeyValue, 0, len(s.attrs)+6)
-		attrs = append(attrs, s.attrs...)
-		attrs = append(attrs,
-			keyPath.String(string(rec.path[:rec.pathLen])),
-			keyReqBodySize.Int64(rec.reqBody),
-			keyRespBodySize.Int64(rec.respBody),
-			keyPeerAddress.String(rec.peer.String()),
-			keyPeerPort.Int(int(rec.peerPort)),
-		)
-		if s.key.server {
-			attrs = append(attrs, keyClientAddress.String(rec.peer.String()))
-		}
-		span.SetAttributes(attrs...)
-		if s.errSet {
-			span.SetStatus(codes.Error, "")
-		}
+	rec.span.SetAttributes(attrs...)
+	if s.errSet {
+		rec.span.SetStatus(codes.Error, "")
 	}
-	span.End(trace.WithTimestamp(c.wall(rec.end)))
-	c.record(ctx, s, rec.start, rec.end, rec.reqBody, rec.respBody)
+	rec.span.End(trace.WithTimestamp(c.wall(rec.end)))
 }
