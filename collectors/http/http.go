@@ -303,17 +303,23 @@ func (c *Collector) Run(ctx context.Context) error {
 		r   record
 	)
 	housekeep := time.Now().Add(10 * time.Second)
+	// The kernel wakes us only for batches (bpf/http.c wakeup_flags); the
+	// deadline bounds how long a lone record waits. ReadInto drains the ring
+	// without waiting, so the deadline is renewed only when it fired.
+	c.reader.SetDeadline(time.Now().Add(readPollInterval))
+	n := 0
 	for {
-		// The kernel wakes us only for batches (bpf/http.c wakeup_flags);
-		// the deadline bounds how long a lone record waits.
-		c.reader.SetDeadline(time.Now().Add(readPollInterval))
 		err := c.reader.ReadInto(&rec)
-		if now := time.Now(); now.After(housekeep) {
-			c.housekeeping()
-			housekeep = now.Add(10 * time.Second)
+		if n++; err != nil || n%8192 == 0 {
+			now := time.Now()
+			if now.After(housekeep) {
+				c.housekeeping()
+				housekeep = now.Add(10 * time.Second)
+			}
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.reader.SetDeadline(time.Now().Add(readPollInterval))
 				continue
 			}
 			if errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed) {
