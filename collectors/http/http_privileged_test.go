@@ -186,10 +186,10 @@ func testMux() http.Handler {
 	return mux
 }
 
-// TestGoClientServer: a Go net/http client and server on loopback, IPv4 and
+// TestPrivilegedGoClientServer: a Go net/http client and server on loopback, IPv4 and
 // IPv6, keep-alive, exact counts per route, method and status on both
 // sides, and one span per request with the traceparent honoured.
-func TestGoClientServer(t *testing.T) {
+func TestPrivilegedGoClientServer(t *testing.T) {
 	h := startCollector(t)
 	for _, tc := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
 		t.Run(tc.network, func(t *testing.T) {
@@ -233,9 +233,9 @@ func TestGoClientServer(t *testing.T) {
 	}
 }
 
-// TestRawShapes drives a Go server with hand-written requests: pipelining,
+// TestPrivilegedRawShapes drives a Go server with hand-written requests: pipelining,
 // split writes, 100-continue, a half request closed mid-way, non-HTTP bytes.
-func TestRawShapes(t *testing.T) {
+func TestPrivilegedRawShapes(t *testing.T) {
 	h := startCollector(t)
 	addr := startServer(t, "tcp4", "127.0.0.1:0", testMux())
 	before := h.counts(t)
@@ -339,10 +339,10 @@ func TestRawShapes(t *testing.T) {
 	}
 }
 
-// TestSpans: one span per request on both sides with kernel timestamps; a
+// TestPrivilegedSpans: one span per request on both sides with kernel timestamps; a
 // traceparent makes the server span a child of the caller's span; 5xx is an
 // error; the duration histogram carries the span as an exemplar.
-func TestSpans(t *testing.T) {
+func TestPrivilegedSpans(t *testing.T) {
 	h := startCollector(t)
 	addr := startServer(t, "tcp4", "127.0.0.1:0", testMux())
 	const tid, sid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -427,10 +427,10 @@ func TestSpans(t *testing.T) {
 	}
 }
 
-// TestFilters: connections to an excluded server port are not tracked at
+// TestPrivilegedFilters: connections to an excluded server port are not tracked at
 // all (counted as filtered), others still are; an include list of another
 // executable leaves this process out entirely.
-func TestFilters(t *testing.T) {
+func TestPrivilegedFilters(t *testing.T) {
 	excluded := startServer(t, "tcp4", "127.0.0.1:0", testMux())
 	kept := startServer(t, "tcp4", "127.0.0.1:0", testMux())
 	_, portStr, _ := net.SplitHostPort(excluded)
