@@ -116,7 +116,9 @@ struct data_event {
 	__u64 total; // bytes the call moved
 	__u32 seq;
 	__u32 _pad2;
-	__u8 data[MAX_CAPTURE * 2]; // twice: lets the verifier bound offset + length
+	// Four times the capture: offset (< MAX_CAPTURE) and length (masked to
+	// < 2 * MAX_CAPTURE) stay inside whatever the verifier can prove.
+	__u8 data[MAX_CAPTURE * 4];
 };
 
 #define DATA_HDR_SIZE 56
@@ -457,6 +459,18 @@ static __always_inline int is_request_start(const __u8 *b, __u32 n)
 	return 0;
 }
 
+// read_user_at copies len bytes of user memory to ev->data + off. The masks
+// are applied in assembly right before the call: older verifiers (5.10,
+// 6.1) forget the bounds of a scalar the compiler spilled to the stack, so a
+// check made earlier in C does not reach the helper call.
+static __always_inline long read_user_at(struct data_event *ev, __u64 off, __u64 len, const void *src)
+{
+	asm volatile("%[o] &= 4095\n\t"
+		     "%[l] &= 8191"
+		     : [o] "+r"(off), [l] "+r"(len));
+	return bpf_probe_read_user(&ev->data[off], len, src);
+}
+
 static __always_inline __u32 capture_iov(struct data_event *ev, const struct iovec *iov,
 					 __u64 iovcnt, __u64 total, __u32 cap)
 {
@@ -473,16 +487,12 @@ static __always_inline __u32 capture_iov(struct data_event *ev, const struct iov
 			n = total - off;
 		if (n > cap - off)
 			n = cap - off;
-		__u64 o = off;
-		__u64 len = n;
-		asm volatile("" : "+r"(o));
-		asm volatile("" : "+r"(len));
-		o &= MAX_CAPTURE - 1; // off < cap <= MAX_CAPTURE
-		if (len > MAX_CAPTURE)
+		if (n > MAX_CAPTURE)
 			break;
-		if (bpf_probe_read_user(&ev->data[o], len, v.iov_base))
+		// off < cap <= MAX_CAPTURE, n <= MAX_CAPTURE: the masks change nothing
+		if (read_user_at(ev, off, n, v.iov_base))
 			break;
-		off += len;
+		off += n;
 	}
 	return off;
 }
@@ -511,10 +521,7 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 	__u32 captured = 0;
 	if (a.kind == CALL_BUF) {
 		__u64 len = ret < cap ? ret : cap;
-		asm volatile("" : "+r"(len));
-		if (len > MAX_CAPTURE)
-			return;
-		if (bpf_probe_read_user(ev->data, len, (const void *)a.ptr) == 0)
+		if (read_user_at(ev, 0, len, (const void *)a.ptr) == 0)
 			captured = len;
 	} else if (a.kind == CALL_IOV) {
 		captured = capture_iov(ev, (const struct iovec *)a.ptr, a.count, ret, cap);
@@ -552,9 +559,8 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 	ev->_pad2 = 0;
 	ci->seq++;
 	__u64 size = DATA_HDR_SIZE + (__u64)captured;
-	asm volatile("" : "+r"(size));
-	if (size > sizeof(*ev))
-		return;
+	// as in read_user_at: bound the size where the helper sees it
+	asm volatile("%[s] &= 16383" : [s] "+r"(size));
 	if (bpf_ringbuf_output(&events, ev, size, wakeup_flags())) {
 		bump(&counters, HC_DROP_RINGBUF_FULL);
 		if (starts)

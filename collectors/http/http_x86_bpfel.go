@@ -76,7 +76,7 @@ type httpDataEvent struct {
 	Total    uint64
 	Seq      uint32
 	Pad2     uint32
-	Data     [8192]uint8
+	Data     [16384]uint8
 }
 
 type httpFilterAction uint32
