@@ -330,6 +330,25 @@ func TestPrivilegedRawShapes(t *testing.T) {
 	if n := h.c.stats.Incomplete.Load(); n != 1 {
 		t.Errorf("incomplete requests = %d, want 1", n)
 	}
+	// No state is left behind for the closed connections: the kernel's
+	// connection table has no entry on the server's port.
+	_, portStr, _ := net.SplitHostPort(addr)
+	var port uint16
+	fmt.Sscan(portStr, &port)
+	var (
+		key  uint64
+		info httpConnInfo
+		left int
+	)
+	it := h.c.loader.Map(httpMapConns).Iterate()
+	for it.Next(&key, &info) {
+		if uint32(key>>32) == uint32(os.Getpid()) && (info.LocalPort == port || info.PeerPort == port) {
+			left++
+		}
+	}
+	if left != 0 {
+		t.Errorf("%d kernel connection entries left on port %d after every connection closed", left, port)
+	}
 	k := h.c.kernelCounters()
 	if n := k[httpHttpCounterHC_CONNS_NOT_HTTP]; n < 1 {
 		t.Errorf("connections classified not HTTP = %d, want at least the random-bytes one", n)

@@ -60,7 +60,7 @@ func parseMethod(b []byte) Method {
 const (
 	maxLine     = 1024 // bytes of one head line kept; longer lines are scanned, not kept
 	maxPath     = 256  // bytes of the request target kept (url.path, route)
-	maxPending  = 32   // pipelined requests waiting for a response
+	maxPending  = 16   // pipelined requests waiting for a response
 	maxChunkHdr = 64
 )
 
