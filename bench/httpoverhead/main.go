@@ -62,6 +62,7 @@ var (
 	svgOut     = flag.String("svg", "docs/http-overhead.svg", "chart output")
 	collectors = flag.String("collectors", "all", "agent collectors in the otelbee setup")
 	noNginx    = flag.Bool("no-nginx", false, "skip the nginx target")
+	agentArgs  = flag.String("agent-args", "", "extra agent arguments, space-separated (e.g. --attach-mode=tracepoint)")
 	sampler    = flag.String("sampler", "parentbased_always_on", "OTEL_TRACES_SAMPLER for the agent and the otelhttp server")
 	samplerArg = flag.String("sampler-arg", "", "OTEL_TRACES_SAMPLER_ARG")
 )
@@ -173,6 +174,7 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 			// the load generator and this harness (the OTLP sink) stand for
 			// other machines: the server is what is observed
 			"--http.exclude-executables=wrk,httpoverhead")
+		agent.Args = append(agent.Args, strings.Fields(*agentArgs)...)
 		agent.Stderr = os.Stderr
 		agent.Env = append(os.Environ(), samplerEnv()...)
 		if err := agent.Start(); err != nil {
