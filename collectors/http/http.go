@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,6 +94,7 @@ type connState struct {
 	peerPort uint16
 	local    uint16
 	nextSeq  uint32
+	svc      string // service namespace/name: the route cap's scope
 }
 
 // Collector is the HTTP collector.
@@ -354,6 +356,7 @@ func (c *Collector) handle(ctx context.Context, r *record) {
 		st.peerPort = r.peerPort
 		st.local = r.localPort
 		st.nextSeq = r.seq + 1
+		st.svc = c.serviceOf(r.tgid)
 		st.parser.Reset(st.server, &c.stats, c.sinkFn)
 		return
 	case uint8(httpHttpEventTypeEVENT_DATA):
@@ -424,16 +427,20 @@ func (c *Collector) housekeeping() {
 			c.release(st)
 		}
 	}
-	for tgid := range c.routes.byTgid {
-		if isDead(tgid) {
-			c.routes.Forget(tgid)
-		}
-	}
 	for k := range c.series {
 		if isDead(k.tgid) {
 			delete(c.series, k)
 		}
 	}
+}
+
+// serviceOf names the service of a process for the route cap.
+func (c *Collector) serviceOf(tgid uint32) string {
+	if c.deps.Processes == nil {
+		return strconv.FormatUint(uint64(tgid), 10)
+	}
+	p := c.deps.Processes.Lookup(tgid)
+	return p.ServiceNamespace + "/" + p.ServiceName
 }
 
 func (c *Collector) alive(tgid uint32) bool {

@@ -228,7 +228,7 @@ func (c *Collector) onExchange(ex *Exchange) {
 	if st == nil {
 		return
 	}
-	route := c.routes.Route(st.key.tgid, ex.Path)
+	route := c.routes.Route(st.svc, ex.Path)
 	if route == OverflowRoute {
 		c.routeOverflow.Add(1)
 	}

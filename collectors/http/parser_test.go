@@ -297,17 +297,17 @@ func TestRoutesPatternsAndCap(t *testing.T) {
 		"/static/css/a.css":  "/static/*",
 		"/users/7":           "/users/{id}",
 	} {
-		if got := r.Route(1, []byte(in)); got != want {
+		if got := r.Route("a", []byte(in)); got != want {
 			t.Errorf("Route(%q) = %q, want %q", in, got, want)
 		}
 	}
-	if got := r.Route(1, []byte("/new")); got != OverflowRoute {
+	if got := r.Route("a", []byte("/new")); got != OverflowRoute {
 		t.Errorf("fourth route = %q, want %q", got, OverflowRoute)
 	}
-	if got := r.Route(1, []byte("/users/8")); got != "/users/{id}" {
+	if got := r.Route("a", []byte("/users/8")); got != "/users/{id}" {
 		t.Errorf("known route after the cap = %q", got)
 	}
-	if got := r.Route(2, []byte("/new")); got != "/new" {
+	if got := r.Route("b", []byte("/new")); got != "/new" {
 		t.Errorf("another service's route = %q", got)
 	}
 	if _, err := NewRoutes([]string{"/a/*/b"}, 3); err == nil {
@@ -379,7 +379,7 @@ func BenchmarkRoute(b *testing.B) {
 	p := []byte("/users/12345/orders/6ba7b810-9dad-11d1-80b4-00c04fd430c8")
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		r.Route(1, p)
+		r.Route("a", p)
 	}
 }
 
@@ -390,7 +390,7 @@ func TestParserAllocs(t *testing.T) {
 	allocs := testing.AllocsPerRun(1000, func() {
 		c.Feed(true, benchCalls[0], uint64(len(benchCalls[0])), callTimes{1, 2})
 		c.Feed(false, benchCalls[1], uint64(len(benchCalls[1])), callTimes{3, 4})
-		r.Route(1, []byte("/users/12345"))
+		r.Route("a", []byte("/users/12345"))
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per request, want 0", allocs)

@@ -9,11 +9,11 @@ import (
 // are tried first ("/users/{id}/orders", "/static/*"); a path no pattern
 // matches is folded by a heuristic: segments that are numbers, UUIDs, hex
 // hashes or id-like tokens become placeholders. Each service keeps at most
-// Max distinct routes; later ones become OverflowRoute and are counted.
+// max distinct routes; later ones become OverflowRoute and are counted.
 type Routes struct {
 	patterns [][]string
 	max      int
-	byTgid   map[uint32]*routeSet
+	bySvc    map[string]*routeSet
 	scratch  []byte
 	Overflow uint64
 }
@@ -27,7 +27,7 @@ type routeSet struct {
 
 // NewRoutes validates the patterns.
 func NewRoutes(patterns []string, max int) (*Routes, error) {
-	r := &Routes{max: max, byTgid: map[uint32]*routeSet{}, scratch: make([]byte, 0, maxPath+64)}
+	r := &Routes{max: max, bySvc: map[string]*routeSet{}, scratch: make([]byte, 0, maxPath+64)}
 	for _, p := range patterns {
 		if err := validatePattern(p); err != nil {
 			return nil, err
@@ -53,12 +53,10 @@ func validatePattern(p string) error {
 	return nil
 }
 
-// Forget drops a process's routes (it exited).
-func (r *Routes) Forget(tgid uint32) { delete(r.byTgid, tgid) }
-
-// Route returns the route of path for the process tgid. It allocates only
-// the first time a route is seen.
-func (r *Routes) Route(tgid uint32, path []byte) string {
+// Route returns the route of path for a service (its namespace and name:
+// the processes of one service share its cap). It allocates only the first
+// time a route is seen.
+func (r *Routes) Route(service string, path []byte) string {
 	b := r.scratch[:0]
 	if pat := r.match(path); pat != nil {
 		b = appendPattern(b, pat)
@@ -66,10 +64,10 @@ func (r *Routes) Route(tgid uint32, path []byte) string {
 		b = Fold(b, path)
 	}
 	r.scratch = b
-	set := r.byTgid[tgid]
+	set := r.bySvc[service]
 	if set == nil {
 		set = &routeSet{routes: map[string]string{}}
-		r.byTgid[tgid] = set
+		r.bySvc[service] = set
 	}
 	if s, ok := set.routes[string(b)]; ok {
 		return s
