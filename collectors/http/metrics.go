@@ -26,7 +26,6 @@ const (
 	keyRoute         = attribute.Key("http.route")
 	keyServerAddress = attribute.Key("server.address")
 	keyServerPort    = attribute.Key("server.port")
-	keyProtoName     = attribute.Key("network.protocol.name")
 	keyProtoVersion  = attribute.Key("network.protocol.version")
 	keyScheme        = attribute.Key("url.scheme")
 	keyPath          = attribute.Key("url.path")
@@ -190,7 +189,6 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 	kv = append(kv,
 		keyMethod.String(k.method.String()),
 		keyStatus.Int(int(k.status)),
-		keyProtoName.String("http"),
 		keyProtoVersion.String(version),
 		keyScheme.String("http"),
 	)
