@@ -55,7 +55,8 @@ enum http_counter {
 	HC_DROP_CONNS_FULL = 6,
 	HC_CONNS_FILTERED = 7,
 	HC_DROP_ARGS_FULL = 8,
-	HC_MAX = 9,
+	HC_START_REFUNDS = 9, // dropped request starts whose connection closed unanswered
+	HC_MAX = 10,
 };
 
 enum filter_action {
@@ -80,16 +81,16 @@ struct conn_info {
 	__u8 role;
 	__u8 state;
 	__u8 family;
-	__u8 _pad;
-	__u32 seq; // records emitted (or dropped) on this connection
-	__u32 _pad2;
+	__u8 lost_start;   // the last request start was dropped, no response record since
+	__u32 seq;         // records emitted (or dropped) on this connection
+	__u32 resp_records; // of them, records of the response direction
 };
 
 struct conn_event {
 	__u8 type;
 	__u8 role;
 	__u8 family;
-	__u8 _pad;
+	__u8 lost_start;
 	__u32 tgid;
 	__u32 fd;
 	__u32 seq;
@@ -99,7 +100,7 @@ struct conn_event {
 	__u8 local[16];
 	__u16 peer_port;
 	__u16 local_port;
-	__u32 _pad2;
+	__u32 resp_records;
 };
 
 struct data_event {
@@ -374,7 +375,7 @@ static __always_inline void fill_conn_event(struct conn_event *ev, __u8 type, __
 	ev->type = type;
 	ev->role = ci->role;
 	ev->family = ci->family;
-	ev->_pad = 0;
+	ev->lost_start = ci->lost_start;
 	ev->tgid = current_tgid();
 	ev->fd = fd;
 	ev->seq = ci->seq;
@@ -384,7 +385,7 @@ static __always_inline void fill_conn_event(struct conn_event *ev, __u8 type, __
 	__builtin_memcpy(ev->local, ci->local, 16);
 	ev->peer_port = ci->peer_port;
 	ev->local_port = ci->local_port;
-	ev->_pad2 = 0;
+	ev->resp_records = ci->resp_records;
 }
 
 static __always_inline void emit_conn_event(__u8 type, __u32 fd, struct conn_info *ci)
@@ -409,6 +410,10 @@ int http_close_enter(struct trace_event_raw_sys_enter *ctx)
 	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
 	if (!ci)
 		return 0;
+	if (ci->lost_start)
+		// The request whose first record was dropped was cut off by the
+		// close, not lost: counted here, even if the close record is lost.
+		bump(&counters, HC_START_REFUNDS);
 	if (ci->state == STATE_HTTP)
 		emit_conn_event(EVENT_CLOSE, fd, ci);
 	bpf_map_delete_elem(&conns, &key);
@@ -531,7 +536,8 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 			captured = capture_iov(ev, m.msg_iov, m.msg_iovlen, ret, cap);
 	}
 	int starts = 0;
-	if ((ci->role == ROLE_SERVER && dir == DIR_READ) || (ci->role == ROLE_CLIENT && dir == DIR_WRITE))
+	int request_dir = (ci->role == ROLE_SERVER) == (dir == DIR_READ);
+	if (request_dir)
 		starts = is_request_start(ev->data, captured);
 	if (ci->state == STATE_UNKNOWN) {
 		if (!starts) {
@@ -558,13 +564,21 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 	ev->seq = ci->seq;
 	ev->_pad2 = 0;
 	ci->seq++;
+	if (!request_dir) {
+		// Tells user space at close whether response records were lost,
+		// and that a dropped request start was answered (or not).
+		ci->resp_records++;
+		ci->lost_start = 0;
+	}
 	__u64 size = DATA_HDR_SIZE + (__u64)captured;
 	// as in read_user_at: bound the size where the helper sees it
 	asm volatile("%[s] &= 16383" : [s] "+r"(size));
 	if (bpf_ringbuf_output(&events, ev, size, wakeup_flags())) {
 		bump(&counters, HC_DROP_RINGBUF_FULL);
-		if (starts)
+		if (starts) {
 			bump(&counters, HC_DROP_REQUEST_STARTS);
+			ci->lost_start = 1;
+		}
 		return;
 	}
 	bump(&counters, HC_EVENTS_SUBMITTED);

@@ -558,14 +558,33 @@ var wrkRequests = regexp.MustCompile(`(\d+) requests in`)
 
 // TestHTTPWrk: wrk for 10 s against the Go server; the agent's client-side
 // count for wrk plus the requests it counted as dropped equals wrk's own
-// count, exactly.
+// count, exactly: with the default ring buffer, and with a 64 KiB one that
+// overflows (the drops are then counted, not silent).
 func TestHTTPWrk(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		yaml string
+	}{
+		{"default", ""},
+		{"overflowing_ring", "http:\n  ring_buffer_bytes: 65536\n  capture_bytes: 4096\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testHTTPWrk(t, tc.yaml) })
+	}
+}
+
+func testHTTPWrk(t *testing.T, yaml string) {
 	harness.RequireRoot(t)
 	wrk, err := exec.LookPath("wrk")
 	if err != nil {
 		t.Skip("skipping: wrk not installed")
 	}
-	agent := harness.StartAgent(t, nil, "--collectors=http", "--http.exclude-executables=httpload")
+	args := []string{"--collectors=http", "--http.exclude-executables=httpload"}
+	if yaml != "" {
+		cfg := filepath.Join(t.TempDir(), "otelbee.yaml")
+		os.WriteFile(cfg, []byte(yaml), 0o644)
+		args = append(args, "--config="+cfg)
+	}
+	agent := harness.StartAgent(t, nil, args...)
 	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
 	sfx := strconv.Itoa(rand.IntN(1 << 30))
 	addr, stop := goServer(t, "wrk-server-"+sfx)
@@ -589,6 +608,12 @@ func TestHTTPWrk(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	t.Logf("agent: %v requests, %v dropped", got, dropped)
+	for _, q := range []string{"otelbee_http_requests_dropped_total", "otelbee_http_requests_incomplete_total",
+		"otelbee_http_malformed_total", "otelbee_events_dropped_total"} {
+		if ss, err := prom.Query(context.Background(), q); err == nil {
+			t.Logf("%s: %v", q, ss)
+		}
+	}
 	if got+dropped != float64(want) {
 		t.Errorf("agent %v + dropped %v != wrk %d", got, dropped, want)
 	}

@@ -34,7 +34,11 @@ type record struct {
 	local     [16]byte
 	peerPort  uint16
 	localPort uint16
-	data      []byte
+	// close: records of the response direction emitted or dropped, and
+	// whether the last request start was dropped with no response since
+	respRecords uint32
+	lostStart   bool
+	data        []byte
 }
 
 // decodeRecord reads a conn_event or data_event without allocating.
@@ -50,6 +54,7 @@ func decodeRecord(b []byte, r *record) error {
 		}
 		r.role = b[1]
 		r.family = b[2]
+		r.lostStart = b[3] != 0
 		r.tgid = le.Uint32(b[4:8])
 		r.fd = le.Uint32(b[8:12])
 		r.seq = le.Uint32(b[12:16])
@@ -60,6 +65,7 @@ func decodeRecord(b []byte, r *record) error {
 		copy(r.local[:], b[48:64])
 		r.peerPort = le.Uint16(b[64:66])
 		r.localPort = le.Uint16(b[66:68])
+		r.respRecords = le.Uint32(b[68:72])
 		r.total = 0
 		r.data = nil
 		return nil

@@ -94,6 +94,7 @@ type connState struct {
 	peerPort uint16
 	local    uint16
 	nextSeq  uint32
+	respSeen uint32 // records of the response direction received
 	svc      string // service namespace/name: the route cap's scope
 }
 
@@ -130,6 +131,7 @@ type Collector struct {
 	spanDrops     atomic.Uint64
 	spansQueued   atomic.Uint64
 	connsOver     atomic.Uint64
+	refunds       atomic.Uint64 // dropped request starts cut off by a process exit
 	routeOverflow atomic.Uint64
 
 	closeOnce   sync.Once
@@ -356,6 +358,7 @@ func (c *Collector) handle(ctx context.Context, r *record) {
 		st.peerPort = r.peerPort
 		st.local = r.localPort
 		st.nextSeq = r.seq + 1
+		st.respSeen = 0
 		st.svc = c.serviceOf(r.tgid)
 		st.parser.Reset(st.server, &c.stats, c.sinkFn)
 		return
@@ -368,6 +371,9 @@ func (c *Collector) handle(ctx context.Context, r *record) {
 			st.parser.Lost()
 		}
 		st.nextSeq = r.seq + 1
+		if (r.dir == 1) == st.server { // a server writes responses, a client reads them
+			st.respSeen++
+		}
 		c.cur = st
 		st.parser.Feed(r.dir == 0, r.data, r.total, callTimes{enter: r.enterNs, exit: r.exitNs})
 		c.cur = nil
@@ -375,8 +381,16 @@ func (c *Collector) handle(ctx context.Context, r *record) {
 		if st == nil {
 			return
 		}
-		if r.seq != st.nextSeq {
+		// Records were lost since the last one seen. If none of them was a
+		// response record, the requests waiting never got an answer: they
+		// are incomplete (Close counts them), not lost.
+		if r.seq != st.nextSeq && r.respRecords != st.respSeen {
 			st.parser.Lost()
+		}
+		if r.lostStart {
+			// A request whose first record was dropped (and counted) got no
+			// response before the close: it was cut off, not lost.
+			c.stats.Incomplete.Add(1)
 		}
 		c.cur = st
 		st.parser.Close()
@@ -419,8 +433,21 @@ func (c *Collector) housekeeping() {
 		}
 		return d
 	}
+	conns := c.loader.Map(httpMapConns)
 	for k, st := range c.conns {
 		if isDead(k.tgid) {
+			// The process exited: its descriptors closed without close(2),
+			// so the kernel's entry is still there. A request start dropped
+			// on it was cut off by the exit; then forget the entry.
+			kkey := uint64(k.tgid)<<32 | uint64(k.fd)
+			var info httpConnInfo
+			if err := conns.Lookup(kkey, &info); err == nil && info.StartNs == k.start {
+				if info.LostStart != 0 {
+					c.refunds.Add(1)
+					c.stats.Incomplete.Add(1)
+				}
+				conns.Delete(kkey)
+			}
 			c.cur = st
 			st.parser.Close()
 			c.cur = nil
@@ -513,5 +540,16 @@ func (c *Collector) kernelCounters() [httpHttpCounterHC_MAX]uint64 {
 // lost records, and pipelined requests past the parser's queue.
 func (c *Collector) DroppedRequests() uint64 {
 	k := c.kernelCounters()
-	return k[httpHttpCounterHC_DROP_REQUEST_STARTS] + c.stats.Lost.Load() + c.stats.Overflow.Load()
+	return c.droppedStarts(k) + c.stats.Lost.Load() + c.stats.Overflow.Load()
+}
+
+// droppedStarts is the requests whose first record the ring buffer refused,
+// less those that turned out to be cut off by a close (counted in the
+// kernel) or by their process's exit (found by housekeeping).
+func (c *Collector) droppedStarts(k [httpHttpCounterHC_MAX]uint64) uint64 {
+	starts, refunds := k[httpHttpCounterHC_DROP_REQUEST_STARTS], k[httpHttpCounterHC_START_REFUNDS]+c.refunds.Load()
+	if refunds > starts { // per-CPU sums read one after the other
+		return 0
+	}
+	return starts - refunds
 }

@@ -29,36 +29,36 @@ type httpCommKey struct {
 }
 
 type httpConnEvent struct {
-	_         structs.HostLayout
-	Type      uint8
-	Role      uint8
-	Family    uint8
-	Pad       uint8
-	Tgid      uint32
-	Fd        uint32
-	Seq       uint32
-	StartNs   uint64
-	TsNs      uint64
-	Peer      [16]uint8
-	Local     [16]uint8
-	PeerPort  uint16
-	LocalPort uint16
-	Pad2      uint32
+	_           structs.HostLayout
+	Type        uint8
+	Role        uint8
+	Family      uint8
+	LostStart   uint8
+	Tgid        uint32
+	Fd          uint32
+	Seq         uint32
+	StartNs     uint64
+	TsNs        uint64
+	Peer        [16]uint8
+	Local       [16]uint8
+	PeerPort    uint16
+	LocalPort   uint16
+	RespRecords uint32
 }
 
 type httpConnInfo struct {
-	_         structs.HostLayout
-	StartNs   uint64
-	Peer      [16]uint8
-	Local     [16]uint8
-	PeerPort  uint16
-	LocalPort uint16
-	Role      uint8
-	State     uint8
-	Family    uint8
-	Pad       uint8
-	Seq       uint32
-	Pad2      uint32
+	_           structs.HostLayout
+	StartNs     uint64
+	Peer        [16]uint8
+	Local       [16]uint8
+	PeerPort    uint16
+	LocalPort   uint16
+	Role        uint8
+	State       uint8
+	Family      uint8
+	LostStart   uint8
+	Seq         uint32
+	RespRecords uint32
 }
 
 type httpDataEvent struct {
@@ -98,7 +98,8 @@ const (
 	httpHttpCounterHC_DROP_CONNS_FULL     httpHttpCounter = 6
 	httpHttpCounterHC_CONNS_FILTERED      httpHttpCounter = 7
 	httpHttpCounterHC_DROP_ARGS_FULL      httpHttpCounter = 8
-	httpHttpCounterHC_MAX                 httpHttpCounter = 9
+	httpHttpCounterHC_START_REFUNDS       httpHttpCounter = 9
+	httpHttpCounterHC_MAX                 httpHttpCounter = 10
 )
 
 type httpHttpEventType uint32

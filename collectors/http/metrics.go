@@ -139,7 +139,7 @@ func (c *Collector) selfInstruments() error {
 	rNotHTTP, rFiltered := reason("not_http"), reason("filtered")
 	c.reg, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		k := c.kernelCounters()
-		o.ObserveInt64(dropped, int64(k[httpHttpCounterHC_DROP_REQUEST_STARTS]), rRing)
+		o.ObserveInt64(dropped, int64(c.droppedStarts(k)), rRing)
 		o.ObserveInt64(dropped, int64(c.stats.Lost.Load()), rLost)
 		o.ObserveInt64(dropped, int64(c.stats.Overflow.Load()), rOver)
 		o.ObserveInt64(incomplete, int64(c.stats.Incomplete.Load()))
