@@ -356,27 +356,9 @@ func (c *Collector) Close() error {
 	return err
 }
 
-// kernelCounters sums the per-CPU counters.
-func (c *Collector) kernelCounters() [dnsDnsCounterCOUNTER_MAX]uint64 {
-	var out [dnsDnsCounterCOUNTER_MAX]uint64
-	if c.counters == nil {
-		return out
-	}
-	var perCPU []uint64
-	for i := range out {
-		if err := c.counters.Lookup(uint32(i), &perCPU); err != nil {
-			continue
-		}
-		for _, v := range perCPU {
-			out[i] += v
-		}
-	}
-	return out
-}
-
 // PipelineStats implements collectors.PipelineReporter.
 func (c *Collector) PipelineStats() []collectors.StageStats {
-	k := c.kernelCounters()
+	k := hook.SumCounters(c.counters, int(dnsDnsCounterCOUNTER_MAX))
 	rbDropped := k[dnsDnsCounterCOUNTER_DROP_QUERY_RINGBUF] + k[dnsDnsCounterCOUNTER_DROP_RESPONSE_RINGBUF]
 	submitted := k[dnsDnsCounterCOUNTER_QUERIES_SUBMITTED] + k[dnsDnsCounterCOUNTER_RESPONSES_SUBMITTED]
 	received := c.stats.received.Load()

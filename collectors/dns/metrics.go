@@ -6,6 +6,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/otelbee/otelbee/collectors/hook"
 )
 
 type instruments struct {
@@ -66,7 +68,7 @@ func (c *Collector) createInstruments() error {
 
 // observe reports the kernel's and the agent's counters, once per collection.
 func (c *Collector) observe(_ context.Context, o metric.Observer) error {
-	k := c.kernelCounters()
+	k := hook.SumCounters(c.counters, int(dnsDnsCounterCOUNTER_MAX))
 	st := &c.stats
 	i := &c.inst
 	o.ObserveInt64(i.packets, int64(k[dnsDnsCounterCOUNTER_QUERIES]), attrQuerySeen)

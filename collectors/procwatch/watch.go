@@ -84,15 +84,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 // PipelineStats reports the exec events handled and lost.
 func (w *Watcher) PipelineStats() []collectors.StageStats {
-	var sums [2]uint64
-	var perCPU []uint64
-	for i := range sums {
-		if err := w.counters.Lookup(uint32(i), &perCPU); err == nil {
-			for _, v := range perCPU {
-				sums[i] += v
-			}
-		}
-	}
+	sums := hook.SumCounters(w.counters, 2)
 	return []collectors.StageStats{{
 		Stage:     "ringbuf",
 		Produced:  sums[0] + sums[1],

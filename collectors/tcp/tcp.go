@@ -230,7 +230,7 @@ func (c *Collector) Close() error {
 // PipelineStats implements collectors.PipelineReporter from the kernel's
 // counters: what could not be recorded because a map was full.
 func (c *Collector) PipelineStats() []collectors.StageStats {
-	k := c.kernelCounters()
+	k := hook.SumCounters(c.counters, int(tcpTcpCounterCOUNTER_MAX))
 	return []collectors.StageStats{
 		{Stage: "hist_map", Produced: k[tcpTcpCounterCOUNTER_CLOSES] + k[tcpTcpCounterCOUNTER_DROP_HIST_FULL],
 			Delivered: k[tcpTcpCounterCOUNTER_CLOSES], Dropped: k[tcpTcpCounterCOUNTER_DROP_HIST_FULL]},
@@ -238,23 +238,6 @@ func (c *Collector) PipelineStats() []collectors.StageStats {
 		{Stage: "stats_map", Dropped: k[tcpTcpCounterCOUNTER_DROP_STATS_FULL]},
 		{Stage: "listeners_map", Dropped: k[tcpTcpCounterCOUNTER_DROP_LISTENERS_FULL]},
 	}
-}
-
-func (c *Collector) kernelCounters() [tcpTcpCounterCOUNTER_MAX]uint64 {
-	var out [tcpTcpCounterCOUNTER_MAX]uint64
-	if c.counters == nil {
-		return out
-	}
-	var perCPU []uint64
-	for i := range out {
-		if err := c.counters.Lookup(uint32(i), &perCPU); err != nil {
-			continue
-		}
-		for _, v := range perCPU {
-			out[i] += v
-		}
-	}
-	return out
 }
 
 // seriesAttrs caches the attributes of one kernel series, so that a
