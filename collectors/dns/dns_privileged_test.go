@@ -3,10 +3,8 @@ package dns
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"sort"
@@ -19,11 +17,9 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"golang.org/x/net/dns/dnsmessage"
 
-	"github.com/cilium/ebpf/rlimit"
-
 	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/collectortest"
 	"github.com/otelbee/otelbee/collectors/hook"
-	"github.com/otelbee/otelbee/collectors/identity"
 )
 
 // startCollector loads the collector on the running kernel watching ports,
@@ -32,81 +28,13 @@ import (
 // the responder in this package.
 func startCollector(t *testing.T, cfg Config) (*Collector, *sdkmetric.ManualReader) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: loading BPF programs needs root")
-	}
-	if err := hook.EnsureMounts(); err != nil {
-		t.Logf("mounts: %v", err)
-	}
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		t.Logf("lifting RLIMIT_MEMLOCK: %v", err)
-	}
-	force, err := hook.ParseMode(os.Getenv("OTELBEE_ATTACH_MODE"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	probes := hook.NewProbes()
-	if force != "" {
-		if err := probes.Supports(force); err != nil {
-			t.Skipf("skipping: forced attach mode %s is unavailable here: %v", force, err)
-		}
-	}
-	producers := &collectors.ProducerSet{}
-	reader := sdkmetric.NewManualReader(sdkmetric.WithProducer(producers))
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { mp.Shutdown(context.Background()) })
-	reg := hook.NewRegistry()
-	c := New(collectors.Deps{
-		Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", Name),
-		Meter:     mp.Meter("test"),
-		Processes: identity.NewResolver("/proc", "testhost"),
-		Producers: producers,
-		Probes:    probes,
-		Hooks:     reg,
-		Attach:    hook.Options{Force: force, Strict: true},
-	}, cfg)
-	if err := c.Load(context.Background()); err != nil {
-		if force != "" && hook.IsUnsupported(err) {
-			t.Skipf("skipping: mode %s cannot attach the dns packet hook on this kernel: %v", force, err)
-		}
-		t.Fatalf("loading the dns collector: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		c.Close()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+	c, env := collectortest.Start(t, Name, func(d collectors.Deps) collectors.Collector {
+		return New(d, cfg)
+	}, collectortest.Options{
+		// Optional: it only frees attribution state early; the LRU map bounds it.
+		OptionalHooks: []string{"release"},
 	})
-	for _, st := range reg.Statuses() {
-		for _, p := range st.Programs {
-			// Read by the kernel-matrix harness (e2e/vmtest).
-			fmt.Printf("OTELBEE-PROGSTAT collector=%s program=%s mode=%s insns=%d load_us=%d\n",
-				st.Collector, p.Program, p.Mode, p.VerifiedInstructions, p.LoadTime.Microseconds())
-		}
-		if !st.Attached() {
-			var errs []error
-			for _, a := range st.Attempts {
-				errs = append(errs, a.Err)
-			}
-			err := errors.Join(errs...)
-			if force != "" && hook.IsUnsupported(err) {
-				t.Skipf("skipping: hook %s has no %s attach point on this kernel: %v", st.Hook, force, err)
-			}
-			if st.Hook == "release" {
-				// Optional: it only frees attribution state early.
-				t.Logf("hook release not attached (the LRU map bounds the state): %v", err)
-				continue
-			}
-			t.Fatalf("hook %s not attached: %v", st.Hook, err)
-		}
-		t.Logf("hook %s: mode %q (declared %v)", st.Hook, st.Mode, st.Declared)
-	}
-	return c, reader
+	return c.(*Collector), env.Reader
 }
 
 func testConfig(ports ...int) Config {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"syscall"
@@ -16,87 +15,17 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/otelbee/otelbee/collectors"
-	"github.com/otelbee/otelbee/collectors/hook"
-	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/collectors/collectortest"
 )
 
-// startCollector loads the collector on the running kernel, honouring
-// OTELBEE_ATTACH_MODE (the kernel-matrix harness forces each mode in turn).
-func startCollector(t *testing.T) (*Collector, *sdkmetric.ManualReader, *hook.Registry) {
+// startCollector loads the collector on the running kernel (see
+// collectortest: OTELBEE_ATTACH_MODE, skips, PROGSTAT lines).
+func startCollector(t *testing.T) (*Collector, *sdkmetric.ManualReader) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: loading BPF programs needs root")
-	}
-	if err := hook.EnsureMounts(); err != nil {
-		t.Logf("mounts: %v", err)
-	}
-	force, err := hook.ParseMode(os.Getenv("OTELBEE_ATTACH_MODE"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	probes := hook.NewProbes()
-	if force != "" {
-		if err := probes.Supports(force); err != nil {
-			t.Skipf("skipping: forced attach mode %s is unavailable here: %v", force, err)
-		}
-	}
-	producers := &collectors.ProducerSet{}
-	reader := sdkmetric.NewManualReader(sdkmetric.WithProducer(producers))
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { mp.Shutdown(context.Background()) })
-	reg := hook.NewRegistry()
-	c := New(collectors.Deps{
-		Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", Name),
-		Meter:     mp.Meter("test"),
-		Processes: identity.NewResolver("/proc", "testhost"),
-		Probes:    probes,
-		Hooks:     reg,
-		Attach:    hook.Options{Force: force, Strict: true},
-		Producers: producers,
-	}, DefaultConfig())
-	if err := c.Load(context.Background()); err != nil {
-		if force != "" && hook.IsUnsupported(err) {
-			t.Skipf("skipping: mode %s cannot attach a required hook on this kernel: %v", force, err)
-		}
-		t.Fatalf("loading the tcp collector: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		c.Close()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	for _, st := range reg.Statuses() {
-		for _, p := range st.Programs {
-			// Read by the kernel-matrix harness (e2e/vmtest).
-			fmt.Printf("OTELBEE-PROGSTAT collector=%s program=%s mode=%s insns=%d load_us=%d\n",
-				st.Collector, p.Program, p.Mode, p.VerifiedInstructions, p.LoadTime.Microseconds())
-		}
-		if !st.Attached() {
-			var errs []error
-			for _, a := range st.Attempts {
-				errs = append(errs, a.Err)
-			}
-			err := errors.Join(errs...)
-			if force != "" && hook.IsUnsupported(err) {
-				t.Skipf("skipping: hook %s has no %s attach point on this kernel: %v", st.Hook, force, err)
-			}
-			t.Fatalf("hook %s not attached: %v", st.Hook, err)
-		}
-		if force != "" {
-			for _, m := range st.Declared {
-				if m == force && st.Mode != force {
-					t.Errorf("hook %s: forced %s but attached %s", st.Hook, force, st.Mode)
-				}
-			}
-		}
-		t.Logf("hook %s: mode %q (declared %v)", st.Hook, st.Mode, st.Declared)
-	}
-	return c, reader, reg
+	c, env := collectortest.Start(t, Name, func(d collectors.Deps) collectors.Collector {
+		return New(d, DefaultConfig())
+	}, collectortest.Options{})
+	return c.(*Collector), env.Reader
 }
 
 // snapshot sums the kernel's per-CPU counters by series.
@@ -199,7 +128,7 @@ func waitFor(t *testing.T, c *Collector, cond func(map[tcpConnKey]tcpConnCounter
 }
 
 func TestPrivilegedExactLoopbackCounts(t *testing.T) {
-	c, reader, _ := startCollector(t)
+	c, reader := startCollector(t)
 	const (
 		conns = 25
 		send  = 70001
@@ -241,7 +170,7 @@ func TestPrivilegedExactLoopbackCounts(t *testing.T) {
 }
 
 func TestPrivilegedIPv6AndRefused(t *testing.T) {
-	c, _, _ := startCollector(t)
+	c, _ := startCollector(t)
 	ln, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
 		t.Skipf("skipping: no IPv6 loopback: %v", err)

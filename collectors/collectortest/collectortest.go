@@ -1,0 +1,117 @@
+// Package collectortest runs a collector against the running kernel for the
+// privileged tests of every collector package, the way the kernel-matrix
+// harness (e2e/vmtest) expects: it honours OTELBEE_ATTACH_MODE strictly,
+// skips with the reason when the kernel lacks the forced mode or a hook's
+// attach point, and prints one OTELBEE-PROGSTAT line per loaded program.
+package collectortest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"testing"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/identity"
+)
+
+// Env is what a started collector's test can inspect.
+type Env struct {
+	// Reader collects the collector's instruments and kernel-aggregated
+	// metrics (its producer).
+	Reader    *sdkmetric.ManualReader
+	Registry  *hook.Registry
+	Processes *identity.Resolver
+	Force     hook.Mode
+}
+
+// Options tune Start.
+type Options struct {
+	// OptionalHooks may stay detached without failing the test.
+	OptionalHooks []string
+}
+
+// Start loads the collector that build makes from the given Deps, runs it
+// until the test ends, and checks its attach outcome.
+func Start(t *testing.T, name string, build func(collectors.Deps) collectors.Collector, opts Options) (collectors.Collector, *Env) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: loading BPF programs needs root")
+	}
+	if err := hook.EnsureMounts(); err != nil {
+		t.Logf("mounts: %v", err)
+	}
+	force, err := hook.ParseMode(os.Getenv("OTELBEE_ATTACH_MODE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	probes := hook.NewProbes()
+	if force != "" {
+		if err := probes.Supports(force); err != nil {
+			t.Skipf("skipping: forced attach mode %s is unavailable here: %v", force, err)
+		}
+	}
+	producers := &collectors.ProducerSet{}
+	reader := sdkmetric.NewManualReader(sdkmetric.WithProducer(producers))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	env := &Env{Reader: reader, Registry: hook.NewRegistry(), Processes: identity.NewResolver("/proc", "testhost"), Force: force}
+	c := build(collectors.Deps{
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", name),
+		Meter:     mp.Meter("test"),
+		Processes: env.Processes,
+		Probes:    probes,
+		Hooks:     env.Registry,
+		Attach:    hook.Options{Force: force, Strict: true},
+		Producers: producers,
+	})
+	if err := c.Load(context.Background()); err != nil {
+		if force != "" && hook.IsUnsupported(err) {
+			t.Skipf("skipping: mode %s cannot attach a required %s hook on this kernel: %v", force, name, err)
+		}
+		t.Fatalf("loading the %s collector: %v", name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		c.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	for _, st := range env.Registry.Statuses() {
+		for _, p := range st.Programs {
+			// Read by the kernel-matrix harness (e2e/vmtest).
+			fmt.Printf("OTELBEE-PROGSTAT collector=%s program=%s mode=%s insns=%d load_us=%d\n",
+				st.Collector, p.Program, p.Mode, p.VerifiedInstructions, p.LoadTime.Microseconds())
+		}
+		if !st.Attached() {
+			errs := make([]error, 0, len(st.Attempts))
+			for _, a := range st.Attempts {
+				errs = append(errs, a.Err)
+			}
+			err := errors.Join(errs...)
+			if force != "" && hook.IsUnsupported(err) {
+				t.Skipf("skipping: hook %s has no %s attach point on this kernel: %v", st.Hook, force, err)
+			}
+			if slices.Contains(opts.OptionalHooks, st.Hook) {
+				t.Logf("optional hook %s not attached: %v", st.Hook, err)
+				continue
+			}
+			t.Fatalf("hook %s not attached: %v", st.Hook, err)
+		}
+		if force != "" && slices.Contains(st.Declared, force) && st.Mode != force {
+			t.Errorf("hook %s: forced %s but attached %s", st.Hook, force, st.Mode)
+		}
+		t.Logf("hook %s: mode %q (declared %v)", st.Hook, st.Mode, st.Declared)
+	}
+	return c, env
+}
