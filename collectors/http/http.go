@@ -441,7 +441,8 @@ func (c *Collector) housekeeping() {
 			// on it was cut off by the exit; then forget the entry.
 			kkey := uint64(k.tgid)<<32 | uint64(k.fd)
 			var info httpConnInfo
-			if err := conns.Lookup(kkey, &info); err == nil && info.StartNs == k.start {
+			err := conns.Lookup(kkey, &info)
+			if err == nil && info.StartNs == k.start {
 				if info.LostStart != 0 {
 					c.refunds.Add(1)
 					c.stats.Incomplete.Add(1)
