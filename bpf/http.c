@@ -185,6 +185,39 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+// Dropped request starts and their refunds per process, for the
+// per-service drop counters (touched only when a record is dropped).
+struct tgid_drops {
+	__u64 starts;
+	__u64 refunds;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct tgid_drops);
+} drops SEC(".maps");
+
+const struct tgid_drops *unused_tgid_drops __attribute__((unused));
+
+static __always_inline void count_drop(int refund)
+{
+	__u32 tgid = current_tgid();
+	struct tgid_drops *d = bpf_map_lookup_elem(&drops, &tgid);
+	if (!d) {
+		struct tgid_drops zero = {};
+		bpf_map_update_elem(&drops, &tgid, &zero, BPF_NOEXIST);
+		d = bpf_map_lookup_elem(&drops, &tgid);
+		if (!d)
+			return;
+	}
+	if (refund)
+		__sync_fetch_and_add(&d->refunds, 1);
+	else
+		__sync_fetch_and_add(&d->starts, 1);
+}
+
 struct comm_key {
 	char comm[16];
 };
@@ -410,10 +443,12 @@ int http_close_enter(struct trace_event_raw_sys_enter *ctx)
 	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
 	if (!ci)
 		return 0;
-	if (ci->lost_start)
+	if (ci->lost_start) {
 		// The request whose first record was dropped was cut off by the
 		// close, not lost: counted here, even if the close record is lost.
 		bump(&counters, HC_START_REFUNDS);
+		count_drop(1);
+	}
 	if (ci->state == STATE_HTTP)
 		emit_conn_event(EVENT_CLOSE, fd, ci);
 	bpf_map_delete_elem(&conns, &key);
@@ -577,6 +612,7 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 		bump(&counters, HC_DROP_RINGBUF_FULL);
 		if (starts) {
 			bump(&counters, HC_DROP_REQUEST_STARTS);
+			count_drop(0);
 			ci->lost_start = 1;
 		}
 		return;

@@ -95,6 +95,7 @@ type connState struct {
 	local    uint16
 	nextSeq  uint32
 	respSeen uint32 // records of the response direction received
+	stats    *procStats
 	svc      string // service namespace/name: the route cap's scope
 }
 
@@ -123,7 +124,9 @@ type Collector struct {
 	sinkFn  func(*Exchange)
 	clockNs atomic.Int64 // wall - monotonic, ns
 
-	stats         Stats
+	statsMu sync.Mutex
+	procs   map[uint32]*procStats // per process: drops, incomplete, malformed
+
 	received      atomic.Uint64
 	malformed     atomic.Uint64
 	orphans       atomic.Uint64 // data of connections whose open was lost
@@ -131,7 +134,6 @@ type Collector struct {
 	spanDrops     atomic.Uint64
 	spansQueued   atomic.Uint64
 	connsOver     atomic.Uint64
-	refunds       atomic.Uint64 // dropped request starts cut off by a process exit
 	routeOverflow atomic.Uint64
 
 	closeOnce   sync.Once
@@ -155,6 +157,7 @@ func New(deps collectors.Deps, cfg Config) *Collector {
 		log:    deps.Logger,
 		conns:  map[connKey]*connState{},
 		series: map[seriesKey]*series{},
+		procs:  map[uint32]*procStats{},
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -360,7 +363,8 @@ func (c *Collector) handle(ctx context.Context, r *record) {
 		st.nextSeq = r.seq + 1
 		st.respSeen = 0
 		st.svc = c.serviceOf(r.tgid)
-		st.parser.Reset(st.server, &c.stats, c.sinkFn)
+		st.stats = c.statsFor(r.tgid)
+		st.parser.Reset(st.server, &st.stats.Stats, c.sinkFn)
 		return
 	case uint8(httpHttpEventTypeEVENT_DATA):
 		if st == nil {
@@ -390,7 +394,7 @@ func (c *Collector) handle(ctx context.Context, r *record) {
 		if r.lostStart {
 			// A request whose first record was dropped (and counted) got no
 			// response before the close: it was cut off, not lost.
-			c.stats.Incomplete.Add(1)
+			st.stats.Incomplete.Add(1)
 		}
 		c.cur = st
 		st.parser.Close()
@@ -444,8 +448,10 @@ func (c *Collector) housekeeping() {
 			err := conns.Lookup(kkey, &info)
 			if err == nil && info.StartNs == k.start {
 				if info.LostStart != 0 {
-					c.refunds.Add(1)
-					c.stats.Incomplete.Add(1)
+					c.statsMu.Lock()
+					st.stats.refunds++
+					c.statsMu.Unlock()
+					st.stats.Incomplete.Add(1)
 				}
 				conns.Delete(kkey)
 			}
@@ -460,6 +466,7 @@ func (c *Collector) housekeeping() {
 			delete(c.series, k)
 		}
 	}
+	c.retireProcs(isDead, time.Now())
 }
 
 // serviceOf names the service of a process for the route cap.
@@ -537,20 +544,10 @@ func (c *Collector) kernelCounters() [httpHttpCounterHC_MAX]uint64 {
 }
 
 // DroppedRequests is the number of requests lost on the way: records that
-// began a request and found the ring buffer full, requests given up after
-// lost records, and pipelined requests past the parser's queue.
+// began a request and found the ring buffer full (less those cut off by a
+// close or an exit), requests given up after lost records, and pipelined
+// requests past the parser's queue.
 func (c *Collector) DroppedRequests() uint64 {
-	k := c.kernelCounters()
-	return c.droppedStarts(k) + c.stats.Lost.Load() + c.stats.Overflow.Load()
-}
-
-// droppedStarts is the requests whose first record the ring buffer refused,
-// less those that turned out to be cut off by a close (counted in the
-// kernel) or by their process's exit (found by housekeeping).
-func (c *Collector) droppedStarts(k [httpHttpCounterHC_MAX]uint64) uint64 {
-	starts, refunds := k[httpHttpCounterHC_DROP_REQUEST_STARTS], k[httpHttpCounterHC_START_REFUNDS]+c.refunds.Load()
-	if refunds > starts { // per-CPU sums read one after the other
-		return 0
-	}
-	return starts - refunds
+	t := c.observeProcs(nil, nil, nil, nil)
+	return t.droppedStarts + t.lost + t.overflow
 }

@@ -117,6 +117,12 @@ const (
 	httpHttpRoleROLE_CLIENT httpHttpRole = 2
 )
 
+type httpTgidDrops struct {
+	_       structs.HostLayout
+	Starts  uint64
+	Refunds uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -124,6 +130,7 @@ const (
 	httpMapCalls               = "calls"
 	httpMapConns               = "conns"
 	httpMapCounters            = "counters"
+	httpMapDrops               = "drops"
 	httpMapEvents              = "events"
 	httpMapFilterCgroup        = "filter_cgroup"
 	httpMapFilterComm          = "filter_comm"
@@ -165,6 +172,7 @@ const (
 	httpVarUnusedHttpCounter   = "unused_http_counter"
 	httpVarUnusedHttpEventType = "unused_http_event_type"
 	httpVarUnusedHttpRole      = "unused_http_role"
+	httpVarUnusedTgidDrops     = "unused_tgid_drops"
 )
 
 // loadHttp returns the embedded CollectionSpec for http.
@@ -241,6 +249,7 @@ type httpMapSpecs struct {
 	Calls        *ebpf.MapSpec `ebpf:"calls"`
 	Conns        *ebpf.MapSpec `ebpf:"conns"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Drops        *ebpf.MapSpec `ebpf:"drops"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	FilterCgroup *ebpf.MapSpec `ebpf:"filter_cgroup"`
 	FilterComm   *ebpf.MapSpec `ebpf:"filter_comm"`
@@ -265,6 +274,7 @@ type httpVariableSpecs struct {
 	UnusedHttpCounter   *ebpf.VariableSpec `ebpf:"unused_http_counter"`
 	UnusedHttpEventType *ebpf.VariableSpec `ebpf:"unused_http_event_type"`
 	UnusedHttpRole      *ebpf.VariableSpec `ebpf:"unused_http_role"`
+	UnusedTgidDrops     *ebpf.VariableSpec `ebpf:"unused_tgid_drops"`
 }
 
 // httpObjects contains all objects after they have been loaded into the kernel.
@@ -290,6 +300,7 @@ type httpMaps struct {
 	Calls        *ebpf.Map `ebpf:"calls"`
 	Conns        *ebpf.Map `ebpf:"conns"`
 	Counters     *ebpf.Map `ebpf:"counters"`
+	Drops        *ebpf.Map `ebpf:"drops"`
 	Events       *ebpf.Map `ebpf:"events"`
 	FilterCgroup *ebpf.Map `ebpf:"filter_cgroup"`
 	FilterComm   *ebpf.Map `ebpf:"filter_comm"`
@@ -302,6 +313,7 @@ func (m *httpMaps) Close() error {
 		m.Calls,
 		m.Conns,
 		m.Counters,
+		m.Drops,
 		m.Events,
 		m.FilterCgroup,
 		m.FilterComm,
@@ -327,6 +339,7 @@ type httpVariables struct {
 	UnusedHttpCounter   *ebpf.Variable `ebpf:"unused_http_counter"`
 	UnusedHttpEventType *ebpf.Variable `ebpf:"unused_http_event_type"`
 	UnusedHttpRole      *ebpf.Variable `ebpf:"unused_http_role"`
+	UnusedTgidDrops     *ebpf.Variable `ebpf:"unused_tgid_drops"`
 }
 
 // httpPrograms contains all programs after they have been loaded into the kernel.

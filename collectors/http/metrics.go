@@ -135,15 +135,10 @@ func (c *Collector) selfInstruments() error {
 	reason := func(r string) metric.ObserveOption {
 		return metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
 	}
-	rRing, rLost, rOver := reason("ringbuf_full"), reason("records_lost"), reason("pipeline_overflow")
 	rNotHTTP, rFiltered := reason("not_http"), reason("filtered")
 	c.reg, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		k := c.kernelCounters()
-		o.ObserveInt64(dropped, int64(c.droppedStarts(k)), rRing)
-		o.ObserveInt64(dropped, int64(c.stats.Lost.Load()), rLost)
-		o.ObserveInt64(dropped, int64(c.stats.Overflow.Load()), rOver)
-		o.ObserveInt64(incomplete, int64(c.stats.Incomplete.Load()))
-		o.ObserveInt64(malformed, int64(c.stats.Malformed.Load()+c.stats.Unpaired.Load()))
+		c.observeProcs(o, dropped, incomplete, malformed)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_NOT_HTTP]), rNotHTTP)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_FILTERED]), rFiltered)
 		o.ObserveInt64(observed, int64(k[httpHttpCounterHC_CONNS_HTTP]))
