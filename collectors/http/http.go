@@ -96,7 +96,13 @@ type connState struct {
 	nextSeq  uint32
 	respSeen uint32 // records of the response direction received
 	stats    *procStats
-	svc      string // service namespace/name: the route cap's scope
+	// the last request's path, route and series: a connection mostly
+	// repeats itself, and comparing is cheaper than folding and hashing
+	lastPath   [maxPath]byte
+	lastLen    int
+	lastRoute  string
+	lastSeries *series
+	svc        string // service namespace/name: the route cap's scope
 }
 
 // Collector is the HTTP collector.
@@ -362,6 +368,7 @@ func (c *Collector) handle(ctx context.Context, r *record) {
 		st.local = r.localPort
 		st.nextSeq = r.seq + 1
 		st.respSeen = 0
+		st.lastLen, st.lastRoute, st.lastSeries = -1, "", nil
 		st.svc = c.serviceOf(r.tgid)
 		st.stats = c.statsFor(r.tgid)
 		st.parser.Reset(st.server, &st.stats.Stats, c.sinkFn)

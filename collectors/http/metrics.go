@@ -221,11 +221,22 @@ func (c *Collector) onExchange(ex *Exchange) {
 	if st == nil {
 		return
 	}
-	route := c.routes.Route(st.svc, ex.Path)
+	var route string
+	if st.lastLen == len(ex.Path) && string(st.lastPath[:st.lastLen]) == string(ex.Path) {
+		route = st.lastRoute
+	} else {
+		route = c.routes.Route(st.svc, ex.Path)
+		st.lastLen = copy(st.lastPath[:], ex.Path)
+		st.lastRoute = route
+	}
 	if route == OverflowRoute {
 		c.routeOverflow.Add(1)
 	}
-	s := c.seriesFor(st, ex, route)
+	s := st.lastSeries
+	if s == nil || s.key.method != ex.Method || s.key.minor != ex.Minor || s.key.status != uint16(ex.Status) || s.key.route != route {
+		s = c.seriesFor(st, ex, route)
+		st.lastSeries = s
+	}
 	c.recorded.Add(1)
 	ctx := context.Background()
 	if c.spans != nil {
