@@ -137,3 +137,10 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestExampleConfig keeps docs/config.example.yaml loadable: it lists every key.
+func TestExampleConfig(t *testing.T) {
+	if _, err := LoadConfig([]string{"--config", "../docs/config.example.yaml"}, env(nil), io.Discard); err != nil {
+		t.Fatalf("docs/config.example.yaml: %v", err)
+	}
+}
