@@ -353,6 +353,26 @@ func (c *Collector) Run(ctx context.Context) error {
 func (c *Collector) handle(ctx context.Context, r *record) {
 	k := connKey{tgid: r.tgid, fd: r.fd, start: r.startNs}
 	st := c.conns[k]
+	if st == nil && r.typ == uint8(httpHttpEventTypeEVENT_DATA) {
+		// The connection's open record was lost: its description is
+		// still in the kernel's table.
+		var info httpConnInfo
+		if err := c.loader.Map(httpMapConns).Lookup(uint64(r.tgid)<<32|uint64(r.fd), &info); err == nil && info.StartNs == r.startNs {
+			open := *r
+			open.typ = uint8(httpHttpEventTypeEVENT_OPEN)
+			open.role, open.peer, open.peerPort, open.localPort = info.Role, info.Peer, info.PeerPort, info.LocalPort
+			open.seq = r.seq - 1 // the data record's own sequence is checked below
+			c.handle(ctx, &open)
+			if st = c.conns[k]; st != nil {
+				// response records so far, less this one if it is one
+				// (counted below)
+				st.respSeen = info.RespRecords
+				if (r.dir == 1) == st.server && st.respSeen > 0 {
+					st.respSeen--
+				}
+			}
+		}
+	}
 	switch r.typ {
 	case uint8(httpHttpEventTypeEVENT_OPEN):
 		if st == nil {
