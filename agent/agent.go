@@ -91,15 +91,20 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	// Spans leave only through OTLP. Without an exporter the provider is a
 	// no-op, so collectors can always ask for a tracer.
-	var tp trace.TracerProvider = tracenoop.NewTracerProvider()
+	var (
+		tp        trace.TracerProvider = tracenoop.NewTracerProvider()
+		spanQueue *otlp.SpanQueue
+	)
 	if otlpCfg.TracesEnabled() {
 		texp, err := otlp.NewTraceExporter(ctx, otlpCfg)
 		if err != nil {
 			return fmt.Errorf("creating otlp trace exporter: %w", err)
 		}
-		// NewTracerProvider honours OTEL_TRACES_SAMPLER(_ARG); the batcher
-		// OTEL_BSP_* (queue size, batch size, delays).
-		stp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(texp))
+		// NewTracerProvider honours OTEL_TRACES_SAMPLER(_ARG); the queue
+		// OTEL_BSP_* (queue size, batch size, delays) and counts its drops,
+		// which the SDK's batcher does not.
+		spanQueue = otlp.NewSpanQueue(texp)
+		stp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSpanProcessor(spanQueue))
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 			defer cancel()
@@ -129,6 +134,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	// The process watcher reads identities at exec, so that short-lived
 	// processes keep theirs; without it identities are read on first use.
 	var reporters []reporter
+	if spanQueue != nil {
+		reporters = append(reporters, spanQueueReporter{spanQueue})
+	}
 	watcher, err := procwatch.NewWatcher(deps.Processes, deps.Probes, deps.Hooks, deps.Attach, logger.With("component", procwatch.WatcherName))
 	if err != nil {
 		log.Warn("process watcher unavailable: short-lived processes may be reported as unknown_service", "error", err)

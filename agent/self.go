@@ -13,6 +13,7 @@ import (
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/exporters/otlp"
 )
 
 // selfSources is what the agent's own telemetry reads.
@@ -26,6 +27,21 @@ type selfSources struct {
 
 // reporter is a collector or another pipeline whose drops are self-metrics.
 type reporter interface{ Name() string }
+
+// spanQueueReporter puts the OTLP span queue's drops among the pipeline
+// stages (collector="otlp_traces", stage="queue").
+type spanQueueReporter struct{ q *otlp.SpanQueue }
+
+func (spanQueueReporter) Name() string { return "otlp_traces" }
+
+func (r spanQueueReporter) PipelineStats() []collectors.StageStats {
+	return []collectors.StageStats{{
+		Stage:     "queue",
+		Produced:  r.q.Queued() + r.q.Dropped(),
+		Delivered: r.q.Queued(),
+		Dropped:   r.q.Dropped(),
+	}}
+}
 
 // exportCounter is an exporter that counts its failures.
 type exportCounter struct {
