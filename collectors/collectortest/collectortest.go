@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
@@ -35,6 +36,8 @@ type Env struct {
 type Options struct {
 	// OptionalHooks may stay detached without failing the test.
 	OptionalHooks []string
+	// TracerProvider receives the collector's spans (default: none).
+	TracerProvider trace.TracerProvider
 }
 
 // Start loads the collector that build makes from the given Deps, runs it
@@ -63,13 +66,14 @@ func Start(t *testing.T, name string, build func(collectors.Deps) collectors.Col
 	t.Cleanup(func() { mp.Shutdown(context.Background()) })
 	env := &Env{Reader: reader, Registry: hook.NewRegistry(), Processes: identity.NewResolver("/proc", "testhost"), Force: force}
 	c := build(collectors.Deps{
-		Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", name),
-		Meter:     mp.Meter("test"),
-		Processes: env.Processes,
-		Probes:    probes,
-		Hooks:     env.Registry,
-		Attach:    hook.Options{Force: force, Strict: true},
-		Producers: producers,
+		Logger:         slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", name),
+		Meter:          mp.Meter("test"),
+		TracerProvider: opts.TracerProvider,
+		Processes:      env.Processes,
+		Probes:         probes,
+		Hooks:          env.Registry,
+		Attach:         hook.Options{Force: force, Strict: true},
+		Producers:      producers,
 	})
 	if err := c.Load(context.Background()); err != nil {
 		if force != "" && hook.IsUnsupported(err) {

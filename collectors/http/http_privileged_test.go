@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,8 +19,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/otelbee/otelbee/collectors"
-	"github.com/otelbee/otelbee/collectors/hook"
-	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/collectors/collectortest"
 )
 
 type harness struct {
@@ -40,69 +38,14 @@ func startCollector(t *testing.T) *harness {
 
 func startCollectorWith(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: loading BPF programs needs root")
-	}
-	if err := hook.EnsureMounts(); err != nil {
-		t.Logf("mounts: %v", err)
-	}
-	force, err := hook.ParseMode(os.Getenv("OTELBEE_ATTACH_MODE"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	probes := hook.NewProbes()
-	if force != "" {
-		if err := probes.Supports(force); err != nil {
-			t.Skipf("skipping: forced attach mode %s is unavailable here: %v", force, err)
-		}
-	}
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { mp.Shutdown(context.Background()) })
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	reg := hook.NewRegistry()
-	c := New(collectors.Deps{
-		Logger:         slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", Name),
-		Meter:          mp.Meter("test"),
-		TracerProvider: tp,
-		Processes:      identity.NewResolver("/proc", "testhost"),
-		Probes:         probes,
-		Hooks:          reg,
-		Attach:         hook.Options{Force: force},
-	}, cfg)
-	c.observeSelf = true
-	if err := c.Load(context.Background()); err != nil {
-		t.Fatalf("loading the http collector: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		c.Close()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	for _, st := range reg.Statuses() {
-		for _, p := range st.Programs {
-			// Read by the kernel-matrix harness (e2e/vmtest).
-			fmt.Printf("OTELBEE-PROGSTAT collector=%s program=%s mode=%s insns=%d load_us=%d\n",
-				st.Collector, p.Program, p.Mode, p.VerifiedInstructions, p.LoadTime.Microseconds())
-		}
-		if force != "" && st.Attached() {
-			for _, m := range st.Declared {
-				if m == force && st.Mode != force {
-					t.Errorf("hook %s: forced %s but attached %s", st.Hook, force, st.Mode)
-				}
-			}
-		}
-		if !st.Attached() {
-			t.Errorf("hook %s not attached: %v", st.Hook, st.Attempts)
-		}
-	}
-	return &harness{c: c, reader: reader, spans: exp, tp: tp}
+	c, env := collectortest.Start(t, Name, func(d collectors.Deps) collectors.Collector {
+		c := New(d, cfg)
+		c.observeSelf = true
+		return c
+	}, collectortest.Options{TracerProvider: tp})
+	return &harness{c: c.(*Collector), reader: env.Reader, spans: exp, tp: tp}
 }
 
 // counts sums the duration histograms' counts by "server|client method status route".
