@@ -177,6 +177,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		bpfStats:  cfg.BPFStats,
 	})
 	if err != nil {
+		for _, c := range loaded {
+			c.Close()
+		}
 		return fmt.Errorf("registering self metrics: %w", err)
 	}
 	defer selfReg.Unregister()
