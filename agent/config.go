@@ -119,6 +119,7 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.Bool("bpf.stats", false, "enable kernel BPF run-time statistics and export them per program")
 	fs.Duration("shutdown-timeout", 0, "how long shutdown may take to flush exporters")
 	fs.Uint("tcp.max-connections", 0, "connections the TCP collector tracks at once")
+	fs.Uint("tcp.max-peers", 0, "distinct peer addresses per process in TCP series; more fold into network.peer.address=_OTHER (default 100)")
 	fs.Uint("tcp.max-series", 0, "distinct TCP series (process, peer, port, direction) kept in the kernel")
 	fs.String("dns.ports", "", "comma-separated DNS server ports the DNS collector watches over UDP and TCP (default 53)")
 	fs.Duration("dns.timeout", 0, "how long a DNS query waits for its answer before it counts as a timeout (default 5s)")
@@ -201,6 +202,10 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			cfg.DNS.MaxPending = uint32(n)
 		case "dns.spans":
 			cfg.DNS.Spans, err = strconv.ParseBool(v)
+		case "tcp.max-peers":
+			var n uint64
+			n, err = strconv.ParseUint(v, 10, 31)
+			cfg.TCP.MaxPeersPerProcess = int(n)
 		case "tcp.max-series":
 			var n uint64
 			n, err = strconv.ParseUint(v, 10, 32)

@@ -40,6 +40,14 @@ var failureNames = [tcpConnectFailureFAILURE_MAX]string{
 
 // keyAttributes are the non-identity attributes of a series.
 func keyAttributes(k tcpConnKey) []attribute.KeyValue {
+	if k.Peer == otherPeer {
+		return []attribute.KeyValue{
+			keyDirection.String(directionName(k.Direction)),
+			keyPeerAddress.String("_OTHER"),
+			keyServerPort.Int(int(k.ServerPort)),
+			keyTransport.String("tcp"),
+		}
+	}
 	addr := netip.AddrFrom16(k.Peer)
 	netType := "ipv6"
 	if addr.Is4In6() {

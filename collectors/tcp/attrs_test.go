@@ -4,6 +4,9 @@ import (
 	"net"
 	"testing"
 
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/identity"
+
 	"go.opentelemetry.io/otel/attribute"
 )
 
@@ -31,3 +34,33 @@ func TestKeyAttributes(t *testing.T) {
 }
 
 func attributeKey(s string) attribute.Key { return attribute.Key(s) }
+
+// TestPeerFolding: past MaxPeersPerProcess a process's new peers share one
+// _OTHER series; known peers and other processes are unaffected.
+func TestPeerFolding(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxPeersPerProcess = 2
+	c := New(collectors.Deps{Processes: identity.NewResolver("/proc", "h")}, cfg)
+	key := func(tgid uint32, last byte) tcpConnKey {
+		k := tcpConnKey{Tgid: tgid, ServerPort: 443, Direction: uint8(tcpDirectionDIRECTION_OUTBOUND)}
+		copy(k.Peer[:], net.IPv4(198, 18, 0, last).To16())
+		return k
+	}
+	a1, a2 := c.attrsFor(key(7, 1)), c.attrsFor(key(7, 2))
+	o3, o4 := c.attrsFor(key(7, 3)), c.attrsFor(key(7, 4))
+	if a1 == a2 || o3 != o4 || o3 == a1 {
+		t.Fatalf("want two own series and one shared overflow series")
+	}
+	if v, _ := o3.set.Value(keyPeerAddress); v.AsString() != "_OTHER" {
+		t.Fatalf("overflow peer = %q", v.AsString())
+	}
+	if c.attrsFor(key(7, 1)) != a1 {
+		t.Fatal("a known peer must keep its series")
+	}
+	if b := c.attrsFor(key(8, 3)); b == o3 {
+		t.Fatal("another process has its own budget")
+	}
+	if n := c.folded.Load(); n != 2 {
+		t.Fatalf("folded = %d, want 2", n)
+	}
+}

@@ -55,20 +55,33 @@ func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 		dur  []metricdata.HistogramDataPoint[float64]
 		rtts []metricdata.HistogramDataPoint[float64]
 	)
+	// Kernel series folded into one _OTHER peer are summed first.
+	totals := map[*seriesAttrs]*tcpConnHist{}
+	var order []*seriesAttrs
 	it := c.hists.Iterate()
 	for it.Next(&key, &h) {
-		set := c.attrsFor(key).set
-		if p, ok := histPoint(h.Duration[:], durationBounds[:], float64(h.DurationSumNs)/1e9); ok {
-			p.Attributes, p.StartTime, p.Time = set, c.start, now
-			dur = append(dur, p)
+		a := c.attrsFor(key)
+		t, ok := totals[a]
+		if !ok {
+			t = &tcpConnHist{}
+			totals[a] = t
+			order = append(order, a)
 		}
-		if p, ok := histPoint(h.Rtt[:], rttBounds[:], float64(h.RttSumUs)/1e6); ok {
-			p.Attributes, p.StartTime, p.Time = set, c.start, now
-			rtts = append(rtts, p)
-		}
+		addHist(t, &h)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterating conn_hists: %w", err)
+	}
+	for _, a := range order {
+		h := totals[a]
+		if p, ok := histPoint(h.Duration[:], durationBounds[:], float64(h.DurationSumNs)/1e9); ok {
+			p.Attributes, p.StartTime, p.Time = a.set, c.start, now
+			dur = append(dur, p)
+		}
+		if p, ok := histPoint(h.Rtt[:], rttBounds[:], float64(h.RttSumUs)/1e6); ok {
+			p.Attributes, p.StartTime, p.Time = a.set, c.start, now
+			rtts = append(rtts, p)
+		}
 	}
 	return []metricdata.ScopeMetrics{{
 		Scope: instrumentation.Scope{Name: "github.com/otelbee/otelbee/collectors/tcp"},
@@ -103,4 +116,15 @@ func histPoint(counts []uint64, bounds []float64, sum float64) (metricdata.Histo
 		BucketCounts: append([]uint64(nil), counts...),
 		Sum:          sum,
 	}, true
+}
+
+func addHist(dst, src *tcpConnHist) {
+	for i := range dst.Duration {
+		dst.Duration[i] += src.Duration[i]
+	}
+	for i := range dst.Rtt {
+		dst.Rtt[i] += src.Rtt[i]
+	}
+	dst.DurationSumNs += src.DurationSumNs
+	dst.RttSumUs += src.RttSumUs
 }

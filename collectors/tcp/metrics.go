@@ -9,8 +9,8 @@ import (
 )
 
 type observables struct {
-	opened, closed, failed, io, retransmits, resets metric.Int64ObservableCounter
-	active                                          metric.Int64ObservableUpDownCounter
+	opened, closed, failed, io, retransmits, resets, folded metric.Int64ObservableCounter
+	active                                                  metric.Int64ObservableUpDownCounter
 }
 
 func (c *Collector) instruments() error {
@@ -31,6 +31,7 @@ func (c *Collector) instruments() error {
 	counter(&o.io, "tcp.connection.io", "By", "TCP payload bytes transmitted and received by the process.")
 	counter(&o.retransmits, "tcp.retransmits", "{segment}", "Retransmitted TCP segments.")
 	counter(&o.resets, "tcp.resets", "{reset}", "TCP resets sent (transmit) and received (receive).")
+	counter(&o.folded, "otelbee.tcp.peers.folded", "{series}", "Kernel series whose peer address was folded into network.peer.address=_OTHER (tcp.max_peers_per_process).")
 	if err != nil {
 		return fmt.Errorf("creating tcp instruments: %w", err)
 	}
@@ -41,7 +42,7 @@ func (c *Collector) instruments() error {
 	}
 	c.reg, err = m.RegisterCallback(func(ctx context.Context, obs metric.Observer) error {
 		return c.observe(obs, o)
-	}, o.opened, o.closed, o.failed, o.io, o.retransmits, o.resets, o.active)
+	}, o.opened, o.closed, o.failed, o.io, o.retransmits, o.resets, o.active, o.folded)
 	if err != nil {
 		return fmt.Errorf("registering tcp callback: %w", err)
 	}
@@ -55,6 +56,8 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 		key    tcpConnKey
 		perCPU []tcpConnCounters
 		retire []tcpConnKey
+		totals = map[*seriesAttrs]*tcpConnCounters{}
+		order  []*seriesAttrs
 	)
 	c.mu.Lock()
 	retired := make(map[uint32]bool, len(c.retired))
@@ -83,19 +86,22 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 			sum.ResetsReceived += v.ResetsReceived
 		}
 		a := c.attrsFor(key)
-		obs.ObserveInt64(o.opened, int64(sum.Opened), a.obsBase)
-		obs.ObserveInt64(o.closed, int64(sum.Closed), a.obsBase)
-		obs.ObserveInt64(o.active, int64(sum.Opened)-int64(sum.Closed), a.obsBase)
-		for f, n := range sum.Failed {
-			if n > 0 {
-				obs.ObserveInt64(o.failed, int64(n), a.failed[f])
-			}
+		t, ok := totals[a]
+		if !ok {
+			t = &tcpConnCounters{}
+			totals[a] = t
+			order = append(order, a)
 		}
-		obs.ObserveInt64(o.io, int64(sum.BytesSent), a.sent)
-		obs.ObserveInt64(o.io, int64(sum.BytesReceived), a.received)
-		obs.ObserveInt64(o.retransmits, int64(sum.Retransmits), a.obsBase)
-		obs.ObserveInt64(o.resets, int64(sum.ResetsSent), a.sent)
-		obs.ObserveInt64(o.resets, int64(sum.ResetsReceived), a.received)
+		t.Opened += sum.Opened
+		t.Closed += sum.Closed
+		for f := range t.Failed {
+			t.Failed[f] += sum.Failed[f]
+		}
+		t.BytesSent += sum.BytesSent
+		t.BytesReceived += sum.BytesReceived
+		t.Retransmits += sum.Retransmits
+		t.ResetsSent += sum.ResetsSent
+		t.ResetsReceived += sum.ResetsReceived
 		if retired[key.Tgid] {
 			if sum.Opened == sum.Closed {
 				retire = append(retire, key)
@@ -109,6 +115,24 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("iterating conn_stats: %w", err)
 	}
+	// Kernel series folded into one _OTHER peer are observed once, summed.
+	for _, a := range order {
+		t := totals[a]
+		obs.ObserveInt64(o.opened, int64(t.Opened), a.obsBase)
+		obs.ObserveInt64(o.closed, int64(t.Closed), a.obsBase)
+		obs.ObserveInt64(o.active, int64(t.Opened)-int64(t.Closed), a.obsBase)
+		for f, n := range t.Failed {
+			if n > 0 {
+				obs.ObserveInt64(o.failed, int64(n), a.failed[f])
+			}
+		}
+		obs.ObserveInt64(o.io, int64(t.BytesSent), a.sent)
+		obs.ObserveInt64(o.io, int64(t.BytesReceived), a.received)
+		obs.ObserveInt64(o.retransmits, int64(t.Retransmits), a.obsBase)
+		obs.ObserveInt64(o.resets, int64(t.ResetsSent), a.sent)
+		obs.ObserveInt64(o.resets, int64(t.ResetsReceived), a.received)
+	}
+	obs.ObserveInt64(o.folded, int64(c.folded.Load()))
 	// The exited process's last values were just reported; now forget them.
 	if len(retired) > 0 {
 		c.mu.Lock()
@@ -120,6 +144,12 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 		for pid, done := range retired {
 			if done {
 				delete(c.retired, pid)
+				delete(c.peers, pid)
+				for k := range c.series {
+					if k.Tgid == pid && k.Peer == otherPeer {
+						delete(c.series, k)
+					}
+				}
 			}
 		}
 		c.mu.Unlock()

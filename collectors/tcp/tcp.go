@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -28,6 +29,9 @@ type Config struct {
 	// MaxSeries bounds distinct (process, peer, server port, direction)
 	// series (conn_stats map).
 	MaxSeries uint32 `yaml:"max_series"`
+	// MaxPeersPerProcess bounds the distinct peer addresses a process's
+	// series keep; further peers fold into network.peer.address="_OTHER".
+	MaxPeersPerProcess int `yaml:"max_peers_per_process"`
 	// RetireAfter is how long the series of an exited process keep being
 	// reported before they are dropped from the kernel map.
 	RetireAfter time.Duration `yaml:"retire_after"`
@@ -35,7 +39,7 @@ type Config struct {
 
 // DefaultConfig matches the map sizes compiled into bpf/tcp.c.
 func DefaultConfig() Config {
-	return Config{MaxConnections: 65536, MaxSeries: 16384, RetireAfter: 2 * time.Minute}
+	return Config{MaxConnections: 65536, MaxSeries: 16384, MaxPeersPerProcess: 100, RetireAfter: 2 * time.Minute}
 }
 
 // Validate reports a setting that cannot work.
@@ -45,6 +49,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxSeries < 16 || c.MaxSeries > 1<<20 {
 		return fmt.Errorf("tcp.max_series must be between 16 and 1048576, got %d", c.MaxSeries)
+	}
+	if c.MaxPeersPerProcess < 1 {
+		return fmt.Errorf("tcp.max_peers_per_process must be at least 1, got %d", c.MaxPeersPerProcess)
 	}
 	if c.RetireAfter < 0 {
 		return fmt.Errorf("tcp.retire_after must not be negative, got %s", c.RetireAfter)
@@ -115,7 +122,9 @@ type Collector struct {
 
 	mu      sync.Mutex
 	series  map[tcpConnKey]*seriesAttrs
-	retired map[uint32]time.Time // pid -> when it was seen gone
+	peers   map[uint32]map[[16]byte]struct{} // distinct peers per process
+	folded  atomic.Uint64                    // kernel series folded into _OTHER
+	retired map[uint32]time.Time             // pid -> when it was seen gone
 
 	closeOnce sync.Once
 }
@@ -127,6 +136,7 @@ func New(deps collectors.Deps, cfg Config) *Collector {
 		cfg:     cfg,
 		log:     deps.Logger,
 		series:  map[tcpConnKey]*seriesAttrs{},
+		peers:   map[uint32]map[[16]byte]struct{}{},
 		retired: map[uint32]time.Time{},
 	}
 }
@@ -250,12 +260,46 @@ type seriesAttrs struct {
 	obsBase  metric.ObserveOption
 }
 
+// otherPeer marks the series that gathers a process's peers beyond
+// MaxPeersPerProcess.
+var otherPeer = [16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// attrsFor returns the attributes of a kernel series. Series of one process
+// with more distinct peers than MaxPeersPerProcess share one set, with
+// network.peer.address="_OTHER": several kernel series can map to the same
+// attributes, so callers sum by the returned pointer.
 func (c *Collector) attrsFor(k tcpConnKey) *seriesAttrs {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if a, ok := c.series[k]; ok {
 		return a
 	}
+	ps := c.peers[k.Tgid]
+	if ps == nil {
+		ps = map[[16]byte]struct{}{}
+		c.peers[k.Tgid] = ps
+	}
+	if _, known := ps[k.Peer]; !known {
+		if len(ps) >= c.cfg.MaxPeersPerProcess {
+			fk := k
+			fk.Peer = otherPeer
+			a, ok := c.series[fk]
+			if !ok {
+				a = c.buildAttrs(fk)
+				c.series[fk] = a
+			}
+			c.series[k] = a
+			c.folded.Add(1)
+			return a
+		}
+		ps[k.Peer] = struct{}{}
+	}
+	a := c.buildAttrs(k)
+	c.series[k] = a
+	return a
+}
+
+func (c *Collector) buildAttrs(k tcpConnKey) *seriesAttrs {
 	proc := c.deps.Processes.Lookup(k.Tgid)
 	kv := append(append([]attribute.KeyValue{}, proc.Attributes()...), keyAttributes(k)...)
 	set := attribute.NewSet(kv...)
@@ -271,6 +315,5 @@ func (c *Collector) attrsFor(k tcpConnKey) *seriesAttrs {
 	for i := range a.failed {
 		a.failed[i] = with(keyErrorType.String(failureNames[i]))
 	}
-	c.series[k] = a
 	return a
 }
