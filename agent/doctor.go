@@ -54,7 +54,11 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 		}
 		fmt.Fprintf(w, "lockdown:     %s%s\n", mode, note)
 	}
-	fmt.Fprintf(w, "cgroup v2:    %s\n", cgroup2Mount())
+	if path, err := hook.Cgroup2Path(); err != nil {
+		fmt.Fprintf(w, "cgroup v2:    not mounted (the DNS collector needs it)\n")
+	} else {
+		fmt.Fprintf(w, "cgroup v2:    %s\n", path)
+	}
 	fmt.Fprintf(w, "tracefs:      %s\n", mountState(hook.TracefsPath()+"/events", hook.TracefsPath()))
 	fmt.Fprintf(w, "bpffs:        %s\n", mountState("/sys/fs/bpf", "/sys/fs/bpf (not needed: otelbee pins nothing)"))
 	if mountErr != nil {
@@ -136,20 +140,6 @@ func mountState(probe, what string) string {
 		return "not mounted"
 	}
 	return what
-}
-
-func cgroup2Mount() string {
-	b, err := os.ReadFile("/proc/self/mounts")
-	if err != nil {
-		return "unknown"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 3 && f[2] == "cgroup2" {
-			return f[1]
-		}
-	}
-	return "not mounted"
 }
 
 func effectiveCaps() uint64 {

@@ -532,7 +532,7 @@ func (c *Collector) Close() error {
 
 // PipelineStats implements collectors.PipelineReporter.
 func (c *Collector) PipelineStats() []collectors.StageStats {
-	k := c.kernelCounters()
+	k := hook.SumCounters(c.counters, int(httpHttpCounterHC_MAX))
 	recv := c.received.Load()
 	return []collectors.StageStats{
 		{
@@ -551,23 +551,6 @@ func (c *Collector) PipelineStats() []collectors.StageStats {
 			Dropped:   c.spanDrops.Load(),
 		},
 	}
-}
-
-func (c *Collector) kernelCounters() [httpHttpCounterHC_MAX]uint64 {
-	var out [httpHttpCounterHC_MAX]uint64
-	if c.counters == nil {
-		return out
-	}
-	var perCPU []uint64
-	for i := range out {
-		if err := c.counters.Lookup(uint32(i), &perCPU); err != nil {
-			continue
-		}
-		for _, v := range perCPU {
-			out[i] += v
-		}
-	}
-	return out
 }
 
 // DroppedRequests is the number of requests lost on the way: records that

@@ -20,6 +20,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/collectortest"
+	"github.com/otelbee/otelbee/collectors/hook"
 )
 
 type harness struct {
@@ -93,7 +94,7 @@ func (h *harness) waitCounts(t *testing.T, want map[string]uint64) map[string]ui
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("counts:\n got %v\nwant %v\nstats: %+v orphans=%d kernel=%v",
-		got, want, h.c.observeProcs(nil, nil, nil, nil), h.c.orphans.Load(), h.c.kernelCounters())
+		got, want, h.c.observeProcs(nil, nil, nil, nil), h.c.orphans.Load(), hook.SumCounters(h.c.counters, int(httpHttpCounterHC_MAX)))
 	return got
 }
 
@@ -290,7 +291,7 @@ func TestPrivilegedRawShapes(t *testing.T) {
 	if left != 0 {
 		t.Errorf("%d kernel connection entries left on port %d after every connection closed", left, port)
 	}
-	k := h.c.kernelCounters()
+	k := hook.SumCounters(h.c.counters, int(httpHttpCounterHC_MAX))
 	if n := k[httpHttpCounterHC_CONNS_NOT_HTTP]; n < 1 {
 		t.Errorf("connections classified not HTTP = %d, want at least the random-bytes one", n)
 	}
@@ -414,7 +415,7 @@ func TestPrivilegedFilters(t *testing.T) {
 	}
 	h.waitCounts(t, map[string]uint64{"server GET 200 /users/{id}": 3, "client GET 200": 3})
 	// both ends of each excluded connection
-	if n := h.c.kernelCounters()[httpHttpCounterHC_CONNS_FILTERED]; n != 6 {
+	if n := hook.SumCounters(h.c.counters, int(httpHttpCounterHC_MAX))[httpHttpCounterHC_CONNS_FILTERED]; n != 6 {
 		t.Errorf("filtered connections = %d, want 6", n)
 	}
 

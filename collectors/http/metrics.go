@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 
+	"github.com/otelbee/otelbee/collectors/hook"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -137,7 +138,7 @@ func (c *Collector) selfInstruments() error {
 	}
 	rNotHTTP, rFiltered := reason("not_http"), reason("filtered")
 	c.reg, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
-		k := c.kernelCounters()
+		k := hook.SumCounters(c.counters, int(httpHttpCounterHC_MAX))
 		c.observeProcs(o, dropped, incomplete, malformed)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_NOT_HTTP]), rNotHTTP)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_FILTERED]), rFiltered)
