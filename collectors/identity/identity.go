@@ -42,6 +42,13 @@ type Process struct {
 	ContainerID      string
 	startTime        uint64 // clock ticks since boot; tells a reused pid apart
 	attrs            []attribute.KeyValue
+
+	// provisionalUntil is set when the environment read empty: a process
+	// caught between exec's switch of address space and the kernel writing
+	// the new stack shows its new executable but no environment yet, so
+	// OTEL_SERVICE_NAME would be missed for good. Such an identity is read
+	// again on lookup until this time.
+	provisionalUntil time.Time
 }
 
 // Attributes are the identity attributes, to be put on data points; the
@@ -100,18 +107,24 @@ func (r *Resolver) Lookup(pid uint32) *Process {
 	r.mu.Lock()
 	p, ok := r.cache[pid]
 	r.mu.Unlock()
-	if ok {
+	if ok && (p.provisionalUntil.IsZero() || time.Now().After(p.provisionalUntil)) {
 		return p
 	}
-	p = r.read(pid)
+	fresh := r.read(pid, !ok)
 	r.mu.Lock()
-	if existing, ok := r.cache[pid]; ok {
-		p = existing
-	} else {
-		r.cache[pid] = p
+	defer r.mu.Unlock()
+	existing, ok := r.cache[pid]
+	switch {
+	case !ok:
+		r.cache[pid] = fresh
+		return fresh
+	case existing.provisionalUntil.IsZero() || fresh.startTime != existing.startTime:
+		return existing
+	case fresh.provisionalUntil.IsZero():
+		r.cache[pid] = fresh
+		return fresh
 	}
-	r.mu.Unlock()
-	return p
+	return existing
 }
 
 // Refresh reads pid anew: at exec a process takes a new executable and
@@ -120,7 +133,7 @@ func (r *Resolver) Refresh(pid uint32) *Process {
 	if pid == 0 {
 		return r.unknown
 	}
-	p := r.read(pid)
+	p := r.read(pid, true)
 	r.mu.Lock()
 	r.cache[pid] = p
 	delete(r.dead, pid)
@@ -183,7 +196,7 @@ func (r *Resolver) Len() int {
 	return len(r.cache)
 }
 
-func (r *Resolver) read(pid uint32) *Process {
+func (r *Resolver) read(pid uint32, waitForExec bool) *Process {
 	dir := filepath.Join(r.procRoot, strconv.FormatUint(uint64(pid), 10))
 	p := &Process{PID: pid}
 	p.startTime, _ = readStartTime(r.procRoot, pid)
@@ -193,8 +206,11 @@ func (r *Resolver) read(pid uint32) *Process {
 		// exe needs ptrace access; comm is world-readable but truncated to 15.
 		p.ExecutableName = strings.TrimSpace(string(comm))
 	}
-	if env, err := os.ReadFile(filepath.Join(dir, "environ")); err == nil {
+	if env, err := readEnviron(dir, waitForExec); err == nil {
 		p.ServiceName, p.ServiceNamespace = serviceFromEnviron(env)
+		if len(env) == 0 {
+			p.provisionalUntil = time.Now().Add(provisionalFor)
+		}
 	}
 	if p.ServiceName == "" {
 		p.ServiceName = p.ExecutableName
@@ -208,6 +224,25 @@ func (r *Resolver) read(pid uint32) *Process {
 	p.buildAttributes(r.host)
 	return p
 }
+
+// readEnviron reads a process's environment. An empty one is usually a
+// process still inside exec, which takes microseconds to write its new stack:
+// with waitForExec a few short retries give it that time, so the first
+// identity is already the right one.
+func readEnviron(dir string, waitForExec bool) ([]byte, error) {
+	path := filepath.Join(dir, "environ")
+	env, err := os.ReadFile(path)
+	for i := 0; waitForExec && err == nil && len(env) == 0 && i < 5; i++ {
+		time.Sleep(200 * time.Microsecond)
+		env, err = os.ReadFile(path)
+	}
+	return env, err
+}
+
+// provisionalFor bounds how long an identity read with an empty environment
+// is read again: exec finishes in far less, and a process that really has no
+// environment should not cost /proc reads for longer.
+const provisionalFor = time.Second
 
 // serviceFromEnviron finds OTEL_SERVICE_NAME, else service.name and
 // service.namespace in OTEL_RESOURCE_ATTRIBUTES, as the OTel SDKs would.

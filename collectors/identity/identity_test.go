@@ -93,3 +93,35 @@ func TestResolverRealProcess(t *testing.T) {
 		t.Fatalf("pid 0: %+v", u)
 	}
 }
+
+// TestResolverProvisionalDuringExec reads a process caught mid-exec (its
+// environment still empty), then the same process once exec has written it:
+// the second lookup must see the service name, not keep the first answer.
+func TestResolverProvisionalDuringExec(t *testing.T) {
+	root := t.TempDir()
+	dir := root + "/42"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, content string) {
+		t.Helper()
+		if err := os.WriteFile(dir+"/"+name, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("stat", "42 (checkout) S 1 42 42 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 777 0 0\n")
+	write("comm", "checkout\n")
+	write("environ", "")
+	r := NewResolver(root, "h")
+	if got := r.Lookup(42).ServiceName; got != "checkout" {
+		t.Fatalf("mid-exec lookup: service %q, want the executable name", got)
+	}
+	write("environ", "OTEL_SERVICE_NAME=cart\x00")
+	if got := r.Lookup(42).ServiceName; got != "cart" {
+		t.Fatalf("after exec: service %q, want cart", got)
+	}
+	write("environ", "OTEL_SERVICE_NAME=changed\x00")
+	if got := r.Lookup(42).ServiceName; got != "cart" {
+		t.Fatalf("a complete identity was read again: %q", got)
+	}
+}
