@@ -2,10 +2,8 @@ package dns
 
 import (
 	"context"
-	"sort"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
@@ -17,49 +15,6 @@ var (
 	answerBuckets   = [...]float64{0, 1, 2, 3, 4, 6, 8, 12, 16, 32}
 )
 
-// The histograms are aggregated here, per series, and handed to the
-// exporters through an SDK producer at collection time: recording through
-// the SDK re-validates and de-duplicates the attribute set on every call,
-// which cost more than everything else the agent does per lookup.
-type histogram struct {
-	counts []uint64 // len(bounds)+1, the last one +Inf
-	sum    float64
-	n      uint64
-	min    float64
-	max    float64
-}
-
-func (h *histogram) record(bounds []float64, v float64) {
-	if h.counts == nil {
-		h.counts = make([]uint64, len(bounds)+1)
-	}
-	// Upper bounds are inclusive (OpenTelemetry explicit buckets).
-	i := sort.SearchFloat64s(bounds, v)
-	h.counts[i]++
-	if h.n == 0 || v < h.min {
-		h.min = v
-	}
-	if h.n == 0 || v > h.max {
-		h.max = v
-	}
-	h.sum += v
-	h.n++
-}
-
-func (h *histogram) point(bounds []float64, set attribute.Set, start, now time.Time) metricdata.HistogramDataPoint[float64] {
-	return metricdata.HistogramDataPoint[float64]{
-		Attributes:   set,
-		StartTime:    start,
-		Time:         now,
-		Count:        h.n,
-		Bounds:       bounds,
-		BucketCounts: append([]uint64(nil), h.counts...),
-		Min:          metricdata.NewExtrema(h.min),
-		Max:          metricdata.NewExtrema(h.max),
-		Sum:          h.sum,
-	}
-}
-
 // Produce implements sdkmetric.Producer: dns.lookup.duration and
 // dns.lookup.answers, cumulative, one data point per series.
 func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) {
@@ -68,11 +23,11 @@ func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 	dur := make([]metricdata.HistogramDataPoint[float64], 0, len(c.st.series))
 	var ans []metricdata.HistogramDataPoint[float64]
 	for _, sr := range c.st.series {
-		if sr.duration.n > 0 {
-			dur = append(dur, sr.duration.point(durationBuckets[:], sr.set, c.start, now))
+		if sr.duration.Count() > 0 {
+			dur = append(dur, sr.duration.Point(durationBuckets[:], sr.set, c.start, now))
 		}
-		if sr.answers.n > 0 {
-			ans = append(ans, sr.answers.point(answerBuckets[:], sr.set, c.start, now))
+		if sr.answers.Count() > 0 {
+			ans = append(ans, sr.answers.Point(answerBuckets[:], sr.set, c.start, now))
 		}
 	}
 	c.seriesMu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/otelbee/otelbee/collectors/aggregate"
 	"github.com/otelbee/otelbee/collectors/identity"
 )
 
@@ -71,8 +72,8 @@ type seriesKey struct {
 type series struct {
 	set      attribute.Set
 	attrs    []attribute.KeyValue
-	duration histogram
-	answers  histogram
+	duration aggregate.Histogram[float64]
+	answers  aggregate.Histogram[float64]
 }
 
 // state is the Run goroutine's: no lock.
@@ -182,9 +183,9 @@ func (s *state) onResponse(ctx context.Context, ev *event) {
 func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs uint64, answers int64, endNs uint64) {
 	s.c.seriesMu.Lock()
 	sr := s.seriesFor(e, outcome)
-	sr.duration.record(durationBuckets[:], float64(durNs)/1e9)
+	sr.duration.Record(durationBuckets[:], float64(durNs)/1e9)
 	if answers >= 0 {
-		sr.answers.record(answerBuckets[:], float64(answers))
+		sr.answers.Record(answerBuckets[:], float64(answers))
 	}
 	s.c.seriesMu.Unlock()
 	if e.folded {

@@ -115,20 +115,25 @@ type Collector struct {
 	reader   *ringbuf.Reader
 	counters *ebpf.Map
 
-	inst   instruments
 	reg    metric.Registration
 	tracer trace.Tracer
 	spans  chan spanRecord
 	wg     sync.WaitGroup
 
 	// Owned by the Run goroutine.
-	conns   map[connKey]*connState
-	free    []*connState
-	routes  *Routes
-	series  map[seriesKey]*series
-	cur     *connState
-	sinkFn  func(*Exchange)
-	clockNs atomic.Int64 // wall - monotonic, ns
+	conns  map[connKey]*connState
+	free   []*connState
+	routes *Routes
+	// series is written by the Run goroutine under seriesMu and read by
+	// Produce; seriesDead remembers when a process with series was found
+	// gone (Run goroutine only).
+	series     map[seriesKey]*series
+	seriesMu   sync.Mutex
+	seriesDead map[uint32]time.Time
+	start      time.Time
+	cur        *connState
+	sinkFn     func(*Exchange)
+	clockNs    atomic.Int64 // wall - monotonic, ns
 
 	statsMu sync.Mutex
 	procs   map[uint32]*procStats // per process: drops, incomplete, malformed
@@ -158,12 +163,13 @@ func (c *Collector) selfTgid() uint32 {
 // New returns an unloaded HTTP collector.
 func New(deps collectors.Deps, cfg Config) *Collector {
 	c := &Collector{
-		deps:   deps,
-		cfg:    cfg,
-		log:    deps.Logger,
-		conns:  map[connKey]*connState{},
-		series: map[seriesKey]*series{},
-		procs:  map[uint32]*procStats{},
+		deps:       deps,
+		cfg:        cfg,
+		log:        deps.Logger,
+		conns:      map[connKey]*connState{},
+		series:     map[seriesKey]*series{},
+		seriesDead: map[uint32]time.Time{},
+		procs:      map[uint32]*procStats{},
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -233,9 +239,13 @@ func (c *Collector) Load(ctx context.Context) error {
 		c.loader.Close()
 		return fmt.Errorf("opening the http ring buffer: %w", err)
 	}
-	if err := c.instruments(); err != nil {
+	if err := c.selfInstruments(); err != nil {
 		c.Close()
 		return err
+	}
+	c.start = time.Now()
+	if c.deps.Producers != nil {
+		c.deps.Producers.Add(c)
 	}
 	c.setupTracing()
 	c.syncClock()
@@ -488,12 +498,37 @@ func (c *Collector) housekeeping() {
 			c.release(st)
 		}
 	}
+	c.retireSeries(isDead, time.Now())
+	c.retireProcs(isDead, time.Now())
+}
+
+// retireSeries forgets the series of processes gone for retainDead: until
+// then their last values are still reported, so a short-lived client's
+// requests are exported even if it exits before the next collection.
+func (c *Collector) retireSeries(isDead func(uint32) bool, now time.Time) {
+	var expired []seriesKey
 	for k := range c.series {
-		if isDead(k.tgid) {
-			delete(c.series, k)
+		if !isDead(k.tgid) {
+			delete(c.seriesDead, k.tgid) // a reused pid starts anew
+			continue
+		}
+		since, ok := c.seriesDead[k.tgid]
+		if !ok {
+			c.seriesDead[k.tgid] = now
+		} else if now.Sub(since) >= retainDead {
+			expired = append(expired, k)
 		}
 	}
-	c.retireProcs(isDead, time.Now())
+	c.seriesMu.Lock()
+	for _, k := range expired {
+		delete(c.series, k)
+	}
+	c.seriesMu.Unlock()
+	for tgid, since := range c.seriesDead {
+		if now.Sub(since) >= retainDead {
+			delete(c.seriesDead, tgid)
+		}
+	}
 }
 
 // serviceOf names the service of a process for the route cap.

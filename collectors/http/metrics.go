@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"time"
 
+	"github.com/otelbee/otelbee/collectors/aggregate"
 	"github.com/otelbee/otelbee/collectors/hook"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -38,12 +42,6 @@ const (
 	keyRespBodySize  = attribute.Key("http.response.body.size")
 )
 
-type instruments struct {
-	serverDuration, clientDuration metric.Float64Histogram
-	serverReqBody, serverRespBody  metric.Int64Histogram
-	clientReqBody, clientRespBody  metric.Int64Histogram
-}
-
 // seriesKey names one metric series. Route and address strings are interned
 // (route table, netip), so the key compares cheaply and a lookup allocates
 // nothing.
@@ -58,41 +56,19 @@ type seriesKey struct {
 	port   uint16     // client: server port
 }
 
-// series caches the measurement options and span fields of one series.
+// series is one attribute set's histograms, aggregated here and handed to
+// the exporters by Produce (see package aggregate for why not the SDK's
+// instruments), and the span fields of its requests. The histograms are
+// guarded by Collector.seriesMu.
 type series struct {
-	key    seriesKey
-	opts   []metric.RecordOption
-	name   string // span name
-	attrs  []attribute.KeyValue
-	errSet bool // span status error
-}
-
-func (c *Collector) instruments() error {
-	m := c.deps.Meter
-	var err error
-	hist := func(dst *metric.Float64Histogram, name, desc string) {
-		if err == nil {
-			*dst, err = m.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
-				metric.WithExplicitBucketBoundaries(durationBuckets...))
-		}
-	}
-	size := func(dst *metric.Int64Histogram, name, desc string) {
-		if err == nil {
-			*dst, err = m.Int64Histogram(name, metric.WithUnit("By"), metric.WithDescription(desc),
-				metric.WithExplicitBucketBoundaries(sizeBuckets...))
-		}
-	}
-	i := &c.inst
-	hist(&i.serverDuration, "http.server.request.duration", "Duration of HTTP server requests: first byte of the request read to last byte of the response written.")
-	hist(&i.clientDuration, "http.client.request.duration", "Duration of HTTP client requests: first byte of the request written to last byte of the response read.")
-	size(&i.serverReqBody, "http.server.request.body.size", "Size of HTTP server request bodies (decoded from chunked encoding).")
-	size(&i.serverRespBody, "http.server.response.body.size", "Size of HTTP server response bodies.")
-	size(&i.clientReqBody, "http.client.request.body.size", "Size of HTTP client request bodies.")
-	size(&i.clientRespBody, "http.client.response.body.size", "Size of HTTP client response bodies.")
-	if err != nil {
-		return fmt.Errorf("creating http instruments: %w", err)
-	}
-	return c.selfInstruments()
+	key      seriesKey
+	set      attribute.Set
+	duration aggregate.Histogram[float64]
+	reqBody  aggregate.Histogram[int64]
+	respBody aggregate.Histogram[int64]
+	name     string // span name
+	attrs    []attribute.KeyValue
+	errSet   bool // span status error
 }
 
 // selfInstruments are the collector's own counters, read in one callback.
@@ -202,21 +178,23 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 	if s.errSet {
 		span = append(span, keyErrorType.String(strconv.Itoa(int(k.status))))
 	}
-	s.opts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(kv...))}
+	s.set = attribute.NewSet(kv...)
 	s.attrs = span
 	s.name = k.method.String() + " " + route
 	if k.method == MethodOther {
 		s.name = "HTTP " + route
 	}
+	c.seriesMu.Lock()
 	c.series[k] = s
+	c.seriesMu.Unlock()
 	return s
 }
 
 // onExchange is the parser's sink: one request with its response. The
 // span is started here (an unsampled one costs only the sampling decision);
-// a sampled one goes to the span worker for its attributes and its end, the
-// metrics are recorded here, in the span's context so that sampled requests
-// become exemplars.
+// a sampled one goes to the span worker for its attributes and its end. The
+// metrics are recorded here, a sampled span becoming the exemplar of its
+// buckets.
 func (c *Collector) onExchange(ex *Exchange) {
 	st := c.cur
 	if st == nil {
@@ -239,11 +217,11 @@ func (c *Collector) onExchange(ex *Exchange) {
 		st.lastSeries = s
 	}
 	c.recorded.Add(1)
-	ctx := context.Background()
+	var sc trace.SpanContext
 	if c.spans != nil {
-		var span trace.Span
-		ctx, span = c.startSpan(ctx, s, ex)
+		_, span := c.startSpan(context.Background(), s, ex)
 		if span.IsRecording() {
+			sc = span.SpanContext()
 			rec := spanRecord{span: span, s: s, end: ex.End, reqBody: ex.ReqBody, respBody: ex.RespBody,
 				peer: st.peer, peerPort: st.peerPort}
 			rec.pathLen = uint16(copy(rec.path[:], ex.Path))
@@ -256,7 +234,7 @@ func (c *Collector) onExchange(ex *Exchange) {
 			}
 		}
 	}
-	c.record(ctx, s, ex.Start, ex.End, ex.ReqBody, ex.RespBody)
+	c.record(s, sc, ex.End, ex.End-ex.Start, ex.ReqBody, ex.RespBody)
 }
 
 func (c *Collector) startSpan(ctx context.Context, s *series, ex *Exchange) (context.Context, trace.Span) {
@@ -276,21 +254,77 @@ func (c *Collector) startSpan(ctx context.Context, s *series, ex *Exchange) (con
 	return c.tracer.Start(ctx, s.name, trace.WithSpanKind(kind), trace.WithTimestamp(c.wall(ex.Start)))
 }
 
-func (c *Collector) record(ctx context.Context, s *series, start, end uint64, reqBody, respBody int64) {
-	d := 0.0
-	if end > start {
-		d = float64(end-start) / 1e9
+// record adds one exchange to its series. durNs is from kernel timestamps;
+// end dates a sampled span's exemplar.
+func (c *Collector) record(s *series, sc trace.SpanContext, end, durNs uint64, reqBody, respBody int64) {
+	if durNs > 1<<62 { // end before start: clocks of two CPUs
+		durNs = 0
 	}
-	i := &c.inst
-	if s.key.server {
-		i.serverDuration.Record(ctx, d, s.opts...)
-		i.serverReqBody.Record(ctx, reqBody, s.opts...)
-		i.serverRespBody.Record(ctx, respBody, s.opts...)
+	d := float64(durNs) / 1e9
+	c.seriesMu.Lock()
+	if sc.IsSampled() {
+		at := c.wall(end)
+		s.duration.RecordSampled(durationBuckets, d, at, sc)
+		s.reqBody.RecordSampled(sizeBuckets, reqBody, at, sc)
+		s.respBody.RecordSampled(sizeBuckets, respBody, at, sc)
 	} else {
-		i.clientDuration.Record(ctx, d, s.opts...)
-		i.clientReqBody.Record(ctx, reqBody, s.opts...)
-		i.clientRespBody.Record(ctx, respBody, s.opts...)
+		s.duration.Record(durationBuckets, d)
+		s.reqBody.Record(sizeBuckets, reqBody)
+		s.respBody.Record(sizeBuckets, respBody)
 	}
+	c.seriesMu.Unlock()
+}
+
+// Produce implements sdkmetric.Producer: the duration and body size
+// histograms of both sides, cumulative, one data point per series.
+func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) {
+	now := time.Now()
+	var (
+		dur  [2][]metricdata.HistogramDataPoint[float64]  // [client, server]
+		body [2][2][]metricdata.HistogramDataPoint[int64] // [side][request, response]
+	)
+	c.seriesMu.Lock()
+	for _, s := range c.series {
+		if s.duration.Count() == 0 {
+			continue
+		}
+		side := 0
+		if s.key.server {
+			side = 1
+		}
+		dur[side] = append(dur[side], s.duration.Point(durationBuckets, s.set, c.start, now))
+		body[side][0] = append(body[side][0], s.reqBody.Point(sizeBuckets, s.set, c.start, now))
+		body[side][1] = append(body[side][1], s.respBody.Point(sizeBuckets, s.set, c.start, now))
+	}
+	c.seriesMu.Unlock()
+	durations := func(name, desc string, points []metricdata.HistogramDataPoint[float64]) metricdata.Metrics {
+		return metricdata.Metrics{Name: name, Unit: "s", Description: desc,
+			Data: metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality, DataPoints: points}}
+	}
+	sizes := func(name, desc string, points []metricdata.HistogramDataPoint[int64]) metricdata.Metrics {
+		return metricdata.Metrics{Name: name, Unit: "By", Description: desc,
+			Data: metricdata.Histogram[int64]{Temporality: metricdata.CumulativeTemporality, DataPoints: points}}
+	}
+	var ms []metricdata.Metrics
+	if len(dur[1]) > 0 {
+		ms = append(ms,
+			durations("http.server.request.duration", "Duration of HTTP server requests: first byte of the request read to last byte of the response written.", dur[1]),
+			sizes("http.server.request.body.size", "Size of HTTP server request bodies (decoded from chunked encoding).", body[1][0]),
+			sizes("http.server.response.body.size", "Size of HTTP server response bodies.", body[1][1]))
+	}
+	if len(dur[0]) > 0 {
+		ms = append(ms,
+			durations("http.client.request.duration", "Duration of HTTP client requests: first byte of the request written to last byte of the response read.", dur[0]),
+			sizes("http.client.request.body.size", "Size of HTTP client request bodies.", body[0][0]),
+			sizes("http.client.response.body.size", "Size of HTTP client response bodies.", body[0][1]))
+	}
+	if len(ms) == 0 {
+		return nil, nil
+	}
+	return []metricdata.ScopeMetrics{{
+		Scope:   instrumentation.Scope{Name: "github.com/otelbee/otelbee/collectors/http"},
+		Metrics: ms,
+	}}, nil
 }
 
 // spanRecord is a sampled span waiting for its attributes and its end.
