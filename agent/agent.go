@@ -27,6 +27,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/identity"
 	"github.com/otelbee/otelbee/collectors/procwatch"
+	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/exporters/otlp"
 	promexp "github.com/otelbee/otelbee/exporters/prometheus"
 )
@@ -93,6 +94,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	// no-op, so collectors can always ask for a tracer.
 	var (
 		tp        trace.TracerProvider = tracenoop.NewTracerProvider()
+		sampler   sdktrace.Sampler
 		spanQueue *otlp.SpanQueue
 	)
 	if otlpCfg.TracesEnabled() {
@@ -100,11 +102,15 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("creating otlp trace exporter: %w", err)
 		}
-		// NewTracerProvider honours OTEL_TRACES_SAMPLER(_ARG); the queue
-		// OTEL_BSP_* (queue size, batch size, delays) and counts its drops,
-		// which the SDK's batcher does not.
+		// The sampler (OTEL_TRACES_SAMPLER(_ARG), validated with the config)
+		// is given to the collectors too, with an ID generator that lets
+		// them decide before starting a span (package sampling). The queue
+		// honours OTEL_BSP_* (queue size, batch size, delays) and counts its
+		// drops, which the SDK's batcher does not.
+		sampler, _ = sampling.Parse(cfg.OTLP.TracesSampler, cfg.OTLP.TracesSamplerArg)
 		spanQueue = otlp.NewSpanQueue(texp)
-		stp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSpanProcessor(spanQueue))
+		stp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSpanProcessor(spanQueue),
+			sdktrace.WithSampler(sampler), sdktrace.WithIDGenerator(sampling.IDGenerator{}))
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 			defer cancel()
@@ -124,6 +130,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	host, _ := os.Hostname()
 	deps := collectors.Deps{
 		TracerProvider: tp,
+		Sampler:        sampler,
 		Producers:      producers,
 		Processes:      identity.NewResolver("/proc", host),
 		Probes:         hook.NewProbes(),

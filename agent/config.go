@@ -20,6 +20,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/dns"
 	"github.com/otelbee/otelbee/collectors/hook"
 	httpc "github.com/otelbee/otelbee/collectors/http"
+	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/tcp"
 	"github.com/otelbee/otelbee/exporters/otlp"
 )
@@ -55,6 +56,11 @@ type PrometheusConfig struct {
 type OTLPConfig struct {
 	Endpoint string `yaml:"endpoint"`
 	Protocol string `yaml:"protocol"`
+	// TracesSampler and TracesSamplerArg are OTEL_TRACES_SAMPLER and
+	// OTEL_TRACES_SAMPLER_ARG: the agent builds the sampler itself, so that
+	// collectors can take the decision before they start a span.
+	TracesSampler    string `yaml:"traces_sampler"`
+	TracesSamplerArg string `yaml:"traces_sampler_arg"`
 }
 
 func (c OTLPConfig) exporterConfig() otlp.Config {
@@ -91,6 +97,8 @@ var envVars = map[string]string{
 	"OTELBEE_COLLECTORS":         "collectors",
 	"OTELBEE_PROMETHEUS_LISTEN":  "prometheus.listen",
 	"OTELBEE_OTLP_ENDPOINT":      "otlp.endpoint",
+	"OTEL_TRACES_SAMPLER":        "otlp.traces-sampler",
+	"OTEL_TRACES_SAMPLER_ARG":    "otlp.traces-sampler-arg",
 	"OTELBEE_ATTACH_MODE":        "attach-mode",
 	"OTELBEE_ATTACH_MODE_STRICT": "attach-mode.strict",
 	"OTELBEE_LOG_LEVEL":          "log.level",
@@ -113,6 +121,8 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.String("prometheus.listen", "", "host:port of the Prometheus /metrics endpoint; empty string turns it off (default 127.0.0.1:9464)")
 	fs.String("otlp.endpoint", "", "OTLP endpoint (default from OTEL_EXPORTER_OTLP_ENDPOINT; unset: no OTLP export)")
 	fs.String("otlp.protocol", "", "OTLP protocol: grpc or http/protobuf (default from OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
+	fs.String("otlp.traces-sampler", "", "trace sampler as in OTEL_TRACES_SAMPLER: parentbased_always_on (default), parentbased_traceidratio, traceidratio, always_on, always_off, parentbased_always_off")
+	fs.String("otlp.traces-sampler-arg", "", "the sampler's argument as in OTEL_TRACES_SAMPLER_ARG: the ratio for *traceidratio (default 1)")
 	fs.String("attach-mode", "", "try this attach mode first on every hook that declares it, then the rest of the chain: auto, tp_btf, fentry, kprobe, tracepoint")
 	fs.Bool("attach-mode.strict", false, "with --attach-mode: no fallback; a hook whose forced mode fails stays detached")
 	fs.String("log.level", "", "debug, info, warn or error")
@@ -166,6 +176,10 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			cfg.OTLP.Endpoint = v
 		case "otlp.protocol":
 			cfg.OTLP.Protocol = v
+		case "otlp.traces-sampler":
+			cfg.OTLP.TracesSampler = v
+		case "otlp.traces-sampler-arg":
+			cfg.OTLP.TracesSamplerArg = v
 		case "attach-mode":
 			cfg.AttachMode = v
 		case "attach-mode.strict":
@@ -283,6 +297,9 @@ func (c *Config) Validate() error {
 	}
 	// The OTLP package also checks OTEL_EXPORTER_OTLP_*PROTOCOL and endpoints.
 	if err := c.OTLP.exporterConfig().Validate(); err != nil {
+		return &UsageError{Err: err}
+	}
+	if _, err := sampling.Parse(c.OTLP.TracesSampler, c.OTLP.TracesSamplerArg); err != nil {
 		return &UsageError{Err: err}
 	}
 	if _, err := hook.ParseMode(c.AttachMode); err != nil {

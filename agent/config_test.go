@@ -105,6 +105,8 @@ func TestConfigErrors(t *testing.T) {
 		{"stray argument", []string{"extra"}, nil, `unexpected argument "extra"`},
 		{"bad protocol", []string{"--otlp.protocol=udp"}, nil, "udp"},
 		{"bad env protocol", nil, map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "thrift"}, "thrift"},
+		{"bad env sampler", nil, map[string]string{"OTEL_TRACES_SAMPLER": "jaeger_remote"}, `unknown OTEL_TRACES_SAMPLER "jaeger_remote"`},
+		{"bad sampler ratio", nil, map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"}, `invalid OTEL_TRACES_SAMPLER_ARG "2"`},
 		{"bad attach mode", []string{"--attach-mode=uprobez"}, nil, `unknown attach mode "uprobez" (valid: auto,`},
 		{"bad log level", []string{"--log.level=loud"}, nil, `unknown log.level "loud"`},
 		{"bad env bool", nil, map[string]string{"OTELBEE_BPF_STATS": "perhaps"}, `invalid value "perhaps" for bpf.stats`},

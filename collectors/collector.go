@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otelbee/otelbee/collectors/hook"
@@ -40,10 +41,14 @@ type Deps struct {
 	Logger         *slog.Logger
 	Meter          metric.Meter
 	TracerProvider trace.TracerProvider
-	Processes      *identity.Resolver
-	Probes         *hook.Probes
-	Hooks          *hook.Registry
-	Attach         hook.Options
+	// Sampler is TracerProvider's sampler, when the agent knows it: a
+	// collector asks it before starting a span (package sampling). Nil:
+	// Tracer.Start decides.
+	Sampler   sdktrace.Sampler
+	Processes *identity.Resolver
+	Probes    *hook.Probes
+	Hooks     *hook.Registry
+	Attach    hook.Options
 	// Producers takes metrics aggregated in the kernel (nil: none wanted,
 	// as in `otelbee doctor`).
 	Producers *ProducerSet

@@ -4,49 +4,61 @@ import (
 	"context"
 	"net/netip"
 	"testing"
+	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/collectors/sampling"
 )
+
+// unitCollector is a collector without its kernel side, fed exchanges
+// directly, on one server connection.
+func unitCollector(tb testing.TB, sampler sdktrace.Sampler, opts ...sdktrace.TracerProviderOption) (*Collector, *sdkmetric.ManualReader) {
+	producers := &collectors.ProducerSet{}
+	reader := sdkmetric.NewManualReader(sdkmetric.WithProducer(producers))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	tp := sdktrace.NewTracerProvider(append(opts, sdktrace.WithSampler(sampler), sdktrace.WithIDGenerator(sampling.IDGenerator{}))...)
+	c := New(collectors.Deps{
+		Meter:          mp.Meter("unit"),
+		TracerProvider: tp,
+		Sampler:        sampler,
+		Processes:      identity.NewResolver("/proc", "unit"),
+		Producers:      producers,
+	}, DefaultConfig())
+	var err error
+	if c.routes, err = NewRoutes(nil, 100); err != nil {
+		tb.Fatal(err)
+	}
+	producers.Add(c)
+	c.setupTracing()
+	done := make(chan struct{})
+	go func() {
+		for rec := range c.spans {
+			c.endSpan(&rec)
+		}
+		close(done)
+	}()
+	tb.Cleanup(func() { close(c.spans); <-done })
+	st := c.newConn(connKey{tgid: uint32(1), fd: 3, start: 1})
+	st.server = true
+	st.peer = netip.MustParseAddr("127.0.0.1")
+	st.peerPort = 40000
+	st.svc = "/unit"
+	c.cur = st
+	return c, reader
+}
 
 // BenchmarkOnExchange is the agent's work per request after parsing: route,
 // series, sampling decision (1 % sampled, as in the overhead harness) and the
 // three histograms.
 func BenchmarkOnExchange(b *testing.B) {
-	producers := &collectors.ProducerSet{}
-	reader := sdkmetric.NewManualReader(sdkmetric.WithProducer(producers))
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01))))
-	c := New(collectors.Deps{
-		Meter:          mp.Meter("bench"),
-		TracerProvider: tp,
-		Processes:      identity.NewResolver("/proc", "bench"),
-		Producers:      producers,
-	}, DefaultConfig())
-	var err error
-	if c.routes, err = NewRoutes(nil, 100); err != nil {
-		b.Fatal(err)
-	}
-	if c.deps.Producers != nil {
-		c.deps.Producers.Add(c)
-	}
-	c.setupTracing()
-	go func() {
-		for rec := range c.spans {
-			rec.span.End()
-		}
-	}()
-	defer close(c.spans)
-	st := c.newConn(connKey{tgid: uint32(1), fd: 3, start: 1})
-	st.server = true
-	st.peer = netip.MustParseAddr("127.0.0.1")
-	st.peerPort = 40000
-	st.svc = "/bench"
-	c.cur = st
+	c, reader := unitCollector(b, sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01)))
 	ex := &Exchange{Method: MethodGet, Status: 200, Minor: 1, Path: []byte("/users/12345"),
 		RespBody: 12, Start: 1000, End: 51000}
 	b.ReportAllocs()
@@ -57,6 +69,88 @@ func BenchmarkOnExchange(b *testing.B) {
 	if n := serverRequests(b, reader); n != c.recorded.Load() {
 		b.Fatalf("%d requests in the histogram, %d recorded", n, c.recorded.Load())
 	}
+}
+
+// TestSamplingDecidedBeforeStart: the collector's own sampling decision and
+// the SDK's agree: every request it lets through is exported as a sampled
+// span, at the configured ratio; a remote parent's flag is obeyed; the
+// duration histogram's exemplars point at exported spans only.
+func TestSamplingDecidedBeforeStart(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	c, reader := unitCollector(t, sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.25)), sdktrace.WithSyncer(exp))
+	ex := &Exchange{Method: MethodGet, Status: 200, Minor: 1, Path: []byte("/a"), Start: 1000, End: 2000}
+	const n = 4000
+	for range n {
+		c.onExchange(ex)
+	}
+	parented := *ex
+	parented.HasParent = true
+	parented.TraceID = [16]byte{7}
+	parented.ParentSpanID = [8]byte{8}
+	for _, flags := range []byte{0, 1, 0, 1, 1} {
+		parented.TraceFlags = flags
+		c.onExchange(&parented)
+	}
+	waitFor(t, func() bool { return c.spansQueued.Load() == uint64(len(exp.GetSpans())) })
+	spans := exp.GetSpans()
+	exported := map[string]bool{}
+	children := 0
+	for _, s := range spans {
+		if !s.SpanContext.IsSampled() {
+			t.Fatalf("exported span not sampled: %v", s.SpanContext)
+		}
+		exported[s.SpanContext.SpanID().String()] = true
+		if s.SpanContext.TraceID() == (trace.TraceID{7}) {
+			children++
+			if s.Parent.SpanID() != (trace.SpanID{8}) {
+				t.Fatalf("child span's parent %v", s.Parent.SpanID())
+			}
+		}
+	}
+	if children != 3 {
+		t.Fatalf("%d spans joined the sampled remote parents, want 3", children)
+	}
+	// Binomial: mean 1000, sigma ~27.
+	if roots := len(spans) - children; roots < 880 || roots > 1120 {
+		t.Fatalf("%d of %d requests sampled at ratio 0.25", roots, n)
+	}
+	if got := serverRequests(t, reader); got != n+5 {
+		t.Fatalf("%d requests in the histogram, want %d", got, n+5)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	exemplars := 0
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "http.server.request.duration" {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+				for _, e := range dp.Exemplars {
+					exemplars++
+					if !exported[trace.SpanID(e.SpanID).String()] {
+						t.Fatalf("exemplar points at span %x, never exported", e.SpanID)
+					}
+				}
+			}
+		}
+	}
+	if exemplars == 0 {
+		t.Fatal("no exemplar on the duration histogram")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 500; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("condition not met within 5 s")
 }
 
 // serverRequests sums the counts of http.server.request.duration.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors/aggregate"
 	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/sampling"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -237,6 +238,8 @@ func (c *Collector) onExchange(ex *Exchange) {
 	c.record(s, sc, ex.End, ex.End-ex.Start, ex.ReqBody, ex.RespBody)
 }
 
+// startSpan starts the span of ex if it is to be sampled, else returns a
+// non-recording span without asking the SDK (see package sampling).
 func (c *Collector) startSpan(ctx context.Context, s *series, ex *Exchange) (context.Context, trace.Span) {
 	kind := trace.SpanKindClient
 	if s.key.server {
@@ -250,6 +253,10 @@ func (c *Collector) startSpan(ctx context.Context, s *series, ex *Exchange) (con
 			})
 			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
 		}
+	}
+	ctx, sampled := sampling.Decide(c.deps.Sampler, ctx, s.name, kind)
+	if !sampled {
+		return ctx, trace.SpanFromContext(context.Background())
 	}
 	return c.tracer.Start(ctx, s.name, trace.WithSpanKind(kind), trace.WithTimestamp(c.wall(ex.Start)))
 }

@@ -1,0 +1,107 @@
+package sampling
+
+import (
+	"context"
+	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		sampler, arg string
+		want         string // Description of the sampler, "" for an error
+	}{
+		{"", "", sdktrace.ParentBased(sdktrace.AlwaysSample()).Description()},
+		{"always_on", "", "AlwaysOnSampler"},
+		{"ALWAYS_OFF", "", "AlwaysOffSampler"},
+		{"parentbased_always_off", "", sdktrace.ParentBased(sdktrace.NeverSample()).Description()},
+		{"traceidratio", "0.25", sdktrace.TraceIDRatioBased(0.25).Description()},
+		{"traceidratio", "", sdktrace.TraceIDRatioBased(1).Description()},
+		{"parentbased_traceidratio", "0.01", sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01)).Description()},
+		{"traceidratio", "1.5", ""},
+		{"traceidratio", "half", ""},
+		{"jaeger_remote", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.sampler+"/"+tt.arg, func(t *testing.T) {
+			s, err := Parse(tt.sampler, tt.arg)
+			if tt.want == "" {
+				if err == nil {
+					t.Fatalf("got %s, want an error", s.Description())
+				}
+				return
+			}
+			if err != nil || s.Description() != tt.want {
+				t.Fatalf("got %v, %v; want %s", s, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestDecideAgreesWithSDK: every span Decide lets through is sampled by the
+// SDK with the trace id the decision was taken on, every span it stops the
+// SDK would have dropped, and the ratio is the configured one.
+func TestDecideAgreesWithSDK(t *testing.T) {
+	s := sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.3))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(s), sdktrace.WithIDGenerator(IDGenerator{}))
+	tr := tp.Tracer("t")
+	const n = 20000
+	sampled := 0
+	for range n {
+		ctx, ok := Decide(s, context.Background(), "GET /", trace.SpanKindServer)
+		want := ctx.Value(traceIDKey{})
+		if !ok {
+			continue
+		}
+		sampled++
+		_, span := tr.Start(ctx, "GET /", trace.WithSpanKind(trace.SpanKindServer))
+		sc := span.SpanContext()
+		if !sc.IsSampled() || sc.TraceID() != want {
+			t.Fatalf("Decide sampled trace %v, the SDK made %v sampled=%v", want, sc.TraceID(), sc.IsSampled())
+		}
+		span.End()
+	}
+	// Binomial: mean 6000, sigma ~65.
+	if sampled < 5700 || sampled > 6300 {
+		t.Fatalf("%d of %d sampled at ratio 0.3", sampled, n)
+	}
+
+	// Remote parents decide, and keep their trace id.
+	for _, flags := range []trace.TraceFlags{0, trace.FlagsSampled} {
+		psc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{9}, SpanID: trace.SpanID{8}, TraceFlags: flags, Remote: true})
+		parent := trace.ContextWithRemoteSpanContext(context.Background(), psc)
+		ctx, ok := Decide(s, parent, "GET /", trace.SpanKindServer)
+		if ok != psc.IsSampled() {
+			t.Fatalf("parent sampled=%v, Decide said %v", psc.IsSampled(), ok)
+		}
+		if ok {
+			_, span := tr.Start(ctx, "GET /")
+			if span.SpanContext().TraceID() != psc.TraceID() || !span.SpanContext().IsSampled() {
+				t.Fatalf("child of a sampled parent: %v", span.SpanContext())
+			}
+		}
+	}
+}
+
+func TestDecideDropAllocs(t *testing.T) {
+	s := sdktrace.ParentBased(sdktrace.NeverSample())
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, ok := Decide(s, context.Background(), "GET /", trace.SpanKindServer); ok {
+			t.Fatal("sampled by a never sampler")
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per dropped span, want 0", n)
+	}
+}
+
+func TestIDGeneratorWithoutTraceID(t *testing.T) {
+	tid, sid := IDGenerator{}.NewIDs(context.Background())
+	if !tid.IsValid() || !sid.IsValid() {
+		t.Fatalf("invalid ids %v %v", tid, sid)
+	}
+	if tid2, _ := (IDGenerator{}).NewIDs(context.Background()); tid2 == tid {
+		t.Fatal("the same trace id twice")
+	}
+}
