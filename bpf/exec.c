@@ -1,20 +1,50 @@
-// Process watcher: announces every exec so user space reads the new
-// process's identity (/proc/<pid>/environ for OTEL_SERVICE_NAME) while it is
-// alive, however short its life. One event per exec: cheap by nature.
+// Process watcher: announces every exec with a snapshot of the new
+// process's environment, taken in the kernel before the program runs its
+// first instruction. User space finds OTEL_SERVICE_NAME there: reading
+// /proc/<pid>/environ later is too late for programs that rewrite their
+// environment area for their process titles (nginx, postgres, php-fpm) and
+// for processes that live a few milliseconds. One event per exec: cheap by
+// nature.
 #include "common.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+// Bytes of the environment copied (less one, for the verifier's sake); a
+// longer one is cut (flag
+// EXEC_ENV_TRUNCATED) and user space falls back to /proc when the cut part
+// could hold what it looks for.
+#define ENV_MAX 16384
+
+enum exec_flags {
+	EXEC_ENV_TRUNCATED = 1,
+	EXEC_ENV_UNREADABLE = 2,
+};
+
 struct exec_event {
 	__u32 tgid;
+	__u32 flags;
+	__u32 env_len;
+	__u32 pad;
+	__u8 env[ENV_MAX];
 };
 
 const struct exec_event *unused_exec_event __attribute__((unused));
+const enum exec_flags *unused_exec_flags __attribute__((unused));
 
+// Events are variable-sized (header + the environment's actual length):
+// a burst of execs with ordinary environments fits many to the megabyte.
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 64 * 1024);
+	__uint(max_entries, 1024 * 1024);
 } exec_events SEC(".maps");
+
+// The event is assembled here: too large for the BPF stack.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_event);
+} exec_scratch SEC(".maps");
 
 // Slot 0: events submitted, slot 1: ring buffer full.
 struct {
@@ -24,16 +54,47 @@ struct {
 	__type(value, __u64);
 } exec_counters SEC(".maps");
 
+#define EXEC_HDR_SIZE (sizeof(struct exec_event) - ENV_MAX)
+
 static __always_inline void on_exec(void)
 {
-	struct exec_event *ev = bpf_ringbuf_reserve(&exec_events, sizeof(*ev), 0);
-	if (!ev) {
+	__u32 zero = 0;
+	struct exec_event *ev = bpf_map_lookup_elem(&exec_scratch, &zero);
+	if (!ev)
+		return;
+	ev->tgid = current_tgid();
+	ev->flags = 0;
+	ev->env_len = 0;
+
+	// Field by field through CO-RE: the new mm, now current's.
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	unsigned long start = BPF_CORE_READ(task, mm, env_start);
+	unsigned long end = BPF_CORE_READ(task, mm, env_end);
+	__u64 len = end > start ? end - start : 0;
+	if (len > ENV_MAX - 1) {
+		len = ENV_MAX - 1;
+		ev->flags |= EXEC_ENV_TRUNCATED;
+	}
+	// Bounded for the verifiers of older kernels, which may track no range
+	// through the comparison above.
+	asm volatile("%[l] &= 16383" : [l] "+r"(len));
+	__u64 got = 0;
+	if (len > 0) {
+		if (bpf_probe_read_user(ev->env, len, (const void *)start) == 0)
+			got = len;
+		else
+			ev->flags |= EXEC_ENV_UNREADABLE;
+	}
+	ev->env_len = got;
+	__u64 size = EXEC_HDR_SIZE + got;
+	asm volatile("%[s] &= 32767" : [s] "+r"(size));
+	if (size > sizeof(*ev))
+		size = sizeof(*ev);
+	// Wake the reader at once: the process may exit within milliseconds.
+	if (bpf_ringbuf_output(&exec_events, ev, size, 0)) {
 		bump(&exec_counters, 1);
 		return;
 	}
-	ev->tgid = current_tgid();
-	// Wake the reader at once: the process may exit within milliseconds.
-	bpf_ringbuf_submit(ev, 0);
 	bump(&exec_counters, 0);
 }
 

@@ -44,11 +44,12 @@ func parseHTTPReport(t *testing.T, out string) httpReport {
 // (sendfile on) under /static/, /api/ proxied to a backend, and an access
 // log of "METHOD URI STATUS UPSTREAM_STATUS" lines.
 type nginx struct {
-	Port      int
-	Service   string
-	AccessLog string
-	Root      string
-	proc      *harness.Process
+	Port        int
+	ServiceName string // OTEL_SERVICE_NAME given to nginx
+	Service     string // PromQL label selector of its workers' series
+	AccessLog   string
+	Root        string
+	proc        *harness.Process
 }
 
 func startNginx(t *testing.T, service string, backendPort int) *nginx {
@@ -103,14 +104,17 @@ http {
 	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
 	n.proc = harness.StartProcess(t, "nginx", cmd)
 	waitPort(t, fmt.Sprintf("127.0.0.1:%d", n.Port))
+	n.ServiceName = service
 	n.Service = n.selector(t)
 	return n
 }
 
-// selector matches the series of this nginx's worker processes. nginx
-// rewrites its environment area for its process titles, so the agent sees
-// no OTEL_SERVICE_NAME and names it by its executable; the workers' pids
-// (service.instance.id is host:pid) tell this nginx from any other.
+// selector matches the series of this nginx's worker processes: named by
+// the OTEL_SERVICE_NAME nginx was started with, although nginx rewrites its
+// environment area for its process titles and the workers are forked, not
+// exec'd (the agent keeps the environment the kernel saw at exec and hands
+// it down to forked children); the workers' pids (service.instance.id is
+// host:pid) must be the ones reporting.
 func (n *nginx) selector(t *testing.T) string {
 	t.Helper()
 	pid := n.proc.Pid()
@@ -123,7 +127,7 @@ func (n *nginx) selector(t *testing.T) string {
 	for _, w := range strings.Fields(string(b)) {
 		ids = append(ids, regexp.QuoteMeta(host+":"+w))
 	}
-	return fmt.Sprintf(`service_name="nginx",service_instance_id=~"%s"`, strings.Join(ids, "|"))
+	return fmt.Sprintf(`service_name=%q,service_instance_id=~"%s"`, n.ServiceName, strings.Join(ids, "|"))
 }
 
 func waitPort(t *testing.T, addr string) {
@@ -347,7 +351,7 @@ func TestHTTPGroundTruth(t *testing.T) {
 	bcmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+svc("backend"))
 	harness.StartProcess(t, "backend", bcmd)
 	waitPort(t, fmt.Sprintf("127.0.0.1:%d", backendPort))
-	ng := startNginx(t, "nginx", backendPort)
+	ng := startNginx(t, svc("nginx"), backendPort)
 	base4 := fmt.Sprintf("http://127.0.0.1:%d", ng.Port)
 	base6 := fmt.Sprintf("http://[::1]:%d", ng.Port)
 
@@ -447,9 +451,9 @@ func TestHTTPGroundTruth(t *testing.T) {
 		var joined, upstreamSpan, backendSpan bool
 		for _, s := range ss {
 			switch {
-			case s.Resource["service.name"] == "nginx" && s.Kind == "Server" && s.TraceID == traceID:
+			case s.Resource["service.name"] == ng.ServiceName && s.Kind == "Server" && s.TraceID == traceID:
 				joined = true
-			case s.Resource["service.name"] == "nginx" && s.Kind == "Client":
+			case s.Resource["service.name"] == ng.ServiceName && s.Kind == "Client":
 				upstreamSpan = true
 			case s.Resource["service.name"] == svc("backend") && s.Kind == "Server":
 				backendSpan = true
@@ -458,7 +462,7 @@ func TestHTTPGroundTruth(t *testing.T) {
 		return joined && upstreamSpan && backendSpan
 	}, 40*time.Second)
 	for _, s := range spans {
-		if s.Resource["service.name"] == "nginx" && s.Kind == "Server" && s.TraceID == traceID {
+		if s.Resource["service.name"] == ng.ServiceName && s.Kind == "Server" && s.TraceID == traceID {
 			if s.ParentSpanID != parentID || s.Name != "GET /static/index.html" || s.Attributes["http.response.status_code"] != "200" {
 				t.Errorf("traceparent span: %+v", s)
 			}
@@ -466,7 +470,7 @@ func TestHTTPGroundTruth(t *testing.T) {
 				t.Errorf("span times: start %v duration %v", s.Start, d)
 			}
 		}
-		if s.Resource["service.name"] == "nginx" && s.Name == "GET /api/fail" && s.Kind == "Server" && s.StatusCode != "Error" {
+		if s.Resource["service.name"] == ng.ServiceName && s.Name == "GET /api/fail" && s.Kind == "Server" && s.StatusCode != "Error" {
 			t.Errorf("5xx server span status %q, want Error", s.StatusCode)
 		}
 		if strings.Contains(s.Attributes["url.path"], "?") || strings.Contains(s.Attributes["url.path"], "secret") {
@@ -529,7 +533,7 @@ func TestHTTPShapes(t *testing.T) {
 	waitPromCounts(t, prom, "http_server_request_duration_seconds", "shapes-"+sfx, serverLabels, rep.Counts)
 	if _, err := exec.LookPath("nginx"); err == nil {
 		// sendfile: nginx writes the head with writev and the body with sendfile.
-		ng := startNginx(t, "nginx", harness.FreePort(t))
+		ng := startNginx(t, "nginx-"+sfx, harness.FreePort(t))
 		for i := 0; i < 3; i++ {
 			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/static/big.bin", ng.Port))
 			if err != nil {

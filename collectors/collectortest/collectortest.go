@@ -50,16 +50,7 @@ func Start(t *testing.T, name string, build func(collectors.Deps) collectors.Col
 	if err := hook.EnsureMounts(); err != nil {
 		t.Logf("mounts: %v", err)
 	}
-	force, err := hook.ParseMode(os.Getenv("OTELBEE_ATTACH_MODE"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	probes := hook.NewProbes()
-	if force != "" {
-		if err := probes.Supports(force); err != nil {
-			t.Skipf("skipping: forced attach mode %s is unavailable here: %v", force, err)
-		}
-	}
+	force, probes := ForcedMode(t)
 	producers := &collectors.ProducerSet{}
 	reader := sdkmetric.NewManualReader(sdkmetric.WithProducer(producers))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
@@ -91,7 +82,34 @@ func Start(t *testing.T, name string, build func(collectors.Deps) collectors.Col
 			t.Errorf("Run: %v", err)
 		}
 	})
-	for _, st := range env.Registry.Statuses() {
+	CheckAttach(t, env.Registry, force, opts.OptionalHooks)
+	return c, env
+}
+
+// ForcedMode reads OTELBEE_ATTACH_MODE, the mode the kernel matrix forces
+// (no fallback), and skips the test when this kernel cannot run it.
+func ForcedMode(t *testing.T) (hook.Mode, *hook.Probes) {
+	t.Helper()
+	force, err := hook.ParseMode(os.Getenv("OTELBEE_ATTACH_MODE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	probes := hook.NewProbes()
+	if force != "" {
+		if err := probes.Supports(force); err != nil {
+			t.Skipf("skipping: forced attach mode %s is unavailable here: %v", force, err)
+		}
+	}
+	return force, probes
+}
+
+// CheckAttach prints every loaded program for the kernel-matrix harness
+// (e2e/vmtest reads the OTELBEE-PROGSTAT lines), then fails the test for a
+// hook that did not attach (skips it when the forced mode has no attach
+// point here) or attached in another mode than the forced one.
+func CheckAttach(t *testing.T, reg *hook.Registry, force hook.Mode, optionalHooks []string) {
+	t.Helper()
+	for _, st := range reg.Statuses() {
 		for _, p := range st.Programs {
 			// Read by the kernel-matrix harness (e2e/vmtest).
 			fmt.Printf("OTELBEE-PROGSTAT collector=%s program=%s mode=%s insns=%d load_us=%d\n",
@@ -106,7 +124,7 @@ func Start(t *testing.T, name string, build func(collectors.Deps) collectors.Col
 			if force != "" && hook.IsUnsupported(err) {
 				t.Skipf("skipping: hook %s has no %s attach point on this kernel: %v", st.Hook, force, err)
 			}
-			if slices.Contains(opts.OptionalHooks, st.Hook) {
+			if slices.Contains(optionalHooks, st.Hook) {
 				t.Logf("optional hook %s not attached: %v", st.Hook, err)
 				continue
 			}
@@ -117,5 +135,4 @@ func Start(t *testing.T, name string, build func(collectors.Deps) collectors.Col
 		}
 		t.Logf("hook %s: mode %q (declared %v)", st.Hook, st.Mode, st.Declared)
 	}
-	return c, env
 }

@@ -42,6 +42,9 @@ type Process struct {
 	ContainerID      string
 	startTime        uint64 // clock ticks since boot; tells a reused pid apart
 	attrs            []attribute.KeyValue
+	// envService: the service name came from the environment (the
+	// process's own or, for a forked child, its parent's).
+	envService bool
 
 	// provisionalUntil is set when the environment read empty: a process
 	// caught between exec's switch of address space and the kernel writing
@@ -110,7 +113,7 @@ func (r *Resolver) Lookup(pid uint32) *Process {
 	if ok && (p.provisionalUntil.IsZero() || time.Now().After(p.provisionalUntil)) {
 		return p
 	}
-	fresh := r.read(pid, !ok)
+	fresh := r.read(pid, !ok, nil)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	existing, ok := r.cache[pid]
@@ -130,10 +133,18 @@ func (r *Resolver) Lookup(pid uint32) *Process {
 // Refresh reads pid anew: at exec a process takes a new executable and
 // environment.
 func (r *Resolver) Refresh(pid uint32) *Process {
+	return r.RefreshExec(pid, nil)
+}
+
+// RefreshExec is Refresh with the environment the process was exec'd with,
+// as the kernel captured it before the program ran (nil: read it from
+// /proc). A process may rewrite its environment area later, for its process
+// title, and its forked children show the rewritten one.
+func (r *Resolver) RefreshExec(pid uint32, execEnv []byte) *Process {
 	if pid == 0 {
 		return r.unknown
 	}
-	p := r.read(pid, true)
+	p := r.read(pid, true, execEnv)
 	r.mu.Lock()
 	r.cache[pid] = p
 	delete(r.dead, pid)
@@ -196,21 +207,28 @@ func (r *Resolver) Len() int {
 	return len(r.cache)
 }
 
-func (r *Resolver) read(pid uint32, waitForExec bool) *Process {
+func (r *Resolver) read(pid uint32, waitForExec bool, execEnv []byte) *Process {
 	dir := filepath.Join(r.procRoot, strconv.FormatUint(uint64(pid), 10))
 	p := &Process{PID: pid}
-	p.startTime, _ = readStartTime(r.procRoot, pid)
+	var ppid uint32
+	p.startTime, ppid, _ = readStat(r.procRoot, pid)
 	if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
 		p.ExecutableName = filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
 	} else if comm, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
 		// exe needs ptrace access; comm is world-readable but truncated to 15.
 		p.ExecutableName = strings.TrimSpace(string(comm))
 	}
-	if env, err := readEnviron(dir, waitForExec); err == nil {
+	if execEnv != nil {
+		p.ServiceName, p.ServiceNamespace = serviceFromEnviron(execEnv)
+	} else if env, err := readEnviron(dir, waitForExec); err == nil {
 		p.ServiceName, p.ServiceNamespace = serviceFromEnviron(env)
 		if len(env) == 0 {
 			p.provisionalUntil = time.Now().Add(provisionalFor)
 		}
+	}
+	p.envService = p.ServiceName != ""
+	if !p.envService && execEnv == nil {
+		r.inherit(p, ppid)
 	}
 	if p.ServiceName == "" {
 		p.ServiceName = p.ExecutableName
@@ -223,6 +241,24 @@ func (r *Resolver) read(pid uint32, waitForExec bool) *Process {
 	}
 	p.buildAttributes(r.host)
 	return p
+}
+
+// inherit gives a forked child that did not exec (same executable as its
+// parent) the service its parent was named by its environment: the child
+// started with that environment, and what /proc shows may have been
+// rewritten since (nginx and postgres rewrite it for their process titles).
+// A child that exec'd was refreshed with its own environment at exec.
+func (r *Resolver) inherit(p *Process, ppid uint32) {
+	if ppid == 0 || p.ExecutableName == "" {
+		return
+	}
+	r.mu.Lock()
+	parent, ok := r.cache[ppid]
+	r.mu.Unlock()
+	if ok && parent.envService && parent.ExecutableName == p.ExecutableName {
+		p.ServiceName, p.ServiceNamespace = parent.ServiceName, parent.ServiceNamespace
+		p.envService = true
+	}
 }
 
 // readEnviron reads a process's environment. An empty one is usually a
@@ -295,19 +331,31 @@ func ContainerIDFromCgroup(cgroup []byte) string {
 
 // readStartTime returns field 22 of /proc/<pid>/stat.
 func readStartTime(procRoot string, pid uint32) (uint64, error) {
+	st, _, err := readStat(procRoot, pid)
+	return st, err
+}
+
+// readStat returns the start time (field 22) and the parent's pid (field 4)
+// from /proc/<pid>/stat.
+func readStat(procRoot string, pid uint32) (start uint64, ppid uint32, err error) {
 	b, err := os.ReadFile(filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "stat"))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// comm (field 2) may contain spaces and parentheses: count from the last ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, os.ErrInvalid
+		return 0, 0, os.ErrInvalid
 	}
 	fields := strings.Fields(string(b[i+1:]))
-	// fields[0] is field 3 (state); starttime is field 22.
+	// fields[0] is field 3 (state); ppid is field 4, starttime field 22.
 	if len(fields) < 20 {
-		return 0, os.ErrInvalid
+		return 0, 0, os.ErrInvalid
 	}
-	return strconv.ParseUint(fields[19], 10, 64)
+	pp, err := strconv.ParseUint(fields[1], 10, 32)
+	if err != nil {
+		return 0, 0, err
+	}
+	start, err = strconv.ParseUint(fields[19], 10, 64)
+	return start, uint32(pp), err
 }

@@ -125,3 +125,54 @@ func TestResolverProvisionalDuringExec(t *testing.T) {
 		t.Fatalf("a complete identity was read again: %q", got)
 	}
 }
+
+// TestResolverForkedChildInherits: a child with its parent's executable
+// (forked, never exec'd) whose environment area was rewritten takes the
+// service its parent had from its environment at exec; a child running
+// another program, or the child of a parent named by its executable, does
+// not.
+func TestResolverForkedChildInherits(t *testing.T) {
+	root := t.TempDir()
+	proc := func(pid, ppid int, exe, environ string) {
+		t.Helper()
+		dir := root + "/" + strconv.Itoa(pid)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		stat := strconv.Itoa(pid) + " (x) S " + strconv.Itoa(ppid) + " 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 " + strconv.Itoa(1000+pid) + " 0 0\n"
+		if err := os.WriteFile(dir+"/stat", []byte(stat), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dir+"/environ", []byte(environ), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(exe, dir+"/exe"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	title := "nginx: worker process\x00\x00\x00"
+	proc(10, 1, "/usr/sbin/nginx", "nginx: master process\x00\x00")
+	proc(11, 10, "/usr/sbin/nginx", title)
+	proc(12, 10, "/usr/bin/logger", title)
+	proc(20, 1, "/usr/sbin/nginx", "nginx: master process\x00")
+	proc(21, 20, "/usr/sbin/nginx", title)
+	r := NewResolver(root, "h")
+	if p := r.RefreshExec(10, []byte("PATH=/bin\x00OTEL_SERVICE_NAME=web\x00OTEL_RESOURCE_ATTRIBUTES=service.namespace=shop\x00")); p.ServiceName != "web" {
+		t.Fatalf("parent from its exec environment: %+v", p)
+	}
+	r.RefreshExec(20, []byte("PATH=/bin\x00"))
+	tests := []struct {
+		pid    uint32
+		name   string
+		wantNS string
+	}{
+		{11, "web", "shop"},
+		{12, "logger", ""},
+		{21, "nginx", ""},
+	}
+	for _, tt := range tests {
+		if p := r.Lookup(tt.pid); p.ServiceName != tt.name || p.ServiceNamespace != tt.wantNS {
+			t.Errorf("pid %d: %q/%q, want %q/%q", tt.pid, p.ServiceNamespace, p.ServiceName, tt.wantNS, tt.name)
+		}
+	}
+}

@@ -14,9 +14,20 @@ import (
 )
 
 type execExecEvent struct {
-	_    structs.HostLayout
-	Tgid uint32
+	_      structs.HostLayout
+	Tgid   uint32
+	Flags  uint32
+	EnvLen uint32
+	Pad    uint32
+	Env    [16384]uint8
 }
+
+type execExecFlags uint32
+
+const (
+	execExecFlagsEXEC_ENV_TRUNCATED  execExecFlags = 1
+	execExecFlagsEXEC_ENV_UNREADABLE execExecFlags = 2
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -24,9 +35,11 @@ type execExecEvent struct {
 const (
 	execMapExecCounters    = "exec_counters"
 	execMapExecEvents      = "exec_events"
+	execMapExecScratch     = "exec_scratch"
 	execProgExecBtf        = "exec_btf"
 	execProgExecTp         = "exec_tp"
 	execVarUnusedExecEvent = "unused_exec_event"
+	execVarUnusedExecFlags = "unused_exec_flags"
 )
 
 // loadExec returns the embedded CollectionSpec for exec.
@@ -81,6 +94,7 @@ type execProgramSpecs struct {
 type execMapSpecs struct {
 	ExecCounters *ebpf.MapSpec `ebpf:"exec_counters"`
 	ExecEvents   *ebpf.MapSpec `ebpf:"exec_events"`
+	ExecScratch  *ebpf.MapSpec `ebpf:"exec_scratch"`
 }
 
 // execVariableSpecs contains global variables before they are loaded into the kernel.
@@ -88,6 +102,7 @@ type execMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type execVariableSpecs struct {
 	UnusedExecEvent *ebpf.VariableSpec `ebpf:"unused_exec_event"`
+	UnusedExecFlags *ebpf.VariableSpec `ebpf:"unused_exec_flags"`
 }
 
 // execObjects contains all objects after they have been loaded into the kernel.
@@ -112,12 +127,14 @@ func (o *execObjects) Close() error {
 type execMaps struct {
 	ExecCounters *ebpf.Map `ebpf:"exec_counters"`
 	ExecEvents   *ebpf.Map `ebpf:"exec_events"`
+	ExecScratch  *ebpf.Map `ebpf:"exec_scratch"`
 }
 
 func (m *execMaps) Close() error {
 	return _ExecClose(
 		m.ExecCounters,
 		m.ExecEvents,
+		m.ExecScratch,
 	)
 }
 
@@ -126,6 +143,7 @@ func (m *execMaps) Close() error {
 // It can be passed to loadExecObjects or ebpf.CollectionSpec.LoadAndAssign.
 type execVariables struct {
 	UnusedExecEvent *ebpf.Variable `ebpf:"unused_exec_event"`
+	UnusedExecFlags *ebpf.Variable `ebpf:"unused_exec_flags"`
 }
 
 // execPrograms contains all programs after they have been loaded into the kernel.

@@ -1,10 +1,13 @@
-// Package procwatch reads the identity of every process at exec, while it
-// is alive: collectors look identities up when they report, which for a
-// process that lived a few milliseconds is after it exited and /proc forgot
-// it.
+// Package procwatch reads the identity of every process at exec, with the
+// environment the kernel copied before the program ran: collectors look
+// identities up when they report, which for a process that lived a few
+// milliseconds is after it exited and /proc forgot it, and for a program
+// that rewrites its environment area (nginx, postgres) after the
+// OTEL_SERVICE_NAME in it was overwritten.
 package procwatch
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -75,11 +78,39 @@ func (w *Watcher) Run(ctx context.Context) error {
 			return fmt.Errorf("reading exec_events: %w", err)
 		}
 		w.received.Add(1)
-		if len(rec.RawSample) < 4 {
+		tgid, env, ok := decodeExec(rec.RawSample)
+		if !ok {
 			continue
 		}
-		w.resolver.Refresh(binary.LittleEndian.Uint32(rec.RawSample))
+		w.resolver.RefreshExec(tgid, env)
 	}
+}
+
+// execHeaderSize is struct exec_event up to its env array.
+const execHeaderSize = 16
+
+// decodeExec reads an exec event: the process and the environment it was
+// exec'd with. env is nil when the kernel could not copy it, or cut it short
+// before any OTEL_ variable: the resolver then reads /proc, which shows
+// the whole environment unless the program rewrote it.
+func decodeExec(raw []byte) (tgid uint32, env []byte, ok bool) {
+	if len(raw) < execHeaderSize {
+		return 0, nil, false
+	}
+	tgid = binary.LittleEndian.Uint32(raw)
+	flags := execExecFlags(binary.LittleEndian.Uint32(raw[4:]))
+	n := int(binary.LittleEndian.Uint32(raw[8:]))
+	if n > len(raw)-execHeaderSize {
+		return tgid, nil, true
+	}
+	env = raw[execHeaderSize : execHeaderSize+n]
+	switch {
+	case flags&execExecFlagsEXEC_ENV_UNREADABLE != 0:
+		env = nil
+	case flags&execExecFlagsEXEC_ENV_TRUNCATED != 0 && !bytes.Contains(env, []byte("OTEL_")):
+		env = nil
+	}
+	return tgid, env, true
 }
 
 // PipelineStats reports the exec events handled and lost.
