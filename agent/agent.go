@@ -249,6 +249,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		srv.Shutdown(shutdownCtx)
 	}
 	stopRun()
+	producers.Stop()
 	for _, c := range loaded {
 		c.Close()
 	}

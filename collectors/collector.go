@@ -70,10 +70,20 @@ type PipelineReporter interface {
 }
 
 // ProducerSet gathers the metrics collectors aggregate outside the SDK (in
-// the kernel) for the agent's readers, which take one producer each.
+// the kernel or per series) for the agent's readers, which take one
+// producer each.
 type ProducerSet struct {
 	mu        sync.Mutex
 	producers []sdkmetric.Producer
+}
+
+// Stop forgets every producer: at shutdown, once the exporters were
+// flushed and the collectors closed, the readers' last collection must not
+// read maps that are gone.
+func (s *ProducerSet) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.producers = nil
 }
 
 // Add registers a producer; it is asked on every collection from then on.
