@@ -15,6 +15,7 @@ import (
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/collectors/procwatch"
 )
 
 // capabilities the agent uses, and why.
@@ -113,18 +114,36 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 			}
 		}
 		fmt.Fprintf(w, "  %s: %s\n", name, verdict)
-		for _, st := range reg.Statuses() {
-			mode := string(st.Mode)
-			if mode == "" {
-				mode = "NOT ATTACHED"
-			}
-			fmt.Fprintf(w, "    %-15s %-11s (chain: %s)\n", st.Hook, mode, joinModes(st.Declared))
-			for _, a := range st.Attempts {
-				fmt.Fprintf(w, "      %s passed over: %v\n", a.Mode, a.Err)
-			}
+		printHooks(w, reg)
+	}
+
+	// The process watcher names processes at exec; every collector uses it.
+	reg := hook.NewRegistry()
+	watcher, err := procwatch.NewWatcher(identity.NewResolver("/proc", host), probes, reg,
+		hook.Options{Force: force, Strict: cfg.AttachModeStrict}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		fmt.Fprintf(w, "\nprocess watcher: unavailable, identities are read on first use (short-lived processes may be unknown_service): %v\n", err)
+		return nil
+	}
+	watcher.Close()
+	fmt.Fprintf(w, "\nprocess watcher: runs (identity and environment of every process at exec)\n")
+	printHooks(w, reg)
+	return nil
+}
+
+// printHooks lists each hook's attach mode, its chain, and why the modes
+// before it were passed over.
+func printHooks(w io.Writer, reg *hook.Registry) {
+	for _, st := range reg.Statuses() {
+		mode := string(st.Mode)
+		if mode == "" {
+			mode = "NOT ATTACHED"
+		}
+		fmt.Fprintf(w, "    %-15s %-11s (chain: %s)\n", st.Hook, mode, joinModes(st.Declared))
+		for _, a := range st.Attempts {
+			fmt.Fprintf(w, "      %s passed over: %v\n", a.Mode, a.Err)
 		}
 	}
-	return nil
 }
 
 func joinModes(ms []hook.Mode) string {

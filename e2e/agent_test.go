@@ -126,6 +126,11 @@ func TestTracepointPathAndFallback(t *testing.T) {
 		t.Skipf("skipping: this kernel has fentry or kprobes; the fallback case is for kernels without:\n%s", doctor)
 	}
 	t.Logf("doctor:\n%s", doctor)
+	for _, want := range []string{"tcp: runs", "process watcher: runs"} {
+		if !strings.Contains(string(doctor), want) {
+			t.Errorf("doctor does not say %q", want)
+		}
+	}
 
 	for _, mode := range []string{"fentry", "tracepoint"} {
 		t.Run(mode, func(t *testing.T) {
