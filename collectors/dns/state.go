@@ -12,6 +12,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/otelbee/otelbee/collectors/aggregate"
+	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/identity"
 )
 
@@ -197,13 +198,19 @@ func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs 
 }
 
 func (s *state) span(ctx context.Context, e *pendEntry, sr *series, answers int64, endNs uint64) {
+	name := "DNS " + typeName(e.qtype)
+	// Unsampled lookups never reach the SDK (package sampling).
+	ctx, sampled := sampling.Decide(s.c.deps.Sampler, ctx, name, trace.SpanKindClient)
+	if !sampled {
+		return
+	}
 	start := time.Unix(0, int64(e.tsNs)+int64(s.wallOffset))
 	end := time.Unix(0, int64(endNs)+int64(s.wallOffset))
 	attrs := sr.attrs
 	if answers >= 0 {
 		attrs = append(attrs[:len(attrs):len(attrs)], keyAnswerCount.Int64(answers))
 	}
-	_, sp := s.c.tracer.Start(ctx, "DNS "+typeName(e.qtype),
+	_, sp := s.c.tracer.Start(ctx, name,
 		trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithTimestamp(start),
 		trace.WithAttributes(attrs...))

@@ -241,6 +241,13 @@ func TestSpansOptIn(t *testing.T) {
 		attrs["dns.response.code"] != "NOERROR" || attrs["process.pid"] != fmt.Sprint(pid) {
 		t.Errorf("span attributes: %v", attrs)
 	}
+	// A sampler that says no: the lookup is recorded, no span is started.
+	c.deps.Sampler = sdktrace.NeverSample()
+	feed(c, record(dnsDnsKindKIND_QUERY, 4_000_000, 0, 5, pid, buildQuery(2, "span.test.", dnsmessage.TypeSRV)))
+	feed(c, record(dnsDnsKindKIND_RESPONSE, 5_000_000, 4_000_000, 5, pid, response(2, "span.test.", dnsmessage.TypeSRV, 0, 2)))
+	if n := len(rec.Started()); n != 1 {
+		t.Errorf("%d spans started, want 1: the unsampled lookup reached the SDK", n)
+	}
 	// Off by default: no tracer, no span.
 	c2, _ := unitCollector(t, DefaultConfig())
 	if c2.tracer != nil {
