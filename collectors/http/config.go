@@ -24,6 +24,12 @@ type Config struct {
 	Routes []string `yaml:"routes"`
 	// MaxRoutes caps distinct routes per service; the rest are "_OTHER".
 	MaxRoutes int `yaml:"max_routes"`
+	// MaxSeries caps the metric series (process, side, method, status,
+	// route or server address and port, version) the collector keeps; the
+	// requests of series beyond it are recorded in one overflow series per
+	// side, marked otel.metric.overflow=true as the SDK does. Client calls
+	// to ever new servers would otherwise grow the series without bound.
+	MaxSeries int `yaml:"max_series"`
 	// Include and Exclude select the processes observed, in the kernel.
 	// Empty Include: every process not excluded.
 	Include Filter `yaml:"include"`
@@ -53,6 +59,7 @@ func DefaultConfig() Config {
 		MaxConnections:  65536,
 		RingBufferBytes: 8 << 20,
 		MaxRoutes:       200,
+		MaxSeries:       20000,
 		Spans:           true,
 		SpanQueue:       8192,
 	}
@@ -71,6 +78,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRoutes < 1 || c.MaxRoutes > 100000 {
 		return fmt.Errorf("http.max_routes must be between 1 and 100000, got %d", c.MaxRoutes)
+	}
+	if c.MaxSeries < 1 || c.MaxSeries > 1<<20 {
+		return fmt.Errorf("http.max_series must be between 1 and 1048576, got %d", c.MaxSeries)
 	}
 	if c.SpanQueue < 1 || c.SpanQueue > 1<<20 {
 		return fmt.Errorf("http.span_queue must be between 1 and 1048576, got %d", c.SpanQueue)

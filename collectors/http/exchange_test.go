@@ -20,6 +20,10 @@ import (
 // unitCollector is a collector without its kernel side, fed exchanges
 // directly, on one server connection.
 func unitCollector(tb testing.TB, sampler sdktrace.Sampler, opts ...sdktrace.TracerProviderOption) (*Collector, *sdkmetric.ManualReader) {
+	return unitCollectorWith(tb, DefaultConfig(), sampler, opts...)
+}
+
+func unitCollectorWith(tb testing.TB, cfg Config, sampler sdktrace.Sampler, opts ...sdktrace.TracerProviderOption) (*Collector, *sdkmetric.ManualReader) {
 	producers := &collectors.ProducerSet{}
 	reader := sdkmetric.NewManualReader(sdkmetric.WithProducer(producers))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
@@ -30,7 +34,7 @@ func unitCollector(tb testing.TB, sampler sdktrace.Sampler, opts ...sdktrace.Tra
 		Sampler:        sampler,
 		Processes:      identity.NewResolver("/proc", "unit"),
 		Producers:      producers,
-	}, DefaultConfig())
+	}, cfg)
 	var err error
 	if c.routes, err = NewRoutes(nil, 100); err != nil {
 		tb.Fatal(err)
@@ -170,4 +174,46 @@ func serverRequests(tb testing.TB, reader *sdkmetric.ManualReader) uint64 {
 		}
 	}
 	return n
+}
+
+// TestMaxSeries: client calls to ever new servers stop making series at
+// http.max_series; their requests are counted in one overflow series per
+// side, and every request is still in the histograms.
+func TestMaxSeries(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxSeries = 3
+	c, reader := unitCollectorWith(t, cfg, sdktrace.NeverSample())
+	c.cur.server = false
+	ex := &Exchange{Method: MethodGet, Status: 200, Minor: 1, Path: []byte("/a"), Start: 1000, End: 2000}
+	for i := range 10 {
+		c.cur.peer = netip.AddrFrom4([4]byte{10, 0, 0, byte(i)})
+		c.cur.lastSeries = nil
+		c.onExchange(ex)
+		c.onExchange(ex)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var points, total, overflow uint64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "http.client.request.duration" {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+				points++
+				total += dp.Count
+				if v, ok := dp.Attributes.Value("otel.metric.overflow"); ok && v.AsBool() {
+					overflow += dp.Count
+				}
+			}
+		}
+	}
+	if points != 4 || total != 20 || overflow != 14 {
+		t.Fatalf("%d points holding %d requests, %d in overflow; want 4, 20, 14", points, total, overflow)
+	}
+	if got := c.seriesOverflow.Load(); got != 14 {
+		t.Fatalf("overflow counter %d, want 14", got)
+	}
 }

@@ -130,6 +130,7 @@ type Collector struct {
 	series     map[seriesKey]*series
 	seriesMu   sync.Mutex
 	seriesDead map[uint32]time.Time
+	overflow   [2]*histograms // [client, server]: beyond MaxSeries
 	start      time.Time
 	cur        *connState
 	sinkFn     func(*Exchange)
@@ -138,14 +139,15 @@ type Collector struct {
 	statsMu sync.Mutex
 	procs   map[uint32]*procStats // per process: drops, incomplete, malformed
 
-	received      atomic.Uint64
-	malformed     atomic.Uint64
-	orphans       atomic.Uint64 // data of connections whose open was lost
-	recorded      atomic.Uint64 // exchanges recorded
-	spanDrops     atomic.Uint64
-	spansQueued   atomic.Uint64
-	connsOver     atomic.Uint64
-	routeOverflow atomic.Uint64
+	received       atomic.Uint64
+	malformed      atomic.Uint64
+	orphans        atomic.Uint64 // data of connections whose open was lost
+	recorded       atomic.Uint64 // exchanges recorded
+	spanDrops      atomic.Uint64
+	seriesOverflow atomic.Uint64 // series not kept (MaxSeries)
+	spansQueued    atomic.Uint64
+	connsOver      atomic.Uint64
+	routeOverflow  atomic.Uint64
 
 	closeOnce   sync.Once
 	observeSelf bool // tests: the agent's own process is not left out

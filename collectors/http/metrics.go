@@ -62,15 +62,25 @@ type seriesKey struct {
 // instruments), and the span fields of its requests. The histograms are
 // guarded by Collector.seriesMu.
 type series struct {
-	key      seriesKey
+	key        seriesKey
+	hists      *histograms // this series' own, or its side's overflow histograms
+	overflowed bool        // hists are the overflow histograms
+	name       string      // span name
+	attrs      []attribute.KeyValue
+	errSet     bool // span status error
+}
+
+// histograms are one attribute set's three histograms.
+type histograms struct {
 	set      attribute.Set
 	duration aggregate.Histogram[float64]
 	reqBody  aggregate.Histogram[int64]
 	respBody aggregate.Histogram[int64]
-	name     string // span name
-	attrs    []attribute.KeyValue
-	errSet   bool // span status error
 }
+
+// overflowSet marks the series that collects the requests of series beyond
+// http.max_series, as the OpenTelemetry SDK marks its cardinality overflow.
+var overflowSet = attribute.NewSet(attribute.Bool("otel.metric.overflow", true))
 
 // selfInstruments are the collector's own counters, read in one callback.
 func (c *Collector) selfInstruments() error {
@@ -105,6 +115,11 @@ func (c *Collector) selfInstruments() error {
 	if err != nil {
 		return err
 	}
+	seriesOverflow, err := m.Int64ObservableCounter("otelbee.http.series.overflow", metric.WithUnit("{request}"),
+		metric.WithDescription("HTTP requests recorded in the series marked otel.metric.overflow=true, because their own series would have passed http.max_series."))
+	if err != nil {
+		return err
+	}
 	spansDropped, err := m.Int64ObservableCounter("otelbee.http.spans.dropped", metric.WithUnit("{span}"),
 		metric.WithDescription("Spans not created because the span queue was full (their metrics are recorded)."))
 	if err != nil {
@@ -122,8 +137,9 @@ func (c *Collector) selfInstruments() error {
 		o.ObserveInt64(observed, int64(k[httpHttpCounterHC_CONNS_HTTP]))
 		o.ObserveInt64(overflow, int64(c.routeOverflow.Load()))
 		o.ObserveInt64(spansDropped, int64(c.spanDrops.Load()))
+		o.ObserveInt64(seriesOverflow, int64(c.seriesOverflow.Load()))
 		return nil
-	}, dropped, incomplete, malformed, ignored, observed, overflow, spansDropped)
+	}, dropped, incomplete, malformed, ignored, observed, overflow, spansDropped, seriesOverflow)
 	if err != nil {
 		return fmt.Errorf("registering http callback: %w", err)
 	}
@@ -179,12 +195,28 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 	if s.errSet {
 		span = append(span, keyErrorType.String(strconv.Itoa(int(k.status))))
 	}
-	s.set = attribute.NewSet(kv...)
 	s.attrs = span
 	s.name = k.method.String() + " " + route
 	if k.method == MethodOther {
 		s.name = "HTTP " + route
 	}
+	if len(c.series) >= c.cfg.MaxSeries {
+		// Not kept: its requests go to the side's overflow histograms, its
+		// spans keep their attributes. The connection caches it meanwhile.
+		side := 0
+		if k.server {
+			side = 1
+		}
+		c.seriesMu.Lock()
+		if c.overflow[side] == nil {
+			c.overflow[side] = &histograms{set: overflowSet}
+		}
+		s.hists = c.overflow[side]
+		s.overflowed = true
+		c.seriesMu.Unlock()
+		return s
+	}
+	s.hists = &histograms{set: attribute.NewSet(kv...)}
 	c.seriesMu.Lock()
 	c.series[k] = s
 	c.seriesMu.Unlock()
@@ -268,16 +300,20 @@ func (c *Collector) record(s *series, sc trace.SpanContext, end, durNs uint64, r
 		durNs = 0
 	}
 	d := float64(durNs) / 1e9
+	h := s.hists
+	if s.overflowed {
+		c.seriesOverflow.Add(1)
+	}
 	c.seriesMu.Lock()
 	if sc.IsSampled() {
 		at := c.wall(end)
-		s.duration.RecordSampled(durationBuckets, d, at, sc)
-		s.reqBody.RecordSampled(sizeBuckets, reqBody, at, sc)
-		s.respBody.RecordSampled(sizeBuckets, respBody, at, sc)
+		h.duration.RecordSampled(durationBuckets, d, at, sc)
+		h.reqBody.RecordSampled(sizeBuckets, reqBody, at, sc)
+		h.respBody.RecordSampled(sizeBuckets, respBody, at, sc)
 	} else {
-		s.duration.Record(durationBuckets, d)
-		s.reqBody.Record(sizeBuckets, reqBody)
-		s.respBody.Record(sizeBuckets, respBody)
+		h.duration.Record(durationBuckets, d)
+		h.reqBody.Record(sizeBuckets, reqBody)
+		h.respBody.Record(sizeBuckets, respBody)
 	}
 	c.seriesMu.Unlock()
 }
@@ -290,19 +326,24 @@ func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 		dur  [2][]metricdata.HistogramDataPoint[float64]  // [client, server]
 		body [2][2][]metricdata.HistogramDataPoint[int64] // [side][request, response]
 	)
+	add := func(side int, h *histograms) {
+		if h == nil || h.duration.Count() == 0 {
+			return
+		}
+		dur[side] = append(dur[side], h.duration.Point(durationBuckets, h.set, c.start, now))
+		body[side][0] = append(body[side][0], h.reqBody.Point(sizeBuckets, h.set, c.start, now))
+		body[side][1] = append(body[side][1], h.respBody.Point(sizeBuckets, h.set, c.start, now))
+	}
 	c.seriesMu.Lock()
 	for _, s := range c.series {
-		if s.duration.Count() == 0 {
-			continue
-		}
 		side := 0
 		if s.key.server {
 			side = 1
 		}
-		dur[side] = append(dur[side], s.duration.Point(durationBuckets, s.set, c.start, now))
-		body[side][0] = append(body[side][0], s.reqBody.Point(sizeBuckets, s.set, c.start, now))
-		body[side][1] = append(body[side][1], s.respBody.Point(sizeBuckets, s.set, c.start, now))
+		add(side, s.hists)
 	}
+	add(0, c.overflow[0])
+	add(1, c.overflow[1])
 	c.seriesMu.Unlock()
 	durations := func(name, desc string, points []metricdata.HistogramDataPoint[float64]) metricdata.Metrics {
 		return metricdata.Metrics{Name: name, Unit: "s", Description: desc,
