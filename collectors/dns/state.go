@@ -12,8 +12,8 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/otelbee/otelbee/collectors/aggregate"
-	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/collectors/sampling"
 )
 
 // OverflowName is the dns.question.name of lookups whose name is beyond the
