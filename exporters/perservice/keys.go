@@ -90,6 +90,17 @@ var resourceKeySet = func() map[attribute.Key]struct{} {
 // IsResourceKey reports whether k is an identity (resource) attribute key:
 // one of ResourceKeys or any key starting with "k8s.".
 func IsResourceKey(k attribute.Key) bool {
+	// Every resource key starts with service., process., container. or
+	// k8s.: most measurement keys (http., url., network., dns., ...) are
+	// turned away by their first byte, without hashing.
+	if k == "" {
+		return false
+	}
+	switch k[0] {
+	case 's', 'p', 'c', 'k':
+	default:
+		return false
+	}
 	if _, ok := resourceKeySet[k]; ok {
 		return true
 	}

@@ -371,6 +371,15 @@ func TestIsResourceKey(t *testing.T) {
 			t.Errorf("IsResourceKey(%q) = %v, want %v", k, got, want)
 		}
 	}
+	// The first-byte shortcut must not turn any listed key away.
+	for _, k := range ResourceKeys {
+		if !IsResourceKey(k) {
+			t.Errorf("IsResourceKey(%q) = false for a key of ResourceKeys", k)
+		}
+	}
+	if IsResourceKey("") {
+		t.Error("the empty key is a resource key")
+	}
 }
 
 // layout renders the structure (scopes, metric names, point counts) in order.

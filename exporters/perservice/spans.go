@@ -1,6 +1,9 @@
 package perservice
 
 import (
+	"cmp"
+	"slices"
+
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -50,16 +53,17 @@ func SplitSpans(spans []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
 			s = newSplitter(agent)
 			splitters[agent] = s
 		}
-		var ident, rest []attribute.KeyValue
-		for _, kv := range sp.Attributes() {
+		attrs := sp.Attributes()
+		rest := make([]attribute.KeyValue, 0, len(attrs))
+		s.identBuf = s.identBuf[:0]
+		for _, kv := range attrs {
 			if IsResourceKey(kv.Key) {
-				ident = append(ident, kv)
+				s.identBuf = append(s.identBuf, kv)
 			} else {
 				rest = append(rest, kv)
 			}
 		}
-		// NewSet (inside group) sorts and de-duplicates ident.
-		g := s.group(ident)
+		g := s.groupOfBuf()
 		out[i] = &serviceSpan{ReadOnlySpan: sp, res: g.resource(s), attrs: rest}
 	}
 	return out
@@ -89,3 +93,27 @@ type serviceSpan struct {
 
 func (s *serviceSpan) Resource() *resource.Resource     { return s.res }
 func (s *serviceSpan) Attributes() []attribute.KeyValue { return s.attrs }
+
+// groupOfBuf returns the group of the identity attributes in s.identBuf,
+// sorting and de-duplicating them in place (last value of a key wins, as
+// attribute.NewSet does) and hashing them incrementally, so an existing
+// group is found without building an attribute.Set per span.
+func (s *splitter) groupOfBuf() *group {
+	ident := s.identBuf
+	// Stable: of equal keys the later one stays later, and wins below.
+	slices.SortStableFunc(ident, func(a, b attribute.KeyValue) int { return cmp.Compare(a.Key, b.Key) })
+	n := 0
+	for i, kv := range ident {
+		if i+1 < len(ident) && ident[i+1].Key == kv.Key {
+			continue
+		}
+		ident[n] = kv
+		n++
+	}
+	ident = ident[:n]
+	s.hasher.Reset()
+	for _, kv := range ident {
+		s.hasher.Write(kv)
+	}
+	return s.lookup(s.hasher.Distinct(), ident)
+}

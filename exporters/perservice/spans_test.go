@@ -98,3 +98,29 @@ func TestSplitSpansNoIdentity(t *testing.T) {
 		t.Error("SplitSpans(nil) should be nil")
 	}
 }
+
+// BenchmarkSplitSpans512 is one OTLP batch of HTTP-like spans from three
+// services (identity first, as the collectors put it, then ~11 attributes).
+func BenchmarkSplitSpans512(b *testing.B) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithResource(agentResource()), sdktrace.WithSpanProcessor(rec))
+	tr := tp.Tracer("otelbee/http")
+	idents := [][]attribute.KeyValue{apiIdent, dbIdent, {attribute.String("service.name", "web"), attribute.Int("process.pid", 3)}}
+	for i := range 512 {
+		kvs := append([]attribute.KeyValue{}, idents[i%3]...)
+		kvs = append(kvs,
+			attribute.String("http.request.method", "GET"), attribute.Int("http.response.status_code", 200),
+			attribute.String("network.protocol.version", "1.1"), attribute.String("url.scheme", "http"),
+			attribute.String("http.route", "/users/{id}"), attribute.String("url.path", "/users/42"),
+			attribute.Int64("http.request.body.size", 0), attribute.Int64("http.response.body.size", 12),
+			attribute.String("network.peer.address", "127.0.0.1"), attribute.Int("network.peer.port", 40000),
+			attribute.String("client.address", "127.0.0.1"))
+		_, sp := tr.Start(context.Background(), "GET /users/{id}", trace.WithAttributes(kvs...))
+		sp.End()
+	}
+	spans := rec.Ended()
+	b.ReportAllocs()
+	for b.Loop() {
+		SplitSpans(spans)
+	}
+}
