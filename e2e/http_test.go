@@ -335,6 +335,7 @@ func addCounts(dst, src map[string]int) {
 // counted and the next good request is still seen.
 func TestHTTPGroundTruth(t *testing.T) {
 	harness.RequireRoot(t)
+	testStart := time.Now()
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("skipping: curl not installed")
 	}
@@ -477,6 +478,38 @@ func TestHTTPGroundTruth(t *testing.T) {
 			t.Errorf("query string in a span: %v", s.Attributes)
 		}
 	}
+
+	// Exemplars: Prometheus stored some on nginx's duration buckets, and
+	// each leads to a server span of nginx that reached the collector.
+	var exemplars []harness.Exemplar
+	deadline := time.Now().Add(20 * time.Second)
+	for len(exemplars) == 0 && time.Now().Before(deadline) {
+		var err error
+		exemplars, err = prom.Exemplars(context.Background(),
+			fmt.Sprintf("http_server_request_duration_seconds_bucket{%s}", ng.Service), testStart, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if len(exemplars) == 0 {
+		t.Fatal("no exemplar stored by Prometheus for nginx's request durations")
+	}
+	col.WaitForSpans(t, func(ss []harness.Span) bool {
+		server := map[string]bool{}
+		for _, s := range ss {
+			if s.Resource["service.name"] == ng.ServiceName && s.Kind == "Server" {
+				server[s.TraceID+"/"+s.SpanID] = true
+			}
+		}
+		for _, e := range exemplars {
+			if !server[e.Labels["trace_id"]+"/"+e.Labels["span_id"]] {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second)
+	t.Logf("%d exemplars in Prometheus, each leading to a server span of nginx in the collector", len(exemplars))
 }
 
 // TestHTTPShapes: keep-alive with many requests, pipelining, split writes,

@@ -100,6 +100,9 @@ func StartPrometheus(t testing.TB, targets []string, scrapeInterval time.Duratio
 			"--storage.tsdb.path="+data,
 			"--web.listen-address="+p.Addr,
 			"--log.level=info",
+			// Keep the exemplars the agent exposes (OpenMetrics), so tests
+			// can follow them to the spans in the collector.
+			"--enable-feature=exemplar-storage",
 		), nil
 	}
 	ready := func(proc *Process) error {
@@ -296,6 +299,63 @@ func promSample(labels map[string]string, v [2]any) (Sample, error) {
 		labels = map[string]string{}
 	}
 	return Sample{Labels: labels, Value: f, Time: time.UnixMilli(int64(ts * 1000))}, nil
+}
+
+// Exemplar is one exemplar stored by Prometheus, with its series.
+type Exemplar struct {
+	Series map[string]string
+	Labels map[string]string // trace_id, span_id
+	Value  float64
+}
+
+// Exemplars runs /api/v1/query_exemplars for promql over [start, end].
+func (p *Prometheus) Exemplars(ctx context.Context, promql string, start, end time.Time) ([]Exemplar, error) {
+	u := p.URL + "/api/v1/query_exemplars?" + url.Values{
+		"query": {promql},
+		"start": {strconv.FormatFloat(float64(start.UnixMilli())/1000, 'f', 3, 64)},
+		"end":   {strconv.FormatFloat(float64(end.UnixMilli())/1000, 'f', 3, 64)},
+	}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("exemplars %q: %w", promql, err)
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("exemplars %q: %w", promql, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("exemplars %q: read response: %w", promql, err)
+	}
+	var pr promResponse
+	if err := json.Unmarshal(body, &pr); err != nil {
+		return nil, fmt.Errorf("exemplars %q: HTTP %s, decode %q: %w", promql, resp.Status, truncate(string(body), 200), err)
+	}
+	if pr.Status != "success" {
+		return nil, fmt.Errorf("exemplars %q: HTTP %s: %s: %s", promql, resp.Status, pr.ErrorType, pr.Error)
+	}
+	var data []struct {
+		SeriesLabels map[string]string `json:"seriesLabels"`
+		Exemplars    []struct {
+			Labels map[string]string `json:"labels"`
+			Value  string            `json:"value"`
+		} `json:"exemplars"`
+	}
+	if err := json.Unmarshal(pr.Data, &data); err != nil {
+		return nil, fmt.Errorf("exemplars %q: decode data: %w", promql, err)
+	}
+	var out []Exemplar
+	for _, d := range data {
+		for _, e := range d.Exemplars {
+			v, err := strconv.ParseFloat(e.Value, 64)
+			if err != nil {
+				return nil, fmt.Errorf("exemplars %q: value %q: %w", promql, e.Value, err)
+			}
+			out = append(out, Exemplar{Series: d.SeriesLabels, Labels: e.Labels, Value: v})
+		}
+	}
+	return out, nil
 }
 
 // WaitFor polls promql every 250ms until cond holds for the result, and returns

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -512,5 +513,48 @@ func TestServe(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + addr + "/metrics"); err == nil {
 		t.Error("server still answering after shutdown")
+	}
+}
+
+// producerFunc adapts a function to sdkmetric.Producer.
+type producerFunc func(context.Context) ([]metricdata.ScopeMetrics, error)
+
+func (f producerFunc) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, error) { return f(ctx) }
+
+// TestScrapeExemplars: histogram exemplars with a span become OpenMetrics
+// exemplars labelled trace_id and span_id, on the bucket of their value;
+// one without a span is left out.
+func TestScrapeExemplars(t *testing.T) {
+	tid := []byte{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36}
+	sid := []byte{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7}
+	at := time.Unix(1700000000, 0)
+	e := New(WithProducer(producerFunc(func(context.Context) ([]metricdata.ScopeMetrics, error) {
+		return []metricdata.ScopeMetrics{{Metrics: []metricdata.Metrics{{
+			Name: "http.server.request.duration", Unit: "s",
+			Data: metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality,
+				DataPoints: []metricdata.HistogramDataPoint[float64]{{
+					Attributes: attribute.NewSet(append(api(), attribute.String("http.route", "/users/{id}"))...),
+					StartTime:  at, Time: at, Count: 3, Sum: 0.3,
+					Bounds: []float64{0.05, 0.5}, BucketCounts: []uint64{1, 2, 0},
+					Exemplars: []metricdata.Exemplar[float64]{
+						{Value: 0.2, Time: at, TraceID: tid, SpanID: sid},
+						{Value: 0.01, Time: at}, // no span
+					},
+				}}},
+		}}}}, nil
+	})))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Reader()))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0")
+	rec := httptest.NewRecorder()
+	e.Handler().ServeHTTP(rec, req)
+	body := rec.Body.String()
+	want := `le="0.5"} 3 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736",span_id="00f067aa0ba902b7"} 0.2 1.7e+09`
+	if !strings.Contains(body, want) {
+		t.Errorf("no exemplar %q on the 0.5 bucket:\n%s", want, body)
+	}
+	if n := strings.Count(body, "# {"); n != 1 {
+		t.Errorf("%d exemplars exposed, want 1:\n%s", n, body)
 	}
 }

@@ -1,6 +1,7 @@
 package prometheus
 
 import (
+	"encoding/hex"
 	"fmt"
 	"math"
 	"slices"
@@ -62,6 +63,8 @@ type series struct {
 	sum     float64
 	bounds  []float64
 	buckets []uint64
+	// exemplars link buckets to sampled spans (OpenMetrics exposition).
+	exemplars []prometheus.Exemplar
 
 	native *nativeHist
 }
@@ -295,6 +298,7 @@ func histogramPoints[N int64 | float64](t *translator, m *metricdata.Metrics, pt
 		t.add(&series{
 			fam: fam, additive: true, created: p.StartTime,
 			count: p.Count, sum: float64(p.Sum), bounds: p.Bounds, buckets: p.BucketCounts,
+			exemplars: exemplarsOf(p.Exemplars),
 		}, &p.Attributes, extra, "le")
 	}
 }
@@ -441,6 +445,7 @@ func (t *translator) add(s *series, attrs *attribute.Set, extra []label, reserve
 		return
 	}
 	prev.value += s.value
+	prev.exemplars = append(prev.exemplars, s.exemplars...)
 	prev.count += s.count
 	prev.sum += s.sum
 	if s.buckets != nil {
@@ -550,6 +555,13 @@ func (t *translator) emit() []prometheus.Metric {
 			t.problem("invalid:"+s.fam.name, fmt.Sprintf("%s %q: %v", s.fam.kind, s.fam.name, err), 1)
 			continue
 		}
+		if len(s.exemplars) > 0 {
+			if withEx, err := prometheus.NewMetricWithExemplars(m, s.exemplars...); err == nil {
+				m = withEx
+			} else {
+				t.problem("exemplar:"+s.fam.name, fmt.Sprintf("%s %q: exemplars left out: %v", s.fam.kind, s.fam.name, err), 1)
+			}
+		}
 		out = append(out, m)
 	}
 	return out
@@ -582,6 +594,28 @@ func cumulative(bounds []float64, counts []uint64) map[float64]uint64 {
 			continue
 		}
 		out[b] = acc
+	}
+	return out
+}
+
+// exemplarsOf turns OpenTelemetry exemplars into Prometheus ones labelled
+// trace_id and span_id, as the OpenTelemetry Prometheus exporter does; the
+// client library files each under the bucket its value falls in. Exemplars
+// without a span are left out: they would link nowhere.
+func exemplarsOf[N int64 | float64](exs []metricdata.Exemplar[N]) []prometheus.Exemplar {
+	var out []prometheus.Exemplar
+	for _, e := range exs {
+		if len(e.TraceID) != 16 || len(e.SpanID) != 8 {
+			continue
+		}
+		out = append(out, prometheus.Exemplar{
+			Value:     float64(e.Value),
+			Timestamp: e.Time,
+			Labels: prometheus.Labels{
+				"trace_id": hex.EncodeToString(e.TraceID),
+				"span_id":  hex.EncodeToString(e.SpanID),
+			},
+		})
 	}
 	return out
 }
