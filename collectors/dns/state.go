@@ -181,10 +181,22 @@ func (s *state) onResponse(ctx context.Context, ev *event) {
 }
 
 // record puts one finished lookup on the instruments.
+// A lookup that became a sampled span is its duration bucket's exemplar.
 func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs uint64, answers int64, endNs uint64) {
 	s.c.seriesMu.Lock()
 	sr := s.seriesFor(e, outcome)
-	sr.duration.Record(durationBuckets[:], float64(durNs)/1e9)
+	s.c.seriesMu.Unlock()
+	var sc trace.SpanContext
+	if s.c.tracer != nil {
+		sc = s.span(ctx, e, sr, answers, endNs)
+	}
+	d := float64(durNs) / 1e9
+	s.c.seriesMu.Lock()
+	if sc.IsSampled() {
+		sr.duration.RecordSampled(durationBuckets[:], d, s.wall(endNs), sc)
+	} else {
+		sr.duration.Record(durationBuckets[:], d)
+	}
 	if answers >= 0 {
 		sr.answers.Record(answerBuckets[:], float64(answers))
 	}
@@ -192,20 +204,18 @@ func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs 
 	if e.folded {
 		s.c.stats.folded.Add(1)
 	}
-	if s.c.tracer != nil {
-		s.span(ctx, e, sr, answers, endNs)
-	}
 }
 
-func (s *state) span(ctx context.Context, e *pendEntry, sr *series, answers int64, endNs uint64) {
+// span ends the lookup's span if it is sampled, and returns its context.
+func (s *state) span(ctx context.Context, e *pendEntry, sr *series, answers int64, endNs uint64) trace.SpanContext {
 	name := "DNS " + typeName(e.qtype)
 	// Unsampled lookups never reach the SDK (package sampling).
 	ctx, sampled := sampling.Decide(s.c.deps.Sampler, ctx, name, trace.SpanKindClient)
 	if !sampled {
-		return
+		return trace.SpanContext{}
 	}
-	start := time.Unix(0, int64(e.tsNs)+int64(s.wallOffset))
-	end := time.Unix(0, int64(endNs)+int64(s.wallOffset))
+	start := s.wall(e.tsNs)
+	end := s.wall(endNs)
 	attrs := sr.attrs
 	if answers >= 0 {
 		attrs = append(attrs[:len(attrs):len(attrs)], keyAnswerCount.Int64(answers))
@@ -215,6 +225,12 @@ func (s *state) span(ctx context.Context, e *pendEntry, sr *series, answers int6
 		trace.WithTimestamp(start),
 		trace.WithAttributes(attrs...))
 	sp.End(trace.WithTimestamp(end))
+	return sp.SpanContext()
+}
+
+// wall turns a kernel monotonic timestamp into wall-clock time.
+func (s *state) wall(mono uint64) time.Time {
+	return time.Unix(0, int64(mono)+int64(s.wallOffset))
 }
 
 // intern returns the kept copy of name for service, or OverflowName once the

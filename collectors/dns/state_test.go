@@ -218,7 +218,7 @@ func BenchmarkLookup(b *testing.B) {
 func TestSpansOptIn(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Spans = true
-	c, _ := unitCollector(t, cfg)
+	c, reader := unitCollector(t, cfg)
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	c.tracer = tp.Tracer("test")
@@ -240,6 +240,29 @@ func TestSpansOptIn(t *testing.T) {
 	if attrs["dns.question.name"] != "span.test" || attrs["dns.answer.count"] != "2" ||
 		attrs["dns.response.code"] != "NOERROR" || attrs["process.pid"] != fmt.Sprint(pid) {
 		t.Errorf("span attributes: %v", attrs)
+	}
+	// The sampled lookup is its duration bucket's exemplar.
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	linked := 0
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "dns.lookup.duration" {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+				for _, ex := range dp.Exemplars {
+					if trace.SpanID(ex.SpanID) == sp.SpanContext().SpanID() && trace.TraceID(ex.TraceID) == sp.SpanContext().TraceID() {
+						linked++
+					}
+				}
+			}
+		}
+	}
+	if linked != 1 {
+		t.Errorf("%d exemplars point at the lookup's span, want 1", linked)
 	}
 	// A sampler that says no: the lookup is recorded, no span is started.
 	c.deps.Sampler = sdktrace.NeverSample()
