@@ -214,9 +214,14 @@ func (r *Resolver) read(pid uint32, waitForExec bool, execEnv []byte) *Process {
 	p.startTime, ppid, _ = readStat(r.procRoot, pid)
 	if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
 		p.ExecutableName = filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
-	} else if comm, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
-		// exe needs ptrace access; comm is world-readable but truncated to 15.
-		p.ExecutableName = strings.TrimSpace(string(comm))
+	} else {
+		// A kernel thread has no executable and no environment to wait
+		// for. exe also needs ptrace access; comm is world-readable but
+		// truncated to 15.
+		waitForExec = false
+		if comm, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
+			p.ExecutableName = strings.TrimSpace(string(comm))
+		}
 	}
 	if execEnv != nil {
 		p.ServiceName, p.ServiceNamespace = serviceFromEnviron(execEnv)
