@@ -47,6 +47,10 @@ type Config struct {
 	// RetireAfter is how long the series of an exited process keep being
 	// reported before they are forgotten.
 	RetireAfter time.Duration `yaml:"retire_after"`
+	// MaxSeries caps the metric series kept; lookups of series beyond it
+	// are recorded in one series marked otel.metric.overflow=true, as the
+	// OpenTelemetry SDK does.
+	MaxSeries int `yaml:"max_series"`
 }
 
 // DefaultConfig matches the sizes compiled into bpf/dns.c.
@@ -58,6 +62,7 @@ func DefaultConfig() Config {
 		MaxPending:         16384,
 		RingBufferBytes:    4 << 20,
 		RetireAfter:        2 * time.Minute,
+		MaxSeries:          20000,
 	}
 }
 
@@ -70,6 +75,9 @@ func (c Config) Validate() error {
 		if p == 0 {
 			return errors.New("dns.ports: 0 is not a port")
 		}
+	}
+	if c.MaxSeries < 1 || c.MaxSeries > 1<<20 {
+		return fmt.Errorf("dns.max_series must be between 1 and 1048576, got %d", c.MaxSeries)
 	}
 	if c.Timeout < 10*time.Millisecond || c.Timeout > 10*time.Minute {
 		return fmt.Errorf("dns.timeout must be between 10ms and 10m, got %s", c.Timeout)
@@ -183,6 +191,7 @@ type stats struct {
 	unmatched         atomic.Uint64 // answers the agent had no query for
 	answerLost        atomic.Uint64 // answered in the kernel, record dropped there
 	folded            atomic.Uint64
+	seriesOverflow    atomic.Uint64 // lookups recorded in the overflow series
 	pendingFullAgent  atomic.Uint64
 	orphans           atomic.Uint64
 	pendingAgentCount atomic.Int64

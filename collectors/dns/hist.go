@@ -22,14 +22,21 @@ func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 	c.seriesMu.Lock()
 	dur := make([]metricdata.HistogramDataPoint[float64], 0, len(c.st.series))
 	var ans []metricdata.HistogramDataPoint[float64]
-	for _, sr := range c.st.series {
-		if sr.duration.Count() > 0 {
-			dur = append(dur, sr.duration.Point(durationBuckets[:], sr.set, c.start, now))
+	add := func(h *histograms) {
+		if h == nil {
+			return
 		}
-		if sr.answers.Count() > 0 {
-			ans = append(ans, sr.answers.Point(answerBuckets[:], sr.set, c.start, now))
+		if h.duration.Count() > 0 {
+			dur = append(dur, h.duration.Point(durationBuckets[:], h.set, c.start, now))
+		}
+		if h.answers.Count() > 0 {
+			ans = append(ans, h.answers.Point(answerBuckets[:], h.set, c.start, now))
 		}
 	}
+	for _, sr := range c.st.series {
+		add(sr.h)
+	}
+	add(c.st.overflow)
 	c.seriesMu.Unlock()
 	return []metricdata.ScopeMetrics{{
 		Scope: instrumentation.Scope{Name: "github.com/otelbee/otelbee/collectors/dns"},

@@ -11,8 +11,8 @@ import (
 )
 
 type instruments struct {
-	packets, retransmits, unanswered, unmatched, folded, dropped metric.Int64ObservableCounter
-	pending                                                      metric.Int64ObservableGauge
+	packets, retransmits, unanswered, unmatched, folded, dropped, seriesOverflow metric.Int64ObservableCounter
+	pending                                                                      metric.Int64ObservableGauge
 }
 
 var (
@@ -49,6 +49,7 @@ func (c *Collector) createInstruments() error {
 	counter(&c.inst.unanswered, "otelbee.dns.queries.unanswered", "{query}", "Queries without an answer within the timeout (recorded with error.type=timeout).")
 	counter(&c.inst.unmatched, "otelbee.dns.responses.unmatched", "{response}", "Answers with no pending query: late (after the timeout), to unparseable queries, or to queries sent before the agent started.")
 	counter(&c.inst.folded, "otelbee.dns.question.names.folded", "{lookup}", "Lookups whose question name was folded into "+OverflowName+" because the service had used its budget of distinct names.")
+	counter(&c.inst.seriesOverflow, "otelbee.dns.series.overflow", "{lookup}", "Lookups recorded in the series marked otel.metric.overflow=true, because their own series would have passed dns.max_series.")
 	counter(&c.inst.dropped, "otelbee.dns.lookups.dropped", "{lookup}", "Lookups of a process lost before the agent could record them, by stage (ring buffer full, pending map full).")
 	if err != nil {
 		return fmt.Errorf("creating dns instruments: %w", err)
@@ -59,7 +60,7 @@ func (c *Collector) createInstruments() error {
 		return fmt.Errorf("creating dns instruments: %w", err)
 	}
 	c.reg, err = m.RegisterCallback(c.observe,
-		c.inst.packets, c.inst.retransmits, c.inst.unanswered, c.inst.unmatched, c.inst.folded, c.inst.dropped, c.inst.pending)
+		c.inst.packets, c.inst.retransmits, c.inst.unanswered, c.inst.unmatched, c.inst.folded, c.inst.dropped, c.inst.seriesOverflow, c.inst.pending)
 	if err != nil {
 		return fmt.Errorf("registering dns callback: %w", err)
 	}
@@ -82,6 +83,7 @@ func (c *Collector) observe(_ context.Context, o metric.Observer) error {
 	o.ObserveInt64(i.unmatched, int64(k[dnsDnsCounterCOUNTER_UNMATCHED]), attrLocationKernel)
 	o.ObserveInt64(i.unmatched, int64(st.unmatched.Load()), attrLocationAgent)
 	o.ObserveInt64(i.folded, int64(st.folded.Load()))
+	o.ObserveInt64(i.seriesOverflow, int64(st.seriesOverflow.Load()))
 	if n, err := c.PendingInKernel(); err == nil {
 		o.ObserveInt64(i.pending, int64(n), attrLocationKernel)
 	}

@@ -69,23 +69,36 @@ type seriesKey struct {
 	transport uint8
 }
 
-// series is one attribute set's histograms; guarded by Collector.seriesMu.
+// series is one attribute set: the span attributes of its lookups and its
+// histograms (its own, or the overflow ones past Config.MaxSeries).
 type series struct {
+	attrs      []attribute.KeyValue
+	h          *histograms
+	overflowed bool
+}
+
+// histograms are one attribute set's histograms; guarded by
+// Collector.seriesMu.
+type histograms struct {
 	set      attribute.Set
-	attrs    []attribute.KeyValue
 	duration aggregate.Histogram[float64]
 	answers  aggregate.Histogram[float64]
 }
 
+// overflowSet marks the series that collects the lookups of series beyond
+// dns.max_series, as the OpenTelemetry SDK marks its cardinality overflow.
+var overflowSet = attribute.NewSet(attribute.Bool("otel.metric.overflow", true))
+
 // state is the Run goroutine's: no lock.
 type state struct {
-	c       *Collector
-	pending map[pendKey]pendEntry
-	names   map[string]map[string]string // service.name -> kept names
-	series  map[seriesKey]*series
-	retired map[uint32]time.Time // tgid -> when seen gone
-	msg     message
-	sweeps  int
+	c        *Collector
+	pending  map[pendKey]pendEntry
+	names    map[string]map[string]string // service.name -> kept names
+	series   map[seriesKey]*series
+	overflow *histograms          // past Config.MaxSeries; guarded by Collector.seriesMu
+	retired  map[uint32]time.Time // tgid -> when seen gone
+	msg      message
+	sweeps   int
 	// wallOffset converts CLOCK_MONOTONIC nanoseconds to wall time.
 	wallOffset time.Duration
 }
@@ -191,14 +204,18 @@ func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs 
 		sc = s.span(ctx, e, sr, answers, endNs)
 	}
 	d := float64(durNs) / 1e9
+	if sr.overflowed {
+		s.c.stats.seriesOverflow.Add(1)
+	}
+	h := sr.h
 	s.c.seriesMu.Lock()
 	if sc.IsSampled() {
-		sr.duration.RecordSampled(durationBuckets[:], d, s.wall(endNs), sc)
+		h.duration.RecordSampled(durationBuckets[:], d, s.wall(endNs), sc)
 	} else {
-		sr.duration.Record(durationBuckets[:], d)
+		h.duration.Record(durationBuckets[:], d)
 	}
 	if answers >= 0 {
-		sr.answers.Record(answerBuckets[:], float64(answers))
+		h.answers.Record(answerBuckets[:], float64(answers))
 	}
 	s.c.seriesMu.Unlock()
 	if e.folded {
@@ -281,7 +298,15 @@ func (s *state) seriesFor(e *pendEntry, outcome uint16) *series {
 		keyServerPort.Int(int(e.port)),
 		keyTransport.String(transportName(e.transport)),
 	)
-	sr := &series{set: attribute.NewSet(kv...), attrs: kv}
+	if len(s.series) >= s.c.cfg.MaxSeries {
+		// Not kept: recorded in the overflow histograms; the span of the
+		// lookup still carries its attributes. Called under seriesMu.
+		if s.overflow == nil {
+			s.overflow = &histograms{set: overflowSet}
+		}
+		return &series{attrs: kv, h: s.overflow, overflowed: true}
+	}
+	sr := &series{attrs: kv, h: &histograms{set: attribute.NewSet(kv...)}}
 	s.series[key] = sr
 	return sr
 }

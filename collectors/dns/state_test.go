@@ -277,3 +277,32 @@ func TestSpansOptIn(t *testing.T) {
 		t.Error("spans on by default")
 	}
 }
+
+// TestMaxSeries: past dns.max_series, lookups of new series are recorded in
+// one series marked otel.metric.overflow=true and counted; none is lost.
+func TestMaxSeries(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxSeries = 2
+	c, reader := unitCollector(t, cfg)
+	pid := uint32(os.Getpid())
+	names := []string{"a.test.", "b.test.", "c.test.", "d.test.", "e.test.", "a.test."}
+	for i, n := range names {
+		id := uint16(10 + i)
+		feed(c, record(dnsDnsKindKIND_QUERY, 1000, 0, 5, pid, buildQuery(id, n, dnsmessage.TypeA)))
+		feed(c, record(dnsDnsKindKIND_RESPONSE, 2000, 1000, 5, pid, response(id, n, dnsmessage.TypeA, 0, 1)))
+	}
+	got := points(t, reader)
+	// The overflow point has none of the attributes: its key is "  ".
+	want := map[string]uint64{"a.test A NOERROR": 2, "b.test A NOERROR": 1, "  ": 3}
+	if len(got) != len(want) {
+		t.Fatalf("points %v, want %v", got, want)
+	}
+	for k, n := range want {
+		if got[k].count != n {
+			t.Errorf("%q: %d lookups, want %d (all: %v)", k, got[k].count, n, got)
+		}
+	}
+	if n := c.stats.seriesOverflow.Load(); n != 3 {
+		t.Errorf("overflow counter %d, want 3", n)
+	}
+}
