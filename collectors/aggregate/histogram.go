@@ -96,3 +96,9 @@ func (h *Histogram[N]) Point(bounds []float64, set attribute.Set, start, now tim
 	}
 	return p
 }
+
+// Metric is a cumulative histogram metric made of points.
+func Metric[N Number](name, unit, description string, points []metricdata.HistogramDataPoint[N]) metricdata.Metrics {
+	return metricdata.Metrics{Name: name, Unit: unit, Description: description,
+		Data: metricdata.Histogram[N]{Temporality: metricdata.CumulativeTemporality, DataPoints: points}}
+}

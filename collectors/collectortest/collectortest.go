@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otelbee/otelbee/collectors"
@@ -135,4 +136,23 @@ func CheckAttach(t *testing.T, reg *hook.Registry, force hook.Mode, optionalHook
 		}
 		t.Logf("hook %s: mode %q (declared %v)", st.Hook, st.Mode, st.Declared)
 	}
+}
+
+// HistogramPoints collects reader once and returns the data points of the
+// float64 histogram called name (none if it was not reported).
+func HistogramPoints(tb testing.TB, reader *sdkmetric.ManualReader, name string) []metricdata.HistogramDataPoint[float64] {
+	tb.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		tb.Fatal(err)
+	}
+	var out []metricdata.HistogramDataPoint[float64]
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if h, ok := m.Data.(metricdata.Histogram[float64]); ok && m.Name == name {
+				out = append(out, h.DataPoints...)
+			}
+		}
+	}
+	return out
 }

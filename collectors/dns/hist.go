@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/otelbee/otelbee/collectors/aggregate"
 	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
@@ -41,16 +42,9 @@ func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 	return []metricdata.ScopeMetrics{{
 		Scope: instrumentation.Scope{Name: "github.com/otelbee/otelbee/collectors/dns"},
 		Metrics: []metricdata.Metrics{
-			{
-				Name: "dns.lookup.duration", Unit: "s",
-				Description: "DNS lookups: time from the query leaving to the answer arriving, measured in the kernel; timeouts are recorded at the timeout with error.type=timeout.",
-				Data:        metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality, DataPoints: dur},
-			},
-			{
-				Name: "dns.lookup.answers", Unit: "{answer}",
-				Description: "Records in the answer section of each DNS answer.",
-				Data:        metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality, DataPoints: ans},
-			},
+			aggregate.Metric("dns.lookup.duration", "s",
+				"DNS lookups: time from the query leaving to the answer arriving, measured in the kernel; timeouts are recorded at the timeout with error.type=timeout.", dur),
+			aggregate.Metric("dns.lookup.answers", "{answer}", "Records in the answer section of each DNS answer.", ans),
 		},
 	}}, nil
 }

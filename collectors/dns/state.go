@@ -196,9 +196,7 @@ func (s *state) onResponse(ctx context.Context, ev *event) {
 // record puts one finished lookup on the instruments.
 // A lookup that became a sampled span is its duration bucket's exemplar.
 func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs uint64, answers int64, endNs uint64) {
-	s.c.seriesMu.Lock()
 	sr := s.seriesFor(e, outcome)
-	s.c.seriesMu.Unlock()
 	var sc trace.SpanContext
 	if s.c.tracer != nil {
 		sc = s.span(ctx, e, sr, answers, endNs)
@@ -298,9 +296,13 @@ func (s *state) seriesFor(e *pendEntry, outcome uint16) *series {
 		keyServerPort.Int(int(e.port)),
 		keyTransport.String(transportName(e.transport)),
 	)
+	// Only the Run goroutine writes s.series: it reads without the lock and
+	// takes it to insert, as Produce iterates.
+	s.c.seriesMu.Lock()
+	defer s.c.seriesMu.Unlock()
 	if len(s.series) >= s.c.cfg.MaxSeries {
 		// Not kept: recorded in the overflow histograms; the span of the
-		// lookup still carries its attributes. Called under seriesMu.
+		// lookup still carries its attributes.
 		if s.overflow == nil {
 			s.overflow = &histograms{set: overflowSet}
 		}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/collectortest"
 	"github.com/otelbee/otelbee/collectors/identity"
 )
 
@@ -242,22 +243,11 @@ func TestSpansOptIn(t *testing.T) {
 		t.Errorf("span attributes: %v", attrs)
 	}
 	// The sampled lookup is its duration bucket's exemplar.
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
 	linked := 0
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "dns.lookup.duration" {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
-				for _, ex := range dp.Exemplars {
-					if trace.SpanID(ex.SpanID) == sp.SpanContext().SpanID() && trace.TraceID(ex.TraceID) == sp.SpanContext().TraceID() {
-						linked++
-					}
-				}
+	for _, dp := range collectortest.HistogramPoints(t, reader, "dns.lookup.duration") {
+		for _, ex := range dp.Exemplars {
+			if trace.SpanID(ex.SpanID) == sp.SpanContext().SpanID() && trace.TraceID(ex.TraceID) == sp.SpanContext().TraceID() {
+				linked++
 			}
 		}
 	}

@@ -1,18 +1,17 @@
 package httpc
 
 import (
-	"context"
 	"net/netip"
 	"testing"
 	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/collectortest"
 	"github.com/otelbee/otelbee/collectors/identity"
 	"github.com/otelbee/otelbee/collectors/sampling"
 )
@@ -121,23 +120,12 @@ func TestSamplingDecidedBeforeStart(t *testing.T) {
 	if got := serverRequests(t, reader); got != n+5 {
 		t.Fatalf("%d requests in the histogram, want %d", got, n+5)
 	}
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
 	exemplars := 0
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "http.server.request.duration" {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
-				for _, e := range dp.Exemplars {
-					exemplars++
-					if !exported[trace.SpanID(e.SpanID).String()] {
-						t.Fatalf("exemplar points at span %x, never exported", e.SpanID)
-					}
-				}
+	for _, dp := range collectortest.HistogramPoints(t, reader, "http.server.request.duration") {
+		for _, e := range dp.Exemplars {
+			exemplars++
+			if !exported[trace.SpanID(e.SpanID).String()] {
+				t.Fatalf("exemplar points at span %x, never exported", e.SpanID)
 			}
 		}
 	}
@@ -159,19 +147,9 @@ func waitFor(t *testing.T, cond func() bool) {
 
 // serverRequests sums the counts of http.server.request.duration.
 func serverRequests(tb testing.TB, reader *sdkmetric.ManualReader) uint64 {
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		tb.Fatal(err)
-	}
 	var n uint64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == "http.server.request.duration" {
-				for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
-					n += dp.Count
-				}
-			}
-		}
+	for _, dp := range collectortest.HistogramPoints(tb, reader, "http.server.request.duration") {
+		n += dp.Count
 	}
 	return n
 }
@@ -191,23 +169,12 @@ func TestMaxSeries(t *testing.T) {
 		c.onExchange(ex)
 		c.onExchange(ex)
 	}
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
 	var points, total, overflow uint64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "http.client.request.duration" {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
-				points++
-				total += dp.Count
-				if v, ok := dp.Attributes.Value("otel.metric.overflow"); ok && v.AsBool() {
-					overflow += dp.Count
-				}
-			}
+	for _, dp := range collectortest.HistogramPoints(t, reader, "http.client.request.duration") {
+		points++
+		total += dp.Count
+		if v, ok := dp.Attributes.Value("otel.metric.overflow"); ok && v.AsBool() {
+			overflow += dp.Count
 		}
 	}
 	if points != 4 || total != 20 || overflow != 14 {

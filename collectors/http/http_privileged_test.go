@@ -379,22 +379,11 @@ func TestPrivilegedSpans(t *testing.T) {
 		}
 	}
 	// Exemplars: the server duration points link to the server spans.
-	var rm metricdata.ResourceMetrics
-	if err := h.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
 	linked := 0
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "http.server.request.duration" {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
-				for _, ex := range dp.Exemplars {
-					if fmt.Sprintf("%x", ex.TraceID) == tid {
-						linked++
-					}
-				}
+	for _, dp := range collectortest.HistogramPoints(t, h.reader, "http.server.request.duration") {
+		for _, ex := range dp.Exemplars {
+			if fmt.Sprintf("%x", ex.TraceID) == tid {
+				linked++
 			}
 		}
 	}

@@ -345,26 +345,18 @@ func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 	add(0, c.overflow[0])
 	add(1, c.overflow[1])
 	c.seriesMu.Unlock()
-	durations := func(name, desc string, points []metricdata.HistogramDataPoint[float64]) metricdata.Metrics {
-		return metricdata.Metrics{Name: name, Unit: "s", Description: desc,
-			Data: metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality, DataPoints: points}}
-	}
-	sizes := func(name, desc string, points []metricdata.HistogramDataPoint[int64]) metricdata.Metrics {
-		return metricdata.Metrics{Name: name, Unit: "By", Description: desc,
-			Data: metricdata.Histogram[int64]{Temporality: metricdata.CumulativeTemporality, DataPoints: points}}
-	}
 	var ms []metricdata.Metrics
 	if len(dur[1]) > 0 {
 		ms = append(ms,
-			durations("http.server.request.duration", "Duration of HTTP server requests: first byte of the request read to last byte of the response written.", dur[1]),
-			sizes("http.server.request.body.size", "Size of HTTP server request bodies (decoded from chunked encoding).", body[1][0]),
-			sizes("http.server.response.body.size", "Size of HTTP server response bodies.", body[1][1]))
+			aggregate.Metric("http.server.request.duration", "s", "Duration of HTTP server requests: first byte of the request read to last byte of the response written.", dur[1]),
+			aggregate.Metric("http.server.request.body.size", "By", "Size of HTTP server request bodies (decoded from chunked encoding).", body[1][0]),
+			aggregate.Metric("http.server.response.body.size", "By", "Size of HTTP server response bodies.", body[1][1]))
 	}
 	if len(dur[0]) > 0 {
 		ms = append(ms,
-			durations("http.client.request.duration", "Duration of HTTP client requests: first byte of the request written to last byte of the response read.", dur[0]),
-			sizes("http.client.request.body.size", "Size of HTTP client request bodies.", body[0][0]),
-			sizes("http.client.response.body.size", "Size of HTTP client response bodies.", body[0][1]))
+			aggregate.Metric("http.client.request.duration", "s", "Duration of HTTP client requests: first byte of the request written to last byte of the response read.", dur[0]),
+			aggregate.Metric("http.client.request.body.size", "By", "Size of HTTP client request bodies.", body[0][0]),
+			aggregate.Metric("http.client.response.body.size", "By", "Size of HTTP client response bodies.", body[0][1]))
 	}
 	if len(ms) == 0 {
 		return nil, nil

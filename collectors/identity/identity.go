@@ -130,16 +130,11 @@ func (r *Resolver) Lookup(pid uint32) *Process {
 	return existing
 }
 
-// Refresh reads pid anew: at exec a process takes a new executable and
-// environment.
-func (r *Resolver) Refresh(pid uint32) *Process {
-	return r.RefreshExec(pid, nil)
-}
-
-// RefreshExec is Refresh with the environment the process was exec'd with,
-// as the kernel captured it before the program ran (nil: read it from
-// /proc). A process may rewrite its environment area later, for its process
-// title, and its forked children show the rewritten one.
+// RefreshExec reads pid anew, as at exec a process takes a new executable
+// and environment. execEnv is the environment it was exec'd with, as the
+// kernel captured it before the program ran (nil: read it from /proc): a
+// process may rewrite its environment area later, for its process title,
+// and its forked children show the rewritten one.
 func (r *Resolver) RefreshExec(pid uint32, execEnv []byte) *Process {
 	if pid == 0 {
 		return r.unknown
@@ -160,7 +155,7 @@ func (r *Resolver) Alive(pid uint32) bool {
 	r.mu.Lock()
 	p, ok := r.cache[pid]
 	r.mu.Unlock()
-	st, err := readStartTime(r.procRoot, pid)
+	st, _, err := readStat(r.procRoot, pid)
 	if err != nil {
 		return false
 	}
@@ -332,12 +327,6 @@ func ContainerIDFromCgroup(cgroup []byte) string {
 		}
 	}
 	return ""
-}
-
-// readStartTime returns field 22 of /proc/<pid>/stat.
-func readStartTime(procRoot string, pid uint32) (uint64, error) {
-	st, _, err := readStat(procRoot, pid)
-	return st, err
 }
 
 // readStat returns the start time (field 22) and the parent's pid (field 4)

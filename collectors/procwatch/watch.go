@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -87,7 +88,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 }
 
 // execHeaderSize is struct exec_event up to its env array.
-const execHeaderSize = 16
+const execHeaderSize = int(unsafe.Offsetof(execExecEvent{}.Env))
 
 // decodeExec reads an exec event: the process and the environment it was
 // exec'd with. env is nil when the kernel could not copy it, or cut it short

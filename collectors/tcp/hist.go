@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/otelbee/otelbee/collectors/aggregate"
 	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
@@ -86,16 +87,8 @@ func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 	return []metricdata.ScopeMetrics{{
 		Scope: instrumentation.Scope{Name: "github.com/otelbee/otelbee/collectors/tcp"},
 		Metrics: []metricdata.Metrics{
-			{
-				Name: "tcp.connection.duration", Unit: "s",
-				Description: "Time from establishment to close of TCP connections.",
-				Data:        metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality, DataPoints: dur},
-			},
-			{
-				Name: "tcp.connection.rtt", Unit: "s",
-				Description: "Smoothed round-trip time of each TCP connection when it closes.",
-				Data:        metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality, DataPoints: rtts},
-			},
+			aggregate.Metric("tcp.connection.duration", "s", "Time from establishment to close of TCP connections.", dur),
+			aggregate.Metric("tcp.connection.rtt", "s", "Smoothed round-trip time of each TCP connection when it closes.", rtts),
 		},
 	}}, nil
 }
