@@ -3,7 +3,10 @@ SHELL := /bin/bash
 GO ?= go
 BUILD := build
 BIN := $(BUILD)/bin/otelbee
-OTELCOL := $(BUILD)/otelcol/otelcol-otelbee
+# Heavy downloads and builds (the collector, kernels) live outside the checkout, so a fresh
+# clone (CI) reuses them.
+CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/otelbee
+OTELCOL := $(CACHE)/otelcol/otelcol-otelbee
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/otelbee/otelbee/agent.Version=$(VERSION)
 # Debian packages the build and the tests use (clang/llvm/libbpf for `make generate`).
@@ -40,7 +43,7 @@ run: build
 	$(BIN) $(ARGS)
 
 otelcol:
-	scripts/build-otelcol.sh $(BUILD)/otelcol
+	scripts/build-otelcol.sh $(CACHE)/otelcol
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -52,10 +55,10 @@ test-unit:
 
 # End-to-end tests against the built binary, a real Prometheus and a real OpenTelemetry Collector.
 test-e2e: build otelcol
-	OTELBEE_BIN=$(CURDIR)/$(BIN) OTELCOL_BIN=$(CURDIR)/$(OTELCOL) $(GO) test -count=1 -timeout 20m ./e2e/...
+	OTELBEE_BIN=$(CURDIR)/$(BIN) OTELCOL_BIN=$(OTELCOL) $(GO) test -count=1 -timeout 20m ./e2e/...
 
 vmtest:
-	$(GO) run ./e2e/vmtest/cmd/vmtest -jobs e2e/vmtest/jobs/matrix.json -progstats docs/kernels.md
+	$(GO) run ./e2e/vmtest/cmd/vmtest -cache $(CACHE)/vmtest -jobs e2e/vmtest/jobs/matrix.json -progstats docs/kernels.md
 
 test: deps check-generated lint test-unit test-e2e vmtest
 

@@ -2,7 +2,7 @@
 # Build the OpenTelemetry Collector distribution used by the e2e tests with the
 # official builder (ocb), from e2e/otelcol/builder-config.yaml.
 #
-#   scripts/build-otelcol.sh [outdir]     (default: <repo>/build/otelcol)
+#   scripts/build-otelcol.sh [outdir]     (default: ~/.cache/otelbee/otelcol)
 #
 # Result: <outdir>/otelcol-otelbee. Generated sources (with their own go.mod)
 # live in <outdir>/src. Cached: nothing is done when the binary exists and
@@ -14,7 +14,7 @@ OCB_VERSION=v0.161.0 # keep in step with the component versions in the manifest
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 manifest="$repo/e2e/otelcol/builder-config.yaml"
-outdir="${1:-$repo/build/otelcol}"
+outdir="${1:-${XDG_CACHE_HOME:-$HOME/.cache}/otelbee/otelcol}"
 mkdir -p "$outdir"
 outdir="$(cd "$outdir" && pwd)"
 bin="$outdir/otelcol-otelbee"

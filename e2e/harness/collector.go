@@ -24,16 +24,17 @@ type Collector struct {
 }
 
 // CollectorBin returns the collector binary the harness runs: $OTELCOL_BIN, or
-// <repo>/build/otelcol/otelcol-otelbee (built by scripts/build-otelcol.sh).
+// <user cache>/otelbee/otelcol/otelcol-otelbee (built there by `make otelcol`,
+// outside the checkout so that fresh clones reuse it).
 func CollectorBin() (string, error) {
 	if v := os.Getenv("OTELCOL_BIN"); v != "" {
 		return v, nil
 	}
-	root, err := RepoRoot()
+	cache, err := os.UserCacheDir()
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(root, "build", "otelcol", "otelcol-otelbee"), nil
+	return filepath.Join(cache, "otelbee", "otelcol", "otelcol-otelbee"), nil
 }
 
 // StartCollector runs the collector and waits until both OTLP endpoints accept

@@ -38,7 +38,8 @@ type Options struct {
 	Kernels []string
 	// RepoRoot defaults to the repository containing the working directory.
 	RepoRoot string
-	// CacheDir holds kernels, built binaries and logs; default <RepoRoot>/build/vmtest.
+	// CacheDir holds kernels, built binaries and logs; default <user cache>/otelbee/vmtest,
+	// outside the checkout so that fresh clones (CI) reuse the downloaded kernels.
 	CacheDir string
 	// Parallel is how many kernels run at once (VMs and the host run alike); default 2.
 	Parallel int
@@ -267,7 +268,11 @@ func (o *Options) defaults() error {
 		}
 	}
 	if o.CacheDir == "" {
-		o.CacheDir = filepath.Join(o.RepoRoot, "build", "vmtest")
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			return fmt.Errorf("finding the cache directory: %w", err)
+		}
+		o.CacheDir = filepath.Join(cache, "otelbee", "vmtest")
 	}
 	if o.Parallel <= 0 {
 		o.Parallel = 2

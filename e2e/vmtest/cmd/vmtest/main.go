@@ -36,7 +36,7 @@ func run() int {
 		mem       = flag.Int("mem", 0, "VM memory in MB (0: sized from the initramfs, at least 256)")
 		accel     = flag.String("accel", "", "QEMU accelerator: tcg or kvm (default: kvm only with vmx/svm in /proc/cpuinfo)")
 		vmTimeout = flag.Duration("vm-timeout", 0, "limit per VM (0: job timeouts plus a boot allowance)")
-		cacheDir  = flag.String("cache", "", "cache directory for kernels, binaries and logs (default <repo>/build/vmtest)")
+		cacheDir  = flag.String("cache", "", "cache directory for kernels, binaries and logs (default <user cache>/otelbee/vmtest)")
 		stream    = flag.Bool("v", false, "stream every console line as it arrives")
 		progstats = flag.String("progstats", "", "write the Markdown tables of reported BPF programs into this file's generated section (created if missing)")
 		maxInsns  = flag.Int64("max-insns", vmtest.DefaultMaxInsns, "fail if a program needs more verified instructions than this (negative: no budget)")
