@@ -7,14 +7,15 @@ BIN := $(BUILD)/bin/otelbee
 # clone (CI) reuses them.
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/otelbee
 OTELCOL := $(CACHE)/otelcol/otelcol-otelbee
+IMAGE ?= localhost/otelbee:$(VERSION)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/otelbee/otelbee/agent.Version=$(VERSION)
 # Debian packages the build and the tests use (clang/llvm/libbpf for `make generate`).
 APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 prometheus qemu-system-x86 cpio curl \
-	dnsmasq-base dnsutils nginx-light wrk dnsperf python3
+	dnsmasq-base dnsutils nginx-light wrk dnsperf python3 podman
 GENERATED := $(shell git ls-files '*_bpfel.go' '*_bpfel.o' 2>/dev/null)
 
-.PHONY: all deps generate check-generated build run test test-unit test-e2e vmtest bench lint install otelcol clean
+.PHONY: all deps generate check-generated build image run test test-unit test-e2e vmtest bench lint install otelcol clean
 
 all: build
 
@@ -38,6 +39,14 @@ check-generated: generate
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/otelbee
+
+# The container image (Dockerfile), with podman or buildah: no Docker engine and
+# no base-image pull (the static binary is copied onto an empty base).
+image: build
+	@if command -v podman >/dev/null; then b="podman build"; \
+	elif command -v buildah >/dev/null; then b="buildah bud"; \
+	else echo "make image: needs podman or buildah (apt-get install podman)"; exit 1; fi; \
+	$$b --pull=never --no-cache --build-arg VERSION=$(VERSION) -t $(IMAGE) -f Dockerfile . && echo "built $(IMAGE)"
 
 run: build
 	$(BIN) $(ARGS)
