@@ -2,8 +2,10 @@
 //
 // cgroup_skb programs on the root cgroup v2 see every packet a socket sends
 // (egress) or receives (ingress), on every network namespace, with the
-// socket. They match the DNS server port before anything else, so other
-// traffic costs a header load and a bit test. A query (egress, destination
+// socket. They look at the socket's peer port before anything else, so a
+// packet of a connected socket talking to another port (nearly all traffic)
+// costs one context load and a bit test; only unconnected sockets' packets
+// have their headers read to find the ports. A query (egress, destination
 // port a DNS port, QR=0) opens a pending entry keyed by (socket cookie, DNS
 // id) with its kernel timestamp; the answer (ingress, source port a DNS
 // port, QR=1) closes it, so the latency is measured here and the answer's
@@ -400,9 +402,24 @@ static __always_inline int on_packet(const struct src *src, int is_skb, int egre
 
 // ---- packets: cgroup_skb on the root cgroup v2. Always let the packet pass.
 
+// other_peer is true for a packet of a socket connected to a port that is
+// not a DNS port: nearly every packet on a host (HTTP, databases, ...). It
+// is one load through the socket the hook is given (remote_port reads
+// skc_dport: on little-endian the network-order port sits in the upper 16
+// bits), so such packets cost a handful of instructions and no header
+// reads. Unconnected sockets (peer port 0: sendto clients, servers) still
+// take the header path, where the packet's own ports decide.
+static __always_inline int other_peer(struct __sk_buff *skb)
+{
+	__u16 peer = bpf_ntohs((__u16)(skb->remote_port >> 16));
+	return peer != 0 && !is_dns_port(peer);
+}
+
 SEC("cgroup_skb/egress")
 int dns_egress(struct __sk_buff *skb)
 {
+	if (other_peer(skb))
+		return 1;
 	struct src s = { .skb = skb, .len = skb->len };
 	return on_packet(&s, 1, 1, 0);
 }
@@ -410,6 +427,8 @@ int dns_egress(struct __sk_buff *skb)
 SEC("cgroup_skb/ingress")
 int dns_ingress(struct __sk_buff *skb)
 {
+	if (other_peer(skb))
+		return 1;
 	struct src s = { .skb = skb, .len = skb->len };
 	return on_packet(&s, 1, 0, 0);
 }
