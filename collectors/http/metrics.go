@@ -392,8 +392,9 @@ func (c *Collector) endSpan(rec *spanRecord) {
 	s := rec.s
 	attrs := make([]attribute.KeyValue, 0, len(s.attrs)+6)
 	attrs = append(attrs, s.attrs...)
+	var path [maxPath]byte
 	attrs = append(attrs,
-		keyPath.String(string(rec.path[:rec.pathLen])),
+		keyPath.String(string(CleanPath(path[:0], rec.path[:rec.pathLen]))),
 		keyReqBodySize.Int64(rec.reqBody),
 		keyRespBodySize.Int64(rec.respBody),
 		keyPeerAddress.String(rec.peer.String()),

@@ -3,19 +3,36 @@ package httpc
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/otelbee/otelbee/collectors/attrs"
 )
 
 // Routes turns request paths into http.route templates. Configured patterns
 // are tried first ("/users/{id}/orders", "/static/*"); a path no pattern
 // matches is folded by a heuristic: segments that are numbers, UUIDs, hex
 // hashes or id-like tokens become placeholders. Each service keeps at most
-// max distinct routes; later ones become OverflowRoute and are counted.
+// max distinct routes per side (server routes, client span names); later
+// ones become OverflowRoute and are counted.
+//
+// A path is cleaned first (CleanPath): its ';' parameters go, and it is
+// made valid UTF-8, so neither a session id nor a byte OTLP cannot encode
+// reaches a route, a span name or url.path.
 type Routes struct {
 	patterns [][]string
 	max      int
-	bySvc    map[string]*routeSet
+	bySvc    map[routeScope]*routeSet
 	scratch  []byte
+	clean    []byte
 	Overflow uint64
+}
+
+// routeScope is whose cap a route counts against: a service's server routes
+// and the paths it calls as a client are capped apart, so calls to other
+// servers cannot use up the routes of its own.
+type routeScope struct {
+	service string
+	client  bool
 }
 
 // OverflowRoute is the http.route of requests past a service's route cap.
@@ -27,7 +44,8 @@ type routeSet struct {
 
 // NewRoutes validates the patterns.
 func NewRoutes(patterns []string, max int) (*Routes, error) {
-	r := &Routes{max: max, bySvc: map[string]*routeSet{}, scratch: make([]byte, 0, maxPath+64)}
+	r := &Routes{max: max, bySvc: map[routeScope]*routeSet{},
+		scratch: make([]byte, 0, maxPath+64), clean: make([]byte, 0, maxPath+16)}
 	for _, p := range patterns {
 		if err := validatePattern(p); err != nil {
 			return nil, err
@@ -57,6 +75,14 @@ func validatePattern(p string) error {
 // the processes of one service share its cap). It allocates only the first
 // time a route is seen.
 func (r *Routes) Route(service string, path []byte) string {
+	return r.RouteSide(service, false, path)
+}
+
+// RouteSide is Route for one side of a service: server routes (client
+// false) or the templates of the paths it calls (client true).
+func (r *Routes) RouteSide(service string, client bool, path []byte) string {
+	r.clean = CleanPath(r.clean[:0], path)
+	path = r.clean
 	b := r.scratch[:0]
 	if pat := r.match(path); pat != nil {
 		b = appendPattern(b, pat)
@@ -64,10 +90,11 @@ func (r *Routes) Route(service string, path []byte) string {
 		b = Fold(b, path)
 	}
 	r.scratch = b
-	set := r.bySvc[service]
+	scope := routeScope{service: service, client: client}
+	set := r.bySvc[scope]
 	if set == nil {
 		set = &routeSet{routes: map[string]string{}}
-		r.bySvc[service] = set
+		r.bySvc[scope] = set
 	}
 	if s, ok := set.routes[string(b)]; ok {
 		return s
@@ -146,8 +173,43 @@ func indexByte(b []byte, c byte) int {
 	return -1
 }
 
+// CleanPath appends path to b without its path parameters (everything from
+// a ';' to the end of its segment: "/cart;jsessionid=SECRET/items" is
+// "/cart/items"; servers such as Tomcat and Jetty carry session ids there),
+// as valid UTF-8 (see package attrs). url.path, routes and span names are
+// made from the clean path only.
+func CleanPath(b, path []byte) []byte {
+	start := len(b)
+	for len(path) > 0 {
+		i := indexByte(path, ';')
+		if i < 0 {
+			b = append(b, path...)
+			break
+		}
+		b = append(b, path[:i]...)
+		path = path[i:]
+		j := indexByte(path, '/')
+		if j < 0 {
+			break
+		}
+		path = path[j:]
+	}
+	if clean := b[start:]; !utf8.Valid(clean) {
+		// Rare: rewrite the tail through a copy of itself.
+		var tmp [maxPath]byte
+		src := tmp[:0]
+		if len(clean) > len(tmp) {
+			src = make([]byte, 0, len(clean))
+		}
+		src = append(src, clean...)
+		b = attrs.AppendValid(b[:start], src)
+	}
+	return b
+}
+
 // Fold appends the heuristic template of path to b: "/users/123/orders/
-// 5f0c...": "/users/{id}/orders/{hash}". An empty path is "/".
+// 5f0c...": "/users/{id}/orders/{hash}". An empty path is "/". A segment's
+// ';' parameters are left out (see CleanPath).
 func Fold(b []byte, path []byte) []byte {
 	if len(path) == 0 || path[0] != '/' {
 		return append(b, '/')
@@ -158,6 +220,9 @@ func Fold(b []byte, path []byte) []byte {
 		seg := rest
 		if j >= 0 {
 			seg = rest[:j]
+		}
+		if k := indexByte(seg, ';'); k >= 0 {
+			seg = seg[:k]
 		}
 		b = append(b, '/')
 		if ph := placeholder(seg); ph != "" {
