@@ -60,7 +60,7 @@ lint:
 
 # Unit and privileged tests (the privileged ones skip with a reason when not root).
 test-unit:
-	$(GO) test -count=1 ./agent/... ./collectors/... ./exporters/... ./cmd/...
+	$(GO) test -count=1 ./agent/... ./collectors/... ./exporters/... ./cmd/... ./charts/...
 
 # End-to-end tests against the built binary, a real Prometheus and a real OpenTelemetry Collector.
 test-e2e: build otelcol
