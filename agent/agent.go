@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -77,6 +78,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		readers = append(readers, sdkmetric.WithReader(prom.Reader()))
 	}
 	otlpCfg := cfg.OTLP.exporterConfig()
+	otlpCfg.Logger = logger.With("component", "otlp")
+	// The exporters count and log their own failures (once per interval);
+	// the SDK's other errors go to the log too, but not once per export.
+	otel.SetErrorHandler(newErrorHandler(logger.With("component", "otel")))
 	if otlpCfg.MetricsEnabled() {
 		exp, err := otlp.NewMetricExporter(ctx, otlpCfg)
 		if err != nil {
@@ -84,7 +89,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		}
 		// The periodic reader honours OTEL_METRIC_EXPORT_INTERVAL/_TIMEOUT.
 		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp, sdkmetric.WithProducer(producers))))
-		exporters = append(exporters, exportCounter{name: "otlp_metrics", failures: exp.Failures})
+		exporters = append(exporters, metricExportCounter(exp))
 		log.Info("exporting OTLP metrics", "protocol", exp.Protocol())
 	}
 	if len(readers) == 0 {
@@ -94,8 +99,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	// no-op, so collectors can always ask for a tracer.
 	var (
 		tp        trace.TracerProvider = tracenoop.NewTracerProvider()
+		stp       *sdktrace.TracerProvider
 		sampler   sdktrace.Sampler
 		spanQueue *otlp.SpanQueue
+		traceExp  *otlp.TraceExporter
 	)
 	if otlpCfg.TracesEnabled() {
 		texp, err := otlp.NewTraceExporter(ctx, otlpCfg)
@@ -105,21 +112,17 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		// The sampler (OTEL_TRACES_SAMPLER(_ARG), validated with the config)
 		// is given to the collectors too, with an ID generator that lets
 		// them decide before starting a span (package sampling). The queue
-		// honours OTEL_BSP_* (queue size, batch size, delays) and counts its
-		// drops, which the SDK's batcher does not.
+		// honours OTEL_BSP_* (queue size, batch size, delays; bounded by the
+		// config) and counts its drops, which the SDK's batcher does not.
 		sampler, _ = sampling.Parse(cfg.OTLP.TracesSampler, cfg.OTLP.TracesSamplerArg)
-		spanQueue = otlp.NewSpanQueue(texp)
-		stp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSpanProcessor(spanQueue),
+		spanQueue = otlp.NewSpanQueue(texp, cfg.OTLP.SpanQueue)
+		stp = sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSpanProcessor(spanQueue),
 			sdktrace.WithSampler(sampler), sdktrace.WithIDGenerator(sampling.IDGenerator{}))
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-			defer cancel()
-			if err := stp.Shutdown(sctx); err != nil {
-				log.Warn("shutting down the tracer provider", "error", err)
-			}
-		}()
+		// Shut down with the rest below; this covers the early returns.
+		defer stp.Shutdown(expiredContext())
 		tp = stp
-		exporters = append(exporters, exportCounter{name: "otlp_traces", failures: texp.Failures})
+		traceExp = texp
+		exporters = append(exporters, traceExportCounter(spanQueue, texp))
 		log.Info("exporting OTLP traces", "protocol", texp.Protocol())
 	}
 	mp := sdkmetric.NewMeterProvider(append(readers,
@@ -142,7 +145,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	// processes keep theirs; without it identities are read on first use.
 	var reporters []reporter
 	if spanQueue != nil {
-		reporters = append(reporters, spanQueueReporter{spanQueue})
+		reporters = append(reporters, spanQueueReporter{q: spanQueue, exp: traceExp})
 	}
 	watcher, err := procwatch.NewWatcher(deps.Processes, deps.Probes, deps.Hooks, deps.Attach, logger.With("component", procwatch.WatcherName))
 	if err != nil {
@@ -238,15 +241,24 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	log.Info("otelbee running", "version", Version, "collectors", cfg.Collectors)
 
 	<-ctx.Done()
-	log.Info("shutting down")
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	// One deadline for the whole shutdown: every step below shares it, and
+	// what the deadline leaves unsent is counted (reason="shutdown").
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	// Flush first, while the collectors' maps can still be read.
 	if err := mp.ForceFlush(shutdownCtx); err != nil {
-		log.Warn("flushing exporters", "error", err)
+		log.Warn("flushing metrics at shutdown", "error", err)
+	}
+	if stp != nil {
+		if err := stp.Shutdown(shutdownCtx); err != nil {
+			log.Warn("flushing spans at shutdown", "error", err)
+		}
 	}
 	if srv != nil {
-		srv.Shutdown(shutdownCtx)
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			srv.Close()
+		}
 	}
 	stopRun()
 	producers.Stop()
@@ -258,6 +270,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		log.Warn("shutting down the meter provider", "error", err)
 	}
 	return nil
+}
+
+// expiredContext is for shutdowns on error paths, which must not wait.
+func expiredContext() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
 }
 
 func agentResource(ctx context.Context) (*resource.Resource, error) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -14,7 +15,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
 	"github.com/otelbee/otelbee/collectors/dns"
@@ -61,6 +64,8 @@ type OTLPConfig struct {
 	// collectors can take the decision before they start a span.
 	TracesSampler    string `yaml:"traces_sampler"`
 	TracesSamplerArg string `yaml:"traces_sampler_arg"`
+	// SpanQueue is OTEL_BSP_*, bounded (see bspVars).
+	SpanQueue otlp.QueueSettings `yaml:"-"`
 }
 
 func (c OTLPConfig) exporterConfig() otlp.Config {
@@ -84,7 +89,8 @@ func DefaultConfig() Config {
 // UsageError is a configuration mistake: main prints it and exits with 2.
 type UsageError struct{ Err error }
 
-func (e *UsageError) Error() string { return e.Err.Error() }
+// Error is bounded: a value quoted in it may be huge (a 100 MB variable).
+func (e *UsageError) Error() string { return truncate(e.Err.Error(), maxMessage) }
 func (e *UsageError) Unwrap() error { return e.Err }
 
 func usageErrorf(format string, args ...any) error {
@@ -114,7 +120,9 @@ var envVars = map[string]string{
 // and subcommand) and the environment.
 func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("otelbee", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// A mistake is one line (main prints the error); -h prints the flags.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	// Values are read back through Visit: only flags the user set override.
 	fs.String("config", "", "YAML configuration file")
 	fs.String("collectors", "", "comma-separated collectors to enable, or all (valid: "+strings.Join(CollectorNames(), ", ")+")")
@@ -142,12 +150,15 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.String("http.exclude-executables", "", "comma-separated executable names the HTTP collector ignores")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintf(stderr, "usage: otelbee [run|doctor|version] [flags]\n")
+			fs.PrintDefaults()
 			return Config{}, err
 		}
 		return Config{}, &UsageError{Err: err}
 	}
 	if fs.NArg() > 0 {
-		return Config{}, usageErrorf("unexpected argument %q (commands: run, doctor, version)", fs.Arg(0))
+		return Config{}, usageErrorf("unexpected argument %s (commands: run, doctor, version)", quote(fs.Arg(0)))
 	}
 	set := map[string]string{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = f.Value.String() })
@@ -160,6 +171,10 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 		}
 	}
 	cfg := DefaultConfig()
+	var err error
+	if cfg.OTLP.SpanQueue, err = bspSettings(getenv); err != nil {
+		return Config{}, err
+	}
 	if path, ok := set["config"]; ok && path != "" {
 		if err := readConfigFile(path, &cfg); err != nil {
 			return Config{}, err
@@ -226,7 +241,7 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			cfg.TCP.MaxSeries = uint32(n)
 		}
 		if err != nil {
-			return Config{}, usageErrorf("invalid value %q for %s: %v", v, name, err)
+			return Config{}, usageErrorf("invalid value %s for %s: %v", quote(v), name, err)
 		}
 	}
 	if err := cfg.Validate(); err != nil {
@@ -235,17 +250,127 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	return cfg, nil
 }
 
+// maxConfigFile bounds the configuration file: a real one is a few kB.
+const maxConfigFile = 1 << 20
+
 func readConfigFile(path string, cfg *Config) error {
-	b, err := os.ReadFile(path)
+	b, err := readBoundedFile(path, maxConfigFile)
 	if err != nil {
-		return usageErrorf("reading config file: %v", err)
+		return usageErrorf("reading config file %s: %v", quote(path), err)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return usageErrorf("parsing config file %s: %v", path, err)
+		return usageErrorf("parsing config file %s: %s", quote(path), oneLine(err))
+	}
+	// A second document would be ignored by Decode: refuse it rather than
+	// run with half the file.
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err == nil {
+			return usageErrorf("parsing config file %s: it holds more than one YAML document (a second \"---\"); put everything in one", quote(path))
+		}
+		return usageErrorf("parsing config file %s: %s", quote(path), oneLine(err))
 	}
 	return nil
+}
+
+// oneLine joins a multi-line error (yaml lists one problem per line).
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+}
+
+// readBoundedFile reads a regular file of at most limit bytes. Devices
+// (/dev/zero, /dev/urandom) never end and a FIFO blocks until someone
+// writes: both are refused before reading. O_NONBLOCK keeps the open of a
+// FIFO from blocking; the type is checked on the opened descriptor, so a
+// rename in between cannot swap it.
+func readBoundedFile(path string, limit int64) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%s)", st.Mode().Type())
+	}
+	if st.Size() > limit {
+		return nil, fmt.Errorf("%d bytes is larger than the %d allowed", st.Size(), limit)
+	}
+	// The file may grow after Stat: read one byte past the limit to know.
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("larger than the %d bytes allowed", limit)
+	}
+	return b, nil
+}
+
+// maxQuoted bounds a value quoted in an error message; maxMessage the
+// whole message.
+const (
+	maxQuoted  = 128
+	maxMessage = 1024
+)
+
+// quote renders a user's value for an error message: Go-quoted (control
+// characters escaped, so one value is one line) and cut to a prefix.
+func quote(v string) string {
+	if len(v) <= maxQuoted {
+		return strconv.Quote(v)
+	}
+	return strconv.Quote(truncate(v, maxQuoted)) + fmt.Sprintf(" (%d bytes)", len(v))
+}
+
+// truncate cuts s to at most n bytes on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// bspVars are the span queue's OTEL_BSP_* variables with their bounds.
+// Values out of bounds are refused, not clamped: the queue is allocated up
+// front, and 2,000,000,000 slots would exhaust memory at start.
+var bspVars = []struct {
+	name     string
+	min, max int
+	set      func(*otlp.QueueSettings, int)
+}{
+	{"OTEL_BSP_MAX_QUEUE_SIZE", 1, 1 << 20, func(q *otlp.QueueSettings, v int) { q.MaxQueueSize = v }},
+	{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1, 1 << 16, func(q *otlp.QueueSettings, v int) { q.MaxExportBatchSize = v }},
+	{"OTEL_BSP_SCHEDULE_DELAY", 1, 3_600_000, func(q *otlp.QueueSettings, v int) { q.ScheduleDelay = time.Duration(v) * time.Millisecond }},
+	{"OTEL_BSP_EXPORT_TIMEOUT", 1, 3_600_000, func(q *otlp.QueueSettings, v int) { q.ExportTimeout = time.Duration(v) * time.Millisecond }},
+}
+
+func bspSettings(getenv func(string) (string, bool)) (otlp.QueueSettings, error) {
+	q := otlp.DefaultQueueSettings()
+	for _, b := range bspVars {
+		v, ok := getenv(b.name)
+		if v = strings.TrimSpace(v); !ok || v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < b.min || n > b.max {
+			return q, usageErrorf("invalid %s=%s: want an integer from %d to %d", b.name, quote(v), b.min, b.max)
+		}
+		b.set(&q, n)
+	}
+	if q.MaxExportBatchSize > q.MaxQueueSize {
+		return q, usageErrorf("OTEL_BSP_MAX_EXPORT_BATCH_SIZE (%d) must not exceed OTEL_BSP_MAX_QUEUE_SIZE (%d)", q.MaxExportBatchSize, q.MaxQueueSize)
+	}
+	return q, nil
 }
 
 // parsePorts parses a comma-separated list of ports (1-65535).
@@ -254,7 +379,7 @@ func parsePorts(s string) ([]uint16, error) {
 	for _, p := range splitList(s) {
 		n, err := strconv.ParseUint(p, 10, 16)
 		if err != nil || n == 0 {
-			return nil, fmt.Errorf("%q is not a port from 1 to 65535", p)
+			return nil, fmt.Errorf("%s is not a port from 1 to 65535", quote(p))
 		}
 		out = append(out, uint16(n))
 	}
@@ -271,6 +396,10 @@ func splitList(s string) []string {
 	return out
 }
 
+// maxPeersPerProcess bounds tcp.max_peers_per_process: each peer is a
+// series per process.
+const maxPeersPerProcess = 100_000
+
 // Validate checks every field and expands "all".
 func (c *Config) Validate() error {
 	valid := CollectorNames()
@@ -284,7 +413,7 @@ func (c *Config) Validate() error {
 			continue
 		}
 		if !slices.Contains(valid, name) {
-			return usageErrorf("unknown collector %q (valid: %s, all)", name, strings.Join(valid, ", "))
+			return usageErrorf("unknown collector %s (valid: %s, all)", quote(name), strings.Join(valid, ", "))
 		}
 		expanded = append(expanded, name)
 	}
@@ -292,7 +421,7 @@ func (c *Config) Validate() error {
 	c.Collectors = slices.Compact(expanded)
 	if c.Prometheus.Listen != "" {
 		if err := validateListen(c.Prometheus.Listen); err != nil {
-			return usageErrorf("invalid prometheus.listen %q: %v (want host:port, or empty to turn it off)", c.Prometheus.Listen, err)
+			return usageErrorf("invalid prometheus.listen %s: %v (want host:port, or empty to turn it off)", quote(c.Prometheus.Listen), err)
 		}
 	}
 	// The OTLP package also checks OTEL_EXPORTER_OTLP_*PROTOCOL and endpoints.
@@ -302,16 +431,24 @@ func (c *Config) Validate() error {
 	if _, err := sampling.Parse(c.OTLP.TracesSampler, c.OTLP.TracesSamplerArg); err != nil {
 		return &UsageError{Err: err}
 	}
+	// ParseFloat accepts NaN and ±Inf, which compare false against the
+	// bounds (NaN would sample everything).
+	if r, err := strconv.ParseFloat(strings.TrimSpace(c.OTLP.TracesSamplerArg), 64); err == nil && (math.IsNaN(r) || math.IsInf(r, 0)) {
+		return usageErrorf("invalid OTEL_TRACES_SAMPLER_ARG %s: want a ratio from 0 to 1", quote(c.OTLP.TracesSamplerArg))
+	}
 	if _, err := hook.ParseMode(c.AttachMode); err != nil {
 		return &UsageError{Err: err}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		return usageErrorf("unknown log.level %q (valid: debug, info, warn, error)", c.LogLevel)
+		return usageErrorf("unknown log.level %s (valid: debug, info, warn, error)", quote(c.LogLevel))
 	}
 	if c.ShutdownTimeout <= 0 {
 		return usageErrorf("shutdown-timeout must be positive, got %s", c.ShutdownTimeout)
+	}
+	if c.TCP.MaxPeersPerProcess > maxPeersPerProcess {
+		return usageErrorf("tcp.max_peers_per_process must be at most %d, got %d", maxPeersPerProcess, c.TCP.MaxPeersPerProcess)
 	}
 	if err := c.TCP.Validate(); err != nil {
 		return &UsageError{Err: err}
@@ -331,11 +468,11 @@ func validateListen(addr string) error {
 		return err
 	}
 	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
-		return fmt.Errorf("host %q is not an IP address", host)
+		return fmt.Errorf("host %s is not an IP address", quote(host))
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+		return fmt.Errorf("port %s is not a number from 0 to 65535", quote(port))
 	}
 	return nil
 }

@@ -2,12 +2,15 @@ package agent
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func env(kv map[string]string) func(string) (string, bool) {
@@ -90,6 +93,14 @@ func TestConfigErrors(t *testing.T) {
 	os.WriteFile(bad, []byte("prometheus: [this is not a map\n"), 0o600)
 	unknown := filepath.Join(dir, "unknown.yaml")
 	os.WriteFile(unknown, []byte("colectors: [tcp]\n"), 0o600)
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	large := filepath.Join(dir, "large.yaml")
+	os.WriteFile(large, []byte("# "+strings.Repeat("x", 1<<20)+"\n"), 0o600)
+	twoDocs := filepath.Join(dir, "two.yaml")
+	os.WriteFile(twoDocs, []byte("collectors: [tcp]\n---\ncollectors: [http]\n"), 0o600)
 	tests := []struct {
 		name string
 		args []string
@@ -110,7 +121,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad attach mode", []string{"--attach-mode=uprobez"}, nil, `unknown attach mode "uprobez" (valid: auto,`},
 		{"bad log level", []string{"--log.level=loud"}, nil, `unknown log.level "loud"`},
 		{"bad env bool", nil, map[string]string{"OTELBEE_BPF_STATS": "perhaps"}, `invalid value "perhaps" for bpf.stats`},
-		{"malformed file", []string{"--config", bad}, nil, "parsing config file " + bad},
+		{"malformed file", []string{"--config", bad}, nil, `parsing config file "` + bad + `"`},
 		{"unknown key in file", []string{"--config", unknown}, nil, "field colectors not found"},
 		{"missing file", []string{"--config", filepath.Join(dir, "nope.yaml")}, nil, "reading config file"},
 		{"tcp bounds", []string{"--tcp.max-connections=1"}, nil, "tcp.max_connections must be between"},
@@ -122,6 +133,28 @@ func TestConfigErrors(t *testing.T) {
 		{"http capture bounds", []string{"--http.capture-bytes=8"}, nil, "http.capture_bytes must be between 64 and 4096"},
 		{"http env capture", nil, map[string]string{"OTELBEE_HTTP_CAPTURE_BYTES": "100000"}, "http.capture_bytes must be between"},
 		{"http bad route", []string{"--http.routes=users/{id}"}, nil, `route pattern "users/{id}" must start with /`},
+		// Settings that used to hang, crash or lie (issue 17, item 7).
+		{"config is a device", []string{"--config=/dev/zero"}, nil, "not a regular file (Dc"},
+		{"config is urandom", []string{"--config=/dev/urandom"}, nil, "not a regular file"},
+		{"config is a FIFO", []string{"--config", fifo}, nil, "not a regular file (p"},
+		{"config too large", []string{"--config", large}, nil, "is larger than the 1048576 allowed"},
+		{"second YAML document", []string{"--config", twoDocs}, nil, "more than one YAML document"},
+		{"huge value quoted as a prefix", []string{"--log.level=" + strings.Repeat("v", 100<<20)}, nil, `"` + strings.Repeat("v", 128) + `…" (104857600 bytes)`},
+		{"bsp queue size bounded", nil, map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": "2000000000"}, `invalid OTEL_BSP_MAX_QUEUE_SIZE="2000000000": want an integer from 1 to 1048576`},
+		{"bsp batch bounded", nil, map[string]string{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1000000"}, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"},
+		{"bsp batch over queue", nil, map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "200"}, "must not exceed OTEL_BSP_MAX_QUEUE_SIZE (100)"},
+		{"bsp delay not a number", nil, map[string]string{"OTEL_BSP_SCHEDULE_DELAY": "5s"}, `invalid OTEL_BSP_SCHEDULE_DELAY="5s"`},
+		{"bsp timeout negative", nil, map[string]string{"OTEL_BSP_EXPORT_TIMEOUT": "-1"}, "OTEL_BSP_EXPORT_TIMEOUT"},
+		{"tcp peers bounded", []string{"--tcp.max-peers=2000000000"}, nil, "tcp.max_peers_per_process must be at most 100000"},
+		{"tcp series bounded", []string{"--tcp.max-series=2000000000"}, nil, "tcp.max_series must be between"},
+		{"dns pending bounded", []string{"--dns.max-pending=4000000000"}, nil, "dns.max_pending must be between"},
+		{"dns names bounded", []string{"--dns.max-names=2000000000"}, nil, "dns.max_names_per_service must be between"},
+		{"endpoint env unparsable", nil, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1"}, `OTEL_EXPORTER_OTLP_ENDPOINT "http://[::1": missing ']' in host`},
+		{"traces endpoint env bad scheme", nil, map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "ftp://c:4318"}, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT "ftp://c:4318": scheme "ftp"`},
+		{"metrics endpoint env bad port", nil, map[string]string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c:99999"}, "port \"99999\""},
+		{"endpoint flag unparsable", []string{"--otlp.endpoint=http://[::1"}, nil, `otlp endpoint "http://[::1"`},
+		{"sampler ratio NaN", nil, map[string]string{"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "NaN"}, `invalid OTEL_TRACES_SAMPLER_ARG "NaN"`},
+		{"sampler ratio Inf", nil, map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "+Inf"}, `invalid OTEL_TRACES_SAMPLER_ARG "+Inf"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -131,10 +164,14 @@ func TestConfigErrors(t *testing.T) {
 			_, err := LoadConfig(tt.args, env(tt.env), io.Discard)
 			var ue *UsageError
 			if !errors.As(err, &ue) {
-				t.Fatalf("got %v, want a UsageError", err)
+				t.Fatalf("got %v, want a UsageError", truncate(fmt.Sprint(err), 300))
 			}
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("got %q, want it to contain %q", err, tt.want)
+			msg := err.Error()
+			if !strings.Contains(msg, tt.want) {
+				t.Fatalf("got %q, want it to contain %q", truncate(msg, 300), truncate(tt.want, 300))
+			}
+			if len(msg) > maxMessage+8 || strings.Contains(msg, "\n") {
+				t.Fatalf("message is %d bytes / not one line: %q", len(msg), truncate(msg, 300))
 			}
 		})
 	}

@@ -28,25 +28,52 @@ type selfSources struct {
 // reporter is a collector or another pipeline whose drops are self-metrics.
 type reporter interface{ Name() string }
 
-// spanQueueReporter puts the OTLP span queue's drops among the pipeline
-// stages (collector="otlp_traces", stage="queue").
-type spanQueueReporter struct{ q *otlp.SpanQueue }
+// spanQueueReporter puts the OTLP span queue and exporter among the
+// pipeline stages (collector="otlp_traces"): stage "queue" (spans refused
+// because the queue was full or shut down), stage "export" (spans the
+// receiver accepted, or lost in failed requests).
+type spanQueueReporter struct {
+	q   *otlp.SpanQueue
+	exp *otlp.TraceExporter
+}
 
 func (spanQueueReporter) Name() string { return "otlp_traces" }
 
 func (r spanQueueReporter) PipelineStats() []collectors.StageStats {
+	exported, dropped := uint64(r.exp.Exported()), uint64(r.exp.Dropped())
 	return []collectors.StageStats{{
 		Stage:     "queue",
 		Produced:  r.q.Queued() + r.q.Dropped(),
 		Delivered: r.q.Queued(),
 		Dropped:   r.q.Dropped(),
+	}, {
+		Stage:     "export",
+		Produced:  exported + dropped,
+		Delivered: exported,
+		Dropped:   dropped,
 	}}
 }
 
-// exportCounter is an exporter that counts its failures.
+// exportCounter is an exporter's accounting: failed requests, what the
+// receiver accepted and what was lost, by reason.
 type exportCounter struct {
-	name     string
+	name string
+	// unit is "spans" or "metric_points": the self-metric it feeds.
+	unit     string
 	failures func() int64
+	exported func() int64
+	dropped  func(otlp.Reason) int64
+}
+
+func traceExportCounter(q *otlp.SpanQueue, e *otlp.TraceExporter) exportCounter {
+	return exportCounter{
+		name: "otlp_traces", unit: "spans", failures: e.Failures, exported: e.Exported,
+		dropped: func(r otlp.Reason) int64 { return int64(q.DroppedBy(r)) + e.DroppedBy(r) },
+	}
+}
+
+func metricExportCounter(e *otlp.MetricExporter) exportCounter {
+	return exportCounter{name: "otlp_metrics", unit: "metric_points", failures: e.Failures, exported: e.Exported, dropped: e.DroppedBy}
 }
 
 // registerSelfMetrics creates the otelbee.* instruments. Their data points
@@ -84,6 +111,26 @@ func registerSelfMetrics(m metric.Meter, src selfSources) (metric.Registration, 
 	}
 	exportFailures, err := m.Int64ObservableCounter("otelbee.exporter.failures", metric.WithUnit("{export}"),
 		metric.WithDescription("Exports that failed, by exporter."))
+	if err != nil {
+		return nil, err
+	}
+	spansExported, err := m.Int64ObservableCounter("otelbee.exporter.spans.exported", metric.WithUnit("{span}"),
+		metric.WithDescription("Spans the OTLP receiver accepted, by exporter."))
+	if err != nil {
+		return nil, err
+	}
+	spansDropped, err := m.Int64ObservableCounter("otelbee.exporter.spans.dropped", metric.WithUnit("{span}"),
+		metric.WithDescription("Spans that never reached the backend, by exporter and reason: export_failed (after retries), queue_full, shutdown."))
+	if err != nil {
+		return nil, err
+	}
+	pointsExported, err := m.Int64ObservableCounter("otelbee.exporter.metric_points.exported", metric.WithUnit("{data_point}"),
+		metric.WithDescription("Metric data points the OTLP receiver accepted, by exporter."))
+	if err != nil {
+		return nil, err
+	}
+	pointsDropped, err := m.Int64ObservableCounter("otelbee.exporter.metric_points.dropped", metric.WithUnit("{data_point}"),
+		metric.WithDescription("Metric data points that never reached the backend, by exporter and reason: export_failed (after retries), shutdown."))
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +188,19 @@ func registerSelfMetrics(m metric.Meter, src selfSources) (metric.Registration, 
 			}
 		}
 		for _, e := range src.exporters {
-			o.ObserveInt64(exportFailures, e.failures(), metric.WithAttributes(attribute.String("exporter", e.name)))
+			exp := attribute.String("exporter", e.name)
+			o.ObserveInt64(exportFailures, e.failures(), metric.WithAttributes(exp))
+			exported, dropped := spansExported, spansDropped
+			if e.unit == "metric_points" {
+				exported, dropped = pointsExported, pointsDropped
+			}
+			o.ObserveInt64(exported, e.exported(), metric.WithAttributes(exp))
+			for _, r := range otlp.Reasons {
+				if r == otlp.ReasonQueueFull && e.unit == "metric_points" {
+					continue // metrics have no queue
+				}
+				o.ObserveInt64(dropped, e.dropped(r), metric.WithAttributes(exp, attribute.String("reason", r.String())))
+			}
 		}
 		o.ObserveInt64(processes, int64(src.processes.Len()))
 		if cpuSec, rssBytes, err := selfUsage(); err == nil {
@@ -149,7 +208,8 @@ func registerSelfMetrics(m metric.Meter, src selfSources) (metric.Registration, 
 			o.ObserveInt64(rss, rssBytes)
 		}
 		return nil
-	}, attached, runTime, runCount, produced, delivered, dropped, exportFailures, processes, cpu, rss)
+	}, attached, runTime, runCount, produced, delivered, dropped, exportFailures,
+		spansExported, spansDropped, pointsExported, pointsDropped, processes, cpu, rss)
 }
 
 // selfUsage reads the agent's CPU seconds and resident bytes from /proc.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +29,10 @@ func TestBadInput(t *testing.T) {
 	dir := t.TempDir()
 	badYAML := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(badYAML, []byte("collectors: [tcp\n"), 0o600)
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		args []string
 		env  []string
@@ -41,15 +46,30 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, nil, "reading config file"},
 		{[]string{"--attach-mode=kprobes"}, nil, `unknown attach mode "kprobes"`},
 		{[]string{"--bogus"}, nil, "flag provided but not defined"},
+		// These used to read forever (9 GB and growing) or block.
+		{[]string{"--config=/dev/zero"}, nil, `reading config file "/dev/zero": not a regular file`},
+		{[]string{"--config=/dev/urandom"}, nil, `reading config file "/dev/urandom": not a regular file`},
+		{[]string{"--config", fifo}, nil, "not a regular file (p"},
+		{nil, []string{"OTEL_BSP_MAX_QUEUE_SIZE=2000000000"}, "invalid OTEL_BSP_MAX_QUEUE_SIZE"},
+		{nil, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://[::1"}, `OTEL_EXPORTER_OTLP_ENDPOINT "http://[::1"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(append(tt.args, tt.env...), " "), func(t *testing.T) {
-			cmd := exec.Command(bin, tt.args...)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, tt.args...)
 			cmd.Env = append(os.Environ(), tt.env...)
+			start := time.Now()
 			out, err := cmd.CombinedOutput()
+			if ctx.Err() != nil {
+				t.Fatalf("still running after %v (killed); output:\n%.2000s", time.Since(start), out)
+			}
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 				t.Fatalf("exit: %v, want status 2; output:\n%s", err, out)
+			}
+			if lines := strings.Count(strings.TrimSpace(string(out)), "\n") + 1; lines != 1 || len(out) > 2048 {
+				t.Fatalf("want one short line, got %d lines, %d bytes:\n%.2000s", lines, len(out), out)
 			}
 			if !strings.Contains(string(out), tt.want) {
 				t.Fatalf("output %q does not name the problem (%q)", out, tt.want)

@@ -93,6 +93,33 @@ func StartCollector(t testing.TB) *Collector {
 	return c
 }
 
+// Stop stops the collector (SIGTERM: it drains its receivers and flushes
+// its file exporters first), e.g. to simulate an outage.
+func (c *Collector) Stop() { c.Process.Stop() }
+
+// Restart starts a stopped collector again with the same ports and
+// configuration. Its file exporters start their files anew: read what the
+// previous run wrote before calling it.
+func (c *Collector) Restart(t testing.TB) {
+	t.Helper()
+	bin, err := CollectorBin()
+	if err != nil {
+		t.Fatalf("harness: restart collector: %v", err)
+	}
+	p, err := startProcess(t, "otelcol", exec.Command(bin, "--config="+c.ConfigPath))
+	if err != nil {
+		t.Fatalf("harness: restart collector: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, addr := range []string{c.GRPCEndpoint, c.HTTPEndpoint} {
+		if err := waitTCP(ctx, addr, p.alive); err != nil {
+			t.Fatalf("harness: restarted collector not ready: %v", err)
+		}
+	}
+	c.Process = p
+}
+
 func collectorConfig(c *Collector) string {
 	return fmt.Sprintf(`receivers:
   otlp:

@@ -11,9 +11,12 @@
 package otlp
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -41,6 +44,9 @@ type Config struct {
 	// Protocol is "grpc" or "http/protobuf". Empty:
 	// OTEL_EXPORTER_OTLP_(METRICS_|TRACES_)PROTOCOL, else "http/protobuf".
 	Protocol string
+	// Logger receives the exporters' failure reports (at most one line per
+	// minute while export keeps failing). Nil discards them.
+	Logger *slog.Logger
 }
 
 // signal names one OTLP signal and its environment variables.
@@ -77,8 +83,47 @@ func (c Config) Validate() error {
 		if _, err := c.endpointURL(metricsSignal, ProtocolGRPC); err != nil {
 			return err
 		}
+		return nil
+	}
+	// The OTLP exporters fall back to localhost when an endpoint variable
+	// does not parse: refuse it instead of exporting somewhere else.
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", metricsSignal.envPrefix + "ENDPOINT", tracesSignal.envPrefix + "ENDPOINT"} {
+		if v := strings.TrimSpace(os.Getenv(name)); v != "" {
+			if err := checkEndpointURL(v); err != nil {
+				return fmt.Errorf("%s %s: %w", name, quote(v), err)
+			}
+		}
 	}
 	return nil
+}
+
+// checkEndpointURL accepts what the OTLP exporters can use from an
+// endpoint variable: an http or https URL with a host.
+func checkEndpointURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.Unwrap(err) // url.Error repeats the URL
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("scheme %s is not supported: use http:// or https://", quote(u.Scheme))
+	}
+	if u.Host == "" {
+		return errors.New("has no host")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %s is not a number from 1 to 65535", quote(p))
+		}
+	}
+	return nil
+}
+
+// quote renders a value for an error message, cut to a bounded prefix.
+func quote(v string) string {
+	if len(v) > 128 {
+		return strconv.Quote(truncate(v, 128)) + fmt.Sprintf(" (%d bytes)", len(v))
+	}
+	return strconv.Quote(v)
 }
 
 // Enabled reports whether an OTLP endpoint is configured for any signal:
@@ -122,11 +167,11 @@ func (c Config) protocol(s signal) (string, error) {
 	case ProtocolGRPC, ProtocolHTTPProtobuf:
 		return p, nil
 	case "http/json":
-		return "", fmt.Errorf("%s %q is not supported by otelbee: valid choices are %q and %q",
-			source, p, ProtocolGRPC, ProtocolHTTPProtobuf)
+		return "", fmt.Errorf("%s %s is not supported by otelbee: valid choices are %q and %q",
+			source, quote(p), ProtocolGRPC, ProtocolHTTPProtobuf)
 	default:
-		return "", fmt.Errorf("%s %q is unknown: valid choices are %q and %q",
-			source, p, ProtocolGRPC, ProtocolHTTPProtobuf)
+		return "", fmt.Errorf("%s %s is unknown: valid choices are %q and %q",
+			source, quote(p), ProtocolGRPC, ProtocolHTTPProtobuf)
 	}
 }
 
@@ -145,16 +190,10 @@ func (c Config) endpointURL(s signal, proto string) (string, error) {
 		}
 		raw = scheme + "://" + raw
 	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", fmt.Errorf("otlp endpoint %q: %w", c.Endpoint, err)
+	if err := checkEndpointURL(raw); err != nil {
+		return "", fmt.Errorf("otlp endpoint %s: %w", quote(c.Endpoint), err)
 	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return "", fmt.Errorf("otlp endpoint %q: scheme %q is not supported: use http:// or https://", c.Endpoint, u.Scheme)
-	}
-	if u.Host == "" {
-		return "", fmt.Errorf("otlp endpoint %q has no host", c.Endpoint)
-	}
+	u, _ := url.Parse(raw)
 	if proto == ProtocolHTTPProtobuf {
 		// Same rule as OTEL_EXPORTER_OTLP_ENDPOINT: a base URL gets the
 		// signal path appended. Without this, WithEndpointURL would post

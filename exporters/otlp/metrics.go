@@ -2,7 +2,6 @@ package otlp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -22,7 +21,8 @@ type MetricExporter struct {
 
 	failures atomic.Int64 // failed requests
 	exported atomic.Int64 // data points accepted by the receiver
-	dropped  atomic.Int64 // data points in failed requests
+	dropped  drops        // data points in failed requests, by reason
+	log      *failureLog
 }
 
 var _ sdkmetric.Exporter = (*MetricExporter)(nil)
@@ -61,7 +61,7 @@ func NewMetricExporter(ctx context.Context, cfg Config) (*MetricExporter, error)
 			return nil, fmt.Errorf("creating otlp http metric exporter: %w", err)
 		}
 	}
-	return &MetricExporter{inner: inner, protocol: proto}, nil
+	return &MetricExporter{inner: inner, protocol: proto, log: newFailureLog(cfg.Logger, "metric points")}, nil
 }
 
 // Protocol returns the protocol in use ("grpc" or "http/protobuf"), for the
@@ -83,26 +83,44 @@ func (e *MetricExporter) Aggregation(k sdkmetric.InstrumentKind) sdkmetric.Aggre
 // Export sends rm as one request per service. The Go OTLP exporter takes a
 // single ResourceMetrics per call, so each service is its own request; they
 // go out one after the other (the exporter serialises uploads anyway). A
-// failed request does not stop the others; all errors are joined.
+// failed request does not stop the others. Failures are counted and logged
+// here, once per interval for the whole export (not per service); the error
+// returned names the first and wraps ErrReported.
 func (e *MetricExporter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
-	var errs []error
+	var (
+		first        error
+		failed, lost int64
+		reason       = ReasonExportFailed
+		anyDelivered bool
+	)
 	for _, part := range perservice.SplitMetrics(rm) {
 		n := int64(perservice.CountDataPoints(part))
 		if n == 0 {
 			continue // nothing to send; an empty request only costs
 		}
 		if err := e.inner.Export(ctx, part); err != nil {
+			reason = reasonFor(ctx)
 			e.failures.Add(1)
-			e.dropped.Add(n)
-			errs = append(errs, err)
+			e.dropped.add(reason, n)
+			failed++
+			lost += n
+			if first == nil {
+				first = err
+			}
 			continue
 		}
+		anyDelivered = true
 		e.exported.Add(n)
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("exporting metrics over otlp %s: %w", e.protocol, errors.Join(errs...))
+	if first == nil {
+		if anyDelivered {
+			e.log.success()
+		}
+		return nil
 	}
-	return nil
+	err := fmt.Errorf("exporting metrics over otlp %s: %d of the requests failed, %d points lost: %w", e.protocol, failed, lost, first)
+	e.log.failure(err, failed, lost)
+	return fmt.Errorf("%w: %w", ErrReported, err)
 }
 
 // ForceFlush delegates to the OTLP exporter.
@@ -119,4 +137,9 @@ func (e *MetricExporter) Exported() int64 { return e.exported.Load() }
 
 // Dropped returns the number of data points lost in failed requests so far
 // (produced = exported + dropped for this stage).
-func (e *MetricExporter) Dropped() int64 { return e.dropped.Load() }
+func (e *MetricExporter) Dropped() int64 { return e.dropped.total() }
+
+// DroppedBy returns the data points lost for reason r (ReasonShutdown when
+// the shutdown deadline cut the export short, ReasonExportFailed
+// otherwise).
+func (e *MetricExporter) DroppedBy(r Reason) int64 { return e.dropped[r].Load() }

@@ -2,6 +2,7 @@ package otlp
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -399,8 +400,17 @@ func TestTraceExporterRefused(t *testing.T) {
 			if err := exp.ExportSpans(ctx, endSpans(t)); err == nil {
 				t.Fatal("ExportSpans to a refused endpoint returned nil")
 			}
-			if exp.Failures() != 1 || exp.Dropped() != 3 {
-				t.Errorf("Failures/Dropped = %d/%d, want 1/3", exp.Failures(), exp.Dropped())
+			if exp.Failures() != 1 || exp.Dropped() != 3 || exp.DroppedBy(ReasonExportFailed) != 3 {
+				t.Errorf("Failures/Dropped/export_failed = %d/%d/%d, want 1/3/3", exp.Failures(), exp.Dropped(), exp.DroppedBy(ReasonExportFailed))
+			}
+			// Cut short by the shutdown deadline: counted as such.
+			sctx, scancel := context.WithCancelCause(context.Background())
+			scancel(errShutdown)
+			if err := exp.ExportSpans(sctx, endSpans(t)); !errors.Is(err, ErrReported) {
+				t.Fatalf("ExportSpans = %v, want an error wrapping ErrReported", err)
+			}
+			if exp.DroppedBy(ReasonShutdown) != 3 || exp.Dropped() != 6 {
+				t.Errorf("shutdown/total dropped = %d/%d, want 3/6", exp.DroppedBy(ReasonShutdown), exp.Dropped())
 			}
 		})
 	}

@@ -22,7 +22,8 @@ type TraceExporter struct {
 
 	failures atomic.Int64 // failed requests
 	exported atomic.Int64 // spans accepted by the receiver
-	dropped  atomic.Int64 // spans in failed requests
+	dropped  drops        // spans in failed requests, by reason
+	log      *failureLog
 }
 
 var _ sdktrace.SpanExporter = (*TraceExporter)(nil)
@@ -60,7 +61,7 @@ func NewTraceExporter(ctx context.Context, cfg Config) (*TraceExporter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating otlp %s trace exporter: %w", proto, err)
 	}
-	return &TraceExporter{inner: inner, protocol: proto}, nil
+	return &TraceExporter{inner: inner, protocol: proto, log: newFailureLog(cfg.Logger, "spans")}, nil
 }
 
 // Protocol returns the protocol in use ("grpc" or "http/protobuf").
@@ -74,11 +75,16 @@ func (e *TraceExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOn
 		return nil
 	}
 	if err := e.inner.ExportSpans(ctx, perservice.SplitSpans(spans)); err != nil {
+		// The OTLP exporter has retried already (OTEL_EXPORTER_OTLP_TIMEOUT
+		// bounds it): these spans are lost.
 		e.failures.Add(1)
-		e.dropped.Add(int64(len(spans)))
-		return fmt.Errorf("exporting spans over otlp %s: %w", e.protocol, err)
+		e.dropped.add(reasonFor(ctx), int64(len(spans)))
+		err = fmt.Errorf("exporting spans over otlp %s: %w", e.protocol, err)
+		e.log.failure(err, 1, int64(len(spans)))
+		return fmt.Errorf("%w: %w", ErrReported, err)
 	}
 	e.exported.Add(int64(len(spans)))
+	e.log.success()
 	return nil
 }
 
@@ -92,4 +98,9 @@ func (e *TraceExporter) Failures() int64 { return e.failures.Load() }
 func (e *TraceExporter) Exported() int64 { return e.exported.Load() }
 
 // Dropped returns the number of spans lost in failed requests so far.
-func (e *TraceExporter) Dropped() int64 { return e.dropped.Load() }
+func (e *TraceExporter) Dropped() int64 { return e.dropped.total() }
+
+// DroppedBy returns the spans lost in failed requests for reason r:
+// ReasonShutdown when the shutdown deadline cut the request short,
+// ReasonExportFailed otherwise.
+func (e *TraceExporter) DroppedBy(r Reason) int64 { return e.dropped[r].Load() }
