@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/aggregate"
 	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/identity"
 	"github.com/otelbee/otelbee/collectors/procwatch"
@@ -87,8 +88,16 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("creating otlp metric exporter: %w", err)
 		}
-		// The periodic reader honours OTEL_METRIC_EXPORT_INTERVAL/_TIMEOUT.
-		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp, sdkmetric.WithProducer(producers))))
+		// Before the collectors record: their histograms keep exponential
+		// buckets too when the exporter wants them.
+		if c, ok := exp.ExponentialHistograms(); ok {
+			aggregate.EnableExponential(c)
+		}
+		// The periodic reader honours OTEL_METRIC_EXPORT_INTERVAL/_TIMEOUT;
+		// its producer turns the collectors' cumulative histograms into what
+		// the exporter's temporality and aggregation ask for.
+		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp,
+			sdkmetric.WithProducer(exp.Producer(producers, logger.With("component", "otlp"))))))
 		exporters = append(exporters, metricExportCounter(exp))
 		log.Info("exporting OTLP metrics", "protocol", exp.Protocol())
 	}

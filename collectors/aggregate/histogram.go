@@ -1,4 +1,5 @@
-// Package aggregate holds explicit-bucket histograms that collectors
+// Package aggregate holds the histograms (explicit buckets, and base-2
+// exponential ones when the OTLP exporter asks for them) that collectors
 // aggregate themselves, per series, and hand to the exporters through an SDK
 // metric producer at collection time. Recording through the SDK's instruments
 // re-validates and de-duplicates the attribute set on every call, which cost
@@ -8,6 +9,7 @@
 package aggregate
 
 import (
+	"context"
 	"sort"
 	"time"
 
@@ -28,6 +30,7 @@ type Histogram[N Number] struct {
 	n         uint64
 	min, max  N
 	exemplars []metricdata.Exemplar[N] // one per bucket, the latest; nil until the first
+	exp       *expHist                 // exponential buckets too, when enabled (see EnableExponential)
 }
 
 // Record adds v and returns its bucket. Upper bounds are inclusive, as in
@@ -35,6 +38,12 @@ type Histogram[N Number] struct {
 func (h *Histogram[N]) Record(bounds []float64, v N) int {
 	if h.counts == nil {
 		h.counts = make([]uint64, len(bounds)+1)
+		if c := exponential.Load(); c != nil {
+			h.exp = newExpHist(c)
+		}
+	}
+	if h.exp != nil {
+		h.exp.record(float64(v))
 	}
 	i := sort.SearchFloat64s(bounds, float64(v))
 	h.counts[i]++
@@ -95,6 +104,85 @@ func (h *Histogram[N]) Point(bounds []float64, set attribute.Set, start, now tim
 		p.Exemplars = append(p.Exemplars, e)
 	}
 	return p
+}
+
+// ExponentialPoint is the series' exponential histogram data point (see
+// EnableExponential); ok is false when the histogram keeps explicit buckets
+// only. It shares nothing with h.
+func (h *Histogram[N]) ExponentialPoint(set attribute.Set, start, now time.Time) (p metricdata.ExponentialHistogramDataPoint[N], ok bool) {
+	if h.exp == nil {
+		return p, false
+	}
+	p = metricdata.ExponentialHistogramDataPoint[N]{
+		Attributes: set,
+		StartTime:  start,
+		Time:       now,
+		Count:      h.n,
+		Min:        metricdata.NewExtrema(h.min),
+		Max:        metricdata.NewExtrema(h.max),
+		Sum:        h.sum,
+		Scale:      h.exp.scale,
+		ZeroCount:  h.exp.zero,
+		PositiveBucket: metricdata.ExponentialBucket{
+			Offset: h.exp.pos.offset, Counts: append([]uint64(nil), h.exp.pos.counts...)},
+		NegativeBucket: metricdata.ExponentialBucket{
+			Offset: h.exp.neg.offset, Counts: append([]uint64(nil), h.exp.neg.counts...)},
+	}
+	for _, e := range h.exemplars {
+		if e.TraceID == nil {
+			continue
+		}
+		e.TraceID = append([]byte(nil), e.TraceID...)
+		e.SpanID = append([]byte(nil), e.SpanID...)
+		p.Exemplars = append(p.Exemplars, e)
+	}
+	return p, true
+}
+
+// Collection gathers one metric's data points at a collection: explicit
+// buckets, or exponential ones when the collection's context asks for them
+// (WithExponential) and the histograms keep them.
+type Collection[N Number] struct {
+	bounds      []float64
+	start, now  time.Time
+	exponential bool
+	explicit    []metricdata.HistogramDataPoint[N]
+	expo        []metricdata.ExponentialHistogramDataPoint[N]
+}
+
+// Collect starts a collection of histograms with bounds, all started at
+// start, at now.
+func Collect[N Number](ctx context.Context, bounds []float64, start, now time.Time) *Collection[N] {
+	return &Collection[N]{bounds: bounds, start: start, now: now, exponential: wantsExponential(ctx)}
+}
+
+// Add adds h's point with attributes set; an empty histogram has none.
+func (c *Collection[N]) Add(h *Histogram[N], set attribute.Set) {
+	if h.Count() == 0 {
+		return
+	}
+	if c.exponential {
+		if p, ok := h.ExponentialPoint(set, c.start, c.now); ok {
+			c.expo = append(c.expo, p)
+			return
+		}
+	}
+	c.explicit = append(c.explicit, h.Point(c.bounds, set, c.start, c.now))
+}
+
+// Len is the number of points added.
+func (c *Collection[N]) Len() int { return len(c.explicit) + len(c.expo) }
+
+// Metric is the collection as a cumulative histogram metric, exponential
+// when the collection asked for it and the histograms keep exponential
+// buckets. A metric has one data type; mixing cannot happen, since
+// EnableExponential runs before any collector records.
+func (c *Collection[N]) Metric(name, unit, description string) metricdata.Metrics {
+	if len(c.expo) > 0 {
+		return metricdata.Metrics{Name: name, Unit: unit, Description: description,
+			Data: metricdata.ExponentialHistogram[N]{Temporality: metricdata.CumulativeTemporality, DataPoints: c.expo}}
+	}
+	return Metric(name, unit, description, c.explicit)
 }
 
 // Metric is a cumulative histogram metric made of points.

@@ -18,22 +18,18 @@ var (
 
 // Produce implements sdkmetric.Producer: dns.lookup.duration and
 // dns.lookup.answers, cumulative, one data point per series.
-func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) {
+func (c *Collector) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, error) {
 	now := time.Now()
-	c.seriesMu.Lock()
-	dur := make([]metricdata.HistogramDataPoint[float64], 0, len(c.st.series))
-	var ans []metricdata.HistogramDataPoint[float64]
+	dur := aggregate.Collect[float64](ctx, durationBuckets[:], c.start, now)
+	ans := aggregate.Collect[float64](ctx, answerBuckets[:], c.start, now)
 	add := func(h *histograms) {
 		if h == nil {
 			return
 		}
-		if h.duration.Count() > 0 {
-			dur = append(dur, h.duration.Point(durationBuckets[:], h.set, c.start, now))
-		}
-		if h.answers.Count() > 0 {
-			ans = append(ans, h.answers.Point(answerBuckets[:], h.set, c.start, now))
-		}
+		dur.Add(&h.duration, h.set)
+		ans.Add(&h.answers, h.set)
 	}
+	c.seriesMu.Lock()
 	for _, sr := range c.st.series {
 		add(sr.h)
 	}
@@ -42,9 +38,9 @@ func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 	return []metricdata.ScopeMetrics{{
 		Scope: instrumentation.Scope{Name: "github.com/otelbee/otelbee/collectors/dns"},
 		Metrics: []metricdata.Metrics{
-			aggregate.Metric("dns.lookup.duration", "s",
-				"DNS lookups: time from the query leaving to the answer arriving, measured in the kernel; timeouts are recorded at the timeout with error.type=timeout.", dur),
-			aggregate.Metric("dns.lookup.answers", "{answer}", "Records in the answer section of each DNS answer.", ans),
+			dur.Metric("dns.lookup.duration", "s",
+				"DNS lookups: time from the query leaving to the answer arriving, measured in the kernel; timeouts are recorded at the timeout with error.type=timeout."),
+			ans.Metric("dns.lookup.answers", "{answer}", "Records in the answer section of each DNS answer."),
 		},
 	}}, nil
 }

@@ -320,19 +320,24 @@ func (c *Collector) record(s *series, sc trace.SpanContext, end, durNs uint64, r
 
 // Produce implements sdkmetric.Producer: the duration and body size
 // histograms of both sides, cumulative, one data point per series.
-func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) {
+func (c *Collector) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, error) {
 	now := time.Now()
 	var (
-		dur  [2][]metricdata.HistogramDataPoint[float64]  // [client, server]
-		body [2][2][]metricdata.HistogramDataPoint[int64] // [side][request, response]
+		dur  [2]*aggregate.Collection[float64]  // [client, server]
+		body [2][2]*aggregate.Collection[int64] // [side][request, response]
 	)
+	for side := range dur {
+		dur[side] = aggregate.Collect[float64](ctx, durationBuckets, c.start, now)
+		body[side][0] = aggregate.Collect[int64](ctx, sizeBuckets, c.start, now)
+		body[side][1] = aggregate.Collect[int64](ctx, sizeBuckets, c.start, now)
+	}
 	add := func(side int, h *histograms) {
 		if h == nil || h.duration.Count() == 0 {
 			return
 		}
-		dur[side] = append(dur[side], h.duration.Point(durationBuckets, h.set, c.start, now))
-		body[side][0] = append(body[side][0], h.reqBody.Point(sizeBuckets, h.set, c.start, now))
-		body[side][1] = append(body[side][1], h.respBody.Point(sizeBuckets, h.set, c.start, now))
+		dur[side].Add(&h.duration, h.set)
+		body[side][0].Add(&h.reqBody, h.set)
+		body[side][1].Add(&h.respBody, h.set)
 	}
 	c.seriesMu.Lock()
 	for _, s := range c.series {
@@ -346,17 +351,17 @@ func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 	add(1, c.overflow[1])
 	c.seriesMu.Unlock()
 	var ms []metricdata.Metrics
-	if len(dur[1]) > 0 {
+	if dur[1].Len() > 0 {
 		ms = append(ms,
-			aggregate.Metric("http.server.request.duration", "s", "Duration of HTTP server requests: first byte of the request read to last byte of the response written.", dur[1]),
-			aggregate.Metric("http.server.request.body.size", "By", "Size of HTTP server request bodies (decoded from chunked encoding).", body[1][0]),
-			aggregate.Metric("http.server.response.body.size", "By", "Size of HTTP server response bodies.", body[1][1]))
+			dur[1].Metric("http.server.request.duration", "s", "Duration of HTTP server requests: first byte of the request read to last byte of the response written."),
+			body[1][0].Metric("http.server.request.body.size", "By", "Size of HTTP server request bodies (decoded from chunked encoding)."),
+			body[1][1].Metric("http.server.response.body.size", "By", "Size of HTTP server response bodies."))
 	}
-	if len(dur[0]) > 0 {
+	if dur[0].Len() > 0 {
 		ms = append(ms,
-			aggregate.Metric("http.client.request.duration", "s", "Duration of HTTP client requests: first byte of the request written to last byte of the response read.", dur[0]),
-			aggregate.Metric("http.client.request.body.size", "By", "Size of HTTP client request bodies.", body[0][0]),
-			aggregate.Metric("http.client.response.body.size", "By", "Size of HTTP client response bodies.", body[0][1]))
+			dur[0].Metric("http.client.request.duration", "s", "Duration of HTTP client requests: first byte of the request written to last byte of the response read."),
+			body[0][0].Metric("http.client.request.body.size", "By", "Size of HTTP client request bodies."),
+			body[0][1].Metric("http.client.response.body.size", "By", "Size of HTTP client response bodies."))
 	}
 	if len(ms) == 0 {
 		return nil, nil

@@ -67,6 +67,14 @@ type DataPoint struct {
 	Min, Max     float64
 	HasMinMax    bool
 
+	// Exponential histogram points: scale, zero count and positive buckets
+	// (index Offset+i counts values in (base^(Offset+i), base^(Offset+i+1)],
+	// base = 2^(2^-Scale)).
+	Scale          int32
+	ZeroCount      uint64
+	PositiveOffset int32
+	PositiveCounts []uint64
+
 	dist bool // histogram, exponential histogram or summary point
 }
 
@@ -247,6 +255,11 @@ func convertMetric(m pmetric.Metric, scope string) Metric {
 				Sum:        dp.Sum(),
 				HasSum:     dp.HasSum(),
 				dist:       true,
+
+				Scale:          dp.Scale(),
+				ZeroCount:      dp.ZeroCount(),
+				PositiveOffset: dp.Positive().Offset(),
+				PositiveCounts: dp.Positive().BucketCounts().AsRaw(),
 			}
 			if dp.HasMin() && dp.HasMax() {
 				p.Min, p.Max, p.HasMinMax = dp.Min(), dp.Max(), true

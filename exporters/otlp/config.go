@@ -5,9 +5,11 @@
 // observed service (see package perservice), and counts failed exports for
 // the agent's self-telemetry. Everything the OTLP exporters already read from
 // the environment (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _INSECURE,
-// _CERTIFICATE, _COMPRESSION, _METRICS_TEMPORALITY_PREFERENCE, ...) is left
-// to them; this package only adds the protocol choice, which they cannot make
-// for themselves, and the agent's endpoint flag.
+// _CERTIFICATE, _COMPRESSION, ...) is left to them; this package adds the
+// protocol choice, which they cannot make for themselves, the agent's
+// endpoint flag, and applies _METRICS_TEMPORALITY_PREFERENCE and
+// _METRICS_DEFAULT_HISTOGRAM_AGGREGATION to the metrics that do not come from
+// SDK instruments (temporality.go).
 package otlp
 
 import (
@@ -77,6 +79,9 @@ func (c Config) Validate() error {
 		if _, err := c.protocol(s); err != nil {
 			return err
 		}
+	}
+	if err := validateMetricsEnv(); err != nil {
+		return err
 	}
 	if c.Endpoint != "" {
 		// The signal and protocol do not change whether it parses.
