@@ -135,7 +135,7 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.Bool("attach-mode.strict", false, "with --attach-mode: no fallback; a hook whose forced mode fails stays detached")
 	fs.String("log.level", "", "debug, info, warn or error")
 	fs.Bool("bpf.stats", false, "enable kernel BPF run-time statistics and export them per program")
-	fs.Duration("shutdown-timeout", 0, "how long shutdown may take to flush exporters")
+	fs.Duration("shutdown-timeout", 0, "how long the whole shutdown may take: final export, then detaching programs (default 5s)")
 	fs.Uint("tcp.max-connections", 0, "connections the TCP collector tracks at once")
 	fs.Uint("tcp.max-peers", 0, "distinct peer addresses per process in TCP series; more fold into network.peer.address=_OTHER (default 100)")
 	fs.Uint("tcp.max-series", 0, "distinct TCP series (process, peer, port, direction) kept in the kernel")

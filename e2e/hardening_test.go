@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -199,4 +201,72 @@ func TestCollectorOutage(t *testing.T) {
 	if !strings.Contains(logDuring, "otlp export failing") {
 		t.Errorf("the outage was not logged:\n%s", logDuring)
 	}
+}
+
+// TestShutdownDeadline: with an OTLP endpoint that accepts connections and
+// never answers, spans queued and metric exports pending, SIGTERM makes the
+// agent exit within --shutdown-timeout plus a small margin: one deadline
+// for the whole shutdown (before: 5.7 s for 2 s; issue 17, item 8).
+func TestShutdownDeadline(t *testing.T) {
+	harness.RequireRoot(t)
+	for _, proto := range []string{"http/protobuf", "grpc"} {
+		t.Run(strings.ReplaceAll(proto, "/", "_"), func(t *testing.T) {
+			blackhole := blackholeListener(t)
+			svc := fmt.Sprintf("shutdown-%d", rand.IntN(1<<30))
+			comm, addr, stopServer := uniqueServer(t, svc)
+			agent := harness.StartAgent(t, []string{"OTEL_METRIC_EXPORT_INTERVAL=300", "OTEL_BSP_SCHEDULE_DELAY=100"},
+				"--collectors=http", "--http.include-executables="+comm, "--shutdown-timeout=2s",
+				"--otlp.endpoint=http://"+blackhole, "--otlp.protocol="+proto)
+			for i := range 50 {
+				resp, err := http.Get("http://" + addr + "/users/" + strconv.Itoa(i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			stopServer()
+			time.Sleep(time.Second) // exports are now stuck on the endpoint
+			start := time.Now()
+			agent.Cmd.Process.Signal(syscall.SIGTERM)
+			err := agent.Wait(15 * time.Second)
+			took := time.Since(start)
+			t.Logf("exit after SIGTERM: %v (%v)", took.Round(time.Millisecond), err)
+			if took > 2*time.Second+700*time.Millisecond {
+				t.Fatalf("shutdown took %v with --shutdown-timeout=2s:\n%s", took, agent.LogTail(20))
+			}
+			if err != nil {
+				t.Fatalf("exit status: %v\n%s", err, agent.LogTail(20))
+			}
+		})
+	}
+}
+
+// blackholeListener accepts TCP connections and never reads or answers.
+func blackholeListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
 }

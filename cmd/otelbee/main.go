@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/otelbee/otelbee/agent"
 )
@@ -55,6 +56,14 @@ func run(args []string) int {
 		}
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: agent.LogLevel(cfg.LogLevel)}))
+	// The agent keeps to --shutdown-timeout; this is the backstop should a
+	// step ignore its deadline.
+	go func() {
+		<-ctx.Done()
+		time.Sleep(cfg.ShutdownTimeout + time.Second)
+		logger.Error("shutdown overran --shutdown-timeout; exiting", "component", "agent", "timeout", cfg.ShutdownTimeout)
+		os.Exit(1)
+	}()
 	if err := agent.Run(ctx, cfg, logger); err != nil {
 		logger.Error("otelbee failed", "error", err)
 		return 1

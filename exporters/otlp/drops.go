@@ -62,15 +62,18 @@ var ErrReported = errors.New("otlp export failed (counted and logged by the expo
 // backend failure: the span queue and the final flush cancel ctx when
 // --shutdown-timeout runs out.
 func reasonFor(ctx context.Context) Reason {
-	if errors.Is(context.Cause(ctx), errShutdown) {
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), errShutdown) {
 		return ReasonShutdown
 	}
 	return ReasonExportFailed
 }
 
-// errShutdown is the cancellation cause when the shutdown deadline cuts an
-// export short.
-var errShutdown = errors.New("shutdown deadline reached")
+// ErrShutdownDeadline is the cancellation cause to give an export's
+// context (context.WithDeadlineCause) when the agent's shutdown deadline
+// cuts it short: what it loses is then counted as ReasonShutdown.
+var ErrShutdownDeadline = errors.New("shutdown deadline reached")
+
+var errShutdown = ErrShutdownDeadline
 
 // failureLogInterval is how often a sustained failure is logged.
 const failureLogInterval = time.Minute
