@@ -9,6 +9,8 @@
 // only unpacks its context and calls the shared handler.
 #include "common.h"
 
+#define EEXIST_ 17
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 enum direction {
@@ -32,7 +34,9 @@ enum tcp_counter {
 	COUNTER_DROP_SOCKS_FULL = 2,
 	COUNTER_DROP_STATS_FULL = 3,
 	COUNTER_DROP_LISTENERS_FULL = 4,
-	COUNTER_MAX = 5,
+	COUNTER_PEERS_FOLDED = 5,
+	COUNTER_EXISTING = 6,
+	COUNTER_MAX = 7,
 };
 
 // Histogram bucket upper bounds, set by user space before loading (one
@@ -42,6 +46,10 @@ enum tcp_counter {
 #define RTT_BOUNDS 24
 const volatile __u64 duration_bounds_ns[DURATION_BOUNDS];
 const volatile __u64 rtt_bounds_us[RTT_BOUNDS];
+
+// Distinct peer addresses one process may have series for; the rest share
+// the process's _OTHER peer. Set by user space (tcp.max_peers_per_process).
+const volatile __u32 max_peers_per_process = 100;
 
 // conn_key identifies one series. The ephemeral port is never part of it.
 struct conn_key {
@@ -66,8 +74,16 @@ struct conn_counters {
 struct sock_info {
 	struct conn_key key;
 	__u64 start_ns;
+	// Counted as opened here: its close is counted too. Cleared at close,
+	// and never set for connections that predate the agent.
 	__u8 established;
 	__u8 _pad[7];
+};
+
+// peer_key is one (process, peer address) admitted to its own series.
+struct peer_key {
+	__u8 peer[16];
+	__u32 tgid;
 };
 
 struct listener_key {
@@ -88,13 +104,18 @@ const struct conn_key *unused_conn_key __attribute__((unused));
 const struct conn_counters *unused_conn_counters __attribute__((unused));
 const struct conn_hist *unused_conn_hist __attribute__((unused));
 const struct listener_key *unused_listener_key __attribute__((unused));
+const struct peer_key *unused_peer_key __attribute__((unused));
 const enum connect_failure *unused_connect_failure __attribute__((unused));
 const enum tcp_counter *unused_tcp_counter __attribute__((unused));
 const enum direction *unused_direction __attribute__((unused));
 
-// Connections we saw being set up, by socket address. Not LRU: every socket
-// that enters it leaves on its TCP_CLOSE transition, and an eviction would
-// silently lose a close; a full map is counted instead.
+// Connections we saw being set up (or found established at start), by socket
+// address. An entry lives as long as the socket, not the connection: a
+// write after the peer closed (a TLS close_notify answered by a reset) or
+// a reset sent by close() comes after TCP_CLOSE, when the socket no longer
+// says which side it is (its local port is already released), so the key
+// decided at set-up is kept until tcp_destroy_sock. Not LRU: an eviction
+// would silently lose a close; a full map is counted instead.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -132,6 +153,27 @@ struct {
 	__type(value, struct conn_hist);
 } conn_hists SEC(".maps");
 
+// The peers each process has its own series for, and how many: a process
+// with more peers than max_peers_per_process folds the rest into one _OTHER
+// peer here, in the kernel, so that one process talking to thousands of
+// peers cannot fill conn_stats for the whole host. Both are sized like
+// conn_stats by user space; touched only when a series is created.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct peer_key);
+	__type(value, __u8);
+} peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, __u32);
+} peer_counts SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, COUNTER_MAX);
@@ -148,11 +190,73 @@ struct {
 	__type(value, __u64);
 } sendmsg_args SEC(".maps");
 
-static __always_inline struct conn_counters *stats_for(const struct conn_key *key)
+// The _OTHER peer: all ones is no address a connection can have.
+static __always_inline int is_other_peer(const __u8 peer[16])
+{
+	const __u32 *w = (const __u32 *)peer;
+	return w[0] == ~0U && w[1] == ~0U && w[2] == ~0U && w[3] == ~0U;
+}
+
+static __always_inline void fold_peer(struct conn_key *key)
+{
+	__builtin_memset(key->peer, 0xff, 16);
+}
+
+// admitted reports whether key's peer may have series of its own for key's
+// process, admitting it while the process has peers left in its budget.
+// Runs only when a series is about to be created. Two CPUs admitting new
+// peers of one process at the same instant can both pass the check: the
+// budget is exceeded by at most one peer per CPU, never unbounded.
+static __always_inline int admitted(const struct conn_key *key)
+{
+	if (is_other_peer(key->peer))
+		return 1;
+	struct peer_key pk = { .tgid = key->tgid };
+	__builtin_memcpy(pk.peer, key->peer, 16);
+	if (bpf_map_lookup_elem(&peers, &pk))
+		return 1;
+	__u32 tgid = key->tgid;
+	__u32 *n = bpf_map_lookup_elem(&peer_counts, &tgid);
+	if (!n) {
+		__u32 zero = 0;
+		bpf_map_update_elem(&peer_counts, &tgid, &zero, BPF_NOEXIST);
+		n = bpf_map_lookup_elem(&peer_counts, &tgid);
+		if (!n)
+			return 0;
+	}
+	if (*n >= max_peers_per_process)
+		return 0;
+	__u8 one = 1;
+	if (bpf_map_update_elem(&peers, &pk, &one, BPF_NOEXIST))
+		// Another CPU admitted it meanwhile, or the map is full.
+		return bpf_map_lookup_elem(&peers, &pk) != NULL;
+	__sync_fetch_and_add(n, 1);
+	return 1;
+}
+
+// admit_connection decides once, at set-up, whether a connection's series
+// is its peer's own or the process's _OTHER one, and counts a fold.
+static __always_inline void admit_connection(struct conn_key *key)
+{
+	if (!admitted(key)) {
+		fold_peer(key);
+		bump(&counters, COUNTER_PEERS_FOLDED);
+	}
+}
+
+// stats_for returns the counters of key's series, creating it if the
+// process may have it; else key is folded into its _OTHER peer.
+static __always_inline struct conn_counters *stats_for(struct conn_key *key)
 {
 	struct conn_counters *c = bpf_map_lookup_elem(&conn_stats, key);
 	if (c)
 		return c;
+	if (!admitted(key)) {
+		fold_peer(key);
+		c = bpf_map_lookup_elem(&conn_stats, key);
+		if (c)
+			return c;
+	}
 	struct conn_counters zero = {};
 	// NOEXIST: another CPU may have created it meanwhile; the lookup below
 	// then finds theirs.
@@ -187,8 +291,14 @@ static __always_inline void key_for(const struct sock *sk, __u16 family, __u32 t
 	struct sock_info *si = bpf_map_lookup_elem(&socks, &skp);
 	if (si) {
 		*key = si->key;
-		if (tgid)
+		if (tgid) {
 			key->tgid = tgid;
+			// Found at start with no owner known (an outbound connection
+			// that predates the agent): the first process to use it owns
+			// it, for the events that run without process context.
+			if (!si->key.tgid && !si->established)
+				si->key.tgid = tgid;
+		}
 		return;
 	}
 	__builtin_memset(key, 0, sizeof(*key));
@@ -308,6 +418,7 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 		si.key.server_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 		si.key.direction = DIRECTION_OUTBOUND;
 		si.start_ns = bpf_ktime_get_ns();
+		admit_connection(&si.key);
 		if (bpf_map_update_elem(&socks, &skp, &si, BPF_ANY))
 			bump(&counters, COUNTER_DROP_SOCKS_FULL);
 		return;
@@ -316,7 +427,10 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 		struct sock_info *si = bpf_map_lookup_elem(&socks, &skp);
 		if (!si)
 			return;
-		c = stats_for(&si->key);
+		// A copy: stats_for may fold its key, and the connection keeps the
+		// one decided at set-up.
+		struct conn_key key = si->key;
+		c = stats_for(&key);
 		if (newstate == TCP_ESTABLISHED) {
 			si->established = 1;
 			si->start_ns = bpf_ktime_get_ns();
@@ -343,6 +457,7 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 		si.key.direction = DIRECTION_INBOUND;
 		si.start_ns = bpf_ktime_get_ns();
 		si.established = 1;
+		admit_connection(&si.key);
 		if (bpf_map_update_elem(&socks, &skp, &si, BPF_ANY)) {
 			bump(&counters, COUNTER_DROP_SOCKS_FULL);
 		}
@@ -352,17 +467,23 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 		return;
 	}
 	if (newstate == TCP_CLOSE) {
+		// The entry stays until the socket is destroyed (see socks).
 		struct sock_info *si = bpf_map_lookup_elem(&socks, &skp);
-		if (!si)
+		if (!si || !si->established)
 			return;
-		if (si->established) {
-			c = stats_for(&si->key);
-			if (c)
-				__sync_fetch_and_add(&c->closed, 1);
-			record_close(sk, si);
-		}
-		bpf_map_delete_elem(&socks, &skp);
+		si->established = 0;
+		struct conn_key key = si->key;
+		c = stats_for(&key);
+		if (c)
+			__sync_fetch_and_add(&c->closed, 1);
+		record_close(sk, si);
 	}
+}
+
+static __always_inline void on_destroy(const struct sock *sk)
+{
+	__u64 skp = (__u64)sk;
+	bpf_map_delete_elem(&socks, &skp);
 }
 
 static __always_inline void on_payload(const struct sock *sk, int bytes, int sent)
@@ -601,5 +722,76 @@ SEC("tracepoint/tcp/tcp_receive_reset")
 int tcp_reset_received_tp(struct trace_event_raw_tcp_event_sk___first *ctx)
 {
 	on_reset(BPF_CORE_READ(ctx, skaddr), 0);
+	return 0;
+}
+
+// ---- socket destroyed: tp_btf -> tracepoint
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tcp_destroy_btf, struct sock *sk)
+{
+	on_destroy(sk);
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_destroy_sock")
+int tcp_destroy_tp(struct trace_event_raw_tcp_event_sk___first *ctx)
+{
+	on_destroy(BPF_CORE_READ(ctx, skaddr));
+	return 0;
+}
+
+// ---- connections that predate the agent: one pass of a TCP socket iterator
+// at start, after the listeners are seeded, so that each gets the direction
+// and server port of how it was set up rather than whatever its state says
+// later. Sockets the hooks already recorded are left alone.
+
+SEC("iter/tcp")
+int tcp_existing(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	if (!skc)
+		return 0;
+	// Time-wait and request sockets are not full sockets: filter on the
+	// state before reading anything else.
+	int state = BPF_CORE_READ(skc, skc_state);
+	switch (state) {
+	case TCP_ESTABLISHED:
+	case TCP_FIN_WAIT1:
+	case TCP_FIN_WAIT2:
+	case TCP_CLOSE_WAIT:
+	case TCP_LAST_ACK:
+	case TCP_CLOSING:
+		break;
+	default:
+		return 0;
+	}
+	const struct sock *sk = (const struct sock *)skc;
+	__u16 family = BPF_CORE_READ(skc, skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	struct sock_info si = {};
+	sock_peer_addr(sk, family, si.key.peer);
+	__u16 lport = BPF_CORE_READ(skc, skc_num);
+	struct listener_key lk = { .netns = sock_netns(sk), .port = lport };
+	__u32 *owner = bpf_map_lookup_elem(&listeners, &lk);
+	if (owner) {
+		si.key.direction = DIRECTION_INBOUND;
+		si.key.server_port = lport;
+		si.key.tgid = *owner;
+	} else {
+		si.key.direction = DIRECTION_OUTBOUND;
+		si.key.server_port = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	}
+	// Not established here: it was not counted as opened, so its close is
+	// not counted either and its unknown duration is not recorded.
+	si.start_ns = bpf_ktime_get_ns();
+	admit_connection(&si.key);
+	__u64 skp = (__u64)sk;
+	long err = bpf_map_update_elem(&socks, &skp, &si, BPF_NOEXIST);
+	if (!err)
+		bump(&counters, COUNTER_EXISTING);
+	else if (err != -EEXIST_)
+		bump(&counters, COUNTER_DROP_SOCKS_FULL);
 	return 0;
 }

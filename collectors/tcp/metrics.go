@@ -31,7 +31,7 @@ func (c *Collector) instruments() error {
 	counter(&o.io, "tcp.connection.io", "By", "TCP payload bytes transmitted and received by the process.")
 	counter(&o.retransmits, "tcp.retransmits", "{segment}", "Retransmitted TCP segments.")
 	counter(&o.resets, "tcp.resets", "{reset}", "TCP resets sent (transmit) and received (receive).")
-	counter(&o.folded, "otelbee.tcp.peers.folded", "{series}", "Kernel series whose peer address was folded into network.peer.address=_OTHER (tcp.max_peers_per_process).")
+	counter(&o.folded, "otelbee.tcp.peers.folded", "{connection}", "Connections whose peer address was folded into network.peer.address=_OTHER because their process had tcp.max_peers_per_process peers already.")
 	if err != nil {
 		return fmt.Errorf("creating tcp instruments: %w", err)
 	}
@@ -132,17 +132,20 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 		obs.ObserveInt64(o.resets, int64(t.ResetsSent), a.sent)
 		obs.ObserveInt64(o.resets, int64(t.ResetsReceived), a.received)
 	}
-	obs.ObserveInt64(o.folded, int64(c.folded.Load()))
+	k := c.kernelCounters()
+	obs.ObserveInt64(o.folded, int64(k[tcpTcpCounterCOUNTER_PEERS_FOLDED]+c.folded.Load()))
 	// The exited process's last values were just reported; now forget them.
 	if len(retired) > 0 {
 		c.mu.Lock()
 		for _, k := range retire {
 			c.stats.Delete(k)
 			c.hists.Delete(k)
+			c.peerSet.Delete(tcpPeerKey{Peer: k.Peer, Tgid: k.Tgid})
 			delete(c.series, k)
 		}
 		for pid, done := range retired {
 			if done {
+				c.peerCounts.Delete(pid)
 				delete(c.retired, pid)
 				delete(c.peers, pid)
 				for k := range c.series {

@@ -6,12 +6,14 @@ package tcp
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
@@ -71,6 +73,12 @@ func Hooks() []hook.Hook {
 		return []hook.Program{{Name: name, Attach: at}}
 	}
 	return []hook.Hook{
+		// Before state: a connection's record, kept past its close, is
+		// only ever freed here.
+		{Name: "destroy", Links: []hook.Link{
+			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpDestroyBtf, tr)},
+			{Mode: hook.ModeTracepoint, Programs: []hook.Program{tp(tcpProgTcpDestroyTp, "tcp", "tcp_destroy_sock")}},
+		}},
 		{Name: "state", Links: []hook.Link{
 			{Mode: hook.ModeTPBTF, Programs: one(tcpProgTcpStateBtf, tr)},
 			{Mode: hook.ModeTracepoint, Programs: []hook.Program{tp(tcpProgTcpStateTp, "sock", "inet_sock_set_state")}},
@@ -116,6 +124,10 @@ type Collector struct {
 	hists    *ebpf.Map
 	counters *ebpf.Map
 	socks    *ebpf.Map
+	// The kernel's peer budget: admitted (process, peer) pairs and their
+	// count per process, forgotten with the process's series.
+	peerSet    *ebpf.Map
+	peerCounts *ebpf.Map
 
 	reg   metric.Registration
 	start time.Time // start of the cumulative histograms
@@ -155,34 +167,42 @@ func (c *Collector) Load(ctx context.Context) error {
 	if err := setBounds(spec); err != nil {
 		return err
 	}
+	if err := spec.Variables[tcpVarMaxPeersPerProcess].Set(uint32(c.cfg.MaxPeersPerProcess)); err != nil {
+		return fmt.Errorf("setting the peer budget: %w", err)
+	}
 	opts := c.deps.Attach
 	opts.MaxEntries = map[string]uint32{
-		tcpMapSocks:     c.cfg.MaxConnections,
-		tcpMapConnStats: c.cfg.MaxSeries,
+		tcpMapSocks:      c.cfg.MaxConnections,
+		tcpMapConnStats:  c.cfg.MaxSeries,
+		tcpMapConnHists:  c.cfg.MaxSeries,
+		tcpMapPeers:      c.cfg.MaxSeries,
+		tcpMapPeerCounts: c.cfg.MaxSeries,
 	}
 	c.loader, err = hook.NewLoader(Name, spec, opts, c.deps.Probes, c.deps.Hooks, c.log)
 	if err != nil {
 		return err
 	}
+	// Seeded before the hooks attach, so that the first bytes on a
+	// connection older than the agent already see its listener, and again
+	// after, so that no listen() falls in between.
+	c.seedListeners()
 	for _, h := range Hooks() {
 		if _, err := c.loader.Attach(h); err != nil {
-			if h.Name == "state" {
+			if h.Name == "state" || h.Name == "destroy" {
 				c.loader.Close()
 				return err
 			}
 			c.log.Warn("running degraded: a hook could not be attached", "hook", h.Name, "error", err)
 		}
 	}
-	// After the state hook is attached, so no listen() falls in between.
-	if n, err := seedListeners("/proc", c.loader.Map(tcpMapListeners)); err != nil {
-		c.log.Warn("could not read the sockets listening before start; their inbound connections count as unknown_service", "error", err)
-	} else {
-		c.log.Debug("seeded listening sockets", "count", n)
-	}
 	c.stats = c.loader.Map(tcpMapConnStats)
 	c.hists = c.loader.Map(tcpMapConnHists)
 	c.counters = c.loader.Map(tcpMapCounters)
 	c.socks = c.loader.Map(tcpMapSocks)
+	c.peerSet = c.loader.Map(tcpMapPeers)
+	c.peerCounts = c.loader.Map(tcpMapPeerCounts)
+	c.seedListeners()
+	c.recordExisting()
 	c.start = time.Now()
 	if err := c.instruments(); err != nil {
 		c.Close()
@@ -192,6 +212,52 @@ func (c *Collector) Load(ctx context.Context) error {
 		c.deps.Producers.Add(c)
 	}
 	return nil
+}
+
+func (c *Collector) seedListeners() {
+	if n, err := seedListeners("/proc", c.loader.Map(tcpMapListeners)); err != nil {
+		c.log.Warn("could not read the sockets listening before start; their inbound connections count as unknown_service", "error", err)
+	} else {
+		c.log.Debug("seeded listening sockets", "count", n)
+	}
+}
+
+// recordExisting runs the socket iterator once, so that connections opened
+// before the agent started keep the direction and server port of how they
+// were set up. Without it they are classed by their local port each time
+// they move bytes, which a close makes wrong.
+func (c *Collector) recordExisting() {
+	h := hook.Hook{Name: "existing", Links: []hook.Link{
+		// Iterators are BTF-typed tracing programs like tp_btf (5.8+).
+		{Mode: hook.ModeTPBTF, Programs: []hook.Program{{Name: tcpProgTcpExisting, Attach: runIterator}}},
+	}}
+	if _, err := c.loader.Attach(h); err != nil {
+		c.log.Warn("connections open before start are classed by their local port, not by how they were set up", "error", err)
+		return
+	}
+	k := c.kernelCounters()
+	c.log.Debug("recorded connections open before start", "count", k[tcpTcpCounterCOUNTER_EXISTING])
+}
+
+// runIterator attaches a socket iterator and runs it to the end: reading it
+// runs the program once per socket.
+func runIterator(p *ebpf.Program) (link.Link, error) {
+	it, err := link.AttachIter(link.IterOptions{Program: p})
+	if err != nil {
+		return nil, fmt.Errorf("attaching the socket iterator: %w", err)
+	}
+	r, err := it.Open()
+	if err != nil {
+		it.Close()
+		return nil, fmt.Errorf("opening the socket iterator: %w", err)
+	}
+	_, err = io.Copy(io.Discard, r)
+	r.Close()
+	if err != nil {
+		it.Close()
+		return nil, fmt.Errorf("running the socket iterator: %w", err)
+	}
+	return it, nil
 }
 
 // Run retires the series of exited processes until ctx ends. Everything
@@ -240,7 +306,7 @@ func (c *Collector) Close() error {
 // PipelineStats implements collectors.PipelineReporter from the kernel's
 // counters: what could not be recorded because a map was full.
 func (c *Collector) PipelineStats() []collectors.StageStats {
-	k := hook.SumCounters(c.counters, int(tcpTcpCounterCOUNTER_MAX))
+	k := c.kernelCounters()
 	return []collectors.StageStats{
 		{Stage: "hist_map", Produced: k[tcpTcpCounterCOUNTER_CLOSES] + k[tcpTcpCounterCOUNTER_DROP_HIST_FULL],
 			Delivered: k[tcpTcpCounterCOUNTER_CLOSES], Dropped: k[tcpTcpCounterCOUNTER_DROP_HIST_FULL]},
@@ -264,14 +330,21 @@ type seriesAttrs struct {
 // MaxPeersPerProcess.
 var otherPeer = [16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-// attrsFor returns the attributes of a kernel series. Series of one process
-// with more distinct peers than MaxPeersPerProcess share one set, with
+// attrsFor returns the attributes of a kernel series. The kernel folds a
+// process's peers beyond MaxPeersPerProcess into its otherPeer series; the
+// same budget here covers the few peers that CPUs admitting at the same
+// instant let past it. Folded series share one set, with
 // network.peer.address="_OTHER": several kernel series can map to the same
 // attributes, so callers sum by the returned pointer.
 func (c *Collector) attrsFor(k tcpConnKey) *seriesAttrs {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if a, ok := c.series[k]; ok {
+		return a
+	}
+	if k.Peer == otherPeer {
+		a := c.buildAttrs(k)
+		c.series[k] = a
 		return a
 	}
 	ps := c.peers[k.Tgid]
@@ -316,4 +389,9 @@ func (c *Collector) buildAttrs(k tcpConnKey) *seriesAttrs {
 		a.failed[i] = with(keyErrorType.String(failureNames[i]))
 	}
 	return a
+}
+
+// kernelCounters sums the kernel's counters over the CPUs.
+func (c *Collector) kernelCounters() []uint64 {
+	return hook.SumCounters(c.counters, int(tcpTcpCounterCOUNTER_MAX))
 }

@@ -68,6 +68,12 @@ type tcpListenerKey struct {
 	Pad   uint16
 }
 
+type tcpPeerKey struct {
+	_    structs.HostLayout
+	Peer [16]uint8
+	Tgid uint32
+}
+
 type tcpSockInfo struct {
 	_           structs.HostLayout
 	Key         tcpConnKey
@@ -84,7 +90,9 @@ const (
 	tcpTcpCounterCOUNTER_DROP_SOCKS_FULL     tcpTcpCounter = 2
 	tcpTcpCounterCOUNTER_DROP_STATS_FULL     tcpTcpCounter = 3
 	tcpTcpCounterCOUNTER_DROP_LISTENERS_FULL tcpTcpCounter = 4
-	tcpTcpCounterCOUNTER_MAX                 tcpTcpCounter = 5
+	tcpTcpCounterCOUNTER_PEERS_FOLDED        tcpTcpCounter = 5
+	tcpTcpCounterCOUNTER_EXISTING            tcpTcpCounter = 6
+	tcpTcpCounterCOUNTER_MAX                 tcpTcpCounter = 7
 )
 
 // Names of all BPF objects in the ELF.
@@ -95,8 +103,13 @@ const (
 	tcpMapConnStats            = "conn_stats"
 	tcpMapCounters             = "counters"
 	tcpMapListeners            = "listeners"
+	tcpMapPeerCounts           = "peer_counts"
+	tcpMapPeers                = "peers"
 	tcpMapSendmsgArgs          = "sendmsg_args"
 	tcpMapSocks                = "socks"
+	tcpProgTcpDestroyBtf       = "tcp_destroy_btf"
+	tcpProgTcpDestroyTp        = "tcp_destroy_tp"
+	tcpProgTcpExisting         = "tcp_existing"
 	tcpProgTcpRecvBtf          = "tcp_recv_btf"
 	tcpProgTcpRecvFentry       = "tcp_recv_fentry"
 	tcpProgTcpRecvKprobe       = "tcp_recv_kprobe"
@@ -115,6 +128,7 @@ const (
 	tcpProgTcpStateBtf         = "tcp_state_btf"
 	tcpProgTcpStateTp          = "tcp_state_tp"
 	tcpVarDurationBoundsNs     = "duration_bounds_ns"
+	tcpVarMaxPeersPerProcess   = "max_peers_per_process"
 	tcpVarRttBoundsUs          = "rtt_bounds_us"
 	tcpVarUnusedConnCounters   = "unused_conn_counters"
 	tcpVarUnusedConnHist       = "unused_conn_hist"
@@ -122,6 +136,7 @@ const (
 	tcpVarUnusedConnectFailure = "unused_connect_failure"
 	tcpVarUnusedDirection      = "unused_direction"
 	tcpVarUnusedListenerKey    = "unused_listener_key"
+	tcpVarUnusedPeerKey        = "unused_peer_key"
 	tcpVarUnusedTcpCounter     = "unused_tcp_counter"
 )
 
@@ -167,6 +182,9 @@ type tcpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpProgramSpecs struct {
+	TcpDestroyBtf       *ebpf.ProgramSpec `ebpf:"tcp_destroy_btf"`
+	TcpDestroyTp        *ebpf.ProgramSpec `ebpf:"tcp_destroy_tp"`
+	TcpExisting         *ebpf.ProgramSpec `ebpf:"tcp_existing"`
 	TcpRecvBtf          *ebpf.ProgramSpec `ebpf:"tcp_recv_btf"`
 	TcpRecvFentry       *ebpf.ProgramSpec `ebpf:"tcp_recv_fentry"`
 	TcpRecvKprobe       *ebpf.ProgramSpec `ebpf:"tcp_recv_kprobe"`
@@ -194,6 +212,8 @@ type tcpMapSpecs struct {
 	ConnStats   *ebpf.MapSpec `ebpf:"conn_stats"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
+	PeerCounts  *ebpf.MapSpec `ebpf:"peer_counts"`
+	Peers       *ebpf.MapSpec `ebpf:"peers"`
 	SendmsgArgs *ebpf.MapSpec `ebpf:"sendmsg_args"`
 	Socks       *ebpf.MapSpec `ebpf:"socks"`
 }
@@ -203,6 +223,7 @@ type tcpMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpVariableSpecs struct {
 	DurationBoundsNs     *ebpf.VariableSpec `ebpf:"duration_bounds_ns"`
+	MaxPeersPerProcess   *ebpf.VariableSpec `ebpf:"max_peers_per_process"`
 	RttBoundsUs          *ebpf.VariableSpec `ebpf:"rtt_bounds_us"`
 	UnusedConnCounters   *ebpf.VariableSpec `ebpf:"unused_conn_counters"`
 	UnusedConnHist       *ebpf.VariableSpec `ebpf:"unused_conn_hist"`
@@ -210,6 +231,7 @@ type tcpVariableSpecs struct {
 	UnusedConnectFailure *ebpf.VariableSpec `ebpf:"unused_connect_failure"`
 	UnusedDirection      *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedListenerKey    *ebpf.VariableSpec `ebpf:"unused_listener_key"`
+	UnusedPeerKey        *ebpf.VariableSpec `ebpf:"unused_peer_key"`
 	UnusedTcpCounter     *ebpf.VariableSpec `ebpf:"unused_tcp_counter"`
 }
 
@@ -237,6 +259,8 @@ type tcpMaps struct {
 	ConnStats   *ebpf.Map `ebpf:"conn_stats"`
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
+	PeerCounts  *ebpf.Map `ebpf:"peer_counts"`
+	Peers       *ebpf.Map `ebpf:"peers"`
 	SendmsgArgs *ebpf.Map `ebpf:"sendmsg_args"`
 	Socks       *ebpf.Map `ebpf:"socks"`
 }
@@ -247,6 +271,8 @@ func (m *tcpMaps) Close() error {
 		m.ConnStats,
 		m.Counters,
 		m.Listeners,
+		m.PeerCounts,
+		m.Peers,
 		m.SendmsgArgs,
 		m.Socks,
 	)
@@ -257,6 +283,7 @@ func (m *tcpMaps) Close() error {
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpVariables struct {
 	DurationBoundsNs     *ebpf.Variable `ebpf:"duration_bounds_ns"`
+	MaxPeersPerProcess   *ebpf.Variable `ebpf:"max_peers_per_process"`
 	RttBoundsUs          *ebpf.Variable `ebpf:"rtt_bounds_us"`
 	UnusedConnCounters   *ebpf.Variable `ebpf:"unused_conn_counters"`
 	UnusedConnHist       *ebpf.Variable `ebpf:"unused_conn_hist"`
@@ -264,6 +291,7 @@ type tcpVariables struct {
 	UnusedConnectFailure *ebpf.Variable `ebpf:"unused_connect_failure"`
 	UnusedDirection      *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedListenerKey    *ebpf.Variable `ebpf:"unused_listener_key"`
+	UnusedPeerKey        *ebpf.Variable `ebpf:"unused_peer_key"`
 	UnusedTcpCounter     *ebpf.Variable `ebpf:"unused_tcp_counter"`
 }
 
@@ -271,6 +299,9 @@ type tcpVariables struct {
 //
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpPrograms struct {
+	TcpDestroyBtf       *ebpf.Program `ebpf:"tcp_destroy_btf"`
+	TcpDestroyTp        *ebpf.Program `ebpf:"tcp_destroy_tp"`
+	TcpExisting         *ebpf.Program `ebpf:"tcp_existing"`
 	TcpRecvBtf          *ebpf.Program `ebpf:"tcp_recv_btf"`
 	TcpRecvFentry       *ebpf.Program `ebpf:"tcp_recv_fentry"`
 	TcpRecvKprobe       *ebpf.Program `ebpf:"tcp_recv_kprobe"`
@@ -292,6 +323,9 @@ type tcpPrograms struct {
 
 func (p *tcpPrograms) Close() error {
 	return _TcpClose(
+		p.TcpDestroyBtf,
+		p.TcpDestroyTp,
+		p.TcpExisting,
 		p.TcpRecvBtf,
 		p.TcpRecvFentry,
 		p.TcpRecvKprobe,
