@@ -1,15 +1,23 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/otelbee/otelbee/e2e/harness"
 )
@@ -129,4 +137,195 @@ func mustMetrics(t *testing.T, col *harness.Collector) []harness.ResourceMetrics
 	return rms
 }
 
-var _ = fmt.Sprintf
+// checkUniquePoints fails when one export request to the collector holds
+// two points of an HTTP metric with the same resource and attributes (a
+// backend keeps one of them and undercounts). It returns the number of
+// export requests it read.
+func checkUniquePoints(t *testing.T, col *harness.Collector) int {
+	t.Helper()
+	b, err := os.ReadFile(col.MetricsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var u pmetric.JSONUnmarshaler
+	n := 0
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		md, err := u.UnmarshalMetrics(line)
+		if err != nil {
+			continue // the line being written
+		}
+		n++
+		seen := map[string]bool{}
+		rms := md.ResourceMetrics()
+		for i := 0; i < rms.Len(); i++ {
+			rm := rms.At(i)
+			res := attrKey(rm.Resource().Attributes())
+			sms := rm.ScopeMetrics()
+			for j := 0; j < sms.Len(); j++ {
+				ms := sms.At(j).Metrics()
+				for k := 0; k < ms.Len(); k++ {
+					m := ms.At(k)
+					if !strings.HasPrefix(m.Name(), "http.") && !strings.HasPrefix(m.Name(), "otelbee.http.") {
+						continue
+					}
+					var keys []string
+					switch m.Type() {
+					case pmetric.MetricTypeHistogram:
+						for p := 0; p < m.Histogram().DataPoints().Len(); p++ {
+							keys = append(keys, attrKey(m.Histogram().DataPoints().At(p).Attributes()))
+						}
+					case pmetric.MetricTypeSum:
+						for p := 0; p < m.Sum().DataPoints().Len(); p++ {
+							keys = append(keys, attrKey(m.Sum().DataPoints().At(p).Attributes()))
+						}
+					}
+					for _, a := range keys {
+						k := res + " " + m.Name() + " " + a
+						if seen[k] {
+							t.Errorf("export %d: two points %s", n, k)
+						}
+						seen[k] = true
+					}
+				}
+			}
+		}
+	}
+	return n
+}
+
+func attrKey(m pcommon.Map) string {
+	var parts []string
+	m.Range(func(k string, v pcommon.Value) bool {
+		parts = append(parts, k+"="+v.AsString())
+		return true
+	})
+	sort.Strings(parts)
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+// TestHTTPUniquePointsAndErrorType: a Go client calling many paths of a Go
+// server whose service is past its route cap (http.max_routes 3), with OTLP
+// to the real OpenTelemetry Collector and a real Prometheus scraping the
+// agent. No export holds two points with the same attributes (the client's
+// series are not keyed by the path called); the route overflow counts the
+// server's requests past the cap, once; error.type is on the duration
+// metrics by the conventions: exact counts against the client's and the
+// server's own.
+func TestHTTPUniquePointsAndErrorType(t *testing.T) {
+	harness.RequireRoot(t)
+	col := harness.StartCollector(t)
+	cfg := filepath.Join(t.TempDir(), "otelbee.yaml")
+	os.WriteFile(cfg, []byte("http:\n  max_routes: 3\n"), 0o644)
+	agent := harness.StartAgent(t, []string{"OTEL_METRIC_EXPORT_INTERVAL=500", "OTEL_BSP_SCHEDULE_DELAY=200"},
+		"--collectors=http", "--config="+cfg, "--otlp.endpoint=http://"+col.HTTPEndpoint, "--otlp.protocol=http/protobuf")
+	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	srv, cl := "uniq-srv-"+sfx, "uniq-cl-"+sfx
+	addr, stop := goServer(t, srv)
+	// Routes in order: /hello, /fail, /pa kept; /pb, /pc, /users/{id} past the cap.
+	rep := parseHTTPReport(t, runClient(t, cl, buildTool(t, "./e2e/cmd/httpload"), "-url", "http://"+addr,
+		"-plan", "GET /hello*3,GET /fail*2,GET /pa*1,GET /pb*2,GET /pc*1,GET /users/1*2"))
+	srvRep := stop()
+	if rep.Errors != 0 || rep.Counts["GET 200"] != 5 || rep.Counts["GET 404"] != 4 || rep.Counts["GET 500"] != 2 {
+		t.Fatalf("client report %+v", rep)
+	}
+	t.Logf("server: %v", srvRep.Counts)
+
+	labels := []string{"http_response_status_code", "error_type"}
+	waitPromCounts(t, prom, "http_server_request_duration_seconds", srv, labels,
+		map[string]int{"200 ": 5, "404 ": 4, "500 500": 2})
+	waitPromCounts(t, prom, "http_client_request_duration_seconds", cl, labels,
+		map[string]int{"200 ": 5, "404 404": 4, "500 500": 2})
+	waitPromCounts(t, prom, "http_server_request_duration_seconds", srv, []string{"http_route"},
+		map[string]int{"/hello": 3, "/fail": 2, "/pa": 1, "_OTHER": 5})
+	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_route_overflow_total{service_name=%q})`, srv), 5)
+	if v, ok := promValue(t.Context(), prom, fmt.Sprintf(`count(otelbee_http_route_overflow_total{service_name=%q})`, cl)); ok {
+		t.Errorf("route overflow counted on the client's side too: %v series", v)
+	}
+
+	// The same through OTLP, and no export with two points alike.
+	for _, c := range []struct {
+		service, metric string
+		want            float64
+	}{{srv, "http.server.request.duration", 11}, {cl, "http.client.request.duration", 11}} {
+		col.WaitForMetric(t, c.metric, harness.Filter{Resource: map[string]string{"service.name": c.service}},
+			func(v float64) bool { return v == c.want }, 30*time.Second)
+	}
+	time.Sleep(1500 * time.Millisecond) // a few more exports
+	n := checkUniquePoints(t, col)
+	pts := harness.Latest(mustMetrics(t, col), "http.client.request.duration", harness.Filter{Resource: map[string]string{"service.name": cl}})
+	byErr := map[string]int{}
+	for _, sp := range pts {
+		byErr[sp.Point.Attributes["http.response.status_code"]+" "+sp.Point.Attributes["error.type"]] += int(sp.Total)
+	}
+	if want := map[string]int{"200 ": 5, "404 404": 4, "500 500": 2}; !mapsEqual(byErr, want) || len(pts) != 3 {
+		t.Errorf("client points in the collector: %d, by status and error.type %s; want 3, %s", len(pts), sorted(byErr), sorted(want))
+	}
+	t.Logf("%d export requests checked", n)
+}
+
+// TestHTTPSelfCountersPerService: 20 short-lived curl processes whose
+// requests all complete leave no otelbee_http_* series at all; 5 curl
+// processes that give up on a server that never answers leave one
+// incomplete-requests series for their service (5) and one target_info,
+// not one per process (and no zero-valued series for the other reasons).
+func TestHTTPSelfCountersPerService(t *testing.T) {
+	harness.RequireRoot(t)
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("skipping: curl not installed")
+	}
+	agent := harness.StartAgent(t, nil, "--collectors=http")
+	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	okSvc, hangSvc := "curl-ok-"+sfx, "curl-hang-"+sfx
+	addr, stop := goServer(t, "selfc-srv-"+sfx)
+	defer stop()
+	for range 20 {
+		curlCounts(t, okSvc, nil, "http://"+addr+"/hello")
+	}
+	// A server that reads requests and never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go io.Copy(io.Discard, c)
+		}
+	}()
+	for range 5 {
+		cmd := exec.Command("curl", "-s", "--max-time", "0.5", "-o", "/dev/null", "http://"+ln.Addr().String()+"/slow")
+		cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+hangSvc)
+		if err := cmd.Run(); err == nil {
+			t.Fatal("curl got an answer from a server that never answers")
+		}
+	}
+	waitPromCounts(t, prom, "http_client_request_duration_seconds", okSvc, []string{"http_request_method"}, map[string]int{"GET": 20})
+	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_requests_incomplete_total{service_name=%q})`, hangSvc), 5)
+	time.Sleep(2 * time.Second) // more scrapes
+	q := func(expr string) []harness.Sample {
+		ss, err := prom.Query(t.Context(), expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ss
+	}
+	if ss := q(fmt.Sprintf(`{__name__=~"otelbee_http_.+",service_name=%q}`, okSvc)); len(ss) != 0 {
+		t.Errorf("%d otelbee_http_* series for a service that lost nothing: %v", len(ss), ss)
+	}
+	ss := q(fmt.Sprintf(`{__name__=~"otelbee_http_.+",service_name=%q}`, hangSvc))
+	if len(ss) != 1 || ss[0].Labels["__name__"] != "otelbee_http_requests_incomplete_total" || ss[0].Value != 5 {
+		t.Errorf("otelbee_http_* series of the service with 5 incomplete requests: %v; want one, 5", ss)
+	}
+	if ss := q(fmt.Sprintf(`target_info{service_name=%q}`, hangSvc)); len(ss) != 1 {
+		t.Errorf("%d target_info series for the service of 5 processes with nothing but a drop counter: %v", len(ss), ss)
+	}
+}

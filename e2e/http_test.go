@@ -432,8 +432,8 @@ func TestHTTPGroundTruth(t *testing.T) {
 		t.Errorf("non-HTTP connections counted: %v, want at least the random-bytes one", v)
 	}
 	// The half request is nginx's one incomplete request (its counters
-	// carry its identity).
-	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_requests_incomplete_total{%s})`, ng.Service), 1)
+	// carry its service).
+	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_requests_incomplete_total{service_name=%q})`, ng.ServiceName), 1)
 	if exited, _ := agent.Exited(); exited {
 		t.Fatalf("agent exited:\n%s", agent.LogTail(40))
 	}

@@ -138,6 +138,7 @@ type Collector struct {
 
 	statsMu sync.Mutex
 	procs   map[uint32]*procStats // per process: drops, incomplete, malformed
+	svcs    map[string]*svcStats  // their sums per service, reported (procstats.go)
 
 	received       atomic.Uint64
 	malformed      atomic.Uint64

@@ -43,18 +43,28 @@ const (
 	keyRespBodySize  = attribute.Key("http.response.body.size")
 )
 
-// seriesKey names one metric series. Route and address strings are interned
-// (route table, netip), so the key compares cheaply and a lookup allocates
-// nothing.
+// seriesKey names one metric series: exactly the attributes its points
+// carry, so two series never export points with the same attributes. Route
+// and address strings are interned (route table, netip), so the key
+// compares cheaply and a lookup allocates nothing.
 type seriesKey struct {
 	tgid   uint32
 	server bool
 	method Method
-	minor  uint8
+	minor  uint8 // 0 or 1: network.protocol.version 1.0 or 1.1
 	status uint16
-	route  string     // server
+	route  string     // server only: http.route is no client attribute
 	peer   netip.Addr // client
 	port   uint16     // client: server port
+}
+
+// versionMinor is the minor version a series is keyed by: the one
+// network.protocol.version shows.
+func versionMinor(m uint8) uint8 {
+	if m == 0 {
+		return 0
+	}
+	return 1
 }
 
 // series is one attribute set's histograms, aggregated here and handed to
@@ -65,7 +75,8 @@ type series struct {
 	key        seriesKey
 	hists      *histograms // this series' own, or its side's overflow histograms
 	overflowed bool        // hists are the overflow histograms
-	name       string      // span name
+	name       string      // span name (client: of the last route, nameRoute)
+	nameRoute  string
 	attrs      []attribute.KeyValue
 	errSet     bool // span status error
 }
@@ -111,7 +122,7 @@ func (c *Collector) selfInstruments() error {
 		return err
 	}
 	overflow, err := m.Int64ObservableCounter("otelbee.http.route.overflow", metric.WithUnit("{request}"),
-		metric.WithDescription("Requests whose http.route became _OTHER because their service reached http.max_routes."))
+		metric.WithDescription("Server requests whose http.route became _OTHER because their service reached http.max_routes, per service."))
 	if err != nil {
 		return err
 	}
@@ -121,7 +132,7 @@ func (c *Collector) selfInstruments() error {
 		return err
 	}
 	spansDropped, err := m.Int64ObservableCounter("otelbee.http.spans.dropped", metric.WithUnit("{span}"),
-		metric.WithDescription("Spans not created because the span queue was full (their metrics are recorded)."))
+		metric.WithDescription("Spans not created because the span queue was full (their metrics are recorded), per service."))
 	if err != nil {
 		return err
 	}
@@ -131,12 +142,11 @@ func (c *Collector) selfInstruments() error {
 	rNotHTTP, rFiltered := reason("not_http"), reason("filtered")
 	c.reg, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		k := hook.SumCounters(c.counters, int(httpHttpCounterHC_MAX))
-		c.observeProcs(o, dropped, incomplete, malformed)
+		// per service, in the order of the c* constants (procstats.go)
+		c.observeProcs(o, dropped, dropped, dropped, incomplete, malformed, overflow, spansDropped)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_NOT_HTTP]), rNotHTTP)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_FILTERED]), rFiltered)
 		o.ObserveInt64(observed, int64(k[httpHttpCounterHC_CONNS_HTTP]))
-		o.ObserveInt64(overflow, int64(c.routeOverflow.Load()))
-		o.ObserveInt64(spansDropped, int64(c.spanDrops.Load()))
 		o.ObserveInt64(seriesOverflow, int64(c.seriesOverflow.Load()))
 		return nil
 	}, dropped, incomplete, malformed, ignored, observed, overflow, spansDropped, seriesOverflow)
@@ -152,7 +162,7 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		tgid:   st.key.tgid,
 		server: st.server,
 		method: ex.Method,
-		minor:  ex.Minor,
+		minor:  versionMinor(ex.Minor),
 		status: uint16(ex.Status),
 	}
 	if st.server {
@@ -160,7 +170,6 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 	} else {
 		k.peer = st.peer
 		k.port = st.peerPort
-		k.route = route // the span name of a client call
 	}
 	if s, ok := c.series[k]; ok {
 		return s
@@ -193,12 +202,14 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		s.errSet = k.status >= 400
 	}
 	if s.errSet {
-		span = append(span, keyErrorType.String(strconv.Itoa(int(k.status))))
+		// Conditionally required on the duration metrics as on spans.
+		et := keyErrorType.String(strconv.Itoa(int(k.status)))
+		kv = append(kv, et)
+		span = append(span, et)
 	}
 	s.attrs = span
-	s.name = k.method.String() + " " + route
-	if k.method == MethodOther {
-		s.name = "HTTP " + route
+	if k.server {
+		s.name = c.routes.SpanName(k.method, route)
 	}
 	if len(c.series) >= c.cfg.MaxSeries {
 		// Not kept: its requests go to the side's overflow histograms, its
@@ -237,22 +248,32 @@ func (c *Collector) onExchange(ex *Exchange) {
 	if st.lastLen == len(ex.Path) && string(st.lastPath[:st.lastLen]) == string(ex.Path) {
 		route = st.lastRoute
 	} else {
-		route = c.routes.Route(st.svc, ex.Path)
+		route = c.routes.RouteSide(st.svc, !st.server, ex.Path)
 		st.lastLen = copy(st.lastPath[:], ex.Path)
 		st.lastRoute = route
 	}
-	if route == OverflowRoute {
-		c.routeOverflow.Add(1)
+	if route == OverflowRoute && st.server && st.stats != nil {
+		// Counted once, where http.route is an attribute: a client's
+		// routes only name its spans.
+		st.stats.routeOverflow.Add(1)
 	}
 	s := st.lastSeries
-	if s == nil || s.key.method != ex.Method || s.key.minor != ex.Minor || s.key.status != uint16(ex.Status) || s.key.route != route {
+	if s == nil || s.key.method != ex.Method || s.key.minor != versionMinor(ex.Minor) || s.key.status != uint16(ex.Status) || (st.server && s.key.route != route) {
 		s = c.seriesFor(st, ex, route)
 		st.lastSeries = s
 	}
 	c.recorded.Add(1)
 	var sc trace.SpanContext
 	if c.spans != nil {
-		_, span := c.startSpan(context.Background(), s, ex)
+		name := s.name
+		if !s.key.server {
+			// A client series holds calls to every path of its server.
+			if s.nameRoute != route || s.name == "" {
+				s.name, s.nameRoute = c.routes.SpanName(s.key.method, route), route
+			}
+			name = s.name
+		}
+		_, span := c.startSpan(context.Background(), s, name, ex)
 		if span.IsRecording() {
 			sc = span.SpanContext()
 			rec := spanRecord{span: span, s: s, end: ex.End, reqBody: ex.ReqBody, respBody: ex.RespBody,
@@ -264,6 +285,9 @@ func (c *Collector) onExchange(ex *Exchange) {
 			default:
 				// Never ended, so never exported.
 				c.spanDrops.Add(1)
+				if st.stats != nil {
+					st.stats.spanDrops.Add(1)
+				}
 			}
 		}
 	}
@@ -272,7 +296,7 @@ func (c *Collector) onExchange(ex *Exchange) {
 
 // startSpan starts the span of ex if it is to be sampled, else returns a
 // non-recording span without asking the SDK (see package sampling).
-func (c *Collector) startSpan(ctx context.Context, s *series, ex *Exchange) (context.Context, trace.Span) {
+func (c *Collector) startSpan(ctx context.Context, s *series, name string, ex *Exchange) (context.Context, trace.Span) {
 	kind := trace.SpanKindClient
 	if s.key.server {
 		kind = trace.SpanKindServer
@@ -286,11 +310,11 @@ func (c *Collector) startSpan(ctx context.Context, s *series, ex *Exchange) (con
 			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
 		}
 	}
-	ctx, sampled := sampling.Decide(c.deps.Sampler, ctx, s.name, kind)
+	ctx, sampled := sampling.Decide(c.deps.Sampler, ctx, name, kind)
 	if !sampled {
 		return ctx, trace.SpanFromContext(context.Background())
 	}
-	return c.tracer.Start(ctx, s.name, trace.WithSpanKind(kind), trace.WithTimestamp(c.wall(ex.Start)))
+	return c.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithTimestamp(c.wall(ex.Start)))
 }
 
 // record adds one exchange to its series. durNs is from kernel timestamps;

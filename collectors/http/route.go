@@ -1,6 +1,7 @@
 package httpc
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -21,18 +22,11 @@ import (
 type Routes struct {
 	patterns [][]string
 	max      int
-	bySvc    map[routeScope]*routeSet
+	bySvc    map[string]*[2]routeSet // [server, client]
 	scratch  []byte
 	clean    []byte
+	names    map[spanNameKey]string
 	Overflow uint64
-}
-
-// routeScope is whose cap a route counts against: a service's server routes
-// and the paths it calls as a client are capped apart, so calls to other
-// servers cannot use up the routes of its own.
-type routeScope struct {
-	service string
-	client  bool
 }
 
 // OverflowRoute is the http.route of requests past a service's route cap.
@@ -44,7 +38,7 @@ type routeSet struct {
 
 // NewRoutes validates the patterns.
 func NewRoutes(patterns []string, max int) (*Routes, error) {
-	r := &Routes{max: max, bySvc: map[routeScope]*routeSet{},
+	r := &Routes{max: max, bySvc: map[string]*[2]routeSet{},
 		scratch: make([]byte, 0, maxPath+64), clean: make([]byte, 0, maxPath+16)}
 	for _, p := range patterns {
 		if err := validatePattern(p); err != nil {
@@ -90,11 +84,16 @@ func (r *Routes) RouteSide(service string, client bool, path []byte) string {
 		b = Fold(b, path)
 	}
 	r.scratch = b
-	scope := routeScope{service: service, client: client}
-	set := r.bySvc[scope]
-	if set == nil {
-		set = &routeSet{routes: map[string]string{}}
-		r.bySvc[scope] = set
+	// A service's server routes and the paths it calls as a client are
+	// capped apart, so calls to other servers cannot use up its own routes.
+	sides := r.bySvc[service]
+	if sides == nil {
+		sides = &[2]routeSet{{routes: map[string]string{}}, {routes: map[string]string{}}}
+		r.bySvc[service] = sides
+	}
+	set := &sides[0]
+	if client {
+		set = &sides[1]
 	}
 	if s, ok := set.routes[string(b)]; ok {
 		return s
@@ -181,14 +180,14 @@ func indexByte(b []byte, c byte) int {
 func CleanPath(b, path []byte) []byte {
 	start := len(b)
 	for len(path) > 0 {
-		i := indexByte(path, ';')
+		i := bytes.IndexByte(path, ';')
 		if i < 0 {
 			b = append(b, path...)
 			break
 		}
 		b = append(b, path[:i]...)
 		path = path[i:]
-		j := indexByte(path, '/')
+		j := bytes.IndexByte(path, '/')
 		if j < 0 {
 			break
 		}
@@ -290,4 +289,28 @@ func isUUID(s []byte) bool {
 		}
 	}
 	return true
+}
+
+// spanNameKey names one span name: method and route.
+type spanNameKey struct {
+	method Method
+	route  string
+}
+
+// spanName is "METHOD route" ("HTTP route" for _OTHER methods), interned:
+// bounded by the route caps, allocated once per method and route.
+func (r *Routes) SpanName(m Method, route string) string {
+	k := spanNameKey{m, route}
+	if n, ok := r.names[k]; ok {
+		return n
+	}
+	n := m.String() + " " + route
+	if m == MethodOther {
+		n = "HTTP " + route
+	}
+	if r.names == nil {
+		r.names = map[spanNameKey]string{}
+	}
+	r.names[k] = n
+	return n
 }

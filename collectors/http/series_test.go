@@ -1,0 +1,198 @@
+package httpc
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+)
+
+// uniquePoints fails when one collection holds two points of a metric with
+// the same attributes (a backend keeps one of them and undercounts), and
+// returns every metric's points by their attributes, with their counts.
+func uniquePoints(tb testing.TB, reader *sdkmetric.ManualReader) map[string]map[string]uint64 {
+	tb.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(tb.Context(), &rm); err != nil {
+		tb.Fatal(err)
+	}
+	out := map[string]map[string]uint64{}
+	add := func(name string, set attribute.Set, n uint64) {
+		if out[name] == nil {
+			out[name] = map[string]uint64{}
+		}
+		k := attrString(set)
+		if _, dup := out[name][k]; dup {
+			tb.Errorf("%s: two points with attributes %s", name, k)
+		}
+		out[name][k] = n
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					add(m.Name, p.Attributes, p.Count)
+				}
+			case metricdata.Histogram[int64]:
+				for _, p := range d.DataPoints {
+					add(m.Name, p.Attributes, p.Count)
+				}
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					add(m.Name, p.Attributes, uint64(p.Value))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// attrString renders the attributes that are not the process identity.
+func attrString(set attribute.Set) string {
+	var parts []string
+	for _, kv := range set.ToSlice() {
+		switch kv.Key {
+		case "service.name", "service.namespace", "service.instance.id", "process.pid", "process.executable.name", "container.id":
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s=%s", kv.Key, kv.Value.Emit()))
+	}
+	sort.Strings(parts)
+	return fmt.Sprint(parts)
+}
+
+// TestClientSeriesUniqueByAttributes: a client calling many paths of one
+// server makes one point per attribute set, not one per route (the route is
+// not a client attribute); HTTP/1.x minor versions beyond 1 share 1.1's.
+func TestClientSeriesUniqueByAttributes(t *testing.T) {
+	c, reader := unitCollector(t, sdktrace.NeverSample())
+	c.cur.server = false
+	c.cur.peer = netip.MustParseAddr("10.0.0.1")
+	c.cur.peerPort = 8080
+	for i := range 50 {
+		ex := &Exchange{Method: MethodGet, Status: 200, Minor: 1, Path: fmt.Appendf(nil, "/page%c", 'a'+i%26), Start: 1, End: 2}
+		if i%10 == 0 {
+			ex.Minor = 2 // HTTP/1.2 is exported as 1.1 as well
+		}
+		c.onExchange(ex)
+	}
+	pts := uniquePoints(t, reader)
+	dur := pts["http.client.request.duration"]
+	want := "[http.request.method=GET http.response.status_code=200 network.protocol.version=1.1 server.address=10.0.0.1 server.port=8080 url.scheme=http]"
+	if len(dur) != 1 || dur[want] != 50 {
+		t.Fatalf("client duration points %v, want one point %s with 50", dur, want)
+	}
+	for _, m := range []string{"http.client.request.body.size", "http.client.response.body.size"} {
+		if len(pts[m]) != 1 || pts[m][want] != 50 {
+			t.Errorf("%s points %v", m, pts[m])
+		}
+	}
+}
+
+// TestRouteOverflowCountedOnce: a client and a server past their route cap
+// on one request each: the route overflow counter counts the server's
+// requests (http.route is a server attribute), once.
+func TestRouteOverflowCountedOnce(t *testing.T) {
+	c, reader := unitCollector(t, sdktrace.NeverSample())
+	if err := c.selfInstruments(); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if c.routes, err = NewRoutes(nil, 2); err != nil {
+		t.Fatal(err)
+	}
+	server := c.cur
+	client := c.newConn(connKey{tgid: 1, fd: 4, start: 1})
+	server.stats = c.statsFor(1)
+	client.peer, client.peerPort, client.svc, client.stats, client.lastLen = netip.MustParseAddr("127.0.0.1"), 80, "/unit", server.stats, -1
+	for i := range 10 {
+		ex := &Exchange{Method: MethodGet, Status: 200, Minor: 1, Path: fmt.Appendf(nil, "/r%c", 'a'+i), Start: 1, End: 2}
+		for _, st := range []*connState{server, client} {
+			c.cur = st
+			c.onExchange(ex)
+		}
+	}
+	c.cur = server
+	pts := uniquePoints(t, reader)
+	if got := pts["otelbee.http.route.overflow"]["[]"]; got != 8 {
+		t.Fatalf("route overflow %d for 8 server requests past the cap of 2 (and 8 client ones): %v", got, pts["otelbee.http.route.overflow"])
+	}
+	var n uint64
+	for k, v := range pts["http.server.request.duration"] {
+		n += v
+		t.Log(k, v)
+	}
+	if n != 10 || len(pts["http.server.request.duration"]) != 3 {
+		t.Fatalf("server points %v, want 3 routes holding 10", pts["http.server.request.duration"])
+	}
+}
+
+// TestErrorTypeOnDurations: error.type is on the duration metrics, as the
+// conventions require: the status code for server 5xx and client 4xx/5xx,
+// nothing for other statuses.
+func TestErrorTypeOnDurations(t *testing.T) {
+	c, reader := unitCollector(t, sdktrace.NeverSample())
+	for _, server := range []bool{true, false} {
+		c.cur.server = server
+		c.cur.lastSeries = nil
+		for _, st := range []int{200, 404, 404, 500, 503, 503, 503} {
+			c.onExchange(&Exchange{Method: MethodGet, Status: st, Minor: 1, Path: []byte("/x"), Start: 1, End: 2})
+		}
+	}
+	pts := uniquePoints(t, reader)
+	count := func(metric string) map[string]uint64 {
+		out := map[string]uint64{}
+		for _, dp := range pointsOf(t, reader, metric) {
+			st, _ := dp.Attributes.Value(keyStatus)
+			et, _ := dp.Attributes.Value(keyErrorType)
+			out[fmt.Sprintf("%d %s", st.AsInt64(), et.Emit())] += dp.Count
+		}
+		return out
+	}
+	_ = pts
+	for metric, want := range map[string]map[string]uint64{
+		"http.server.request.duration": {"200 ": 1, "404 ": 2, "500 500": 1, "503 503": 3},
+		"http.client.request.duration": {"200 ": 1, "404 404": 2, "500 500": 1, "503 503": 3},
+	} {
+		if got := count(metric); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s by status and error.type: %v, want %v", metric, got, want)
+		}
+	}
+}
+
+func pointsOf(tb testing.TB, reader *sdkmetric.ManualReader, name string) []metricdata.HistogramDataPoint[float64] {
+	tb.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(tb.Context(), &rm); err != nil {
+		tb.Fatal(err)
+	}
+	var out []metricdata.HistogramDataPoint[float64]
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if h, ok := m.Data.(metricdata.Histogram[float64]); ok && m.Name == name {
+				out = append(out, h.DataPoints...)
+			}
+		}
+	}
+	return out
+}
+
+func collect(tb testing.TB, reader any) metricdata.ResourceMetrics {
+	tb.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.(*sdkmetric.ManualReader).Collect(tb.Context(), &rm); err != nil {
+		tb.Fatal(err)
+	}
+	return rm
+}
+
+func sumInt64(d metricdata.Aggregation) (metricdata.Sum[int64], bool) {
+	s, ok := d.(metricdata.Sum[int64])
+	return s, ok
+}
