@@ -174,7 +174,6 @@ func (c *Collector) Load(ctx context.Context) error {
 	opts.MaxEntries = map[string]uint32{
 		tcpMapSocks:      c.cfg.MaxConnections,
 		tcpMapConnStats:  c.cfg.MaxSeries,
-		tcpMapConnHists:  c.cfg.MaxSeries,
 		tcpMapPeers:      c.cfg.MaxSeries,
 		tcpMapPeerCounts: c.cfg.MaxSeries,
 	}
