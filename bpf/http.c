@@ -32,6 +32,7 @@ enum http_event_type {
 enum http_role {
 	ROLE_SERVER = 1,
 	ROLE_CLIENT = 2,
+	ROLE_SELF = 3, // a client connection of an otelbee process: never parsed, its end in self_ends
 };
 
 enum http_dir {
@@ -56,12 +57,14 @@ enum http_counter {
 	HC_CONNS_FILTERED = 7,
 	HC_DROP_ARGS_FULL = 8,
 	HC_START_REFUNDS = 9, // dropped request starts whose connection closed unanswered
-	HC_MAX = 10,
+	HC_CONNS_SELF = 10,   // connections of otelbee processes, or whose peer is one
+	HC_MAX = 11,
 };
 
 enum filter_action {
 	FILTER_INCLUDE = 1,
 	FILTER_EXCLUDE = 2,
+	FILTER_SELF = 3, // an otelbee executable (filter_comm): its traffic is the agents' own
 };
 
 // Set by user space before loading.
@@ -243,6 +246,39 @@ struct {
 	__type(value, __u8);
 } filter_cgroup SEC(".maps");
 
+// ---- the agents' own traffic
+//
+// No otelbee process's connection is tracked (the agent itself by tgid,
+// other agents on the host by their executable name in filter_comm as
+// FILTER_SELF), and the local end (address, port) of each of their client
+// connections is remembered here until its close, so the server side of
+// those connections (a local OpenTelemetry Collector receiving an agent's
+// export) is left out too. The server side is matched when its first request
+// is read: the client's connect has returned by then (it wrote the request),
+// while at accept it may not have.
+struct self_end {
+	__u8 addr[16];
+	__u16 port;
+	__u16 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct self_end);
+	__type(value, __u8);
+} self_ends SEC(".maps");
+
+static __always_inline int is_self(void)
+{
+	if (self_tgid && current_tgid() == self_tgid)
+		return 1;
+	struct comm_key ck = {};
+	bpf_get_current_comm(ck.comm, sizeof(ck.comm));
+	__u8 *a = bpf_map_lookup_elem(&filter_comm, &ck);
+	return a && *a == FILTER_SELF;
+}
+
 // Wake the reader only once a batch has piled up: a wakeup per record costs
 // user space far more than the record itself. The reader also polls on a
 // short deadline, so a lone record waits at most that long.
@@ -322,10 +358,14 @@ static __always_inline void sock_local_addr(const struct sock *sk, __u16 family,
 	bpf_core_read(local, 16, &sk->__sk_common.skc_v6_rcv_saddr);
 }
 
+static __always_inline void track_self(__u32 fd, __u8 role);
+
 static __always_inline void track(__u32 fd, __u8 role)
 {
-	if (self_tgid && current_tgid() == self_tgid)
+	if (is_self()) {
+		track_self(fd, role);
 		return;
+	}
 	struct sock *sk = sock_from_fd(fd);
 	if (!sk)
 		return;
@@ -354,6 +394,43 @@ static __always_inline void track(__u32 fd, __u8 role)
 		return;
 	}
 	bump(&counters, HC_CONNS_TRACKED);
+}
+
+// track_self remembers the local end of an otelbee process's client
+// connection, in self_ends and in a never-parsed conns entry whose close
+// forgets it.
+static __always_inline void track_self(__u32 fd, __u8 role)
+{
+	bump(&counters, HC_CONNS_SELF);
+	if (role != ROLE_CLIENT)
+		return;
+	struct sock *sk = sock_from_fd(fd);
+	if (!sk)
+		return;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	struct conn_info ci = {};
+	ci.family = family;
+	ci.role = ROLE_SELF;
+	ci.state = STATE_NOT_HTTP;
+	ci.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	sock_local_addr(sk, family, ci.local);
+	struct self_end e = { .port = ci.local_port };
+	__builtin_memcpy(e.addr, ci.local, 16);
+	__u8 one = 1;
+	bpf_map_update_elem(&self_ends, &e, &one, BPF_ANY);
+	__u64 key = conn_key(fd);
+	bpf_map_update_elem(&conns, &key, &ci, BPF_ANY);
+}
+
+// peer_is_self reports whether a server connection's peer is the client end
+// of an otelbee process's connection.
+static __always_inline int peer_is_self(const struct conn_info *ci)
+{
+	struct self_end e = { .port = ci->peer_port };
+	__builtin_memcpy(e.addr, ci->peer, 16);
+	return bpf_map_lookup_elem(&self_ends, &e) != 0;
 }
 
 // ---- accept / connect / close
@@ -451,6 +528,11 @@ int http_close_enter(struct trace_event_raw_sys_enter *ctx)
 	}
 	if (ci->state == STATE_HTTP)
 		emit_conn_event(EVENT_CLOSE, fd, ci);
+	if (ci->role == ROLE_SELF) {
+		struct self_end e = { .port = ci->local_port };
+		__builtin_memcpy(e.addr, ci->local, 16);
+		bpf_map_delete_elem(&self_ends, &e);
+	}
 	bpf_map_delete_elem(&conns, &key);
 	return 0;
 }
@@ -575,6 +657,11 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 	if (request_dir)
 		starts = is_request_start(ev->data, captured);
 	if (ci->state == STATE_UNKNOWN) {
+		if (ci->role == ROLE_SERVER && peer_is_self(ci)) {
+			ci->state = STATE_NOT_HTTP;
+			bump(&counters, HC_CONNS_SELF);
+			return;
+		}
 		if (!starts) {
 			// The peer spoke first, or what flows is no HTTP/1.x request.
 			ci->state = STATE_NOT_HTTP;

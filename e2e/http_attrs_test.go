@@ -6,9 +6,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -328,4 +330,95 @@ func TestHTTPSelfCountersPerService(t *testing.T) {
 	if ss := q(fmt.Sprintf(`target_info{service_name=%q}`, hangSvc)); len(ss) != 1 {
 		t.Errorf("%d target_info series for the service of 5 processes with nothing but a drop counter: %v", len(ss), ss)
 	}
+}
+
+// TestHTTPAgentsOwnExportLeftOut: an agent with the HTTP collector
+// exporting OTLP/HTTP to the real OpenTelemetry Collector on this host, and
+// a second otelbee exporting to the same collector. Neither agent's export
+// shows up as client calls, the collector's server side of those requests
+// is not recorded, while curl's requests to a Go server on the same host
+// are recorded exactly.
+func TestHTTPAgentsOwnExportLeftOut(t *testing.T) {
+	harness.RequireRoot(t)
+	col := harness.StartCollector(t)
+	env := []string{"OTEL_METRIC_EXPORT_INTERVAL=300", "OTEL_BSP_SCHEDULE_DELAY=100"}
+	otlp := []string{"--otlp.endpoint=http://" + col.HTTPEndpoint, "--otlp.protocol=http/protobuf"}
+	a := harness.StartAgent(t, env, append([]string{"--collectors=http"}, otlp...)...)
+	b := harness.StartAgent(t, env, append([]string{"--collectors=tcp"}, otlp...)...)
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	srv, cl := "own-srv-"+sfx, "own-curl-"+sfx
+	addr, stop := goServer(t, srv)
+	want := curlCounts(t, cl, nil, "http://"+addr+"/hello", "http://"+addr+"/hello", "http://"+addr+"/nope")
+	rep := stop()
+	if want["GET 200"] != 2 || want["GET 404"] != 1 || rep.Counts["GET 200 /hello"] != 2 {
+		t.Fatalf("curl %v, server %v", want, rep.Counts)
+	}
+	col.WaitForMetric(t, "http.server.request.duration", harness.Filter{Resource: map[string]string{"service.name": srv}},
+		func(v float64) bool { return v == 3 }, 30*time.Second)
+	col.WaitForMetric(t, "http.client.request.duration", harness.Filter{Resource: map[string]string{"service.name": cl}},
+		func(v float64) bool { return v == 3 }, 30*time.Second)
+	col.WaitForSpans(t, func(ss []harness.Span) bool { return len(serverSpans(ss, srv)) == 3 }, 30*time.Second)
+	// Both agents have exported many times by now (every 300 ms).
+	time.Sleep(2 * time.Second)
+
+	own := map[string]string{
+		strconv.Itoa(col.Process.Pid()): "the collector",
+		strconv.Itoa(a.Process.Pid()):   "the agent",
+		strconv.Itoa(b.Process.Pid()):   "the second agent",
+	}
+	series := map[string]int{}
+	for _, rm := range mustMetrics(t, col) {
+		who, ok := own[rm.Resource["process.pid"]]
+		if !ok {
+			continue
+		}
+		for _, m := range rm.Metrics {
+			if strings.HasPrefix(m.Name, "http.") {
+				series[who+" "+m.Name] += len(m.Points)
+			}
+		}
+	}
+	spans, err := col.Spans()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range spans {
+		if who, ok := own[s.Resource["process.pid"]]; ok {
+			series[who+" span "+s.Kind]++
+		}
+	}
+	if len(series) != 0 {
+		t.Errorf("the agents' export connections were recorded: %v", series)
+	}
+	for _, c := range []struct {
+		service, metric string
+		want            map[string]int
+	}{
+		{srv, "http.server.request.duration", map[string]int{"200": 2, "404": 1}},
+		{cl, "http.client.request.duration", map[string]int{"200": 2, "404": 1}},
+	} {
+		got := map[string]int{}
+		for _, sp := range harness.Latest(mustMetrics(t, col), c.metric, harness.Filter{Resource: map[string]string{"service.name": c.service}}) {
+			got[sp.Point.Attributes["http.response.status_code"]] += int(sp.Total)
+		}
+		if !mapsEqual(got, c.want) {
+			t.Errorf("%s of %s: %v, want %v", c.metric, c.service, got, c.want)
+		}
+	}
+	// The agent counts what it left out.
+	resp, err := http.Get(a.MetricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`otelbee_http_connections_ignored_total\{[^}]*reason="self"[^}]*\} (\d+)`).FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("no otelbee_http_connections_ignored_total{reason=\"self\"} on /metrics")
+	}
+	// at least: both agents' connections to the collector, both ends
+	if n, _ := strconv.Atoi(string(m[1])); n < 4 {
+		t.Errorf("connections ignored as self: %d, want both ends of each agent's export connections", n)
+	}
+	t.Logf("connections ignored as self: %s", m[1])
 }

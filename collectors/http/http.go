@@ -227,6 +227,10 @@ func (c *Collector) Load(ctx context.Context) error {
 		c.loader.Close()
 		return err
 	}
+	if err := c.fillSelf(); err != nil { // self.go
+		c.loader.Close()
+		return err
+	}
 	for _, h := range Hooks() {
 		if _, err := c.loader.Attach(h); err != nil {
 			if requiredHooks[h.Name] {

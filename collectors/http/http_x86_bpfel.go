@@ -84,6 +84,7 @@ type httpFilterAction uint32
 const (
 	httpFilterActionFILTER_INCLUDE httpFilterAction = 1
 	httpFilterActionFILTER_EXCLUDE httpFilterAction = 2
+	httpFilterActionFILTER_SELF    httpFilterAction = 3
 )
 
 type httpHttpCounter uint32
@@ -99,7 +100,8 @@ const (
 	httpHttpCounterHC_CONNS_FILTERED      httpHttpCounter = 7
 	httpHttpCounterHC_DROP_ARGS_FULL      httpHttpCounter = 8
 	httpHttpCounterHC_START_REFUNDS       httpHttpCounter = 9
-	httpHttpCounterHC_MAX                 httpHttpCounter = 10
+	httpHttpCounterHC_CONNS_SELF          httpHttpCounter = 10
+	httpHttpCounterHC_MAX                 httpHttpCounter = 11
 )
 
 type httpHttpEventType uint32
@@ -115,7 +117,15 @@ type httpHttpRole uint32
 const (
 	httpHttpRoleROLE_SERVER httpHttpRole = 1
 	httpHttpRoleROLE_CLIENT httpHttpRole = 2
+	httpHttpRoleROLE_SELF   httpHttpRole = 3
 )
+
+type httpSelfEnd struct {
+	_    structs.HostLayout
+	Addr [16]uint8
+	Port uint16
+	Pad  uint16
+}
 
 type httpTgidDrops struct {
 	_       structs.HostLayout
@@ -136,6 +146,7 @@ const (
 	httpMapFilterComm          = "filter_comm"
 	httpMapFilterPort          = "filter_port"
 	httpMapScratch             = "scratch"
+	httpMapSelfEnds            = "self_ends"
 	httpProgHttpAccept4Exit    = "http_accept4_exit"
 	httpProgHttpAcceptExit     = "http_accept_exit"
 	httpProgHttpCloseEnter     = "http_close_enter"
@@ -255,6 +266,7 @@ type httpMapSpecs struct {
 	FilterComm   *ebpf.MapSpec `ebpf:"filter_comm"`
 	FilterPort   *ebpf.MapSpec `ebpf:"filter_port"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	SelfEnds     *ebpf.MapSpec `ebpf:"self_ends"`
 }
 
 // httpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -306,6 +318,7 @@ type httpMaps struct {
 	FilterComm   *ebpf.Map `ebpf:"filter_comm"`
 	FilterPort   *ebpf.Map `ebpf:"filter_port"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
+	SelfEnds     *ebpf.Map `ebpf:"self_ends"`
 }
 
 func (m *httpMaps) Close() error {
@@ -319,6 +332,7 @@ func (m *httpMaps) Close() error {
 		m.FilterComm,
 		m.FilterPort,
 		m.Scratch,
+		m.SelfEnds,
 	)
 }
 

@@ -112,7 +112,7 @@ func (c *Collector) selfInstruments() error {
 		return err
 	}
 	ignored, err := m.Int64ObservableCounter("otelbee.http.connections.ignored", metric.WithUnit("{connection}"),
-		metric.WithDescription("TCP connections not parsed, by reason: not_http (classified in the kernel from their first bytes), filtered (include/exclude)."))
+		metric.WithDescription("TCP connections not parsed, by reason: not_http (classified in the kernel from their first bytes), filtered (include/exclude), self (an otelbee agent's own connections, and the server side of their client connections)."))
 	if err != nil {
 		return err
 	}
@@ -139,13 +139,14 @@ func (c *Collector) selfInstruments() error {
 	reason := func(r string) metric.ObserveOption {
 		return metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
 	}
-	rNotHTTP, rFiltered := reason("not_http"), reason("filtered")
+	rNotHTTP, rFiltered, rSelf := reason("not_http"), reason("filtered"), reason("self")
 	c.reg, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		k := hook.SumCounters(c.counters, int(httpHttpCounterHC_MAX))
 		// per service, in the order of the c* constants (procstats.go)
 		c.observeProcs(o, dropped, dropped, dropped, incomplete, malformed, overflow, spansDropped)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_NOT_HTTP]), rNotHTTP)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_FILTERED]), rFiltered)
+		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_SELF]), rSelf)
 		o.ObserveInt64(observed, int64(k[httpHttpCounterHC_CONNS_HTTP]))
 		o.ObserveInt64(seriesOverflow, int64(c.seriesOverflow.Load()))
 		return nil
