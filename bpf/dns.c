@@ -16,6 +16,14 @@
 // sendmsg) run in the calling process and record socket cookie -> tgid for
 // sockets talking to a DNS port; sock_release forgets it.
 //
+// A lookup ends early, without an answer, when the client's socket reports
+// an error (an ICMP port unreachable: "connection refused"; a TCP reset) or
+// when the client closes the socket (it stopped waiting). Each socket's
+// entry counts its queries still waiting for an answer, so that only a
+// socket with such queries sends a record (KIND_SOCK_ERROR at the error,
+// KIND_CLOSE at sock_release) and user space ends them then, at the time
+// the client saw, instead of at its own timeout.
+//
 // Nothing is lost silently: every query either reaches the ring buffer or is
 // counted as dropped, in total and per process.
 #include "common.h"
@@ -30,6 +38,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 enum dns_kind {
 	KIND_QUERY = 1,
 	KIND_RESPONSE = 2,
+	KIND_SOCK_ERROR = 3, // the socket reported an error; error says which
+	KIND_CLOSE = 4,      // the socket closed with queries unanswered
 };
 
 enum dns_counter {
@@ -43,7 +53,9 @@ enum dns_counter {
 	COUNTER_DROP_RESPONSE_RINGBUF = 7,
 	COUNTER_DROP_PENDING_FULL = 8, // pending map full: query not tracked
 	COUNTER_DROP_SOCKS_FULL = 9,   // socket owner not recorded
-	COUNTER_MAX = 10,
+	COUNTER_ENDS_SUBMITTED = 10,   // error and close records in the ring buffer
+	COUNTER_DROP_END_RINGBUF = 11, // ring buffer full: an error or close record lost (its queries end at the timeout)
+	COUNTER_MAX = 12,
 };
 
 struct pending_key {
@@ -56,6 +68,12 @@ struct pending_val {
 	__u64 ts_ns;
 	__u32 tgid;
 	__u32 _pad;
+};
+
+// sock_info is what is known of a socket that talked to a DNS port.
+struct sock_info {
+	__u32 tgid;        // process that connected it or sent on it, 0 if unknown
+	__u32 outstanding; // its queries in pending (may overcount: user space's timeouts do not decrement it)
 };
 
 // proc_drops counts, per process, lookups lost before user space saw them.
@@ -78,10 +96,12 @@ struct dns_event {
 	__u8 kind;      // enum dns_kind
 	__u8 transport; // IPPROTO_UDP or IPPROTO_TCP
 	__u16 id;       // DNS id
+	__s32 error;    // KIND_SOCK_ERROR: the socket's error number
 	__u8 data[DNS_CAPTURE];
 };
 
 const struct pending_key *unused_pending_key __attribute__((unused));
+const struct sock_info *unused_sock_info __attribute__((unused));
 const struct pending_val *unused_pending_val __attribute__((unused));
 const struct proc_drops *unused_proc_drops __attribute__((unused));
 const struct dns_event *unused_dns_event __attribute__((unused));
@@ -92,13 +112,14 @@ const enum dns_kind *unused_dns_kind __attribute__((unused));
 // ones), written by user space before load.
 volatile __u64 dns_ports[1024] = {};
 
-// Socket cookie -> tgid of the process that connected it or sent on it to a
-// DNS port. LRU: an owner evicted under churn only costs attribution.
+// Socket cookie -> what is known of a socket that talked to a DNS port.
+// LRU: an entry evicted under churn only costs attribution, and the early
+// end of its unanswered queries (they end at user space's timeout).
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct sock_info);
 } socks SEC(".maps");
 
 // Queries waiting for their answer. Not LRU: an entry leaves on its answer
@@ -293,6 +314,7 @@ static __always_inline struct dns_event *reserve(const struct src *src, int is_s
 	ev->kind = kind;
 	ev->transport = p->transport;
 	ev->id = 0;
+	ev->error = 0;
 	ev->msg_len = p->len > 0xffff ? 0xffff : p->len;
 	__u64 cap = p->len;
 	if (cap > DNS_CAPTURE)
@@ -334,9 +356,10 @@ static __always_inline int on_packet(const struct src *src, int is_skb, int egre
 	if (egress) {
 		bump(&counters, COUNTER_QUERIES);
 		struct pending_val val = { .ts_ns = now };
+		struct sock_info *owner = 0;
 		if (is_skb) {
-			__u32 *owner = bpf_map_lookup_elem(&socks, &key.cookie);
-			val.tgid = owner ? *owner : 0;
+			owner = bpf_map_lookup_elem(&socks, &key.cookie);
+			val.tgid = owner ? owner->tgid : 0;
 		} else {
 			// net_dev_queue runs in the sending process for UDP and for
 			// TCP data sent from sendmsg.
@@ -367,6 +390,14 @@ static __always_inline int on_packet(const struct src *src, int is_skb, int egre
 		ev->tgid = val.tgid;
 		bpf_ringbuf_submit(ev, submit_flags());
 		bump(&counters, COUNTER_QUERIES_SUBMITTED);
+		if (owner) {
+			__sync_fetch_and_add(&owner->outstanding, 1);
+		} else if (is_skb) {
+			// No owner recorded (a socket older than the agent, or the
+			// owner hooks are missing): still track its queries.
+			struct sock_info si = { .outstanding = 1 };
+			bpf_map_update_elem(&socks, &key.cookie, &si, BPF_NOEXIST);
+		}
 		return 1;
 	}
 
@@ -383,6 +414,11 @@ static __always_inline int on_packet(const struct src *src, int is_skb, int egre
 	if (bpf_map_delete_elem(&pending, &key)) {
 		bump(&counters, COUNTER_UNMATCHED);
 		return 1;
+	}
+	if (is_skb) {
+		struct sock_info *si = bpf_map_lookup_elem(&socks, &key.cookie);
+		if (si && si->outstanding)
+			__sync_fetch_and_add(&si->outstanding, -1);
 	}
 	ev = reserve(src, is_skb, &p, KIND_RESPONSE);
 	if (!ev) {
@@ -480,12 +516,36 @@ static __always_inline int remember_owner(struct bpf_sock_addr *ctx)
 		return 1;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	__u32 tgid = current_tgid();
-	__u32 *cur = bpf_map_lookup_elem(&socks, &cookie);
-	if (cur && *cur == tgid)
+	struct sock_info *cur = bpf_map_lookup_elem(&socks, &cookie);
+	if (cur) {
+		// Keep the count of waiting queries.
+		if (cur->tgid != tgid)
+			cur->tgid = tgid;
 		return 1;
-	if (bpf_map_update_elem(&socks, &cookie, &tgid, BPF_ANY))
+	}
+	struct sock_info si = { .tgid = tgid };
+	if (bpf_map_update_elem(&socks, &cookie, &si, BPF_NOEXIST))
 		bump(&counters, COUNTER_DROP_SOCKS_FULL);
 	return 1;
+}
+
+// end_record tells user space that the queries still waiting on a socket
+// ended now: its error (KIND_SOCK_ERROR) or its close (KIND_CLOSE).
+static __always_inline void end_record(__u64 cookie, const struct sock_info *si, __u8 kind, int error)
+{
+	struct dns_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		bump(&counters, COUNTER_DROP_END_RINGBUF);
+		return;
+	}
+	__builtin_memset(ev, 0, offsetof(struct dns_event, data));
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->cookie = cookie;
+	ev->tgid = si->tgid;
+	ev->kind = kind;
+	ev->error = error;
+	bpf_ringbuf_submit(ev, submit_flags());
+	bump(&counters, COUNTER_ENDS_SUBMITTED);
 }
 
 SEC("cgroup/connect4")
@@ -516,6 +576,29 @@ SEC("cgroup/sock_release")
 int dns_sock_release(struct bpf_sock *sk)
 {
 	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct sock_info *si = bpf_map_lookup_elem(&socks, &cookie);
+	if (!si)
+		return 1;
+	if (si->outstanding)
+		end_record(cookie, si, KIND_CLOSE, 0);
 	bpf_map_delete_elem(&socks, &cookie);
 	return 1;
+}
+
+// ---- socket errors: every error a socket reports passes sk_error_report
+// (UDP: an ICMP error on a connected socket, such as port unreachable; TCP:
+// a reset). The cookie was made when the query left (bpf_get_socket_cookie
+// on the packet), so it is read as it is.
+
+SEC("tp_btf/inet_sk_error_report")
+int BPF_PROG(dns_sk_error, const struct sock *sk)
+{
+	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (!cookie)
+		return 0;
+	struct sock_info *si = bpf_map_lookup_elem(&socks, &cookie);
+	if (!si || !si->outstanding)
+		return 0;
+	end_record(cookie, si, KIND_SOCK_ERROR, BPF_CORE_READ(sk, sk_err));
+	return 0;
 }

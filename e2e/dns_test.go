@@ -3,12 +3,14 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,7 +49,7 @@ func dnsRequireTools(t *testing.T, tools ...string) {
 // startDNSEnv creates the pair, the resolv.conf of A and dnsmasq on B, and
 // waits until dnsmasq accepts TCP on port 53 (no DNS query: the agent may
 // already be running in other tests' namespaces, never in this one's).
-func startDNSEnv(t *testing.T, name string) *dnsEnv {
+func startDNSEnv(t *testing.T, name string, dnsmasqArgs ...string) *dnsEnv {
 	t.Helper()
 	harness.RequireRoot(t)
 	dnsRequireTools(t, "dnsmasq", "dig")
@@ -70,6 +72,7 @@ func startDNSEnv(t *testing.T, name string) *dnsEnv {
 		"--srv-host=_sip._udp." + dnsDomain + ",sip." + dnsDomain + ",5060",
 		"--cname=alias." + dnsDomain + ",web." + dnsDomain,
 	}
+	args = append(args, dnsmasqArgs...)
 	p := harness.StartProcess(t, "dnsmasq", harness.Command(pair.B, args...))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -552,4 +555,259 @@ func TestDNSOverloadNothingLostSilently(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dnsDurations sums dns_lookup_duration_seconds by service and outcome
+// (error_type, or dns_response_code for a lookup without error) for the
+// services given: counts, sums in seconds, and the bucket bounds seen.
+func dnsDurations(mfs map[string]*dto.MetricFamily, services map[string]bool) (map[string]uint64, map[string]float64, [][]float64) {
+	counts, sums := map[string]uint64{}, map[string]float64{}
+	var bounds [][]float64
+	mf := mfs["dns_lookup_duration_seconds"]
+	if mf == nil {
+		return counts, sums, nil
+	}
+	for _, m := range mf.GetMetric() {
+		l := dnsLabelsOf(m)
+		if !services[l["service_name"]] {
+			continue
+		}
+		outcome := l["error_type"]
+		if outcome == "" {
+			outcome = "ok:" + l["dns_response_code"]
+		}
+		k := l["service_name"] + " " + outcome
+		counts[k] += m.GetHistogram().GetSampleCount()
+		sums[k] += m.GetHistogram().GetSampleSum()
+		var b []float64
+		for _, bk := range m.GetHistogram().GetBucket() {
+			b = append(b, bk.GetUpperBound())
+		}
+		bounds = append(bounds, b)
+	}
+	return counts, sums, bounds
+}
+
+// dnsTimedDig runs dig and returns its output and how long it ran.
+func dnsTimedDig(t *testing.T, ns, service string, args ...string) (string, time.Duration) {
+	t.Helper()
+	cmd := harness.Command(ns, append([]string{"dig"}, args...)...)
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	cmd.Run() // dig exits non-zero on a communications error
+	return out.String(), time.Since(start)
+}
+
+// TestDNSRefusedAndClientTimeouts: a lookup refused by an ICMP port
+// unreachable ends when the client's socket fails, with
+// error.type=connection_refused, and a lookup the client gave up on ends when
+// the client closed its socket, with error.type=timeout, both long before
+// the agent's own timeout (5 s): the durations are what the clients saw.
+// Clients: dig and Python sockets; the clients' own clocks bound each
+// duration.
+func TestDNSRefusedAndClientTimeouts(t *testing.T) {
+	dnsRequireTools(t, "python3")
+	env := startDNSEnv(t, "dnsref")
+	agent := harness.StartAgent(t, nil, "--collectors=dns", "--dns.timeout=5s")
+	const n = 3
+	var digRefused, digGaveUp time.Duration
+	for range n {
+		// 127.0.0.66 is on A's loopback; nothing listens on its port 53.
+		out, took := dnsTimedDig(t, env.pair.A, "dns-refused-dig", "+tries=1", "+timeout=3", "@127.0.0.66", "web."+dnsDomain, "A")
+		if !strings.Contains(out, "connection refused") {
+			t.Fatalf("dig to a closed port: %s", out)
+		}
+		digRefused += took
+		// 198.18.0.77 is on A's link but nobody has it: no answer; dig
+		// gives up after its 1 s timeout and exits.
+		out, took = dnsTimedDig(t, env.pair.A, "dns-gaveup-dig", "+tries=1", "+timeout=1", "@198.18.0.77", "web."+dnsDomain, "A")
+		if !strings.Contains(out, "timed out") {
+			t.Fatalf("dig to an address nobody has: %s", out)
+		}
+		digGaveUp += took
+	}
+	// Python: a connected UDP socket each; it prints how long it waited
+	// (from before the send to after the failed receive or the close).
+	py := `
+import socket, struct, sys, time
+kind, server, n, wait = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+def query(i):
+    name = b"".join(bytes([len(l)]) + l for l in b"web.otelbee.test".split(b".")) + b"\0"
+    return struct.pack(">HHHHHH", 0x4000 + i, 0x0100, 1, 0, 0, 0) + name + struct.pack(">HH", 1, 1)
+total = 0.0
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((server, 53))
+    s.settimeout(wait)
+    t0 = time.monotonic()
+    s.send(query(i))
+    try:
+        s.recv(512)
+        sys.exit("answered")
+    except ConnectionRefusedError:
+        assert kind == "refused"
+    except socket.timeout:
+        assert kind == "gaveup"
+    s.close()
+    total += time.monotonic() - t0
+print(f"{total:.6f}")
+`
+	const pyN, pyWait = 4, 0.3
+	pyTotal := func(kind, server, service string) float64 {
+		out, _ := dnsRunClient(t, env.pair.A, service, "python3", "-c", py, kind, server, strconv.Itoa(pyN), fmt.Sprint(pyWait))
+		v, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
+		if err != nil {
+			t.Fatalf("python %s: %q", kind, out)
+		}
+		return v
+	}
+	pyRefused := pyTotal("refused", "127.0.0.66", "dns-refused-py")
+	pyGaveUp := pyTotal("gaveup", "198.18.0.77", "dns-gaveup-py")
+
+	services := map[string]bool{"dns-refused-dig": true, "dns-gaveup-dig": true, "dns-refused-py": true, "dns-gaveup-py": true}
+	want := map[string]uint64{
+		"dns-refused-dig connection_refused": n, "dns-gaveup-dig timeout": n,
+		"dns-refused-py connection_refused": pyN, "dns-gaveup-py timeout": pyN,
+	}
+	var (
+		counts map[string]uint64
+		sums   map[string]float64
+	)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		counts, sums, _ = dnsDurations(dnsScrapeFamilies(t, agent.MetricsURL), services)
+		if dnsEqualUint(counts, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent's lookups:\n%s\nwant:\n%s\n%s", dnsCountsString(counts), dnsCountsString(want), agent.LogTail(20))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Each duration is at most what its client measured around it, and a
+	// timeout at least the client's own wait.
+	for _, c := range []struct {
+		key      string
+		min, max float64
+	}{
+		{"dns-refused-dig connection_refused", 0, digRefused.Seconds()},
+		{"dns-refused-py connection_refused", 0, pyRefused},
+		{"dns-gaveup-dig timeout", n * 1.0, digGaveUp.Seconds()},
+		{"dns-gaveup-py timeout", pyN * pyWait, pyGaveUp},
+	} {
+		if got := sums[c.key]; got <= c.min || got > c.max {
+			t.Errorf("%s: %.6f s in all, want within (%.6f, %.6f] s (the clients' own times)", c.key, got, c.min, c.max)
+		} else {
+			t.Logf("%s: agent %.6f s in all, clients %.6f s", c.key, got, c.max)
+		}
+	}
+	mfs := dnsScrapeFamilies(t, agent.MetricsURL)
+	if v := dnsFamilySum(mfs, "otelbee_dns_queries_unanswered_total", map[string]string{"reason": "client_closed"}); v < 2*n {
+		// Other tests' clients may add to this host-wide counter, never less.
+		t.Errorf("unanswered (client_closed): %v, want at least %d", v, 2*n)
+	}
+}
+
+// TestDNSErrorTypes: dig against dnsmasq gets NOERROR, NXDOMAIN (a missing
+// local name), SERVFAIL (dnsmasq forwards to an upstream that fails) and
+// REFUSED (a name dnsmasq has no server for); the agent's counts per
+// error.type equal dig's, the bounds are the conventions', the name is the
+// one asked (case kept), and a name that is not UTF-8 reaches the real
+// OpenTelemetry Collector escaped, without breaking the export.
+func TestDNSErrorTypes(t *testing.T) {
+	dnsRequireTools(t, "python3")
+	env := startDNSEnv(t, "dnserr", "--server=/sf."+dnsDomain+"/127.0.0.1#5300")
+	servfail := harness.StartProcess(t, "servfail", harness.Command(env.pair.B, "python3", "-c", `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 5300))
+print("ready", flush=True)
+while True:
+    b, a = s.recvfrom(512)
+    r = bytearray(b)
+    r[2], r[3] = 0x81, 0x82  # an answer, recursion available, SERVFAIL
+    s.sendto(bytes(r), a)
+`))
+	for !strings.Contains(servfail.Log(), "ready") {
+		if exited, err := servfail.Exited(); exited {
+			t.Fatalf("servfail responder: %v\n%s", err, servfail.LogTail(10))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	col := harness.StartCollector(t)
+	agent := harness.StartAgent(t, []string{"OTEL_METRIC_EXPORT_INTERVAL=1000"}, "--collectors=dns",
+		"--otlp.endpoint=http://"+col.HTTPEndpoint, "--otlp.protocol=http/protobuf")
+
+	want := map[string]uint64{}
+	for _, q := range []struct {
+		name string
+		n    int
+	}{{"WeB.OtelBee.TEST", 2}, {"missing." + dnsDomain, 3}, {"x.sf." + dnsDomain, 2}, {"example.com", 2}, {"web." + dnsDomain, 1}} {
+		for range q.n {
+			code, _ := dnsDig(t, env.pair.A, "dns-errtypes", "@"+env.server, "+tries=1", "+timeout=3", q.name, "A")
+			switch code {
+			case "":
+				t.Fatalf("dig %s: no answer", q.name)
+			case "NOERROR":
+				want["dns-errtypes ok:NOERROR"]++
+			default:
+				want["dns-errtypes "+code]++
+			}
+		}
+	}
+	if want["dns-errtypes NXDOMAIN"] != 3 || want["dns-errtypes SERVFAIL"] != 2 || want["dns-errtypes REFUSED"] != 2 {
+		t.Fatalf("dnsmasq answered %v; the plan needs NXDOMAIN, SERVFAIL and REFUSED", want)
+	}
+	// A query whose name is not UTF-8 ("caf\xc3"), from Python.
+	py := `
+import socket, struct, sys
+name = b"\x04caf\xc3\x07otelbee\x04test\x00"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((sys.argv[1], 53))
+s.send(struct.pack(">HHHHHH", 0x7777, 0x0100, 1, 0, 0, 0) + name + struct.pack(">HH", 1, 1))
+r = s.recv(512)
+print(["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"][r[3] & 15])
+`
+	out, _ := dnsRunClient(t, env.pair.A, "dns-utf8", "python3", "-c", py, env.server)
+	pyCode := strings.TrimSpace(out)
+
+	var counts map[string]uint64
+	var bounds [][]float64
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		counts, _, bounds = dnsDurations(dnsScrapeFamilies(t, agent.MetricsURL), map[string]bool{"dns-errtypes": true})
+		if dnsEqualUint(counts, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent's lookups by error.type:\n%s\ndig's:\n%s", dnsCountsString(counts), dnsCountsString(want))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	conv := []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, math.Inf(1)}
+	for _, b := range bounds {
+		if !slices.Equal(b, conv) {
+			t.Errorf("bucket bounds %v, want the conventions' %v", b, conv)
+		}
+	}
+	// Over OTLP: the name as asked, the error types, and the escaped name.
+	f := func(svc string, attrs map[string]string) harness.Filter {
+		return harness.Filter{Resource: map[string]string{"service.name": svc}, Attributes: attrs}
+	}
+	eq := func(n float64) func(float64) bool { return func(v float64) bool { return v == n } }
+	col.WaitForMetric(t, "dns.lookup.duration", f("dns-errtypes", map[string]string{"dns.question.name": "WeB.OtelBee.TEST"}), eq(2), 20*time.Second)
+	col.WaitForMetric(t, "dns.lookup.duration", f("dns-errtypes", map[string]string{"error.type": "SERVFAIL", "dns.response.code": "SERVFAIL"}), eq(2), 20*time.Second)
+	utf8Attrs := map[string]string{"dns.question.name": `caf\195.otelbee.test`}
+	if pyCode != "NOERROR" {
+		utf8Attrs["error.type"] = pyCode
+	}
+	col.WaitForMetric(t, "dns.lookup.duration", f("dns-utf8", utf8Attrs), eq(1), 20*time.Second)
+	// The export still works after it: a later lookup arrives too.
+	code, _ := dnsDig(t, env.pair.A, "dns-after-utf8", "@"+env.server, "+tries=1", "+timeout=3", "web."+dnsDomain, "A")
+	if code != "NOERROR" {
+		t.Fatalf("dig after: %q", code)
+	}
+	col.WaitForMetric(t, "dns.lookup.duration", f("dns-after-utf8", nil), eq(1), 20*time.Second)
 }

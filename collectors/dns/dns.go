@@ -1,7 +1,9 @@
 // Package dns is the DNS collector: every lookup on the host (UDP and TCP,
 // any client library), with its question, answer code, answer count,
-// resolver, kernel-measured latency and the process that asked; lookups
-// without an answer within the timeout are counted as timeouts.
+// resolver, kernel-measured latency and the process that asked. A lookup
+// without an answer ends when its client's socket fails (refused,
+// unreachable), when the client closes it, or at the timeout, whichever
+// comes first.
 package dns
 
 import (
@@ -9,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"sync"
@@ -51,6 +54,9 @@ type Config struct {
 	// are recorded in one series marked otel.metric.overflow=true, as the
 	// OpenTelemetry SDK does.
 	MaxSeries int `yaml:"max_series"`
+	// DurationBuckets are the upper bounds of dns.lookup.duration's
+	// buckets, in seconds; the default is what the conventions advise.
+	DurationBuckets []float64 `yaml:"duration_buckets"`
 }
 
 // DefaultConfig matches the sizes compiled into bpf/dns.c.
@@ -63,6 +69,7 @@ func DefaultConfig() Config {
 		RingBufferBytes:    4 << 20,
 		RetireAfter:        2 * time.Minute,
 		MaxSeries:          20000,
+		DurationBuckets:    slices.Clone(conventionDurationBuckets),
 	}
 }
 
@@ -92,8 +99,28 @@ func (c Config) Validate() error {
 	if rb < 1<<16 || rb > 1<<30 || rb&(rb-1) != 0 {
 		return fmt.Errorf("dns.ring_buffer_bytes must be a power of two between 65536 and 1073741824, got %d", rb)
 	}
+	if err := validBuckets(c.DurationBuckets); err != nil {
+		return fmt.Errorf("dns.duration_buckets: %w", err)
+	}
 	if c.RetireAfter < 0 {
 		return fmt.Errorf("dns.retire_after must not be negative, got %s", c.RetireAfter)
+	}
+	return nil
+}
+
+// validBuckets accepts 1 to 64 finite, non-negative, strictly increasing
+// bounds.
+func validBuckets(b []float64) error {
+	if len(b) == 0 || len(b) > 64 {
+		return fmt.Errorf("want 1 to 64 bounds, got %d", len(b))
+	}
+	for i, v := range b {
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			return fmt.Errorf("bound %v is not a finite duration in seconds", v)
+		}
+		if i > 0 && v <= b[i-1] {
+			return fmt.Errorf("bounds must increase: %v after %v", v, b[i-1])
+		}
 	}
 	return nil
 }
@@ -107,7 +134,15 @@ func (c Config) Validate() error {
 // for matching and attribution. Process attribution comes from cgroup
 // sock_addr programs (connect, sendmsg) that run in the calling process;
 // without them lookups are still seen and credited to unknown_service.
-// sock_release only frees attribution state early (the map is LRU anyway).
+// sock_release frees attribution state early (the map is LRU anyway) and
+// ends the queries a client gave up on when it closes their socket; without
+// it they end at the agent's timeout.
+//
+// Socket errors (errors hook): the inet_sk_error_report tracepoint (Linux
+// 5.14+) sees a connected UDP socket get an ICMP error (port unreachable:
+// "connection refused") or a TCP socket a reset, so such a lookup ends
+// then with its error. Without it (older kernels) the client's close ends it
+// as a timeout.
 //
 // Fallback (no cgroup v2): the net:net_dev_queue and net:netif_receive_skb
 // tracepoints, which every packet leaving or entering a device passes. The
@@ -142,6 +177,11 @@ func Hooks() []hook.Hook {
 				{Name: dnsProgDnsSockRelease, Attach: cg(ebpf.AttachCgroupInetSockRelease)},
 			}},
 		}},
+		{Name: "errors", Links: []hook.Link{
+			{Mode: hook.ModeTPBTF, Programs: []hook.Program{
+				{Name: dnsProgDnsSkError, Attach: hook.Tracing()},
+			}},
+		}},
 	}
 }
 
@@ -161,6 +201,10 @@ type Collector struct {
 	// seen reliably on cgroup_skb (the tracepoint path reads the linear
 	// part of an skb, and TCP data usually sits in page fragments).
 	packetMode hook.Mode
+	// errorsAttached: socket errors end lookups (else their close does).
+	// releaseAttached: a client's close ends its lookups. Both only on
+	// cgroup_skb, where queries are keyed by socket cookie.
+	errorsAttached, releaseAttached bool
 
 	inst   instruments
 	reg    metric.Registration
@@ -187,7 +231,11 @@ type stats struct {
 	queriesBad        atomic.Uint64
 	responsesParsed   atomic.Uint64
 	responsesBad      atomic.Uint64
-	timeouts          atomic.Uint64
+	timeouts          atomic.Uint64 // no answer by the agent's timeout
+	clientGaveUp      atomic.Uint64 // no answer when the client closed its socket
+	failed            atomic.Uint64 // ended by a socket error (refused, unreachable, reset)
+	socketErrors      atomic.Uint64 // error records read
+	closes            atomic.Uint64 // close records read
 	unmatched         atomic.Uint64 // answers the agent had no query for
 	answerLost        atomic.Uint64 // answered in the kernel, record dropped there
 	folded            atomic.Uint64
@@ -247,8 +295,13 @@ func (c *Collector) Load(ctx context.Context) error {
 	}
 	for _, h := range Hooks() {
 		st, err := c.loader.Attach(h)
-		if h.Name == "packets" {
+		switch h.Name {
+		case "packets":
 			c.packetMode = st.Mode
+		case "errors":
+			c.errorsAttached = st.Attached()
+		case "release":
+			c.releaseAttached = st.Attached()
 		}
 		if err != nil {
 			if h.Name == "packets" {
@@ -279,6 +332,12 @@ func (c *Collector) Load(ctx context.Context) error {
 		c.deps.Producers.Add(c)
 	}
 	return nil
+}
+
+// endsEarly tells whether lookups without an answer can end before the
+// timeout: at their socket's close (and error, with errorsAttached).
+func (c *Collector) endsEarly() bool {
+	return c.packetMode == hook.ModeCgroupSkb && c.releaseAttached
 }
 
 // sweepEvery is how often pending queries are checked for timeouts.
@@ -368,10 +427,13 @@ func (c *Collector) Close() error {
 // PipelineStats implements collectors.PipelineReporter.
 func (c *Collector) PipelineStats() []collectors.StageStats {
 	k := hook.SumCounters(c.counters, int(dnsDnsCounterCOUNTER_MAX))
-	rbDropped := k[dnsDnsCounterCOUNTER_DROP_QUERY_RINGBUF] + k[dnsDnsCounterCOUNTER_DROP_RESPONSE_RINGBUF]
-	submitted := k[dnsDnsCounterCOUNTER_QUERIES_SUBMITTED] + k[dnsDnsCounterCOUNTER_RESPONSES_SUBMITTED]
+	rbDropped := k[dnsDnsCounterCOUNTER_DROP_QUERY_RINGBUF] + k[dnsDnsCounterCOUNTER_DROP_RESPONSE_RINGBUF] +
+		k[dnsDnsCounterCOUNTER_DROP_END_RINGBUF]
+	submitted := k[dnsDnsCounterCOUNTER_QUERIES_SUBMITTED] + k[dnsDnsCounterCOUNTER_RESPONSES_SUBMITTED] +
+		k[dnsDnsCounterCOUNTER_ENDS_SUBMITTED]
 	received := c.stats.received.Load()
-	parsed := c.stats.queriesParsed.Load() + c.stats.responsesParsed.Load()
+	parsed := c.stats.queriesParsed.Load() + c.stats.responsesParsed.Load() +
+		c.stats.socketErrors.Load() + c.stats.closes.Load() // nothing to parse: delivered as read
 	bad := c.stats.queriesBad.Load() + c.stats.responsesBad.Load() + c.stats.malformedRecords.Load()
 	return []collectors.StageStats{
 		{Stage: "ringbuf", Produced: submitted + rbDropped, Delivered: received, Dropped: rbDropped},

@@ -26,7 +26,9 @@ const (
 	dnsDnsCounterCOUNTER_DROP_RESPONSE_RINGBUF dnsDnsCounter = 7
 	dnsDnsCounterCOUNTER_DROP_PENDING_FULL     dnsDnsCounter = 8
 	dnsDnsCounterCOUNTER_DROP_SOCKS_FULL       dnsDnsCounter = 9
-	dnsDnsCounterCOUNTER_MAX                   dnsDnsCounter = 10
+	dnsDnsCounterCOUNTER_ENDS_SUBMITTED        dnsDnsCounter = 10
+	dnsDnsCounterCOUNTER_DROP_END_RINGBUF      dnsDnsCounter = 11
+	dnsDnsCounterCOUNTER_MAX                   dnsDnsCounter = 12
 )
 
 type dnsDnsEvent struct {
@@ -44,14 +46,18 @@ type dnsDnsEvent struct {
 	Kind      uint8
 	Transport uint8
 	Id        uint16
+	Error     int32
 	Data      [512]uint8
+	_         [4]byte
 }
 
 type dnsDnsKind uint32
 
 const (
-	dnsDnsKindKIND_QUERY    dnsDnsKind = 1
-	dnsDnsKindKIND_RESPONSE dnsDnsKind = 2
+	dnsDnsKindKIND_QUERY      dnsDnsKind = 1
+	dnsDnsKindKIND_RESPONSE   dnsDnsKind = 2
+	dnsDnsKindKIND_SOCK_ERROR dnsDnsKind = 3
+	dnsDnsKindKIND_CLOSE      dnsDnsKind = 4
 )
 
 type dnsPendingKey struct {
@@ -74,6 +80,12 @@ type dnsProcDrops struct {
 	PendingFull uint64
 }
 
+type dnsSockInfo struct {
+	_           structs.HostLayout
+	Tgid        uint32
+	Outstanding uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -91,6 +103,7 @@ const (
 	dnsProgDnsReceiveTp    = "dns_receive_tp"
 	dnsProgDnsSendmsg4     = "dns_sendmsg4"
 	dnsProgDnsSendmsg6     = "dns_sendmsg6"
+	dnsProgDnsSkError      = "dns_sk_error"
 	dnsProgDnsSockRelease  = "dns_sock_release"
 	dnsVarDnsPorts         = "dns_ports"
 	dnsVarUnusedDnsCounter = "unused_dns_counter"
@@ -99,6 +112,7 @@ const (
 	dnsVarUnusedPendingKey = "unused_pending_key"
 	dnsVarUnusedPendingVal = "unused_pending_val"
 	dnsVarUnusedProcDrops  = "unused_proc_drops"
+	dnsVarUnusedSockInfo   = "unused_sock_info"
 )
 
 // loadDns returns the embedded CollectionSpec for dns.
@@ -151,6 +165,7 @@ type dnsProgramSpecs struct {
 	DnsReceiveTp   *ebpf.ProgramSpec `ebpf:"dns_receive_tp"`
 	DnsSendmsg4    *ebpf.ProgramSpec `ebpf:"dns_sendmsg4"`
 	DnsSendmsg6    *ebpf.ProgramSpec `ebpf:"dns_sendmsg6"`
+	DnsSkError     *ebpf.ProgramSpec `ebpf:"dns_sk_error"`
 	DnsSockRelease *ebpf.ProgramSpec `ebpf:"dns_sock_release"`
 }
 
@@ -176,6 +191,7 @@ type dnsVariableSpecs struct {
 	UnusedPendingKey *ebpf.VariableSpec `ebpf:"unused_pending_key"`
 	UnusedPendingVal *ebpf.VariableSpec `ebpf:"unused_pending_val"`
 	UnusedProcDrops  *ebpf.VariableSpec `ebpf:"unused_proc_drops"`
+	UnusedSockInfo   *ebpf.VariableSpec `ebpf:"unused_sock_info"`
 }
 
 // dnsObjects contains all objects after they have been loaded into the kernel.
@@ -226,6 +242,7 @@ type dnsVariables struct {
 	UnusedPendingKey *ebpf.Variable `ebpf:"unused_pending_key"`
 	UnusedPendingVal *ebpf.Variable `ebpf:"unused_pending_val"`
 	UnusedProcDrops  *ebpf.Variable `ebpf:"unused_proc_drops"`
+	UnusedSockInfo   *ebpf.Variable `ebpf:"unused_sock_info"`
 }
 
 // dnsPrograms contains all programs after they have been loaded into the kernel.
@@ -240,6 +257,7 @@ type dnsPrograms struct {
 	DnsReceiveTp   *ebpf.Program `ebpf:"dns_receive_tp"`
 	DnsSendmsg4    *ebpf.Program `ebpf:"dns_sendmsg4"`
 	DnsSendmsg6    *ebpf.Program `ebpf:"dns_sendmsg6"`
+	DnsSkError     *ebpf.Program `ebpf:"dns_sk_error"`
 	DnsSockRelease *ebpf.Program `ebpf:"dns_sock_release"`
 }
 
@@ -253,6 +271,7 @@ func (p *dnsPrograms) Close() error {
 		p.DnsReceiveTp,
 		p.DnsSendmsg4,
 		p.DnsSendmsg6,
+		p.DnsSkError,
 		p.DnsSockRelease,
 	)
 }

@@ -3,12 +3,14 @@ package dns
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,7 +34,8 @@ func startCollector(t *testing.T, cfg Config) (*Collector, *sdkmetric.ManualRead
 		return New(d, cfg)
 	}, collectortest.Options{
 		// Optional: it only frees attribution state early; the LRU map bounds it.
-		OptionalHooks: []string{"release"},
+		// errors: the tracepoint is Linux 5.14+; the tests say what they expect without it.
+		OptionalHooks: []string{"release", "errors"},
 	})
 	return c.(*Collector), env.Reader
 }
@@ -193,7 +196,7 @@ func TestPrivilegedLookupsExact(t *testing.T) {
 		want[key] += uint64(n)
 	}
 	do("web.otelbee.test.", dnsmessage.TypeA, 7, "web.otelbee.test A NOERROR udp")
-	do("Web.OtelBee.test.", dnsmessage.TypeAAAA, 3, "web.otelbee.test AAAA NOERROR udp")
+	do("Web.OtelBee.test.", dnsmessage.TypeAAAA, 3, "Web.OtelBee.test AAAA NOERROR udp") // as asked
 	do("_sip._udp.otelbee.test.", dnsmessage.TypeSRV, 2, "_sip._udp.otelbee.test SRV NOERROR udp")
 	do("txt.otelbee.test.", dnsmessage.TypeTXT, 4, "txt.otelbee.test TXT NOERROR udp")
 	do("9.0.18.198.in-addr.arpa.", dnsmessage.TypePTR, 1, "9.0.18.198.in-addr.arpa PTR NOERROR udp")
@@ -238,27 +241,158 @@ func TestPrivilegedLookupsExact(t *testing.T) {
 	}
 }
 
+// durations returns the dns.lookup.duration count and sum of this process's
+// lookups of name with outcome (response code or error.type).
+func durations(t *testing.T, reader *sdkmetric.ManualReader, name, outcome string) (uint64, float64) {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		n   uint64
+		sum float64
+	)
+	pid := fmt.Sprint(os.Getpid())
+	for _, dp := range collectortest.HistogramPoints(t, reader, "dns.lookup.duration") {
+		get := func(k string) string { v, _ := dp.Attributes.Value(attributeKey(k)); return v.Emit() }
+		code := get("dns.response.code")
+		if code == "" {
+			code = get("error.type")
+		}
+		if get("process.pid") == pid && get("dns.question.name") == name && code == outcome {
+			n += dp.Count
+			sum += dp.Sum
+		}
+	}
+	return n, sum
+}
+
+// TestPrivilegedTimeoutsFreeState: a client that gives up and closes its
+// socket before the agent's timeout has its lookup recorded as a timeout
+// when it closed (within the time the client itself measured); one that
+// keeps its socket open is recorded at the agent's timeout. Both free the
+// pending state.
 func TestPrivilegedTimeoutsFreeState(t *testing.T) {
 	r := startResponder(t)
 	cfg := testConfig(r.port)
 	cfg.Timeout = 300 * time.Millisecond
 	c, reader := startCollector(t, cfg)
 	const n = 9
+	const wait = 20 * time.Millisecond
+	var clientSaw time.Duration // from before the write to after the close
 	for i := range n {
-		if lookupUDP(t, r.addr(), uint16(2000+i), "silent.otelbee.test.", dnsmessage.TypeA, 10*time.Millisecond) {
+		start := time.Now()
+		if lookupUDP(t, r.addr(), uint16(2000+i), "silent.otelbee.test.", dnsmessage.TypeA, wait) {
 			t.Fatal("the silent name was answered")
+		}
+		clientSaw += time.Since(start)
+	}
+	// Three clients that keep their sockets open past the agent's timeout.
+	const kept = 3
+	for i := range kept {
+		conn, err := net.Dial("udp4", r.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.Write(buildQuery(uint16(2500+i), "silent.open.otelbee.test.", dnsmessage.TypeA)); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if !lookupUDP(t, r.addr(), 3000, "silent-not.otelbee.test.", dnsmessage.TypeA, 5*time.Second) {
 		t.Fatal("no answer")
 	}
 	waitCounts(t, reader, map[string]uint64{
-		"silent.otelbee.test A timeout udp":     n,
-		"silent-not.otelbee.test A NOERROR udp": 1,
+		"silent.otelbee.test A timeout udp":      n,
+		"silent.open.otelbee.test A timeout udp": kept,
+		"silent-not.otelbee.test A NOERROR udp":  1,
 	})
 	waitPendingZero(t, c)
-	if got := c.stats.timeouts.Load(); got != n {
-		t.Errorf("timeouts: %d, want %d", got, n)
+	wantTimeouts, wantClosed := uint64(kept), uint64(n)
+	if !c.endsEarly() {
+		// The tracepoint path keys queries by addresses, not sockets: a
+		// close cannot end them.
+		t.Logf("packet hook %s, release hook attached %v: every lookup ends at the timeout", c.packetMode, c.releaseAttached)
+		wantTimeouts, wantClosed = n+kept, 0
+	}
+	if got, closed := c.stats.timeouts.Load(), c.stats.clientGaveUp.Load(); got != wantTimeouts || closed != wantClosed {
+		t.Errorf("timeouts: %d at the agent's timeout, %d at the client's close; want %d, %d", got, closed, wantTimeouts, wantClosed)
+	}
+	// Each closed lookup lasted at least the client's wait and at most what
+	// the client measured around it.
+	cnt, sum := durations(t, reader, "silent.otelbee.test", "timeout")
+	switch {
+	case !c.endsEarly():
+		if cnt != n || sum != n*cfg.Timeout.Seconds() {
+			t.Errorf("closed lookups: %d, %.4f s in all; want %d at the %s timeout", cnt, sum, n, cfg.Timeout)
+		}
+	case cnt != n || sum < n*wait.Seconds() || sum > clientSaw.Seconds():
+		t.Errorf("closed lookups: %d, %.4f s in all; want %d within [%.4f, %.4f] s", cnt, sum, n, n*wait.Seconds(), clientSaw.Seconds())
+	}
+	if cnt, sum := durations(t, reader, "silent.open.otelbee.test", "timeout"); cnt != kept || sum != kept*cfg.Timeout.Seconds() {
+		t.Errorf("open lookups: %d, %.4f s in all; want %d at the %s timeout", cnt, sum, kept, cfg.Timeout)
+	}
+}
+
+// TestPrivilegedRefused: a query to a port nobody listens on is answered by
+// an ICMP port unreachable, and the client's connected socket fails with
+// "connection refused" at once. The lookup is recorded then, with
+// error.type=connection_refused (on kernels without the socket error
+// tracepoint: as a timeout at the client's close), not at the agent's
+// timeout.
+func TestPrivilegedRefused(t *testing.T) {
+	// A UDP port with nobody on it: bound, then closed.
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close()
+	cfg := testConfig(port)
+	cfg.Timeout = time.Second
+	c, reader := startCollector(t, cfg)
+	want := "connection_refused"
+	switch {
+	case !c.endsEarly():
+		want = "timeout"
+		t.Logf("packet hook %s, release hook attached %v: a refusal ends at the timeout", c.packetMode, c.releaseAttached)
+	case !c.errorsAttached:
+		want = "timeout"
+		t.Log("the errors hook is not attached on this kernel: a refusal ends at the client's close")
+	}
+	const n = 5
+	var clientSaw time.Duration
+	for i := range n {
+		start := time.Now()
+		conn, err := net.Dial("udp4", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write(buildQuery(uint16(4000+i), "refused.otelbee.test.", dnsmessage.TypeA)); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err = conn.Read(make([]byte, 512))
+		conn.Close()
+		clientSaw += time.Since(start)
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("read: %v, want connection refused", err)
+		}
+	}
+	waitCounts(t, reader, map[string]uint64{"refused.otelbee.test A " + want + " udp": n})
+	waitPendingZero(t, c)
+	cnt, sum := durations(t, reader, "refused.otelbee.test", want)
+	switch {
+	case !c.endsEarly():
+		if cnt != n || sum != n*cfg.Timeout.Seconds() {
+			t.Errorf("refused lookups: %d, %.6f s in all; want %d at the %s timeout", cnt, sum, n, cfg.Timeout)
+		}
+	case cnt != n || sum <= 0 || sum > clientSaw.Seconds():
+		t.Errorf("refused lookups: %d, %.6f s in all; want %d within (0, %.6f] s (what the client saw)", cnt, sum, n, clientSaw.Seconds())
+	}
+	if c.endsEarly() && c.errorsAttached && c.stats.failed.Load() != n {
+		t.Errorf("lookups ended by a socket error: %d, want %d", c.stats.failed.Load(), n)
 	}
 }
 

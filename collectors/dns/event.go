@@ -3,14 +3,33 @@ package dns
 import (
 	"encoding/binary"
 	"errors"
+	"unsafe"
 )
 
-// eventHeaderSize is offsetof(struct dns_event, data) in bpf/dns.c, and
-// eventSize its sizeof.
+// The layout of struct dns_event (bpf/dns.c), from the generated type.
+var evLayout dnsDnsEvent
+
 const (
-	eventHeaderSize = 72
-	captureSize     = 512
-	eventSize       = eventHeaderSize + captureSize
+	offTsNs      = unsafe.Offsetof(evLayout.TsNs)
+	offQueryTsNs = unsafe.Offsetof(evLayout.QueryTsNs)
+	offCookie    = unsafe.Offsetof(evLayout.Cookie)
+	offTgid      = unsafe.Offsetof(evLayout.Tgid)
+	offMsgLen    = unsafe.Offsetof(evLayout.MsgLen)
+	offCapLen    = unsafe.Offsetof(evLayout.CapLen)
+	offSaddr     = unsafe.Offsetof(evLayout.Saddr)
+	offDaddr     = unsafe.Offsetof(evLayout.Daddr)
+	offSport     = unsafe.Offsetof(evLayout.Sport)
+	offDport     = unsafe.Offsetof(evLayout.Dport)
+	offKind      = unsafe.Offsetof(evLayout.Kind)
+	offTransport = unsafe.Offsetof(evLayout.Transport)
+	offID        = unsafe.Offsetof(evLayout.Id)
+	offError     = unsafe.Offsetof(evLayout.Error)
+
+	// eventHeaderSize is offsetof(struct dns_event, data), and eventSize
+	// its sizeof.
+	eventHeaderSize = int(unsafe.Offsetof(evLayout.Data))
+	captureSize     = len(evLayout.Data)
+	eventSize       = int(unsafe.Sizeof(evLayout))
 )
 
 var errShortEvent = errors.New("dns event shorter than its header")
@@ -29,6 +48,7 @@ type event struct {
 	kind      uint8
 	transport uint8
 	id        uint16
+	errno     int32 // KIND_SOCK_ERROR
 	data      []byte
 }
 
@@ -38,19 +58,20 @@ func decodeEvent(b []byte, ev *event) error {
 		return errShortEvent
 	}
 	le := binary.LittleEndian
-	ev.tsNs = le.Uint64(b[0:8])
-	ev.queryTsNs = le.Uint64(b[8:16])
-	ev.cookie = le.Uint64(b[16:24])
-	ev.tgid = le.Uint32(b[24:28])
-	ev.msgLen = le.Uint16(b[28:30])
-	capLen := int(le.Uint16(b[30:32]))
-	copy(ev.saddr[:], b[32:48])
-	copy(ev.daddr[:], b[48:64])
-	ev.sport = le.Uint16(b[64:66])
-	ev.dport = le.Uint16(b[66:68])
-	ev.kind = b[68]
-	ev.transport = b[69]
-	ev.id = le.Uint16(b[70:72])
+	ev.tsNs = le.Uint64(b[offTsNs:])
+	ev.queryTsNs = le.Uint64(b[offQueryTsNs:])
+	ev.cookie = le.Uint64(b[offCookie:])
+	ev.tgid = le.Uint32(b[offTgid:])
+	ev.msgLen = le.Uint16(b[offMsgLen:])
+	capLen := int(le.Uint16(b[offCapLen:]))
+	copy(ev.saddr[:], b[offSaddr:offSaddr+16])
+	copy(ev.daddr[:], b[offDaddr:offDaddr+16])
+	ev.sport = le.Uint16(b[offSport:])
+	ev.dport = le.Uint16(b[offDport:])
+	ev.kind = b[offKind]
+	ev.transport = b[offTransport]
+	ev.id = le.Uint16(b[offID:])
+	ev.errno = int32(le.Uint32(b[offError:]))
 	if capLen > captureSize {
 		capLen = captureSize
 	}

@@ -16,11 +16,17 @@ type message struct {
 	rcode    dnsmessage.RCode
 	qtype    dnsmessage.Type
 	answers  uint16
-	// name is the question name, lowercased, without the trailing dot, with
-	// bytes outside printable ASCII replaced by '?'. "." for the root.
-	name    [255]byte
+	// name is the question name as asked (case kept), without the trailing
+	// dot, in DNS presentation format: bytes outside printable ASCII as
+	// \DDD (\t, \r, \n for those three), backslash and quote escaped, so
+	// it is always valid UTF-8 whatever the wire carried. "." for the root.
+	name    [maxNameLen]byte
 	nameLen int
 }
+
+// maxNameLen bounds an escaped name: 255 wire bytes, each at most 4 once
+// escaped.
+const maxNameLen = 255 * 4
 
 // Name returns the question name as a byte slice into m.
 func (m *message) Name() []byte { return m.name[:m.nameLen] }
@@ -57,18 +63,54 @@ func parseMessage(b []byte, m *message) error {
 	if n > 1 && q.Name.Data[n-1] == '.' {
 		n--
 	}
-	for i := 0; i < n; i++ {
-		c := q.Name.Data[i]
-		switch {
-		case c >= 'A' && c <= 'Z':
-			c += 'a' - 'A'
-		case c < 0x21 || c > 0x7e:
-			c = '?'
-		}
-		m.name[i] = c
-	}
-	m.nameLen = n
+	m.nameLen = escapeName(m.name[:], q.Name.Data[:n])
 	return nil
+}
+
+// escapeName writes name to dst as the conventions ask for
+// dns.question.name (printable ASCII as is, others as \DDD, tab, CR and LF
+// as \t, \r, \n, backslash and quote escaped) and returns its length. The
+// result is ASCII, so it can never make an export fail on invalid UTF-8.
+// dst must hold 4 bytes per byte of name.
+func escapeName(dst, name []byte) int {
+	j := 0
+	for _, c := range name {
+		switch {
+		case c == '\\' || c == '"':
+			dst[j], dst[j+1] = '\\', c
+			j += 2
+		case c == '\t':
+			dst[j], dst[j+1] = '\\', 't'
+			j += 2
+		case c == '\r':
+			dst[j], dst[j+1] = '\\', 'r'
+			j += 2
+		case c == '\n':
+			dst[j], dst[j+1] = '\\', 'n'
+			j += 2
+		case c < 0x20 || c > 0x7e:
+			dst[j], dst[j+1], dst[j+2], dst[j+3] = '\\', '0'+c/100, '0'+c/10%10, '0'+c%10
+			j += 4
+		default:
+			dst[j] = c
+			j++
+		}
+	}
+	return j
+}
+
+// foldCase lower-cases the ASCII letters of name into dst (len(dst) >=
+// len(name)) and returns dst's prefix: DNS names compare without case
+// (RFC 4343), so the per-service budget of names counts them folded.
+func foldCase(dst, name []byte) []byte {
+	dst = dst[:len(name)]
+	for i, c := range name {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst[i] = c
+	}
+	return dst
 }
 
 // typeNames are the dns.question.type values (RFC mnemonics).

@@ -1,8 +1,12 @@
 package dns
 
 import (
+	"bytes"
 	"encoding/binary"
+	"fmt"
+	"strconv"
 	"testing"
+	"unicode/utf8"
 
 	"golang.org/x/net/dns/dnsmessage"
 )
@@ -40,11 +44,12 @@ func TestParseMessage(t *testing.T) {
 		answers  uint16
 	}{
 		{"query A", buildQuery(0x1234, "web.otelbee.test.", dnsmessage.TypeA), true, 0x1234, false, "web.otelbee.test", dnsmessage.TypeA, 0, 0},
-		{"mixed case", buildQuery(1, "WeB.OtelBee.TEST.", dnsmessage.TypeAAAA), true, 1, false, "web.otelbee.test", dnsmessage.TypeAAAA, 0, 0},
+		{"mixed case kept", buildQuery(1, "WeB.OtelBee.TEST.", dnsmessage.TypeAAAA), true, 1, false, "WeB.OtelBee.TEST", dnsmessage.TypeAAAA, 0, 0},
 		{"root", buildQuery(2, ".", dnsmessage.TypeNS), true, 2, false, ".", dnsmessage.TypeNS, 0, 0},
 		{"answer", response(3, "a.test.", dnsmessage.TypeA, dnsmessage.RCodeSuccess, 3), true, 3, true, "a.test", dnsmessage.TypeA, 0, 3},
 		{"nxdomain", response(4, "nx.test.", dnsmessage.TypeA, dnsmessage.RCodeNameError, 0), true, 4, true, "nx.test", dnsmessage.TypeA, dnsmessage.RCodeNameError, 0},
-		{"non-printable bytes", binaryName, true, 9, false, "a?? ", dnsmessage.TypeTXT, 0, 0},
+		{"non-printable bytes", binaryName, true, 9, false, `a\001 `, dnsmessage.TypeTXT, 0, 0},
+		{"not UTF-8", nameQuery(10, "caf\xc3\t\\\"\xff"), true, 10, false, `caf\195\t\\\"\255`, dnsmessage.TypeA, 0, 0},
 		{"empty", nil, false, 0, false, "", 0, 0, 0},
 		{"short header", []byte{0, 1, 1, 0, 0, 1}, false, 0, false, "", 0, 0, 0},
 		{"question cut", buildQuery(5, "cut.otelbee.test.", dnsmessage.TypeA)[:18], false, 0, false, "", 0, 0, 0},
@@ -53,8 +58,6 @@ func TestParseMessage(t *testing.T) {
 		{"label past the end", []byte{0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x3f, 'x'}, false, 0, false, "", 0, 0, 0},
 		{"reserved label type", []byte{0, 8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x80, 'x', 0, 0, 1, 0, 1}, false, 0, false, "", 0, 0, 0},
 	}
-	// The non-printable case: label "a\x01 " (control byte and space).
-	tests[5].qname = "a??"
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var m message
@@ -100,17 +103,18 @@ func TestDecodeEvent(t *testing.T) {
 	le.PutUint16(b[66:], 40000)
 	b[68], b[69] = 2, 17
 	le.PutUint16(b[70:], 0xbeef)
+	le.PutUint32(b[72:], 111)
 	var ev event
 	if err := decodeEvent(b, &ev); err != nil {
 		t.Fatal(err)
 	}
 	if ev.tsNs != 1000 || ev.queryTsNs != 400 || ev.cookie != 77 || ev.tgid != 4242 || ev.msgLen != 700 ||
 		len(ev.data) != 512 || ev.saddr[12] != 127 || ev.sport != 53 || ev.dport != 40000 || ev.kind != 2 ||
-		ev.transport != 17 || ev.id != 0xbeef {
+		ev.transport != 17 || ev.id != 0xbeef || ev.errno != 111 || eventHeaderSize != 76 {
 		t.Errorf("decoded %+v", ev)
 	}
 	le.PutUint16(b[30:], 9999) // a capture length past the record is clamped
-	if err := decodeEvent(b[:100], &ev); err != nil || len(ev.data) != 28 {
+	if err := decodeEvent(b[:100], &ev); err != nil || len(ev.data) != 24 {
 		t.Errorf("clamped: %v, %d bytes", err, len(ev.data))
 	}
 	if err := decodeEvent(b[:71], &ev); err == nil {
@@ -118,9 +122,55 @@ func TestDecodeEvent(t *testing.T) {
 	}
 }
 
+// nameQuery is a query for one label of raw bytes, which dnsmessage's
+// builder would refuse.
+func nameQuery(id uint16, label string) []byte {
+	b := []byte{byte(id >> 8), byte(id), 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, byte(len(label))}
+	b = append(b, label...)
+	return append(b, 0, 0, 1, 0, 1)
+}
+
+// unescapeName inverts escapeName.
+func unescapeName(s string) ([]byte, error) {
+	var out []byte
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' {
+			out = append(out, s[i])
+			continue
+		}
+		if i+1 >= len(s) {
+			return nil, fmt.Errorf("dangling backslash in %q", s)
+		}
+		switch c := s[i+1]; {
+		case c == 't':
+			out = append(out, '\t')
+		case c == 'r':
+			out = append(out, '\r')
+		case c == 'n':
+			out = append(out, '\n')
+		case c == '\\' || c == '"':
+			out = append(out, c)
+		case c >= '0' && c <= '2' && i+3 < len(s):
+			v, err := strconv.Atoi(s[i+1 : i+4])
+			if err != nil || v > 255 {
+				return nil, fmt.Errorf("bad escape in %q", s)
+			}
+			out = append(out, byte(v))
+			i += 2
+		default:
+			return nil, fmt.Errorf("bad escape in %q", s)
+		}
+		i++
+	}
+	return out, nil
+}
+
 // FuzzParseMessage: whatever the bytes, parsing returns (never panics), and a
-// parsed name is printable, lowercase and at most 255 bytes.
+// parsed name is valid UTF-8 made only of printable ASCII (what an OTLP
+// export needs), and it is exactly the name on the wire once unescaped.
 func FuzzParseMessage(f *testing.F) {
+	f.Add(nameQuery(3, "caf\xc3"))
+	f.Add(nameQuery(4, "\x00\\\"\t\r\n\x7f\xff"))
 	f.Add(buildQuery(1, "web.otelbee.test.", dnsmessage.TypeA))
 	f.Add(response(2, "a.b.c.", dnsmessage.TypeAAAA, dnsmessage.RCodeNameError, 2))
 	f.Add([]byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1})
@@ -131,13 +181,29 @@ func FuzzParseMessage(f *testing.F) {
 		if err := parseMessage(b, &m); err != nil {
 			return
 		}
-		if m.nameLen > 255 || m.nameLen == 0 {
+		if m.nameLen > maxNameLen || m.nameLen == 0 {
 			t.Fatalf("name length %d", m.nameLen)
 		}
-		for _, c := range m.Name() {
-			if c < 0x20 || c > 0x7e || (c >= 'A' && c <= 'Z') {
-				t.Fatalf("name %q has byte %#x", m.Name(), c)
+		name := m.Name()
+		if !utf8.Valid(name) {
+			t.Fatalf("name %q is not valid UTF-8", name)
+		}
+		for _, c := range name {
+			if c < 0x20 || c > 0x7e {
+				t.Fatalf("name %q has byte %#x", name, c)
 			}
+		}
+		// The wire name, as dnsmessage reads it, without its final dot.
+		var p dnsmessage.Parser
+		p.Start(b)
+		q, _ := p.Question()
+		wire := q.Name.Data[:q.Name.Length]
+		if len(wire) > 1 && wire[len(wire)-1] == '.' {
+			wire = wire[:len(wire)-1]
+		}
+		raw, err := unescapeName(string(name))
+		if err != nil || !bytes.Equal(raw, wire) {
+			t.Fatalf("name %q unescapes to %q (%v), the wire has %q", name, raw, err, wire)
 		}
 	})
 }

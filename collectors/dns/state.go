@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/sys/unix"
 
 	"github.com/otelbee/otelbee/collectors/aggregate"
 	"github.com/otelbee/otelbee/collectors/identity"
@@ -20,11 +23,61 @@ import (
 // service's budget of distinct names.
 const OverflowName = "_OTHER"
 
-// Outcomes that are not response codes.
+// Outcomes that are not response codes (those are 0..4095).
 const (
-	outcomeTimeout   = 0xffff
+	outcomeTimeout   = 0xffff // no answer: the agent's timeout, or the client gave up first
 	outcomeMalformed = 0xfffe
+	// The client's socket reported an error (an ICMP error for UDP, a
+	// reset for TCP) while the query waited: the lookup failed then.
+	outcomeRefused         = 0xfffd
+	outcomeHostUnreachable = 0xfffc
+	outcomeNetUnreachable  = 0xfffb
+	outcomeReset           = 0xfffa
+	outcomeSocketError     = 0xfff9 // any other socket error
 )
+
+// errorType is the error.type of a lookup's outcome, "" when it succeeded.
+// The conventions define no DNS values but _OTHER and ask for the
+// resolver's error codes; the agent sees the wire, so a response code other
+// than NOERROR is its RFC mnemonic (NXDOMAIN, SERVFAIL, REFUSED, ...), a
+// lookup without an answer is "timeout" (as error.type's own examples), and
+// a socket error is named after it ("connection_refused" for an ICMP port
+// unreachable, lower case so that it never reads as the REFUSED code).
+func errorType(outcome uint16) string {
+	switch outcome {
+	case 0:
+		return ""
+	case outcomeTimeout:
+		return "timeout"
+	case outcomeMalformed:
+		return "malformed_response"
+	case outcomeRefused:
+		return "connection_refused"
+	case outcomeHostUnreachable:
+		return "host_unreachable"
+	case outcomeNetUnreachable:
+		return "network_unreachable"
+	case outcomeReset:
+		return "connection_reset"
+	case outcomeSocketError:
+		return "_OTHER"
+	}
+	return rcodeName(dnsmessage.RCode(outcome))
+}
+
+// isRCode tells a response code from the outcomes above.
+func isRCode(outcome uint16) bool { return outcome < outcomeSocketError }
+
+// maxSpellings bounds the spellings kept per name and service: a resolver
+// that randomises case (DNS 0x20) would otherwise make a series per
+// spelling. Further spellings are recorded with the first one.
+const maxSpellings = 4
+
+// spellings are the forms of one name (equal but for case) as asked.
+type spellings struct {
+	s [maxSpellings]string
+	n int
+}
 
 // Attribute keys.
 const (
@@ -91,9 +144,14 @@ var overflowSet = attribute.NewSet(attribute.Bool("otel.metric.overflow", true))
 
 // state is the Run goroutine's: no lock.
 type state struct {
-	c        *Collector
-	pending  map[pendKey]pendEntry
-	names    map[string]map[string]string // service.name -> kept names
+	c       *Collector
+	pending map[pendKey]pendEntry
+	// byCookie lists the DNS ids of each socket's pending queries, so that
+	// a socket's error or close ends them without a scan; freeIDs keeps
+	// emptied lists for reuse (no allocation per query once warm).
+	byCookie map[uint64][]uint16
+	freeIDs  [][]uint16
+	names    map[string]map[string]*spellings // service.name -> case-folded name -> as asked
 	series   map[seriesKey]*series
 	overflow *histograms          // past Config.MaxSeries; guarded by Collector.seriesMu
 	retired  map[uint32]time.Time // tgid -> when seen gone
@@ -107,7 +165,8 @@ func newState(c *Collector) *state {
 	return &state{
 		c:          c,
 		pending:    map[pendKey]pendEntry{},
-		names:      map[string]map[string]string{},
+		byCookie:   map[uint64][]uint16{},
+		names:      map[string]map[string]*spellings{},
 		series:     map[seriesKey]*series{},
 		retired:    map[uint32]time.Time{},
 		wallOffset: time.Duration(time.Now().UnixNano() - int64(monotonicNow())),
@@ -120,6 +179,12 @@ func (s *state) handle(ctx context.Context, ev *event) {
 		s.onQuery(ev)
 	case dnsDnsKindKIND_RESPONSE:
 		s.onResponse(ctx, ev)
+	case dnsDnsKindKIND_SOCK_ERROR:
+		s.c.stats.socketErrors.Add(1)
+		s.endSocket(ctx, ev.cookie, socketOutcome(ev.errno), ev.tsNs, &s.c.stats.failed)
+	case dnsDnsKindKIND_CLOSE:
+		s.c.stats.closes.Add(1)
+		s.endSocket(ctx, ev.cookie, outcomeTimeout, ev.tsNs, &s.c.stats.clientGaveUp)
 	default:
 		s.c.stats.malformedRecords.Add(1)
 	}
@@ -150,6 +215,9 @@ func (s *state) onQuery(ev *event) {
 	}
 	proc := s.c.deps.Processes.Lookup(ev.tgid)
 	name, folded := s.intern(proc.ServiceName, s.msg.Name())
+	if _, dup := s.pending[k]; !dup {
+		s.indexAdd(k)
+	}
 	s.pending[k] = pendEntry{
 		tsNs:      ev.tsNs,
 		tgid:      ev.tgid,
@@ -180,7 +248,7 @@ func (s *state) onResponse(ctx context.Context, ev *event) {
 		s.c.stats.unmatched.Add(1)
 		return
 	}
-	delete(s.pending, k)
+	s.drop(k)
 	s.c.stats.pendingAgentCount.Store(int64(len(s.pending)))
 	var dur uint64
 	if ev.tsNs > ev.queryTsNs {
@@ -193,13 +261,103 @@ func (s *state) onResponse(ctx context.Context, ev *event) {
 	s.record(ctx, &e, outcome, dur, answers, ev.tsNs)
 }
 
+// drop forgets a pending query.
+func (s *state) drop(k pendKey) {
+	delete(s.pending, k)
+	ids := s.byCookie[k.cookie]
+	for i, id := range ids {
+		if id == k.id {
+			ids[i] = ids[len(ids)-1]
+			ids = ids[:len(ids)-1]
+			break
+		}
+	}
+	if len(ids) > 0 {
+		s.byCookie[k.cookie] = ids
+		return
+	}
+	delete(s.byCookie, k.cookie)
+	if ids != nil && cap(ids) <= 16 && len(s.freeIDs) < 1024 {
+		s.freeIDs = append(s.freeIDs, ids)
+	}
+}
+
+func (s *state) indexAdd(k pendKey) {
+	ids, ok := s.byCookie[k.cookie]
+	if !ok && len(s.freeIDs) > 0 {
+		ids = s.freeIDs[len(s.freeIDs)-1][:0]
+		s.freeIDs = s.freeIDs[:len(s.freeIDs)-1]
+	}
+	s.byCookie[k.cookie] = append(ids, k.id)
+}
+
+// socketOutcome is the outcome of a lookup whose socket reported errno.
+func socketOutcome(errno int32) uint16 {
+	switch unix.Errno(errno) {
+	case unix.ECONNREFUSED:
+		return outcomeRefused
+	case unix.EHOSTUNREACH:
+		return outcomeHostUnreachable
+	case unix.ENETUNREACH:
+		return outcomeNetUnreachable
+	case unix.ECONNRESET:
+		return outcomeReset
+	case unix.ETIMEDOUT:
+		return outcomeTimeout
+	}
+	return outcomeSocketError
+}
+
+// endSocket ends the pending queries of a socket at atNs: it reported an
+// error (the client's receive fails then), or it closed (the client stopped
+// waiting) before the answer and before the agent's timeout. Their duration
+// is what the client saw. Whoever deletes the kernel's entry owns the
+// lookup, as for timeouts: an entry already gone was answered, and that
+// answer's record is lost (the kernel counted it) or yet to come.
+func (s *state) endSocket(ctx context.Context, cookie uint64, outcome uint16, atNs uint64, ended *atomic.Uint64) {
+	ids := s.byCookie[cookie]
+	if len(ids) == 0 {
+		return
+	}
+	// drop edits the list: work on a copy (a DNS socket has few queries).
+	var buf [16]uint16
+	todo := append(buf[:0], ids...)
+	for _, id := range todo {
+		k := pendKey{cookie: cookie, id: id}
+		e, ok := s.pending[k]
+		if !ok || e.goneAtNs != 0 {
+			continue
+		}
+		var err error
+		if s.c.pendMap != nil { // nil only in unit tests
+			err = s.c.pendMap.Delete(dnsPendingKey{Cookie: k.cookie, Id: k.id})
+		}
+		switch {
+		case err == nil:
+			ended.Add(1)
+			s.drop(k)
+			var dur uint64
+			if atNs > e.tsNs {
+				dur = atNs - e.tsNs
+			}
+			s.record(ctx, &e, outcome, dur, -1, atNs)
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			e.goneAtNs = monotonicNow()
+			s.pending[k] = e
+		default:
+			s.c.log.Warn("deleting an ended dns query from the kernel", "error", err)
+		}
+	}
+	s.c.stats.pendingAgentCount.Store(int64(len(s.pending)))
+}
+
 // record puts one finished lookup on the instruments.
 // A lookup that became a sampled span is its duration bucket's exemplar.
 func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs uint64, answers int64, endNs uint64) {
 	sr := s.seriesFor(e, outcome)
 	var sc trace.SpanContext
 	if s.c.tracer != nil {
-		sc = s.span(ctx, e, sr, answers, endNs)
+		sc = s.span(ctx, e, sr, outcome, answers, endNs)
 	}
 	d := float64(durNs) / 1e9
 	if sr.overflowed {
@@ -208,9 +366,9 @@ func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs 
 	h := sr.h
 	s.c.seriesMu.Lock()
 	if sc.IsSampled() {
-		h.duration.RecordSampled(durationBuckets[:], d, s.wall(endNs), sc)
+		h.duration.RecordSampled(s.c.cfg.DurationBuckets, d, s.wall(endNs), sc)
 	} else {
-		h.duration.Record(durationBuckets[:], d)
+		h.duration.Record(s.c.cfg.DurationBuckets, d)
 	}
 	if answers >= 0 {
 		h.answers.Record(answerBuckets[:], float64(answers))
@@ -222,7 +380,7 @@ func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs 
 }
 
 // span ends the lookup's span if it is sampled, and returns its context.
-func (s *state) span(ctx context.Context, e *pendEntry, sr *series, answers int64, endNs uint64) trace.SpanContext {
+func (s *state) span(ctx context.Context, e *pendEntry, sr *series, outcome uint16, answers int64, endNs uint64) trace.SpanContext {
 	name := "DNS " + typeName(e.qtype)
 	// Unsampled lookups never reach the SDK (package sampling).
 	ctx, sampled := sampling.Decide(s.c.deps.Sampler, ctx, name, trace.SpanKindClient)
@@ -239,6 +397,9 @@ func (s *state) span(ctx context.Context, e *pendEntry, sr *series, answers int6
 		trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithTimestamp(start),
 		trace.WithAttributes(attrs...))
+	if et := errorType(outcome); et != "" {
+		sp.SetStatus(codes.Error, et)
+	}
 	sp.End(trace.WithTimestamp(end))
 	return sp.SpanContext()
 }
@@ -248,23 +409,42 @@ func (s *state) wall(mono uint64) time.Time {
 	return time.Unix(0, int64(mono)+int64(s.wallOffset))
 }
 
-// intern returns the kept copy of name for service, or OverflowName once the
-// service has MaxNamesPerService names. A name already kept costs a map
-// lookup and no allocation.
+// intern returns the kept copy of name (as asked) for service, or
+// OverflowName once the service has MaxNamesPerService names. Names that
+// differ only in case are one name for the budget (RFC 4343) and keep up to
+// maxSpellings spellings. A name already kept costs two map lookups and no
+// allocation.
 func (s *state) intern(service string, name []byte) (string, bool) {
 	set, ok := s.names[service]
 	if !ok {
-		set = map[string]string{}
+		set = map[string]*spellings{}
 		s.names[service] = set
 	}
-	if v, ok := set[string(name)]; ok {
+	var buf [maxNameLen]byte
+	folded := foldCase(buf[:], name)
+	if sp, ok := set[string(folded)]; ok {
+		for _, v := range sp.s[:sp.n] {
+			if v == string(name) {
+				return v, false
+			}
+		}
+		if sp.n == maxSpellings {
+			return sp.s[0], false
+		}
+		v := string(name)
+		sp.s[sp.n] = v
+		sp.n++
 		return v, false
 	}
 	if len(set) >= s.c.cfg.MaxNamesPerService {
 		return OverflowName, true
 	}
 	v := string(name)
-	set[v] = v
+	key := v
+	if string(folded) != v {
+		key = string(folded)
+	}
+	set[key] = &spellings{s: [maxSpellings]string{v}, n: 1}
 	return v, false
 }
 
@@ -283,13 +463,11 @@ func (s *state) seriesFor(e *pendEntry, outcome uint16) *series {
 		keyQuestionName.String(e.name),
 		keyQuestionType.String(typeName(e.qtype)),
 	)
-	switch outcome {
-	case outcomeTimeout:
-		kv = append(kv, keyErrorType.String("timeout"))
-	case outcomeMalformed:
-		kv = append(kv, keyErrorType.String("malformed_response"))
-	default:
+	if isRCode(outcome) {
 		kv = append(kv, keyResponseCode.String(rcodeName(dnsmessage.RCode(outcome))))
+	}
+	if et := errorType(outcome); et != "" {
+		kv = append(kv, keyErrorType.String(et))
 	}
 	kv = append(kv,
 		keyServerAddr.String(netip.AddrFrom16(e.server).Unmap().String()),
@@ -334,7 +512,7 @@ func (s *state) sweep(ctx context.Context, now uint64) {
 			// kernel counted that drop.
 			if now-e.goneAtNs >= timeout {
 				s.c.stats.answerLost.Add(1)
-				delete(s.pending, k)
+				s.drop(k)
 			}
 			continue
 		}
@@ -345,7 +523,7 @@ func (s *state) sweep(ctx context.Context, now uint64) {
 		switch {
 		case err == nil:
 			s.c.stats.timeouts.Add(1)
-			delete(s.pending, k)
+			s.drop(k)
 			s.record(ctx, &e, outcomeTimeout, timeout, -1, e.tsNs+timeout)
 		case errors.Is(err, ebpf.ErrKeyNotExist):
 			e.goneAtNs = now

@@ -5,16 +5,20 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
+	otelcodes "go.opentelemetry.io/otel/codes"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/sys/unix"
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/collectortest"
@@ -81,9 +85,10 @@ func feed(c *Collector, rec []byte) {
 }
 
 type point struct {
-	name, qtype, outcome, server string
-	count                        uint64
-	sum                          float64
+	name, qtype, outcome, errType, server string
+	count                                 uint64
+	sum                                   float64
+	bounds                                []float64
 }
 
 func points(t *testing.T, reader *sdkmetric.ManualReader) map[string]point {
@@ -102,8 +107,11 @@ func points(t *testing.T, reader *sdkmetric.ManualReader) map[string]point {
 			for _, dp := range h.DataPoints {
 				get := func(k string) string { v, _ := dp.Attributes.Value(attributeKey(k)); return v.Emit() }
 				p := point{name: get("dns.question.name"), qtype: get("dns.question.type"),
-					outcome: get("dns.response.code") + get("error.type"),
-					server:  get("server.address") + ":" + get("server.port"), count: dp.Count, sum: dp.Sum}
+					outcome: get("dns.response.code"), errType: get("error.type"),
+					server: get("server.address") + ":" + get("server.port"), count: dp.Count, sum: dp.Sum, bounds: dp.Bounds}
+				if p.outcome == "" {
+					p.outcome = p.errType
+				}
 				out[p.name+" "+p.qtype+" "+p.outcome] = p
 			}
 		}
@@ -294,5 +302,180 @@ func TestMaxSeries(t *testing.T) {
 	}
 	if n := c.stats.seriesOverflow.Load(); n != 3 {
 		t.Errorf("overflow counter %d, want 3", n)
+	}
+}
+
+// TestErrorTypes: every failed lookup has error.type (the response code's
+// mnemonic, or timeout), a NOERROR one has none; a failed lookup's span has
+// status Error.
+func TestErrorTypes(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Spans = true
+	cfg.Timeout = time.Second
+	c, reader := unitCollector(t, cfg)
+	rec := tracetest.NewSpanRecorder()
+	c.tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)).Tracer("test")
+	pid := uint32(os.Getpid())
+	codes := []dnsmessage.RCode{dnsmessage.RCodeSuccess, dnsmessage.RCodeNameError, dnsmessage.RCodeServerFailure,
+		dnsmessage.RCodeRefused, dnsmessage.RCodeNameError, dnsmessage.RCodeFormatError}
+	for i, rc := range codes {
+		id := uint16(i + 1)
+		feed(c, record(dnsDnsKindKIND_QUERY, 1000, 0, 5, pid, buildQuery(id, "e.test.", dnsmessage.TypeA)))
+		feed(c, record(dnsDnsKindKIND_RESPONSE, 2000, 1000, 5, pid, response(id, "e.test.", dnsmessage.TypeA, rc, 0)))
+	}
+	feed(c, record(dnsDnsKindKIND_QUERY, 1000, 0, 6, pid, buildQuery(50, "e.test.", dnsmessage.TypeA)))
+	c.st.sweep(context.Background(), 1000+uint64(time.Second))
+
+	got := points(t, reader)
+	want := map[string]struct {
+		n       uint64
+		errType string
+	}{
+		"e.test A NOERROR":  {1, ""},
+		"e.test A NXDOMAIN": {2, "NXDOMAIN"},
+		"e.test A SERVFAIL": {1, "SERVFAIL"},
+		"e.test A REFUSED":  {1, "REFUSED"},
+		"e.test A FORMERR":  {1, "FORMERR"},
+		"e.test A timeout":  {1, "timeout"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("series %v", got)
+	}
+	for k, w := range want {
+		if got[k].count != w.n || got[k].errType != w.errType {
+			t.Errorf("%s: %d lookups, error.type %q; want %d, %q", k, got[k].count, got[k].errType, w.n, w.errType)
+		}
+	}
+	status := map[string]int{}
+	for _, sp := range rec.Ended() {
+		et := ""
+		for _, kv := range sp.Attributes() {
+			if kv.Key == "error.type" {
+				et = kv.Value.AsString()
+			}
+		}
+		if (et != "") != (sp.Status().Code == otelcodes.Error) || (et != "" && sp.Status().Description != et) {
+			t.Errorf("span with error.type %q has status %v %q", et, sp.Status().Code, sp.Status().Description)
+		}
+		status[sp.Status().Code.String()]++
+	}
+	if status["Error"] != 6 || status["Unset"] != 1 {
+		t.Errorf("span statuses %v, want 6 Error and 1 Unset", status)
+	}
+}
+
+// TestDurationBuckets: the default bounds are the conventions' advice for
+// dns.lookup.duration; dns.duration_buckets replaces them; bad ones are
+// refused.
+func TestDurationBuckets(t *testing.T) {
+	wantDefault := []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
+	custom := []float64{0.0001, 0.001, 0.01}
+	for _, b := range [][]float64{nil, custom} {
+		cfg := DefaultConfig()
+		want := wantDefault
+		if b != nil {
+			cfg.DurationBuckets, want = b, b
+		}
+		c, reader := unitCollector(t, cfg)
+		pid := uint32(os.Getpid())
+		feed(c, record(dnsDnsKindKIND_QUERY, 1000, 0, 5, pid, buildQuery(1, "b.test.", dnsmessage.TypeA)))
+		feed(c, record(dnsDnsKindKIND_RESPONSE, 3_001_000, 1000, 5, pid, response(1, "b.test.", dnsmessage.TypeA, 0, 1)))
+		p := points(t, reader)["b.test A NOERROR"]
+		if !slices.Equal(p.bounds, want) || p.count != 1 {
+			t.Errorf("bounds %v (count %d), want %v", p.bounds, p.count, want)
+		}
+	}
+	for _, b := range [][]float64{{}, {1, 1}, {2, 1}, {-1}, {math.NaN()}, {math.Inf(1)}, make([]float64, 65)} {
+		cfg := DefaultConfig()
+		cfg.DurationBuckets = b
+		if cfg.Validate() == nil {
+			t.Errorf("bounds %v accepted", b)
+		}
+	}
+}
+
+// TestNameCase: dns.question.name is the name as asked; spellings that
+// differ only in case are one name for the per-service budget, and at most
+// maxSpellings of them are kept.
+func TestNameCase(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxNamesPerService = 1
+	c, reader := unitCollector(t, cfg)
+	pid := uint32(os.Getpid())
+	asked := []string{"Web.Test.", "web.test.", "WEB.TEST.", "Web.Test.", "wEb.test.", "weB.test.", "other.test."}
+	for i, n := range asked {
+		id := uint16(i + 1)
+		feed(c, record(dnsDnsKindKIND_QUERY, 1000, 0, 5, pid, buildQuery(id, n, dnsmessage.TypeA)))
+		feed(c, record(dnsDnsKindKIND_RESPONSE, 2000, 1000, 5, pid, response(id, n, dnsmessage.TypeA, 0, 1)))
+	}
+	got := points(t, reader)
+	want := map[string]uint64{
+		"Web.Test A NOERROR": 3, // twice as asked, and weB.test: the fifth spelling
+		"web.test A NOERROR": 1,
+		"WEB.TEST A NOERROR": 1,
+		"wEb.test A NOERROR": 1,
+		"_OTHER A NOERROR":   1, // a second name past the budget of one
+	}
+	if len(got) != len(want) {
+		t.Fatalf("series %v", got)
+	}
+	for k, n := range want {
+		if got[k].count != n {
+			t.Errorf("%s: %d lookups, want %d", k, got[k].count, n)
+		}
+	}
+	if n := c.stats.folded.Load(); n != 1 {
+		t.Errorf("folded %d, want 1", n)
+	}
+}
+
+// endRecord builds a KIND_SOCK_ERROR or KIND_CLOSE record.
+func endRecord(kind dnsDnsKind, ts, cookie uint64, errno int32) []byte {
+	b := make([]byte, eventSize)
+	le := binary.LittleEndian
+	le.PutUint64(b[offTsNs:], ts)
+	le.PutUint64(b[offCookie:], cookie)
+	b[offKind] = byte(kind)
+	le.PutUint32(b[offError:], uint32(errno))
+	return b
+}
+
+// TestSocketEnds: a socket's error ends its pending queries with the
+// error's type at the error's time; its close ends them as timeouts at the
+// close; other sockets' queries wait on.
+func TestSocketEnds(t *testing.T) {
+	c, reader := unitCollector(t, DefaultConfig())
+	pid := uint32(os.Getpid())
+	q := func(ts, cookie uint64, id uint16, name string) {
+		feed(c, record(dnsDnsKindKIND_QUERY, ts, 0, cookie, pid, buildQuery(id, name, dnsmessage.TypeA)))
+	}
+	q(1_000_000, 5, 1, "refused.test.") // A and AAAA-like: two on one socket
+	q(1_500_000, 5, 2, "refused.test.")
+	q(2_000_000, 6, 3, "closed.test.")
+	q(2_000_000, 7, 4, "waiting.test.")
+	feed(c, endRecord(dnsDnsKindKIND_SOCK_ERROR, 3_000_000, 5, int32(unix.ECONNREFUSED)))
+	feed(c, endRecord(dnsDnsKindKIND_CLOSE, 5_000_000, 5, 0)) // nothing left on it
+	feed(c, endRecord(dnsDnsKindKIND_CLOSE, 1_002_000_000, 6, 0))
+	feed(c, endRecord(dnsDnsKindKIND_CLOSE, 9_000_000, 99, 0)) // unknown socket
+
+	got := points(t, reader)
+	if p := got["refused.test A connection_refused"]; p.count != 2 || math.Abs(p.sum-0.0035) > 1e-9 {
+		t.Errorf("refused: %+v, want 2 lookups, 2 ms + 1.5 ms", p)
+	}
+	if p := got["closed.test A timeout"]; p.count != 1 || math.Abs(p.sum-1.0) > 1e-9 {
+		t.Errorf("closed: %+v, want 1 lookup of 1 s", p)
+	}
+	if len(got) != 2 || len(c.st.pending) != 1 || len(c.st.byCookie) != 1 || len(c.st.byCookie[7]) != 1 {
+		t.Errorf("series %v; pending %d, index %v; want the waiting query only", got, len(c.st.pending), c.st.byCookie)
+	}
+	if c.stats.failed.Load() != 2 || c.stats.clientGaveUp.Load() != 1 || c.stats.socketErrors.Load() != 1 || c.stats.closes.Load() != 3 {
+		t.Errorf("stats: failed %d gave up %d errors %d closes %d", c.stats.failed.Load(), c.stats.clientGaveUp.Load(),
+			c.stats.socketErrors.Load(), c.stats.closes.Load())
+	}
+	for errno, want := range map[unix.Errno]string{unix.ECONNREFUSED: "connection_refused", unix.EHOSTUNREACH: "host_unreachable",
+		unix.ENETUNREACH: "network_unreachable", unix.ECONNRESET: "connection_reset", unix.ETIMEDOUT: "timeout", unix.EMSGSIZE: "_OTHER"} {
+		if got := errorType(socketOutcome(int32(errno))); got != want {
+			t.Errorf("errno %v: error.type %q, want %q", errno, got, want)
+		}
 	}
 }
