@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -140,11 +141,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 
 	force, _ := hook.ParseMode(cfg.AttachMode) // validated with the config
 	host, _ := os.Hostname()
+	processes := identity.NewResolver("/proc", host)
+	processes.SetResourceAttributes(serviceResourceAttributes(&cfg))
 	deps := collectors.Deps{
 		TracerProvider: tp,
 		Sampler:        sampler,
 		Producers:      producers,
-		Processes:      identity.NewResolver("/proc", host),
+		Processes:      processes,
 		Probes:         hook.NewProbes(),
 		Hooks:          hook.NewRegistry(),
 		Attach:         hook.Options{Force: force, Strict: cfg.AttachModeStrict},
@@ -314,20 +317,48 @@ func expiredContext() context.Context {
 	return ctx
 }
 
+// agentResource is the resource of the agent's own telemetry: the agent as
+// a program (service.name=otelbee, its instance, its Go SDK), the host, and
+// what the agent's own OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES say,
+// which win. Observed services take only its host.*, os.* (and cloud,
+// Kubernetes node and cluster) attributes; their own come from
+// serviceResourceAttributes.
 func agentResource(ctx context.Context) (*resource.Resource, error) {
+	host, _ := os.Hostname()
 	res, err := resource.New(ctx,
 		resource.WithAttributes(
 			attribute.String("service.name", "otelbee"),
 			attribute.String("service.version", Version),
+			attribute.String("service.instance.id", host+":"+strconv.Itoa(os.Getpid())),
 		),
 		resource.WithHost(),
 		resource.WithOS(),
 		resource.WithProcessPID(),
 		resource.WithTelemetrySDK(),
+		resource.WithAttributes(distro()...),
 		resource.WithFromEnv(),
 	)
 	if err != nil && res == nil {
 		return nil, fmt.Errorf("building the agent resource: %w", err)
 	}
 	return res, nil
+}
+
+// distro describes the producer of the telemetry truthfully: otelbee, not
+// the observed program's SDK (telemetry.sdk.language=go would be false for
+// nginx or Python, whose runtime the agent does not claim to know).
+func distro() []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.String("telemetry.distro.name", "otelbee"),
+		attribute.String("telemetry.distro.version", Version),
+	}
+}
+
+// serviceResourceAttributes are the resource attributes every observed
+// service gets besides its identity and the host's: telemetry.distro.*, and
+// --resource.attributes (validated with the config), which win over them. A
+// program's own OTEL_RESOURCE_ATTRIBUTES win over both (package identity).
+func serviceResourceAttributes(cfg *Config) []attribute.KeyValue {
+	hostWide, _ := identity.ParseResourceAttributes(cfg.ResourceAttributes)
+	return append(distro(), hostWide...)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/dns"
 	"github.com/otelbee/otelbee/collectors/hook"
 	httpc "github.com/otelbee/otelbee/collectors/http"
+	"github.com/otelbee/otelbee/collectors/identity"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/tcp"
 	"github.com/otelbee/otelbee/exporters/otlp"
@@ -46,6 +47,12 @@ type Config struct {
 	TCP              tcp.Config    `yaml:"tcp"`
 	DNS              dns.Config    `yaml:"dns"`
 	HTTP             httpc.Config  `yaml:"http"`
+
+	// ResourceAttributes go on the resource of every observed service, in
+	// the OTEL_RESOURCE_ATTRIBUTES format (key=value,...); a program's own
+	// OTEL_RESOURCE_ATTRIBUTES win over them. The agent's own
+	// OTEL_RESOURCE_ATTRIBUTES describe the agent only.
+	ResourceAttributes string `yaml:"resource_attributes"`
 }
 
 // PrometheusConfig is the /metrics endpoint.
@@ -114,6 +121,9 @@ var envVars = map[string]string{
 	"OTELBEE_DNS_SPANS":          "dns.spans",
 	"OTELBEE_HTTP_CAPTURE_BYTES": "http.capture-bytes",
 	"OTELBEE_HTTP_ROUTES":        "http.routes",
+
+	// The observed services' resource, not the agent's (OTEL_RESOURCE_ATTRIBUTES).
+	"OTELBEE_RESOURCE_ATTRIBUTES": "resource.attributes",
 }
 
 // LoadConfig builds the configuration from args (without the program name
@@ -134,6 +144,7 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.String("attach-mode", "", "try this attach mode first on every hook that declares it, then the rest of the chain: auto, tp_btf, fentry, kprobe, tracepoint")
 	fs.Bool("attach-mode.strict", false, "with --attach-mode: no fallback; a hook whose forced mode fails stays detached")
 	fs.String("log.level", "", "debug, info, warn or error")
+	fs.String("resource.attributes", "", "resource attributes of every observed service, as in OTEL_RESOURCE_ATTRIBUTES (key=value,...); a program's own OTEL_RESOURCE_ATTRIBUTES win")
 	fs.Bool("bpf.stats", false, "enable kernel BPF run-time statistics and export them per program")
 	fs.Duration("shutdown-timeout", 0, "how long the whole shutdown may take: final export, then detaching programs (default 5s)")
 	fs.Uint("tcp.max-connections", 0, "connections the TCP collector tracks at once")
@@ -199,6 +210,8 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			cfg.AttachMode = v
 		case "attach-mode.strict":
 			cfg.AttachModeStrict, err = strconv.ParseBool(v)
+		case "resource.attributes":
+			cfg.ResourceAttributes = v
 		case "log.level":
 			cfg.LogLevel = v
 		case "bpf.stats":
@@ -438,6 +451,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := hook.ParseMode(c.AttachMode); err != nil {
 		return &UsageError{Err: err}
+	}
+	if _, err := identity.ParseResourceAttributes(c.ResourceAttributes); err != nil {
+		return usageErrorf("invalid resource.attributes: %v (want key=value,... with values percent-encoded, as OTEL_RESOURCE_ATTRIBUTES)", err)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -42,6 +42,9 @@ type Process struct {
 	ContainerID      string
 	startTime        uint64 // clock ticks since boot; tells a reused pid apart
 	attrs            []attribute.KeyValue
+	// resource: the program's own OTEL_RESOURCE_ATTRIBUTES (or, for a
+	// forked child, its parent's), without service.name/namespace.
+	resource []attribute.KeyValue
 	// envService: the service name came from the environment (the
 	// process's own or, for a forked child, its parent's).
 	envService bool
@@ -58,8 +61,11 @@ type Process struct {
 // exporters move them into one resource per service.
 func (p *Process) Attributes() []attribute.KeyValue { return p.attrs }
 
-func (p *Process) buildAttributes(host string) {
+func (p *Process) buildAttributes(host string, base []attribute.KeyValue) {
 	p.attrs = []attribute.KeyValue{KeyServiceName.String(p.ServiceName)}
+	if kv, ok := resourceAttribute(base, p.resource); ok {
+		p.attrs = append(p.attrs, kv)
+	}
 	if p.ServiceNamespace != "" {
 		p.attrs = append(p.attrs, KeyServiceNamespace.String(p.ServiceNamespace))
 	}
@@ -87,6 +93,7 @@ type Resolver struct {
 	Retention time.Duration
 
 	mu    sync.Mutex
+	base  []attribute.KeyValue // SetResourceAttributes
 	cache map[uint32]*Process
 	dead  map[uint32]time.Time // when Sweep first found the pid gone
 }
@@ -95,7 +102,7 @@ type Resolver struct {
 // into service.instance.id.
 func NewResolver(procRoot, host string) *Resolver {
 	unknown := &Process{ServiceName: UnknownService}
-	unknown.buildAttributes(host)
+	unknown.buildAttributes(host, nil)
 	return &Resolver{procRoot: procRoot, host: host, unknown: unknown, Retention: 5 * time.Minute,
 		cache: map[uint32]*Process{}, dead: map[uint32]time.Time{}}
 }
@@ -220,8 +227,10 @@ func (r *Resolver) read(pid uint32, waitForExec bool, execEnv []byte) *Process {
 	}
 	if execEnv != nil {
 		p.ServiceName, p.ServiceNamespace = serviceFromEnviron(execEnv)
+		p.resource = resourceFromEnviron(execEnv)
 	} else if env, err := readEnviron(dir, waitForExec); err == nil {
 		p.ServiceName, p.ServiceNamespace = serviceFromEnviron(env)
+		p.resource = resourceFromEnviron(env)
 		if len(env) == 0 {
 			p.provisionalUntil = time.Now().Add(provisionalFor)
 		}
@@ -239,7 +248,7 @@ func (r *Resolver) read(pid uint32, waitForExec bool, execEnv []byte) *Process {
 	if cg, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
 		p.ContainerID = ContainerIDFromCgroup(cg)
 	}
-	p.buildAttributes(r.host)
+	p.buildAttributes(r.host, r.resourceAttrs())
 	return p
 }
 
@@ -257,6 +266,7 @@ func (r *Resolver) inherit(p *Process, ppid uint32) {
 	r.mu.Unlock()
 	if ok && parent.envService && parent.ExecutableName == p.ExecutableName {
 		p.ServiceName, p.ServiceNamespace = parent.ServiceName, parent.ServiceNamespace
+		p.resource = parent.resource
 		p.envService = true
 	}
 }

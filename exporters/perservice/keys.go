@@ -44,6 +44,12 @@ const (
 	K8sReplicaSetName     attribute.Key = "k8s.replicaset.name"
 	K8sJobName            attribute.Key = "k8s.job.name"
 	K8sCronJobName        attribute.Key = "k8s.cronjob.name"
+
+	// ProgramResource carries the observed program's other resource
+	// attributes as "key=value" strings (its own OTEL_RESOURCE_ATTRIBUTES
+	// over the host-wide ones; see collectors/identity.KeyResource). The
+	// splitters expand it into the resource.
+	ProgramResource attribute.Key = "otelbee.internal.resource"
 )
 
 // ResourceKeys lists the attribute keys that describe an observed program
@@ -75,6 +81,7 @@ var ResourceKeys = []attribute.Key{
 	K8sReplicaSetName,
 	K8sJobName,
 	K8sCronJobName,
+	ProgramResource,
 }
 
 // resourceKeySet is ResourceKeys as a set; IsResourceKey runs once per
@@ -90,14 +97,14 @@ var resourceKeySet = func() map[attribute.Key]struct{} {
 // IsResourceKey reports whether k is an identity (resource) attribute key:
 // one of ResourceKeys or any key starting with "k8s.".
 func IsResourceKey(k attribute.Key) bool {
-	// Every resource key starts with service., process., container. or
-	// k8s.: most measurement keys (http., url., network., dns., ...) are
+	// Every resource key starts with service., process., container.,
+	// k8s. or otelbee.internal.: most measurement keys (http., url., network., dns., ...) are
 	// turned away by their first byte, without hashing.
 	if k == "" {
 		return false
 	}
 	switch k[0] {
-	case 's', 'p', 'c', 'k':
+	case 's', 'p', 'c', 'k', 'o':
 	default:
 		return false
 	}
@@ -111,20 +118,19 @@ func IsResourceKey(k attribute.Key) bool {
 func notResourceKey(kv attribute.KeyValue) bool { return !IsResourceKey(kv.Key) }
 
 // keepFromAgent reports whether an attribute of the agent's own resource
-// also describes an observed program on the same host. Host, OS, cloud and
-// cluster attributes do (the program runs on the same machine); attributes
-// about the agent as a program (its service.*, process.*, container.* and
-// pod-level k8s.*) do not and would mislabel the observed service.
+// also describes an observed program on the same host: what describes the
+// machine (host.*, os.*, cloud.*, the Kubernetes node and cluster). The
+// rest describes the agent as a program — its service.*, process.*,
+// telemetry.sdk.* (the agent's SDK is not the observed program's), and
+// whatever its own OTEL_RESOURCE_ATTRIBUTES say (deployment.*, custom keys):
+// attributes meant for every observed service are configured for them
+// (ProgramResource), not taken from the agent's environment.
 func keepFromAgent(k attribute.Key) bool {
 	s := string(k)
-	switch {
-	case strings.HasPrefix(s, "k8s.node."), strings.HasPrefix(s, "k8s.cluster."):
-		return true
-	case strings.HasPrefix(s, "service."),
-		strings.HasPrefix(s, "process."),
-		strings.HasPrefix(s, "container."),
-		strings.HasPrefix(s, "k8s."):
-		return false
+	for _, p := range []string{"host.", "os.", "cloud.", "k8s.node.", "k8s.cluster."} {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
 	}
-	return !IsResourceKey(k)
+	return false
 }

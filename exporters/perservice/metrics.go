@@ -3,6 +3,7 @@ package perservice
 import (
 	"cmp"
 	"slices"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -304,6 +305,8 @@ func (b *builder) add(si int, sm *metricdata.ScopeMetrics, m metricdata.Metrics)
 type splitter struct {
 	schemaURL string
 	base      []attribute.KeyValue // agent attributes kept on every service resource
+	agent     *resource.Resource   // the agent's own resource
+	agentPID  attribute.Value      // its process.pid, if any
 	groups    []*group
 	byKey     map[attribute.Distinct][]*group
 
@@ -339,6 +342,8 @@ func newSplitter(agent *resource.Resource) *splitter {
 		hasher: attribute.NewHasher(),
 	}
 	if agent != nil {
+		s.agent = agent
+		s.agentPID, _ = agent.Set().Value(ProcessPID)
 		s.schemaURL = agent.SchemaURL()
 		for _, kv := range agent.Attributes() {
 			if keepFromAgent(kv.Key) {
@@ -412,12 +417,33 @@ func (s *splitter) lookup(key attribute.Distinct, ident []attribute.KeyValue) *g
 }
 
 // resource builds (once) the group's resource: agent base attributes, then
-// the identity attributes, which win on a key clash.
+// the program's resource attributes (ProgramResource), then the identity
+// attributes; later ones win on a key clash.
+//
+// The agent observing itself (its own export connections, say) is no other
+// service: a group whose process.pid is the agent's gets the agent's own
+// resource, so that the agent's telemetry has one resource.
 func (g *group) resource(s *splitter) *resource.Resource {
+	if g.res == nil && s.agentPID.Type() != attribute.INVALID {
+		if pid, ok := g.ident.Value(ProcessPID); ok && pid == s.agentPID {
+			g.res = s.agent
+		}
+	}
 	if g.res == nil {
-		kvs := make([]attribute.KeyValue, 0, len(s.base)+g.ident.Len())
+		kvs := make([]attribute.KeyValue, 0, len(s.base)+g.ident.Len()+8)
 		kvs = append(kvs, s.base...)
-		kvs = append(kvs, g.ident.ToSlice()...)
+		if v, ok := g.ident.Value(ProgramResource); ok {
+			for _, pair := range v.AsStringSlice() {
+				if k, val, ok := strings.Cut(pair, "="); ok && k != "" {
+					kvs = append(kvs, attribute.String(k, val))
+				}
+			}
+		}
+		for _, kv := range g.identKVs {
+			if kv.Key != ProgramResource {
+				kvs = append(kvs, kv)
+			}
+		}
 		// attribute.NewSet keeps the last value of a duplicated key.
 		g.res = resource.NewWithAttributes(s.schemaURL, kvs...)
 	}

@@ -33,17 +33,20 @@ func agentResource() *resource.Resource {
 		attribute.String("host.name", "host-1"),
 		attribute.String("os.type", "linux"),
 		attribute.String("telemetry.sdk.language", "go"),
+		// From the agent's own OTEL_RESOURCE_ATTRIBUTES: about the agent.
+		attribute.String("deployment.environment.name", "staging"),
+		attribute.String("team", "observability"),
 	)
 }
 
 // serviceResource is the resource expected for an observed service: the
-// agent's host attributes plus the identity.
+// agent's host attributes plus the identity; not the agent's SDK language
+// nor what its own environment said.
 func serviceResource(ident ...attribute.KeyValue) *resource.Resource {
 	kvs := []attribute.KeyValue{
 		attribute.String("k8s.node.name", "node-1"),
 		attribute.String("host.name", "host-1"),
 		attribute.String("os.type", "linux"),
-		attribute.String("telemetry.sdk.language", "go"),
 	}
 	return resource.NewWithAttributes("https://opentelemetry.io/schemas/1.26.0", append(kvs, ident...)...)
 }
@@ -239,7 +242,6 @@ func TestSplitMetrics(t *testing.T) {
 				{Resource: resource.NewWithAttributes("https://opentelemetry.io/schemas/1.26.0",
 					attribute.String("host.name", "host-1"),
 					attribute.String("os.type", "linux"),
-					attribute.String("telemetry.sdk.language", "go"),
 					attribute.String("service.name", "web"),
 					attribute.String("k8s.statefulset.name", "web"),
 					attribute.String("k8s.some.future.key", "x"),
@@ -446,5 +448,64 @@ func BenchmarkSplitMetricsNoIdentity(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		SplitMetrics(rm)
+	}
+}
+
+// TestProgramResource: the program's resource attributes (ProgramResource)
+// are expanded into its resource, over the agent's host attributes and under
+// its identity; they are no data point attribute.
+func TestProgramResource(t *testing.T) {
+	prog := attribute.StringSlice(string(ProgramResource), []string{
+		"deployment.environment.name=prod", "host.name=from-program", "service.name=ignored", "service.version=1.2", "note=a=b"})
+	rm := &metricdata.ResourceMetrics{
+		Resource: agentResource(),
+		ScopeMetrics: []metricdata.ScopeMetrics{{Scope: scopeTCP, Metrics: []metricdata.Metrics{{
+			Name: "m",
+			Data: metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true, DataPoints: []metricdata.DataPoint[int64]{
+				{Attributes: attribute.NewSet(attribute.String("service.name", "api"), prog, attribute.String("peer", "x")), Value: 1},
+			}},
+		}}}},
+	}
+	got := SplitMetrics(rm)
+	if len(got) != 1 {
+		t.Fatalf("%d resources", len(got))
+	}
+	want := resource.NewWithAttributes(agentResource().SchemaURL(),
+		attribute.String("k8s.node.name", "node-1"),
+		attribute.String("host.name", "from-program"),
+		attribute.String("os.type", "linux"),
+		attribute.String("deployment.environment.name", "prod"),
+		attribute.String("service.version", "1.2"),
+		attribute.String("note", "a=b"),
+		attribute.String("service.name", "api"),
+	)
+	if !got[0].Resource.Equal(want) {
+		t.Fatalf("resource %s, want %s", got[0].Resource.Encoded(attribute.DefaultEncoder()), want.Encoded(attribute.DefaultEncoder()))
+	}
+	pt := got[0].ScopeMetrics[0].Metrics[0].Data.(metricdata.Sum[int64]).DataPoints[0]
+	if pt.Attributes.Len() != 1 {
+		t.Fatalf("data point attributes %v, want only peer", pt.Attributes.ToSlice())
+	}
+}
+
+// TestAgentObservingItself: the agent's own process, seen by a collector
+// (its export connections), is the agent, not another service named
+// otelbee: its points get the agent's resource.
+func TestAgentObservingItself(t *testing.T) {
+	self := []attribute.KeyValue{attribute.String("service.name", "otelbee"), attribute.Int("process.pid", 1),
+		attribute.StringSlice(string(ProgramResource), []string{"site=lab"})}
+	rm := &metricdata.ResourceMetrics{
+		Resource: agentResource(),
+		ScopeMetrics: []metricdata.ScopeMetrics{{Scope: scopeTCP, Metrics: []metricdata.Metrics{{
+			Name: "m",
+			Data: metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true, DataPoints: []metricdata.DataPoint[int64]{
+				{Attributes: attribute.NewSet(append(self, attribute.String("peer", "x"))...), Value: 1},
+				{Attributes: attribute.NewSet(apiIdent...), Value: 2},
+			}},
+		}}}},
+	}
+	got := SplitMetrics(rm)
+	if len(got) != 2 || got[1].Resource != rm.Resource {
+		t.Fatalf("want the api service and the agent's own resource, got %d parts: %v", len(got), got)
 	}
 }
