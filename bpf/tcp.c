@@ -406,7 +406,8 @@ static __always_inline void on_state_change(const struct sock *sk, int oldstate,
 		};
 		__u32 *owner = bpf_map_lookup_elem(&listeners, &lk);
 		// Another process may still listen on the port (SO_REUSEPORT).
-		if (owner && *owner == current_tgid())
+		// Owner 0: found at start with no process holding it.
+		if (owner && (*owner == current_tgid() || !*owner))
 			bpf_map_delete_elem(&listeners, &lk);
 		return;
 	}
@@ -755,6 +756,17 @@ int tcp_existing(struct bpf_iter__tcp *ctx)
 	// Time-wait and request sockets are not full sockets: filter on the
 	// state before reading anything else.
 	int state = BPF_CORE_READ(skc, skc_state);
+	if (state == TCP_LISTEN) {
+		// Listening sockets come first. One no process holds (so user
+		// space could not seed it) still makes its connections inbound.
+		struct listener_key lk = {
+			.netns = sock_netns((const struct sock *)skc),
+			.port = BPF_CORE_READ(skc, skc_num),
+		};
+		__u32 none = 0;
+		bpf_map_update_elem(&listeners, &lk, &none, BPF_NOEXIST);
+		return 0;
+	}
 	switch (state) {
 	case TCP_ESTABLISHED:
 	case TCP_FIN_WAIT1:

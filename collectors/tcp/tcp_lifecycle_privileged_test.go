@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -267,4 +268,54 @@ func TestPrivilegedExistingConnections(t *testing.T) {
 	if n := c.kernelCounters()[tcpTcpCounterCOUNTER_EXISTING]; n < 2*conns {
 		t.Errorf("connections recorded at start = %d, want at least this test's %d", n, 2*conns)
 	}
+}
+
+// TestPrivilegedExistingListenerWithoutOwner: a connection open at start
+// whose listening socket no process holds (here: in flight over a Unix
+// socket, as when a supervisor hands it to a worker) is still inbound.
+func TestPrivilegedExistingListenerWithoutOwner(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	cl, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	sv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sv.Close()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(pair[0])
+	defer syscall.Close(pair[1])
+	if err := syscall.Sendmsg(pair[0], []byte{0}, syscall.UnixRights(int(f.Fd())), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	ln.Close()
+
+	c, _ := startCollector(t)
+	cl.Write(make([]byte, 100))
+	io.ReadFull(sv, make([]byte, 100))
+	sv.Write(make([]byte, 300))
+	io.ReadFull(cl, make([]byte, 300))
+	out, in := loopbackKey(port, tcpDirectionDIRECTION_OUTBOUND), loopbackKey(port, tcpDirectionDIRECTION_INBOUND)
+	waitFor(t, c, func(all map[tcpConnKey]tcpConnCounters) error {
+		s := ownSeries(all)
+		if len(s) != 2 || s[out].BytesSent != 100 || s[out].BytesReceived != 300 || s[in].BytesReceived != 100 || s[in].BytesSent != 300 {
+			return fmt.Errorf("want the outbound and inbound series of port %d with 100 and 300 bytes, got %v", port, s)
+		}
+		return nil
+	})
 }
