@@ -10,6 +10,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	otelcodes "go.opentelemetry.io/otel/codes"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -478,4 +479,29 @@ func TestSocketEnds(t *testing.T) {
 			t.Errorf("errno %v: error.type %q, want %q", errno, got, want)
 		}
 	}
+}
+
+// FuzzLookupAttributes: whatever bytes a query and its answer carry, every
+// attribute the collector puts on dns.lookup.duration is valid UTF-8 (an
+// invalid one would make protobuf refuse the whole OTLP export).
+func FuzzLookupAttributes(f *testing.F) {
+	f.Add(nameQuery(1, "caf\xc3"), []byte{})
+	f.Add(buildQuery(2, "Web.Test.", dnsmessage.TypeA), response(2, "Web.Test.", dnsmessage.TypeA, dnsmessage.RCodeNameError, 0))
+	f.Add(nameQuery(3, "\xff\xfe\x00\\\""), nameQuery(3, "\xff"))
+	f.Fuzz(func(t *testing.T, query, answer []byte) {
+		c, reader := unitCollector(t, DefaultConfig())
+		pid := uint32(os.Getpid())
+		feed(c, record(dnsDnsKindKIND_QUERY, 1000, 0, 5, pid, query))
+		if len(answer) > 0 {
+			feed(c, record(dnsDnsKindKIND_RESPONSE, 2000, 1000, 5, pid, answer))
+		}
+		c.st.sweep(context.Background(), 1000+uint64(c.cfg.Timeout))
+		for _, dp := range collectortest.HistogramPoints(t, reader, "dns.lookup.duration") {
+			for _, kv := range dp.Attributes.ToSlice() {
+				if v := kv.Value.Emit(); !utf8.ValidString(v) {
+					t.Fatalf("attribute %s = %q is not valid UTF-8", kv.Key, v)
+				}
+			}
+		}
+	})
 }
