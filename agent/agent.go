@@ -45,6 +45,7 @@ const cardinalityLimit = 20000
 // Run starts the agent and blocks until ctx is done.
 func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	log := logger.With("component", "agent")
+	raiseFileLimit(log)
 	if err := hook.EnsureMounts(); err != nil {
 		log.Warn("some pseudo file systems could not be mounted; dependent attach modes will be unavailable", "error", err)
 	}
@@ -233,22 +234,19 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	var srv *http.Server
 	if prom != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", prom.Handler())
-		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != "/" {
-				http.NotFound(w, r)
-				return
-			}
-			fmt.Fprintln(w, `<html><body><a href="/metrics">metrics</a></body></html>`)
-		})
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		// Connection cap, timeouts, and scrapes rendered into memory so a
+		// slow reader holds no scrape slot (package prometheus).
+		srv = prom.Server()
+		srv.ErrorLog = slog.NewLogLogger(logger.With("component", "prometheus").Handler(), slog.LevelDebug)
 		go func() {
 			if err := srv.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("prometheus endpoint stopped", "error", err)
 			}
 		}()
 		log.Info("serving prometheus metrics", "address", "http://"+listener.Addr().String()+"/metrics")
+		if everyInterface(cfg.Prometheus.Listen) {
+			log.Warn("the prometheus endpoint listens on every interface: anyone who can reach this host can read the metrics; give a host (127.0.0.1:9464) to restrict it", "listen", cfg.Prometheus.Listen)
+		}
 	}
 	log.Info("otelbee running", "version", Version, "collectors", cfg.Collectors)
 
@@ -309,6 +307,48 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 // detachCost is about what the kernel takes to detach one program
 // (measured: 14 tracepoint programs in 730 ms on a 2-core VM).
 const detachCost = 50 * time.Millisecond
+
+// everyInterface reports whether a listen address binds every interface
+// (":9464", "0.0.0.0:9464", "[::]:9464").
+func everyInterface(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "" || (ip != nil && ip.IsUnspecified())
+}
+
+// raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard one (Go does
+// that too at start; this makes sure and reports it), and, where allowed
+// (CAP_SYS_RESOURCE), the hard one to minFiles: the agent keeps a
+// descriptor per map, program and link, plus its sockets.
+func raiseFileLimit(log *slog.Logger) {
+	const minFiles = 65536
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	want := lim
+	want.Cur = max(lim.Cur, lim.Max)
+	if want.Max < minFiles {
+		raised := want
+		raised.Max, raised.Cur = minFiles, minFiles
+		if unix.Setrlimit(unix.RLIMIT_NOFILE, &raised) == nil {
+			log.Debug("raised the open file limit", "soft", raised.Cur, "hard", raised.Max)
+			return
+		}
+	}
+	if want.Cur != lim.Cur {
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &want); err != nil {
+			log.Warn("could not raise the open file limit", "soft", lim.Cur, "hard", lim.Max, "error", err)
+			return
+		}
+	}
+	if want.Cur < 4096 {
+		log.Warn("the open file limit is low; the agent may run out of descriptors", "limit", want.Cur)
+	}
+}
 
 // expiredContext is for shutdowns on error paths, which must not wait.
 func expiredContext() context.Context {

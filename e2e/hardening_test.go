@@ -270,3 +270,75 @@ func blackholeListener(t *testing.T) string {
 	})
 	return ln.Addr().String()
 }
+
+// TestMetricsEndpointAbuse: 8 connections that pipeline scrapes and never
+// read, and 300 connections that never send anything, cannot stop a
+// well-behaved scraper (before: every scrape answered 503 while 4 slow
+// readers were connected, and idle sockets grew the agent's descriptors to
+// its limit; issue 17, item 3). The agent's descriptors stay bounded.
+func TestMetricsEndpointAbuse(t *testing.T) {
+	agent := harness.StartAgent(t, nil, "--collectors=tcp")
+	fds := func() int {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", agent.Pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	base := fds()
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	small := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	for range 8 {
+		c, err := small.Dial("tcp", agent.PromAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		go c.Write([]byte(strings.Repeat("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 500)))
+	}
+	time.Sleep(time.Second) // the slow readers' answers fill their windows
+	for range 300 {
+		c, err := net.Dial("tcp", agent.PromAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(500 * time.Millisecond)
+	peak := fds()
+	client := &http.Client{Timeout: 3 * time.Second}
+	ok := 0
+	for i := range 20 {
+		resp, err := client.Get(agent.MetricsURL)
+		if err != nil {
+			t.Errorf("scrape %d: %v", i, err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), "otelbee_process_cache_size") {
+			t.Errorf("scrape %d: %s (%d bytes)", i, resp.Status, len(b))
+			continue
+		}
+		ok++
+		time.Sleep(100 * time.Millisecond)
+	}
+	if d := fds(); d > peak {
+		peak = d
+	}
+	t.Logf("%d of 20 scrapes answered while 8 slow readers and 300 idle connections were open; agent descriptors %d before, %d at most during", ok, base, peak)
+	// The cap is 64 connections, plus the listener's and the runtime's.
+	if peak-base > 64+8 {
+		t.Errorf("the agent's descriptors grew from %d to %d", base, peak)
+	}
+	if exited, _ := agent.Exited(); exited {
+		t.Fatalf("agent exited:\n%s", agent.LogTail(20))
+	}
+}
