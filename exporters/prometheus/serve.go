@@ -115,7 +115,7 @@ func (e *Exporter) Server() *http.Server {
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)
 		},
-		ErrorLog:          slog.NewLogLogger(e.logger.Handler(), slog.LevelDebug),
+		ErrorLog: slog.NewLogLogger(e.logger.Handler(), slog.LevelDebug),
 	}
 }
 
