@@ -110,7 +110,7 @@ struct data_event {
 	__u8 type;
 	__u8 dir;
 	__u8 role;
-	__u8 _pad;
+	__u8 err; // total 0: the call failed with this errno (emit_call_error)
 	__u32 tgid;
 	__u32 fd;
 	__u32 captured; // bytes of data[] that are valid
@@ -619,6 +619,43 @@ static __always_inline __u32 capture_iov(struct data_event *ev, const struct iov
 	return off;
 }
 
+// emit_call_error sends a header-only data record (total 0, err set) when a
+// read or write on an HTTP connection fails in a way that ends it: the
+// requests waiting there failed with that transport error (a reset before
+// the response, a timeout), not merely "closed before a response".
+static __always_inline void emit_call_error(__u32 fd, long ret, __u8 dir, __u64 enter_ns)
+{
+	long e = -ret;
+	if (e != 104 && e != 32 && e != 110 && e != 103 && e != 113 && e != 101 && e != 100)
+		return; // ECONNRESET EPIPE ETIMEDOUT ECONNABORTED EHOSTUNREACH ENETUNREACH ENETDOWN
+	__u64 key = conn_key(fd);
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+	if (!ci || ci->state != STATE_HTTP)
+		return;
+	struct data_event *ev = bpf_ringbuf_reserve(&events, DATA_HDR_SIZE, 0);
+	if (!ev) {
+		ci->seq++;
+		bump(&counters, HC_DROP_RINGBUF_FULL);
+		return;
+	}
+	ev->type = EVENT_DATA;
+	ev->dir = dir;
+	ev->role = ci->role;
+	ev->err = e;
+	ev->tgid = current_tgid();
+	ev->fd = fd;
+	ev->captured = 0;
+	ev->start_ns = ci->start_ns;
+	ev->enter_ns = enter_ns;
+	ev->exit_ns = bpf_ktime_get_ns();
+	ev->total = 0;
+	ev->seq = ci->seq;
+	ev->_pad2 = 0;
+	ci->seq++;
+	bpf_ringbuf_submit(ev, wakeup_flags());
+	bump(&counters, HC_EVENTS_SUBMITTED);
+}
+
 static __always_inline void handle_exit(long ret, __u8 dir)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
@@ -627,6 +664,8 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 		return;
 	struct call_args a = *ap;
 	bpf_map_delete_elem(&calls, &tid);
+	if (ret < 0 && a.kind != CALL_CONNECT)
+		emit_call_error(a.fd, ret, dir, a.enter_ns);
 	if (ret <= 0 || a.kind == CALL_CONNECT)
 		return;
 	__u64 key = conn_key(a.fd);
@@ -675,7 +714,7 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 	ev->type = EVENT_DATA;
 	ev->dir = dir;
 	ev->role = ci->role;
-	ev->_pad = 0;
+	ev->err = 0;
 	ev->tgid = tid >> 32;
 	ev->fd = a.fd;
 	ev->captured = captured;

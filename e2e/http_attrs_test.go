@@ -422,3 +422,85 @@ func TestHTTPAgentsOwnExportLeftOut(t *testing.T) {
 	}
 	t.Logf("connections ignored as self: %s", m[1])
 }
+
+// resetServer is a Python server that reads each request's head and
+// answers with a TCP reset (SO_LINGER 0, then close).
+const resetServer = `
+import socket, struct, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1]))
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+while True:
+    c, _ = s.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        d = c.recv(4096)
+        if not d:
+            break
+        data += d
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+`
+
+// TestHTTPErrorTypeByTransport: curl against a Go server answering 200,
+// 404 and 500, and against a server that resets each connection before a
+// response. The duration metrics carry error.type as the conventions say:
+// the status code for client 4xx/5xx and server 5xx, connection_reset for
+// the requests the reset failed; exact counts in Prometheus.
+func TestHTTPErrorTypeByTransport(t *testing.T) {
+	harness.RequireRoot(t)
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("skipping: curl not installed")
+	}
+	py := pythonBin(t)
+	agent := harness.StartAgent(t, nil, "--collectors=http")
+	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	srv, rst, cl := "errt-srv-"+sfx, "errt-rst-"+sfx, "errt-curl-"+sfx
+	addr, stop := goServer(t, srv)
+	base := "http://" + addr
+	got := curlCounts(t, cl, nil, base+"/hello", base+"/hello", base+"/fail", base+"/fail", base+"/fail", base+"/nope", base+"/nope")
+	if want := map[string]int{"GET 200": 2, "GET 500": 3, "GET 404": 2}; !mapsEqual(got, want) {
+		t.Fatalf("curl: %v", got)
+	}
+	srvRep := stop()
+
+	portFile := filepath.Join(t.TempDir(), "port")
+	cmd := exec.Command(py, "-c", resetServer, portFile)
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+rst)
+	harness.StartProcess(t, rst, cmd)
+	var port []byte
+	for deadline := time.Now().Add(10 * time.Second); len(port) == 0; {
+		port, _ = os.ReadFile(portFile)
+		if time.Now().After(deadline) {
+			t.Fatal("reset server did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	const resets = 4
+	for range resets {
+		c := exec.Command("curl", "-s", "-o", "/dev/null", "http://127.0.0.1:"+string(port)+"/reset")
+		c.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+cl)
+		err := c.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 56 { // CURLE_RECV_ERROR: connection reset
+			t.Fatalf("curl against the reset server: %v, want exit status 56", err)
+		}
+	}
+
+	labels := []string{"http_response_status_code", "error_type"}
+	waitPromCounts(t, prom, "http_client_request_duration_seconds", cl, labels,
+		map[string]int{"200 ": 2, "404 404": 2, "500 500": 3, " connection_reset": resets})
+	waitPromCounts(t, prom, "http_server_request_duration_seconds", srv, labels,
+		map[string]int{"200 ": 2, "404 ": 2, "500 500": 3})
+	if n := srvRep.Counts["GET 500 /fail"]; n != 3 {
+		t.Errorf("server's own count of 500s: %d", n)
+	}
+	// The reset server answered nothing: its side is incomplete requests.
+	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_requests_incomplete_total{service_name=%q})`, rst), resets)
+	if ss, _ := prom.Query(t.Context(), fmt.Sprintf(`http_server_request_duration_seconds_count{service_name=%q}`, rst)); len(ss) != 0 {
+		t.Errorf("durations recorded for a server that never answered: %v", ss)
+	}
+}

@@ -38,6 +38,7 @@ type record struct {
 	// whether the last request start was dropped with no response since
 	respRecords uint32
 	lostStart   bool
+	errno       uint8 // data with total 0: the call failed (transport.go)
 	data        []byte
 }
 
@@ -75,6 +76,7 @@ func decodeRecord(b []byte, r *record) error {
 		}
 		r.dir = b[1]
 		r.role = b[2]
+		r.errno = b[3]
 		r.tgid = le.Uint32(b[4:8])
 		r.fd = le.Uint32(b[8:12])
 		captured := le.Uint32(b[12:16])

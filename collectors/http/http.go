@@ -423,7 +423,11 @@ func (c *Collector) handle(ctx context.Context, r *record) {
 			st.respSeen++
 		}
 		c.cur = st
-		st.parser.Feed(r.dir == 0, r.data, r.total, callTimes{enter: r.enterNs, exit: r.exitNs})
+		if r.total == 0 && r.errno != 0 { // the call failed: transport.go
+			st.parser.Fail(r.errno, r.exitNs)
+		} else {
+			st.parser.Feed(r.dir == 0, r.data, r.total, callTimes{enter: r.enterNs, exit: r.exitNs})
+		}
 		c.cur = nil
 	case uint8(httpHttpEventTypeEVENT_CLOSE):
 		if st == nil {

@@ -66,7 +66,7 @@ type httpDataEvent struct {
 	Type     uint8
 	Dir      uint8
 	Role     uint8
-	Pad      uint8
+	Err      uint8
 	Tgid     uint32
 	Fd       uint32
 	Captured uint32

@@ -48,14 +48,15 @@ const (
 // and address strings are interned (route table, netip), so the key
 // compares cheaply and a lookup allocates nothing.
 type seriesKey struct {
-	tgid   uint32
-	server bool
-	method Method
-	minor  uint8 // 0 or 1: network.protocol.version 1.0 or 1.1
-	status uint16
-	route  string     // server only: http.route is no client attribute
-	peer   netip.Addr // client
-	port   uint16     // client: server port
+	tgid    uint32
+	server  bool
+	method  Method
+	minor   uint8      // 0 or 1: network.protocol.version 1.0 or 1.1
+	status  uint16     // 0: no response (errKind says why)
+	errKind uint8      // transport error (transport.go)
+	route   string     // server only: http.route is no client attribute
+	peer    netip.Addr // client
+	port    uint16     // client: server port
 }
 
 // versionMinor is the minor version a series is keyed by: the one
@@ -159,12 +160,14 @@ func (c *Collector) selfInstruments() error {
 
 // seriesFor returns the cached series of an exchange on st.
 func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series {
+	status, kind := statusKind(ex.Status)
 	k := seriesKey{
-		tgid:   st.key.tgid,
-		server: st.server,
-		method: ex.Method,
-		minor:  versionMinor(ex.Minor),
-		status: uint16(ex.Status),
+		tgid:    st.key.tgid,
+		server:  st.server,
+		method:  ex.Method,
+		minor:   versionMinor(ex.Minor),
+		status:  status,
+		errKind: kind,
 	}
 	if st.server {
 		k.route = route
@@ -185,9 +188,11 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		version = "1.0"
 	}
 	kv := append([]attribute.KeyValue{}, proc...)
+	kv = append(kv, keyMethod.String(k.method.String()))
+	if k.status != 0 {
+		kv = append(kv, keyStatus.Int(int(k.status)))
+	}
 	kv = append(kv,
-		keyMethod.String(k.method.String()),
-		keyStatus.Int(int(k.status)),
 		keyProtoVersion.String(version),
 		keyScheme.String("http"),
 	)
@@ -195,16 +200,19 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 	if k.server {
 		kv = append(kv, keyRoute.String(route))
 		span = append(span, keyRoute.String(route))
-		s.errSet = k.status >= 500
+		s.errSet = k.status >= 500 || k.errKind != errNone
 	} else {
 		addr := k.peer.String()
 		kv = append(kv, keyServerAddress.String(addr), keyServerPort.Int(int(k.port)))
 		span = append(span, keyServerAddress.String(addr), keyServerPort.Int(int(k.port)))
-		s.errSet = k.status >= 400
+		s.errSet = k.status >= 400 || k.errKind != errNone
 	}
 	if s.errSet {
 		// Conditionally required on the duration metrics as on spans.
 		et := keyErrorType.String(strconv.Itoa(int(k.status)))
+		if k.errKind != errNone {
+			et = keyErrorType.String(errorTypes[k.errKind])
+		}
 		kv = append(kv, et)
 		span = append(span, et)
 	}
@@ -259,7 +267,7 @@ func (c *Collector) onExchange(ex *Exchange) {
 		st.stats.routeOverflow.Add(1)
 	}
 	s := st.lastSeries
-	if s == nil || s.key.method != ex.Method || s.key.minor != versionMinor(ex.Minor) || s.key.status != uint16(ex.Status) || (st.server && s.key.route != route) {
+	if s == nil || s.key.method != ex.Method || s.key.minor != versionMinor(ex.Minor) || int(s.key.status) != ex.Status || (st.server && s.key.route != route) {
 		s = c.seriesFor(st, ex, route)
 		st.lastSeries = s
 	}

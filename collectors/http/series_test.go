@@ -196,3 +196,50 @@ func sumInt64(d metricdata.Aggregation) (metricdata.Sum[int64], bool) {
 	s, ok := d.(metricdata.Sum[int64])
 	return s, ok
 }
+
+// TestTransportErrorType: requests waiting when a call on their connection
+// fails are recorded with no status code and error.type naming the failure;
+// a half-read request is counted incomplete; nothing is parsed afterwards.
+func TestTransportErrorType(t *testing.T) {
+	c, reader := unitCollector(t, sdktrace.NeverSample())
+	st := c.cur
+	st.stats = c.statsFor(1)
+	for _, tc := range []struct {
+		server bool
+		errno  uint8
+	}{{false, 104}, {false, 104}, {true, 32}, {false, 110}, {true, 113}} {
+		st.server, st.lastSeries, st.lastLen = tc.server, nil, -1
+		st.parser.Reset(tc.server, &st.stats.Stats, c.sinkFn)
+		st.parser.Feed(tc.server, []byte("GET /a HTTP/1.1\r\nHost: x\r\n\r\n"), 28, callTimes{1, 2})
+		st.parser.Feed(tc.server, []byte("GET /b HTTP/1.1\r\nHo"), 19, callTimes{3, 4}) // half a head
+		st.parser.Fail(tc.errno, 10)
+		st.parser.Feed(!tc.server, []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), 38, callTimes{11, 12})
+	}
+	got := map[string]uint64{}
+	for _, m := range []string{"http.client.request.duration", "http.server.request.duration"} {
+		for _, dp := range pointsOf(t, reader, m) {
+			st, hasStatus := dp.Attributes.Value(keyStatus)
+			et, _ := dp.Attributes.Value(keyErrorType)
+			k := m + " " + et.Emit()
+			if hasStatus {
+				k += " status=" + st.Emit()
+			}
+			got[k] += dp.Count
+		}
+	}
+	want := map[string]uint64{
+		"http.client.request.duration connection_reset": 2,
+		"http.client.request.duration timeout":          1,
+		"http.server.request.duration connection_reset": 1,
+		"http.server.request.duration _OTHER":           1,
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("points %v, want %v", got, want)
+	}
+	if n := st.stats.Incomplete.Load(); n != 5 {
+		t.Fatalf("incomplete %d, want the 5 half heads", n)
+	}
+	if n := st.stats.Unpaired.Load(); n != 0 {
+		t.Fatalf("the response after the failure was parsed: %d unpaired", n)
+	}
+}
