@@ -162,7 +162,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	watcher, err := procwatch.NewWatcher(deps.Processes, deps.Probes, deps.Hooks, deps.Attach, logger.With("component", procwatch.WatcherName))
 	if err != nil {
-		log.Warn("process watcher unavailable: short-lived processes may be reported as unknown_service", "error", err)
+		log.Warn("process watcher unavailable: short-lived processes may be reported as unknown_service", "error", explainLoadError(err))
 	} else {
 		defer watcher.Close()
 		reporters = append(reporters, watcher)
@@ -178,7 +178,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		d.Meter = mp.Meter("github.com/otelbee/otelbee/collectors/"+name, metric.WithInstrumentationVersion(Version))
 		c := factories[name](d, &cfg)
 		if err := c.Load(ctx); err != nil {
-			log.Error("collector disabled: it could not be loaded on this host", "collector", name, "error", err)
+			log.Error("collector disabled: it could not be loaded on this host", "collector", name, "error", explainLoadError(err))
 			continue
 		}
 		log.Info("collector loaded", "collector", name)
@@ -207,7 +207,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	defer selfReg.Unregister()
 	if len(loaded) == 0 {
-		log.Error("no collector could be loaded; serving self-telemetry only (run `otelbee doctor`)")
+		if !cfg.RunWithoutCollectors {
+			return errors.New("no collector could be loaded (see above; `otelbee doctor` says what this host lacks); --run-without-collectors keeps the agent running anyway")
+		}
+		log.Error("no collector could be loaded; serving self-telemetry only, as --run-without-collectors asks (run `otelbee doctor`)")
 	}
 
 	// Phase two: run.

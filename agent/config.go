@@ -44,9 +44,12 @@ type Config struct {
 	LogLevel         string        `yaml:"log_level"`
 	BPFStats         bool          `yaml:"bpf_stats"`
 	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
-	TCP              tcp.Config    `yaml:"tcp"`
-	DNS              dns.Config    `yaml:"dns"`
-	HTTP             httpc.Config  `yaml:"http"`
+	// RunWithoutCollectors keeps the agent running (self-telemetry only)
+	// when no collector can be loaded; otherwise run exits with status 1.
+	RunWithoutCollectors bool         `yaml:"run_without_collectors"`
+	TCP                  tcp.Config   `yaml:"tcp"`
+	DNS                  dns.Config   `yaml:"dns"`
+	HTTP                 httpc.Config `yaml:"http"`
 
 	// ResourceAttributes go on the resource of every observed service, in
 	// the OTEL_RESOURCE_ATTRIBUTES format (key=value,...); a program's own
@@ -106,21 +109,22 @@ func usageErrorf(format string, args ...any) error {
 
 // envVars maps OTELBEE_* variables to flag names.
 var envVars = map[string]string{
-	"OTELBEE_CONFIG":             "config",
-	"OTELBEE_COLLECTORS":         "collectors",
-	"OTELBEE_PROMETHEUS_LISTEN":  "prometheus.listen",
-	"OTELBEE_OTLP_ENDPOINT":      "otlp.endpoint",
-	"OTEL_TRACES_SAMPLER":        "otlp.traces-sampler",
-	"OTEL_TRACES_SAMPLER_ARG":    "otlp.traces-sampler-arg",
-	"OTELBEE_ATTACH_MODE":        "attach-mode",
-	"OTELBEE_ATTACH_MODE_STRICT": "attach-mode.strict",
-	"OTELBEE_LOG_LEVEL":          "log.level",
-	"OTELBEE_BPF_STATS":          "bpf.stats",
-	"OTELBEE_DNS_PORTS":          "dns.ports",
-	"OTELBEE_DNS_TIMEOUT":        "dns.timeout",
-	"OTELBEE_DNS_SPANS":          "dns.spans",
-	"OTELBEE_HTTP_CAPTURE_BYTES": "http.capture-bytes",
-	"OTELBEE_HTTP_ROUTES":        "http.routes",
+	"OTELBEE_CONFIG":                 "config",
+	"OTELBEE_COLLECTORS":             "collectors",
+	"OTELBEE_PROMETHEUS_LISTEN":      "prometheus.listen",
+	"OTELBEE_OTLP_ENDPOINT":          "otlp.endpoint",
+	"OTEL_TRACES_SAMPLER":            "otlp.traces-sampler",
+	"OTEL_TRACES_SAMPLER_ARG":        "otlp.traces-sampler-arg",
+	"OTELBEE_ATTACH_MODE":            "attach-mode",
+	"OTELBEE_ATTACH_MODE_STRICT":     "attach-mode.strict",
+	"OTELBEE_LOG_LEVEL":              "log.level",
+	"OTELBEE_BPF_STATS":              "bpf.stats",
+	"OTELBEE_RUN_WITHOUT_COLLECTORS": "run-without-collectors",
+	"OTELBEE_DNS_PORTS":              "dns.ports",
+	"OTELBEE_DNS_TIMEOUT":            "dns.timeout",
+	"OTELBEE_DNS_SPANS":              "dns.spans",
+	"OTELBEE_HTTP_CAPTURE_BYTES":     "http.capture-bytes",
+	"OTELBEE_HTTP_ROUTES":            "http.routes",
 
 	// The observed services' resource, not the agent's (OTEL_RESOURCE_ATTRIBUTES).
 	"OTELBEE_RESOURCE_ATTRIBUTES": "resource.attributes",
@@ -146,6 +150,7 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.String("log.level", "", "debug, info, warn or error")
 	fs.String("resource.attributes", "", "resource attributes of every observed service, as in OTEL_RESOURCE_ATTRIBUTES (key=value,...); a program's own OTEL_RESOURCE_ATTRIBUTES win")
 	fs.Bool("bpf.stats", false, "enable kernel BPF run-time statistics and export them per program")
+	fs.Bool("run-without-collectors", false, "keep running, serving self-telemetry, when no collector can be loaded (default: exit with status 1)")
 	fs.Duration("shutdown-timeout", 0, "how long the whole shutdown may take: final export, then detaching programs (default 5s)")
 	fs.Uint("tcp.max-connections", 0, "connections the TCP collector tracks at once")
 	fs.Uint("tcp.max-peers", 0, "distinct peer addresses per process in TCP series; more fold into network.peer.address=_OTHER (default 100)")
@@ -216,6 +221,8 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			cfg.LogLevel = v
 		case "bpf.stats":
 			cfg.BPFStats, err = strconv.ParseBool(v)
+		case "run-without-collectors":
+			cfg.RunWithoutCollectors, err = strconv.ParseBool(v)
 		case "shutdown-timeout":
 			cfg.ShutdownTimeout, err = time.ParseDuration(v)
 		case "tcp.max-connections":

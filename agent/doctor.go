@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,19 +18,6 @@ import (
 	"github.com/otelbee/otelbee/collectors/identity"
 	"github.com/otelbee/otelbee/collectors/procwatch"
 )
-
-// capabilities the agent uses, and why.
-var capabilities = []struct {
-	bit  int
-	name string
-	why  string
-}{
-	{unix.CAP_BPF, "CAP_BPF", "load BPF programs and maps"},
-	{unix.CAP_PERFMON, "CAP_PERFMON", "attach tracing programs, read kernel memory"},
-	{unix.CAP_SYS_PTRACE, "CAP_SYS_PTRACE", "read other processes' environment (OTEL_SERVICE_NAME) and executable"},
-	{unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN", "optional: mount tracefs when missing, enable --bpf.stats"},
-	{unix.CAP_SYS_RESOURCE, "CAP_SYS_RESOURCE", "optional: raise RLIMIT_MEMLOCK on kernels before 5.11"},
-}
 
 // Doctor prints, without starting the agent, what this host supports: the
 // kernel features behind each attach mode, and for each collector which mode
@@ -60,7 +48,8 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 	} else {
 		fmt.Fprintf(w, "cgroup v2:    %s\n", path)
 	}
-	fmt.Fprintf(w, "tracefs:      %s\n", mountState(hook.TracefsPath()+"/events", hook.TracefsPath()))
+	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
+	fmt.Fprintf(w, "tracefs:      %s\n", tracefsState(string(mountinfo)))
 	fmt.Fprintf(w, "bpffs:        %s\n", mountState("/sys/fs/bpf", "/sys/fs/bpf (not needed: otelbee pins nothing)"))
 	if mountErr != nil {
 		fmt.Fprintf(w, "mounts:       %v\n", mountErr)
@@ -72,7 +61,10 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 		if eff&(1<<uint(c.bit)) != 0 {
 			have = "yes"
 		}
-		fmt.Fprintf(w, "  %-17s %s  %s\n", c.name, have, c.why)
+		fmt.Fprintf(w, "  %-19s %s  %s\n", c.name, have, c.why)
+	}
+	if missing := missingCaps(eff); len(missing) > 0 {
+		fmt.Fprintf(w, "  missing: %s\n", strings.Join(missing, ", "))
 	}
 
 	probes := hook.NewProbes()
@@ -88,6 +80,7 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 	fmt.Fprintf(w, "  (tp_btf and tracepoint both attach to kernel tracepoints: tp_btf gets the\n"+
 		"   tracepoint's arguments typed through BTF, tracepoint reads the classic record)\n")
 	fmt.Fprintf(w, "\ncollectors:\n")
+	runnable := 0
 	host, _ := os.Hostname()
 	force, _ := hook.ParseMode(cfg.AttachMode)
 	for _, name := range CollectorNames() {
@@ -105,8 +98,9 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 		c.Close()
 		verdict := "runs"
 		if err != nil {
-			verdict = "cannot run: " + err.Error()
+			verdict = "cannot run: " + explainLoadError(err)
 		} else {
+			runnable++
 			for _, st := range reg.Statuses() {
 				if !st.Attached() {
 					verdict = "runs degraded"
@@ -122,12 +116,15 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 	watcher, err := procwatch.NewWatcher(identity.NewResolver("/proc", host), probes, reg,
 		hook.Options{Force: force, Strict: cfg.AttachModeStrict}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		fmt.Fprintf(w, "\nprocess watcher: unavailable, identities are read on first use (short-lived processes may be unknown_service): %v\n", err)
-		return nil
+		fmt.Fprintf(w, "\nprocess watcher: unavailable, identities are read on first use (short-lived processes may be unknown_service): %s\n", explainLoadError(err))
+	} else {
+		watcher.Close()
+		fmt.Fprintf(w, "\nprocess watcher: runs (identity and environment of every process at exec)\n")
+		printHooks(w, reg)
 	}
-	watcher.Close()
-	fmt.Fprintf(w, "\nprocess watcher: runs (identity and environment of every process at exec)\n")
-	printHooks(w, reg)
+	if runnable == 0 {
+		return errors.New("no collector can run on this host (see above); `otelbee run` would exit with status 1")
+	}
 	return nil
 }
 
@@ -141,7 +138,7 @@ func printHooks(w io.Writer, reg *hook.Registry) {
 		}
 		fmt.Fprintf(w, "    %-15s %-11s (chain: %s)\n", st.Hook, mode, joinModes(st.Declared))
 		for _, a := range st.Attempts {
-			fmt.Fprintf(w, "      %s passed over: %v\n", a.Mode, a.Err)
+			fmt.Fprintf(w, "      %s passed over: %s\n", a.Mode, explainLoadError(a.Err))
 		}
 	}
 }
@@ -159,19 +156,4 @@ func mountState(probe, what string) string {
 		return "not mounted"
 	}
 	return what
-}
-
-func effectiveCaps() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			var caps uint64
-			fmt.Sscanf(strings.TrimSpace(v), "%x", &caps)
-			return caps
-		}
-	}
-	return 0
 }

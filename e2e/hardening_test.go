@@ -342,3 +342,125 @@ func TestMetricsEndpointAbuse(t *testing.T) {
 		t.Fatalf("agent exited:\n%s", agent.LogTail(20))
 	}
 }
+
+// TestReducedCapabilities runs the real binary with fewer privileges
+// (util-linux setpriv) and checks that it says what is missing and exits
+// non-zero when it can do nothing (issue 17, item 10). Before: "MEMLOCK may
+// be too low" for a missing capability, "tracefs is not mounted" for an
+// unreadable one, and exit status 0 from both run and doctor with nothing
+// loaded.
+func TestReducedCapabilities(t *testing.T) {
+	harness.RequireRoot(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("skipping: setpriv (util-linux) not installed")
+	}
+	bin, err := harness.AgentBin()
+	if err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	// A copy nobody can execute, for the unprivileged user.
+	dir, err := os.MkdirTemp("", "otelbee-caps-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(dir, "otelbee")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	noCaps := []string{"--inh-caps=-all", "--bounding-set=-all"}
+	noNetAdmin := []string{"--bounding-set=-all,+bpf,+perfmon,+sys_ptrace,+dac_read_search"}
+	nobody := []string{"--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"}
+	run := func(t *testing.T, priv []string, args ...string) (string, int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, setpriv, append(append(priv, bin), args...)...)
+		out, err := cmd.CombinedOutput()
+		if ctx.Err() != nil {
+			t.Fatalf("%v still running after 20 s:\n%s", args, out)
+		}
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	listen := func() string { return fmt.Sprintf("--prometheus.listen=127.0.0.1:%d", harness.FreePort(t)) }
+	checks := []struct {
+		name string
+		priv []string
+		args []string
+		code int
+		want []string
+		not  []string
+	}{
+		{"doctor without capabilities", noCaps, []string{"doctor"}, 1,
+			[]string{"missing: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN", "tcp: cannot run: ", "missing capabilities CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN", "no collector can run on this host"},
+			[]string{"MEMLOCK may be too low"}},
+		{"run without capabilities", noCaps, []string{"run", "--collectors=tcp,http", listen()}, 1,
+			[]string{`collector=tcp error="creating maps of tcp`, "missing capabilities CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN", "no collector could be loaded"},
+			[]string{"MEMLOCK may be too low", "otelbee running"}},
+		{"doctor without CAP_NET_ADMIN", noNetAdmin, []string{"doctor"}, 0,
+			[]string{"missing: CAP_NET_ADMIN", "tcp: runs", "dns: runs degraded", "cgroup_sock passed over: loading dns_connect4", "missing capabilities CAP_NET_ADMIN"},
+			[]string{"MEMLOCK may be too low"}},
+		{"doctor as an unprivileged user", nobody, []string{"doctor"}, 1,
+			[]string{"tracefs:      mounted at /sys/kernel/tracing but not readable by this process (permission denied)",
+				"tracefs at /sys/kernel/tracing is not readable by this process"},
+			[]string{"tracefs is not mounted", "tracefs:      not mounted", "MEMLOCK may be too low"}},
+	}
+	for _, c := range checks {
+		t.Run(c.name, func(t *testing.T) {
+			out, code := run(t, c.priv, c.args...)
+			if code != c.code {
+				t.Errorf("exit status %d, want %d", code, c.code)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q", w)
+				}
+			}
+			for _, n := range c.not {
+				if strings.Contains(out, n) {
+					t.Errorf("output says %q", n)
+				}
+			}
+			if t.Failed() {
+				t.Logf("output:\n%s", out)
+			}
+		})
+	}
+
+	t.Run("run without capabilities, told to keep running", func(t *testing.T) {
+		addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+		cmd := exec.Command(setpriv, append(noCaps, bin, "run", "--collectors=tcp", "--run-without-collectors", "--prometheus.listen="+addr)...)
+		p := harness.StartProcess(t, "otelbee-nocaps", cmd)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := harness.WaitHTTP(ctx, "http://"+addr+"/metrics"); err != nil {
+			t.Fatalf("no /metrics: %v\n%s", err, p.LogTail(20))
+		}
+		if !strings.Contains(p.Log(), "serving self-telemetry only, as --run-without-collectors asks") {
+			t.Errorf("log does not say it runs without collectors:\n%s", p.LogTail(20))
+		}
+		p.Cmd.Process.Signal(syscall.SIGTERM)
+		if err := p.Wait(10 * time.Second); err != nil {
+			t.Errorf("exit after SIGTERM: %v", err)
+		}
+	})
+
+	t.Run("listen on every interface is logged", func(t *testing.T) {
+		agent := harness.StartAgent(t, nil, "--collectors=tcp", fmt.Sprintf("--prometheus.listen=:%d", harness.FreePort(t)))
+		if !strings.Contains(agent.Log(), "the prometheus endpoint listens on every interface") {
+			t.Errorf("log does not warn about every interface:\n%s", agent.LogTail(20))
+		}
+	})
+}

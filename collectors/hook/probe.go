@@ -52,6 +52,9 @@ func probe(m Mode) error {
 		return probeKprobes()
 	case ModeTracepoint:
 		if _, err := os.Stat(TracefsPath() + "/events"); err != nil {
+			if errors.Is(err, os.ErrPermission) {
+				return fmt.Errorf("%w: tracefs at %s is not readable by this process (run as root or grant CAP_DAC_READ_SEARCH): %w", ErrUnavailable, TracefsPath(), err)
+			}
 			return fmt.Errorf("%w: tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing)", ErrUnavailable)
 		}
 		return programType(ebpf.TracePoint)
