@@ -75,8 +75,10 @@ func (r *Routes) Route(service string, path []byte) string {
 // RouteSide is Route for one side of a service: server routes (client
 // false) or the templates of the paths it calls (client true).
 func (r *Routes) RouteSide(service string, client bool, path []byte) string {
-	r.clean = CleanPath(r.clean[:0], path)
-	path = r.clean
+	if bytes.IndexByte(path, ';') >= 0 || !utf8.Valid(path) {
+		r.clean = CleanPath(r.clean[:0], path)
+		path = r.clean
+	}
 	b := r.scratch[:0]
 	if pat := r.match(path); pat != nil {
 		b = appendPattern(b, pat)
@@ -207,8 +209,8 @@ func CleanPath(b, path []byte) []byte {
 }
 
 // Fold appends the heuristic template of path to b: "/users/123/orders/
-// 5f0c...": "/users/{id}/orders/{hash}". An empty path is "/". A segment's
-// ';' parameters are left out (see CleanPath).
+// 5f0c...": "/users/{id}/orders/{hash}". An empty path is "/". path is a
+// clean one (CleanPath; Route cleans before it folds).
 func Fold(b []byte, path []byte) []byte {
 	if len(path) == 0 || path[0] != '/' {
 		return append(b, '/')
@@ -219,9 +221,6 @@ func Fold(b []byte, path []byte) []byte {
 		seg := rest
 		if j >= 0 {
 			seg = rest[:j]
-		}
-		if k := indexByte(seg, ';'); k >= 0 {
-			seg = seg[:k]
 		}
 		b = append(b, '/')
 		if ph := placeholder(seg); ph != "" {
