@@ -445,21 +445,64 @@ while True:
     c.close()
 `
 
+// slowServer is a Python server that answers each GET after 300 ms.
+const slowServer = `
+import http.server, os, sys, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(0.3)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"x" * 100000)
+        except OSError:
+            pass
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+open(sys.argv[1] + ".tmp", "w").write(str(srv.server_address[1]))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+srv.serve_forever()
+`
+
+// startPyServer runs a Python server script that writes its port to the
+// file named by its argument, and returns the port.
+func startPyServer(t *testing.T, service, script string) string {
+	t.Helper()
+	portFile := filepath.Join(t.TempDir(), "port")
+	cmd := exec.Command(pythonBin(t), "-c", script, portFile)
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
+	harness.StartProcess(t, service, cmd)
+	var port []byte
+	for deadline := time.Now().Add(10 * time.Second); len(port) == 0; {
+		port, _ = os.ReadFile(portFile)
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not start", service)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return string(port)
+}
+
 // TestHTTPErrorTypeByTransport: curl against a Go server answering 200,
 // 404 and 500, and against a server that resets each connection before a
 // response. The duration metrics carry error.type as the conventions say:
 // the status code for client 4xx/5xx and server 5xx, connection_reset for
-// the requests the reset failed; exact counts in Prometheus.
+// the requests the reset failed (client side), and for those whose client
+// reset the connection while a Python server was still working on them
+// (server side); exact counts in Prometheus.
 func TestHTTPErrorTypeByTransport(t *testing.T) {
 	harness.RequireRoot(t)
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("skipping: curl not installed")
 	}
-	py := pythonBin(t)
+	pythonBin(t)
 	agent := harness.StartAgent(t, nil, "--collectors=http")
 	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
 	sfx := strconv.Itoa(rand.IntN(1 << 30))
 	srv, rst, cl := "errt-srv-"+sfx, "errt-rst-"+sfx, "errt-curl-"+sfx
+	slow := "errt-slow-" + sfx
 	addr, stop := goServer(t, srv)
 	base := "http://" + addr
 	got := curlCounts(t, cl, nil, base+"/hello", base+"/hello", base+"/fail", base+"/fail", base+"/fail", base+"/nope", base+"/nope")
@@ -468,21 +511,10 @@ func TestHTTPErrorTypeByTransport(t *testing.T) {
 	}
 	srvRep := stop()
 
-	portFile := filepath.Join(t.TempDir(), "port")
-	cmd := exec.Command(py, "-c", resetServer, portFile)
-	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+rst)
-	harness.StartProcess(t, rst, cmd)
-	var port []byte
-	for deadline := time.Now().Add(10 * time.Second); len(port) == 0; {
-		port, _ = os.ReadFile(portFile)
-		if time.Now().After(deadline) {
-			t.Fatal("reset server did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	port := startPyServer(t, rst, resetServer)
 	const resets = 4
 	for range resets {
-		c := exec.Command("curl", "-s", "-o", "/dev/null", "http://127.0.0.1:"+string(port)+"/reset")
+		c := exec.Command("curl", "-s", "-o", "/dev/null", "http://127.0.0.1:"+port+"/reset")
 		c.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+cl)
 		err := c.Run()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 56 { // CURLE_RECV_ERROR: connection reset
@@ -490,7 +522,24 @@ func TestHTTPErrorTypeByTransport(t *testing.T) {
 		}
 	}
 
+	// A client that resets its connection while the server is still
+	// working on the request: the server's response write fails.
+	slowPort := startPyServer(t, slow, slowServer)
+	const aborts = 3
+	for range aborts {
+		c, err := net.Dial("tcp", "127.0.0.1:"+slowPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"))
+		time.Sleep(100 * time.Millisecond)
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}
+
 	labels := []string{"http_response_status_code", "error_type"}
+	waitPromCounts(t, prom, "http_server_request_duration_seconds", slow, labels,
+		map[string]int{" connection_reset": aborts})
 	waitPromCounts(t, prom, "http_client_request_duration_seconds", cl, labels,
 		map[string]int{"200 ": 2, "404 404": 2, "500 500": 3, " connection_reset": resets})
 	waitPromCounts(t, prom, "http_server_request_duration_seconds", srv, labels,
