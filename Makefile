@@ -7,15 +7,16 @@ BIN := $(BUILD)/bin/otelbee
 # clone (CI) reuses them.
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/otelbee
 OTELCOL := $(CACHE)/otelcol/otelcol-otelbee
+KUBE_APISERVER := $(CACHE)/kube-apiserver/kube-apiserver
 IMAGE ?= localhost/otelbee:$(VERSION)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/otelbee/otelbee/agent.Version=$(VERSION)
 # Debian packages the build and the tests use (clang/llvm/libbpf for `make generate`).
 APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 prometheus qemu-system-x86 cpio curl \
-	dnsmasq-base dnsutils nginx-light wrk dnsperf python3 podman
+	dnsmasq-base dnsutils nginx-light wrk dnsperf python3 podman etcd-server
 GENERATED := $(shell git ls-files '*_bpfel.go' '*_bpfel.o' 2>/dev/null)
 
-.PHONY: all deps generate check-generated build image run test test-unit test-e2e vmtest bench lint install otelcol clean
+.PHONY: all deps generate check-generated build image run test test-unit test-e2e vmtest bench lint install otelcol kube-apiserver clean
 
 all: build
 
@@ -54,17 +55,21 @@ run: build
 otelcol:
 	scripts/build-otelcol.sh $(CACHE)/otelcol
 
+# A real kube-apiserver for the Kubernetes e2e test (cached; etcd is Debian's etcd-server).
+kube-apiserver:
+	scripts/build-kube-apiserver.sh $(CACHE)/kube-apiserver
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
 # Unit and privileged tests (the privileged ones skip with a reason when not root).
 test-unit:
-	$(GO) test -count=1 ./agent/... ./collectors/... ./exporters/... ./cmd/... ./charts/...
+	$(GO) test -count=1 ./agent/... ./collectors/... ./exporters/... ./cmd/... ./k8smeta/... ./charts/...
 
 # End-to-end tests against the built binary, a real Prometheus and a real OpenTelemetry Collector.
-test-e2e: build otelcol
-	OTELBEE_BIN=$(CURDIR)/$(BIN) OTELCOL_BIN=$(OTELCOL) $(GO) test -count=1 -timeout 20m ./e2e/...
+test-e2e: build otelcol kube-apiserver
+	OTELBEE_BIN=$(CURDIR)/$(BIN) OTELCOL_BIN=$(OTELCOL) KUBE_APISERVER_BIN=$(KUBE_APISERVER) $(GO) test -count=1 -timeout 20m ./e2e/...
 
 vmtest:
 	$(GO) run ./e2e/vmtest/cmd/vmtest -cache $(CACHE)/vmtest -jobs e2e/vmtest/jobs/matrix.json -progstats docs/kernels.md

@@ -154,6 +154,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Attach:         hook.Options{Force: force, Strict: cfg.AttachModeStrict},
 	}
 
+	stopKube := startKubernetes(ctx, cfg.Kubernetes, mp, deps.Processes, logger)
+	defer stopKube()
+
 	// The process watcher reads identities at exec, so that short-lived
 	// processes keep theirs; without it identities are read on first use.
 	var reporters []reporter

@@ -27,6 +27,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/tcp"
 	"github.com/otelbee/otelbee/exporters/otlp"
+	"github.com/otelbee/otelbee/k8smeta"
 )
 
 // Config is the agent's whole configuration. Precedence, highest first:
@@ -56,6 +57,8 @@ type Config struct {
 	// OTEL_RESOURCE_ATTRIBUTES win over them. The agent's own
 	// OTEL_RESOURCE_ATTRIBUTES describe the agent only.
 	ResourceAttributes string `yaml:"resource_attributes"`
+	// Kubernetes adds pod metadata to every identity (package k8smeta).
+	Kubernetes k8smeta.Config `yaml:"kubernetes"`
 }
 
 // PrometheusConfig is the /metrics endpoint.
@@ -164,6 +167,10 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.String("http.routes", "", "comma-separated http.route templates tried before the heuristic, e.g. /users/{id},/static/*")
 	fs.String("http.include-executables", "", "comma-separated executable names the HTTP collector observes (default: all)")
 	fs.String("http.exclude-executables", "", "comma-separated executable names the HTTP collector ignores")
+	fs.Bool("kubernetes", false, "add Kubernetes pod metadata (k8s.*, service.* from pod annotations) to every series and span")
+	fs.String("kubernetes.node-name", "", "the node whose pods are watched (the chart sets it from the downward API)")
+	fs.String("kubernetes.kubeconfig", "", "kubeconfig file for the API server (default: the in-cluster service account)")
+	fs.Bool("kubernetes.app-labels", false, "also take service.name and service.version from app.kubernetes.io/* pod labels")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -255,6 +262,14 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			var n uint64
 			n, err = strconv.ParseUint(v, 10, 31)
 			cfg.TCP.MaxPeersPerProcess = int(n)
+		case "kubernetes":
+			cfg.Kubernetes.Enabled, err = strconv.ParseBool(v)
+		case "kubernetes.node-name":
+			cfg.Kubernetes.NodeName = v
+		case "kubernetes.kubeconfig":
+			cfg.Kubernetes.Kubeconfig = v
+		case "kubernetes.app-labels":
+			cfg.Kubernetes.AppLabels, err = strconv.ParseBool(v)
 		case "tcp.max-series":
 			var n uint64
 			n, err = strconv.ParseUint(v, 10, 32)
@@ -439,6 +454,9 @@ func (c *Config) Validate() error {
 	}
 	sort.Strings(expanded)
 	c.Collectors = slices.Compact(expanded)
+	if c.Kubernetes.Enabled && c.Kubernetes.NodeName == "" {
+		return usageErrorf("kubernetes metadata needs the node name (--kubernetes.node-name, or OTELBEE_KUBERNETES_NODE_NAME from the downward API's spec.nodeName)")
+	}
 	if c.Prometheus.Listen != "" {
 		if err := validateListen(c.Prometheus.Listen); err != nil {
 			return usageErrorf("invalid prometheus.listen %s: %v (want host:port, or empty to turn it off)", quote(c.Prometheus.Listen), err)

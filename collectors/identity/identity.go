@@ -40,6 +40,9 @@ type Process struct {
 	ServiceNamespace string
 	ExecutableName   string
 	ContainerID      string
+	ServiceVersion   string // from a ContainerSource
+	instanceID       string // from a ContainerSource; "" is host:pid
+	containerAttrs   []attribute.KeyValue
 	startTime        uint64 // clock ticks since boot; tells a reused pid apart
 	attrs            []attribute.KeyValue
 	// resource: the program's own OTEL_RESOURCE_ATTRIBUTES (or, for a
@@ -69,10 +72,15 @@ func (p *Process) buildAttributes(host string, base []attribute.KeyValue) {
 	if p.ServiceNamespace != "" {
 		p.attrs = append(p.attrs, KeyServiceNamespace.String(p.ServiceNamespace))
 	}
+	if p.ServiceVersion != "" {
+		p.attrs = append(p.attrs, KeyServiceVersion.String(p.ServiceVersion))
+	}
 	if p.PID != 0 {
-		p.attrs = append(p.attrs,
-			KeyServiceInstanceID.String(host+":"+strconv.FormatUint(uint64(p.PID), 10)),
-			KeyProcessPID.Int64(int64(p.PID)))
+		instance := p.instanceID
+		if instance == "" {
+			instance = host + ":" + strconv.FormatUint(uint64(p.PID), 10)
+		}
+		p.attrs = append(p.attrs, KeyServiceInstanceID.String(instance), KeyProcessPID.Int64(int64(p.PID)))
 	}
 	if p.ExecutableName != "" {
 		p.attrs = append(p.attrs, KeyExecutableName.String(p.ExecutableName))
@@ -80,6 +88,7 @@ func (p *Process) buildAttributes(host string, base []attribute.KeyValue) {
 	if p.ContainerID != "" {
 		p.attrs = append(p.attrs, KeyContainerID.String(p.ContainerID))
 	}
+	p.attrs = append(p.attrs, p.containerAttrs...)
 }
 
 // Resolver caches process identities by pid.
@@ -87,6 +96,8 @@ type Resolver struct {
 	procRoot string
 	host     string
 	unknown  *Process
+	// containers adds container metadata (SetContainerSource).
+	containers containerSource
 
 	// Retention is how long the identity of an exited process is kept:
 	// its last series are still reported (and retired) after it is gone.
@@ -239,14 +250,15 @@ func (r *Resolver) read(pid uint32, waitForExec bool, execEnv []byte) *Process {
 	if !p.envService && execEnv == nil {
 		r.inherit(p, ppid)
 	}
+	if cg, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
+		p.ContainerID = ContainerIDFromCgroup(cg)
+	}
+	r.applyContainer(p)
 	if p.ServiceName == "" {
 		p.ServiceName = p.ExecutableName
 	}
 	if p.ServiceName == "" {
 		p.ServiceName = UnknownService
-	}
-	if cg, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
-		p.ContainerID = ContainerIDFromCgroup(cg)
 	}
 	p.buildAttributes(r.host, r.resourceAttrs())
 	return p
