@@ -193,7 +193,7 @@ func TestKubernetesMetadata(t *testing.T) {
 	addrFile := filepath.Join(t.TempDir(), "addr")
 	var srvOut strings.Builder
 	srv := inContainer(t, webCg, "httpload-server", &srvOut, httpload, "-listen", "127.0.0.1:0", "-addr-file", addrFile)
-	addr := waitFile(t, addrFile)
+	addr := waitAddrFile(t, addrFile)
 	var cliOut strings.Builder
 	cli := inContainer(t, loadCg, "httpload-client", &cliOut, httpload, "-url", "http://"+addr, "-plan", "GET /users/1*6,POST /users/2*3,GET /fail*2")
 	if err := cli.Wait(60 * time.Second); err != nil {
@@ -301,7 +301,7 @@ func withTarget(metric, sel string) string {
 	return fmt.Sprintf(`sum(%s * on (service_name, service_namespace, service_instance_id) group_left target_info{%s})`, metric, sel)
 }
 
-func waitFile(t *testing.T, path string) string {
+func waitAddrFile(t *testing.T, path string) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
