@@ -28,7 +28,9 @@ type ContainerSource interface {
 }
 
 // containerSource is the Resolver's optional source.
-type containerSource struct{ p atomic.Pointer[ContainerSource] }
+type containerSource struct {
+	p atomic.Pointer[ContainerSource]
+}
 
 // SetContainerSource makes every identity read from now on carry s's
 // metadata for its container. Set it before collectors start: identities
