@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -65,6 +66,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	// Metrics the collectors aggregate in the kernel reach both readers
 	// through one producer.
 	producers := &collectors.ProducerSet{}
+	scoped := scopeVersion{producers}
 	var (
 		readers   []sdkmetric.Option
 		exporters []exportCounter
@@ -77,7 +79,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			return fmt.Errorf("listening for prometheus on %s: %w", cfg.Prometheus.Listen, err)
 		}
 		defer listener.Close()
-		prom = promexp.New(promexp.WithLogger(logger.With("component", "prometheus")), promexp.WithoutScopeLabels(), promexp.WithProducer(producers))
+		prom = promexp.New(promexp.WithLogger(logger.With("component", "prometheus")), promexp.WithProducer(scoped),
+			promexp.WithResourceLabels(cfg.Prometheus.ResourceLabels...))
 		readers = append(readers, sdkmetric.WithReader(prom.Reader()))
 	}
 	otlpCfg := cfg.OTLP.exporterConfig()
@@ -99,7 +102,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		// its producer turns the collectors' cumulative histograms into what
 		// the exporter's temporality and aggregation ask for.
 		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp,
-			sdkmetric.WithProducer(exp.Producer(producers, logger.With("component", "otlp"))))))
+			sdkmetric.WithProducer(exp.Producer(scoped, logger.With("component", "otlp"))))))
 		exporters = append(exporters, metricExportCounter(exp))
 		log.Info("exporting OTLP metrics", "protocol", exp.Protocol())
 	}
@@ -187,7 +190,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		log.Info("collector loaded", "collector", name)
 		loaded = append(loaded, c)
 	}
-	selfReg, err := registerSelfMetrics(mp.Meter("github.com/otelbee/otelbee/agent"), selfSources{
+	selfReg, err := registerSelfMetrics(mp.Meter("github.com/otelbee/otelbee/agent", metric.WithInstrumentationVersion(Version)), selfSources{
 		hooks: deps.Hooks,
 		reporters: func() []reporter {
 			mu.Lock()
@@ -361,6 +364,21 @@ func expiredContext() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx
+}
+
+// scopeVersion gives the collectors' producer scopes the agent's version,
+// as their meters have: one scope, one version, whichever way a metric is
+// aggregated (otel_scope_version in Prometheus, the scope in OTLP).
+type scopeVersion struct{ p sdkmetric.Producer }
+
+func (s scopeVersion) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, error) {
+	sms, err := s.p.Produce(ctx)
+	for i := range sms {
+		if sms[i].Scope.Version == "" {
+			sms[i].Scope.Version = Version
+		}
+	}
+	return sms, err
 }
 
 // agentResource is the resource of the agent's own telemetry: the agent as

@@ -65,6 +65,10 @@ type Config struct {
 type PrometheusConfig struct {
 	// Listen is host:port; empty turns the endpoint off.
 	Listen string `yaml:"listen"`
+	// ResourceLabels are resource attributes copied as labels onto every
+	// series besides job and instance (e.g. service.name → service_name);
+	// "*" copies all. Default none: they are on target_info.
+	ResourceLabels []string `yaml:"resource_labels"`
 }
 
 // OTLPConfig selects the OTLP exporter. The rest of its settings (headers,
@@ -131,6 +135,8 @@ var envVars = map[string]string{
 
 	// The observed services' resource, not the agent's (OTEL_RESOURCE_ATTRIBUTES).
 	"OTELBEE_RESOURCE_ATTRIBUTES": "resource.attributes",
+
+	"OTELBEE_PROMETHEUS_RESOURCE_LABELS": "prometheus.resource-labels",
 }
 
 // LoadConfig builds the configuration from args (without the program name
@@ -144,6 +150,7 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.String("config", "", "YAML configuration file")
 	fs.String("collectors", "", "comma-separated collectors to enable, or all (valid: "+strings.Join(CollectorNames(), ", ")+")")
 	fs.String("prometheus.listen", "", "host:port of the Prometheus /metrics endpoint; empty string turns it off (default 127.0.0.1:9464)")
+	fs.String("prometheus.resource-labels", "", "comma-separated resource attributes copied as labels onto every Prometheus series, e.g. service.name (as service_name); * for all (default none: join target_info on job, instance)")
 	fs.String("otlp.endpoint", "", "OTLP endpoint (default from OTEL_EXPORTER_OTLP_ENDPOINT; unset: no OTLP export)")
 	fs.String("otlp.protocol", "", "OTLP protocol: grpc or http/protobuf (default from OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
 	fs.String("otlp.traces-sampler", "", "trace sampler as in OTEL_TRACES_SAMPLER: parentbased_always_on (default), parentbased_traceidratio, traceidratio, always_on, always_off, parentbased_always_off")
@@ -208,6 +215,8 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 		switch name {
 		case "collectors":
 			cfg.Collectors = splitList(v)
+		case "prometheus.resource-labels":
+			cfg.Prometheus.ResourceLabels = splitList(v)
 		case "prometheus.listen":
 			cfg.Prometheus.Listen = v
 		case "otlp.endpoint":

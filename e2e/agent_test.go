@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -92,7 +91,7 @@ func TestOTLPEndpointRefusing(t *testing.T) {
 	var last float64
 	deadline := time.Now().Add(30 * time.Second)
 	for seen := 0; seen < 3; {
-		v := scrapeValue(t, agent.MetricsURL, `otelbee_exporter_failures_total{exporter="otlp_metrics",service_name="otelbee"}`)
+		v := scrapeValue(t, agent.MetricsURL, `otelbee_exporter_failures_total{exporter="otlp_metrics",job="otelbee"}`)
 		if v > last {
 			seen++
 			last = v
@@ -108,23 +107,26 @@ func TestOTLPEndpointRefusing(t *testing.T) {
 	t.Logf("failed exports counted: %v; agent alive, /metrics serving", last)
 }
 
-// scrapeValue returns the value of one exposition line (by its exact series).
+// scrapeValue scrapes url and returns the sum of the values of the series
+// of a family whose labels include the selector's (series is
+// name{label="value",...}): other labels, like otel_scope_version, need not
+// be spelled out.
 func scrapeValue(t *testing.T, url, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("scraping %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f
+	name, sel, _ := strings.Cut(strings.TrimSuffix(series, "}"), "{")
+	match := map[string]string{}
+	for _, m := range labelPairRE.FindAllStringSubmatch(sel, -1) {
+		v, err := strconv.Unquote(`"` + m[2] + `"`)
+		if err != nil {
+			t.Fatalf("series %s: label %s: %v", series, m[1], err)
 		}
+		match[m[1]] = v
 	}
-	return 0
+	return dnsFamilySum(dnsScrapeFamilies(t, url), name, match)
 }
+
+// labelPairRE matches one name="value" of a series selector.
+var labelPairRE = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
 
 // TestTracepointPathAndFallback: on this kernel (no kprobes, fentry refused)
 // the agent asked to prefer fentry logs why fentry cannot attach and falls
@@ -167,7 +169,7 @@ func TestTracepointPathAndFallback(t *testing.T) {
 				}
 			}
 			for _, hook := range []string{"state", "send", "recv", "retransmit", "reset_sent", "reset_received"} {
-				series := fmt.Sprintf(`otelbee_bpf_program_attached{collector="tcp",mode=%q,program=%q,service_name="otelbee"}`,
+				series := fmt.Sprintf(`otelbee_bpf_program_attached{collector="tcp",mode=%q,program=%q,job="otelbee"}`,
 					map[bool]string{true: "tracepoint", false: "tp_btf"}[mode == "tracepoint"], hook)
 				if v := scrapeValue(t, agent.MetricsURL, series); v != 1 {
 					t.Errorf("%s = %v, want 1", series, v)
@@ -187,7 +189,7 @@ func exactLoopbackCounts(t *testing.T, agent *harness.Agent) {
 	c := tcpClient(t, "", svc, "-addr", addr, "-n", "10", "-send", "12345", "-recv", "678")()
 	stop()
 	_, port, _ := net.SplitHostPort(addr)
-	lbl := fmt.Sprintf(`network_connection_direction="outbound",network_io_direction="transmit",network_peer_address="127.0.0.1",network_transport="tcp",network_type="ipv4",server_port=%q,service_instance_id="%s:%d",service_name=%q`,
+	lbl := fmt.Sprintf(`network_connection_direction="outbound",network_io_direction="transmit",network_peer_address="127.0.0.1",network_transport="tcp",network_type="ipv4",server_port=%q,instance="%s:%d",job=%q`,
 		port, hostname(), c.PID, svc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

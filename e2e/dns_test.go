@@ -158,7 +158,7 @@ func dnsLabelsOf(m *dto.Metric) map[string]string {
 }
 
 // dnsLookupCounts sums dns_lookup_duration_seconds_count by dnsOutcomeKey for the
-// services given, and collects each service's service_instance_id values.
+// services given, and collects each service's instance label values.
 func dnsLookupCounts(mfs map[string]*dto.MetricFamily, services map[string]bool) (map[string]uint64, map[string]map[string]bool) {
 	counts := map[string]uint64{}
 	instances := map[string]map[string]bool{}
@@ -168,7 +168,7 @@ func dnsLookupCounts(mfs map[string]*dto.MetricFamily, services map[string]bool)
 	}
 	for _, m := range mf.GetMetric() {
 		l := dnsLabelsOf(m)
-		svc := l["service_name"]
+		svc := l["job"]
 		if !services[svc] {
 			continue
 		}
@@ -180,7 +180,7 @@ func dnsLookupCounts(mfs map[string]*dto.MetricFamily, services map[string]bool)
 		if instances[svc] == nil {
 			instances[svc] = map[string]bool{}
 		}
-		instances[svc][l["service_instance_id"]] = true
+		instances[svc][l["instance"]] = true
 	}
 	return counts, instances
 }
@@ -386,7 +386,7 @@ for name, n in (("web.otelbee.test.", 4), ("missing.otelbee.test.", 2)):
 	dnsCheckInstances(t, inst, "dns-go", goPid)
 	mfs := dnsScrapeFamilies(t, agent.MetricsURL)
 	for _, s := range []string{"dns-dig", "dns-python", "dns-go"} {
-		if v := dnsFamilySum(mfs, "otelbee_dns_lookups_dropped_total", map[string]string{"service_name": s}); v != 0 {
+		if v := dnsFamilySum(mfs, "otelbee_dns_lookups_dropped_total", map[string]string{"job": s}); v != 0 {
 			t.Errorf("%s: %v lookups dropped, want 0", s, v)
 		}
 	}
@@ -526,7 +526,7 @@ func TestDNSOverloadNothingLostSilently(t *testing.T) {
 				for _, v := range counts {
 					recorded += float64(v)
 				}
-				dropped = dnsFamilySum(mfs, "otelbee_dns_lookups_dropped_total", map[string]string{"service_name": "dns-perf"})
+				dropped = dnsFamilySum(mfs, "otelbee_dns_lookups_dropped_total", map[string]string{"job": "dns-perf"})
 				retrans := dnsFamilySum(mfs, "otelbee_dns_queries_retransmitted_total", nil)
 				pending := dnsFamilySum(mfs, "otelbee_dns_queries_pending", nil)
 				if recorded+dropped+retrans == sent && pending == 0 {
@@ -569,14 +569,14 @@ func dnsDurations(mfs map[string]*dto.MetricFamily, services map[string]bool) (m
 	}
 	for _, m := range mf.GetMetric() {
 		l := dnsLabelsOf(m)
-		if !services[l["service_name"]] {
+		if !services[l["job"]] {
 			continue
 		}
 		outcome := l["error_type"]
 		if outcome == "" {
 			outcome = "ok:" + l["dns_response_code"]
 		}
-		k := l["service_name"] + " " + outcome
+		k := l["job"] + " " + outcome
 		counts[k] += m.GetHistogram().GetSampleCount()
 		sums[k] += m.GetHistogram().GetSampleSum()
 		var b []float64

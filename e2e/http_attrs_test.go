@@ -243,8 +243,8 @@ func TestHTTPUniquePointsAndErrorType(t *testing.T) {
 		map[string]int{"200 ": 5, "404 404": 4, "500 500": 2})
 	waitPromCounts(t, prom, "http_server_request_duration_seconds", srv, []string{"http_route"},
 		map[string]int{"/hello": 3, "/fail": 2, "/pa": 1, "_OTHER": 5})
-	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_route_overflow_total{service_name=%q})`, srv), 5)
-	if v, ok := promValue(t.Context(), prom, fmt.Sprintf(`count(otelbee_http_route_overflow_total{service_name=%q})`, cl)); ok {
+	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_route_overflow_total{job=%q})`, srv), 5)
+	if v, ok := promValue(t.Context(), prom, fmt.Sprintf(`count(otelbee_http_route_overflow_total{job=%q})`, cl)); ok {
 		t.Errorf("route overflow counted on the client's side too: %v series", v)
 	}
 
@@ -311,7 +311,7 @@ func TestHTTPSelfCountersPerService(t *testing.T) {
 		}
 	}
 	waitPromCounts(t, prom, "http_client_request_duration_seconds", okSvc, []string{"http_request_method"}, map[string]int{"GET": 20})
-	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_requests_incomplete_total{service_name=%q})`, hangSvc), 5)
+	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_requests_incomplete_total{job=%q})`, hangSvc), 5)
 	time.Sleep(2 * time.Second) // more scrapes
 	q := func(expr string) []harness.Sample {
 		ss, err := prom.Query(t.Context(), expr)
@@ -320,14 +320,14 @@ func TestHTTPSelfCountersPerService(t *testing.T) {
 		}
 		return ss
 	}
-	if ss := q(fmt.Sprintf(`{__name__=~"otelbee_http_.+",service_name=%q}`, okSvc)); len(ss) != 0 {
+	if ss := q(fmt.Sprintf(`{__name__=~"otelbee_http_.+",job=%q}`, okSvc)); len(ss) != 0 {
 		t.Errorf("%d otelbee_http_* series for a service that lost nothing: %v", len(ss), ss)
 	}
-	ss := q(fmt.Sprintf(`{__name__=~"otelbee_http_.+",service_name=%q}`, hangSvc))
+	ss := q(fmt.Sprintf(`{__name__=~"otelbee_http_.+",job=%q}`, hangSvc))
 	if len(ss) != 1 || ss[0].Labels["__name__"] != "otelbee_http_requests_incomplete_total" || ss[0].Value != 5 {
 		t.Errorf("otelbee_http_* series of the service with 5 incomplete requests: %v; want one, 5", ss)
 	}
-	if ss := q(fmt.Sprintf(`target_info{service_name=%q}`, hangSvc)); len(ss) != 1 {
+	if ss := q(fmt.Sprintf(`target_info{job=%q}`, hangSvc)); len(ss) != 1 {
 		t.Errorf("%d target_info series for the service of 5 processes with nothing but a drop counter: %v", len(ss), ss)
 	}
 }
@@ -548,8 +548,8 @@ func TestHTTPErrorTypeByTransport(t *testing.T) {
 		t.Errorf("server's own count of 500s: %d", n)
 	}
 	// The reset server answered nothing: its side is incomplete requests.
-	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_requests_incomplete_total{service_name=%q})`, rst), resets)
-	if ss, _ := prom.Query(t.Context(), fmt.Sprintf(`http_server_request_duration_seconds_count{service_name=%q}`, rst)); len(ss) != 0 {
+	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_requests_incomplete_total{job=%q})`, rst), resets)
+	if ss, _ := prom.Query(t.Context(), fmt.Sprintf(`http_server_request_duration_seconds_count{job=%q}`, rst)); len(ss) != 0 {
 		t.Errorf("durations recorded for a server that never answered: %v", ss)
 	}
 }

@@ -127,7 +127,7 @@ func (n *nginx) selector(t *testing.T) string {
 	for _, w := range strings.Fields(string(b)) {
 		ids = append(ids, regexp.QuoteMeta(host+":"+w))
 	}
-	return fmt.Sprintf(`service_name=%q,service_instance_id=~"%s"`, n.ServiceName, strings.Join(ids, "|"))
+	return fmt.Sprintf(`job=%q,instance=~"%s"`, n.ServiceName, strings.Join(ids, "|"))
 }
 
 func waitPort(t *testing.T, addr string) {
@@ -175,7 +175,7 @@ func (n *nginx) accessCounts(t *testing.T) (server, upstream, backend map[string
 // service is a service name, or a full label matcher when it contains "=".
 func promCounts(t *testing.T, p *harness.Prometheus, metric, service string, labels ...string) map[string]int {
 	t.Helper()
-	sel := fmt.Sprintf("service_name=%q", service)
+	sel := fmt.Sprintf("job=%q", service)
 	if strings.Contains(service, "=") {
 		sel = service
 	}
@@ -433,7 +433,7 @@ func TestHTTPGroundTruth(t *testing.T) {
 	}
 	// The half request is nginx's one incomplete request (its counters
 	// carry its service).
-	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_requests_incomplete_total{service_name=%q})`, ng.ServiceName), 1)
+	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_requests_incomplete_total{job=%q})`, ng.ServiceName), 1)
 	if exited, _ := agent.Exited(); exited {
 		t.Fatalf("agent exited:\n%s", agent.LogTail(40))
 	}
@@ -639,7 +639,7 @@ func testHTTPWrk(t *testing.T, yaml string) {
 	for time.Now().Before(deadline) {
 		c := promCounts(t, prom, "http_client_request_duration_seconds", "wrk-"+sfx, "http_request_method")
 		got = float64(c["GET"])
-		dropped, _ = promValue(context.Background(), prom, fmt.Sprintf(`sum(otelbee_http_requests_dropped_total{service_name="wrk-%s"}) or vector(0)`, sfx))
+		dropped, _ = promValue(context.Background(), prom, fmt.Sprintf(`sum(otelbee_http_requests_dropped_total{job="wrk-%s"}) or vector(0)`, sfx))
 		if got+dropped == float64(want) {
 			break
 		}
@@ -647,7 +647,7 @@ func testHTTPWrk(t *testing.T, yaml string) {
 	}
 	t.Logf("agent: %v requests, %v dropped", got, dropped)
 	for _, q := range []string{"otelbee_http_requests_dropped_total", "otelbee_http_requests_incomplete_total", "otelbee_http_malformed_total"} {
-		if v, ok := promValue(context.Background(), prom, fmt.Sprintf(`sum(%s{service_name="wrk-%s"})`, q, sfx)); ok {
+		if v, ok := promValue(context.Background(), prom, fmt.Sprintf(`sum(%s{job="wrk-%s"})`, q, sfx)); ok {
 			t.Logf("%s: %v", q, v)
 		}
 	}

@@ -118,9 +118,9 @@ func TestResourceAttributes(t *testing.T) {
 	}
 
 	// Prometheus: target_info carries the program's own resource attributes.
-	waitProm(t, prom, fmt.Sprintf(`count(target_info{service_name=%q,deployment_environment_name="prod",service_version="1.2",site="lab 1"})`, serverSvc), 1)
-	waitProm(t, prom, fmt.Sprintf(`count(target_info{service_name=%q,deployment_environment_name="hostwide"})`, clientSvc), 1)
-	waitProm(t, prom, fmt.Sprintf(`count(target_info{service_name="otelbee",process_pid="%d",deployment_environment_name="staging"})`, agent.Pid()), 1)
+	waitProm(t, prom, fmt.Sprintf(`count(target_info{job=%q,deployment_environment_name="prod",service_version="1.2",site="lab 1"})`, serverSvc), 1)
+	waitProm(t, prom, fmt.Sprintf(`count(target_info{job=%q,deployment_environment_name="hostwide"})`, clientSvc), 1)
+	waitProm(t, prom, fmt.Sprintf(`count(target_info{job="otelbee",process_pid="%d",deployment_environment_name="staging"})`, agent.Pid()), 1)
 	if s, err := prom.Query(context.Background(), `{otelbee_internal_resource!=""}`); err != nil || len(s) != 0 {
 		t.Errorf("series with the internal resource label: %v (err %v)", s, err)
 	}

@@ -102,8 +102,8 @@ func TestTCPLateWriteRealPrograms(t *testing.T) {
 	client, server := waitClient(), waitServer()
 	t.Logf("server: %+v; client: %+v", server, client)
 
-	in := fmt.Sprintf(`service_name=%q,network_connection_direction="inbound",network_peer_address="127.0.0.1",server_port=%q`, srvSvc, port)
-	out := fmt.Sprintf(`service_name=%q,network_connection_direction="outbound",network_peer_address="127.0.0.1",server_port=%q`, cliSvc, port)
+	in := fmt.Sprintf(`job=%q,network_connection_direction="inbound",network_peer_address="127.0.0.1",server_port=%q`, srvSvc, port)
+	out := fmt.Sprintf(`job=%q,network_connection_direction="outbound",network_peer_address="127.0.0.1",server_port=%q`, cliSvc, port)
 	for _, c := range []struct {
 		q    string
 		want float64
@@ -119,10 +119,10 @@ func TestTCPLateWriteRealPrograms(t *testing.T) {
 		waitProm(t, prom, c.q, c.want)
 	}
 	// Exactly one series per side: no outbound one with an ephemeral port.
-	if got := promCount(t, prom, fmt.Sprintf(`tcp_connection_opened_total{service_name=%q}`, srvSvc)); got != 1 {
+	if got := promCount(t, prom, fmt.Sprintf(`tcp_connection_opened_total{job=%q}`, srvSvc)); got != 1 {
 		t.Errorf("server has %v TCP series, want 1 (inbound)", got)
 	}
-	if got := promCount(t, prom, fmt.Sprintf(`tcp_connection_opened_total{service_name=%q}`, cliSvc)); got != 1 {
+	if got := promCount(t, prom, fmt.Sprintf(`tcp_connection_opened_total{job=%q}`, cliSvc)); got != 1 {
 		t.Errorf("client has %v TCP series, want 1 (outbound)", got)
 	}
 }
@@ -163,7 +163,7 @@ func TestTCPHTTPSShortConnections(t *testing.T) {
 	if server.Connections != n {
 		t.Fatalf("server accepted %d connections, want %d", server.Connections, n)
 	}
-	in := fmt.Sprintf(`service_name=%q,network_connection_direction="inbound",network_peer_address="127.0.0.1",server_port=%q`, srvSvc, port)
+	in := fmt.Sprintf(`job=%q,network_connection_direction="inbound",network_peer_address="127.0.0.1",server_port=%q`, srvSvc, port)
 	for _, c := range []struct {
 		q    string
 		want float64
@@ -172,14 +172,14 @@ func TestTCPHTTPSShortConnections(t *testing.T) {
 		{fmt.Sprintf(`sum(tcp_connection_closed_total{%s})`, in), n},
 		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, in), float64(server.BytesSent)},
 		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, in), float64(server.BytesReceived)},
-		{fmt.Sprintf(`sum(tcp_connection_opened_total{service_name=%q,network_connection_direction="outbound",server_port=%q})`, cliSvc, port), n},
+		{fmt.Sprintf(`sum(tcp_connection_opened_total{job=%q,network_connection_direction="outbound",server_port=%q})`, cliSvc, port), n},
 	} {
 		waitProm(t, prom, c.q, c.want)
 	}
-	if got := promCount(t, prom, fmt.Sprintf(`tcp_connection_opened_total{service_name=%q}`, srvSvc)); got != 1 {
+	if got := promCount(t, prom, fmt.Sprintf(`tcp_connection_opened_total{job=%q}`, srvSvc)); got != 1 {
 		t.Errorf("server has %v TCP series, want 1 (inbound from 127.0.0.1)", got)
 	}
-	if got := promCount(t, prom, fmt.Sprintf(`tcp_connection_opened_total{service_name=%q,network_connection_direction!="outbound"}`, cliSvc)); got != 0 {
+	if got := promCount(t, prom, fmt.Sprintf(`tcp_connection_opened_total{job=%q,network_connection_direction!="outbound"}`, cliSvc)); got != 0 {
 		t.Errorf("curl has %v series that are not outbound", got)
 	}
 }
@@ -215,10 +215,10 @@ func TestTCPPeerFloodIsFoldedInKernel(t *testing.T) {
 	rep := tcpClient(t, "", normCli, "-addr", addr, "-n", "10", "-send", "3000", "-recv", "700")()
 	normServer := stop()
 
-	cli := fmt.Sprintf(`service_name=%q,network_connection_direction="outbound",server_port=%q`, cliSvc, port)
-	srv := fmt.Sprintf(`service_name=%q,network_connection_direction="inbound",server_port=%q`, srvSvc, port)
-	nOut := fmt.Sprintf(`service_name=%q,network_connection_direction="outbound",server_port=%q`, normCli, normPort)
-	nIn := fmt.Sprintf(`service_name=%q,network_connection_direction="inbound",server_port=%q`, normSrv, normPort)
+	cli := fmt.Sprintf(`job=%q,network_connection_direction="outbound",server_port=%q`, cliSvc, port)
+	srv := fmt.Sprintf(`job=%q,network_connection_direction="inbound",server_port=%q`, srvSvc, port)
+	nOut := fmt.Sprintf(`job=%q,network_connection_direction="outbound",server_port=%q`, normCli, normPort)
+	nIn := fmt.Sprintf(`job=%q,network_connection_direction="inbound",server_port=%q`, normSrv, normPort)
 	for _, c := range []struct {
 		q    string
 		want float64

@@ -166,8 +166,8 @@ func testTCPGroundTruth(t *testing.T, proto string) {
 		"-long", "-long.every", "1s", "-long.for", "6s", "-long.chunk", "3000",
 		"-refused", strconv.Itoa(refused))
 
-	out := fmt.Sprintf(`service_name=%q,network_connection_direction="outbound",server_port=%q`, clientSvc, port)
-	in := fmt.Sprintf(`service_name=%q,network_connection_direction="inbound",server_port=%q`, serverSvc, port)
+	out := fmt.Sprintf(`job=%q,network_connection_direction="outbound",server_port=%q`, clientSvc, port)
+	in := fmt.Sprintf(`job=%q,network_connection_direction="inbound",server_port=%q`, serverSvc, port)
 
 	// While the long connection is open, its bytes are already reported:
 	// the short exchanges are done and the long one has moved some chunks.
@@ -202,9 +202,9 @@ func testTCPGroundTruth(t *testing.T, proto string) {
 		{fmt.Sprintf(`sum(tcp_connection_closed_total{%s})`, in), float64(server.Connections)},
 		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, in), float64(server.BytesReceived)},
 		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, in), float64(server.BytesSent)},
-		{fmt.Sprintf(`sum(tcp_connection_failed_total{service_name=%q,error_type="refused"})`, clientSvc), refused},
+		{fmt.Sprintf(`sum(tcp_connection_failed_total{job=%q,error_type="refused"})`, clientSvc), refused},
 		// Identity: the pid the program reported is the one on its series.
-		{fmt.Sprintf(`count(target_info{service_name=%q,process_pid="%d"})`, clientSvc, client.PID), 1},
+		{fmt.Sprintf(`count(target_info{job=%q,process_pid="%d"})`, clientSvc, client.PID), 1},
 	}
 	for _, c := range checks {
 		waitProm(t, prom, c.q, c.want)
@@ -288,8 +288,8 @@ func TestTCPImpairedLink(t *testing.T) {
 		addr, stop := tcpServer(t, pair.B, net.JoinHostPort(pair.IPv4B, "0"), serverSvc)
 		rep := tcpClient(t, pair.A, clientSvc, "-addr", addr, "-n", "30", "-send", "20000", "-recv", "20000", "-parallel", "4")()
 		stop()
-		q := fmt.Sprintf(`histogram_quantile(0.5, sum by (le) (tcp_connection_rtt_seconds_bucket{service_name=%q}))`, clientSvc)
-		waitProm(t, prom, fmt.Sprintf(`sum(tcp_connection_rtt_seconds_count{service_name=%q})`, clientSvc), float64(rep.Connections))
+		q := fmt.Sprintf(`histogram_quantile(0.5, sum by (le) (tcp_connection_rtt_seconds_bucket{job=%q}))`, clientSvc)
+		waitProm(t, prom, fmt.Sprintf(`sum(tcp_connection_rtt_seconds_count{job=%q})`, clientSvc), float64(rep.Connections))
 		median, ok := promValue(context.Background(), prom, q)
 		if !ok || math.Abs(median-0.020) > 0.25*0.020 {
 			t.Fatalf("RTT median = %v s (ok %v), want 0.020 s ± 25 %%", median, ok)
@@ -315,7 +315,7 @@ func TestTCPImpairedLink(t *testing.T) {
 		if kernel == 0 {
 			t.Fatalf("no retransmits at 5 %% loss: link stats %+v", pair.Stats())
 		}
-		q := fmt.Sprintf(`sum(tcp_retransmits_total{service_name=~%q})`, "loss-(server|client)-"+suffix)
+		q := fmt.Sprintf(`sum(tcp_retransmits_total{job=~%q})`, "loss-(server|client)-"+suffix)
 		var got float64
 		prom.WaitFor(t, q, func(s []harness.Sample) bool {
 			if len(s) != 1 {

@@ -219,8 +219,8 @@ func TestOTLPExponentialHistograms(t *testing.T) {
 			}
 		}
 	}
-	waitProm(t, prom, fmt.Sprintf(`sum(http_server_request_duration_seconds_count{service_name=%q})`, truth.httpServerSvc), truth.requests)
-	waitProm(t, prom, fmt.Sprintf(`sum(http_server_request_duration_seconds_bucket{service_name=%q,le="+Inf"})`, truth.httpServerSvc), truth.requests)
+	waitProm(t, prom, fmt.Sprintf(`sum(http_server_request_duration_seconds_count{job=%q})`, truth.httpServerSvc), truth.requests)
+	waitProm(t, prom, fmt.Sprintf(`sum(http_server_request_duration_seconds_bucket{job=%q,le="+Inf"})`, truth.httpServerSvc), truth.requests)
 
 	tcpRes := harness.Filter{Resource: map[string]string{"service.name": truth.tcpServerSvc}}
 	col.WaitForMetric(t, "tcp.connection.duration", tcpRes, func(v float64) bool { return v >= truth.conns }, 30*time.Second)

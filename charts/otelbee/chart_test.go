@@ -332,7 +332,10 @@ func TestNonDefaultValues(t *testing.T) {
 		t.Errorf("pod monitor %+v", pm)
 	}
 	sm := r["ServiceMonitor/otelbee"].(*monitoringv1.ServiceMonitor)
-	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Interval != "15s" {
+	if !pm.Spec.PodMetricsEndpoints[0].HonorLabels {
+		t.Error("pod monitor without honorLabels: Prometheus would overwrite every service's job and instance")
+	}
+	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Interval != "15s" || !sm.Spec.Endpoints[0].HonorLabels {
 		t.Errorf("service monitor %+v", sm.Spec)
 	}
 	svc := r["Service/otelbee-metrics"].(*corev1.Service)

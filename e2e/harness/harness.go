@@ -25,7 +25,7 @@
 //	col.WaitForMetric(t, "tcp.connection.opened", harness.Filter{
 //		Resource: map[string]string{"service.name": "tcpload-client"},
 //	}, func(v float64) bool { return v == 11 }, 30*time.Second)
-//	prom.WaitFor(t, `sum(tcp_connection_opened_total{service_name="tcpload-client"})`, ...)
+//	prom.WaitFor(t, `sum(tcp_connection_opened_total{job="tcpload-client"})`, ...)
 //
 // Notes: Prometheus applies its scrape targets about 5s after it starts (its
 // discovery manager's update interval), so the first samples of a target appear

@@ -38,7 +38,7 @@ func TestPrometheusConfig(t *testing.T) {
 	}
 	cfg := prometheusConfig("127.0.0.1:1234", 500*time.Millisecond, jobs)
 	for _, want := range []string{"scrape_interval: 500ms", "scrape_timeout: 500ms", `targets: ["127.0.0.1:1234"]`,
-		`targets: ["127.0.0.1:9464", "127.0.0.1:9465"]`, `metrics_path: "/x"`} {
+		`targets: ["127.0.0.1:9464", "127.0.0.1:9465"]`, `metrics_path: "/x"`, "honor_labels: true"} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("config lacks %q:\n%s", want, cfg)
 		}

@@ -186,7 +186,10 @@ func prometheusConfig(self string, interval time.Duration, jobs []scrapeJob) str
 		if i > 0 {
 			name = fmt.Sprintf("e2e-%d", i)
 		}
-		fmt.Fprintf(&b, "  - job_name: %q\n    scheme: %s\n    metrics_path: %q\n    static_configs:\n      - targets: [", name, j.scheme, j.path)
+		// honor_labels: the agent exposes many services, each with its
+		// own job and instance labels, which must not be overwritten by
+		// the scrape target's.
+		fmt.Fprintf(&b, "  - job_name: %q\n    honor_labels: true\n    scheme: %s\n    metrics_path: %q\n    static_configs:\n      - targets: [", name, j.scheme, j.path)
 		for k, tg := range j.targets {
 			if k > 0 {
 				b.WriteString(", ")

@@ -3,10 +3,12 @@
 // The agent registers Reader() on its single MeterProvider. On each scrape
 // the exporter collects from that reader, splits the data per observed
 // service (package perservice) and translates it following the OpenTelemetry
-// "Prometheus and OpenMetrics compatibility" specification: one target_info
-// series per service with its resource attributes as labels, and
-// service_name / service_namespace / service_instance_id on every series so
-// that aggregations by service need no join.
+// "Prometheus and OpenMetrics compatibility" specification as the
+// OpenTelemetry Collector's Prometheus exporter does for many services behind
+// one endpoint: job (service.namespace/service.name) and instance
+// (service.instance.id) on every series, one target_info series per (job,
+// instance) with the other resource attributes as labels, otel_scope_name /
+// otel_scope_version on every series. Scrape it with honor_labels: true.
 package prometheus
 
 import (
@@ -20,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
@@ -36,6 +39,8 @@ type Exporter struct {
 	handler     http.Handler
 	logger      *slog.Logger
 	scopeLabels bool
+	// resourceLabels: resource attributes copied onto every series.
+	resourceLabels []attribute.Key
 
 	skipped atomic.Int64
 	// logged holds the causes already logged at warn level, so a clash
@@ -63,6 +68,20 @@ func WithLogger(l *slog.Logger) Option {
 // option to disable).
 func WithoutScopeLabels() Option {
 	return func(e *Exporter) { e.scopeLabels = false }
+}
+
+// WithResourceLabels copies the resource attributes keys (each sanitized
+// into a label name, service.name → service_name) onto every series of a
+// resource, besides job and instance; "*" copies them all, as the
+// Collector's resource_to_telemetry_conversion does. Off by default: the
+// specification keeps resource attributes on target_info, where a join
+// reaches them, instead of multiplying every series' labels.
+func WithResourceLabels(keys ...string) Option {
+	return func(e *Exporter) {
+		for _, k := range keys {
+			e.resourceLabels = append(e.resourceLabels, attribute.Key(k))
+		}
+	}
 }
 
 // WithProducer adds metrics that are aggregated outside the SDK (the
@@ -135,7 +154,7 @@ func (e *Exporter) collect(ctx context.Context) []prometheus.Metric {
 		// Observable callbacks may have failed while others succeeded;
 		// expose what was collected, if anything.
 	}
-	return newTranslator(e.scopeLabels, e.problem).translate(&rm)
+	return newTranslator(e.scopeLabels, e.resourceLabels, e.problem).translate(&rm)
 }
 
 // collector is the registry's only collector. It is "unchecked" (Describe

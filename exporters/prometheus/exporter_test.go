@@ -108,34 +108,35 @@ func TestScrape(t *testing.T) {
 	want := []string{
 		"# HELP tcp_connection_opened_total TCP connections opened.",
 		"# TYPE tcp_connection_opened_total counter",
-		`tcp_connection_opened_total{network_connection_direction="inbound",` + sc + `,service_name="api",service_namespace="shop"} 3`,
-		`tcp_connection_opened_total{network_connection_direction="inbound",` + sc + `,service_instance_id="db-0",service_name="db"} 1`,
+		`tcp_connection_opened_total{job="shop/api",network_connection_direction="inbound",` + sc + `} 3`,
+		`tcp_connection_opened_total{instance="db-0",job="db",network_connection_direction="inbound",` + sc + `} 1`,
 
 		"# HELP tcp_connection_duration_seconds TCP connection duration.",
 		"# TYPE tcp_connection_duration_seconds histogram",
-		`tcp_connection_duration_seconds_bucket{` + sc + `,service_name="api",service_namespace="shop",le="0.1"} 1`,
-		`tcp_connection_duration_seconds_bucket{` + sc + `,service_name="api",service_namespace="shop",le="1"} 2`,
-		`tcp_connection_duration_seconds_bucket{` + sc + `,service_name="api",service_namespace="shop",le="10"} 2`,
-		`tcp_connection_duration_seconds_bucket{` + sc + `,service_name="api",service_namespace="shop",le="+Inf"} 3`,
-		`tcp_connection_duration_seconds_sum{` + sc + `,service_name="api",service_namespace="shop"} 20.55`,
-		`tcp_connection_duration_seconds_count{` + sc + `,service_name="api",service_namespace="shop"} 3`,
+		`tcp_connection_duration_seconds_bucket{job="shop/api",` + sc + `,le="0.1"} 1`,
+		`tcp_connection_duration_seconds_bucket{job="shop/api",` + sc + `,le="1"} 2`,
+		`tcp_connection_duration_seconds_bucket{job="shop/api",` + sc + `,le="10"} 2`,
+		`tcp_connection_duration_seconds_bucket{job="shop/api",` + sc + `,le="+Inf"} 3`,
+		`tcp_connection_duration_seconds_sum{job="shop/api",` + sc + `} 20.55`,
+		`tcp_connection_duration_seconds_count{job="shop/api",` + sc + `} 3`,
 
 		"# TYPE tcp_connection_io_bytes_total counter",
-		`tcp_connection_io_bytes_total{network_io_direction="receive",` + sc + `,service_name="api",service_namespace="shop"} 1500`,
-		`tcp_connection_io_bytes_total{network_io_direction="transmit",` + sc + `,service_name="api",service_namespace="shop"} 300`,
+		`tcp_connection_io_bytes_total{job="shop/api",network_io_direction="receive",` + sc + `} 1500`,
+		`tcp_connection_io_bytes_total{job="shop/api",network_io_direction="transmit",` + sc + `} 300`,
 
 		"# TYPE tcp_connection_active gauge",
-		`tcp_connection_active{` + sc + `,service_instance_id="db-0",service_name="db"} 1`,
+		`tcp_connection_active{instance="db-0",job="db",` + sc + `} 1`,
 
-		// Self metric: the agent's own service_name.
+		// Self metric: the agent's own job and instance.
 		"# HELP otelbee_events_produced_total Events produced.",
-		`otelbee_events_produced_total{collector="tcp",otel_scope_name="github.com/otelbee/otelbee/agent",service_name="otelbee"} 42`,
+		`otelbee_events_produced_total{collector="tcp",job="otelbee",otel_scope_name="github.com/otelbee/otelbee/agent"} 42`,
 
+		// One per (job, instance), without the attributes that make them.
 		"# HELP target_info Target metadata",
 		"# TYPE target_info gauge",
-		`target_info{host_name="node-1",os_type="linux",service_name="otelbee",service_version="0.1.0"} 1`,
-		`target_info{host_name="node-1",k8s_pod_name="api-7d9f",os_type="linux",process_executable_name="api-server",process_pid="100",service_name="api",service_namespace="shop"} 1`,
-		`target_info{container_id="c0ffee",host_name="node-1",os_type="linux",process_pid="200",service_instance_id="db-0",service_name="db"} 1`,
+		`target_info{host_name="node-1",job="otelbee",os_type="linux",service_version="0.1.0"} 1`,
+		`target_info{host_name="node-1",job="shop/api",k8s_pod_name="api-7d9f",os_type="linux",process_executable_name="api-server",process_pid="100"} 1`,
+		`target_info{container_id="c0ffee",host_name="node-1",instance="db-0",job="db",os_type="linux",process_pid="200"} 1`,
 	}
 	lines := strings.Split(body, "\n")
 	have := make(map[string]bool, len(lines))
@@ -152,7 +153,7 @@ func TestScrape(t *testing.T) {
 		if strings.HasPrefix(l, "target_info") || strings.HasPrefix(l, "#") {
 			continue
 		}
-		for _, bad := range []string{"process_pid", "k8s_pod_name", "container_id", "process_executable_name"} {
+		for _, bad := range []string{"process_pid", "k8s_pod_name", "container_id", "process_executable_name", "service_name", "service_namespace", "service_instance_id"} {
 			if strings.Contains(l, bad) {
 				t.Errorf("identity attribute %s on a series: %s", bad, l)
 			}
@@ -174,7 +175,7 @@ func TestScrapeWithoutScopeLabels(t *testing.T) {
 	c, _ := mp.Meter(scope).Int64Counter("tcp.connection.opened", metric.WithUnit("{connection}"))
 	c.Add(context.Background(), 1, with(api()))
 	body := scrape(t, e.Handler())
-	if want := `tcp_connection_opened_total{service_name="api",service_namespace="shop"} 1`; !strings.Contains(body, want+"\n") {
+	if want := `tcp_connection_opened_total{job="shop/api"} 1`; !strings.Contains(body, want+"\n") {
 		t.Errorf("missing %q in:\n%s", want, body)
 	}
 }
@@ -203,10 +204,10 @@ func TestScrapeMergesSameIdentity(t *testing.T) {
 	body := scrape(t, e.Handler())
 	const sc = `otel_scope_name="` + scope + `"`
 	for _, want := range []string{
-		`tcp_connection_opened_total{` + sc + `,service_name="gunicorn"} 7`,
-		`tcp_connection_duration_seconds_bucket{` + sc + `,service_name="gunicorn",le="1"} 1`,
-		`tcp_connection_duration_seconds_count{` + sc + `,service_name="gunicorn"} 2`,
-		`target_info{host_name="node-1",os_type="linux",process_executable_name="python3",service_name="gunicorn"} 1`,
+		`tcp_connection_opened_total{job="gunicorn",` + sc + `} 7`,
+		`tcp_connection_duration_seconds_bucket{job="gunicorn",` + sc + `,le="1"} 1`,
+		`tcp_connection_duration_seconds_count{job="gunicorn",` + sc + `} 2`,
+		`target_info{host_name="node-1",job="gunicorn",os_type="linux",process_executable_name="python3"} 1`,
 	} {
 		if !strings.Contains(body, want+"\n") {
 			t.Errorf("missing %q", want)
@@ -269,13 +270,13 @@ func TestScrapeSanitizesLabels(t *testing.T) {
 		attribute.String("a-b", "2"), // same label a_b: values joined in key order
 		attribute.String("2xx", "yes"),
 		attribute.String("le", "x"),
-		attribute.String("service_name", "spoof"), // cannot override the identity label
+		attribute.String("job", "spoof"), // cannot override the identity label
 		attribute.StringSlice("tags", []string{"x", "y"}),
 		attribute.String("empty", ""),
 		attribute.String("bad.utf8", "\xff"),
 	))
 	body := scrape(t, e.Handler())
-	want := `http_server_requests_total{a_b="2;1",bad_utf8="\ufffd",exported_service_name="spoof",key_2xx="yes",le="x",service_name="otelbee",tags="[\"x\",\"y\"]"} 1`
+	want := `http_server_requests_total{a_b="2;1",bad_utf8="\ufffd",exported_job="spoof",job="otelbee",key_2xx="yes",le="x",tags="[\"x\",\"y\"]"} 1`
 	want = strings.ReplaceAll(want, `\ufffd`, "\ufffd")
 	if !strings.Contains(body, want+"\n") {
 		t.Errorf("missing\n  %s\nin:\n%s", want, body)

@@ -17,16 +17,16 @@ import (
 	"github.com/otelbee/otelbee/exporters/perservice"
 )
 
-// Labels every series of a resource carries, so that
-// sum by (service_name) (...) works without joining target_info.
-var identityLabels = []struct {
-	key   attribute.Key
-	label string
-}{
-	{perservice.ServiceName, "service_name"},
-	{perservice.ServiceNamespace, "service_namespace"},
-	{perservice.ServiceInstanceID, "service_instance_id"},
-}
+// The identity labels, as the OpenTelemetry Collector's Prometheus exporter
+// and the specification's compatibility rules put them on every series of a
+// resource: job is service.namespace/service.name (service.name alone
+// without a namespace), instance is service.instance.id. Those three
+// attributes are on no target_info; the scrape config needs
+// honor_labels: true, or Prometheus replaces them with the scrape target's.
+const (
+	jobLabel      = "job"
+	instanceLabel = "instance"
+)
 
 const (
 	targetInfoName = "target_info"
@@ -81,6 +81,10 @@ type nativeHist struct {
 // reporting hooks.
 type translator struct {
 	scopeLabels bool
+	// resourceLabels are resource attributes copied onto every series
+	// (WithResourceLabels); all when allResourceLabels.
+	resourceLabels    []attribute.Key
+	allResourceLabels bool
 
 	families map[string]*family
 	series   map[string]*series
@@ -95,8 +99,8 @@ type translator struct {
 	keyBuf strings.Builder
 }
 
-func newTranslator(scopeLabels bool, problem func(key, msg string, n int)) *translator {
-	return &translator{
+func newTranslator(scopeLabels bool, resourceLabels []attribute.Key, problem func(key, msg string, n int)) *translator {
+	t := &translator{
 		scopeLabels: scopeLabels,
 		families:    make(map[string]*family),
 		series:      make(map[string]*series),
@@ -104,6 +108,14 @@ func newTranslator(scopeLabels bool, problem func(key, msg string, n int)) *tran
 		labelFor:    make(map[attribute.Key]string),
 		problem:     problem,
 	}
+	for _, k := range resourceLabels {
+		if k == "*" {
+			t.allResourceLabels = true
+			continue
+		}
+		t.resourceLabels = append(t.resourceLabels, k)
+	}
+	return t
 }
 
 // translate converts rm (the agent's collection, one resource) into
@@ -127,7 +139,7 @@ func (t *translator) translate(rm *metricdata.ResourceMetrics) []prometheus.Metr
 	t.targetInfo(resources)
 
 	for _, p := range parts {
-		ident := resourceIdentity(p.Resource)
+		ident := append(resourceIdentity(p.Resource), t.copiedResourceLabels(p.Resource)...)
 		for si := range p.ScopeMetrics {
 			sm := &p.ScopeMetrics[si]
 			extra := slices.Clone(ident)
@@ -142,18 +154,68 @@ func (t *translator) translate(rm *metricdata.ResourceMetrics) []prometheus.Metr
 	return t.emit()
 }
 
-// resourceIdentity returns the service_* labels of a resource.
+// resourceIdentity returns the job and instance labels of a resource.
 func resourceIdentity(res *resource.Resource) []label {
 	if res == nil {
 		return nil
 	}
 	set := res.Set()
 	var out []label
-	for _, il := range identityLabels {
-		if v, ok := set.Value(il.key); ok {
-			if s := labelValue(v.Emit()); s != "" {
-				out = append(out, label{il.label, s})
+	if v, ok := set.Value(perservice.ServiceName); ok {
+		job := labelValue(v.Emit())
+		if ns, ok := set.Value(perservice.ServiceNamespace); ok && ns.Emit() != "" {
+			job = labelValue(ns.Emit()) + "/" + job
+		}
+		if job != "" {
+			out = append(out, label{jobLabel, job})
+		}
+	}
+	if v, ok := set.Value(perservice.ServiceInstanceID); ok {
+		if s := labelValue(v.Emit()); s != "" {
+			out = append(out, label{instanceLabel, s})
+		}
+	}
+	return out
+}
+
+// isIdentityKey reports the resource attributes that make job and instance,
+// which target_info does not repeat.
+func isIdentityKey(k attribute.Key) bool {
+	return k == perservice.ServiceName || k == perservice.ServiceNamespace || k == perservice.ServiceInstanceID
+}
+
+// copiedResourceLabels are the resource attributes WithResourceLabels asks
+// for on every series (service.name as service_name, say), for queries
+// written before job and instance.
+func (t *translator) copiedResourceLabels(res *resource.Resource) []label {
+	if res == nil || (len(t.resourceLabels) == 0 && !t.allResourceLabels) {
+		return nil
+	}
+	set := res.Set()
+	var out []label
+	add := func(kv attribute.KeyValue) {
+		v := labelValue(kv.Value.Emit())
+		name := labelName(string(kv.Key))
+		if v == "" || name == jobLabel || name == instanceLabel {
+			return
+		}
+		for i := range out {
+			if out[i].name == name {
+				out[i].value += ";" + v
+				return
 			}
+		}
+		out = append(out, label{name, v})
+	}
+	if t.allResourceLabels {
+		for it := set.Iter(); it.Next(); {
+			add(it.Attribute())
+		}
+		return out
+	}
+	for _, k := range t.resourceLabels {
+		if v, ok := set.Value(k); ok {
+			add(attribute.KeyValue{Key: k, Value: v})
 		}
 	}
 	return out
@@ -170,13 +232,12 @@ func scopeLabelsOf(s instrumentation.Scope) []label {
 	return out
 }
 
-// targetInfo adds one target_info series per distinct identity
-// (service_name, service_namespace, service_instance_id). Usually that is one
-// per resource. Resources that share an identity (two processes of one
-// service without service.instance.id) have their series merged (see add),
-// so they also share one target_info, holding the attributes they agree on;
-// two target_info series for one identity would break every
-// "* on (service_name) group_left target_info" join.
+// targetInfo adds one target_info series per distinct identity (job,
+// instance) with the other resource attributes as labels. Usually that is
+// one per resource. Resources that share an identity have their series
+// merged (see add), so they also share one target_info, holding the
+// attributes they agree on: two target_info series for one identity would
+// make every "* on (job, instance) group_left target_info" join fail.
 func (t *translator) targetInfo(resources []*resource.Resource) {
 	fam := t.families[targetInfoName]
 	type info struct {
@@ -188,9 +249,10 @@ func (t *translator) targetInfo(resources []*resource.Resource) {
 		if res == nil || res.Len() == 0 {
 			continue // the specification: no target_info for an empty resource
 		}
-		set := res.Set()
-		labels := t.attrLabels(set, nil)
-		key := t.seriesKey(targetInfoName, resourceIdentity(res))
+		ident := resourceIdentity(res)
+		attrs := attribute.NewSet(slices.DeleteFunc(res.Attributes(), func(kv attribute.KeyValue) bool { return isIdentityKey(kv.Key) })...)
+		labels := t.attrLabels(&attrs, ident)
+		key := t.seriesKey(targetInfoName, ident)
 		in, ok := byIdentity[key]
 		if !ok {
 			byIdentity[key] = &info{labels: labels}
