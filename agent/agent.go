@@ -17,6 +17,8 @@ import (
 	"github.com/cilium/ebpf"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/stdout/stdoutmetric"
+	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -46,7 +48,16 @@ const cardinalityLimit = 20000
 // Run starts the agent and blocks until ctx is done.
 func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	log := logger.With("component", "agent")
+	if cfg.Export.Disabled {
+		// The specification's "disable the SDK for all signals": nothing to
+		// produce telemetry for, so nothing is loaded.
+		log.Warn("OTEL_SDK_DISABLED=true: no collector is loaded and nothing is exported; waiting for a signal to exit")
+		<-ctx.Done()
+		return nil
+	}
 	raiseFileLimit(log)
+	log.Debug("exporters chosen", "otlp_metrics", cfg.Export.OTLPMetrics, "otlp_traces", cfg.Export.OTLPTraces,
+		"console_metrics", cfg.Export.ConsoleMetrics, "console_traces", cfg.Export.ConsoleTraces, "prometheus", cfg.Prometheus.Listen)
 	if err := hook.EnsureMounts(); err != nil {
 		log.Warn("some pseudo file systems could not be mounted; dependent attach modes will be unavailable", "error", err)
 	}
@@ -88,7 +99,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	// The exporters count and log their own failures (once per interval);
 	// the SDK's other errors go to the log too, but not once per export.
 	otel.SetErrorHandler(newErrorHandler(logger.With("component", "otel")))
-	if otlpCfg.MetricsEnabled() {
+	if cfg.Export.OTLPMetrics {
 		exp, err := otlp.NewMetricExporter(ctx, otlpCfg)
 		if err != nil {
 			return fmt.Errorf("creating otlp metric exporter: %w", err)
@@ -106,8 +117,18 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		exporters = append(exporters, metricExportCounter(exp))
 		log.Info("exporting OTLP metrics", "protocol", exp.Protocol())
 	}
+	if cfg.Export.ConsoleMetrics {
+		// For debugging (OTEL_METRICS_EXPORTER=console): one JSON document
+		// per interval on stdout, under the agent's resource.
+		cexp, err := stdoutmetric.New(stdoutmetric.WithWriter(os.Stdout))
+		if err != nil {
+			return fmt.Errorf("creating the console metric exporter: %w", err)
+		}
+		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(cexp, sdkmetric.WithProducer(producers))))
+		log.Info("exporting metrics to the console (stdout)")
+	}
 	if len(readers) == 0 {
-		log.Warn("no exporter enabled: set --prometheus.listen or an OTLP endpoint")
+		log.Warn("no metric exporter enabled: set --prometheus.listen, an OTLP endpoint or OTEL_METRICS_EXPORTER")
 	}
 	// Spans leave only through OTLP. Without an exporter the provider is a
 	// no-op, so collectors can always ask for a tracer.
@@ -118,10 +139,15 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		spanQueue *otlp.SpanQueue
 		traceExp  *otlp.TraceExporter
 	)
-	if otlpCfg.TracesEnabled() {
-		texp, err := otlp.NewTraceExporter(ctx, otlpCfg)
-		if err != nil {
-			return fmt.Errorf("creating otlp trace exporter: %w", err)
+	if cfg.Export.OTLPTraces || cfg.Export.ConsoleTraces {
+		var processors []sdktrace.TracerProviderOption
+		if cfg.Export.ConsoleTraces {
+			cexp, err := stdouttrace.New(stdouttrace.WithWriter(os.Stdout))
+			if err != nil {
+				return fmt.Errorf("creating the console span exporter: %w", err)
+			}
+			processors = append(processors, sdktrace.WithSpanProcessor(otlp.NewSpanQueue(cexp, cfg.OTLP.SpanQueue)))
+			log.Info("exporting spans to the console (stdout)")
 		}
 		// The sampler (OTEL_TRACES_SAMPLER(_ARG), validated with the config)
 		// is given to the collectors too, with an ID generator that lets
@@ -129,15 +155,22 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		// honours OTEL_BSP_* (queue size, batch size, delays; bounded by the
 		// config) and counts its drops, which the SDK's batcher does not.
 		sampler, _ = sampling.Parse(cfg.OTLP.TracesSampler, cfg.OTLP.TracesSamplerArg)
-		spanQueue = otlp.NewSpanQueue(texp, cfg.OTLP.SpanQueue)
-		stp = sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSpanProcessor(spanQueue),
-			sdktrace.WithSampler(sampler), sdktrace.WithIDGenerator(sampling.IDGenerator{}))
+		if cfg.Export.OTLPTraces {
+			texp, err := otlp.NewTraceExporter(ctx, otlpCfg)
+			if err != nil {
+				return fmt.Errorf("creating otlp trace exporter: %w", err)
+			}
+			spanQueue = otlp.NewSpanQueue(texp, cfg.OTLP.SpanQueue)
+			processors = append(processors, sdktrace.WithSpanProcessor(spanQueue))
+			traceExp = texp
+			exporters = append(exporters, traceExportCounter(spanQueue, texp))
+			log.Info("exporting OTLP traces", "protocol", texp.Protocol())
+		}
+		stp = sdktrace.NewTracerProvider(append(processors, sdktrace.WithResource(res),
+			sdktrace.WithSampler(sampler), sdktrace.WithIDGenerator(sampling.IDGenerator{}))...)
 		// Shut down with the rest below; this covers the early returns.
 		defer stp.Shutdown(expiredContext())
 		tp = stp
-		traceExp = texp
-		exporters = append(exporters, traceExportCounter(spanQueue, texp))
-		log.Info("exporting OTLP traces", "protocol", texp.Protocol())
 	}
 	mp := sdkmetric.NewMeterProvider(append(readers,
 		sdkmetric.WithResource(res),

@@ -47,10 +47,13 @@ type Config struct {
 	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
 	// RunWithoutCollectors keeps the agent running (self-telemetry only)
 	// when no collector can be loaded; otherwise run exits with status 1.
-	RunWithoutCollectors bool         `yaml:"run_without_collectors"`
-	TCP                  tcp.Config   `yaml:"tcp"`
-	DNS                  dns.Config   `yaml:"dns"`
-	HTTP                 httpc.Config `yaml:"http"`
+	RunWithoutCollectors bool `yaml:"run_without_collectors"`
+	// Export is where telemetry goes, from the standard OTEL_SDK_DISABLED,
+	// OTEL_METRICS_EXPORTER and OTEL_TRACES_EXPORTER (see resolveExport).
+	Export ExportConfig `yaml:"-"`
+	TCP    tcp.Config   `yaml:"tcp"`
+	DNS    dns.Config   `yaml:"dns"`
+	HTTP   httpc.Config `yaml:"http"`
 
 	// ResourceAttributes go on the resource of every observed service, in
 	// the OTEL_RESOURCE_ATTRIBUTES format (key=value,...); a program's own
@@ -59,6 +62,14 @@ type Config struct {
 	ResourceAttributes string `yaml:"resource_attributes"`
 	// Kubernetes adds pod metadata to every identity (package k8smeta).
 	Kubernetes k8smeta.Config `yaml:"kubernetes"`
+}
+
+// ExportConfig is the resolved choice of exporters per signal.
+type ExportConfig struct {
+	// Disabled is OTEL_SDK_DISABLED=true: nothing is collected or exported.
+	Disabled                      bool
+	OTLPMetrics, OTLPTraces       bool
+	ConsoleMetrics, ConsoleTraces bool
 }
 
 // PrometheusConfig is the /metrics endpoint.
@@ -288,10 +299,120 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			return Config{}, usageErrorf("invalid value %s for %s: %v", quote(v), name, err)
 		}
 	}
+	if err := resolveExport(&cfg, set, getenv); err != nil {
+		return Config{}, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
+}
+
+// resolveExport applies the standard variables that choose exporters and
+// the log level, below the agent's own flags and OTELBEE_* variables:
+//
+//   - OTEL_SDK_DISABLED=true: no collector is loaded, nothing exported.
+//   - OTEL_TRACES_EXPORTER: otlp, console, none (comma list). Unset: otlp
+//     when an endpoint is configured. otlp without an endpoint uses the
+//     specification's default (localhost:4318, or :4317 for grpc).
+//   - OTEL_METRICS_EXPORTER: otlp, prometheus, console, none. Unset:
+//     prometheus (--prometheus.listen), and otlp when an endpoint is
+//     configured. Set without prometheus: no /metrics endpoint unless
+//     --prometheus.listen or OTELBEE_PROMETHEUS_LISTEN asks for one.
+//   - OTEL_EXPORTER_PROMETHEUS_HOST / _PORT: the /metrics address unless
+//     --prometheus.listen or OTELBEE_PROMETHEUS_LISTEN gives one.
+//   - OTEL_LOG_LEVEL: debug, info, warn, error, unless --log.level or
+//     OTELBEE_LOG_LEVEL gives one.
+//
+// Other values are refused: none of these is ignored.
+func resolveExport(cfg *Config, set map[string]string, getenv func(string) (string, bool)) error {
+	env := func(name string) (string, bool) {
+		v, ok := getenv(name)
+		v = strings.TrimSpace(v)
+		return v, ok && v != ""
+	}
+	if v, ok := env("OTEL_SDK_DISABLED"); ok {
+		switch strings.ToLower(v) {
+		case "true":
+			cfg.Export.Disabled = true
+		case "false":
+		default:
+			return usageErrorf("invalid OTEL_SDK_DISABLED=%s: want true or false", quote(v))
+		}
+	}
+	if v, ok := env("OTEL_LOG_LEVEL"); ok {
+		if _, own := set["log.level"]; !own {
+			cfg.LogLevel = strings.ToLower(v)
+			if cfg.LogLevel == "warning" {
+				cfg.LogLevel = "warn"
+			}
+			switch cfg.LogLevel {
+			case "debug", "info", "warn", "error":
+			default:
+				return usageErrorf("invalid OTEL_LOG_LEVEL=%s (valid: debug, info, warn, error)", quote(v))
+			}
+		}
+	}
+	oc := cfg.OTLP.exporterConfig()
+	cfg.Export.OTLPTraces, cfg.Export.OTLPMetrics = oc.TracesEnabled(), oc.MetricsEnabled()
+	if v, ok := env("OTEL_TRACES_EXPORTER"); ok {
+		names, err := exporterList("OTEL_TRACES_EXPORTER", v, "otlp", "console")
+		if err != nil {
+			return err
+		}
+		cfg.Export.OTLPTraces, cfg.Export.ConsoleTraces = names["otlp"], names["console"]
+	}
+	_, ownListen := set["prometheus.listen"]
+	if !ownListen {
+		host, hostSet := env("OTEL_EXPORTER_PROMETHEUS_HOST")
+		port, portSet := env("OTEL_EXPORTER_PROMETHEUS_PORT")
+		if hostSet || portSet {
+			if !hostSet {
+				host = "localhost"
+			}
+			if !portSet {
+				port = "9464"
+			}
+			cfg.Prometheus.Listen = net.JoinHostPort(host, port)
+		}
+	}
+	if v, ok := env("OTEL_METRICS_EXPORTER"); ok {
+		names, err := exporterList("OTEL_METRICS_EXPORTER", v, "otlp", "prometheus", "console")
+		if err != nil {
+			return err
+		}
+		cfg.Export.OTLPMetrics, cfg.Export.ConsoleMetrics = names["otlp"], names["console"]
+		if !names["prometheus"] && !ownListen {
+			cfg.Prometheus.Listen = ""
+		}
+		if names["prometheus"] && cfg.Prometheus.Listen == "" && !ownListen {
+			cfg.Prometheus.Listen = "localhost:9464"
+		}
+	}
+	if cfg.Export.Disabled {
+		cfg.Export = ExportConfig{Disabled: true}
+		cfg.Prometheus.Listen = ""
+	}
+	return nil
+}
+
+// exporterList parses an OTEL_*_EXPORTER list: valid names, or none alone.
+func exporterList(name, v string, valid ...string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, e := range splitList(strings.ToLower(v)) {
+		switch {
+		case e == "none":
+			out["none"] = true
+		case slices.Contains(valid, e):
+			out[e] = true
+		default:
+			return nil, usageErrorf("unsupported %s value %s (valid: %s, none)", name, quote(e), strings.Join(valid, ", "))
+		}
+	}
+	if out["none"] && len(out) > 1 {
+		return nil, usageErrorf("%s=%s: none cannot be combined with another exporter", name, quote(v))
+	}
+	return out, nil
 }
 
 // maxConfigFile bounds the configuration file: a real one is a few kB.

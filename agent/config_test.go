@@ -183,3 +183,79 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatalf("docs/config.example.yaml: %v", err)
 	}
 }
+
+// TestConfigStandardEnv: the standard variables that choose exporters and
+// the log level are honoured or refused, never ignored (issue 10, item 10).
+func TestConfigStandardEnv(t *testing.T) {
+	tests := []struct {
+		name   string
+		args   []string
+		env    map[string]string
+		listen string
+		export ExportConfig
+		level  string
+	}{
+		{name: "defaults", listen: "127.0.0.1:9464", level: "info"},
+		{name: "endpoint: otlp for both", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"},
+			listen: "127.0.0.1:9464", export: ExportConfig{OTLPMetrics: true, OTLPTraces: true}, level: "info"},
+		{name: "sdk disabled", env: map[string]string{"OTEL_SDK_DISABLED": "TRUE", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"},
+			export: ExportConfig{Disabled: true}, level: "info"},
+		{name: "sdk not disabled", env: map[string]string{"OTEL_SDK_DISABLED": "false"}, listen: "127.0.0.1:9464", level: "info"},
+		{name: "traces none", env: map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"},
+			listen: "127.0.0.1:9464", export: ExportConfig{OTLPMetrics: true}, level: "info"},
+		{name: "traces otlp without endpoint", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"},
+			listen: "127.0.0.1:9464", export: ExportConfig{OTLPTraces: true}, level: "info"},
+		{name: "traces console", env: map[string]string{"OTEL_TRACES_EXPORTER": "console,otlp"},
+			listen: "127.0.0.1:9464", export: ExportConfig{OTLPTraces: true, ConsoleTraces: true}, level: "info"},
+		{name: "metrics otlp only: no /metrics", env: map[string]string{"OTEL_METRICS_EXPORTER": "otlp"},
+			export: ExportConfig{OTLPMetrics: true}, level: "info"},
+		{name: "metrics otlp, own listen kept", args: []string{"--prometheus.listen=127.0.0.1:1234"}, env: map[string]string{"OTEL_METRICS_EXPORTER": "otlp"},
+			listen: "127.0.0.1:1234", export: ExportConfig{OTLPMetrics: true}, level: "info"},
+		{name: "metrics none", env: map[string]string{"OTEL_METRICS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"},
+			export: ExportConfig{OTLPTraces: true}, level: "info"},
+		{name: "metrics prometheus host and port", env: map[string]string{"OTEL_METRICS_EXPORTER": "prometheus,console", "OTEL_EXPORTER_PROMETHEUS_HOST": "::1", "OTEL_EXPORTER_PROMETHEUS_PORT": "9999"},
+			listen: "[::1]:9999", export: ExportConfig{ConsoleMetrics: true}, level: "info"},
+		{name: "prometheus port alone", env: map[string]string{"OTEL_EXPORTER_PROMETHEUS_PORT": "9998"}, listen: "localhost:9998", level: "info"},
+		{name: "own listen over prometheus port", env: map[string]string{"OTELBEE_PROMETHEUS_LISTEN": "127.0.0.1:7", "OTEL_EXPORTER_PROMETHEUS_PORT": "9998"}, listen: "127.0.0.1:7", level: "info"},
+		{name: "log level", env: map[string]string{"OTEL_LOG_LEVEL": "DEBUG"}, listen: "127.0.0.1:9464", level: "debug"},
+		{name: "own log level wins", env: map[string]string{"OTEL_LOG_LEVEL": "debug", "OTELBEE_LOG_LEVEL": "error"}, listen: "127.0.0.1:9464", level: "error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v) // the OTLP config reads the endpoint variables itself
+			}
+			cfg, err := LoadConfig(tt.args, env(tt.env), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Prometheus.Listen != tt.listen || cfg.Export != tt.export || cfg.LogLevel != tt.level {
+				t.Errorf("listen %q, export %+v, log level %q; want %q, %+v, %q", cfg.Prometheus.Listen, cfg.Export, cfg.LogLevel, tt.listen, tt.export, tt.level)
+			}
+		})
+	}
+	refused := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"OTEL_SDK_DISABLED": "yes"}, `invalid OTEL_SDK_DISABLED="yes": want true or false`},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, `unsupported OTEL_TRACES_EXPORTER value "zipkin" (valid: otlp, console, none)`},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "prometheus"}, `unsupported OTEL_TRACES_EXPORTER value "prometheus"`},
+		{map[string]string{"OTEL_METRICS_EXPORTER": "none,otlp"}, "none cannot be combined"},
+		{map[string]string{"OTEL_METRICS_EXPORTER": "statsd"}, `unsupported OTEL_METRICS_EXPORTER value "statsd" (valid: otlp, prometheus, console, none)`},
+		{map[string]string{"OTEL_LOG_LEVEL": "trace"}, `invalid OTEL_LOG_LEVEL="trace"`},
+		{map[string]string{"OTEL_EXPORTER_PROMETHEUS_PORT": "http"}, "invalid prometheus.listen"},
+	}
+	for _, tt := range refused {
+		t.Run(tt.want, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			_, err := LoadConfig(nil, env(tt.env), io.Discard)
+			var ue *UsageError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want a UsageError containing %q", err, tt.want)
+			}
+		})
+	}
+}

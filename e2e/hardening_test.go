@@ -61,7 +61,11 @@ func scrapeSum(t *testing.T, url, name string, labels ...string) float64 {
 // (--http.include-executables) sees no other test's traffic.
 func uniqueServer(t *testing.T, service string) (comm, addr string, stop func() httpReport) {
 	t.Helper()
-	comm = fmt.Sprintf("obsrv%06d", rand.IntN(1e6))
+	return uniqueServerNamed(t, service, fmt.Sprintf("obsrv%06d", rand.IntN(1e6)))
+}
+
+func uniqueServerNamed(t *testing.T, service, comm string) (_, addr string, stop func() httpReport) {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), comm)
 	src, err := os.ReadFile(buildTool(t, "./e2e/cmd/httpload"))
 	if err != nil {
@@ -463,4 +467,50 @@ func TestReducedCapabilities(t *testing.T) {
 			t.Errorf("log does not warn about every interface:\n%s", agent.LogTail(20))
 		}
 	})
+}
+
+// TestStandardExporterVariables: OTEL_TRACES_EXPORTER=none stops span
+// export to a configured endpoint while metrics still flow, and
+// OTEL_LOG_LEVEL=debug is honoured (before, both were ignored; issue 10,
+// item 10).
+func TestStandardExporterVariables(t *testing.T) {
+	harness.RequireRoot(t)
+	col := harness.StartCollector(t)
+	svc := fmt.Sprintf("stdenv-%d", rand.IntN(1<<30))
+	comm := fmt.Sprintf("obsrv%06d", rand.IntN(1e6))
+	agent := harness.StartAgent(t, []string{"OTEL_TRACES_EXPORTER=none", "OTEL_LOG_LEVEL=debug",
+		"OTEL_METRIC_EXPORT_INTERVAL=300", "OTEL_BSP_SCHEDULE_DELAY=100"},
+		"--collectors=http", "--http.include-executables="+comm, "--otlp.endpoint=http://"+col.HTTPEndpoint)
+	_, addr, stopServer := uniqueServerNamed(t, svc, comm)
+	for i := range 20 {
+		resp, err := http.Get("http://" + addr + "/users/" + strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	srv := stopServer()
+	served := 0
+	for _, v := range srv.Counts {
+		served += v
+	}
+	col.WaitForMetric(t, "http.server.request.duration", harness.Filter{Resource: map[string]string{"service.name": svc}},
+		func(v float64) bool { return v == float64(served) }, 30*time.Second)
+	time.Sleep(time.Second) // spans would have left by now (100 ms schedule delay)
+	spans, err := col.Spans()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range spans {
+		if s.Resource["service.name"] == svc {
+			t.Fatalf("a span reached the collector with OTEL_TRACES_EXPORTER=none: %+v", s)
+		}
+	}
+	if !strings.Contains(agent.Log(), `level=DEBUG msg="exporters chosen" component=agent otlp_metrics=true otlp_traces=false`) {
+		t.Errorf("OTEL_LOG_LEVEL=debug: no debug line in the log:\n%s", agent.LogTail(10))
+	}
+	if strings.Contains(agent.Log(), "exporting OTLP traces") {
+		t.Errorf("the agent says it exports traces:\n%s", agent.LogTail(20))
+	}
 }
