@@ -216,10 +216,10 @@ func TestKubernetesMetadata(t *testing.T) {
 	}
 	t.Logf("ground truth: server %v, client %v, tcp %d connections %d bytes sent", server.Counts, client.Counts, tcpRep.Connections, tcpRep.BytesSent)
 
-	webSel := fmt.Sprintf(`k8s_namespace_name=%q,k8s_pod_name=%q,k8s_deployment_name="web",k8s_replicaset_name="web-5d8f7c6b9",service_name="checkout",service_version="2.4.1",k8s_node_name=%q`, f.ns, web.Name, kubeNode)
-	loadSel := fmt.Sprintf(`k8s_namespace_name=%q,k8s_pod_name="loadgen-0",k8s_statefulset_name="loadgen",k8s_container_name="client",service_name="loadgen",container_id=%q`, f.ns, loadID)
+	webSel := fmt.Sprintf(`k8s_namespace_name=%q,k8s_pod_name=%q,k8s_deployment_name="web",k8s_replicaset_name="web-5d8f7c6b9",job=~"(.+/)?checkout",service_version="2.4.1",k8s_node_name=%q`, f.ns, web.Name, kubeNode)
+	loadSel := fmt.Sprintf(`k8s_namespace_name=%q,k8s_pod_name="loadgen-0",k8s_statefulset_name="loadgen",k8s_container_name="client",job=~"(.+/)?loadgen",container_id=%q`, f.ns, loadID)
 	tcpPort := tcpAddr[strings.LastIndex(tcpAddr, ":")+1:]
-	waitProm(t, prom, withTarget(`http_server_request_duration_seconds_count`, fmt.Sprintf(`%s,k8s_container_name="http",container_id=%q,k8s_pod_uid=%q,service_namespace=%q`, webSel, webID, web.UID, f.ns)), float64(total(server.Counts)))
+	waitProm(t, prom, withTarget(`http_server_request_duration_seconds_count`, fmt.Sprintf(`%s,k8s_container_name="http",container_id=%q,k8s_pod_uid=%q,job=%q`, webSel, webID, web.UID, f.ns+"/checkout")), float64(total(server.Counts)))
 	waitProm(t, prom, withTarget(`http_client_request_duration_seconds_count`, loadSel), float64(total(client.Counts)))
 	waitProm(t, prom, withTarget(`tcp_connection_opened_total`, webSel+`,k8s_container_name="tcp"`), float64(tcpRep.Connections))
 	waitProm(t, prom, withTarget(fmt.Sprintf(`tcp_connection_io_bytes_total{network_io_direction="transmit",server_port=%q}`, tcpPort), loadSel), float64(tcpRep.BytesSent))
@@ -267,7 +267,7 @@ func TestKubernetesMetadata(t *testing.T) {
 	waitProm(t, prom, "otelbee_kubernetes_pods", 2)
 	backCg := harness.NewContainerCgroup(t, string(back.UID), backID)
 	runTCPClient(t, backCg, tcpAddr, 2)
-	waitProm(t, prom, withTarget(`tcp_connection_opened_total`, fmt.Sprintf(`container_id=%q,k8s_pod_name=%q,k8s_job_name="report-28761120",k8s_cronjob_name="report",service_name="report"`, backID, back.Name)), 2)
+	waitProm(t, prom, withTarget(`tcp_connection_opened_total`, fmt.Sprintf(`container_id=%q,k8s_pod_name=%q,k8s_job_name="report-28761120",k8s_cronjob_name="report",job=~"(.+/)?report"`, backID, back.Name)), 2)
 	// After the restart the errors stop growing.
 	settled, _ := promValue(harness.Ctx(t), prom, errs)
 	time.Sleep(3 * time.Second)
@@ -295,10 +295,10 @@ func (f *kubeFixture) job(cronJob, job string) []metav1.OwnerReference {
 
 // withTarget sums metric over the series whose identity's target_info
 // matches sel: the Prometheus exporter puts resource attributes (k8s.*,
-// container.id) on target_info, and service_name, service_namespace and
-// service_instance_id on every series to join it by.
+// container.id) on target_info, and job (service.namespace/service.name)
+// and instance (service.instance.id) on every series to join it by.
 func withTarget(metric, sel string) string {
-	return fmt.Sprintf(`sum(%s * on (service_name, service_namespace, service_instance_id) group_left target_info{%s})`, metric, sel)
+	return fmt.Sprintf(`sum(%s * on (job, instance) group_left target_info{%s})`, metric, sel)
 }
 
 func waitAddrFile(t *testing.T, path string) string {
