@@ -148,6 +148,8 @@ var envVars = map[string]string{
 	"OTELBEE_RESOURCE_ATTRIBUTES": "resource.attributes",
 
 	"OTELBEE_PROMETHEUS_RESOURCE_LABELS": "prometheus.resource-labels",
+
+	"OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS": "http.known-methods",
 }
 
 // LoadConfig builds the configuration from args (without the program name
@@ -183,6 +185,7 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.Bool("dns.spans", false, "emit one client span per DNS lookup (needs an OTLP endpoint)")
 	fs.Uint("http.capture-bytes", 0, "bytes of each read/write the HTTP collector copies from the kernel (64-4096, default 1024)")
 	fs.String("http.routes", "", "comma-separated http.route templates tried before the heuristic, e.g. /users/{id},/static/*")
+	fs.String("http.known-methods", "", "comma-separated request methods reported as themselves, as OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS (case-sensitive; others are _OTHER with http.request.method_original on the span; default: the RFC 9110 methods and PATCH)")
 	fs.String("http.include-executables", "", "comma-separated executable names the HTTP collector observes (default: all)")
 	fs.String("http.exclude-executables", "", "comma-separated executable names the HTTP collector ignores")
 	fs.Bool("kubernetes", false, "add Kubernetes pod metadata (k8s.*, service.* from pod annotations) to every series and span")
@@ -262,6 +265,8 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			cfg.HTTP.CaptureBytes = uint32(n)
 		case "http.routes":
 			cfg.HTTP.Routes = splitList(v)
+		case "http.known-methods":
+			cfg.HTTP.KnownMethods = splitList(v)
 		case "http.include-executables":
 			cfg.HTTP.Include.Executables = splitList(v)
 		case "http.exclude-executables":

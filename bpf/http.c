@@ -8,10 +8,15 @@
 // sendto, recvmsg, sendmsg, sendfile) is hooked at syscall entry (remember the
 // buffer) and exit (the byte count is known): each call on a tracked
 // connection becomes one ring buffer record with its timestamps, its total
-// byte count and a bounded prefix of its payload. The first payload of a
-// connection classifies it: a request line in the direction a request flows
-// (read on a server socket, write on a client socket) makes it HTTP; anything
-// else marks it ignored, counted, and no record of it is ever sent. Framing
+// byte count, a bounded prefix of its payload and, where the call moved more
+// than the prefix, a few small segments past it (the first bytes of each
+// further iovec, the call's last bytes): chunk-size lines and the last chunk
+// of a streamed body are mostly there. The first payload of a
+// connection classifies it: a request line (any token-shaped method, a target,
+// HTTP/1.x) in the direction a request flows (read on a server socket, write
+// on a client socket) makes it HTTP; anything else marks it ignored, counted
+// per process by what it looks like (TLS, HTTP/2, unknown), and no record of
+// it is ever sent. A 101 response ends HTTP/1 on the connection. Framing
 // (pipelining, chunked bodies, 100-continue) is left to the Go parser, which
 // knows every call's total length even where it sees only the prefix.
 #include "common.h"
@@ -20,8 +25,21 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define MAX_CAPTURE 4096
 #define MAX_IOV 8
+// Segments past the captured prefix: the first SEG_BYTES of each of up to
+// SEG_IOV iovecs, and the call's last TAIL_BYTES. Each is written after the
+// prefix as a 6-byte descriptor (offset in the call, u32 LE; length, u16 LE)
+// and its bytes.
+#define SEG_IOV 16
+#define SEG_BYTES 16
+#define TAIL_BYTES 32
+#define SEG_HDR 6
+// A connection that existed before the agent (picked up from /proc) is
+// classified by the first request start seen on it; it is given up as not
+// HTTP after this many request-direction calls without one.
+#define MIDSTREAM_PROBES 64
 #define EINPROGRESS_ 115
 #define MSG_PEEK_ 2
+#define AF_UNIX_ 1
 
 enum http_event_type {
 	EVENT_OPEN = 1,
@@ -44,6 +62,9 @@ enum http_conn_state {
 	STATE_UNKNOWN = 0,
 	STATE_HTTP = 1,
 	STATE_NOT_HTTP = 2,
+	// After a 101 response: no more records (the close still is). An HTTP/2
+	// parser for h2c would take the connection over here.
+	STATE_UPGRADED = 3,
 };
 
 enum http_counter {
@@ -58,7 +79,17 @@ enum http_counter {
 	HC_DROP_ARGS_FULL = 8,
 	HC_START_REFUNDS = 9, // dropped request starts whose connection closed unanswered
 	HC_CONNS_SELF = 10,   // connections of otelbee processes, or whose peer is one
-	HC_MAX = 11,
+	HC_CONNS_UPGRADED = 11,  // 101 seen: HTTP/1 records stopped
+	HC_CONNS_INHERITED = 12, // served by a forked child of the process that accepted
+	HC_MAX = 13,
+};
+
+// What a connection that is not HTTP/1.x looked like, per process.
+enum http_unobserved {
+	UNOBSERVED_TLS = 0,
+	UNOBSERVED_HTTP2 = 1, // prior-knowledge h2c
+	UNOBSERVED_UNKNOWN = 2,
+	UNOBSERVED_MAX = 3,
 };
 
 enum filter_action {
@@ -87,6 +118,11 @@ struct conn_info {
 	__u8 lost_start;   // the last request start was dropped, no response record since
 	__u32 seq;         // records emitted (or dropped) on this connection
 	__u32 resp_records; // of them, records of the response direction
+	__u64 sk;          // the socket: a forked child's descriptor names the same one
+	__u8 midstream;    // existed before the agent: wait for a request start
+	__u8 unfiltered;   // inserted by user space: the filters are applied at the first call
+	__u16 probes;      // midstream: request-direction calls seen without a request start
+	__u32 owner;       // the process that accepted or connected (a forked child's parent)
 };
 
 struct conn_event {
@@ -104,6 +140,8 @@ struct conn_event {
 	__u16 peer_port;
 	__u16 local_port;
 	__u32 resp_records;
+	__u32 owner; // the process that accepted or connected it
+	__u32 _pad;
 };
 
 struct data_event {
@@ -113,13 +151,13 @@ struct data_event {
 	__u8 err; // total 0: the call failed with this errno (emit_call_error)
 	__u32 tgid;
 	__u32 fd;
-	__u32 captured; // bytes of data[] that are valid
+	__u32 captured; // bytes of data[] that are the call's prefix
 	__u64 start_ns;
 	__u64 enter_ns;
 	__u64 exit_ns;
 	__u64 total; // bytes the call moved
 	__u32 seq;
-	__u32 _pad2;
+	__u32 seg_bytes; // bytes of data[] after the prefix: segment descriptors and bytes
 	// Four times the capture: offset (< MAX_CAPTURE) and length (masked to
 	// < 2 * MAX_CAPTURE) stay inside whatever the verifier can prove.
 	__u8 data[MAX_CAPTURE * 4];
@@ -151,6 +189,7 @@ const enum http_counter *unused_http_counter __attribute__((unused));
 const enum http_event_type *unused_http_event_type __attribute__((unused));
 const enum http_role *unused_http_role __attribute__((unused));
 const enum filter_action *unused_filter_action __attribute__((unused));
+const enum http_unobserved *unused_http_unobserved __attribute__((unused));
 
 // Tracked connections by (tgid << 32 | fd). LRU: a process that exits closes
 // its descriptors without close(2), and those entries must not pile up.
@@ -203,6 +242,62 @@ struct {
 } drops SEC(".maps");
 
 const struct tgid_drops *unused_tgid_drops __attribute__((unused));
+
+// Connections not parsed, per process and by what they looked like
+// (enum http_unobserved), so user space can say which service is unseen.
+struct tgid_unobserved {
+	__u64 n[UNOBSERVED_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct tgid_unobserved);
+} unobserved SEC(".maps");
+
+const struct tgid_unobserved *unused_tgid_unobserved __attribute__((unused));
+
+// Following a descriptor across fork (pre-fork servers, ForkingMixIn): the
+// processes that accepted connections (owners), the children they forked
+// (inherit: child tgid -> parent tgid), and each accepted socket's
+// description by socket (by_sock), which outlives the parent's close. Only a
+// child of an owner pays for more than one hash miss on an untracked call.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} owners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u32);
+} inherit SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct conn_info);
+} by_sock SEC(".maps");
+
+static __always_inline void count_unobserved(__u32 what)
+{
+	__u32 tgid = current_tgid();
+	struct tgid_unobserved *u = bpf_map_lookup_elem(&unobserved, &tgid);
+	if (!u) {
+		struct tgid_unobserved zero = {};
+		bpf_map_update_elem(&unobserved, &tgid, &zero, BPF_NOEXIST);
+		u = bpf_map_lookup_elem(&unobserved, &tgid);
+		if (!u)
+			return;
+	}
+	if (what < UNOBSERVED_MAX)
+		__sync_fetch_and_add(&u->n[what], 1);
+}
 
 static __always_inline void count_drop(int refund)
 {
@@ -370,23 +465,34 @@ static __always_inline void track(__u32 fd, __u8 role)
 	if (!sk)
 		return;
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family != AF_INET && family != AF_INET6)
+	if (family != AF_INET && family != AF_INET6 && family != AF_UNIX_)
 		return;
 	if (BPF_CORE_READ(sk, sk_type) != SOCK_STREAM_)
-		return;
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP_)
 		return;
 	struct conn_info ci = {};
 	ci.family = family;
 	ci.role = role;
-	ci.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	ci.peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (!observed(role == ROLE_SERVER ? ci.local_port : ci.peer_port)) {
-		bump(&counters, HC_CONNS_FILTERED);
-		return;
+	if (family == AF_UNIX_) {
+		// Same protocol, no addresses or ports: the filters by port do
+		// not apply.
+		if (!observed(0)) {
+			bump(&counters, HC_CONNS_FILTERED);
+			return;
+		}
+	} else {
+		if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP_)
+			return;
+		ci.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+		ci.peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		if (!observed(role == ROLE_SERVER ? ci.local_port : ci.peer_port)) {
+			bump(&counters, HC_CONNS_FILTERED);
+			return;
+		}
+		sock_peer_addr(sk, family, ci.peer);
+		sock_local_addr(sk, family, ci.local);
 	}
-	sock_peer_addr(sk, family, ci.peer);
-	sock_local_addr(sk, family, ci.local);
+	ci.sk = (__u64)sk;
+	ci.owner = current_tgid();
 	ci.start_ns = bpf_ktime_get_ns();
 	__u64 key = conn_key(fd);
 	if (bpf_map_update_elem(&conns, &key, &ci, BPF_ANY)) {
@@ -394,6 +500,28 @@ static __always_inline void track(__u32 fd, __u8 role)
 		return;
 	}
 	bump(&counters, HC_CONNS_TRACKED);
+	if (role == ROLE_SERVER) {
+		// A child forked later may serve it.
+		__u32 tgid = current_tgid();
+		if (!bpf_map_lookup_elem(&owners, &tgid)) {
+			__u8 one = 1;
+			bpf_map_update_elem(&owners, &tgid, &one, BPF_ANY);
+		}
+		bpf_map_update_elem(&by_sock, &ci.sk, &ci, BPF_ANY);
+	}
+}
+
+SEC("tracepoint/sched/sched_process_fork")
+int http_fork(struct trace_event_raw_sched_process_fork *ctx)
+{
+	__u32 parent = current_tgid();
+	if (!bpf_map_lookup_elem(&owners, &parent))
+		return 0;
+	// A new thread shares the descriptors and the tgid: its entry is
+	// never looked up.
+	__u32 child = ctx->child_pid;
+	bpf_map_update_elem(&inherit, &child, &parent, BPF_ANY);
+	return 0;
 }
 
 // track_self remembers the local end of an otelbee process's client
@@ -496,6 +624,8 @@ static __always_inline void fill_conn_event(struct conn_event *ev, __u8 type, __
 	ev->peer_port = ci->peer_port;
 	ev->local_port = ci->local_port;
 	ev->resp_records = ci->resp_records;
+	ev->owner = ci->owner;
+	ev->_pad = 0;
 }
 
 static __always_inline void emit_conn_event(__u8 type, __u32 fd, struct conn_info *ci)
@@ -526,7 +656,7 @@ int http_close_enter(struct trace_event_raw_sys_enter *ctx)
 		bump(&counters, HC_START_REFUNDS);
 		count_drop(1);
 	}
-	if (ci->state == STATE_HTTP)
+	if (ci->state == STATE_HTTP || ci->state == STATE_UPGRADED)
 		emit_conn_event(EVENT_CLOSE, fd, ci);
 	if (ci->role == ROLE_SELF) {
 		struct self_end e = { .port = ci->local_port };
@@ -539,11 +669,43 @@ int http_close_enter(struct trace_event_raw_sys_enter *ctx)
 
 // ---- read / write family
 
+// inherited returns the entry of a descriptor this process got from the
+// parent that accepted it (fork), making it on first use.
+static __always_inline struct conn_info *inherited(__u32 fd, __u64 key)
+{
+	__u32 tgid = current_tgid();
+	if (!bpf_map_lookup_elem(&inherit, &tgid))
+		return 0;
+	struct sock *sk = sock_from_fd(fd);
+	if (!sk)
+		return 0;
+	__u64 skp = (__u64)sk;
+	struct conn_info *tmpl = bpf_map_lookup_elem(&by_sock, &skp);
+	if (!tmpl)
+		return 0;
+	struct conn_info ci = *tmpl;
+	if (ci.family != AF_UNIX_ && ci.local_port != BPF_CORE_READ(sk, __sk_common.skc_num))
+		return 0; // a socket since made at that address
+	ci.start_ns = bpf_ktime_get_ns();
+	ci.seq = 0;
+	ci.resp_records = 0;
+	ci.lost_start = 0;
+	if (bpf_map_update_elem(&conns, &key, &ci, BPF_NOEXIST))
+		return 0;
+	bump(&counters, HC_CONNS_INHERITED);
+	struct conn_info *cp = bpf_map_lookup_elem(&conns, &key);
+	if (cp && cp->state == STATE_HTTP)
+		emit_conn_event(EVENT_OPEN, fd, cp);
+	return cp;
+}
+
 static __always_inline void save_call(__u32 fd, __u64 ptr, __u64 count, __u8 kind)
 {
 	__u64 key = conn_key(fd);
 	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
-	if (!ci || ci->state == STATE_NOT_HTTP)
+	if (!ci)
+		ci = inherited(fd, key);
+	if (!ci || ci->state == STATE_NOT_HTTP || ci->state == STATE_UPGRADED)
 		return;
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct call_args a = {
@@ -557,9 +719,51 @@ static __always_inline void save_call(__u32 fd, __u64 ptr, __u64 count, __u8 kin
 		bump(&counters, HC_DROP_ARGS_FULL);
 }
 
-// is_method reports whether b starts with an HTTP/1.x request method and a
-// space (the first four bytes are enough to tell).
-static __always_inline int is_request_start(const __u8 *b, __u32 n)
+// is_tchar: a character of an HTTP token (RFC 9110 5.6.2), from a bit per
+// character below 128.
+static __always_inline int is_tchar(__u8 c)
+{
+	if (c < 64)
+		return (0x03ff6cfa00000000ULL >> c) & 1;
+	if (c < 128)
+		return (0x57ffffffc7fffffeULL >> (c - 64)) & 1;
+	return 0;
+}
+
+#define MAX_METHOD 20
+#define REQ_LINE_WORDS 64 // the request line's end is looked for in 512 bytes
+
+static __always_inline __u64 has_byte(__u64 w, __u64 pattern)
+{
+	__u64 x = w ^ pattern;
+	return (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL;
+}
+
+// token_method returns the length of the token-shaped method that starts b
+// and is followed by a space and a target, or 0.
+static __always_inline __u32 token_method(const __u8 *b, __u32 n)
+{
+	__u32 sp = 0;
+	for (__u32 i = 0; i < MAX_METHOD; i++) {
+		if (i >= n)
+			return 0;
+		__u8 c = b[i];
+		if (c == ' ') {
+			sp = i;
+			break;
+		}
+		if (!is_tchar(c))
+			return 0;
+	}
+	if (sp == 0 || sp + 1 >= n)
+		return 0;
+	__u8 t = b[(sp + 1) & (MAX_CAPTURE - 1)];
+	if (t == ' ' || t == '\r' || t == '\n')
+		return 0;
+	return sp;
+}
+
+static __always_inline int is_known_start(const __u8 *b, __u32 n)
 {
 	if (n < 4)
 		return 0;
@@ -579,6 +783,83 @@ static __always_inline int is_request_start(const __u8 *b, __u32 n)
 	}
 #undef W
 	return 0;
+}
+
+// version_ends_line reports whether the first line of the record in the
+// per-CPU scratch buffer ends with " HTTP/1.x" within its n captured bytes,
+// looking a word at a time from byte from. A global (not inlined) function:
+// the verifier checks it once, not once for every state of its callers.
+__noinline int version_ends_line(__u32 from, __u32 n)
+{
+	__u32 zero = 0;
+	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
+	if (!ev)
+		return 0;
+	const __u8 *b = ev->data;
+	for (__u32 k = 0; k < REQ_LINE_WORDS; k++) {
+		__u64 off = from + k * 8;
+		if (off >= n)
+			return 0;
+		asm volatile("%[o] &= 4095" : [o] "+r"(off));
+		__u64 w;
+		__builtin_memcpy(&w, &b[off], 8);
+		if (!has_byte(w, 0x0d0d0d0d0d0d0d0dULL) && !has_byte(w, 0x0a0a0a0a0a0a0a0aULL))
+			continue;
+		__u64 j = off;
+		for (int i = 0; i < 8; i++, j++) {
+			__u64 jj = j;
+			asm volatile("%[o] &= 8191" : [o] "+r"(jj));
+			__u8 c = b[jj];
+			if (c == '\r' || c == '\n')
+				break;
+		}
+		// " HTTP/1.x" ends the line, within what was captured
+		if (j >= n || j < from + 10)
+			return 0;
+		__u64 vo = j - 9;
+		asm volatile("%[o] &= 8191" : [o] "+r"(vo));
+		__u64 v;
+		__builtin_memcpy(&v, &b[vo], 8);
+		return v == (' ' | 'H' << 8 | 'T' << 16 | (__u64)'T' << 24 | (__u64)'P' << 32 | (__u64)'/' << 40 |
+			     (__u64)'1' << 48 | (__u64)'.' << 56);
+	}
+	return 0;
+}
+
+// is_request_start reports whether b (the scratch record's data) starts an
+// HTTP/1.x request line: a token-shaped method, a space, a target, and
+// " HTTP/1.x" at the line's end. The nine registered methods are told by
+// their first four bytes; any other token must show the version within the
+// first 512 bytes. Asked once per connection, to classify it.
+static __always_inline int is_request_start(const __u8 *b, __u32 n)
+{
+	if (is_known_start(b, n))
+		return 1;
+	__u32 sp = token_method(b, n);
+	if (!sp)
+		return 0;
+	return version_ends_line(sp + 1, n);
+}
+
+// unobserved_kind tells what the first bytes of a connection that is not
+// HTTP/1.x look like, from the side that spoke first.
+static __always_inline __u32 unobserved_kind(const __u8 *b, __u32 n, int request_dir)
+{
+	if (!request_dir || n < 3)
+		return UNOBSERVED_UNKNOWN;
+	if (b[0] == 0x16 && b[1] == 0x03 && b[2] <= 0x04) // a TLS handshake record
+		return UNOBSERVED_TLS;
+	if (n >= 8 && b[0] == 'P' && b[1] == 'R' && b[2] == 'I' && b[3] == ' ' && b[4] == '*' && b[5] == ' ' &&
+	    b[6] == 'H' && b[7] == 'T') // the HTTP/2 connection preface
+		return UNOBSERVED_HTTP2;
+	return UNOBSERVED_UNKNOWN;
+}
+
+// is_switching reports whether b starts a 101 response.
+static __always_inline int is_switching(const __u8 *b, __u32 n)
+{
+	return n >= 12 && b[0] == 'H' && b[1] == 'T' && b[2] == 'T' && b[3] == 'P' && b[4] == '/' && b[5] == '1' &&
+	       b[6] == '.' && b[8] == ' ' && b[9] == '1' && b[10] == '0' && b[11] == '1';
 }
 
 // read_user_at copies len bytes of user memory to ev->data + off. The masks
@@ -650,10 +931,78 @@ static __always_inline void emit_call_error(__u32 fd, long ret, __u8 dir, __u64 
 	ev->exit_ns = bpf_ktime_get_ns();
 	ev->total = 0;
 	ev->seq = ci->seq;
-	ev->_pad2 = 0;
+	ev->seg_bytes = 0;
 	ci->seq++;
 	bpf_ringbuf_submit(ev, wakeup_flags());
 	bump(&counters, HC_EVENTS_SUBMITTED);
+}
+
+// seg_out appends one segment past the prefix at ev->data[cur]: its
+// descriptor, then len (<= TAIL_BYTES) bytes from src (zeros if they could
+// not be read). It returns the new end.
+static __always_inline __u32 seg_out(struct data_event *ev, __u32 cur, __u64 off, __u64 len, const void *src)
+{
+	// as in read_user_at: bounds where the helper sees them (cur stays
+	// below MAX_CAPTURE plus SEG_IOV + 1 segments; the masks change nothing)
+	asm volatile("%[c] &= 8191\n\t"
+		     "%[l] &= 63"
+		     : [c] "+r"(cur), [l] "+r"(len));
+	bpf_probe_read_user(&ev->data[cur + SEG_HDR], len, src);
+	ev->data[cur] = off;
+	ev->data[cur + 1] = off >> 8;
+	ev->data[cur + 2] = off >> 16;
+	ev->data[cur + 3] = off >> 24;
+	ev->data[cur + 4] = len;
+	ev->data[cur + 5] = 0;
+	return cur + SEG_HDR + len;
+}
+
+static __always_inline __u64 tail_start(__u64 total, __u32 captured)
+{
+	__u64 t = total > TAIL_BYTES ? total - TAIL_BYTES : 0;
+	return t < captured ? captured : t;
+}
+
+// capture_segs_iov appends, past the prefix, the first bytes of each iovec
+// that starts after it and the last bytes of the last one: a writer that
+// puts each chunk-size line in its own iovec (Node's corked writev) is
+// framed exactly, and a last chunk at the end of a long iovec is seen. A
+// global (not inlined) function, checked once by the verifier; it finds the
+// record in the per-CPU scratch buffer.
+__noinline __u32 capture_segs_iov(__u64 iovp, __u64 iovcnt, __u64 total, __u32 captured)
+{
+	__u32 zero = 0;
+	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
+	if (!ev)
+		return captured;
+	const struct iovec *iov = (const struct iovec *)iovp;
+	__u32 cur = captured;
+	__u64 pos = 0, last_pos = 0, last_len = 0;
+	const __u8 *last_base = 0;
+	for (int i = 0; i < SEG_IOV; i++) {
+		if (i >= iovcnt || pos >= total)
+			break;
+		struct iovec v;
+		if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
+			break;
+		__u64 len = v.iov_len;
+		if (len > total - pos)
+			len = total - pos;
+		if (pos >= captured && len > 0)
+			cur = seg_out(ev, cur, pos, len < SEG_BYTES ? len : SEG_BYTES, v.iov_base);
+		last_pos = pos;
+		last_len = len;
+		last_base = v.iov_base;
+		pos += len;
+	}
+	// the call's last bytes, when the last iovec was longer than its head
+	__u64 end = last_pos + last_len;
+	__u64 t = tail_start(end, captured);
+	if (last_pos >= captured && t < last_pos + SEG_BYTES)
+		t = last_pos + SEG_BYTES;
+	if (last_base && t < end && end - t <= TAIL_BYTES)
+		cur = seg_out(ev, cur, t, end - t, last_base + (t - last_pos));
+	return cur;
 }
 
 static __always_inline void handle_exit(long ret, __u8 dir)
@@ -670,8 +1019,18 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 		return;
 	__u64 key = conn_key(a.fd);
 	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
-	if (!ci || ci->state == STATE_NOT_HTTP)
+	if (!ci || ci->state == STATE_NOT_HTTP || ci->state == STATE_UPGRADED)
 		return;
+	if (ci->unfiltered) {
+		// Picked up by user space at start: the filters need the
+		// owning process, which this is.
+		ci->unfiltered = 0;
+		if (!observed(ci->role == ROLE_SERVER ? ci->local_port : ci->peer_port)) {
+			bump(&counters, HC_CONNS_FILTERED);
+			bpf_map_delete_elem(&conns, &key);
+			return;
+		}
+	}
 	__u32 zero = 0;
 	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
 	if (!ev)
@@ -680,31 +1039,53 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 	if (cap > MAX_CAPTURE)
 		cap = MAX_CAPTURE;
 	__u32 captured = 0;
+	__u32 end = 0;
 	if (a.kind == CALL_BUF) {
 		__u64 len = ret < cap ? ret : cap;
 		if (read_user_at(ev, 0, len, (const void *)a.ptr) == 0)
 			captured = len;
+		end = captured;
+		__u64 t = tail_start(ret, captured);
+		if (captured && t < (__u64)ret && ret - t <= TAIL_BYTES)
+			end = seg_out(ev, captured, t, ret - t, (const __u8 *)a.ptr + t);
 	} else if (a.kind == CALL_IOV) {
 		captured = capture_iov(ev, (const struct iovec *)a.ptr, a.count, ret, cap);
+		end = captured;
+		if (captured && captured < ret)
+			end = capture_segs_iov(a.ptr, a.count, ret, captured);
 	} else if (a.kind == CALL_MSG) {
 		struct user_msghdr m;
-		if (bpf_probe_read_user(&m, sizeof(m), (const void *)a.ptr) == 0)
+		if (bpf_probe_read_user(&m, sizeof(m), (const void *)a.ptr) == 0) {
 			captured = capture_iov(ev, m.msg_iov, m.msg_iovlen, ret, cap);
+			end = captured;
+			if (captured && captured < ret)
+				end = capture_segs_iov((__u64)m.msg_iov, m.msg_iovlen, ret, captured);
+		}
 	}
-	int starts = 0;
 	int request_dir = (ci->role == ROLE_SERVER) == (dir == DIR_READ);
-	if (request_dir)
-		starts = is_request_start(ev->data, captured);
+	int starts = -1; // not asked yet
 	if (ci->state == STATE_UNKNOWN) {
 		if (ci->role == ROLE_SERVER && peer_is_self(ci)) {
 			ci->state = STATE_NOT_HTTP;
 			bump(&counters, HC_CONNS_SELF);
 			return;
 		}
+		starts = request_dir && is_request_start(ev->data, captured);
 		if (!starts) {
+			if (ci->midstream) {
+				// Inside an exchange that began before the agent: wait
+				// for the next request to start.
+				if (request_dir && ++ci->probes >= MIDSTREAM_PROBES) {
+					ci->state = STATE_NOT_HTTP;
+					bump(&counters, HC_CONNS_NOT_HTTP);
+					count_unobserved(UNOBSERVED_UNKNOWN);
+				}
+				return;
+			}
 			// The peer spoke first, or what flows is no HTTP/1.x request.
 			ci->state = STATE_NOT_HTTP;
 			bump(&counters, HC_CONNS_NOT_HTTP);
+			count_unobserved(unobserved_kind(ev->data, captured, request_dir));
 			return;
 		}
 		ci->state = STATE_HTTP;
@@ -723,19 +1104,27 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 	ev->exit_ns = bpf_ktime_get_ns();
 	ev->total = ret;
 	ev->seq = ci->seq;
-	ev->_pad2 = 0;
+	ev->seg_bytes = end - captured;
 	ci->seq++;
 	if (!request_dir) {
 		// Tells user space at close whether response records were lost,
 		// and that a dropped request start was answered (or not).
 		ci->resp_records++;
 		ci->lost_start = 0;
+		if (is_switching(ev->data, captured)) {
+			// HTTP/1 ends with this record (user space counts the
+			// upgrade from it).
+			ci->state = STATE_UPGRADED;
+			bump(&counters, HC_CONNS_UPGRADED);
+		}
 	}
-	__u64 size = DATA_HDR_SIZE + (__u64)captured;
+	__u64 size = DATA_HDR_SIZE + (__u64)end;
 	// as in read_user_at: bound the size where the helper sees it
 	asm volatile("%[s] &= 16383" : [s] "+r"(size));
 	if (bpf_ringbuf_output(&events, ev, size, wakeup_flags())) {
 		bump(&counters, HC_DROP_RINGBUF_FULL);
+		if (starts < 0) // as likely a request start as the kernel can tell cheaply
+			starts = request_dir && (is_known_start(ev->data, captured) || token_method(ev->data, captured));
 		if (starts) {
 			bump(&counters, HC_DROP_REQUEST_STARTS);
 			count_drop(0);

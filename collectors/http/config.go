@@ -38,6 +38,14 @@ type Config struct {
 	// set); SpanQueue bounds the requests waiting to become spans.
 	Spans     bool `yaml:"spans"`
 	SpanQueue int  `yaml:"span_queue"`
+	// KnownMethods are the request methods reported as themselves
+	// (OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS, case-sensitive); the rest
+	// are _OTHER with http.request.method_original on the span. Empty: the
+	// RFC 9110 methods and PATCH.
+	KnownMethods []string `yaml:"known_methods"`
+	// PickUpExisting parses the TCP connections that exist when the agent
+	// starts, from the next request that starts on them.
+	PickUpExisting bool `yaml:"pick_up_existing"`
 }
 
 // Filter names processes by executable (the kernel's 15-byte comm), the
@@ -62,6 +70,7 @@ func DefaultConfig() Config {
 		MaxSeries:       20000,
 		Spans:           true,
 		SpanQueue:       8192,
+		PickUpExisting:  true,
 	}
 }
 
@@ -84,6 +93,14 @@ func (c Config) Validate() error {
 	}
 	if c.SpanQueue < 1 || c.SpanQueue > 1<<20 {
 		return fmt.Errorf("http.span_queue must be between 1 and 1048576, got %d", c.SpanQueue)
+	}
+	if len(c.KnownMethods) > maxMethods-int(methodCount) {
+		return fmt.Errorf("http.known_methods: at most %d methods, got %d", maxMethods-int(methodCount), len(c.KnownMethods))
+	}
+	for _, m := range c.KnownMethods {
+		if len(m) > maxMethod || !isToken([]byte(m)) {
+			return fmt.Errorf("http.known_methods: %q is not an HTTP method token of at most %d bytes", m, maxMethod)
+		}
 	}
 	for _, p := range c.Routes {
 		if err := validatePattern(p); err != nil {

@@ -7,7 +7,7 @@ import (
 
 // Record layouts of bpf/http.c.
 const (
-	connEventSize = 72 // sizeof(struct conn_event)
+	connEventSize = 80 // sizeof(struct conn_event), checked by TestRecordLayout
 	dataHdrSize   = 56 // offsetof(struct data_event, data)
 )
 
@@ -38,8 +38,10 @@ type record struct {
 	// whether the last request start was dropped with no response since
 	respRecords uint32
 	lostStart   bool
-	errno       uint8 // data with total 0: the call failed (transport.go)
+	errno       uint8  // data with total 0: the call failed (transport.go)
+	owner       uint32 // open: the process that accepted or connected
 	data        []byte
+	segs        []byte // data: segments past the prefix (Conn.FeedSegments)
 }
 
 // decodeRecord reads a conn_event or data_event without allocating.
@@ -67,8 +69,10 @@ func decodeRecord(b []byte, r *record) error {
 		r.peerPort = le.Uint16(b[64:66])
 		r.localPort = le.Uint16(b[66:68])
 		r.respRecords = le.Uint32(b[68:72])
+		r.owner = le.Uint32(b[72:76])
 		r.total = 0
 		r.data = nil
+		r.segs = nil
 		return nil
 	case uint8(httpHttpEventTypeEVENT_DATA):
 		if len(b) < dataHdrSize {
@@ -85,10 +89,12 @@ func decodeRecord(b []byte, r *record) error {
 		r.exitNs = le.Uint64(b[32:40])
 		r.total = le.Uint64(b[40:48])
 		r.seq = le.Uint32(b[48:52])
-		if uint64(captured) > uint64(len(b)-dataHdrSize) || uint64(captured) > r.total {
+		segBytes := le.Uint32(b[52:56])
+		if uint64(captured)+uint64(segBytes) > uint64(len(b)-dataHdrSize) || uint64(captured) > r.total {
 			return errShort
 		}
 		r.data = b[dataHdrSize : dataHdrSize+int(captured)]
+		r.segs = b[dataHdrSize+int(captured) : dataHdrSize+int(captured)+int(segBytes)]
 		return nil
 	}
 	return errUnknown

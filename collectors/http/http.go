@@ -63,6 +63,9 @@ func Hooks() []hook.Hook {
 		one("accept", httpProgHttpAcceptExit, "sys_exit_accept"),
 		pair("connect", httpProgHttpConnectEnter, httpProgHttpConnectExit),
 		one("close", httpProgHttpCloseEnter, "sys_enter_close"),
+		{Name: "fork", Links: []hook.Link{{Mode: hook.ModeTracepoint, Programs: []hook.Program{
+			{Name: httpProgHttpFork, Attach: hook.Tracepoint("sched", "sched_process_fork")},
+		}}}},
 		pair("read", httpProgHttpReadEnter, httpProgHttpReadExit),
 		pair("recvfrom", httpProgHttpRecvfromEnter, httpProgHttpRecvfromExit),
 		pair("readv", httpProgHttpReadvEnter, httpProgHttpReadvExit),
@@ -74,6 +77,9 @@ func Hooks() []hook.Hook {
 		pair("sendfile64", httpProgHttpSendfileEnter, httpProgHttpSendfileExit),
 	}
 }
+
+// afUnix is AF_UNIX, as the kernel reports a connection's family.
+const afUnix = 1
 
 // readPollInterval is the longest a record waits in the ring buffer.
 const readPollInterval = 100 * time.Millisecond
@@ -93,6 +99,8 @@ type connState struct {
 	peer     netip.Addr
 	peerPort uint16
 	local    uint16
+	unix     bool   // a Unix domain socket: no addresses or ports
+	proc     uint32 // the process its requests are credited to (identityOf)
 	nextSeq  uint32
 	respSeen uint32 // records of the response direction received
 	stats    *procStats
@@ -115,10 +123,11 @@ type Collector struct {
 	reader   *ringbuf.Reader
 	counters *ebpf.Map
 
-	reg    metric.Registration
-	tracer trace.Tracer
-	spans  chan spanRecord
-	wg     sync.WaitGroup
+	reg           metric.Registration
+	unobservedReg metric.Registration
+	tracer        trace.Tracer
+	spans         chan spanRecord
+	wg            sync.WaitGroup
 
 	// Owned by the Run goroutine.
 	conns  map[connKey]*connState
@@ -191,6 +200,9 @@ func (c *Collector) Load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := SetKnownMethods(c.cfg.KnownMethods); err != nil {
+		return err
+	}
 	spec, err := loadHttp()
 	if err != nil {
 		return fmt.Errorf("loading http object: %w", err)
@@ -250,12 +262,24 @@ func (c *Collector) Load(ctx context.Context) error {
 		c.Close()
 		return err
 	}
+	if err := c.registerUnobserved(); err != nil {
+		c.Close()
+		return err
+	}
 	c.start = time.Now()
 	if c.deps.Producers != nil {
 		c.deps.Producers.Add(c)
 	}
 	c.setupTracing()
 	c.syncClock()
+	if c.cfg.PickUpExisting {
+		n, err := c.pickUpExisting()
+		if err != nil {
+			c.log.Warn("connections open before the start are not parsed", "error", err)
+		} else {
+			c.log.Debug("picked up connections open before the start", "connections", n)
+		}
+	}
 	return nil
 }
 
@@ -403,11 +427,16 @@ func (c *Collector) handle(ctx context.Context, r *record) {
 		st.peer = netip.AddrFrom16(r.peer).Unmap()
 		st.peerPort = r.peerPort
 		st.local = r.localPort
+		st.unix = r.family == afUnix
+		if st.unix {
+			st.peer = netip.Addr{} // no address: the series say network.transport=unix
+		}
 		st.nextSeq = r.seq + 1
 		st.respSeen = 0
 		st.lastLen, st.lastRoute, st.lastSeries = -1, "", nil
-		st.svc = c.serviceOf(r.tgid)
-		st.stats = c.statsFor(r.tgid)
+		st.proc = c.identityOf(r)
+		st.svc = c.serviceOf(st.proc)
+		st.stats = c.statsFor(st.proc)
 		st.parser.Reset(st.server, &st.stats.Stats, c.sinkFn)
 		return
 	case uint8(httpHttpEventTypeEVENT_DATA):
@@ -426,7 +455,7 @@ func (c *Collector) handle(ctx context.Context, r *record) {
 		if r.total == 0 && r.errno != 0 { // the call failed: transport.go
 			st.parser.Fail(r.errno, r.exitNs)
 		} else {
-			st.parser.Feed(r.dir == 0, r.data, r.total, callTimes{enter: r.enterNs, exit: r.exitNs})
+			st.parser.FeedSegments(r.dir == 0, r.data, r.segs, r.total, callTimes{enter: r.enterNs, exit: r.exitNs})
 		}
 		c.cur = nil
 	case uint8(httpHttpEventTypeEVENT_CLOSE):
@@ -449,6 +478,18 @@ func (c *Collector) handle(ctx context.Context, r *record) {
 		c.cur = nil
 		c.release(st)
 	}
+}
+
+// identityOf is the process a connection's requests are credited to: the
+// one that accepted (or connected) it, when a forked child serves it and
+// that process still runs. A child forked per connection (ForkingMixIn)
+// lives for one request: it would be a new process, often gone before its
+// identity is read, for every request.
+func (c *Collector) identityOf(r *record) uint32 {
+	if r.owner != 0 && r.owner != r.tgid && c.alive(r.owner) {
+		return r.owner
+	}
+	return r.tgid
 }
 
 func (c *Collector) newConn(k connKey) *connState {
@@ -565,6 +606,9 @@ func (c *Collector) Close() error {
 	c.closeOnce.Do(func() {
 		if c.reg != nil {
 			c.reg.Unregister()
+		}
+		if c.unobservedReg != nil {
+			c.unobservedReg.Unregister()
 		}
 		if c.reader != nil {
 			c.reader.Close()

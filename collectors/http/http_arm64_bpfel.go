@@ -44,6 +44,8 @@ type httpConnEvent struct {
 	PeerPort    uint16
 	LocalPort   uint16
 	RespRecords uint32
+	Owner       uint32
+	Pad         uint32
 }
 
 type httpConnInfo struct {
@@ -59,6 +61,11 @@ type httpConnInfo struct {
 	LostStart   uint8
 	Seq         uint32
 	RespRecords uint32
+	Sk          uint64
+	Midstream   uint8
+	Unfiltered  uint8
+	Probes      uint16
+	Owner       uint32
 }
 
 type httpDataEvent struct {
@@ -75,7 +82,7 @@ type httpDataEvent struct {
 	ExitNs   uint64
 	Total    uint64
 	Seq      uint32
-	Pad2     uint32
+	SegBytes uint32
 	Data     [16384]uint8
 }
 
@@ -101,7 +108,9 @@ const (
 	httpHttpCounterHC_DROP_ARGS_FULL      httpHttpCounter = 8
 	httpHttpCounterHC_START_REFUNDS       httpHttpCounter = 9
 	httpHttpCounterHC_CONNS_SELF          httpHttpCounter = 10
-	httpHttpCounterHC_MAX                 httpHttpCounter = 11
+	httpHttpCounterHC_CONNS_UPGRADED      httpHttpCounter = 11
+	httpHttpCounterHC_CONNS_INHERITED     httpHttpCounter = 12
+	httpHttpCounterHC_MAX                 httpHttpCounter = 13
 )
 
 type httpHttpEventType uint32
@@ -120,6 +129,15 @@ const (
 	httpHttpRoleROLE_SELF   httpHttpRole = 3
 )
 
+type httpHttpUnobserved uint32
+
+const (
+	httpHttpUnobservedUNOBSERVED_TLS     httpHttpUnobserved = 0
+	httpHttpUnobservedUNOBSERVED_HTTP2   httpHttpUnobserved = 1
+	httpHttpUnobservedUNOBSERVED_UNKNOWN httpHttpUnobserved = 2
+	httpHttpUnobservedUNOBSERVED_MAX     httpHttpUnobserved = 3
+)
+
 type httpSelfEnd struct {
 	_    structs.HostLayout
 	Addr [16]uint8
@@ -133,57 +151,69 @@ type httpTgidDrops struct {
 	Refunds uint64
 }
 
+type httpTgidUnobserved struct {
+	_ structs.HostLayout
+	N [3]uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	httpMapCalls               = "calls"
-	httpMapConns               = "conns"
-	httpMapCounters            = "counters"
-	httpMapDrops               = "drops"
-	httpMapEvents              = "events"
-	httpMapFilterCgroup        = "filter_cgroup"
-	httpMapFilterComm          = "filter_comm"
-	httpMapFilterPort          = "filter_port"
-	httpMapScratch             = "scratch"
-	httpMapSelfEnds            = "self_ends"
-	httpProgHttpAccept4Exit    = "http_accept4_exit"
-	httpProgHttpAcceptExit     = "http_accept_exit"
-	httpProgHttpCloseEnter     = "http_close_enter"
-	httpProgHttpConnectEnter   = "http_connect_enter"
-	httpProgHttpConnectExit    = "http_connect_exit"
-	httpProgHttpReadEnter      = "http_read_enter"
-	httpProgHttpReadExit       = "http_read_exit"
-	httpProgHttpReadvEnter     = "http_readv_enter"
-	httpProgHttpReadvExit      = "http_readv_exit"
-	httpProgHttpRecvfromEnter  = "http_recvfrom_enter"
-	httpProgHttpRecvfromExit   = "http_recvfrom_exit"
-	httpProgHttpRecvmsgEnter   = "http_recvmsg_enter"
-	httpProgHttpRecvmsgExit    = "http_recvmsg_exit"
-	httpProgHttpSendfileEnter  = "http_sendfile_enter"
-	httpProgHttpSendfileExit   = "http_sendfile_exit"
-	httpProgHttpSendmsgEnter   = "http_sendmsg_enter"
-	httpProgHttpSendmsgExit    = "http_sendmsg_exit"
-	httpProgHttpSendtoEnter    = "http_sendto_enter"
-	httpProgHttpSendtoExit     = "http_sendto_exit"
-	httpProgHttpWriteEnter     = "http_write_enter"
-	httpProgHttpWriteExit      = "http_write_exit"
-	httpProgHttpWritevEnter    = "http_writev_enter"
-	httpProgHttpWritevExit     = "http_writev_exit"
-	httpVarAnyFilter           = "any_filter"
-	httpVarCaptureBytes        = "capture_bytes"
-	httpVarIncludeCgroup       = "include_cgroup"
-	httpVarIncludeComm         = "include_comm"
-	httpVarIncludePort         = "include_port"
-	httpVarSelfTgid            = "self_tgid"
-	httpVarUnusedConnEvent     = "unused_conn_event"
-	httpVarUnusedConnInfo      = "unused_conn_info"
-	httpVarUnusedDataEvent     = "unused_data_event"
-	httpVarUnusedFilterAction  = "unused_filter_action"
-	httpVarUnusedHttpCounter   = "unused_http_counter"
-	httpVarUnusedHttpEventType = "unused_http_event_type"
-	httpVarUnusedHttpRole      = "unused_http_role"
-	httpVarUnusedTgidDrops     = "unused_tgid_drops"
+	httpMapBySock               = "by_sock"
+	httpMapCalls                = "calls"
+	httpMapConns                = "conns"
+	httpMapCounters             = "counters"
+	httpMapDrops                = "drops"
+	httpMapEvents               = "events"
+	httpMapFilterCgroup         = "filter_cgroup"
+	httpMapFilterComm           = "filter_comm"
+	httpMapFilterPort           = "filter_port"
+	httpMapInherit              = "inherit"
+	httpMapOwners               = "owners"
+	httpMapScratch              = "scratch"
+	httpMapSelfEnds             = "self_ends"
+	httpMapUnobserved           = "unobserved"
+	httpProgHttpAccept4Exit     = "http_accept4_exit"
+	httpProgHttpAcceptExit      = "http_accept_exit"
+	httpProgHttpCloseEnter      = "http_close_enter"
+	httpProgHttpConnectEnter    = "http_connect_enter"
+	httpProgHttpConnectExit     = "http_connect_exit"
+	httpProgHttpFork            = "http_fork"
+	httpProgHttpReadEnter       = "http_read_enter"
+	httpProgHttpReadExit        = "http_read_exit"
+	httpProgHttpReadvEnter      = "http_readv_enter"
+	httpProgHttpReadvExit       = "http_readv_exit"
+	httpProgHttpRecvfromEnter   = "http_recvfrom_enter"
+	httpProgHttpRecvfromExit    = "http_recvfrom_exit"
+	httpProgHttpRecvmsgEnter    = "http_recvmsg_enter"
+	httpProgHttpRecvmsgExit     = "http_recvmsg_exit"
+	httpProgHttpSendfileEnter   = "http_sendfile_enter"
+	httpProgHttpSendfileExit    = "http_sendfile_exit"
+	httpProgHttpSendmsgEnter    = "http_sendmsg_enter"
+	httpProgHttpSendmsgExit     = "http_sendmsg_exit"
+	httpProgHttpSendtoEnter     = "http_sendto_enter"
+	httpProgHttpSendtoExit      = "http_sendto_exit"
+	httpProgHttpWriteEnter      = "http_write_enter"
+	httpProgHttpWriteExit       = "http_write_exit"
+	httpProgHttpWritevEnter     = "http_writev_enter"
+	httpProgHttpWritevExit      = "http_writev_exit"
+	httpVarAnyFilter            = "any_filter"
+	httpVarCaptureBytes         = "capture_bytes"
+	httpVarIncludeCgroup        = "include_cgroup"
+	httpVarIncludeComm          = "include_comm"
+	httpVarIncludePort          = "include_port"
+	httpVarSelfTgid             = "self_tgid"
+	httpVarUnusedConnEvent      = "unused_conn_event"
+	httpVarUnusedConnInfo       = "unused_conn_info"
+	httpVarUnusedDataEvent      = "unused_data_event"
+	httpVarUnusedFilterAction   = "unused_filter_action"
+	httpVarUnusedHttpCounter    = "unused_http_counter"
+	httpVarUnusedHttpEventType  = "unused_http_event_type"
+	httpVarUnusedHttpRole       = "unused_http_role"
+	httpVarUnusedHttpUnobserved = "unused_http_unobserved"
+	httpVarUnusedTgidDrops      = "unused_tgid_drops"
+	httpVarUnusedTgidUnobserved = "unused_tgid_unobserved"
 )
 
 // loadHttp returns the embedded CollectionSpec for http.
@@ -233,6 +263,7 @@ type httpProgramSpecs struct {
 	HttpCloseEnter    *ebpf.ProgramSpec `ebpf:"http_close_enter"`
 	HttpConnectEnter  *ebpf.ProgramSpec `ebpf:"http_connect_enter"`
 	HttpConnectExit   *ebpf.ProgramSpec `ebpf:"http_connect_exit"`
+	HttpFork          *ebpf.ProgramSpec `ebpf:"http_fork"`
 	HttpReadEnter     *ebpf.ProgramSpec `ebpf:"http_read_enter"`
 	HttpReadExit      *ebpf.ProgramSpec `ebpf:"http_read_exit"`
 	HttpReadvEnter    *ebpf.ProgramSpec `ebpf:"http_readv_enter"`
@@ -257,6 +288,7 @@ type httpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type httpMapSpecs struct {
+	BySock       *ebpf.MapSpec `ebpf:"by_sock"`
 	Calls        *ebpf.MapSpec `ebpf:"calls"`
 	Conns        *ebpf.MapSpec `ebpf:"conns"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
@@ -265,28 +297,33 @@ type httpMapSpecs struct {
 	FilterCgroup *ebpf.MapSpec `ebpf:"filter_cgroup"`
 	FilterComm   *ebpf.MapSpec `ebpf:"filter_comm"`
 	FilterPort   *ebpf.MapSpec `ebpf:"filter_port"`
+	Inherit      *ebpf.MapSpec `ebpf:"inherit"`
+	Owners       *ebpf.MapSpec `ebpf:"owners"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	SelfEnds     *ebpf.MapSpec `ebpf:"self_ends"`
+	Unobserved   *ebpf.MapSpec `ebpf:"unobserved"`
 }
 
 // httpVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type httpVariableSpecs struct {
-	AnyFilter           *ebpf.VariableSpec `ebpf:"any_filter"`
-	CaptureBytes        *ebpf.VariableSpec `ebpf:"capture_bytes"`
-	IncludeCgroup       *ebpf.VariableSpec `ebpf:"include_cgroup"`
-	IncludeComm         *ebpf.VariableSpec `ebpf:"include_comm"`
-	IncludePort         *ebpf.VariableSpec `ebpf:"include_port"`
-	SelfTgid            *ebpf.VariableSpec `ebpf:"self_tgid"`
-	UnusedConnEvent     *ebpf.VariableSpec `ebpf:"unused_conn_event"`
-	UnusedConnInfo      *ebpf.VariableSpec `ebpf:"unused_conn_info"`
-	UnusedDataEvent     *ebpf.VariableSpec `ebpf:"unused_data_event"`
-	UnusedFilterAction  *ebpf.VariableSpec `ebpf:"unused_filter_action"`
-	UnusedHttpCounter   *ebpf.VariableSpec `ebpf:"unused_http_counter"`
-	UnusedHttpEventType *ebpf.VariableSpec `ebpf:"unused_http_event_type"`
-	UnusedHttpRole      *ebpf.VariableSpec `ebpf:"unused_http_role"`
-	UnusedTgidDrops     *ebpf.VariableSpec `ebpf:"unused_tgid_drops"`
+	AnyFilter            *ebpf.VariableSpec `ebpf:"any_filter"`
+	CaptureBytes         *ebpf.VariableSpec `ebpf:"capture_bytes"`
+	IncludeCgroup        *ebpf.VariableSpec `ebpf:"include_cgroup"`
+	IncludeComm          *ebpf.VariableSpec `ebpf:"include_comm"`
+	IncludePort          *ebpf.VariableSpec `ebpf:"include_port"`
+	SelfTgid             *ebpf.VariableSpec `ebpf:"self_tgid"`
+	UnusedConnEvent      *ebpf.VariableSpec `ebpf:"unused_conn_event"`
+	UnusedConnInfo       *ebpf.VariableSpec `ebpf:"unused_conn_info"`
+	UnusedDataEvent      *ebpf.VariableSpec `ebpf:"unused_data_event"`
+	UnusedFilterAction   *ebpf.VariableSpec `ebpf:"unused_filter_action"`
+	UnusedHttpCounter    *ebpf.VariableSpec `ebpf:"unused_http_counter"`
+	UnusedHttpEventType  *ebpf.VariableSpec `ebpf:"unused_http_event_type"`
+	UnusedHttpRole       *ebpf.VariableSpec `ebpf:"unused_http_role"`
+	UnusedHttpUnobserved *ebpf.VariableSpec `ebpf:"unused_http_unobserved"`
+	UnusedTgidDrops      *ebpf.VariableSpec `ebpf:"unused_tgid_drops"`
+	UnusedTgidUnobserved *ebpf.VariableSpec `ebpf:"unused_tgid_unobserved"`
 }
 
 // httpObjects contains all objects after they have been loaded into the kernel.
@@ -309,6 +346,7 @@ func (o *httpObjects) Close() error {
 //
 // It can be passed to loadHttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type httpMaps struct {
+	BySock       *ebpf.Map `ebpf:"by_sock"`
 	Calls        *ebpf.Map `ebpf:"calls"`
 	Conns        *ebpf.Map `ebpf:"conns"`
 	Counters     *ebpf.Map `ebpf:"counters"`
@@ -317,12 +355,16 @@ type httpMaps struct {
 	FilterCgroup *ebpf.Map `ebpf:"filter_cgroup"`
 	FilterComm   *ebpf.Map `ebpf:"filter_comm"`
 	FilterPort   *ebpf.Map `ebpf:"filter_port"`
+	Inherit      *ebpf.Map `ebpf:"inherit"`
+	Owners       *ebpf.Map `ebpf:"owners"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	SelfEnds     *ebpf.Map `ebpf:"self_ends"`
+	Unobserved   *ebpf.Map `ebpf:"unobserved"`
 }
 
 func (m *httpMaps) Close() error {
 	return _HttpClose(
+		m.BySock,
 		m.Calls,
 		m.Conns,
 		m.Counters,
@@ -331,8 +373,11 @@ func (m *httpMaps) Close() error {
 		m.FilterCgroup,
 		m.FilterComm,
 		m.FilterPort,
+		m.Inherit,
+		m.Owners,
 		m.Scratch,
 		m.SelfEnds,
+		m.Unobserved,
 	)
 }
 
@@ -340,20 +385,22 @@ func (m *httpMaps) Close() error {
 //
 // It can be passed to loadHttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type httpVariables struct {
-	AnyFilter           *ebpf.Variable `ebpf:"any_filter"`
-	CaptureBytes        *ebpf.Variable `ebpf:"capture_bytes"`
-	IncludeCgroup       *ebpf.Variable `ebpf:"include_cgroup"`
-	IncludeComm         *ebpf.Variable `ebpf:"include_comm"`
-	IncludePort         *ebpf.Variable `ebpf:"include_port"`
-	SelfTgid            *ebpf.Variable `ebpf:"self_tgid"`
-	UnusedConnEvent     *ebpf.Variable `ebpf:"unused_conn_event"`
-	UnusedConnInfo      *ebpf.Variable `ebpf:"unused_conn_info"`
-	UnusedDataEvent     *ebpf.Variable `ebpf:"unused_data_event"`
-	UnusedFilterAction  *ebpf.Variable `ebpf:"unused_filter_action"`
-	UnusedHttpCounter   *ebpf.Variable `ebpf:"unused_http_counter"`
-	UnusedHttpEventType *ebpf.Variable `ebpf:"unused_http_event_type"`
-	UnusedHttpRole      *ebpf.Variable `ebpf:"unused_http_role"`
-	UnusedTgidDrops     *ebpf.Variable `ebpf:"unused_tgid_drops"`
+	AnyFilter            *ebpf.Variable `ebpf:"any_filter"`
+	CaptureBytes         *ebpf.Variable `ebpf:"capture_bytes"`
+	IncludeCgroup        *ebpf.Variable `ebpf:"include_cgroup"`
+	IncludeComm          *ebpf.Variable `ebpf:"include_comm"`
+	IncludePort          *ebpf.Variable `ebpf:"include_port"`
+	SelfTgid             *ebpf.Variable `ebpf:"self_tgid"`
+	UnusedConnEvent      *ebpf.Variable `ebpf:"unused_conn_event"`
+	UnusedConnInfo       *ebpf.Variable `ebpf:"unused_conn_info"`
+	UnusedDataEvent      *ebpf.Variable `ebpf:"unused_data_event"`
+	UnusedFilterAction   *ebpf.Variable `ebpf:"unused_filter_action"`
+	UnusedHttpCounter    *ebpf.Variable `ebpf:"unused_http_counter"`
+	UnusedHttpEventType  *ebpf.Variable `ebpf:"unused_http_event_type"`
+	UnusedHttpRole       *ebpf.Variable `ebpf:"unused_http_role"`
+	UnusedHttpUnobserved *ebpf.Variable `ebpf:"unused_http_unobserved"`
+	UnusedTgidDrops      *ebpf.Variable `ebpf:"unused_tgid_drops"`
+	UnusedTgidUnobserved *ebpf.Variable `ebpf:"unused_tgid_unobserved"`
 }
 
 // httpPrograms contains all programs after they have been loaded into the kernel.
@@ -365,6 +412,7 @@ type httpPrograms struct {
 	HttpCloseEnter    *ebpf.Program `ebpf:"http_close_enter"`
 	HttpConnectEnter  *ebpf.Program `ebpf:"http_connect_enter"`
 	HttpConnectExit   *ebpf.Program `ebpf:"http_connect_exit"`
+	HttpFork          *ebpf.Program `ebpf:"http_fork"`
 	HttpReadEnter     *ebpf.Program `ebpf:"http_read_enter"`
 	HttpReadExit      *ebpf.Program `ebpf:"http_read_exit"`
 	HttpReadvEnter    *ebpf.Program `ebpf:"http_readv_enter"`
@@ -392,6 +440,7 @@ func (p *httpPrograms) Close() error {
 		p.HttpCloseEnter,
 		p.HttpConnectEnter,
 		p.HttpConnectExit,
+		p.HttpFork,
 		p.HttpReadEnter,
 		p.HttpReadExit,
 		p.HttpReadvEnter,

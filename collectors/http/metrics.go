@@ -162,7 +162,7 @@ func (c *Collector) selfInstruments() error {
 func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series {
 	status, kind := statusKind(ex.Status)
 	k := seriesKey{
-		tgid:    st.key.tgid,
+		tgid:    st.proc,
 		server:  st.server,
 		method:  ex.Method,
 		minor:   versionMinor(ex.Minor),
@@ -202,9 +202,14 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		span = append(span, keyRoute.String(route))
 		s.errSet = k.status >= 500 || k.errKind != errNone
 	} else {
-		addr := k.peer.String()
-		kv = append(kv, keyServerAddress.String(addr), keyServerPort.Int(int(k.port)))
-		span = append(span, keyServerAddress.String(addr), keyServerPort.Int(int(k.port)))
+		if k.peer.IsValid() {
+			addr := k.peer.String()
+			kv = append(kv, keyServerAddress.String(addr), keyServerPort.Int(int(k.port)))
+			span = append(span, keyServerAddress.String(addr), keyServerPort.Int(int(k.port)))
+		} else { // a Unix domain socket
+			kv = append(kv, keyTransportUnix)
+			span = append(span, keyTransportUnix)
+		}
 		s.errSet = k.status >= 400 || k.errKind != errNone
 	}
 	if s.errSet {
@@ -288,6 +293,9 @@ func (c *Collector) onExchange(ex *Exchange) {
 			rec := spanRecord{span: span, s: s, end: ex.End, reqBody: ex.ReqBody, respBody: ex.RespBody,
 				peer: st.peer, peerPort: st.peerPort}
 			rec.pathLen = uint16(copy(rec.path[:], ex.Path))
+			if ex.Method == MethodOther {
+				rec.methodLen = uint8(copy(rec.method[:], ex.MethodRaw))
+			}
 			select {
 			case c.spans <- rec:
 				c.spansQueued.Add(1)
@@ -341,12 +349,20 @@ func (c *Collector) record(s *series, sc trace.SpanContext, end, durNs uint64, r
 	if sc.IsSampled() {
 		at := c.wall(end)
 		h.duration.RecordSampled(durationBuckets, d, at, sc)
-		h.reqBody.RecordSampled(sizeBuckets, reqBody, at, sc)
-		h.respBody.RecordSampled(sizeBuckets, respBody, at, sc)
+		if reqBody >= 0 { // -1: not known (framing not captured), counted
+			h.reqBody.RecordSampled(sizeBuckets, reqBody, at, sc)
+		}
+		if respBody >= 0 {
+			h.respBody.RecordSampled(sizeBuckets, respBody, at, sc)
+		}
 	} else {
 		h.duration.Record(durationBuckets, d)
-		h.reqBody.Record(sizeBuckets, reqBody)
-		h.respBody.Record(sizeBuckets, respBody)
+		if reqBody >= 0 {
+			h.reqBody.Record(sizeBuckets, reqBody)
+		}
+		if respBody >= 0 {
+			h.respBody.Record(sizeBuckets, respBody)
+		}
 	}
 	c.seriesMu.Unlock()
 }
@@ -416,6 +432,9 @@ type spanRecord struct {
 	peerPort uint16
 	pathLen  uint16
 	path     [maxPath]byte
+	// an unknown method as sent (http.request.method_original)
+	methodLen uint8
+	method    [maxMethod]byte
 }
 
 // spanWorker completes sampled spans off the event loop.
@@ -431,16 +450,8 @@ func (c *Collector) endSpan(rec *spanRecord) {
 	attrs := make([]attribute.KeyValue, 0, len(s.attrs)+6)
 	attrs = append(attrs, s.attrs...)
 	var path [maxPath]byte
-	attrs = append(attrs,
-		keyPath.String(string(CleanPath(path[:0], rec.path[:rec.pathLen]))),
-		keyReqBodySize.Int64(rec.reqBody),
-		keyRespBodySize.Int64(rec.respBody),
-		keyPeerAddress.String(rec.peer.String()),
-		keyPeerPort.Int(int(rec.peerPort)),
-	)
-	if s.key.server {
-		attrs = append(attrs, keyClientAddress.String(rec.peer.String()))
-	}
+	attrs = append(attrs, keyPath.String(string(CleanPath(path[:0], rec.path[:rec.pathLen]))))
+	attrs = spanTransportAttrs(attrs, rec, s.key.server)
 	rec.span.SetAttributes(attrs...)
 	if s.errSet {
 		rec.span.SetStatus(codes.Error, "")

@@ -2,6 +2,10 @@ package httpc
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
 	"sync/atomic"
 )
 
@@ -12,17 +16,25 @@ import (
 // interim 1xx responses (100-continue), and reports one Exchange per request
 // that got its response.
 //
-// It sees each read or write as the kernel reported it: the total byte count
-// and only a bounded prefix of the bytes. Body bytes are counted, not read,
-// so a Content-Length body needs no captured data at all. Where framing needs
-// bytes that were not captured (a head longer than the capture, a chunk-size
-// line past it) the parser assumes the head ends with the call, or gives up
-// the message at that call, and resynchronises on the next call that starts
-// with a message. It allocates nothing per call: lines are assembled in fixed
-// buffers and requests wait in a fixed ring.
+// It sees each read or write as the kernel reported it: the total byte count,
+// a bounded prefix of the bytes and a few small segments past it (the first
+// bytes of each further iovec, the call's last bytes). Body bytes are
+// counted, not read, so a Content-Length body needs no captured data at all.
+// Where framing needs bytes that were not captured, a head longer than the
+// capture is assumed to end with the call; a chunk-size line past what was
+// captured makes the chunked body "blind": its end is still found where a
+// call (or its captured tail) ends with the last chunk, or where a call starts
+// with a chunk-size line again, but its size is then unknown (BodyUnknown,
+// size reported as -1). A blind message whose end is not found (the next
+// message starts, the connection closes) is given up and counted
+// (FramingLost), never reported with a guessed duration. It allocates
+// nothing per call: lines are assembled in fixed buffers and requests wait in
+// a fixed ring.
 
-// Method is a request method; MethodOther is any method outside the
-// registered set (reported as "_OTHER", per the semantic conventions).
+// Method is a request method: the nine of RFC 9110 and PATCH, and the
+// further ones declared known (SetKnownMethods). MethodOther is any other
+// token (reported as "_OTHER" with the method itself in
+// http.request.method_original, per the semantic conventions).
 type Method uint8
 
 const (
@@ -39,22 +51,122 @@ const (
 	methodCount
 )
 
-var methodNames = [methodCount]string{"_OTHER", "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+// maxMethod bounds a method token; maxMethods the methods in the table.
+const (
+	maxMethod  = 20
+	maxMethods = 64
+)
+
+var builtinMethods = [methodCount]string{"_OTHER", "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+
+// methodNames is every method the parser tells apart, by Method; the
+// builtin ones always (HEAD and CONNECT frame messages differently), then
+// the further known ones. methodKnown has a bit per Method reported as
+// itself; the rest are reported as MethodOther. Both are set by
+// SetKnownMethods before any parsing and only read afterwards.
+var (
+	methodNames = builtinMethods[:]
+	methodKnown = uint64(1<<methodCount-1) &^ 1
+)
+
+// SetKnownMethods sets the methods reported as themselves, as
+// OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS does (case-sensitive); nil or
+// empty restores the default (the RFC 9110 methods and PATCH). It must be
+// called before any connection is parsed.
+func SetKnownMethods(names []string) error {
+	if len(names) == 0 {
+		methodNames = builtinMethods[:]
+		methodKnown = uint64(1<<methodCount-1) &^ 1
+		return nil
+	}
+	table := append([]string{}, builtinMethods[:]...)
+	var known uint64
+	for _, n := range names {
+		if !isToken([]byte(n)) || len(n) > maxMethod {
+			return fmt.Errorf("http known method %q is not an HTTP token of at most %d bytes", n, maxMethod)
+		}
+		i := slices.Index(table, n)
+		if i <= 0 {
+			if len(table) == maxMethods {
+				return fmt.Errorf("more than %d http known methods", maxMethods-int(methodCount))
+			}
+			i = len(table)
+			table = append(table, n)
+		}
+		known |= 1 << i
+	}
+	methodNames, methodKnown = table, known
+	return nil
+}
 
 func (m Method) String() string {
-	if m < methodCount {
+	if int(m) < len(methodNames) {
 		return methodNames[m]
 	}
 	return "_OTHER"
 }
 
+// reported is the method as exported: m if it is known, else MethodOther.
+func (m Method) reported() Method {
+	if m < 64 && methodKnown&(1<<m) != 0 {
+		return m
+	}
+	return MethodOther
+}
+
 func parseMethod(b []byte) Method {
-	for i := MethodGet; i < methodCount; i++ {
+	for i := 1; i < len(methodNames); i++ {
 		if string(b) == methodNames[i] {
-			return i
+			return Method(i)
 		}
 	}
 	return MethodOther
+}
+
+// isToken: an HTTP token (RFC 9110 5.6.2), as bpf/http.c is_tchar.
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Upgrade is the protocol a request asked to switch to (Upgrade header),
+// for the connections a 101 response ended HTTP/1 on.
+type Upgrade uint8
+
+const (
+	UpgradeNone Upgrade = iota
+	UpgradeWebSocket
+	UpgradeH2C
+	UpgradeOther
+	upgradeCount
+)
+
+var upgradeNames = [upgradeCount]string{"", "websocket", "h2c", "other"}
+
+func (u Upgrade) String() string { return upgradeNames[u] }
+
+func parseUpgrade(v []byte) Upgrade {
+	// the first protocol offered is the one a server picks first
+	if i := bytes.IndexByte(v, ','); i >= 0 {
+		v = bytes.TrimSpace(v[:i])
+	}
+	switch {
+	case bytes.EqualFold(v, []byte("websocket")):
+		return UpgradeWebSocket
+	case bytes.EqualFold(v, []byte("h2c")):
+		return UpgradeH2C
+	}
+	return UpgradeOther
 }
 
 const (
@@ -72,12 +184,14 @@ type callTimes struct {
 // Exchange is one request with its response. Path is only valid during the
 // callback.
 type Exchange struct {
-	Method       Method
+	Method       Method  // as reported: MethodOther unless known
+	MethodRaw    []byte  // the request's method token (only valid during the callback)
+	Upgrade      Upgrade // a 101 response: the protocol the connection switched to
 	Status       int
 	Minor        uint8 // HTTP/1.<Minor>
 	Path         []byte
-	ReqBody      int64
-	RespBody     int64
+	ReqBody      int64  // -1: not known (framing not captured)
+	RespBody     int64  // -1: not known
 	Start, End   uint64 // monotonic ns
 	HasParent    bool
 	TraceID      [16]byte
@@ -94,10 +208,19 @@ type Stats struct {
 	Lost       atomic.Uint64 // requests given up because records of the connection were lost
 	Overflow   atomic.Uint64 // pipelined requests beyond maxPending
 	Unpaired   atomic.Uint64 // responses with no request waiting
+	// FramingLost: requests given up because the end of a message could not
+	// be found (chunk framing not captured); BodyUnknown: exchanges reported
+	// without a body size for that reason.
+	FramingLost atomic.Uint64
+	BodyUnknown atomic.Uint64
+	Upgraded    [upgradeCount]atomic.Uint64 // connections a 101 switched, by protocol
 }
 
 type pending struct {
 	method    Method
+	upgrade   Upgrade
+	rawLen    uint8
+	raw       [maxMethod]byte
 	minor     uint8
 	headDone  bool
 	bodyDone  bool
@@ -124,6 +247,7 @@ const (
 	stUntilClose                    // body delimited by the connection's end
 	stLost                          // out of sync: wait for a call that starts a message
 	stTunnel                        // upgraded or CONNECT: no more HTTP
+	stChunkBlind                    // chunked, a size line not captured: look for the end
 )
 
 // stream is one direction of a connection.
@@ -146,6 +270,8 @@ type stream struct {
 	chunked    bool
 	noBody     bool
 	truncated  bool
+	blind      bool // the body's size is not known (stChunkBlind was entered)
+	upgrade    Upgrade
 	remaining  int64
 	body       int64
 	lastTimes  callTimes
@@ -170,6 +296,8 @@ type Conn struct {
 	ex     Exchange
 	stats  *Stats
 	sink   func(*Exchange)
+	// upgraded: the response being finished is a 101 to this protocol
+	upgraded Upgrade
 }
 
 // NewConn returns a parser for one connection; sink gets every exchange.
@@ -193,16 +321,56 @@ func (c *Conn) Reset(server bool, stats *Stats, sink func(*Exchange)) {
 // requests, a client reads responses), data the captured prefix, total the
 // byte count of the call.
 func (c *Conn) Feed(read bool, data []byte, total uint64, t callTimes) {
+	c.FeedSegments(read, data, nil, total, t)
+}
+
+// segHdr is the size of a segment descriptor (bpf/http.c SEG_HDR): offset in
+// the call (u32 LE), length (u16 LE).
+const segHdr = 6
+
+// FeedSegments is Feed with the segments the kernel captured past the
+// prefix, encoded as bpf/http.c writes them; segments out of order or past
+// total are ignored from there on.
+func (c *Conn) FeedSegments(read bool, head, segs []byte, total uint64, t callTimes) {
 	s := &c.req
 	if read != c.Server {
 		s = &c.resp
 	}
-	gap := int64(total) - int64(len(data))
-	if gap < 0 {
-		gap = 0
-		data = data[:total]
+	if uint64(len(head)) > total {
+		head = head[:total]
+		segs = nil
 	}
-	c.feed(s, data, gap, t)
+	data, off, first := head, uint64(len(head)), true
+	for {
+		var next []byte
+		nextOff, ok := uint64(0), false
+		for len(segs) >= segHdr {
+			so := uint64(binary.LittleEndian.Uint32(segs))
+			sl := int(binary.LittleEndian.Uint16(segs[4:]))
+			if len(segs) < segHdr+sl || so+uint64(sl) > total {
+				segs = nil
+				break
+			}
+			next, segs = segs[segHdr:segHdr+sl], segs[segHdr+sl:]
+			if so < off { // overlaps what was fed: keep what is new
+				if so+uint64(len(next)) <= off {
+					continue
+				}
+				next = next[off-so:]
+				so = off
+			}
+			nextOff, ok = so, true
+			break
+		}
+		gap := total - off
+		if ok {
+			gap = nextOff - off
+		}
+		if !c.feed(s, data, int64(gap), t, first, !ok) || !ok {
+			return
+		}
+		data, off, first = next, nextOff+uint64(len(next)), false
+	}
 }
 
 // Lost tells the parser that records of the connection were lost: what was
@@ -222,6 +390,9 @@ func (c *Conn) Close() {
 	if c.resp.state == stUntilClose {
 		c.finishResponse(&c.resp, c.resp.lastTimes)
 	}
+	if c.resp.state == stChunkBlind {
+		c.giveUp()
+	}
 	if c.req.state == stHead && c.req.cur != nil && !c.req.cur.headDone {
 		// A half request: its slot was counted in n.
 		c.req.cur = nil
@@ -236,15 +407,18 @@ func (c *Conn) Close() {
 // Pending is the number of requests waiting for a response.
 func (c *Conn) Pending() int { return c.n }
 
-func (c *Conn) feed(s *stream, data []byte, gap int64, t callTimes) {
-	atCallStart := true
+// feed consumes one piece of a call: captured bytes, then gap bytes that
+// were not captured. atCallStart: the piece begins the call; final: nothing
+// of the call follows the gap. It returns false when the rest of the call
+// is to be skipped.
+func (c *Conn) feed(s *stream, data []byte, gap int64, t callTimes, atCallStart, final bool) bool {
 	for len(data) > 0 || gap > 0 {
 		switch s.state {
 		case stTunnel:
-			return
+			return false
 		case stLost:
 			if !atCallStart || len(data) == 0 || !startsMessage(data, s.response) {
-				return
+				return false
 			}
 			s.state = stIdle
 		case stIdle:
@@ -252,7 +426,7 @@ func (c *Conn) feed(s *stream, data []byte, gap int64, t callTimes) {
 				// Uncaptured bytes where a message must start.
 				c.stats.Malformed.Add(1)
 				s.state = stLost
-				return
+				return false
 			}
 			// Tolerate the CRLF some clients send after a body.
 			for len(data) > 0 && (data[0] == '\r' || data[0] == '\n') {
@@ -264,7 +438,7 @@ func (c *Conn) feed(s *stream, data []byte, gap int64, t callTimes) {
 			if !startsMessage(data, s.response) {
 				c.stats.Malformed.Add(1)
 				s.state = stLost
-				return
+				return false
 			}
 			c.beginMessage(s, t)
 		case stHead:
@@ -272,7 +446,6 @@ func (c *Conn) feed(s *stream, data []byte, gap int64, t callTimes) {
 				// The rest of the head was not captured: assume it ends
 				// with this call.
 				s.truncated = true
-				gap = 0
 				if s.lineLen > 0 || s.firstLine {
 					line := s.line[:s.lineLen]
 					s.lineLen = 0
@@ -282,16 +455,14 @@ func (c *Conn) feed(s *stream, data []byte, gap int64, t callTimes) {
 							c.stats.Malformed.Add(1)
 							c.dropMessage(s)
 							s.state = stLost
-							return
+							return false
 						}
 					} else {
 						c.header(s, line)
 					}
 				}
-				if !c.endHead(s, t) {
-					return
-				}
-				continue
+				c.endHead(s, t)
+				return false
 			}
 			data = c.headBytes(s, data, t)
 		case stBodyLen:
@@ -318,12 +489,12 @@ func (c *Conn) feed(s *stream, data []byte, gap int64, t callTimes) {
 			s.lastTimes = t
 		case stChunkSize, stTrailer:
 			if len(data) == 0 {
-				// Framing bytes were not captured: give the message up
-				// here and resynchronise.
-				s.truncated = true
-				c.endMessage(s, t)
-				s.state = stLost
-				return
+				// A size or trailer line was not captured: the body's
+				// size can no longer be followed.
+				s.state = stChunkBlind
+				s.blind = true
+				s.chunkLen = 0
+				continue
 			}
 			data = c.chunkLine(s, data, t)
 		case stChunkData:
@@ -343,12 +514,91 @@ func (c *Conn) feed(s *stream, data []byte, gap int64, t callTimes) {
 			if s.remaining == 0 {
 				s.state = stChunkSize
 			}
+		case stChunkBlind:
+			if len(data) > 0 && atCallStart {
+				if startsMessage(data, s.response) {
+					// A new message: where the last one ended was not seen.
+					c.giveUpStream(s)
+					continue
+				}
+				if chunkSizeLine(data) {
+					// Writers mostly write a chunk per call: follow again.
+					s.state = stChunkSize
+					continue
+				}
+			}
+			if final && gap == 0 && endsLastChunk(data, atCallStart) {
+				c.endMessage(s, t)
+				return false
+			}
+			data, gap = nil, 0
 		}
 		atCallStart = false
 	}
 	if s.state == stUntilClose {
 		s.lastTimes = t
 	}
+	return true
+}
+
+// chunkSizeLine reports whether b starts with a whole chunk-size line (hex
+// digits, maybe extensions, CRLF) of a chunk that is not the last.
+func chunkSizeLine(b []byte) bool {
+	i := 0
+	for i < len(b) && i < 9 {
+		if _, ok := unhex(b[i] | 0x20); !ok {
+			break
+		}
+		i++
+	}
+	if i == 0 || i == 9 || (i == 1 && b[0] == '0') {
+		return false
+	}
+	j := bytes.IndexByte(b[i:], '\n')
+	if j < 1 || j > maxChunkHdr || b[i+j-1] != '\r' {
+		return false
+	}
+	return j == 1 || b[i] == ';'
+}
+
+// endsLastChunk reports whether b, the end of a call, ends with the last
+// chunk and an empty trailer: after a chunk's CRLF, or as the whole call.
+func endsLastChunk(b []byte, wholeCall bool) bool {
+	const last = "0\r\n\r\n"
+	if !bytes.HasSuffix(b, []byte(last)) {
+		return false
+	}
+	if len(b) == len(last) {
+		return wholeCall
+	}
+	return b[len(b)-len(last)-1] == '\n'
+}
+
+// giveUpStream ends a blind message that another one follows.
+func (c *Conn) giveUpStream(s *stream) {
+	s.state = stIdle
+	if s.response {
+		c.giveUp()
+		return
+	}
+	// The request's end was not seen; its response still pairs with it.
+	if p := s.cur; p != nil {
+		p.bodyDone = true
+		p.reqBody = -1
+		s.cur = nil
+	}
+}
+
+// giveUp drops the request a blind response answers: its duration is not
+// known.
+func (c *Conn) giveUp() {
+	c.resp.state = stIdle
+	if c.n == 0 {
+		return
+	}
+	c.head = (c.head + 1) % maxPending
+	c.n--
+	c.stats.FramingLost.Add(1)
 }
 
 func (c *Conn) beginMessage(s *stream, t callTimes) {
@@ -365,6 +615,8 @@ func (c *Conn) beginMessage(s *stream, t callTimes) {
 	s.chunked = false
 	s.noBody = false
 	s.truncated = false
+	s.blind = false
+	s.upgrade = UpgradeNone
 	s.body = 0
 	s.hasParent = false
 	s.cur = nil
@@ -465,7 +717,7 @@ func (c *Conn) startLine(s *stream, line []byte, trunc bool) bool {
 		return true
 	}
 	sp := bytes.IndexByte(line, ' ')
-	if sp <= 0 {
+	if sp <= 0 || sp > maxMethod || !isToken(line[:sp]) {
 		return false
 	}
 	s.method = parseMethod(line[:sp])
@@ -490,6 +742,7 @@ func (c *Conn) startLine(s *stream, line []byte, trunc bool) bool {
 	}
 	if p := s.cur; p != nil {
 		p.method = s.method
+		p.rawLen = uint8(copy(p.raw[:], line[:sp]))
 		p.minor = s.minor
 		// Keep the path only: no query, no fragment, no scheme://authority.
 		if len(target) > 0 && target[0] != '/' {
@@ -516,6 +769,7 @@ var (
 	hdrTransferEncoding = []byte("transfer-encoding")
 	hdrTraceparent      = []byte("traceparent")
 	hdrConnection       = []byte("connection")
+	hdrUpgrade          = []byte("upgrade")
 )
 
 func (c *Conn) header(s *stream, line []byte) {
@@ -549,6 +803,10 @@ func (c *Conn) header(s *stream, line []byte) {
 	case len(hdrTraceparent):
 		if !s.response && bytes.EqualFold(name, hdrTraceparent) {
 			s.hasParent = parseTraceparent(val, &s.traceID, &s.spanID, &s.traceFlags)
+		}
+	case len(hdrUpgrade):
+		if !s.response && bytes.EqualFold(name, hdrUpgrade) {
+			s.upgrade = parseUpgrade(val)
 		}
 	}
 }
@@ -610,6 +868,7 @@ func (c *Conn) endHead(s *stream, t callTimes) bool {
 			p.traceID = s.traceID
 			p.spanID = s.spanID
 			p.flags = s.traceFlags
+			p.upgrade = s.upgrade
 		}
 		switch {
 		case s.chunked:
@@ -641,7 +900,19 @@ func (c *Conn) endHead(s *stream, t callTimes) bool {
 		s.state = stIdle
 		return true
 	case st == 101, reqMethod == MethodConnect && st < 300:
+		// The connection no longer speaks HTTP/1 (the kernel stops its
+		// records after a 101). An HTTP/2 parser for an h2c upgrade would
+		// take the connection over here.
+		if st == 101 {
+			u := UpgradeOther
+			if c.n > 0 && c.ring[c.head].upgrade != UpgradeNone {
+				u = c.ring[c.head].upgrade
+			}
+			c.stats.Upgraded[u].Add(1)
+			c.upgraded = u
+		}
 		c.finishResponse(s, t)
+		c.upgraded = UpgradeNone
 		s.state = stTunnel
 		c.req.state = stTunnel
 		return false
@@ -688,6 +959,10 @@ func (c *Conn) chunkLine(s *stream, data []byte, t callTimes) []byte {
 		}
 		return data
 	}
+	if s.blind && len(line) == 0 {
+		// After a resync at a call's start: a chunk's CRLF.
+		return data
+	}
 	// size [; extensions]
 	var size int64
 	digits := 0
@@ -730,6 +1005,9 @@ func (c *Conn) endMessage(s *stream, t callTimes) {
 		if p := s.cur; p != nil {
 			p.bodyDone = true
 			p.reqBody = s.body
+			if s.blind {
+				p.reqBody = -1
+			}
 		}
 		s.cur = nil
 		return
@@ -764,16 +1042,27 @@ func (c *Conn) finishResponse(s *stream, t callTimes) {
 	c.head = (c.head + 1) % maxPending
 	c.n--
 	ex := &c.ex
-	ex.Method = p.method
+	ex.Method = p.method.reported()
+	ex.MethodRaw = p.raw[:p.rawLen]
+	ex.Upgrade = c.upgraded
 	ex.Status = s.status
 	ex.Minor = p.minor
 	ex.Path = p.path[:p.pathLen]
 	ex.ReqBody = p.reqBody
 	if !p.bodyDone && c.req.cur == p {
 		ex.ReqBody = c.req.body
+		if c.req.blind {
+			ex.ReqBody = -1
+		}
 		c.req.cur = nil
 	}
 	ex.RespBody = s.body
+	if s.blind {
+		ex.RespBody = -1
+	}
+	if ex.ReqBody < 0 || ex.RespBody < 0 {
+		c.stats.BodyUnknown.Add(1)
+	}
 	ex.Start = p.start
 	ex.End = t.exit
 	ex.HasParent = p.hasParent
@@ -787,7 +1076,8 @@ func (c *Conn) finishResponse(s *stream, t callTimes) {
 }
 
 // startsMessage reports whether b begins a request (or, for responses, a
-// status line).
+// status line): a registered or known method and a space, or any other
+// token-shaped method whose line ends with " HTTP/1.x" within b.
 func startsMessage(b []byte, response bool) bool {
 	if response {
 		const v = "HTTP/"
@@ -805,14 +1095,26 @@ func startsMessage(b []byte, response bool) bool {
 		if len(b) >= 8 {
 			return false
 		}
-		for m := MethodGet; m < methodCount; m++ {
+		for m := 1; m < len(methodNames); m++ {
 			if hasPrefix(methodNames[m], b) {
 				return true
 			}
 		}
 		return false
 	}
-	return parseMethod(b[:sp]) != MethodOther
+	if sp == 0 || sp > maxMethod || !isToken(b[:sp]) {
+		return false
+	}
+	if parseMethod(b[:sp]) != MethodOther {
+		return true
+	}
+	line := b
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		line = bytes.TrimSuffix(b[:i], []byte("\r"))
+	} else {
+		return false
+	}
+	return len(line) >= sp+11 && string(line[len(line)-9:len(line)-1]) == " HTTP/1."
 }
 
 func hasPrefix(s string, p []byte) bool {
