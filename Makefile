@@ -62,6 +62,7 @@ kube-apiserver:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	promtool check rules dashboards/alerts/*.yaml
 
 # Unit and privileged tests (the privileged ones skip with a reason when not root).
 test-unit:

@@ -11,11 +11,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/otelbee/otelbee/e2e/harness"
 )
@@ -513,4 +516,79 @@ func TestStandardExporterVariables(t *testing.T) {
 	if strings.Contains(agent.Log(), "exporting OTLP traces") {
 		t.Errorf("the agent says it exports traces:\n%s", agent.LogTail(20))
 	}
+}
+
+// TestAlertRules runs every expression of dashboards/alerts/otelbee-alerts.yaml
+// against the real Prometheus scraping a real agent whose OTLP endpoint
+// refuses connections: each parses, every metric it names has series (the
+// agent's own ones under job="otelbee"), and the export alerts fire.
+func TestAlertRules(t *testing.T) {
+	harness.RequireRoot(t)
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "dashboards", "alerts", "otelbee-alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `yaml:"alert"`
+				Expr  string `yaml:"expr"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(b, &file); err != nil {
+		t.Fatal(err)
+	}
+	agent := harness.StartAgent(t, []string{"OTEL_METRIC_EXPORT_INTERVAL=200", "OTEL_EXPORTER_OTLP_TIMEOUT=200"},
+		"--collectors=all", fmt.Sprintf("--otlp.endpoint=http://127.0.0.1:%d", harness.FreePort(t)))
+	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
+	// Two scrapes at least, for rate() and increase().
+	prom.WaitFor(t, `count_over_time(otelbee_exporter_failures_total{job="otelbee"}[1m])`,
+		func(s []harness.Sample) bool { return len(s) > 0 && s[0].Value >= 3 }, 60*time.Second)
+	selector := regexp.MustCompile(`([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}`)
+	fired := map[string]bool{}
+	n := 0
+	for _, g := range file.Groups {
+		for _, r := range g.Rules {
+			n++
+			samples, err := prom.Query(context.Background(), r.Expr)
+			if err != nil {
+				t.Errorf("%s: %v", r.Alert, err)
+				continue
+			}
+			fired[r.Alert] = len(samples) > 0
+			sels := selector.FindAllStringSubmatch(r.Expr, -1)
+			if len(sels) == 0 {
+				t.Errorf("%s: no metric selector in %q", r.Alert, r.Expr)
+			}
+			for _, m := range sels {
+				q := fmt.Sprintf("count(%s)", m[0])
+				if m[1] == "up" { // the scrape job's name is the user's
+					q = "count(up)"
+				}
+				s, err := prom.Query(context.Background(), q)
+				if err != nil || len(s) == 0 || s[0].Value == 0 {
+					t.Errorf("%s: %s has no series (%v)", r.Alert, m[0], err)
+				}
+			}
+		}
+	}
+	if n < 8 {
+		t.Fatalf("%d rules in the file", n)
+	}
+	for _, a := range []string{"OtelbeeExportFailing", "OtelbeeMetricPointsDropped"} {
+		if !fired[a] {
+			t.Errorf("%s does not fire while every export is refused", a)
+		}
+	}
+	for _, a := range []string{"OtelbeeDown", "OtelbeeHighMemory", "OtelbeeHighCPU", "OtelbeeHookDetached"} {
+		if fired[a] {
+			t.Errorf("%s fires on a healthy agent", a)
+		}
+	}
+	t.Logf("%d rules evaluated; firing: %v", n, fired)
 }
