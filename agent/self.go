@@ -140,11 +140,11 @@ func registerSelfMetrics(m metric.Meter, src selfSources) (metric.Registration, 
 		return nil, err
 	}
 	cpu, err := m.Float64ObservableCounter("process.cpu.time", metric.WithUnit("s"),
-		metric.WithDescription("CPU time of the agent process."))
+		metric.WithDescription("CPU time of the agent process, by cpu.mode (user, system)."))
 	if err != nil {
 		return nil, err
 	}
-	rss, err := m.Int64ObservableGauge("process.memory.usage", metric.WithUnit("By"),
+	rss, err := m.Int64ObservableUpDownCounter("process.memory.usage", metric.WithUnit("By"),
 		metric.WithDescription("Resident memory of the agent process."))
 	if err != nil {
 		return nil, err
@@ -203,34 +203,54 @@ func registerSelfMetrics(m metric.Meter, src selfSources) (metric.Registration, 
 			}
 		}
 		o.ObserveInt64(processes, int64(src.processes.Len()))
-		if cpuSec, rssBytes, err := selfUsage(); err == nil {
-			o.ObserveFloat64(cpu, cpuSec)
-			o.ObserveInt64(rss, rssBytes)
+		if u, err := selfUsage(); err == nil {
+			o.ObserveFloat64(cpu, u.user, cpuModeUser)
+			o.ObserveFloat64(cpu, u.system, cpuModeSystem)
+			o.ObserveInt64(rss, u.rssBytes)
 		}
 		return nil
 	}, attached, runTime, runCount, produced, delivered, dropped, exportFailures,
 		spansExported, spansDropped, pointsExported, pointsDropped, processes, cpu, rss)
 }
 
-// selfUsage reads the agent's CPU seconds and resident bytes from /proc.
-func selfUsage() (cpuSeconds float64, rssBytes int64, err error) {
+// The conventions' cpu.mode values of process.cpu.time, built once.
+var (
+	cpuModeUser   = metric.WithAttributes(attribute.String("cpu.mode", "user"))
+	cpuModeSystem = metric.WithAttributes(attribute.String("cpu.mode", "system"))
+)
+
+// usage is the agent's CPU seconds by mode and its resident bytes.
+type usage struct {
+	user, system float64
+	rssBytes     int64
+}
+
+// selfUsage reads the agent's usage from /proc.
+func selfUsage() (usage, error) {
 	b, err := os.ReadFile("/proc/self/stat")
 	if err != nil {
-		return 0, 0, err
+		return usage{}, err
 	}
-	s := string(b)
+	return parseStat(string(b), os.Getpagesize())
+}
+
+// parseStat reads utime, stime (fields 14, 15, in clock ticks) and rss
+// (field 24, in pages) from a /proc/<pid>/stat line.
+func parseStat(s string, pageSize int) (usage, error) {
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, 0, fmt.Errorf("parsing /proc/self/stat")
+		return usage{}, fmt.Errorf("parsing /proc/self/stat: no command")
 	}
 	f := strings.Fields(s[i+1:])
 	if len(f) < 22 {
-		return 0, 0, fmt.Errorf("parsing /proc/self/stat: %d fields", len(f))
+		return usage{}, fmt.Errorf("parsing /proc/self/stat: %d fields", len(f))
 	}
-	// utime, stime (fields 14, 15) in clock ticks; rss (field 24) in pages.
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	pages, _ := strconv.ParseInt(f[21], 10, 64)
+	utime, err1 := strconv.ParseFloat(f[11], 64)
+	stime, err2 := strconv.ParseFloat(f[12], 64)
+	pages, err3 := strconv.ParseInt(f[21], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return usage{}, fmt.Errorf("parsing /proc/self/stat: utime %q, stime %q, rss %q", f[11], f[12], f[21])
+	}
 	const ticksPerSecond = 100 // USER_HZ is 100 on every Linux ABI
-	return (utime + stime) / ticksPerSecond, pages * int64(os.Getpagesize()), nil
+	return usage{user: utime / ticksPerSecond, system: stime / ticksPerSecond, rssBytes: pages * int64(pageSize)}, nil
 }

@@ -189,17 +189,17 @@ func exactLoopbackCounts(t *testing.T, agent *harness.Agent) {
 	c := tcpClient(t, "", svc, "-addr", addr, "-n", "10", "-send", "12345", "-recv", "678")()
 	stop()
 	_, port, _ := net.SplitHostPort(addr)
-	lbl := fmt.Sprintf(`network_connection_direction="outbound",network_io_direction="transmit",network_peer_address="127.0.0.1",network_transport="tcp",network_type="ipv4",server_port=%q,instance="%s:%d",job=%q`,
+	lbl := fmt.Sprintf(`otelbee_network_connection_direction="outbound",network_io_direction="transmit",network_peer_address="127.0.0.1",network_transport="tcp",network_type="ipv4",server_port=%q,instance="%s:%d",job=%q`,
 		port, hostname(), c.PID, svc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for ctx.Err() == nil {
-		if v := scrapeValue(t, agent.MetricsURL, "tcp_connection_io_bytes_total{"+lbl+"}"); v == float64(c.BytesSent) {
+		if v := scrapeValue(t, agent.MetricsURL, "otelbee_tcp_connection_io_bytes_total{"+lbl+"}"); v == float64(c.BytesSent) {
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("tcp_connection_io_bytes_total{%s} never reached %d", lbl, c.BytesSent)
+	t.Fatalf("otelbee_tcp_connection_io_bytes_total{%s} never reached %d", lbl, c.BytesSent)
 }
 
 func hostname() string { h, _ := os.Hostname(); return h }

@@ -172,11 +172,11 @@ func dnsLookupCounts(mfs map[string]*dto.MetricFamily, services map[string]bool)
 		if !services[svc] {
 			continue
 		}
-		code := l["dns_response_code"]
+		code := l["otelbee_dns_response_code"]
 		if code == "" {
 			code = l["error_type"]
 		}
-		counts[dnsOutcomeKey(svc, l["dns_question_name"], l["dns_question_type"], code, l["network_transport"])] += m.GetHistogram().GetSampleCount()
+		counts[dnsOutcomeKey(svc, l["dns_question_name"], l["otelbee_dns_question_type"], code, l["network_transport"])] += m.GetHistogram().GetSampleCount()
 		if instances[svc] == nil {
 			instances[svc] = map[string]bool{}
 		}
@@ -461,7 +461,7 @@ print(n)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		mfs := dnsScrapeFamilies(t, agent.MetricsURL)
-		bad := dnsFamilySum(mfs, "otelbee_dns_packets_total", map[string]string{"dns_message_type": "query", "outcome": "unparseable"})
+		bad := dnsFamilySum(mfs, "otelbee_dns_packets_total", map[string]string{"otelbee_dns_message_type": "query", "outcome": "unparseable"})
 		if bad == float64(sent) {
 			break
 		}
@@ -558,7 +558,7 @@ func TestDNSOverloadNothingLostSilently(t *testing.T) {
 }
 
 // dnsDurations sums dns_lookup_duration_seconds by service and outcome
-// (error_type, or dns_response_code for a lookup without error) for the
+// (error_type, or otelbee_dns_response_code for a lookup without error) for the
 // services given: counts, sums in seconds, and the bucket bounds seen.
 func dnsDurations(mfs map[string]*dto.MetricFamily, services map[string]bool) (map[string]uint64, map[string]float64, [][]float64) {
 	counts, sums := map[string]uint64{}, map[string]float64{}
@@ -574,7 +574,7 @@ func dnsDurations(mfs map[string]*dto.MetricFamily, services map[string]bool) (m
 		}
 		outcome := l["error_type"]
 		if outcome == "" {
-			outcome = "ok:" + l["dns_response_code"]
+			outcome = "ok:" + l["otelbee_dns_response_code"]
 		}
 		k := l["job"] + " " + outcome
 		counts[k] += m.GetHistogram().GetSampleCount()
@@ -798,7 +798,7 @@ print(["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"][r[3] &
 	}
 	eq := func(n float64) func(float64) bool { return func(v float64) bool { return v == n } }
 	col.WaitForMetric(t, "dns.lookup.duration", f("dns-errtypes", map[string]string{"dns.question.name": "WeB.OtelBee.TEST"}), eq(2), 20*time.Second)
-	col.WaitForMetric(t, "dns.lookup.duration", f("dns-errtypes", map[string]string{"error.type": "SERVFAIL", "dns.response.code": "SERVFAIL"}), eq(2), 20*time.Second)
+	col.WaitForMetric(t, "dns.lookup.duration", f("dns-errtypes", map[string]string{"error.type": "SERVFAIL", "otelbee.dns.response.code": "SERVFAIL"}), eq(2), 20*time.Second)
 	utf8Attrs := map[string]string{"dns.question.name": `caf\195.otelbee.test`}
 	if pyCode != "NOERROR" {
 		utf8Attrs["error.type"] = pyCode

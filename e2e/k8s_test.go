@@ -221,13 +221,13 @@ func TestKubernetesMetadata(t *testing.T) {
 	tcpPort := tcpAddr[strings.LastIndex(tcpAddr, ":")+1:]
 	waitProm(t, prom, withTarget(`http_server_request_duration_seconds_count`, fmt.Sprintf(`%s,k8s_container_name="http",container_id=%q,k8s_pod_uid=%q,job=%q`, webSel, webID, web.UID, f.ns+"/checkout")), float64(total(server.Counts)))
 	waitProm(t, prom, withTarget(`http_client_request_duration_seconds_count`, loadSel), float64(total(client.Counts)))
-	waitProm(t, prom, withTarget(`tcp_connection_opened_total`, webSel+`,k8s_container_name="tcp"`), float64(tcpRep.Connections))
-	waitProm(t, prom, withTarget(fmt.Sprintf(`tcp_connection_io_bytes_total{network_io_direction="transmit",server_port=%q}`, tcpPort), loadSel), float64(tcpRep.BytesSent))
+	waitProm(t, prom, withTarget(`otelbee_tcp_connection_opened_total`, webSel+`,k8s_container_name="tcp"`), float64(tcpRep.Connections))
+	waitProm(t, prom, withTarget(fmt.Sprintf(`otelbee_tcp_connection_io_bytes_total{network_io_direction="transmit",server_port=%q}`, tcpPort), loadSel), float64(tcpRep.BytesSent))
 	col.WaitForMetric(t, "http.server.request.duration", harness.Filter{Resource: map[string]string{
 		"k8s.namespace.name": f.ns, "k8s.pod.name": web.Name, "k8s.container.name": "http", "k8s.deployment.name": "web",
 		"service.name": "checkout", "service.instance.id": f.ns + "." + web.Name + ".http", "container.id": webID,
 	}}, func(v float64) bool { return v == float64(total(server.Counts)) }, 30*time.Second)
-	col.WaitForMetric(t, "tcp.connection.opened", harness.Filter{Resource: map[string]string{
+	col.WaitForMetric(t, "otelbee.tcp.connection.opened", harness.Filter{Resource: map[string]string{
 		"k8s.namespace.name": f.ns, "k8s.pod.name": "loadgen-0", "k8s.statefulset.name": "loadgen", "service.name": "loadgen",
 	}, Attributes: map[string]string{"server.port": tcpPort}},
 		func(v float64) bool { return v == float64(tcpRep.Connections) }, 30*time.Second)
@@ -242,7 +242,7 @@ func TestKubernetesMetadata(t *testing.T) {
 	}
 	waitProm(t, prom, "otelbee_kubernetes_pods", 1)
 	runTCPClient(t, loadCg, tcpAddr, 3)
-	waitProm(t, prom, withTarget(`tcp_connection_opened_total`, fmt.Sprintf(`container_id=%q,k8s_pod_name=""`, loadID)), 3)
+	waitProm(t, prom, withTarget(`otelbee_tcp_connection_opened_total`, fmt.Sprintf(`container_id=%q,k8s_pod_name=""`, loadID)), 3)
 
 	// API server stopped: the agent goes on exporting (the web pod's
 	// metadata is cached), new containers have their ids, errors count.
@@ -253,8 +253,8 @@ func TestKubernetesMetadata(t *testing.T) {
 	outageUID := "7f0c2e4b-aaaa-4bbb-8ccc-ddddeeeeffff"
 	outageCg := harness.NewContainerCgroup(t, outageUID, outageID)
 	runTCPClient(t, outageCg, tcpAddr, 4)
-	waitProm(t, prom, withTarget(`tcp_connection_opened_total`, fmt.Sprintf(`container_id=%q,k8s_pod_name=""`, outageID)), 4)
-	waitProm(t, prom, withTarget(`tcp_connection_opened_total`, webSel+`,k8s_container_name="tcp"`), float64(tcpRep.Connections+3+4))
+	waitProm(t, prom, withTarget(`otelbee_tcp_connection_opened_total`, fmt.Sprintf(`container_id=%q,k8s_pod_name=""`, outageID)), 4)
+	waitProm(t, prom, withTarget(`otelbee_tcp_connection_opened_total`, webSel+`,k8s_container_name="tcp"`), float64(tcpRep.Connections+3+4))
 	prom.WaitFor(t, errs, func(s []harness.Sample) bool { return len(s) == 1 && s[0].Value > before }, 30*time.Second)
 	if exited, _ := agent.Exited(); exited {
 		t.Fatalf("agent exited while the API server was down:\n%s", agent.LogTail(30))
@@ -267,7 +267,7 @@ func TestKubernetesMetadata(t *testing.T) {
 	waitProm(t, prom, "otelbee_kubernetes_pods", 2)
 	backCg := harness.NewContainerCgroup(t, string(back.UID), backID)
 	runTCPClient(t, backCg, tcpAddr, 2)
-	waitProm(t, prom, withTarget(`tcp_connection_opened_total`, fmt.Sprintf(`container_id=%q,k8s_pod_name=%q,k8s_job_name="report-28761120",k8s_cronjob_name="report",job=~"(.+/)?report"`, backID, back.Name)), 2)
+	waitProm(t, prom, withTarget(`otelbee_tcp_connection_opened_total`, fmt.Sprintf(`container_id=%q,k8s_pod_name=%q,k8s_job_name="report-28761120",k8s_cronjob_name="report",job=~"(.+/)?report"`, backID, back.Name)), 2)
 	// After the restart the errors stop growing.
 	settled, _ := promValue(harness.Ctx(t), prom, errs)
 	time.Sleep(3 * time.Second)

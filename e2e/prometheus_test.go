@@ -48,13 +48,13 @@ func TestPrometheusJobInstance(t *testing.T) {
 	if server.Connections != 8 {
 		t.Fatalf("the server counted %d connections, want 8", server.Connections)
 	}
-	out := fmt.Sprintf(`tcp_connection_opened_total{job=%q,network_connection_direction="outbound"}`, clientSvc)
+	out := fmt.Sprintf(`otelbee_tcp_connection_opened_total{job=%q,otelbee_network_connection_direction="outbound"}`, clientSvc)
 
 	// sum by (job): both processes, exactly.
 	prom.WaitFor(t, fmt.Sprintf(`sum by (job) (%s)`, out), func(s []harness.Sample) bool {
 		return len(s) == 1 && s[0].Value == 8 && s[0].Labels["job"] == clientSvc
 	}, 30*time.Second)
-	waitProm(t, prom, fmt.Sprintf(`sum by (job) (tcp_connection_opened_total{job=%q})`, serverSvc), 8)
+	waitProm(t, prom, fmt.Sprintf(`sum by (job) (otelbee_tcp_connection_opened_total{job=%q})`, serverSvc), 8)
 	// One target_info per (job, instance): two for the two client processes.
 	waitProm(t, prom, fmt.Sprintf(`count(target_info{job=%q})`, clientSvc), 2)
 	for _, pid := range pids {
@@ -76,7 +76,7 @@ func TestPrometheusJobInstance(t *testing.T) {
 	// Scope labels: the SDK's counters and the kernel-aggregated
 	// histograms of the TCP collector share one scope name and version;
 	// the agent's self-telemetry has the same version.
-	scopes := prom.WaitFor(t, fmt.Sprintf(`count by (otel_scope_name, otel_scope_version) ({__name__=~"tcp_connection_(opened_total|duration_seconds_count)",job=%q})`, clientSvc),
+	scopes := prom.WaitFor(t, fmt.Sprintf(`count by (otel_scope_name, otel_scope_version) ({__name__=~"otelbee_tcp_connection_(opened_total|duration_seconds_count)",job=%q})`, clientSvc),
 		func(s []harness.Sample) bool { return len(s) > 0 }, 30*time.Second)
 	if len(scopes) != 1 || scopes[0].Labels["otel_scope_name"] != "github.com/otelbee/otelbee/collectors/tcp" || scopes[0].Labels["otel_scope_version"] == "" {
 		t.Fatalf("TCP series scopes: %v, want one, github.com/otelbee/otelbee/collectors/tcp with a version", scopes)
@@ -88,7 +88,7 @@ func TestPrometheusJobInstance(t *testing.T) {
 		t.Errorf("self-telemetry scope versions %v, want only %q", self, version)
 	}
 	// No series without job, none with the old identity labels.
-	for _, q := range []string{`{__name__=~"tcp_.+",job=""}`, `{service_name!=""}`, `{service_instance_id!=""}`} {
+	for _, q := range []string{`{__name__=~"otelbee_tcp_.+",job=""}`, `{service_name!=""}`, `{service_instance_id!=""}`} {
 		if s, err := prom.Query(t.Context(), q); err != nil || len(s) != 0 {
 			t.Errorf("%s: %d series (err %v), want none: %v", q, len(s), err, strings.Join(sampleStrings(s), "; "))
 		}

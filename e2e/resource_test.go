@@ -59,8 +59,8 @@ func TestResourceAttributes(t *testing.T) {
 
 	serverRes := harness.Filter{Resource: map[string]string{"service.name": serverSvc}}
 	clientRes := harness.Filter{Resource: map[string]string{"service.name": clientSvc}}
-	col.WaitForMetric(t, "tcp.connection.closed", serverRes, func(v float64) bool { return v == 3 }, 30*time.Second)
-	col.WaitForMetric(t, "tcp.connection.closed", clientRes, func(v float64) bool { return v == 3 }, 30*time.Second)
+	col.WaitForMetric(t, "otelbee.tcp.connection.closed", serverRes, func(v float64) bool { return v == 3 }, 30*time.Second)
+	col.WaitForMetric(t, "otelbee.tcp.connection.closed", clientRes, func(v float64) bool { return v == 3 }, 30*time.Second)
 
 	rms, err := col.Metrics()
 	if err != nil {

@@ -102,27 +102,27 @@ func TestTCPLateWriteRealPrograms(t *testing.T) {
 	client, server := waitClient(), waitServer()
 	t.Logf("server: %+v; client: %+v", server, client)
 
-	in := fmt.Sprintf(`job=%q,network_connection_direction="inbound",network_peer_address="127.0.0.1",server_port=%q`, srvSvc, port)
-	out := fmt.Sprintf(`job=%q,network_connection_direction="outbound",network_peer_address="127.0.0.1",server_port=%q`, cliSvc, port)
+	in := fmt.Sprintf(`job=%q,otelbee_network_connection_direction="inbound",network_peer_address="127.0.0.1",server_port=%q`, srvSvc, port)
+	out := fmt.Sprintf(`job=%q,otelbee_network_connection_direction="outbound",network_peer_address="127.0.0.1",server_port=%q`, cliSvc, port)
 	for _, c := range []struct {
 		q    string
 		want float64
 	}{
-		{fmt.Sprintf(`sum(tcp_connection_opened_total{%s})`, in), n},
-		{fmt.Sprintf(`sum(tcp_connection_closed_total{%s})`, in), n},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, in), float64(server.BytesSent)},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, in), float64(server.BytesReceived)},
-		{fmt.Sprintf(`sum(tcp_connection_opened_total{%s})`, out), n},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, out), float64(client.BytesSent)},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, out), float64(client.BytesReceived)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_opened_total{%s})`, in), n},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_closed_total{%s})`, in), n},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, in), float64(server.BytesSent)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, in), float64(server.BytesReceived)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_opened_total{%s})`, out), n},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, out), float64(client.BytesSent)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, out), float64(client.BytesReceived)},
 	} {
 		waitProm(t, prom, c.q, c.want)
 	}
 	// Exactly one series per side: no outbound one with an ephemeral port.
-	if got := promCount(t, prom, fmt.Sprintf(`tcp_connection_opened_total{job=%q}`, srvSvc)); got != 1 {
+	if got := promCount(t, prom, fmt.Sprintf(`otelbee_tcp_connection_opened_total{job=%q}`, srvSvc)); got != 1 {
 		t.Errorf("server has %v TCP series, want 1 (inbound)", got)
 	}
-	if got := promCount(t, prom, fmt.Sprintf(`tcp_connection_opened_total{job=%q}`, cliSvc)); got != 1 {
+	if got := promCount(t, prom, fmt.Sprintf(`otelbee_tcp_connection_opened_total{job=%q}`, cliSvc)); got != 1 {
 		t.Errorf("client has %v TCP series, want 1 (outbound)", got)
 	}
 }
@@ -163,23 +163,23 @@ func TestTCPHTTPSShortConnections(t *testing.T) {
 	if server.Connections != n {
 		t.Fatalf("server accepted %d connections, want %d", server.Connections, n)
 	}
-	in := fmt.Sprintf(`job=%q,network_connection_direction="inbound",network_peer_address="127.0.0.1",server_port=%q`, srvSvc, port)
+	in := fmt.Sprintf(`job=%q,otelbee_network_connection_direction="inbound",network_peer_address="127.0.0.1",server_port=%q`, srvSvc, port)
 	for _, c := range []struct {
 		q    string
 		want float64
 	}{
-		{fmt.Sprintf(`sum(tcp_connection_opened_total{%s})`, in), n},
-		{fmt.Sprintf(`sum(tcp_connection_closed_total{%s})`, in), n},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, in), float64(server.BytesSent)},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, in), float64(server.BytesReceived)},
-		{fmt.Sprintf(`sum(tcp_connection_opened_total{job=%q,network_connection_direction="outbound",server_port=%q})`, cliSvc, port), n},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_opened_total{%s})`, in), n},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_closed_total{%s})`, in), n},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, in), float64(server.BytesSent)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, in), float64(server.BytesReceived)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_opened_total{job=%q,otelbee_network_connection_direction="outbound",server_port=%q})`, cliSvc, port), n},
 	} {
 		waitProm(t, prom, c.q, c.want)
 	}
-	if got := promCount(t, prom, fmt.Sprintf(`tcp_connection_opened_total{job=%q}`, srvSvc)); got != 1 {
+	if got := promCount(t, prom, fmt.Sprintf(`otelbee_tcp_connection_opened_total{job=%q}`, srvSvc)); got != 1 {
 		t.Errorf("server has %v TCP series, want 1 (inbound from 127.0.0.1)", got)
 	}
-	if got := promCount(t, prom, fmt.Sprintf(`tcp_connection_opened_total{job=%q,network_connection_direction!="outbound"}`, cliSvc)); got != 0 {
+	if got := promCount(t, prom, fmt.Sprintf(`otelbee_tcp_connection_opened_total{job=%q,otelbee_network_connection_direction!="outbound"}`, cliSvc)); got != 0 {
 		t.Errorf("curl has %v series that are not outbound", got)
 	}
 }
@@ -215,31 +215,31 @@ func TestTCPPeerFloodIsFoldedInKernel(t *testing.T) {
 	rep := tcpClient(t, "", normCli, "-addr", addr, "-n", "10", "-send", "3000", "-recv", "700")()
 	normServer := stop()
 
-	cli := fmt.Sprintf(`job=%q,network_connection_direction="outbound",server_port=%q`, cliSvc, port)
-	srv := fmt.Sprintf(`job=%q,network_connection_direction="inbound",server_port=%q`, srvSvc, port)
-	nOut := fmt.Sprintf(`job=%q,network_connection_direction="outbound",server_port=%q`, normCli, normPort)
-	nIn := fmt.Sprintf(`job=%q,network_connection_direction="inbound",server_port=%q`, normSrv, normPort)
+	cli := fmt.Sprintf(`job=%q,otelbee_network_connection_direction="outbound",server_port=%q`, cliSvc, port)
+	srv := fmt.Sprintf(`job=%q,otelbee_network_connection_direction="inbound",server_port=%q`, srvSvc, port)
+	nOut := fmt.Sprintf(`job=%q,otelbee_network_connection_direction="outbound",server_port=%q`, normCli, normPort)
+	nIn := fmt.Sprintf(`job=%q,otelbee_network_connection_direction="inbound",server_port=%q`, normSrv, normPort)
 	for _, c := range []struct {
 		q    string
 		want float64
 	}{
-		{fmt.Sprintf(`sum(tcp_connection_opened_total{%s})`, cli), peers},
-		{fmt.Sprintf(`sum(tcp_connection_closed_total{%s})`, cli), peers},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, cli), float64(client.BytesSent)},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, cli), float64(client.BytesReceived)},
-		{fmt.Sprintf(`sum(tcp_connection_opened_total{%s,network_peer_address="_OTHER"})`, cli), peers - maxPeers},
-		{fmt.Sprintf(`sum(tcp_connection_opened_total{%s})`, srv), peers},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, srv), float64(server.BytesReceived)},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, srv), float64(server.BytesSent)},
-		{fmt.Sprintf(`sum(tcp_connection_opened_total{%s})`, nOut), float64(rep.Connections)},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, nOut), float64(rep.BytesSent)},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, nOut), float64(rep.BytesReceived)},
-		{fmt.Sprintf(`sum(tcp_connection_opened_total{%s})`, nIn), float64(normServer.Connections)},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, nIn), float64(normServer.BytesReceived)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_opened_total{%s})`, cli), peers},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_closed_total{%s})`, cli), peers},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, cli), float64(client.BytesSent)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, cli), float64(client.BytesReceived)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_opened_total{%s,network_peer_address="_OTHER"})`, cli), peers - maxPeers},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_opened_total{%s})`, srv), peers},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, srv), float64(server.BytesReceived)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, srv), float64(server.BytesSent)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_opened_total{%s})`, nOut), float64(rep.Connections)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, nOut), float64(rep.BytesSent)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, nOut), float64(rep.BytesReceived)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_opened_total{%s})`, nIn), float64(normServer.Connections)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, nIn), float64(normServer.BytesReceived)},
 	} {
 		waitProm(t, prom, c.q, c.want)
 	}
-	if got := promCount(t, prom, fmt.Sprintf(`tcp_connection_opened_total{%s}`, cli)); got != maxPeers+1 {
+	if got := promCount(t, prom, fmt.Sprintf(`otelbee_tcp_connection_opened_total{%s}`, cli)); got != maxPeers+1 {
 		t.Errorf("flood client has %v series, want %d peers and _OTHER", got, maxPeers+1)
 	}
 	// Agent-wide: no other process on the host folds peers meanwhile.
@@ -310,8 +310,8 @@ func TestTCPConnectionsOpenBeforeStart(t *testing.T) {
 	waitFile(t, filepath.Join(dir, "paused"), 10*time.Second)
 	time.Sleep(200 * time.Millisecond)
 	io := func(dir, which string) map[string]float64 {
-		return scrapeSeries(t, agent.MetricsURL, "tcp_connection_io_bytes_total",
-			`network_connection_direction="`+dir+`"`, `network_io_direction="`+which+`"`, `server_port="`+port+`"`)
+		return scrapeSeries(t, agent.MetricsURL, "otelbee_tcp_connection_io_bytes_total",
+			`otelbee_network_connection_direction="`+dir+`"`, `network_io_direction="`+which+`"`, `server_port="`+port+`"`)
 	}
 	before := map[string]float64{}
 	for _, d := range []string{"inbound", "outbound"} {
@@ -355,9 +355,9 @@ func TestTCPConnectionsOpenBeforeStart(t *testing.T) {
 		pid int
 		dir string
 	}{{server.PID, "inbound"}, {client.PID, "outbound"}} {
-		all := scrapeSeries(t, agent.MetricsURL, "tcp_connection_io_bytes_total", fmt.Sprintf(`:%d"`, p.pid))
+		all := scrapeSeries(t, agent.MetricsURL, "otelbee_tcp_connection_io_bytes_total", fmt.Sprintf(`:%d"`, p.pid))
 		for s := range all {
-			if !strings.Contains(s, `network_connection_direction="`+p.dir+`"`) || !strings.Contains(s, `server_port="`+port+`"`) {
+			if !strings.Contains(s, `otelbee_network_connection_direction="`+p.dir+`"`) || !strings.Contains(s, `server_port="`+port+`"`) {
 				t.Errorf("pid %d (%s side of port %s) has the series %s", p.pid, p.dir, port, s)
 			}
 		}

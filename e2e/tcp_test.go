@@ -166,17 +166,17 @@ func testTCPGroundTruth(t *testing.T, proto string) {
 		"-long", "-long.every", "1s", "-long.for", "6s", "-long.chunk", "3000",
 		"-refused", strconv.Itoa(refused))
 
-	out := fmt.Sprintf(`job=%q,network_connection_direction="outbound",server_port=%q`, clientSvc, port)
-	in := fmt.Sprintf(`job=%q,network_connection_direction="inbound",server_port=%q`, serverSvc, port)
+	out := fmt.Sprintf(`job=%q,otelbee_network_connection_direction="outbound",server_port=%q`, clientSvc, port)
+	in := fmt.Sprintf(`job=%q,otelbee_network_connection_direction="inbound",server_port=%q`, serverSvc, port)
 
 	// While the long connection is open, its bytes are already reported:
 	// the short exchanges are done and the long one has moved some chunks.
 	ctx := context.Background()
 	shortBytes := float64(n * send)
-	prom.WaitFor(t, fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, out),
+	prom.WaitFor(t, fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, out),
 		func(s []harness.Sample) bool { return len(s) == 1 && s[0].Value > shortBytes }, 30*time.Second)
-	if v, ok := promValue(ctx, prom, fmt.Sprintf(`sum(tcp_connection_active{%s})`, out)); !ok || v != 1 {
-		t.Errorf("while the long connection is open, tcp_connection_active = %v (ok %v), want 1", v, ok)
+	if v, ok := promValue(ctx, prom, fmt.Sprintf(`sum(otelbee_tcp_connection_active{%s})`, out)); !ok || v != 1 {
+		t.Errorf("while the long connection is open, otelbee_tcp_connection_active = %v (ok %v), want 1", v, ok)
 	}
 
 	client := wait()
@@ -192,17 +192,17 @@ func testTCPGroundTruth(t *testing.T, proto string) {
 		q    string
 		want float64
 	}{
-		{fmt.Sprintf(`sum(tcp_connection_opened_total{%s})`, out), conns},
-		{fmt.Sprintf(`sum(tcp_connection_closed_total{%s})`, out), conns},
-		{fmt.Sprintf(`sum(tcp_connection_active{%s})`, out), 0},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, out), float64(client.BytesSent)},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, out), float64(client.BytesReceived)},
-		{fmt.Sprintf(`sum(tcp_connection_duration_seconds_count{%s})`, out), conns},
-		{fmt.Sprintf(`sum(tcp_connection_opened_total{%s})`, in), float64(server.Connections)},
-		{fmt.Sprintf(`sum(tcp_connection_closed_total{%s})`, in), float64(server.Connections)},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, in), float64(server.BytesReceived)},
-		{fmt.Sprintf(`sum(tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, in), float64(server.BytesSent)},
-		{fmt.Sprintf(`sum(tcp_connection_failed_total{job=%q,error_type="refused"})`, clientSvc), refused},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_opened_total{%s})`, out), conns},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_closed_total{%s})`, out), conns},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_active{%s})`, out), 0},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, out), float64(client.BytesSent)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, out), float64(client.BytesReceived)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_duration_seconds_count{%s})`, out), conns},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_opened_total{%s})`, in), float64(server.Connections)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_closed_total{%s})`, in), float64(server.Connections)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, in), float64(server.BytesReceived)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, in), float64(server.BytesSent)},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_failed_total{job=%q,error_type="refused"})`, clientSvc), refused},
 		// Identity: the pid the program reported is the one on its series.
 		{fmt.Sprintf(`count(target_info{job=%q,process_pid="%d"})`, clientSvc, client.PID), 1},
 	}
@@ -214,7 +214,7 @@ func testTCPGroundTruth(t *testing.T, proto string) {
 	clientRes := map[string]string{"service.name": clientSvc, "process.pid": strconv.Itoa(client.PID)}
 	serverRes := map[string]string{"service.name": serverSvc, "process.pid": strconv.Itoa(server.PID)}
 	outAttrs := func(extra ...string) map[string]string {
-		m := map[string]string{"network.connection.direction": "outbound", "server.port": port}
+		m := map[string]string{"otelbee.network.connection.direction": "outbound", "server.port": port}
 		for i := 0; i+1 < len(extra); i += 2 {
 			m[extra[i]] = extra[i+1]
 		}
@@ -222,7 +222,7 @@ func testTCPGroundTruth(t *testing.T, proto string) {
 	}
 	inAttrs := func(extra ...string) map[string]string {
 		m := outAttrs(extra...)
-		m["network.connection.direction"] = "inbound"
+		m["otelbee.network.connection.direction"] = "inbound"
 		return m
 	}
 	otlpChecks := []struct {
@@ -230,13 +230,13 @@ func testTCPGroundTruth(t *testing.T, proto string) {
 		f    harness.Filter
 		want float64
 	}{
-		{"tcp.connection.opened", harness.Filter{Resource: clientRes, Attributes: outAttrs()}, conns},
-		{"tcp.connection.closed", harness.Filter{Resource: clientRes, Attributes: outAttrs()}, conns},
-		{"tcp.connection.io", harness.Filter{Resource: clientRes, Attributes: outAttrs("network.io.direction", "transmit")}, float64(client.BytesSent)},
-		{"tcp.connection.io", harness.Filter{Resource: clientRes, Attributes: outAttrs("network.io.direction", "receive")}, float64(client.BytesReceived)},
-		{"tcp.connection.opened", harness.Filter{Resource: serverRes, Attributes: inAttrs()}, float64(server.Connections)},
-		{"tcp.connection.io", harness.Filter{Resource: serverRes, Attributes: inAttrs("network.io.direction", "receive")}, float64(server.BytesReceived)},
-		{"tcp.connection.failed", harness.Filter{Resource: clientRes, Attributes: map[string]string{"error.type": "refused"}}, refused},
+		{"otelbee.tcp.connection.opened", harness.Filter{Resource: clientRes, Attributes: outAttrs()}, conns},
+		{"otelbee.tcp.connection.closed", harness.Filter{Resource: clientRes, Attributes: outAttrs()}, conns},
+		{"otelbee.tcp.connection.io", harness.Filter{Resource: clientRes, Attributes: outAttrs("network.io.direction", "transmit")}, float64(client.BytesSent)},
+		{"otelbee.tcp.connection.io", harness.Filter{Resource: clientRes, Attributes: outAttrs("network.io.direction", "receive")}, float64(client.BytesReceived)},
+		{"otelbee.tcp.connection.opened", harness.Filter{Resource: serverRes, Attributes: inAttrs()}, float64(server.Connections)},
+		{"otelbee.tcp.connection.io", harness.Filter{Resource: serverRes, Attributes: inAttrs("network.io.direction", "receive")}, float64(server.BytesReceived)},
+		{"otelbee.tcp.connection.failed", harness.Filter{Resource: clientRes, Attributes: map[string]string{"error.type": "refused"}}, refused},
 	}
 	for _, c := range otlpChecks {
 		want := c.want
@@ -288,8 +288,8 @@ func TestTCPImpairedLink(t *testing.T) {
 		addr, stop := tcpServer(t, pair.B, net.JoinHostPort(pair.IPv4B, "0"), serverSvc)
 		rep := tcpClient(t, pair.A, clientSvc, "-addr", addr, "-n", "30", "-send", "20000", "-recv", "20000", "-parallel", "4")()
 		stop()
-		q := fmt.Sprintf(`histogram_quantile(0.5, sum by (le) (tcp_connection_rtt_seconds_bucket{job=%q}))`, clientSvc)
-		waitProm(t, prom, fmt.Sprintf(`sum(tcp_connection_rtt_seconds_count{job=%q})`, clientSvc), float64(rep.Connections))
+		q := fmt.Sprintf(`histogram_quantile(0.5, sum by (le) (otelbee_tcp_connection_rtt_seconds_bucket{job=%q}))`, clientSvc)
+		waitProm(t, prom, fmt.Sprintf(`sum(otelbee_tcp_connection_rtt_seconds_count{job=%q})`, clientSvc), float64(rep.Connections))
 		median, ok := promValue(context.Background(), prom, q)
 		if !ok || math.Abs(median-0.020) > 0.25*0.020 {
 			t.Fatalf("RTT median = %v s (ok %v), want 0.020 s ± 25 %%", median, ok)
@@ -315,7 +315,7 @@ func TestTCPImpairedLink(t *testing.T) {
 		if kernel == 0 {
 			t.Fatalf("no retransmits at 5 %% loss: link stats %+v", pair.Stats())
 		}
-		q := fmt.Sprintf(`sum(tcp_retransmits_total{job=~%q})`, "loss-(server|client)-"+suffix)
+		q := fmt.Sprintf(`sum(otelbee_tcp_retransmits_total{job=~%q})`, "loss-(server|client)-"+suffix)
 		var got float64
 		prom.WaitFor(t, q, func(s []harness.Sample) bool {
 			if len(s) != 1 {

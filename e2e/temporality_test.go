@@ -136,12 +136,12 @@ func testOTLPDelta(t *testing.T, pref string) {
 	tcpRes := harness.Filter{Resource: map[string]string{"service.name": truth.tcpServerSvc}}
 	httpRes := harness.Filter{Resource: map[string]string{"service.name": truth.httpServerSvc}}
 	// Wait until everything was exported (Total adds delta points up).
-	col.WaitForMetric(t, "tcp.connection.duration", tcpRes, func(v float64) bool { return v >= truth.conns }, 30*time.Second)
+	col.WaitForMetric(t, "otelbee.tcp.connection.duration", tcpRes, func(v float64) bool { return v >= truth.conns }, 30*time.Second)
 	col.WaitForMetric(t, "http.server.request.duration", httpRes, func(v float64) bool { return v >= truth.requests }, 30*time.Second)
-	col.WaitForMetric(t, "tcp.connection.io", tcpRes, func(v float64) bool { return v >= truth.bytesIn }, 30*time.Second)
+	col.WaitForMetric(t, "otelbee.tcp.connection.io", tcpRes, func(v float64) bool { return v >= truth.bytesIn }, 30*time.Second)
 	time.Sleep(1500 * time.Millisecond) // one more interval: nothing may arrive beyond the truth
 
-	checkDelta(t, "tcp.connection.duration", exportedPoints(t, col, truth.tcpServerSvc, "tcp.connection.duration"), harness.KindHistogram, truth.conns)
+	checkDelta(t, "otelbee.tcp.connection.duration", exportedPoints(t, col, truth.tcpServerSvc, "otelbee.tcp.connection.duration"), harness.KindHistogram, truth.conns)
 	checkDelta(t, "http.server.request.duration", exportedPoints(t, col, truth.httpServerSvc, "http.server.request.duration"), harness.KindHistogram, truth.requests)
 	// Delta histogram buckets add up to the count, point by point.
 	for _, p := range exportedPoints(t, col, truth.httpServerSvc, "http.server.request.duration") {
@@ -154,25 +154,25 @@ func testOTLPDelta(t *testing.T, pref string) {
 		}
 	}
 
-	opened := exportedPoints(t, col, truth.tcpServerSvc, "tcp.connection.opened")
+	opened := exportedPoints(t, col, truth.tcpServerSvc, "otelbee.tcp.connection.opened")
 	switch pref {
 	case "delta":
-		checkDelta(t, "tcp.connection.opened", opened, harness.KindSum, truth.conns)
+		checkDelta(t, "otelbee.tcp.connection.opened", opened, harness.KindSum, truth.conns)
 		var io []exported
-		for _, p := range exportedPoints(t, col, truth.tcpServerSvc, "tcp.connection.io") {
+		for _, p := range exportedPoints(t, col, truth.tcpServerSvc, "otelbee.tcp.connection.io") {
 			if p.Point.Attributes["network.io.direction"] == "receive" {
 				io = append(io, p)
 			}
 		}
-		checkDelta(t, "tcp.connection.io receive", io, harness.KindSum, truth.bytesIn)
+		checkDelta(t, "otelbee.tcp.connection.io receive", io, harness.KindSum, truth.bytesIn)
 	case "lowmemory":
 		if len(opened) == 0 || opened[len(opened)-1].Temporality != "cumulative" || opened[len(opened)-1].Point.Value() != truth.conns {
-			t.Errorf("lowmemory: tcp.connection.opened (an asynchronous counter) must be cumulative and end at %v: %+v", truth.conns, opened)
+			t.Errorf("lowmemory: otelbee.tcp.connection.opened (an asynchronous counter) must be cumulative and end at %v: %+v", truth.conns, opened)
 		}
 	}
-	for _, p := range exportedPoints(t, col, truth.tcpServerSvc, "tcp.connection.active") {
+	for _, p := range exportedPoints(t, col, truth.tcpServerSvc, "otelbee.tcp.connection.active") {
 		if p.Temporality != "cumulative" {
-			t.Errorf("tcp.connection.active (up-down counter) is %s, want cumulative under %s", p.Temporality, pref)
+			t.Errorf("otelbee.tcp.connection.active (up-down counter) is %s, want cumulative under %s", p.Temporality, pref)
 			break
 		}
 	}
@@ -223,10 +223,10 @@ func TestOTLPExponentialHistograms(t *testing.T) {
 	waitProm(t, prom, fmt.Sprintf(`sum(http_server_request_duration_seconds_bucket{job=%q,le="+Inf"})`, truth.httpServerSvc), truth.requests)
 
 	tcpRes := harness.Filter{Resource: map[string]string{"service.name": truth.tcpServerSvc}}
-	col.WaitForMetric(t, "tcp.connection.duration", tcpRes, func(v float64) bool { return v >= truth.conns }, 30*time.Second)
-	checkDelta(t, "tcp.connection.duration", exportedPoints(t, col, truth.tcpServerSvc, "tcp.connection.duration"), harness.KindHistogram, truth.conns)
-	if !strings.Contains(agent.Log(), "histogram keeps explicit buckets") || !strings.Contains(agent.Log(), "tcp.connection.duration") {
-		t.Errorf("the agent does not say that tcp.connection.duration stays explicit:\n%s", agent.LogTail(30))
+	col.WaitForMetric(t, "otelbee.tcp.connection.duration", tcpRes, func(v float64) bool { return v >= truth.conns }, 30*time.Second)
+	checkDelta(t, "otelbee.tcp.connection.duration", exportedPoints(t, col, truth.tcpServerSvc, "otelbee.tcp.connection.duration"), harness.KindHistogram, truth.conns)
+	if !strings.Contains(agent.Log(), "histogram keeps explicit buckets") || !strings.Contains(agent.Log(), "otelbee.tcp.connection.duration") {
+		t.Errorf("the agent does not say that otelbee.tcp.connection.duration stays explicit:\n%s", agent.LogTail(30))
 	}
 }
 

@@ -115,11 +115,11 @@ func lookupCounts(t *testing.T, reader *sdkmetric.ManualReader) map[string]uint6
 				if get("process.pid") != pid {
 					continue
 				}
-				outcome := get("dns.response.code")
+				outcome := get("otelbee.dns.response.code")
 				if outcome == "" {
 					outcome = get("error.type")
 				}
-				out[strings.Join([]string{get("dns.question.name"), get("dns.question.type"), outcome, get("network.transport")}, " ")] += dp.Count
+				out[strings.Join([]string{get("dns.question.name"), get("otelbee.dns.question.type"), outcome, get("network.transport")}, " ")] += dp.Count
 			}
 		}
 	}
@@ -256,7 +256,7 @@ func durations(t *testing.T, reader *sdkmetric.ManualReader, name, outcome strin
 	pid := fmt.Sprint(os.Getpid())
 	for _, dp := range collectortest.HistogramPoints(t, reader, "dns.lookup.duration") {
 		get := func(k string) string { v, _ := dp.Attributes.Value(attributeKey(k)); return v.Emit() }
-		code := get("dns.response.code")
+		code := get("otelbee.dns.response.code")
 		if code == "" {
 			code = get("error.type")
 		}

@@ -19,7 +19,7 @@ var (
 )
 
 // Produce implements sdkmetric.Producer: dns.lookup.duration and
-// dns.lookup.answers, cumulative, one data point per series.
+// otelbee.dns.lookup.answers, cumulative, one data point per series.
 func (c *Collector) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, error) {
 	now := time.Now()
 	dur := aggregate.Collect[float64](ctx, c.cfg.DurationBuckets, c.start, now)
@@ -42,7 +42,7 @@ func (c *Collector) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, err
 		Metrics: []metricdata.Metrics{
 			dur.Metric("dns.lookup.duration", "s",
 				"DNS lookups: time from the query leaving to the answer arriving, measured in the kernel, or to the lookup's end without one (socket error, the client's close, or the timeout), with error.type."),
-			ans.Metric("dns.lookup.answers", "{answer}", "Records in the answer section of each DNS answer."),
+			ans.Metric("otelbee.dns.lookup.answers", "{answer}", "Records in the answer section of each DNS answer."),
 		},
 	}}, nil
 }

@@ -16,7 +16,7 @@ type instruments struct {
 }
 
 var (
-	keyMessageType = attribute.Key("dns.message.type")
+	keyMessageType = attribute.Key("otelbee.dns.message.type")
 	keyOutcome     = attribute.Key("outcome")
 	keyStage       = attribute.Key("stage")
 )
@@ -46,7 +46,7 @@ func (c *Collector) createInstruments() error {
 		}
 		*dst, err = m.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
 	}
-	counter(&c.inst.packets, "otelbee.dns.packets", "{packet}", "DNS client packets: seen in the kernel, then parsed or unparseable in the agent, by dns.message.type (query, response).")
+	counter(&c.inst.packets, "otelbee.dns.packets", "{packet}", "DNS client packets: seen in the kernel, then parsed or unparseable in the agent, by otelbee.dns.message.type (query, response).")
 	counter(&c.inst.retransmits, "otelbee.dns.queries.retransmitted", "{query}", "Queries sent again on the same socket with the same id while the first was pending (counted once as a lookup).")
 	counter(&c.inst.unanswered, "otelbee.dns.queries.unanswered", "{query}", "Queries without an answer (recorded with error.type=timeout), by reason: the client closed its socket first (client_closed, recorded when it did), or dns.timeout passed (timeout).")
 	counter(&c.inst.unmatched, "otelbee.dns.responses.unmatched", "{response}", "Answers with no pending query: late (after the timeout), to unparseable queries, or to queries sent before the agent started.")

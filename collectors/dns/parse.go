@@ -113,7 +113,7 @@ func foldCase(dst, name []byte) []byte {
 	return dst
 }
 
-// typeNames are the dns.question.type values (RFC mnemonics).
+// typeNames are the otelbee.dns.question.type values (RFC mnemonics).
 var typeNames = map[dnsmessage.Type]string{
 	dnsmessage.TypeA:     "A",
 	dnsmessage.TypeNS:    "NS",
@@ -148,7 +148,7 @@ func typeName(t dnsmessage.Type) string {
 	return "TYPE" + strconv.Itoa(int(t))
 }
 
-// rcodeNames are the dns.response.code values.
+// rcodeNames are the otelbee.dns.response.code values.
 var rcodeNames = map[dnsmessage.RCode]string{
 	dnsmessage.RCodeSuccess:        "NOERROR",
 	dnsmessage.RCodeFormatError:    "FORMERR",

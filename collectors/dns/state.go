@@ -82,13 +82,13 @@ type spellings struct {
 // Attribute keys.
 const (
 	keyQuestionName = attribute.Key("dns.question.name")
-	keyQuestionType = attribute.Key("dns.question.type")
-	keyResponseCode = attribute.Key("dns.response.code")
+	keyQuestionType = attribute.Key("otelbee.dns.question.type")
+	keyResponseCode = attribute.Key("otelbee.dns.response.code")
 	keyErrorType    = attribute.Key("error.type")
 	keyServerAddr   = attribute.Key("server.address")
 	keyServerPort   = attribute.Key("server.port")
 	keyTransport    = attribute.Key("network.transport")
-	keyAnswerCount  = attribute.Key("dns.answer.count")
+	keyAnswerCount  = attribute.Key("otelbee.dns.answer.count")
 )
 
 // pendKey matches an answer to its query: the socket and the DNS id.

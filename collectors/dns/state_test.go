@@ -107,8 +107,8 @@ func points(t *testing.T, reader *sdkmetric.ManualReader) map[string]point {
 			}
 			for _, dp := range h.DataPoints {
 				get := func(k string) string { v, _ := dp.Attributes.Value(attributeKey(k)); return v.Emit() }
-				p := point{name: get("dns.question.name"), qtype: get("dns.question.type"),
-					outcome: get("dns.response.code"), errType: get("error.type"),
+				p := point{name: get("dns.question.name"), qtype: get("otelbee.dns.question.type"),
+					outcome: get("otelbee.dns.response.code"), errType: get("error.type"),
 					server: get("server.address") + ":" + get("server.port"), count: dp.Count, sum: dp.Sum, bounds: dp.Bounds}
 				if p.outcome == "" {
 					p.outcome = p.errType
@@ -247,8 +247,8 @@ func TestSpansOptIn(t *testing.T) {
 	for _, kv := range sp.Attributes() {
 		attrs[string(kv.Key)] = kv.Value.Emit()
 	}
-	if attrs["dns.question.name"] != "span.test" || attrs["dns.answer.count"] != "2" ||
-		attrs["dns.response.code"] != "NOERROR" || attrs["process.pid"] != fmt.Sprint(pid) {
+	if attrs["dns.question.name"] != "span.test" || attrs["otelbee.dns.answer.count"] != "2" ||
+		attrs["otelbee.dns.response.code"] != "NOERROR" || attrs["process.pid"] != fmt.Sprint(pid) {
 		t.Errorf("span attributes: %v", attrs)
 	}
 	// The sampled lookup is its duration bucket's exemplar.

@@ -9,7 +9,7 @@ import (
 
 // Attribute keys of the TCP metrics.
 const (
-	keyDirection   = attribute.Key("network.connection.direction")
+	keyDirection   = attribute.Key("otelbee.network.connection.direction")
 	keyPeerAddress = attribute.Key("network.peer.address")
 	keyServerPort  = attribute.Key("server.port")
 	keyNetworkType = attribute.Key("network.type")
@@ -35,7 +35,7 @@ var failureNames = [tcpConnectFailureFAILURE_MAX]string{
 	tcpConnectFailureFAILURE_TIMEOUT:     "timeout",
 	tcpConnectFailureFAILURE_RESET:       "reset",
 	tcpConnectFailureFAILURE_UNREACHABLE: "unreachable",
-	tcpConnectFailureFAILURE_OTHER:       "other",
+	tcpConnectFailureFAILURE_OTHER:       "_OTHER",
 }
 
 // keyAttributes are the non-identity attributes of a series.

@@ -64,3 +64,16 @@ func TestPeerFolding(t *testing.T) {
 		t.Fatalf("folded = %d, want 2", n)
 	}
 }
+
+// error.type values are the conventions' own: a failure with no name of its
+// own is _OTHER, and every failure has a value.
+func TestFailureNames(t *testing.T) {
+	for f, name := range failureNames {
+		if name == "" {
+			t.Errorf("failure %d has no error.type", f)
+		}
+	}
+	if got := failureNames[tcpConnectFailureFAILURE_OTHER]; got != "_OTHER" {
+		t.Errorf("error.type of an unclassified failure = %q, want _OTHER", got)
+	}
+}

@@ -87,8 +87,8 @@ func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 	return []metricdata.ScopeMetrics{{
 		Scope: instrumentation.Scope{Name: "github.com/otelbee/otelbee/collectors/tcp"},
 		Metrics: []metricdata.Metrics{
-			aggregate.Metric("tcp.connection.duration", "s", "Time from establishment to close of TCP connections.", dur),
-			aggregate.Metric("tcp.connection.rtt", "s", "Smoothed round-trip time of each TCP connection when it closes.", rtts),
+			aggregate.Metric("otelbee.tcp.connection.duration", "s", "Time from establishment to close of TCP connections.", dur),
+			aggregate.Metric("otelbee.tcp.connection.rtt", "s", "Smoothed round-trip time of each TCP connection when it closes.", rtts),
 		},
 	}}, nil
 }

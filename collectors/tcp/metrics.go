@@ -25,17 +25,17 @@ func (c *Collector) instruments() error {
 		}
 		*dst, err = m.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
 	}
-	counter(&o.opened, "tcp.connection.opened", "{connection}", "TCP connections established (outbound: connect completed; inbound: handshake completed).")
-	counter(&o.closed, "tcp.connection.closed", "{connection}", "Established TCP connections that closed.")
-	counter(&o.failed, "tcp.connection.failed", "{connection}", "Outbound connects that failed before being established, by error.type.")
-	counter(&o.io, "tcp.connection.io", "By", "TCP payload bytes transmitted and received by the process.")
-	counter(&o.retransmits, "tcp.retransmits", "{segment}", "Retransmitted TCP segments.")
-	counter(&o.resets, "tcp.resets", "{reset}", "TCP resets sent (transmit) and received (receive).")
+	counter(&o.opened, "otelbee.tcp.connection.opened", "{connection}", "TCP connections established (outbound: connect completed; inbound: handshake completed).")
+	counter(&o.closed, "otelbee.tcp.connection.closed", "{connection}", "Established TCP connections that closed.")
+	counter(&o.failed, "otelbee.tcp.connection.failed", "{connection}", "Outbound connects that failed before being established, by error.type.")
+	counter(&o.io, "otelbee.tcp.connection.io", "By", "TCP payload bytes transmitted and received by the process.")
+	counter(&o.retransmits, "otelbee.tcp.retransmits", "{segment}", "Retransmitted TCP segments.")
+	counter(&o.resets, "otelbee.tcp.resets", "{reset}", "TCP resets sent (transmit) and received (receive).")
 	counter(&o.folded, "otelbee.tcp.peers.folded", "{connection}", "Connections whose peer address was folded into network.peer.address=_OTHER because their process had tcp.max_peers_per_process peers already.")
 	if err != nil {
 		return fmt.Errorf("creating tcp instruments: %w", err)
 	}
-	o.active, err = m.Int64ObservableUpDownCounter("tcp.connection.active", metric.WithUnit("{connection}"),
+	o.active, err = m.Int64ObservableUpDownCounter("otelbee.tcp.connection.active", metric.WithUnit("{connection}"),
 		metric.WithDescription("Established TCP connections open now (among those set up while the agent ran)."))
 	if err != nil {
 		return fmt.Errorf("creating tcp instruments: %w", err)

@@ -157,15 +157,15 @@ func TestPrivilegedExactLoopbackCounts(t *testing.T) {
 	if err := reader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
-	got := sumWhere(rm, "tcp.connection.io", map[string]string{
-		"network.connection.direction": "outbound", "network.io.direction": "transmit",
+	got := sumWhere(rm, "otelbee.tcp.connection.io", map[string]string{
+		"otelbee.network.connection.direction": "outbound", "network.io.direction": "transmit",
 		"server.port": fmt.Sprint(port), "process.pid": fmt.Sprint(os.Getpid()),
 	})
 	if got != conns*send {
-		t.Errorf("tcp.connection.io outbound transmit = %v, want %d", got, conns*send)
+		t.Errorf("otelbee.tcp.connection.io outbound transmit = %v, want %d", got, conns*send)
 	}
-	if n := histCount(rm, "tcp.connection.duration", fmt.Sprint(port)); n != 2*conns {
-		t.Errorf("tcp.connection.duration count for port %d = %d, want %d (both ends)", port, n, 2*conns)
+	if n := histCount(rm, "otelbee.tcp.connection.duration", fmt.Sprint(port)); n != 2*conns {
+		t.Errorf("otelbee.tcp.connection.duration count for port %d = %d, want %d (both ends)", port, n, 2*conns)
 	}
 }
 

@@ -22,10 +22,10 @@
 //	srv := exec.Command(...)                    // or harness.Command(pair.B, tcpload, "-server", ...)
 //	p := harness.StartProcess(t, "server", srv) // stopped on cleanup, output shown on failure
 //	...
-//	col.WaitForMetric(t, "tcp.connection.opened", harness.Filter{
+//	col.WaitForMetric(t, "otelbee.tcp.connection.opened", harness.Filter{
 //		Resource: map[string]string{"service.name": "tcpload-client"},
 //	}, func(v float64) bool { return v == 11 }, 30*time.Second)
-//	prom.WaitFor(t, `sum(tcp_connection_opened_total{job="tcpload-client"})`, ...)
+//	prom.WaitFor(t, `sum(otelbee_tcp_connection_opened_total{job="tcpload-client"})`, ...)
 //
 // Notes: Prometheus applies its scrape targets about 5s after it starts (its
 // discovery manager's update interval), so the first samples of a target appear
