@@ -143,7 +143,7 @@ func TestChartCapabilities(t *testing.T) {
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				for _, l := range strings.Split(string(b), "\n") {
-					if strings.HasPrefix(l, "tcp_connection_opened_total{") && strings.Contains(l, `network_connection_direction="inbound"`) &&
+					if strings.HasPrefix(l, "otelbee_tcp_connection_opened_total{") && strings.Contains(l, `otelbee_network_connection_direction="inbound"`) &&
 						strings.Contains(l, `server_port="`+port+`"`) {
 						i := strings.Index(l, `service_name="`) + len(`service_name="`)
 						return l[i : i+strings.IndexByte(l[i:], '"')]
