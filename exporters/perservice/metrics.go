@@ -416,9 +416,12 @@ func (s *splitter) lookup(key attribute.Distinct, ident []attribute.KeyValue) *g
 	return g
 }
 
-// resource builds (once) the group's resource: agent base attributes, then
-// the program's resource attributes (ProgramResource), then the identity
-// attributes; later ones win on a key clash.
+// resource builds (once) the group's resource: agent base attributes, the
+// identity attributes, then the program's own resource attributes
+// (ProgramResource); later ones win on a key clash. A program's own values
+// win over what the agent found out about it (a Kubernetes label's
+// service.version, say), except for what the agent measures itself: the
+// service name and instance, process.* and container.*.
 //
 // The agent observing itself (its own export connections, say) is no other
 // service: a group whose process.pid is the agent's gets the agent's own
@@ -432,22 +435,32 @@ func (g *group) resource(s *splitter) *resource.Resource {
 	if g.res == nil {
 		kvs := make([]attribute.KeyValue, 0, len(s.base)+g.ident.Len()+8)
 		kvs = append(kvs, s.base...)
-		if v, ok := g.ident.Value(ProgramResource); ok {
-			for _, pair := range v.AsStringSlice() {
-				if k, val, ok := strings.Cut(pair, "="); ok && k != "" {
-					kvs = append(kvs, attribute.String(k, val))
-				}
-			}
-		}
 		for _, kv := range g.identKVs {
 			if kv.Key != ProgramResource {
 				kvs = append(kvs, kv)
+			}
+		}
+		if v, ok := g.ident.Value(ProgramResource); ok {
+			for _, pair := range v.AsStringSlice() {
+				if k, val, ok := strings.Cut(pair, "="); ok && k != "" && !measuredKey(k) {
+					kvs = append(kvs, attribute.String(k, val))
+				}
 			}
 		}
 		// attribute.NewSet keeps the last value of a duplicated key.
 		g.res = resource.NewWithAttributes(s.schemaURL, kvs...)
 	}
 	return g.res
+}
+
+// measuredKey reports the resource attributes the agent knows better than
+// a program's environment can say: who it is and where it runs.
+func measuredKey(k string) bool {
+	switch attribute.Key(k) {
+	case ServiceName, ServiceNamespace, ServiceInstanceID:
+		return true
+	}
+	return strings.HasPrefix(k, "process.") || strings.HasPrefix(k, "container.")
 }
 
 // sorted returns the groups in a stable, data-derived order, independent of

@@ -452,17 +452,21 @@ func BenchmarkSplitMetricsNoIdentity(b *testing.B) {
 }
 
 // TestProgramResource: the program's resource attributes (ProgramResource)
-// are expanded into its resource, over the agent's host attributes and under
-// its identity; they are no data point attribute.
+// are expanded into its resource, over the agent's host attributes and what
+// the agent found out (service.version from Kubernetes), under what it
+// measures (service.name, service.instance.id, process.*); they are no data
+// point attribute.
 func TestProgramResource(t *testing.T) {
 	prog := attribute.StringSlice(string(ProgramResource), []string{
-		"deployment.environment.name=prod", "host.name=from-program", "service.name=ignored", "service.version=1.2", "note=a=b"})
+		"deployment.environment.name=prod", "host.name=from-program", "service.name=ignored", "service.version=1.2", "note=a=b",
+		"process.pid=7", "service.instance.id=ignored", "k8s.pod.name=from-program"})
 	rm := &metricdata.ResourceMetrics{
 		Resource: agentResource(),
 		ScopeMetrics: []metricdata.ScopeMetrics{{Scope: scopeTCP, Metrics: []metricdata.Metrics{{
 			Name: "m",
 			Data: metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true, DataPoints: []metricdata.DataPoint[int64]{
-				{Attributes: attribute.NewSet(attribute.String("service.name", "api"), prog, attribute.String("peer", "x")), Value: 1},
+				{Attributes: attribute.NewSet(attribute.String("service.name", "api"), attribute.Int("process.pid", 100),
+					attribute.String("service.version", "from-k8s"), attribute.String("k8s.pod.name", "api-1"), prog, attribute.String("peer", "x")), Value: 1},
 			}},
 		}}}},
 	}
@@ -478,6 +482,8 @@ func TestProgramResource(t *testing.T) {
 		attribute.String("service.version", "1.2"),
 		attribute.String("note", "a=b"),
 		attribute.String("service.name", "api"),
+		attribute.Int("process.pid", 100),
+		attribute.String("k8s.pod.name", "from-program"),
 	)
 	if !got[0].Resource.Equal(want) {
 		t.Fatalf("resource %s, want %s", got[0].Resource.Encoded(attribute.DefaultEncoder()), want.Encoded(attribute.DefaultEncoder()))
