@@ -105,7 +105,7 @@ func rpWait(t *testing.T, agent *harness.Agent, what string, cond func(map[strin
 }
 
 func svc(name string, kv ...string) map[string]string {
-	m := map[string]string{"service_name": name}
+	m := map[string]string{"job": name}
 	for i := 0; i+1 < len(kv); i += 2 {
 		m[kv[i]] = kv[i+1]
 	}

@@ -145,7 +145,7 @@ func TestChartCapabilities(t *testing.T) {
 				for _, l := range strings.Split(string(b), "\n") {
 					if strings.HasPrefix(l, "otelbee_tcp_connection_opened_total{") && strings.Contains(l, `otelbee_network_connection_direction="inbound"`) &&
 						strings.Contains(l, `server_port="`+port+`"`) {
-						i := strings.Index(l, `service_name="`) + len(`service_name="`)
+						i := strings.Index(l, `job="`) + len(`job="`)
 						return l[i : i+strings.IndexByte(l[i:], '"')]
 					}
 				}
