@@ -1,0 +1,98 @@
+package http2
+
+import (
+	"testing"
+)
+
+// grpcTraffic writes n unary gRPC exchanges on a warm connection, as
+// grpc-go's encoders index them: after the first, every header is a
+// dynamic-table reference.
+type grpcTraffic struct {
+	cl, sv *wire
+	next   uint32
+}
+
+func newGRPCTraffic() *grpcTraffic {
+	g := &grpcTraffic{cl: newWire(), sv: newWire(), next: 1}
+	return g
+}
+
+func (g *grpcTraffic) batch(n int) []chunk {
+	out := make([]chunk, 0, 2*n)
+	for i := 0; i < n; i++ {
+		sid := g.next
+		g.next += 2
+		g.cl.headers(sid, false, 0, 0, ":method", "POST", ":scheme", "http", ":path", "/grpc.testing.TestService/UnaryCall",
+			":authority", "backend:50051", "content-type", "application/grpc", "user-agent", "grpc-go/1.85.0", "te", "trailers")
+		g.cl.fr.WriteData(sid, true, make([]byte, 25))
+		out = append(out, chunk{FromClient, g.cl.take()})
+		g.sv.headers(sid, false, 0, 0, ":status", "200", "content-type", "application/grpc")
+		g.sv.fr.WriteData(sid, false, make([]byte, 40))
+		g.sv.headers(sid, true, 0, 0, "grpc-status", "0", "grpc-message", "")
+		out = append(out, chunk{FromServer, g.sv.take()})
+	}
+	return out
+}
+
+// BenchmarkWarmGRPCExchange measures one unary gRPC exchange (request
+// HEADERS+DATA in one call, response HEADERS+DATA+trailers in another) on a
+// warm connection: frame reading, HPACK decoding, pairing and emitting.
+func BenchmarkWarmGRPCExchange(b *testing.B) {
+	g := newGRPCTraffic()
+	var emitted int
+	p := NewParser(Config{Emit: func(e *Exchange) { emitted++ }})
+	warm := conversation(func(cl, sv *wire, out *[]chunk) {})
+	for _, c := range warm {
+		p.Feed(c.dir, c.data, uint64(len(c.data)), Times{})
+	}
+	for _, c := range g.batch(16) {
+		p.Feed(c.dir, c.data, uint64(len(c.data)), Times{})
+	}
+	const batch = 4096
+	chunks := g.batch(batch)
+	bytes := 0
+	for _, c := range chunks {
+		bytes += len(c.data)
+	}
+	b.SetBytes(int64(bytes / batch))
+	b.ReportAllocs()
+	b.ResetTimer()
+	j := 0
+	for i := 0; i < b.N; i++ {
+		if j == len(chunks) {
+			b.StopTimer()
+			chunks, j = g.batch(batch), 0
+			b.StartTimer()
+		}
+		c, s := chunks[j], chunks[j+1]
+		p.Feed(c.dir, c.data, uint64(len(c.data)), Times{Start: int64(i)})
+		p.Feed(s.dir, s.data, uint64(len(s.data)), Times{End: int64(i)})
+		j += 2
+	}
+	b.StopTimer()
+	if st := p.Stats(); emitted != b.N+16 || st.Undecodable != 0 {
+		b.Fatalf("emitted %d of %d, stats %+v", emitted, b.N+16, st)
+	}
+}
+
+// TestWarmExchangeAllocs holds the benchmark's promise: no allocation per
+// exchange once the connection is warm.
+func TestWarmExchangeAllocs(t *testing.T) {
+	g := newGRPCTraffic()
+	n := 0
+	p := NewParser(Config{Emit: func(e *Exchange) { n++ }})
+	for _, c := range append(conversation(func(cl, sv *wire, out *[]chunk) {}), g.batch(16)...) {
+		p.Feed(c.dir, c.data, uint64(len(c.data)), Times{})
+	}
+	chunks := g.batch(200)
+	j := 0
+	allocs := testing.AllocsPerRun(100, func() {
+		c, s := chunks[j], chunks[j+1]
+		p.Feed(c.dir, c.data, uint64(len(c.data)), Times{})
+		p.Feed(s.dir, s.data, uint64(len(s.data)), Times{})
+		j += 2
+	})
+	if allocs != 0 || n < 100 {
+		t.Fatalf("%v allocations per warm exchange (%d emitted)", allocs, n)
+	}
+}

@@ -1,0 +1,291 @@
+// Package http2 parses one HTTP/2 connection (h2c or decrypted h2, gRPC
+// included) from the bytes each direction carried, in the chunks they were
+// captured in, and emits one Exchange per stream.
+//
+// It is the protocol half of the L7 layer's design: NewParser per
+// connection; Feed(dir, data, total, times) per captured read or write; Lost
+// when records of the connection were lost; Close at the end. It never
+// allocates per exchange once a connection is warm, keeps no header value
+// beyond the fields Exchange names, and never attributes a stream to a
+// method or path it could not decode with certainty (see docs/http2.md).
+package http2
+
+import (
+	"golang.org/x/net/http2/hpack"
+)
+
+// Dir says which endpoint sent the bytes given to Feed.
+type Dir uint8
+
+const (
+	// FromClient is the direction carrying requests (the client preface,
+	// odd-numbered streams' HEADERS).
+	FromClient Dir = iota
+	// FromServer is the direction carrying responses.
+	FromServer
+)
+
+// Times are the monotonic nanosecond timestamps of the captured call: Start
+// at its entry, End at its return.
+type Times struct{ Start, End int64 }
+
+// Limits bound what one connection may hold. Zero values take the defaults.
+type Limits struct {
+	// MaxStreams caps the streams open at once on the connection; a stream
+	// opened beyond it is counted in Stats.DroppedStreams and not tracked.
+	MaxStreams int
+	// MaxHeaderTable caps each direction's HPACK dynamic table, whatever the
+	// peers' SETTINGS_HEADER_TABLE_SIZE allow.
+	MaxHeaderTable uint32
+	// MaxHeaderString caps a header name or value the decoder will read; a
+	// longer one makes the stream undecodable.
+	MaxHeaderString int
+	// MaxField caps the bytes kept of each field an Exchange carries.
+	MaxField int
+}
+
+const (
+	defaultMaxStreams      = 256
+	defaultMaxHeaderTable  = 64 << 10
+	defaultMaxHeaderString = 16 << 10
+	defaultMaxField        = 256
+	// initialHeaderTable is SETTINGS_HEADER_TABLE_SIZE's initial value
+	// (RFC 9113 6.5.2).
+	initialHeaderTable = 4096
+	// initialMaxFrame is SETTINGS_MAX_FRAME_SIZE's initial value.
+	initialMaxFrame = 16384
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxStreams <= 0 {
+		l.MaxStreams = defaultMaxStreams
+	}
+	if l.MaxHeaderTable == 0 {
+		l.MaxHeaderTable = defaultMaxHeaderTable
+	}
+	if l.MaxHeaderString <= 0 {
+		l.MaxHeaderString = defaultMaxHeaderString
+	}
+	if l.MaxField <= 0 {
+		l.MaxField = defaultMaxField
+	}
+	return l
+}
+
+// Exchange is one finished stream. Its byte slices are valid UTF-8 and are
+// valid only during the Emit call that receives them: copy what you keep.
+type Exchange struct {
+	StreamID uint32
+	// Method, Path (without its query string), Authority and Scheme are the
+	// request's pseudo-headers.
+	Method, Path, Authority, Scheme []byte
+	// ContentType is the response's content-type, else the request's.
+	ContentType []byte
+	// Status is the final :status; 0 when the stream ended without one
+	// (reset before its response).
+	Status int
+	// GRPC is set when the request's content-type is application/grpc*;
+	// then Path is the gRPC method, /package.Service/Method.
+	GRPC bool
+	// GRPCStatus is grpc-status from the trailers (or a trailers-only
+	// response); -1 when absent.
+	GRPCStatus int
+	// RequestBytes and ResponseBytes are the DATA payload bytes (padding
+	// excluded) each side sent on the stream.
+	RequestBytes, ResponseBytes int64
+	// Start is the start of the call that carried the request's HEADERS;
+	// End the end of the call that completed the stream.
+	Start, End int64
+	// Reset is set when the stream ended with RST_STREAM (ResetCode).
+	Reset     bool
+	ResetCode uint32
+}
+
+// GRPCMethod returns the fully qualified gRPC method of a gRPC exchange, or
+// nil.
+func (e *Exchange) GRPCMethod() []byte {
+	if !e.GRPC || len(e.Path) < 2 || e.Path[0] != '/' {
+		return nil
+	}
+	return e.Path
+}
+
+// Stats counts what a parser saw. Every stream opened ends in exactly one of
+// Exchanges, Undecodable, Lost or Unfinished (or is still open).
+type Stats struct {
+	Streams        uint64 // streams opened by a request HEADERS and tracked
+	Exchanges      uint64 // streams emitted
+	Undecodable    uint64 // streams whose header blocks could not be decoded with certainty
+	Lost           uint64 // streams abandoned because bytes of the connection were lost
+	Unfinished     uint64 // streams refused by GOAWAY, or open at Close
+	DroppedStreams uint64 // streams not tracked: MaxStreams were open
+	Desyncs        uint64 // times a direction lost its frame boundaries
+	Resyncs        uint64 // times a direction found them again
+	Joined         uint64 // directions whose beginning was not seen
+	SkippedBytes   uint64 // bytes not parsed: lost, or while desynchronised
+	DecoderResets  uint64 // HPACK decoders replaced after an error or a loss
+}
+
+// Config is what a parser needs besides its bytes.
+type Config struct {
+	Limits Limits
+	// Emit receives each finished stream. It must not call back into the
+	// parser.
+	Emit func(*Exchange)
+}
+
+// Parser follows one connection. It is not safe for concurrent use: the
+// layer feeds a connection's records in order from one goroutine.
+type Parser struct {
+	lim     Limits
+	emit    func(*Exchange)
+	dirs    [2]reader
+	streams map[uint32]*stream
+	free    []*stream
+	// maxClientID is the highest client stream id seen: a HEADERS on a
+	// lower id is never a new request.
+	maxClientID uint32
+	now         Times
+	ex          Exchange
+	stats       Stats
+}
+
+// NewParser returns a parser for one connection.
+func NewParser(cfg Config) *Parser {
+	p := &Parser{
+		lim:     cfg.Limits.withDefaults(),
+		emit:    cfg.Emit,
+		streams: make(map[uint32]*stream),
+	}
+	for d := range p.dirs {
+		r := &p.dirs[d]
+		r.p = p
+		r.dir = Dir(d)
+		r.maxFrame = initialMaxFrame
+		r.allowedTable = initialHeaderTable
+		r.pendingTable = -1
+	}
+	return p
+}
+
+// Stats returns the parser's counters.
+func (p *Parser) Stats() Stats { return p.stats }
+
+// Feed hands the parser one captured call of direction dir: data are the
+// bytes captured, total the call's full length (total > len(data) when the
+// capture kept only a prefix).
+func (p *Parser) Feed(dir Dir, data []byte, total uint64, t Times) {
+	if dir > FromServer {
+		return
+	}
+	if total < uint64(len(data)) {
+		total = uint64(len(data))
+	}
+	p.now = t
+	r := &p.dirs[dir]
+	if !r.started {
+		if dir == FromServer && r.hn+len(data) < frameHeaderLen && total == uint64(len(data)) &&
+			!(p.dirs[FromClient].started && !p.dirs[FromClient].joined) {
+			// Too few bytes to tell a server preface: keep them until a
+			// frame header's worth arrived.
+			r.hn += copy(r.hdr[r.hn:], data)
+			return
+		}
+		r.started = true
+		probed := r.hn > 0
+		if probed {
+			n := copy(r.hdr[r.hn:], data)
+			data, total, r.hn = data[n:], total-uint64(n), frameHeaderLen
+		}
+		switch {
+		case dir == FromClient && isPrefacePrefix(data):
+			r.ph = phPreface
+			r.dec = r.newDecoder(true)
+		case dir == FromServer && p.dirs[FromClient].started && !p.dirs[FromClient].joined,
+			dir == FromServer && probed && isServerPreface(r.hdr[:]),
+			dir == FromServer && !probed && isServerPreface(data) && r.plausible(data):
+			// The client's preface was seen, or the server's connection
+			// preface (a SETTINGS frame) starts this call.
+			r.ph = phHeader
+			r.dec = r.newDecoder(true)
+			if probed {
+				r.headerDone()
+			}
+		default:
+			// Joining mid-connection (or a server whose first bytes could
+			// be anywhere): find a frame boundary as after a loss.
+			r.ph = phDesync
+			r.joined = true
+			p.stats.Joined++
+			r.dec = r.newDecoder(false)
+			if probed {
+				r.hn = 0
+				p.stats.SkippedBytes += total + uint64(len(data))
+				return // the next call boundary is the first safe one
+			}
+		}
+	}
+	if r.ph == phDesync {
+		if !r.plausible(data) {
+			p.stats.SkippedBytes += total
+			return
+		}
+		r.resync()
+	}
+	r.consume(data)
+	if missing := total - uint64(len(data)); missing > 0 {
+		r.skip(missing)
+	}
+}
+
+// Lost tells the parser that records of this connection were lost (e.g. a
+// full ring): both directions are desynchronised until a safe boundary.
+func (p *Parser) Lost() {
+	for d := range p.dirs {
+		if r := &p.dirs[d]; r.started && r.ph != phDesync {
+			r.desync()
+		}
+	}
+}
+
+// Close ends the connection: streams still open are counted as unfinished.
+func (p *Parser) Close() {
+	for id, st := range p.streams {
+		p.stats.Unfinished++
+		p.detach(st)
+		delete(p.streams, id)
+		p.release(st)
+	}
+}
+
+// abandonAll drops every open stream after a loss: any of them may have
+// lost a frame.
+func (p *Parser) abandonAll() {
+	for id, st := range p.streams {
+		p.stats.Lost++
+		p.detach(st)
+		delete(p.streams, id)
+		p.release(st)
+	}
+}
+
+// newDecoder returns a decoder for this direction. fromStart says the
+// encoder's table is known to be empty; otherwise it may be as large as
+// anything the encoder was allowed, and a decoder table larger than the
+// encoder's is safe (entries are indexed newest first, so the entries both
+// hold have the same indices; older ones fail as invalid indices).
+func (r *reader) newDecoder(fromStart bool) *hpack.Decoder {
+	capSize := r.p.lim.MaxHeaderTable
+	size, allowed := min(r.allowedTable, capSize), min(r.allowedTable, capSize)
+	if !fromStart {
+		size = capSize
+	}
+	if r.joined {
+		// The peer's SETTINGS were not seen: allow what the agent allows.
+		allowed = capSize
+	}
+	d := hpack.NewDecoder(size, r.onField)
+	d.SetMaxStringLength(r.p.lim.MaxHeaderString)
+	d.SetAllowedMaxDynamicTableSize(allowed)
+	return d
+}

@@ -1,0 +1,542 @@
+package http2
+
+// Real programs talk HTTP/2 through a TCP relay that hands each direction's
+// bytes to a parser in the chunks it read them, standing in for the kernel
+// capture. Ground truth is what the programs themselves counted.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+)
+
+// relay forwards TCP connections to target, feeding a parser per
+// connection while feeding is on.
+type relay struct {
+	t      *testing.T
+	ln     net.Listener
+	target string
+	feed   atomic.Bool
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	counts map[string]int // "method path status grpc-status" → exchanges
+	exs    []string
+	stats  Stats
+	record [][]chunk // per connection, what was fed
+}
+
+func newRelay(t *testing.T, target string, feeding bool) *relay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{t: t, ln: ln, target: target, counts: map[string]int{}}
+	r.feed.Store(feeding)
+	go r.accept()
+	t.Cleanup(func() { ln.Close() })
+	return r
+}
+
+func (r *relay) addr() string { return r.ln.Addr().String() }
+
+func (r *relay) accept() {
+	for {
+		c, err := r.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", r.target)
+		if err != nil {
+			r.t.Errorf("dialing upstream: %v", err)
+			c.Close()
+			continue
+		}
+		r.wg.Add(1)
+		go r.serve(c.(*net.TCPConn), up.(*net.TCPConn))
+	}
+}
+
+func (r *relay) serve(c, up *net.TCPConn) {
+	defer r.wg.Done()
+	var mu sync.Mutex // one parser, two directions
+	var rec []chunk
+	p := NewParser(Config{Emit: func(e *Exchange) {
+		k := fmt.Sprintf("%s %s %d %d", e.Method, e.Path, e.Status, e.GRPCStatus)
+		if e.Reset && e.GRPCStatus < 0 {
+			k = fmt.Sprintf("%s %s RST", e.Method, e.Path)
+		}
+		r.mu.Lock()
+		r.counts[k]++
+		r.exs = append(r.exs, fmt.Sprintf("%d %s", e.StreamID, k))
+		r.mu.Unlock()
+	}})
+	start := time.Now()
+	pipe := func(dst, src *net.TCPConn, dir Dir, done *sync.WaitGroup) {
+		defer done.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				mu.Lock()
+				if r.feed.Load() {
+					t := time.Since(start).Nanoseconds()
+					p.Feed(dir, buf[:n], uint64(n), Times{Start: t, End: t})
+					rec = append(rec, chunk{dir, append([]byte(nil), buf[:n]...)})
+				}
+				mu.Unlock()
+				// Fed before it is forwarded: the peer cannot answer bytes
+				// the parser has not seen, so the feed order is causal.
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				dst.CloseWrite()
+				return
+			}
+		}
+	}
+	var done sync.WaitGroup
+	done.Add(2)
+	go pipe(up, c, FromClient, &done)
+	go pipe(c, up, FromServer, &done)
+	done.Wait()
+	c.Close()
+	up.Close()
+	mu.Lock()
+	p.Close()
+	s := p.Stats()
+	mu.Unlock()
+	r.mu.Lock()
+	addStats(&r.stats, s)
+	r.record = append(r.record, rec)
+	r.mu.Unlock()
+}
+
+func addStats(dst *Stats, s Stats) {
+	dst.Streams += s.Streams
+	dst.Exchanges += s.Exchanges
+	dst.Undecodable += s.Undecodable
+	dst.Lost += s.Lost
+	dst.Unfinished += s.Unfinished
+	dst.DroppedStreams += s.DroppedStreams
+	dst.Desyncs += s.Desyncs
+	dst.Resyncs += s.Resyncs
+	dst.Joined += s.Joined
+	dst.SkippedBytes += s.SkippedBytes
+	dst.DecoderResets += s.DecoderResets
+}
+
+// wait closes the relay and waits until every connection through it ended.
+func (r *relay) wait() {
+	r.ln.Close()
+	r.wg.Wait()
+}
+
+// replay feeds the recorded connections again, cut into pieces.
+func (r *relay) replay(piece int) (map[string]int, Stats) {
+	counts := map[string]int{}
+	var st Stats
+	for _, rec := range r.record {
+		res := run(rec, piece, Limits{})
+		for _, e := range res.ex {
+			counts[e]++
+		}
+		addStats(&st, res.stats)
+	}
+	return counts, st
+}
+
+// testServer implements the gRPC interop service: the request says which
+// status to end with; code DeadlineExceeded means "wait for the deadline".
+type testServer struct {
+	testpb.UnimplementedTestServiceServer
+}
+
+func outcome(s *testpb.EchoStatus, ctx context.Context) error {
+	switch c := codes.Code(s.GetCode()); c {
+	case codes.OK:
+		return nil
+	case codes.DeadlineExceeded:
+		<-ctx.Done()
+		return status.FromContextError(ctx.Err()).Err()
+	default:
+		return status.Error(c, s.GetMessage())
+	}
+}
+
+func (testServer) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	if err := outcome(req.GetResponseStatus(), ctx); err != nil {
+		return nil, err
+	}
+	return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: make([]byte, req.GetResponseSize())}}, nil
+}
+
+func (testServer) StreamingOutputCall(req *testpb.StreamingOutputCallRequest, s grpc.ServerStreamingServer[testpb.StreamingOutputCallResponse]) error {
+	for _, p := range req.GetResponseParameters() {
+		if err := s.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
+			return err
+		}
+	}
+	return outcome(req.GetResponseStatus(), s.Context())
+}
+
+func (testServer) StreamingInputCall(s grpc.ClientStreamingServer[testpb.StreamingInputCallRequest, testpb.StreamingInputCallResponse]) error {
+	n := 0
+	for {
+		m, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return s.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: int32(n)})
+		}
+		if err != nil {
+			return err
+		}
+		n += len(m.GetPayload().GetBody())
+	}
+}
+
+func (testServer) FullDuplexCall(s grpc.BidiStreamingServer[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse]) error {
+	for {
+		m, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if m.GetResponseStatus().GetCode() != 0 {
+			return outcome(m.GetResponseStatus(), s.Context())
+		}
+		if err := s.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: make([]byte, 64)}}); err != nil {
+			return err
+		}
+	}
+}
+
+func startGRPC(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	testpb.RegisterTestServiceServer(s, testServer{})
+	go s.Serve(ln)
+	t.Cleanup(s.Stop)
+	return ln.Addr().String()
+}
+
+const svc = "/grpc.testing.TestService/"
+
+// grpcCalls makes the calls of the test on one connection and returns the
+// client's own count: "POST path 200 code" (DeadlineExceeded as the wire
+// may end it: grpc-status 4 or a reset, counted under "DEADLINE").
+type grpcCounts struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (g *grpcCounts) add(method string, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c := status.Code(err)
+	k := fmt.Sprintf("POST %s%s 200 %d", svc, method, c)
+	if c == codes.DeadlineExceeded {
+		k = fmt.Sprintf("POST %s%s DEADLINE", svc, method)
+	}
+	g.m[k]++
+}
+
+func echo(c codes.Code) *testpb.EchoStatus {
+	return &testpb.EchoStatus{Code: int32(c), Message: c.String()}
+}
+
+func runGRPCWorkload(t *testing.T, cl testpb.TestServiceClient, counts *grpcCounts, workers int) {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			unary := []codes.Code{codes.OK, codes.OK, codes.OK, codes.NotFound, codes.Internal}
+			for i := 0; i < 20; i++ {
+				c := unary[i%len(unary)]
+				_, err := cl.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: int32(10 * i), ResponseStatus: echo(c)})
+				counts.add("UnaryCall", err)
+			}
+			for i := 0; i < 2; i++ {
+				dctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+				_, err := cl.UnaryCall(dctx, &testpb.SimpleRequest{ResponseStatus: echo(codes.DeadlineExceeded)})
+				cancel()
+				counts.add("UnaryCall", err)
+			}
+			for i := 0; i < 6; i++ {
+				c := []codes.Code{codes.OK, codes.NotFound}[i%2]
+				s, err := cl.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{
+					ResponseParameters: []*testpb.ResponseParameters{{Size: 10}, {Size: 2000}, {Size: 5}},
+					ResponseStatus:     echo(c)})
+				if err == nil {
+					for err == nil {
+						_, err = s.Recv()
+					}
+					if errors.Is(err, io.EOF) {
+						err = nil
+					}
+				}
+				counts.add("StreamingOutputCall", err)
+			}
+			for i := 0; i < 5; i++ {
+				s, err := cl.StreamingInputCall(ctx)
+				for j := 0; err == nil && j < 4; j++ {
+					err = s.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 100*j)}})
+				}
+				if err == nil {
+					_, err = s.CloseAndRecv()
+				}
+				counts.add("StreamingInputCall", err)
+			}
+			for i := 0; i < 6; i++ {
+				s, err := cl.FullDuplexCall(ctx)
+				for j := 0; err == nil && j < 3; j++ {
+					m := &testpb.StreamingOutputCallRequest{}
+					if i%3 == 2 && j == 2 {
+						m.ResponseStatus = echo(codes.Internal)
+					}
+					if err = s.Send(m); err == nil {
+						_, err = s.Recv()
+					}
+				}
+				if err == nil {
+					s.CloseSend()
+					_, err = s.Recv()
+					if errors.Is(err, io.EOF) {
+						err = nil
+					}
+				}
+				counts.add("FullDuplexCall", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// wireCounts folds a DeadlineExceeded call's two possible wire endings
+// (the server's grpc-status 4, or the client's RST_STREAM first) together.
+func wireCounts(m map[string]int) map[string]int {
+	out := map[string]int{}
+	for k, v := range m {
+		for _, suffix := range []string{" 200 4", " RST"} {
+			if p, ok := strings.CutSuffix(k, suffix); ok {
+				k = p + " DEADLINE"
+			}
+		}
+		out[k] += v
+	}
+	return out
+}
+
+func TestGRPCThroughRelay(t *testing.T) {
+	r := newRelay(t, startGRPC(t), true)
+	counts := &grpcCounts{m: map[string]int{}}
+	for c := 0; c < 2; c++ {
+		conn, err := grpc.NewClient(r.addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		runGRPCWorkload(t, testpb.NewTestServiceClient(conn), counts, 4)
+		conn.Close()
+	}
+	r.wait()
+	got := wireCounts(r.counts)
+	if !maps.Equal(got, counts.m) {
+		t.Errorf("parser counts differ from the client's\n got %v\nwant %v", got, counts.m)
+	}
+	total := 0
+	for _, v := range counts.m {
+		total += v
+	}
+	s := r.stats
+	if s.Exchanges != uint64(total) || s.Streams != uint64(total) || s.Undecodable != 0 || s.Desyncs != 0 || s.Lost != 0 {
+		t.Errorf("stats %+v, want %d exchanges and no loss", s, total)
+	}
+	t.Logf("%d calls, stats %+v, %d connections", total, s, len(r.record))
+
+	// The same bytes cut at every byte boundary give the same result.
+	whole, ws := r.replay(0)
+	bytewise, bs := r.replay(1)
+	if !maps.Equal(whole, bytewise) || ws != bs || ws.Exchanges != uint64(total) {
+		t.Errorf("byte-at-a-time replay differs: %+v vs %+v", bs, ws)
+	}
+}
+
+// The parser joins a gRPC connection after N calls: every stream it can
+// not decode is counted, and none is given a wrong method or status.
+func TestGRPCJoinedMidConnection(t *testing.T) {
+	r := newRelay(t, startGRPC(t), false)
+	conn, err := grpc.NewClient(r.addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := testpb.NewTestServiceClient(conn)
+	ctx := context.Background()
+	var calls []string // by call order; stream id 2k+1 is call k
+	call := func(k int) {
+		c := []codes.Code{codes.OK, codes.NotFound, codes.Internal}[k%3]
+		var err error
+		m := "UnaryCall"
+		if k%4 == 3 {
+			m = "EmptyCall"
+			_, err = cl.EmptyCall(ctx, &testpb.Empty{})
+		} else {
+			_, err = cl.UnaryCall(ctx, &testpb.SimpleRequest{ResponseStatus: echo(c)})
+		}
+		calls = append(calls, fmt.Sprintf("POST %s%s 200 %d", svc, m, status.Code(err)))
+	}
+	const before, after = 20, 30
+	for k := 0; k < before; k++ {
+		call(k)
+	}
+	r.feed.Store(true)
+	for k := before; k < before+after; k++ {
+		call(k)
+	}
+	conn.Close()
+	r.wait()
+	s := r.stats
+	for _, e := range r.exs {
+		var sid int
+		var rest string
+		fmt.Sscanf(e, "%d", &sid)
+		rest = e[len(strconv.Itoa(sid))+1:]
+		if k := (sid - 1) / 2; k < before || k >= len(calls) || calls[k] != rest {
+			t.Errorf("exchange %q is not call %d", e, (sid-1)/2)
+		}
+	}
+	if s.Streams != after || s.Exchanges+s.Undecodable != after || s.Undecodable == 0 {
+		t.Errorf("stats %+v: want %d streams, each emitted correctly or counted undecodable", s, after)
+	}
+	t.Logf("joined after %d calls: %d exchanges decoded, %d undecodable, stats %+v", before, s.Exchanges, s.Undecodable, s)
+}
+
+// h2cServer serves routes with fixed statuses and counts what it served.
+type h2cServer struct {
+	mu     sync.Mutex
+	served map[string]int // "method path status"
+}
+
+func (h *h2cServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := map[string]int{"/ok": 200, "/missing": 404, "/fail": 500, "/post": 201, "/h2load": 200}[r.URL.Path]
+	if st == 0 {
+		st = 400
+	}
+	n, _ := io.Copy(io.Discard, r.Body)
+	w.Header().Set("content-type", "text/plain")
+	w.WriteHeader(st)
+	fmt.Fprintf(w, "read %d\n", n)
+	h.mu.Lock()
+	h.served[fmt.Sprintf("%s %s %d -1", r.Method, r.URL.Path, st)]++
+	h.mu.Unlock()
+}
+
+func startH2C(t *testing.T) (string, *h2cServer) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &h2cServer{served: map[string]int{}}
+	srv := &http.Server{Handler: h2c.NewHandler(h, &http2.Server{})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), h
+}
+
+func TestH2CCurlAndH2load(t *testing.T) {
+	for _, tool := range []string{"curl", "h2load"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed (apt-get install curl nghttp2-client): %v", tool, err)
+		}
+	}
+	target, srv := startH2C(t)
+	r := newRelay(t, target, true)
+	base := "http://" + r.addr()
+
+	// curl, one connection per transfer (curl 7.88 fails to reuse a
+	// prior-knowledge connection: "Error in the HTTP2 framing layer"),
+	// with query strings that must not reach the path.
+	var urls []string
+	for i := 0; i < 5; i++ {
+		urls = append(urls, base+"/ok?token=s3cret", base+"/missing", base+"/fail")
+	}
+	curled := map[string]int{}
+	for _, u := range urls {
+		out, err := exec.Command("curl", "--http2-prior-knowledge", "-sS", "-o", "/dev/null", "-w", "%{http_code}", u).Output()
+		if err != nil {
+			t.Fatalf("curl %s: %v", u, err)
+		}
+		curled[string(out)]++
+	}
+	if curled["200"] != 5 || curled["404"] != 5 || curled["500"] != 5 {
+		t.Fatalf("curl saw %v", curled)
+	}
+	out, err := exec.Command("curl", "--http2-prior-knowledge", "-s", "-o", "/dev/null", "-w", "%{http_code}\n",
+		"--data-binary", "@/etc/services", base+"/post").Output()
+	if err != nil || string(out) != "201\n" {
+		t.Fatalf("curl post: %v %q", err, out)
+	}
+
+	// h2load: 2000 requests over 4 connections, 10 streams at a time.
+	out, err = exec.Command("h2load", "-n", "2000", "-c", "4", "-m", "10", base+"/h2load").CombinedOutput()
+	if err != nil {
+		t.Fatalf("h2load: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx`).FindStringSubmatch(string(out))
+	if m == nil || m[1] != "2000" {
+		t.Fatalf("h2load did not report 2000 2xx:\n%s", out)
+	}
+	r.wait()
+
+	srv.mu.Lock()
+	want := maps.Clone(srv.served)
+	srv.mu.Unlock()
+	if want["GET /h2load 200 -1"] != 2000 || want["GET /ok 200 -1"] != 5 {
+		t.Fatalf("server counted %v", want)
+	}
+	if !maps.Equal(r.counts, want) {
+		t.Errorf("parser counts differ from the server's\n got %v\nwant %v", r.counts, want)
+	}
+	for k := range r.counts {
+		if regexp.MustCompile(`s3cret|\?`).MatchString(k) {
+			t.Errorf("query string kept: %q", k)
+		}
+	}
+	if s := r.stats; s.Desyncs != 0 || s.Undecodable != 0 || s.Lost != 0 || s.Unfinished != 0 {
+		t.Errorf("stats %+v", s)
+	}
+	whole, ws := r.replay(0)
+	bytewise, bs := r.replay(1)
+	if !maps.Equal(whole, bytewise) || ws != bs {
+		t.Errorf("byte-at-a-time replay differs: %+v vs %+v", bs, ws)
+	}
+	t.Logf("server %v; stats %+v; keys %v", want, r.stats, slices.Sorted(maps.Keys(r.counts)))
+}

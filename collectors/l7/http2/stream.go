@@ -1,0 +1,327 @@
+package http2
+
+import (
+	"unicode/utf8"
+
+	"github.com/otelbee/otelbee/collectors/attrs"
+	"golang.org/x/net/http2/hpack"
+)
+
+// stream is one request/response exchange in flight. Streams are recycled
+// with their buffers, so a warm connection allocates none.
+type stream struct {
+	id                              uint32
+	method, path, authority, scheme []byte
+	ctype                           []byte
+	status                          int
+	grpcStatus                      int
+	reqBytes, respBytes             int64
+	start                           int64
+	reqHeaders, reqDone             bool
+	respHeaders, respDone           bool
+	grpc, undecodable, reset        bool
+	resetCode                       uint32
+}
+
+func (p *Parser) alloc(id uint32) *stream {
+	var st *stream
+	if n := len(p.free); n > 0 {
+		st = p.free[n-1]
+		p.free = p.free[:n-1]
+	} else {
+		st = new(stream)
+	}
+	*st = stream{
+		id: id, grpcStatus: -1,
+		method: st.method[:0], path: st.path[:0], authority: st.authority[:0],
+		scheme: st.scheme[:0], ctype: st.ctype[:0],
+	}
+	return st
+}
+
+func (p *Parser) release(st *stream) {
+	p.free = append(p.free, st)
+}
+
+// detach makes sure no header block still being decoded writes into st
+// after it is recycled.
+func (p *Parser) detach(st *stream) {
+	for d := range p.dirs {
+		if p.dirs[d].blkSt == st {
+			p.dirs[d].blkSt = nil
+			p.dirs[d].blkKind = blockDiscard
+		}
+	}
+}
+
+// startBlock opens the header block of a HEADERS frame on stream sid and
+// decides what it is for.
+func (r *reader) startBlock(sid uint32, endStream bool) {
+	p := r.p
+	r.inBlock, r.blkSID, r.blkEnd, r.blkBroken = true, sid, endStream, false
+	r.blkKind, r.blkSt = blockDiscard, nil
+	st := p.streams[sid]
+	if r.dir == FromClient {
+		switch {
+		case st != nil:
+			r.blkKind, r.blkSt = blockReqTrail, st
+		case sid%2 == 0 || sid <= p.maxClientID:
+			// A server-initiated id, or a stream dropped or finished
+			// already: nothing to attribute.
+		case len(p.streams) >= p.lim.MaxStreams:
+			p.maxClientID = sid
+			p.stats.DroppedStreams++
+		default:
+			p.maxClientID = sid
+			st = p.alloc(sid)
+			st.start = p.now.Start
+			p.streams[sid] = st
+			p.stats.Streams++
+			r.blkKind, r.blkSt = blockRequest, st
+		}
+		return
+	}
+	if st == nil {
+		return
+	}
+	if st.respHeaders {
+		r.blkKind = blockTrailers
+	} else {
+		r.blkKind = blockResponse
+	}
+	r.blkSt = st
+}
+
+// endBlock completes a header block (END_HEADERS seen).
+func (r *reader) endBlock() {
+	if !r.blkBroken {
+		if err := r.dec.Close(); err != nil {
+			r.blockFailed()
+		}
+	}
+	st, kind, end, broken := r.blkSt, r.blkKind, r.blkEnd, r.blkBroken
+	r.endBlockState()
+	if st == nil {
+		return
+	}
+	switch kind {
+	case blockRequest:
+		st.reqHeaders = true
+		st.reqDone = end
+		st.grpc = isGRPC(st.ctype)
+	case blockReqTrail:
+		st.reqDone = st.reqDone || end
+	case blockResponse:
+		if !broken && st.status >= 100 && st.status < 200 && !end {
+			st.status = 0 // informational: the final response follows
+			return
+		}
+		st.respHeaders = true
+		st.respDone = end
+	case blockTrailers:
+		st.respDone = st.respDone || end
+	}
+	r.p.maybeFinish(st)
+}
+
+func isGRPC(ctype []byte) bool {
+	const g = "application/grpc"
+	return len(ctype) >= len(g) && string(ctype[:len(g)]) == g &&
+		(len(ctype) == len(g) || ctype[len(g)] == '+' || ctype[len(g)] == ';')
+}
+
+// onField receives each decoded header field of this direction's current
+// block; only the fields an Exchange names are kept.
+func (r *reader) onField(f hpack.HeaderField) {
+	st := r.blkSt
+	if st == nil {
+		return
+	}
+	max := r.p.lim.MaxField
+	switch r.blkKind {
+	case blockRequest:
+		switch f.Name {
+		case ":method":
+			st.method = keep(st.method[:0], f.Value, max)
+		case ":path":
+			v := f.Value
+			for i := 0; i < len(v); i++ {
+				if v[i] == '?' {
+					v = v[:i] // query strings may hold secrets
+					break
+				}
+			}
+			st.path = keep(st.path[:0], v, max)
+		case ":authority":
+			st.authority = keep(st.authority[:0], f.Value, max)
+		case ":scheme":
+			st.scheme = keep(st.scheme[:0], f.Value, max)
+		case "content-type":
+			st.ctype = keep(st.ctype[:0], f.Value, max)
+		}
+	case blockResponse:
+		switch f.Name {
+		case ":status":
+			st.status = atoi(f.Value, 999)
+		case "content-type":
+			st.ctype = keep(st.ctype[:0], f.Value, max)
+		case "grpc-status":
+			st.grpcStatus = atoi(f.Value, 1<<16)
+		}
+	case blockTrailers:
+		if f.Name == "grpc-status" {
+			st.grpcStatus = atoi(f.Value, 1<<16)
+		}
+	}
+}
+
+// keep appends at most max bytes of v to dst as valid UTF-8, cut on a rune
+// boundary.
+func keep(dst []byte, v string, max int) []byte {
+	if len(v) > max {
+		v = v[:max]
+		for i := 0; i < utf8.UTFMax && len(v) > 0; i++ {
+			if r, n := utf8.DecodeLastRuneInString(v); r != utf8.RuneError || n != 1 {
+				break
+			}
+			v = v[:len(v)-1]
+		}
+	}
+	if utf8.ValidString(v) {
+		return append(dst, v...)
+	}
+	return attrs.AppendValid(dst, []byte(v))
+}
+
+// atoi parses a decimal status; -1 when it is not one or exceeds max.
+func atoi(s string, max int) int {
+	if len(s) == 0 || len(s) > 6 {
+		return -1
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n > max {
+		return -1
+	}
+	return n
+}
+
+func (p *Parser) onData(dir Dir, sid uint32, n int64, end bool) {
+	st := p.streams[sid]
+	if st == nil {
+		return
+	}
+	if dir == FromClient {
+		st.reqBytes += n
+		st.reqDone = st.reqDone || end
+	} else {
+		st.respBytes += n
+		st.respDone = st.respDone || end
+	}
+	p.maybeFinish(st)
+}
+
+func (p *Parser) onReset(sid uint32, code uint32) {
+	st := p.streams[sid]
+	if st == nil {
+		return
+	}
+	st.reset, st.resetCode = true, code
+	p.maybeFinish(st)
+}
+
+// onGoAway drops the streams the sender says it never processed: when the
+// server sends it, client streams above its last stream id.
+func (p *Parser) onGoAway(dir Dir, last uint32) {
+	if dir != FromServer {
+		return
+	}
+	for id, st := range p.streams {
+		if id > last {
+			p.stats.Unfinished++
+			p.detach(st)
+			delete(p.streams, id)
+			p.release(st)
+		}
+	}
+}
+
+// setting applies one SETTINGS parameter sent by dir: it bounds what the
+// other direction may send.
+func (p *Parser) setting(dir Dir, id uint16, v uint32) {
+	o := &p.dirs[1-dir]
+	switch id {
+	case settingHeaderTableSize:
+		v = min(v, p.lim.MaxHeaderTable)
+		// Until the other side acknowledges, its encoder may use either
+		// the old or the new size; the new one binds once the ACK is seen
+		// in its direction.
+		o.pendingTable = int64(v)
+		if o.dec != nil && v > o.allowedTable {
+			o.dec.SetAllowedMaxDynamicTableSize(v)
+		}
+		if v > o.allowedTable {
+			o.allowedTable = v
+		}
+	case settingMaxFrameSize:
+		if v >= initialMaxFrame && v <= maxFrameLen {
+			o.maxFrame = v
+		}
+	}
+}
+
+// settingsAck: dir acknowledged the other side's SETTINGS, so its encoder
+// now works within them.
+func (p *Parser) settingsAck(dir Dir) {
+	r := &p.dirs[dir]
+	if r.pendingTable < 0 {
+		return
+	}
+	r.allowedTable = uint32(r.pendingTable)
+	r.pendingTable = -1
+	if r.dec != nil && !r.joined {
+		r.dec.SetAllowedMaxDynamicTableSize(r.allowedTable)
+	}
+}
+
+// maybeFinish emits st once both directions ended it, or it was reset.
+func (p *Parser) maybeFinish(st *stream) {
+	if !st.reset && !(st.reqDone && st.respDone) {
+		return
+	}
+	if st.reqDone && !st.respDone && !st.reset {
+		return
+	}
+	delete(p.streams, st.id)
+	p.detach(st)
+	switch {
+	case !st.reqHeaders:
+		p.stats.Unfinished++
+	case st.undecodable || len(st.method) == 0 || len(st.path) == 0 && string(st.method) != "CONNECT":
+		// Never a guess: a stream without its method and path is not
+		// attributed to anything.
+		p.stats.Undecodable++
+	default:
+		p.stats.Exchanges++
+		if p.emit != nil {
+			e := &p.ex
+			*e = Exchange{
+				StreamID: st.id, Method: st.method, Path: st.path, Authority: st.authority,
+				Scheme: st.scheme, ContentType: st.ctype, Status: st.status, GRPC: st.grpc,
+				GRPCStatus: st.grpcStatus, RequestBytes: st.reqBytes, ResponseBytes: st.respBytes,
+				Start: st.start, End: p.now.End, Reset: st.reset, ResetCode: st.resetCode,
+			}
+			if st.status < 0 {
+				e.Status = 0
+			}
+			p.emit(e)
+		}
+	}
+	p.release(st)
+}
