@@ -124,7 +124,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("creating the console metric exporter: %w", err)
 		}
-		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(cexp, sdkmetric.WithProducer(producers))))
+		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(cexp, sdkmetric.WithProducer(scoped))))
 		log.Info("exporting metrics to the console (stdout)")
 	}
 	if len(readers) == 0 {
