@@ -198,8 +198,10 @@ func TestDefaultValues(t *testing.T) {
 			t.Errorf("env %s = %q, want %q", name, got, want)
 		}
 	}
-	if _, ok := env["OTEL_EXPORTER_OTLP_ENDPOINT"]; ok {
-		t.Error("OTLP endpoint set by default")
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS", "OTELBEE_PROMETHEUS_RESOURCE_LABELS"} {
+		if _, ok := env[name]; ok {
+			t.Errorf("%s set by default", name)
+		}
 	}
 	node := env["OTELBEE_KUBERNETES_NODE_NAME"]
 	if node.ValueFrom == nil || node.ValueFrom.FieldRef == nil || node.ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
@@ -263,6 +265,7 @@ func TestNonDefaultValues(t *testing.T) {
 		},
 		"prometheus": map[string]any{
 			"port":           9555,
+			"resourceLabels": "k8s.namespace.name,k8s.pod.name",
 			"podAnnotations": false,
 			"podMonitor":     map[string]any{"enabled": true, "labels": map[string]any{"release": "kps"}},
 			"serviceMonitor": map[string]any{"enabled": true, "interval": "15s"},
@@ -295,12 +298,13 @@ func TestNonDefaultValues(t *testing.T) {
 	}
 	env := envOf(c)
 	for name, want := range map[string]string{
-		"OTELBEE_COLLECTORS":            "tcp,http",
-		"OTELBEE_PROMETHEUS_LISTEN":     "0.0.0.0:9555",
-		"OTEL_EXPORTER_OTLP_ENDPOINT":   "http://otel-collector.observability:4317",
-		"OTEL_EXPORTER_OTLP_PROTOCOL":   "grpc",
-		"OTELBEE_KUBERNETES_APP_LABELS": "true",
-		"GOMEMLIMIT":                    "536870912",
+		"OTELBEE_COLLECTORS":                 "tcp,http",
+		"OTELBEE_PROMETHEUS_LISTEN":          "0.0.0.0:9555",
+		"OTELBEE_PROMETHEUS_RESOURCE_LABELS": "k8s.namespace.name,k8s.pod.name",
+		"OTEL_EXPORTER_OTLP_ENDPOINT":        "http://otel-collector.observability:4317",
+		"OTEL_EXPORTER_OTLP_PROTOCOL":        "grpc",
+		"OTELBEE_KUBERNETES_APP_LABELS":      "true",
+		"GOMEMLIMIT":                         "536870912",
 	} {
 		if got := env[name].Value; got != want {
 			t.Errorf("env %s = %q, want %q", name, got, want)
