@@ -145,7 +145,12 @@ func TestChartCapabilities(t *testing.T) {
 				for _, l := range strings.Split(string(b), "\n") {
 					if strings.HasPrefix(l, "otelbee_tcp_connection_opened_total{") && strings.Contains(l, `otelbee_network_connection_direction="inbound"`) &&
 						strings.Contains(l, `server_port="`+port+`"`) {
-						i := strings.Index(l, `job="`) + len(`job="`)
+						// job is the series' service.name (no namespace here).
+						i := strings.Index(l, `job="`)
+						if i < 0 {
+							t.Fatalf("no job label: %s", l)
+						}
+						i += len(`job="`)
 						return l[i : i+strings.IndexByte(l[i:], '"')]
 					}
 				}

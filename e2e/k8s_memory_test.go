@@ -135,9 +135,10 @@ func TestKubernetesNodeScopedMemory(t *testing.T) {
 	if got := agentGauge(t, agent, "otelbee_kubernetes_pods"); got != 50 {
 		t.Fatalf("pods cached with 5,000 on other nodes: %v, want 50", got)
 	}
-	// A cache of all 5,050 would hold 100 times the pods; the node's 50
-	// plus noise stay within 4 MiB.
-	if after-before > 4096 {
+	// Caching all 5,050 pods costs about 34 MiB here; the node's 50 plus
+	// the noise of a shared machine (other tests' traffic the agent
+	// records) stay within 10 MiB.
+	if after-before > 10<<10 {
 		t.Errorf("agent RSS grew by %d KiB with pods on other nodes", after-before)
 	}
 }

@@ -25,8 +25,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
+	batchv1client "k8s.io/client-go/kubernetes/typed/batch/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -58,7 +61,7 @@ const maxOwners = 4096
 // identity.ContainerSource.
 type Source struct {
 	cfg    Config
-	client kubernetes.Interface
+	client API
 	log    *slog.Logger
 	stop   chan struct{}
 	done   sync.WaitGroup
@@ -97,11 +100,29 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Source, error) {
 	// connection without reporting it to its error handler.
 	failed := &atomic.Int64{}
 	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countFailures{rt, failed} })
-	client, err := kubernetes.NewForConfig(rc)
+	// Only the three API groups used, not the whole clientset and its
+	// informers for every group (which would triple the binary).
+	var api API
+	if api.Core, err = corev1client.NewForConfig(rc); err == nil {
+		if api.Apps, err = appsv1client.NewForConfig(rc); err == nil {
+			api.Batch, err = batchv1client.NewForConfig(rc)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("creating the kubernetes client: %w", err)
 	}
-	return start(ctx, cfg, client, log, failed)
+	return start(ctx, cfg, api, log, failed)
+}
+
+// API is the part of the Kubernetes API the metadata uses (a
+// kubernetes.Interface's CoreV1(), AppsV1() and BatchV1()).
+type API struct {
+	Core  corev1client.CoreV1Interface
+	Apps  appsv1client.AppsV1Interface
+	Batch batchv1client.BatchV1Interface
+	// From is the clientset the clients come from, if any: client-go's
+	// fake one tells the informer it cannot stream lists as watches.
+	From any
 }
 
 // countFailures counts requests that got no answer or a server error.
@@ -120,21 +141,32 @@ func (c countFailures) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // StartWithClient is Start with a given client (its failed requests are
 // not counted).
-func StartWithClient(ctx context.Context, cfg Config, client kubernetes.Interface, log *slog.Logger) (*Source, error) {
+func StartWithClient(ctx context.Context, cfg Config, client API, log *slog.Logger) (*Source, error) {
 	return start(ctx, cfg, client, log, &atomic.Int64{})
 }
 
-func start(ctx context.Context, cfg Config, client kubernetes.Interface, log *slog.Logger, failed *atomic.Int64) (*Source, error) {
+func start(ctx context.Context, cfg Config, client API, log *slog.Logger, failed *atomic.Int64) (*Source, error) {
 	if cfg.SyncTimeout == 0 {
 		cfg.SyncTimeout = 10 * time.Second
 	}
 	s := &Source{cfg: cfg, client: client, log: log, stop: make(chan struct{}), errRequests: failed,
 		containers: map[string]identity.ContainerInfo{}, byPod: map[string][]string{}, owners: map[string]string{}}
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
-		}))
-	inf := factory.Core().V1().Pods().Informer()
+	// The API server applies the field selector: pods of other nodes are
+	// neither sent nor cached.
+	node := fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = node
+			return client.Core.Pods(metav1.NamespaceAll).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = node
+			return client.Core.Pods(metav1.NamespaceAll).Watch(ctx, o)
+		},
+	}
+	// A client that cannot stream the initial list as watch events (client-go's
+	// fake) says so, as the informer factories ask it.
+	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client.From), &corev1.Pod{}, 0, cache.Indexers{})
 	if err := inf.SetTransform(slim); err != nil {
 		return nil, fmt.Errorf("setting the pod transform: %w", err)
 	}
@@ -277,7 +309,7 @@ func (s *Source) owner(ctx context.Context, kind, ns, name string) string {
 		var rs interface {
 			GetOwnerReferences() []metav1.OwnerReference
 		}
-		rs, err = s.client.AppsV1().ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
+		rs, err = s.client.Apps.ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
 		if err == nil {
 			refs = rs.GetOwnerReferences()
 		}
@@ -286,7 +318,7 @@ func (s *Source) owner(ctx context.Context, kind, ns, name string) string {
 		var job interface {
 			GetOwnerReferences() []metav1.OwnerReference
 		}
-		job, err = s.client.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
+		job, err = s.client.Batch.Jobs(ns).Get(ctx, name, metav1.GetOptions{})
 		if err == nil {
 			refs = job.GetOwnerReferences()
 		}

@@ -48,7 +48,8 @@ func TestSourceWorkloads(t *testing.T) {
 		runningPod("shop", "report-1-y", "node1", ref("Job", "report-1"), "bb"),
 		runningPod("shop", "ds-z", "node1", ref("DaemonSet", "agent"), "cc"),
 	)
-	s, err := StartWithClient(context.Background(), Config{Enabled: true, NodeName: "node1", SyncTimeout: 5 * time.Second}, client,
+	api := API{Core: client.CoreV1(), Apps: client.AppsV1(), Batch: client.BatchV1(), From: client}
+	s, err := StartWithClient(context.Background(), Config{Enabled: true, NodeName: "node1", SyncTimeout: 5 * time.Second}, api,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
