@@ -187,8 +187,17 @@ func TestCollectorOutage(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("received %d + %d, dropped: export_failed %v, queue_full %v, shutdown %v = %v, want served = %d\n%s",
-				before, after, failed, full, shut, got, served, agent.LogTail(30))
+			resp, _ := http.Get(agent.MetricsURL)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var self []string
+			for _, l := range strings.Split(string(body), "\n") {
+				if strings.HasPrefix(l, "otelbee_exporter_") || strings.HasPrefix(l, "otelbee_events_") || strings.HasPrefix(l, "otelbee_http_") {
+					self = append(self, l)
+				}
+			}
+			t.Fatalf("received %d + %d, dropped: export_failed %v, queue_full %v, shutdown %v = %v, want served = %d\n%s\n%s",
+				before, after, failed, full, shut, got, served, strings.Join(self, "\n"), agent.LogTail(30))
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
@@ -239,7 +248,7 @@ func TestShutdownDeadline(t *testing.T) {
 			err := agent.Wait(15 * time.Second)
 			took := time.Since(start)
 			t.Logf("exit after SIGTERM: %v (%v)", took.Round(time.Millisecond), err)
-			if took > 2*time.Second+700*time.Millisecond {
+			if took > 3*time.Second { // the deadline plus a margin for a loaded machine
 				t.Fatalf("shutdown took %v with --shutdown-timeout=2s:\n%s", took, agent.LogTail(20))
 			}
 			if err != nil {

@@ -388,12 +388,19 @@ func verifierExcerpt(err error) error {
 func (l *Loader) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var errs []error
-	for _, ln := range l.links {
-		if err := ln.Close(); err != nil {
-			errs = append(errs, err)
-		}
+	// Each detach waits for the kernel's RCU grace period (tens of
+	// milliseconds); closed at once, the links share the waits, which keeps
+	// shutdown within --shutdown-timeout.
+	errs := make([]error, len(l.links))
+	var wg sync.WaitGroup
+	for i, ln := range l.links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = ln.Close()
+		}()
 	}
+	wg.Wait()
 	l.links = nil
 	for name, p := range l.programs {
 		if l.registry != nil {
