@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -189,6 +190,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Hooks:          hook.NewRegistry(),
 		Attach:         hook.Options{Force: force, Strict: cfg.AttachModeStrict},
 	}
+	deps.Processes.Retention = cfg.Process.Retention
+	// Before anything looks a process up: identities learned at exec by a
+	// previous run, which /proc may no longer show.
+	if cfg.StateDir != "" {
+		if err := deps.Processes.Persist(filepath.Join(cfg.StateDir, "processes.json"), logger.With("component", "identity")); err != nil {
+			log.Warn("process identities will not survive a restart: services that rewrite their environment (nginx) may be renamed after one", "state_dir", cfg.StateDir, "error", err)
+		}
+	}
 
 	stopKube := startKubernetes(ctx, cfg.Kubernetes, mp, deps.Processes, logger)
 	defer stopKube()
@@ -256,6 +265,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	var wg sync.WaitGroup
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
+	// Identity sweeps its own cache and publishes exits, whatever
+	// collectors run.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		deps.Processes.Run(runCtx)
+	}()
 	if watcher != nil {
 		wg.Add(1)
 		go func() {

@@ -54,6 +54,11 @@ type Config struct {
 	TCP    tcp.Config   `yaml:"tcp"`
 	DNS    dns.Config   `yaml:"dns"`
 	HTTP   httpc.Config `yaml:"http"`
+	// Process is the process identity cache.
+	Process ProcessConfig `yaml:"process"`
+	// StateDir keeps what the agent learned that a restart could not learn
+	// again (process identities read at exec); empty keeps nothing.
+	StateDir string `yaml:"state_dir"`
 
 	// ResourceAttributes go on the resource of every observed service, in
 	// the OTEL_RESOURCE_ATTRIBUTES format (key=value,...); a program's own
@@ -62,6 +67,13 @@ type Config struct {
 	ResourceAttributes string `yaml:"resource_attributes"`
 	// Kubernetes adds pod metadata to every identity (package k8smeta).
 	Kubernetes k8smeta.Config `yaml:"kubernetes"`
+}
+
+// ProcessConfig is the process identity cache.
+type ProcessConfig struct {
+	// Retention is how long the identity of an exited process is kept,
+	// for the series it left behind.
+	Retention time.Duration `yaml:"retention"`
 }
 
 // ExportConfig is the resolved choice of exporters per signal.
@@ -111,6 +123,8 @@ func DefaultConfig() Config {
 		TCP:             tcp.DefaultConfig(),
 		DNS:             dns.DefaultConfig(),
 		HTTP:            httpc.DefaultConfig(),
+		Process:         ProcessConfig{Retention: 5 * time.Minute},
+		StateDir:        "/var/lib/otelbee",
 	}
 }
 
@@ -143,6 +157,8 @@ var envVars = map[string]string{
 	"OTELBEE_DNS_SPANS":              "dns.spans",
 	"OTELBEE_HTTP_CAPTURE_BYTES":     "http.capture-bytes",
 	"OTELBEE_HTTP_ROUTES":            "http.routes",
+	"OTELBEE_PROCESS_RETENTION":      "process.retention",
+	"OTELBEE_STATE_DIR":              "state-dir",
 
 	// The observed services' resource, not the agent's (OTEL_RESOURCE_ATTRIBUTES).
 	"OTELBEE_RESOURCE_ATTRIBUTES": "resource.attributes",
@@ -192,6 +208,8 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.String("kubernetes.node-name", "", "the node whose pods are watched (the chart sets it from the downward API)")
 	fs.String("kubernetes.kubeconfig", "", "kubeconfig file for the API server (default: the in-cluster service account)")
 	fs.Bool("kubernetes.app-labels", false, "also take service.name and service.version from app.kubernetes.io/* pod labels")
+	fs.Duration("process.retention", 0, "how long the identity of an exited process is kept for the series it left (default 5m, at least 1s)")
+	fs.String("state-dir", "", "directory for what must survive a restart (identities learned at exec); empty string keeps nothing (default /var/lib/otelbee)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -295,6 +313,10 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			cfg.Kubernetes.Kubeconfig = v
 		case "kubernetes.app-labels":
 			cfg.Kubernetes.AppLabels, err = strconv.ParseBool(v)
+		case "state-dir":
+			cfg.StateDir = v
+		case "process.retention":
+			cfg.Process.Retention, err = time.ParseDuration(v)
 		case "tcp.max-series":
 			var n uint64
 			n, err = strconv.ParseUint(v, 10, 32)
@@ -622,6 +644,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return usageErrorf("shutdown-timeout must be positive, got %s", c.ShutdownTimeout)
+	}
+	if c.Process.Retention < time.Second {
+		return usageErrorf("process.retention must be at least 1s, got %s", c.Process.Retention)
 	}
 	if c.TCP.MaxPeersPerProcess > maxPeersPerProcess {
 		return usageErrorf("tcp.max_peers_per_process must be at most %d, got %d", maxPeersPerProcess, c.TCP.MaxPeersPerProcess)

@@ -6,11 +6,12 @@
 package identity
 
 import (
-	"bufio"
 	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,6 +52,10 @@ type Process struct {
 	// envService: the service name came from the environment (the
 	// process's own or, for a forked child, its parent's).
 	envService bool
+	// otelEnv is what named the process in that environment: its
+	// OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES entries, kept
+	// across agent restarts (Persist).
+	otelEnv []byte
 
 	// provisionalUntil is set when the environment read empty: a process
 	// caught between exec's switch of address space and the kernel writing
@@ -101,12 +106,26 @@ type Resolver struct {
 
 	// Retention is how long the identity of an exited process is kept:
 	// its last series are still reported (and retired) after it is gone.
+	// Set it before Run.
 	Retention time.Duration
 
 	mu    sync.Mutex
 	base  []attribute.KeyValue // SetResourceAttributes
 	cache map[uint32]*Process
 	dead  map[uint32]time.Time // when Sweep first found the pid gone
+	// peak is the largest the cache has been since its map was last
+	// rebuilt: Go maps never give back their buckets, so after a burst of
+	// short-lived processes the maps are copied into smaller ones.
+	peak int
+
+	subs subscribers
+
+	// The state file (Persist); stateMu is taken before mu.
+	stateMu     sync.Mutex
+	statePath   string
+	stateLog    *slog.Logger
+	saved       []byte // what was last written
+	saveFailing bool
 }
 
 // NewResolver reads processes under procRoot (normally "/proc"). host goes
@@ -127,18 +146,30 @@ func (r *Resolver) Lookup(pid uint32) *Process {
 	}
 	r.mu.Lock()
 	p, ok := r.cache[pid]
+	_, dead := r.dead[pid]
 	r.mu.Unlock()
-	if ok && (p.provisionalUntil.IsZero() || time.Now().After(p.provisionalUntil)) {
+	if ok && !dead && (p.provisionalUntil.IsZero() || time.Now().After(p.provisionalUntil)) {
 		return p
 	}
 	fresh := r.read(pid, !ok, nil)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	existing, ok := r.cache[pid]
+	_, dead = r.dead[pid]
 	switch {
 	case !ok:
-		r.cache[pid] = fresh
+		r.insert(pid, fresh)
 		return fresh
+	case dead:
+		// The pid of a process gone within the retention: a new process
+		// (forked, so no exec announced it) may have it now. Until then
+		// the exited one keeps its identity for the series it left.
+		if fresh.startTime != 0 && fresh.startTime != existing.startTime {
+			r.cache[pid] = fresh
+			delete(r.dead, pid)
+			return fresh
+		}
+		return existing
 	case existing.provisionalUntil.IsZero() || fresh.startTime != existing.startTime:
 		return existing
 	case fresh.provisionalUntil.IsZero():
@@ -159,10 +190,19 @@ func (r *Resolver) RefreshExec(pid uint32, execEnv []byte) *Process {
 	}
 	p := r.read(pid, true, execEnv)
 	r.mu.Lock()
-	r.cache[pid] = p
+	r.insert(pid, p)
 	delete(r.dead, pid)
 	r.mu.Unlock()
+	r.subs.publish(Event{Kind: ProcessExec, PID: pid, Process: p})
 	return p
+}
+
+// insert caches p; r.mu is held.
+func (r *Resolver) insert(pid uint32, p *Process) {
+	r.cache[pid] = p
+	if len(r.cache) > r.peak {
+		r.peak = len(r.cache)
+	}
 }
 
 // Alive reports whether pid still names the process that was cached.
@@ -180,37 +220,84 @@ func (r *Resolver) Alive(pid uint32) bool {
 	return !ok || p.startTime == 0 || p.startTime == st
 }
 
-// Sweep finds cached processes that exited (or whose pid was reused) and
-// returns those newly found gone, so collectors can retire their series. Their
-// identity stays cached for Retention, then is forgotten.
+// Sweep finds cached processes that exited (or whose pid was reused),
+// publishes an exit for each one newly found gone and returns them, so
+// collectors can retire their series. Their identity stays cached for
+// Retention, then is forgotten. Run calls it periodically.
 func (r *Resolver) Sweep() []uint32 {
 	r.mu.Lock()
-	pids := make([]uint32, 0, len(r.cache))
+	pids := make([]uint32, 0, len(r.cache)-len(r.dead))
 	for pid := range r.cache {
-		pids = append(pids, pid)
+		// Found gone before: only its retention is left to check.
+		if _, ok := r.dead[pid]; !ok {
+			pids = append(pids, pid)
+		}
 	}
 	r.mu.Unlock()
-	var gone, dead []uint32
+	var dead []uint32
 	for _, pid := range pids {
 		if !r.Alive(pid) {
 			dead = append(dead, pid)
 		}
 	}
 	now := time.Now()
+	var gone []Event
 	r.mu.Lock()
 	for _, pid := range dead {
-		since, known := r.dead[pid]
-		switch {
-		case !known:
+		p, ok := r.cache[pid]
+		if _, known := r.dead[pid]; ok && !known {
 			r.dead[pid] = now
-			gone = append(gone, pid)
-		case now.Sub(since) >= r.Retention:
-			delete(r.cache, pid)
-			delete(r.dead, pid)
+			gone = append(gone, Event{Kind: ProcessExit, PID: pid, Process: p})
 		}
 	}
+	forgotten := 0
+	for pid, since := range r.dead {
+		if now.Sub(since) >= r.Retention {
+			delete(r.cache, pid)
+			delete(r.dead, pid)
+			forgotten++
+		}
+	}
+	r.shrink()
 	r.mu.Unlock()
-	return gone
+	if forgotten >= releaseAfter {
+		releaseMemory()
+	}
+	pidsGone := make([]uint32, len(gone))
+	for i, e := range gone {
+		r.subs.publish(e)
+		pidsGone[i] = e.PID
+	}
+	return pidsGone
+}
+
+// releaseAfter is how many identities forgotten in one sweep make it give
+// the memory back to the system at once: a burst of short-lived processes
+// (20,000 execs: +30 MB resident) otherwise stays resident for minutes,
+// until the garbage collector's later cycles lower the heap goal and the
+// runtime returns the pages. A burst costs one extra collection.
+const releaseAfter = 1024
+
+// releaseMemory is debug.FreeOSMemory; tests count its calls.
+var releaseMemory = debug.FreeOSMemory
+
+// shrink copies the maps into new ones once the cache is a quarter of the
+// size it reached, so a burst of short-lived processes leaves no memory
+// behind; r.mu is held.
+func (r *Resolver) shrink() {
+	const minPeak = 1024
+	if r.peak < minPeak || len(r.cache) > r.peak/4 {
+		return
+	}
+	cache := make(map[uint32]*Process, len(r.cache))
+	for pid, p := range r.cache {
+		cache[pid] = p
+	}
+	dead := make(map[uint32]time.Time, len(r.dead))
+	for pid, t := range r.dead {
+		dead[pid] = t
+	}
+	r.cache, r.dead, r.peak = cache, dead, len(cache)
 }
 
 // Len is the number of cached processes.
@@ -239,9 +326,11 @@ func (r *Resolver) read(pid uint32, waitForExec bool, execEnv []byte) *Process {
 	if execEnv != nil {
 		p.ServiceName, p.ServiceNamespace = serviceFromEnviron(execEnv)
 		p.resource = resourceFromEnviron(execEnv)
+		p.otelEnv = otelVars(execEnv)
 	} else if env, err := readEnviron(dir, waitForExec); err == nil {
 		p.ServiceName, p.ServiceNamespace = serviceFromEnviron(env)
 		p.resource = resourceFromEnviron(env)
+		p.otelEnv = otelVars(env)
 		if len(env) == 0 {
 			p.provisionalUntil = time.Now().Add(provisionalFor)
 		}
@@ -279,6 +368,7 @@ func (r *Resolver) inherit(p *Process, ppid uint32) {
 	if ok && parent.envService && parent.ExecutableName == p.ExecutableName {
 		p.ServiceName, p.ServiceNamespace = parent.ServiceName, parent.ServiceNamespace
 		p.resource = parent.resource
+		p.otelEnv = parent.otelEnv
 		p.envService = true
 	}
 }
@@ -304,31 +394,50 @@ const provisionalFor = time.Second
 
 // serviceFromEnviron finds OTEL_SERVICE_NAME, else service.name and
 // service.namespace in OTEL_RESOURCE_ATTRIBUTES, as the OTel SDKs would.
+// It runs for every exec on the host: it walks the environment in place.
 func serviceFromEnviron(env []byte) (name, namespace string) {
-	var resAttrs string
-	for _, kv := range bytes.Split(env, []byte{0}) {
+	var resAttrs []byte
+	for rest := env; len(rest) > 0; {
+		var kv []byte
+		kv, rest, _ = bytes.Cut(rest, []byte{0})
 		switch {
 		case bytes.HasPrefix(kv, []byte("OTEL_SERVICE_NAME=")):
 			name = string(kv[len("OTEL_SERVICE_NAME="):])
 		case bytes.HasPrefix(kv, []byte("OTEL_RESOURCE_ATTRIBUTES=")):
-			resAttrs = string(kv[len("OTEL_RESOURCE_ATTRIBUTES="):])
+			resAttrs = kv[len("OTEL_RESOURCE_ATTRIBUTES="):]
 		}
 	}
-	for _, pair := range strings.Split(resAttrs, ",") {
-		k, v, ok := strings.Cut(pair, "=")
+	for len(resAttrs) > 0 {
+		var pair []byte
+		pair, resAttrs, _ = bytes.Cut(resAttrs, []byte(","))
+		k, v, ok := bytes.Cut(pair, []byte("="))
 		if !ok {
 			continue
 		}
-		switch strings.TrimSpace(k) {
+		switch string(bytes.TrimSpace(k)) {
 		case "service.name":
 			if name == "" {
-				name = strings.TrimSpace(v)
+				name = string(bytes.TrimSpace(v))
 			}
 		case "service.namespace":
-			namespace = strings.TrimSpace(v)
+			namespace = string(bytes.TrimSpace(v))
 		}
 	}
 	return name, namespace
+}
+
+// otelVars returns the OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
+// entries of env, NUL-terminated as in env; nil when it has neither.
+func otelVars(env []byte) []byte {
+	var out []byte
+	for rest := env; len(rest) > 0; {
+		var kv []byte
+		kv, rest, _ = bytes.Cut(rest, []byte{0})
+		if bytes.HasPrefix(kv, []byte("OTEL_SERVICE_NAME=")) || bytes.HasPrefix(kv, []byte("OTEL_RESOURCE_ATTRIBUTES=")) {
+			out = append(append(out, kv...), 0)
+		}
+	}
+	return out
 }
 
 var containerIDPattern = regexp.MustCompile(`([0-9a-f]{64})`)
@@ -336,16 +445,17 @@ var containerIDPattern = regexp.MustCompile(`([0-9a-f]{64})`)
 // ContainerIDFromCgroup extracts a container id (64 hex digits, as docker,
 // containerd and CRI-O name their cgroups) from /proc/<pid>/cgroup.
 func ContainerIDFromCgroup(cgroup []byte) string {
-	sc := bufio.NewScanner(bytes.NewReader(cgroup))
-	for sc.Scan() {
-		line := sc.Text()
-		_, path, ok := strings.Cut(line, ":")
+	for rest := cgroup; len(rest) > 0; {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte{'\n'})
+		// hierarchy-ID:controllers:path
+		_, path, ok := bytes.Cut(line, []byte{':'})
 		if !ok {
 			continue
 		}
-		_, path, _ = strings.Cut(path, ":")
-		if m := containerIDPattern.FindString(path); m != "" {
-			return m
+		_, path, _ = bytes.Cut(path, []byte{':'})
+		if m := containerIDPattern.Find(path); m != nil {
+			return string(m)
 		}
 	}
 	return ""
@@ -363,15 +473,34 @@ func readStat(procRoot string, pid uint32) (start uint64, ppid uint32, err error
 	if i < 0 {
 		return 0, 0, os.ErrInvalid
 	}
-	fields := strings.Fields(string(b[i+1:]))
-	// fields[0] is field 3 (state); ppid is field 4, starttime field 22.
-	if len(fields) < 20 {
+	// After it, field 3 (state) is the first; ppid is field 4, starttime 22.
+	pp, ok1 := statField(b[i+1:], 4-3)
+	st, ok2 := statField(b[i+1:], 22-3)
+	if !ok1 || !ok2 {
 		return 0, 0, os.ErrInvalid
 	}
-	pp, err := strconv.ParseUint(fields[1], 10, 32)
+	ppid64, err := strconv.ParseUint(string(pp), 10, 32)
 	if err != nil {
 		return 0, 0, err
 	}
-	start, err = strconv.ParseUint(fields[19], 10, 64)
-	return start, uint32(pp), err
+	start, err = strconv.ParseUint(string(st), 10, 64)
+	return start, uint32(ppid64), err
+}
+
+// statField returns the n-th (from 0) space-separated field of b.
+func statField(b []byte, n int) ([]byte, bool) {
+	for f := 0; ; f++ {
+		b = bytes.TrimLeft(b, " ")
+		if len(b) == 0 {
+			return nil, false
+		}
+		end := bytes.IndexByte(b, ' ')
+		if end < 0 {
+			end = len(b)
+		}
+		if f == n {
+			return bytes.TrimRight(b[:end], "\n"), true
+		}
+		b = b[end:]
+	}
 }

@@ -1,10 +1,13 @@
 package identity
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestServiceFromEnviron(t *testing.T) {
@@ -175,4 +178,207 @@ func TestResolverForkedChildInherits(t *testing.T) {
 			t.Errorf("pid %d: %q/%q, want %q/%q", tt.pid, p.ServiceNamespace, p.ServiceName, tt.wantNS, tt.name)
 		}
 	}
+}
+
+// TestResolverPublishesExecAndExit: a subscriber hears a real process's
+// exec (as the watcher announces it) and, from the sweep, its exit, once,
+// with the identity it had; after unsubscribing it hears nothing.
+func TestResolverPublishesExecAndExit(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME=pubsub")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	r := NewResolver("/proc", "h")
+	var got []Event
+	unsubscribe := r.Subscribe(func(e Event) { got = append(got, e) })
+	r.RefreshExec(pid, nil)
+	r.Sweep()
+	cmd.Process.Kill()
+	cmd.Wait()
+	r.Sweep()
+	r.Sweep()
+	if len(got) != 2 || got[0].Kind != ProcessExec || got[1].Kind != ProcessExit {
+		t.Fatalf("events %+v, want one exec then one exit", got)
+	}
+	for _, e := range got {
+		if e.PID != pid || e.Process.ServiceName != "pubsub" {
+			t.Fatalf("event %s: pid %d service %q, want %d pubsub", e.Kind, e.PID, e.Process.ServiceName, pid)
+		}
+	}
+	unsubscribe()
+	r.RefreshExec(pid, nil)
+	r.Retention = 0
+	r.Sweep()
+	if len(got) != 2 {
+		t.Fatalf("events after unsubscribing: %+v", got[2:])
+	}
+}
+
+// TestResolverRunForgetsExited: real short processes announced at exec are
+// forgotten by the resolver's own sweep once the retention has passed, with
+// no collector calling it, and the cache's maps are rebuilt small.
+func TestResolverRunForgetsExited(t *testing.T) {
+	r := NewResolver("/proc", "h")
+	r.Retention = time.Second
+	const n = 2000
+	for i := 0; i < n; i++ {
+		cmd := exec.Command("/bin/true")
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		r.RefreshExec(uint32(cmd.Process.Pid), []byte("OTEL_SERVICE_NAME=short\x00"))
+	}
+	if r.Len() < n {
+		t.Fatalf("cache %d after %d execs", r.Len(), n)
+	}
+	exits := 0
+	var mu sync.Mutex
+	r.Subscribe(func(e Event) {
+		if e.Kind == ProcessExit {
+			mu.Lock()
+			exits++
+			mu.Unlock()
+		}
+	})
+	released := 0
+	defer func(f func()) { releaseMemory = f }(releaseMemory)
+	releaseMemory = func() {
+		mu.Lock()
+		released++
+		mu.Unlock()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Len() > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	mu.Lock()
+	defer mu.Unlock()
+	if r.Len() != 0 || exits != n || released != 1 {
+		t.Fatalf("after the retention: cache %d, exits published %d, memory released %d times, want 0, %d, 1", r.Len(), exits, released, n)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.peak != 0 {
+		t.Fatalf("maps not rebuilt: peak %d", r.peak)
+	}
+}
+
+// TestResolverDeadPidReused: a pid found gone and then taken by a forked
+// process (no exec announces it) is read anew, not named after the
+// process that exited.
+func TestResolverDeadPidReused(t *testing.T) {
+	root := t.TempDir()
+	dir := root + "/42"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, content string) {
+		t.Helper()
+		if err := os.WriteFile(dir+"/"+name, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("stat", "42 (old) S 1 42 42 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 777 0 0\n")
+	write("comm", "old\n")
+	write("environ", "OTEL_SERVICE_NAME=old\x00")
+	r := NewResolver(root, "h")
+	if got := r.Lookup(42).ServiceName; got != "old" {
+		t.Fatalf("first process: %q", got)
+	}
+	os.Remove(dir + "/stat")
+	if gone := r.Sweep(); len(gone) != 1 {
+		t.Fatalf("exit not found: %v", gone)
+	}
+	if got := r.Lookup(42).ServiceName; got != "old" {
+		t.Fatalf("exited process within its retention: %q, want old", got)
+	}
+	write("stat", "42 (new) S 1 42 42 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 999 0 0\n")
+	write("comm", "new\n")
+	write("environ", "OTEL_SERVICE_NAME=new\x00")
+	if got := r.Lookup(42).ServiceName; got != "new" {
+		t.Fatalf("pid reused: %q, want new", got)
+	}
+	if gone := r.Sweep(); len(gone) != 0 {
+		t.Fatalf("live process swept: %v", gone)
+	}
+}
+
+// BenchmarkRefreshExec is the work of one exec on the host: the identity
+// of a live process read from /proc with the environment of its exec.
+func BenchmarkRefreshExec(b *testing.B) {
+	r := NewResolver("/proc", "h")
+	pid := uint32(os.Getpid())
+	var env []byte
+	for _, kv := range os.Environ() {
+		env = append(append(env, kv...), 0)
+	}
+	env = append(env, "OTEL_SERVICE_NAME=bench\x00"...)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.RefreshExec(pid, env)
+	}
+}
+
+// BenchmarkAlive is the sweep's cost per cached process.
+func BenchmarkAlive(b *testing.B) {
+	r := NewResolver("/proc", "h")
+	pid := uint32(os.Getpid())
+	r.Lookup(pid)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Alive(pid)
+	}
+}
+
+// TestReadStat: the start time and parent from a stat line whose comm holds
+// spaces and parentheses.
+func TestReadStat(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(root+"/7", 0o755)
+	tests := []struct {
+		stat       string
+		start      uint64
+		ppid       uint32
+		wantErrNil bool
+	}{
+		{"7 (a b) c) S 3 7 7 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0\n", 12345, 3, true},
+		{"7 (x) S 3 7 7 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 99\n", 99, 3, true},
+		{"7 (x) S 3 7 7 0\n", 0, 0, false},
+		{"7 x S 3", 0, 0, false},
+	}
+	for _, tt := range tests {
+		os.WriteFile(root+"/7/stat", []byte(tt.stat), 0o644)
+		start, ppid, err := readStat(root, 7)
+		if (err == nil) != tt.wantErrNil || start != tt.start || ppid != tt.ppid {
+			t.Errorf("%q: start %d ppid %d err %v, want %d %d (error: %v)", tt.stat, start, ppid, err, tt.start, tt.ppid, !tt.wantErrNil)
+		}
+	}
+}
+
+func FuzzServiceFromEnviron(f *testing.F) {
+	f.Add([]byte("OTEL_SERVICE_NAME=a\x00OTEL_RESOURCE_ATTRIBUTES=service.name=b,service.namespace=ns\x00"))
+	f.Add([]byte("OTEL_RESOURCE_ATTRIBUTES=,=,,service.namespace\x00\x00"))
+	f.Fuzz(func(t *testing.T, env []byte) {
+		name, ns := serviceFromEnviron(env)
+		if len(name) > len(env) || len(ns) > len(env) {
+			t.Fatalf("%q: got %q %q, longer than the input", env, name, ns)
+		}
+	})
+}
+
+func FuzzContainerIDFromCgroup(f *testing.F) {
+	f.Add([]byte("0::/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n"))
+	f.Add([]byte("12:cpu:\n::\n:"))
+	f.Fuzz(func(t *testing.T, cg []byte) {
+		id := ContainerIDFromCgroup(cg)
+		if id != "" && !containerIDPattern.MatchString(id) || len(id) != 0 && len(id) != 64 {
+			t.Fatalf("%q: id %q", cg, id)
+		}
+	})
 }

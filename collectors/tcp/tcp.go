@@ -19,6 +19,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/identity"
 )
 
 // Name is the collector's name on the command line.
@@ -262,30 +263,21 @@ func runIterator(p *ebpf.Program) (link.Link, error) {
 // Run retires the series of exited processes until ctx ends. Everything
 // else happens in the kernel and when metrics are collected.
 func (c *Collector) Run(ctx context.Context) error {
-	c.sweepLoop(ctx)
-	return nil
-}
-
-// sweepLoop forgets exited processes so their kernel series can be retired.
-func (c *Collector) sweepLoop(ctx context.Context) {
-	t := time.NewTicker(10 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	// Exits are found by the resolver's own sweep, which runs whatever
+	// collectors are enabled.
+	stop := c.deps.Processes.Subscribe(func(e identity.Event) {
+		if e.Kind != identity.ProcessExit {
 			return
-		case <-t.C:
-			gone := c.deps.Processes.Sweep()
-			now := time.Now()
-			c.mu.Lock()
-			for _, pid := range gone {
-				if _, ok := c.retired[pid]; !ok {
-					c.retired[pid] = now
-				}
-			}
-			c.mu.Unlock()
 		}
-	}
+		c.mu.Lock()
+		if _, ok := c.retired[e.PID]; !ok {
+			c.retired[e.PID] = time.Now()
+		}
+		c.mu.Unlock()
+	})
+	defer stop()
+	<-ctx.Done()
+	return nil
 }
 
 // Close detaches the programs and ends Run. Idempotent.
