@@ -980,6 +980,9 @@ __noinline __u32 capture_segs_iov(__u64 iovp, __u64 iovcnt, __u64 total, __u32 c
 	__u64 pos = 0, last_pos = 0, last_len = 0;
 	const __u8 *last_base = 0;
 	for (int i = 0; i < SEG_IOV; i++) {
+		// One range for every path into the iteration, so the verifier
+		// prunes them (the mask changes nothing: see seg_out).
+		asm volatile("%[c] &= 8191" : [c] "+r"(cur));
 		if (i >= iovcnt || pos >= total)
 			break;
 		struct iovec v;
@@ -1062,6 +1065,12 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 				end = capture_segs_iov((__u64)m.msg_iov, m.msg_iovlen, ret, captured);
 		}
 	}
+	// One range for every capture path, so the verifier prunes them from
+	// here on (the masks change nothing: captured <= MAX_CAPTURE, end below
+	// 8192).
+	asm volatile("%[c] &= 8191\n\t"
+		     "%[e] &= 8191"
+		     : [c] "+r"(captured), [e] "+r"(end));
 	int request_dir = (ci->role == ROLE_SERVER) == (dir == DIR_READ);
 	int starts = -1; // not asked yet
 	if (ci->state == STATE_UNKNOWN) {

@@ -104,6 +104,8 @@ func rpWait(t *testing.T, agent *harness.Agent, what string, cond func(map[strin
 	}
 }
 
+// svc matches a service's series: the Prometheus endpoint names a service
+// by job (service.namespace/service.name; no namespace here).
 func svc(name string, kv ...string) map[string]string {
 	m := map[string]string{"job": name}
 	for i := 0; i+1 < len(kv); i += 2 {

@@ -269,3 +269,31 @@ func TestRecordLayout(t *testing.T) {
 		t.Fatalf("data_event data at %d, decode.go says %d", off, dataHdrSize)
 	}
 }
+
+// FuzzParserSegments feeds calls with arbitrary segment areas: whatever the
+// kernel sends, the parser neither crashes nor reports a bad exchange.
+func FuzzParserSegments(f *testing.F) {
+	all, cap, segs := iovSegs([]string{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7d0", "\r\n", strings.Repeat("a", 2000), "\r\n", "0\r\n\r\n"}, 64)
+	var enc []byte
+	for _, s := range segs {
+		var h [segHdr]byte
+		binary.LittleEndian.PutUint32(h[:], uint32(s[0]))
+		binary.LittleEndian.PutUint16(h[4:], uint16(s[1]))
+		enc = append(append(enc, h[:]...), all[s[0]:s[0]+s[1]]...)
+	}
+	f.Add([]byte(all[:cap]), enc, uint32(len(all)))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), []byte{10, 0, 0, 0, 5, 0, '0', '\r', '\n', '\r', '\n'}, uint32(200))
+	f.Fuzz(func(t *testing.T, head, segs []byte, total uint32) {
+		st := &Stats{}
+		c := NewConn(false, st, func(ex *Exchange) {
+			if ex.Status < 100 || ex.Status > 999 || ex.ReqBody < -1 || ex.RespBody < -1 || ex.End < ex.Start {
+				t.Fatalf("bad exchange %+v", ex)
+			}
+		})
+		for i := 0; i < 3; i++ {
+			c.Feed(false, []byte("GET /f HTTP/1.1\r\n\r\n"), 19, callTimes{uint64(10 * i), uint64(10*i + 1)})
+			c.FeedSegments(true, head, segs, uint64(total), callTimes{uint64(10*i + 2), uint64(10*i + 3)})
+		}
+		c.Close()
+	})
+}
