@@ -54,6 +54,7 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 	if mountErr != nil {
 		fmt.Fprintf(w, "mounts:       %v\n", mountErr)
 	}
+	doctorKubernetes(ctx, w, cfg.Kubernetes)
 	fmt.Fprintf(w, "\ncapabilities (effective):\n")
 	eff := effectiveCaps()
 	for _, c := range capabilities {

@@ -2,7 +2,10 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
@@ -43,4 +46,26 @@ func startKubernetes(ctx context.Context, cfg k8smeta.Config, mp *sdkmetric.Mete
 		}
 		src.Close()
 	}
+}
+
+// doctorKubernetes says whether the pod metadata would work: the API
+// server answers and lists this node's pods.
+func doctorKubernetes(ctx context.Context, w io.Writer, cfg k8smeta.Config) {
+	if !cfg.Enabled {
+		fmt.Fprintf(w, "kubernetes:   off (--kubernetes adds pod metadata)\n")
+		return
+	}
+	cfg.SyncTimeout = 5 * time.Second
+	src, err := k8smeta.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		fmt.Fprintf(w, "kubernetes:   cannot start: %v\n", err)
+		return
+	}
+	defer src.Close()
+	if !src.Synced() {
+		fmt.Fprintf(w, "kubernetes:   node %s: the API server did not list the pods within %v (%d failed requests); series would carry container ids only\n",
+			cfg.NodeName, cfg.SyncTimeout, src.FailedRequests())
+		return
+	}
+	fmt.Fprintf(w, "kubernetes:   node %s: %d pods, %d containers with metadata\n", cfg.NodeName, src.Pods(), src.Containers())
 }

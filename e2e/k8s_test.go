@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -183,6 +184,13 @@ func TestKubernetesMetadata(t *testing.T) {
 		"--otlp.endpoint=http://"+col.HTTPEndpoint, "--otlp.protocol=http/protobuf")
 	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
 	waitProm(t, prom, "otelbee_kubernetes_pods", 2)
+
+	// doctor checks the API server the same way.
+	bin, _ := harness.AgentBin()
+	doc, _ := exec.Command(bin, "doctor", "--kubernetes", "--kubernetes.node-name="+kubeNode, "--kubernetes.kubeconfig="+f.kube.Kubeconfig).CombinedOutput()
+	if want := "kubernetes:   node " + kubeNode + ": 2 pods, 3 containers with metadata"; !strings.Contains(string(doc), want) {
+		t.Errorf("doctor lacks %q:\n%s", want, doc)
+	}
 
 	webCg := harness.NewContainerCgroup(t, string(web.UID), webID)
 	webTCPCg := harness.NewContainerCgroup(t, string(web.UID), webTCPID)

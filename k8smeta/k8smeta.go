@@ -224,6 +224,12 @@ func (s *Source) Container(id string) (identity.ContainerInfo, bool) {
 	return info, ok
 }
 
+// Synced reports whether the node's pods were listed.
+func (s *Source) Synced() bool { return s.synced.Load() }
+
+// FailedRequests is the number of API requests that failed.
+func (s *Source) FailedRequests() int64 { return s.errRequests.Load() }
+
 // Pods is the number of pods cached.
 func (s *Source) Pods() int64 { return s.pods.Load() }
 

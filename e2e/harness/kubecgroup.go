@@ -70,6 +70,7 @@ func NewContainerCgroup(t testing.TB, podUID, id string) *ContainerCgroup {
 	if err != nil {
 		t.Skipf("skipping: %v", err)
 	}
+	sweepStaleCgroups(v2, v1)
 	pod := "kubepods-besteffort-pod" + strings.ReplaceAll(podUID, "-", "_") + ".slice"
 	rel := filepath.Join("kubepods.slice", "kubepods-besteffort.slice", pod, "cri-containerd-"+id+".scope")
 	c := &ContainerCgroup{ID: id}
@@ -85,12 +86,15 @@ func NewContainerCgroup(t testing.TB, podUID, id string) *ContainerCgroup {
 		c.Paths = append(c.Paths, path)
 		t.Cleanup(func() {
 			// Leaf first; a parent another container still uses stays.
-			for p := path; strings.HasPrefix(p, root); p = filepath.Dir(p) {
-				err := syscall.Rmdir(p)
-				for i := 0; err == syscall.EBUSY && i < 50; i++ {
-					time.Sleep(20 * time.Millisecond) // an exiting process leaves a moment later
-					err = syscall.Rmdir(p)
-				}
+			// The leaf may be busy a moment while its last process exits;
+			// a parent is busy for good while it has other children.
+			err := syscall.Rmdir(path)
+			for i := 0; err == syscall.EBUSY && i < 50; i++ {
+				time.Sleep(20 * time.Millisecond)
+				err = syscall.Rmdir(path)
+			}
+			for p := filepath.Dir(path); strings.HasPrefix(p, root); p = filepath.Dir(p) {
+				syscall.Rmdir(p)
 			}
 		})
 	}
@@ -106,4 +110,31 @@ func (c *ContainerCgroup) Command(argv ...string) *exec.Cmd {
 		script += fmt.Sprintf("echo $$ > %q/cgroup.procs && ", p)
 	}
 	return exec.Command("/bin/sh", append([]string{"-c", script + `exec "$@"`, "sh"}, argv...)...)
+}
+
+// sweepStaleCgroups removes the empty cgroup trees of test processes that
+// died before their cleanup ran.
+func sweepStaleCgroups(bases ...string) {
+	for _, base := range bases {
+		if base == "" {
+			continue
+		}
+		roots, _ := filepath.Glob(filepath.Join(base, "otelbee-e2e-*.slice"))
+		for _, root := range roots {
+			pid := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(root), "otelbee-e2e-"), ".slice")
+			if _, err := os.Stat(filepath.Join("/proc", pid)); err == nil {
+				continue // that test binary still runs
+			}
+			var dirs []string
+			filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+				if err == nil && d.IsDir() {
+					dirs = append(dirs, p)
+				}
+				return nil
+			})
+			for i := len(dirs) - 1; i >= 0; i-- {
+				syscall.Rmdir(dirs[i])
+			}
+		}
+	}
 }
