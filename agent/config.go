@@ -237,6 +237,9 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	if cfg.OTLP.SpanQueue, err = bspSettings(getenv); err != nil {
 		return Config{}, err
 	}
+	if err := checkSDKDurations(getenv); err != nil {
+		return Config{}, err
+	}
 	if path, ok := set["config"]; ok && path != "" {
 		if err := readConfigFile(path, &cfg); err != nil {
 			return Config{}, err
@@ -544,6 +547,33 @@ var bspVars = []struct {
 	{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1, 1 << 16, func(q *otlp.QueueSettings, v int) { q.MaxExportBatchSize = v }},
 	{"OTEL_BSP_SCHEDULE_DELAY", 1, 3_600_000, func(q *otlp.QueueSettings, v int) { q.ScheduleDelay = time.Duration(v) * time.Millisecond }},
 	{"OTEL_BSP_EXPORT_TIMEOUT", 1, 3_600_000, func(q *otlp.QueueSettings, v int) { q.ExportTimeout = time.Duration(v) * time.Millisecond }},
+}
+
+// sdkDurationVars are millisecond settings the OpenTelemetry SDK reads
+// itself and, when they do not parse, replaces with its default after a
+// log line nobody reads: the agent checks them first.
+var sdkDurationVars = []struct {
+	name     string
+	min, max int
+}{
+	{"OTEL_METRIC_EXPORT_INTERVAL", 1, 86_400_000},
+	{"OTEL_METRIC_EXPORT_TIMEOUT", 1, 3_600_000},
+	{"OTEL_EXPORTER_OTLP_TIMEOUT", 1, 3_600_000},
+	{"OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", 1, 3_600_000},
+	{"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", 1, 3_600_000},
+}
+
+func checkSDKDurations(getenv func(string) (string, bool)) error {
+	for _, d := range sdkDurationVars {
+		v, ok := getenv(d.name)
+		if v = strings.TrimSpace(v); !ok || v == "" {
+			continue
+		}
+		if n, err := strconv.Atoi(v); err != nil || n < d.min || n > d.max {
+			return usageErrorf("invalid %s=%s: want milliseconds from %d to %d", d.name, quote(v), d.min, d.max)
+		}
+	}
+	return nil
 }
 
 func bspSettings(getenv func(string) (string, bool)) (otlp.QueueSettings, error) {
