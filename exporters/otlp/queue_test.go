@@ -122,3 +122,24 @@ func TestFailureLogOncePerInterval(t *testing.T) {
 		t.Errorf("a 10 kB error made a %d-byte log line", len(lines[0]))
 	}
 }
+
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkSpanQueueOnEnd is the cost the queue adds to every ended span.
+func BenchmarkSpanQueueOnEnd(b *testing.B) {
+	q := NewSpanQueue(discardExporter{}, QueueSettings{MaxQueueSize: 1 << 16, MaxExportBatchSize: 512, ScheduleDelay: time.Millisecond})
+	tp := sdktrace.NewTracerProvider()
+	_, s := tp.Tracer("t").Start(context.Background(), "span")
+	s.End()
+	ro := s.(sdktrace.ReadOnlySpan)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		q.OnEnd(ro)
+	}
+	b.StopTimer()
+	_ = q.Shutdown(context.Background())
+}
