@@ -159,6 +159,8 @@ var envVars = map[string]string{
 	"OTELBEE_HTTP_ROUTES":            "http.routes",
 	"OTELBEE_PROCESS_RETENTION":      "process.retention",
 	"OTELBEE_STATE_DIR":              "state-dir",
+	"OTELBEE_HTTP_BODY_SIZES":        "http.body-sizes",
+	"OTELBEE_HTTP_CLIENT_URL_SCHEME": "http.client-url-scheme",
 
 	// The observed services' resource, not the agent's (OTEL_RESOURCE_ATTRIBUTES).
 	"OTELBEE_RESOURCE_ATTRIBUTES": "resource.attributes",
@@ -201,6 +203,8 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.Bool("dns.spans", false, "emit one client span per DNS lookup (needs an OTLP endpoint)")
 	fs.Uint("http.capture-bytes", 0, "bytes of each read/write the HTTP collector copies from the kernel (64-4096, default 1024)")
 	fs.String("http.routes", "", "comma-separated http.route templates tried before the heuristic, e.g. /users/{id},/static/*")
+	fs.Bool("http.body-sizes", false, "export the opt-in http.{server,client}.{request,response}.body.size histograms and body sizes on spans")
+	fs.Bool("http.client-url-scheme", false, "put the opt-in url.scheme on HTTP client metrics and spans (the server side always has it)")
 	fs.String("http.known-methods", "", "comma-separated request methods reported as themselves, as OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS (case-sensitive; others are _OTHER with http.request.method_original on the span; default: the RFC 9110 methods and PATCH)")
 	fs.String("http.include-executables", "", "comma-separated executable names the HTTP collector observes (default: all)")
 	fs.String("http.exclude-executables", "", "comma-separated executable names the HTTP collector ignores")
@@ -288,6 +292,10 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			cfg.HTTP.Routes = splitList(v)
 		case "http.known-methods":
 			cfg.HTTP.KnownMethods = splitList(v)
+		case "http.body-sizes":
+			cfg.HTTP.BodySizes, err = strconv.ParseBool(v)
+		case "http.client-url-scheme":
+			cfg.HTTP.ClientURLScheme, err = strconv.ParseBool(v)
 		case "http.include-executables":
 			cfg.HTTP.Include.Executables = splitList(v)
 		case "http.exclude-executables":

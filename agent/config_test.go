@@ -262,3 +262,25 @@ func TestConfigStandardEnv(t *testing.T) {
 		})
 	}
 }
+
+// The conventions' opt-in HTTP attributes and metrics are off by default,
+// on by flag, environment or file.
+func TestConfigHTTPOptIn(t *testing.T) {
+	cfg, err := LoadConfig(nil, env(nil), io.Discard)
+	if err != nil || cfg.HTTP.BodySizes || cfg.HTTP.ClientURLScheme {
+		t.Fatalf("defaults: body sizes %v, client url.scheme %v, %v", cfg.HTTP.BodySizes, cfg.HTTP.ClientURLScheme, err)
+	}
+	cfg, err = LoadConfig([]string{"--http.body-sizes"}, env(map[string]string{"OTELBEE_HTTP_CLIENT_URL_SCHEME": "true"}), io.Discard)
+	if err != nil || !cfg.HTTP.BodySizes || !cfg.HTTP.ClientURLScheme {
+		t.Fatalf("flag and env: body sizes %v, client url.scheme %v, %v", cfg.HTTP.BodySizes, cfg.HTTP.ClientURLScheme, err)
+	}
+	file := filepath.Join(t.TempDir(), "http.yaml")
+	os.WriteFile(file, []byte("http:\n  body_sizes: true\n  client_url_scheme: true\n"), 0o600)
+	cfg, err = LoadConfig([]string{"--config", file, "--http.client-url-scheme=false"}, env(nil), io.Discard)
+	if err != nil || !cfg.HTTP.BodySizes || cfg.HTTP.ClientURLScheme {
+		t.Fatalf("file and flag: body sizes %v, client url.scheme %v, %v", cfg.HTTP.BodySizes, cfg.HTTP.ClientURLScheme, err)
+	}
+	if _, err := LoadConfig([]string{"--http.body-sizes=maybe"}, env(nil), io.Discard); err == nil {
+		t.Fatal("--http.body-sizes=maybe accepted")
+	}
+}

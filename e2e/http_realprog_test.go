@@ -179,7 +179,8 @@ func TestHTTPStreamsRealPrograms(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("skipping: curl not installed")
 	}
-	agent := harness.StartAgent(t, nil, "--collectors=http")
+	// Body sizes are opt-in: this test checks them against what Node wrote.
+	agent := harness.StartAgent(t, nil, "--collectors=http", "--http.body-sizes")
 	sfx := strconv.Itoa(rand.IntN(1 << 30))
 	server := "streams-" + sfx
 	port := harness.FreePort(t)

@@ -517,7 +517,8 @@ func TestHTTPGroundTruth(t *testing.T) {
 // against the server's own count.
 func TestHTTPShapes(t *testing.T) {
 	harness.RequireRoot(t)
-	agent := harness.StartAgent(t, nil, "--collectors=http")
+	// Body sizes are opt-in: this test checks them against what nginx sent.
+	agent := harness.StartAgent(t, nil, "--collectors=http", "--http.body-sizes")
 	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
 	sfx := strconv.Itoa(rand.IntN(1 << 30))
 	addr, stop := goServer(t, "shapes-"+sfx)

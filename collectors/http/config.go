@@ -43,6 +43,13 @@ type Config struct {
 	// are _OTHER with http.request.method_original on the span. Empty: the
 	// RFC 9110 methods and PATCH.
 	KnownMethods []string `yaml:"known_methods"`
+	// BodySizes turns on what the conventions make opt-in about bodies:
+	// the four http.*.body.size histograms and http.request.body.size /
+	// http.response.body.size on spans. Off by default.
+	BodySizes bool `yaml:"body_sizes"`
+	// ClientURLScheme puts url.scheme (opt-in for clients) on client
+	// metrics and spans. Off by default.
+	ClientURLScheme bool `yaml:"client_url_scheme"`
 	// PickUpExisting parses the TCP connections that exist when the agent
 	// starts, from the next request that starts on them.
 	PickUpExisting bool `yaml:"pick_up_existing"`

@@ -18,11 +18,12 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Bucket boundaries: durations as the HTTP semantic conventions advise;
-// body sizes by powers of four from 64 B to 64 MiB.
+// Bucket boundaries: durations as the HTTP semantic conventions advise (no
+// 0 bound: a request takes time); body sizes by powers of four from 64 B to
+// 64 MiB (empty bodies are in the first bucket).
 var (
-	durationBuckets = []float64{0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
-	sizeBuckets     = []float64{0, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864}
+	durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
+	sizeBuckets     = []float64{64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864}
 )
 
 // Attribute keys (semantic conventions).
@@ -192,10 +193,11 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 	if k.status != 0 {
 		kv = append(kv, keyStatus.Int(int(k.status)))
 	}
-	kv = append(kv,
-		keyProtoVersion.String(version),
-		keyScheme.String("http"),
-	)
+	kv = append(kv, keyProtoVersion.String(version))
+	if k.server || c.cfg.ClientURLScheme {
+		// Required on the server side, opt-in on the client side.
+		kv = append(kv, keyScheme.String("http"))
+	}
 	span := kv[:len(kv):len(kv)]
 	if k.server {
 		kv = append(kv, keyRoute.String(route))
@@ -290,8 +292,11 @@ func (c *Collector) onExchange(ex *Exchange) {
 		_, span := c.startSpan(context.Background(), s, name, ex)
 		if span.IsRecording() {
 			sc = span.SpanContext()
-			rec := spanRecord{span: span, s: s, end: ex.End, reqBody: ex.ReqBody, respBody: ex.RespBody,
+			rec := spanRecord{span: span, s: s, end: ex.End, reqBody: -1, respBody: -1,
 				peer: st.peer, peerPort: st.peerPort}
+			if c.cfg.BodySizes { // opt-in on spans too
+				rec.reqBody, rec.respBody = ex.ReqBody, ex.RespBody
+			}
 			rec.pathLen = uint16(copy(rec.path[:], ex.Path))
 			if ex.Method == MethodOther {
 				rec.methodLen = uint8(copy(rec.method[:], ex.MethodRaw))
@@ -344,6 +349,9 @@ func (c *Collector) record(s *series, sc trace.SpanContext, end, durNs uint64, r
 	h := s.hists
 	if s.overflowed {
 		c.seriesOverflow.Add(1)
+	}
+	if !c.cfg.BodySizes {
+		reqBody, respBody = -1, -1
 	}
 	c.seriesMu.Lock()
 	if sc.IsSampled() {
@@ -401,16 +409,20 @@ func (c *Collector) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, err
 	c.seriesMu.Unlock()
 	var ms []metricdata.Metrics
 	if dur[1].Len() > 0 {
-		ms = append(ms,
-			dur[1].Metric("http.server.request.duration", "s", "Duration of HTTP server requests: first byte of the request read to last byte of the response written."),
-			body[1][0].Metric("http.server.request.body.size", "By", "Size of HTTP server request bodies (decoded from chunked encoding)."),
-			body[1][1].Metric("http.server.response.body.size", "By", "Size of HTTP server response bodies."))
+		ms = append(ms, dur[1].Metric("http.server.request.duration", "s", "Duration of HTTP server requests: first byte of the request read to last byte of the response written."))
+		if c.cfg.BodySizes {
+			ms = append(ms,
+				body[1][0].Metric("http.server.request.body.size", "By", "Size of HTTP server request bodies (decoded from chunked encoding)."),
+				body[1][1].Metric("http.server.response.body.size", "By", "Size of HTTP server response bodies."))
+		}
 	}
 	if dur[0].Len() > 0 {
-		ms = append(ms,
-			dur[0].Metric("http.client.request.duration", "s", "Duration of HTTP client requests: first byte of the request written to last byte of the response read."),
-			body[0][0].Metric("http.client.request.body.size", "By", "Size of HTTP client request bodies."),
-			body[0][1].Metric("http.client.response.body.size", "By", "Size of HTTP client response bodies."))
+		ms = append(ms, dur[0].Metric("http.client.request.duration", "s", "Duration of HTTP client requests: first byte of the request written to last byte of the response read."))
+		if c.cfg.BodySizes {
+			ms = append(ms,
+				body[0][0].Metric("http.client.request.body.size", "By", "Size of HTTP client request bodies."),
+				body[0][1].Metric("http.client.response.body.size", "By", "Size of HTTP client response bodies."))
+		}
 	}
 	if len(ms) == 0 {
 		return nil, nil

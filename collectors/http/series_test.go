@@ -4,12 +4,15 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // uniquePoints fails when one collection holds two points of a metric with
@@ -84,14 +87,91 @@ func TestClientSeriesUniqueByAttributes(t *testing.T) {
 	}
 	pts := uniquePoints(t, reader)
 	dur := pts["http.client.request.duration"]
-	want := "[http.request.method=GET http.response.status_code=200 network.protocol.version=1.1 server.address=10.0.0.1 server.port=8080 url.scheme=http]"
+	want := "[http.request.method=GET http.response.status_code=200 network.protocol.version=1.1 server.address=10.0.0.1 server.port=8080]"
 	if len(dur) != 1 || dur[want] != 50 {
 		t.Fatalf("client duration points %v, want one point %s with 50", dur, want)
 	}
-	for _, m := range []string{"http.client.request.body.size", "http.client.response.body.size"} {
-		if len(pts[m]) != 1 || pts[m][want] != 50 {
-			t.Errorf("%s points %v", m, pts[m])
-		}
+}
+
+// TestOptInOffByDefault: what the conventions make opt-in (the body-size
+// histograms, body sizes on spans, url.scheme on the client side) is off
+// by default and on with its switch; url.scheme stays on the server side
+// (required there). No histogram has a 0 bound.
+func TestOptInOffByDefault(t *testing.T) {
+	bodyMetrics := []string{"http.server.request.body.size", "http.server.response.body.size",
+		"http.client.request.body.size", "http.client.response.body.size"}
+	for _, tc := range []struct {
+		name           string
+		bodies, scheme bool
+	}{
+		{"default", false, false},
+		{"body sizes", true, false},
+		{"client url.scheme", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.BodySizes, cfg.ClientURLScheme = tc.bodies, tc.scheme
+			exp := tracetest.NewInMemoryExporter()
+			c, reader := unitCollectorWith(t, cfg, sdktrace.AlwaysSample(), sdktrace.WithSyncer(exp))
+			server := c.cur
+			client := c.newConn(connKey{tgid: 1, fd: 4, start: 1})
+			client.peer, client.peerPort, client.svc, client.lastLen = netip.MustParseAddr("10.0.0.1"), 8080, "/unit", -1
+			for _, st := range []*connState{server, client} {
+				c.cur = st
+				c.onExchange(&Exchange{Method: MethodPost, Status: 200, Minor: 1, Path: []byte("/p"), Start: 1, End: 2, ReqBody: 10, RespBody: 300})
+			}
+			pts := uniquePoints(t, reader)
+			for _, m := range bodyMetrics {
+				if got := len(pts[m]) == 1; got != tc.bodies {
+					t.Errorf("%s exported: %v, want %v (%v)", m, got, tc.bodies, pts[m])
+				}
+			}
+			scheme := map[string]bool{}
+			for _, m := range []string{"http.server.request.duration", "http.client.request.duration"} {
+				for k := range pts[m] {
+					scheme[m] = strings.Contains(k, "url.scheme=http")
+				}
+			}
+			if !scheme["http.server.request.duration"] || scheme["http.client.request.duration"] != tc.scheme {
+				t.Errorf("url.scheme on server, client durations: %v, want true, %v", scheme, tc.scheme)
+			}
+			var rm metricdata.ResourceMetrics
+			if err := reader.Collect(t.Context(), &rm); err != nil {
+				t.Fatal(err)
+			}
+			for _, sm := range rm.ScopeMetrics {
+				for _, m := range sm.Metrics {
+					var bounds []float64
+					switch d := m.Data.(type) {
+					case metricdata.Histogram[float64]:
+						bounds = d.DataPoints[0].Bounds
+					case metricdata.Histogram[int64]:
+						bounds = d.DataPoints[0].Bounds
+					}
+					if len(bounds) > 0 && bounds[0] <= 0 {
+						t.Errorf("%s has the bound %v (le=\"0\")", m.Name, bounds[0])
+					}
+				}
+			}
+			waitFor(t, func() bool { return c.spansQueued.Load() == uint64(len(exp.GetSpans())) })
+			spans := exp.GetSpans()
+			if len(spans) != 2 {
+				t.Fatalf("%d spans, want 2", len(spans))
+			}
+			for _, sp := range spans {
+				has := map[attribute.Key]bool{}
+				for _, kv := range sp.Attributes {
+					has[kv.Key] = true
+				}
+				if has["http.request.body.size"] != tc.bodies || has["http.response.body.size"] != tc.bodies {
+					t.Errorf("%s span body sizes present %v, want %v", sp.SpanKind, has["http.request.body.size"], tc.bodies)
+				}
+				wantScheme := sp.SpanKind == trace.SpanKindServer || tc.scheme
+				if has["url.scheme"] != wantScheme {
+					t.Errorf("%s span url.scheme present %v, want %v", sp.SpanKind, has["url.scheme"], wantScheme)
+				}
+			}
+		})
 	}
 }
 
