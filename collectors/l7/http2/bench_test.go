@@ -96,3 +96,32 @@ func TestWarmExchangeAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per warm exchange (%d emitted)", allocs, n)
 	}
 }
+
+// BenchmarkJoinedUndecodableExchange measures the cost of a connection
+// joined mid-way whose every request references entries made before the
+// join: each stream is counted undecodable and the decoder table emptied.
+func BenchmarkJoinedUndecodableExchange(b *testing.B) {
+	g := newGRPCTraffic()
+	g.batch(16) // the encoders index everything before the join
+	p := NewParser(Config{Emit: func(e *Exchange) { b.Fatal("an undecodable stream was emitted") }})
+	const batch = 4096
+	chunks := g.batch(batch)
+	b.ReportAllocs()
+	b.ResetTimer()
+	j := 0
+	for i := 0; i < b.N; i++ {
+		if j == len(chunks) {
+			b.StopTimer()
+			chunks, j = g.batch(batch), 0
+			b.StartTimer()
+		}
+		c, s := chunks[j], chunks[j+1]
+		p.Feed(c.dir, c.data, uint64(len(c.data)), Times{})
+		p.Feed(s.dir, s.data, uint64(len(s.data)), Times{})
+		j += 2
+	}
+	b.StopTimer()
+	if st := p.Stats(); st.Undecodable != uint64(b.N) || st.Exchanges != 0 {
+		b.Fatalf("stats %+v after %d", st, b.N)
+	}
+}

@@ -242,8 +242,17 @@ func (p *Parser) Feed(dir Dir, data []byte, total uint64, t Times) {
 // full ring): both directions are desynchronised until a safe boundary.
 func (p *Parser) Lost() {
 	for d := range p.dirs {
-		if r := &p.dirs[d]; r.started && r.ph != phDesync {
+		r := &p.dirs[d]
+		switch {
+		case r.started && r.ph != phDesync:
 			r.desync()
+		case !r.started && r.hn > 0:
+			// Bytes kept to recognise a server preface no longer
+			// continue into the next call.
+			r.hn = 0
+			r.started, r.joined, r.ph = true, true, phDesync
+			p.stats.Joined++
+			r.dec = r.newDecoder(false)
 		}
 	}
 }

@@ -5,6 +5,8 @@ package http2
 // capture. Ground truth is what the programs themselves counted.
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -38,7 +40,10 @@ type relay struct {
 	ln     net.Listener
 	target string
 	feed   atomic.Bool
-	wg     sync.WaitGroup
+	// upgrade: connections start as HTTP/1.1 and are handed to the parser
+	// after a 101, as the HTTP/1 parser will do.
+	upgrade bool
+	wg      sync.WaitGroup
 
 	mu     sync.Mutex
 	counts map[string]int // "method path status grpc-status" → exchanges
@@ -93,6 +98,8 @@ func (r *relay) serve(c, up *net.TCPConn) {
 		r.mu.Unlock()
 	}})
 	start := time.Now()
+	var upgraded bool
+	var reqHead, respHead []byte
 	pipe := func(dst, src *net.TCPConn, dir Dir, done *sync.WaitGroup) {
 		defer done.Done()
 		buf := make([]byte, 32<<10)
@@ -100,7 +107,9 @@ func (r *relay) serve(c, up *net.TCPConn) {
 			n, err := src.Read(buf)
 			if n > 0 {
 				mu.Lock()
-				if r.feed.Load() {
+				if r.upgrade && !upgraded {
+					upgraded = r.handOff(p, dir, buf[:n], &reqHead, &respHead, time.Since(start).Nanoseconds())
+				} else if r.feed.Load() {
 					t := time.Since(start).Nanoseconds()
 					p.Feed(dir, buf[:n], uint64(n), Times{Start: t, End: t})
 					rec = append(rec, chunk{dir, append([]byte(nil), buf[:n]...)})
@@ -133,6 +142,37 @@ func (r *relay) serve(c, up *net.TCPConn) {
 	addStats(&r.stats, s)
 	r.record = append(r.record, rec)
 	r.mu.Unlock()
+}
+
+// handOff plays the HTTP/1 parser's part on an upgraded connection: it
+// keeps the request head, and when the response head is a 101 it hands
+// the request to the parser and feeds the HTTP/2 bytes after the head.
+func (r *relay) handOff(p *Parser, dir Dir, b []byte, reqHead, respHead *[]byte, now int64) bool {
+	if dir == FromClient {
+		*reqHead = append(*reqHead, b...)
+		return false
+	}
+	*respHead = append(*respHead, b...)
+	i := bytes.Index(*respHead, []byte("\r\n\r\n"))
+	if i < 0 {
+		return false
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader((*respHead)[:i+4])), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		r.t.Errorf("no 101: %v %v", resp, err)
+		return false
+	}
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(*reqHead)))
+	if err != nil {
+		r.t.Errorf("reading the upgrade request: %v", err)
+		return false
+	}
+	p.Upgrade(Upgraded{Method: []byte(req.Method), Path: []byte(req.RequestURI), Authority: []byte(req.Host),
+		Scheme: []byte("http"), HTTP2Settings: []byte(req.Header.Get("HTTP2-Settings"))}, Times{Start: now, End: now})
+	if rest := (*respHead)[i+4:]; len(rest) > 0 {
+		p.Feed(FromServer, rest, uint64(len(rest)), Times{Start: now, End: now})
+	}
+	return true
 }
 
 func addStats(dst *Stats, s Stats) {
@@ -539,4 +579,39 @@ func TestH2CCurlAndH2load(t *testing.T) {
 		t.Errorf("byte-at-a-time replay differs: %+v vs %+v", bs, ws)
 	}
 	t.Logf("server %v; stats %+v; keys %v", want, r.stats, slices.Sorted(maps.Keys(r.counts)))
+}
+
+// curl --http2 upgrades an HTTP/1.1 request (stream 1 of the new HTTP/2
+// connection): every response is recorded with its real status.
+func TestH2CUpgradeCurl(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatalf("curl is needed: %v", err)
+	}
+	target, srv := startH2C(t)
+	r := newRelay(t, target, true)
+	r.upgrade = true
+	base := "http://" + r.addr()
+	curled := map[string]int{}
+	for i := 0; i < 4; i++ {
+		for _, path := range []string{"/ok?k=v", "/missing", "/fail"} {
+			out, err := exec.Command("curl", "--http2", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", base+path).Output()
+			if err != nil {
+				t.Fatalf("curl: %v", err)
+			}
+			curled[string(out)]++
+		}
+	}
+	r.wait()
+	if curled["200 2"] != 4 || curled["404 2"] != 4 || curled["500 2"] != 4 {
+		t.Fatalf("curl saw %v (want HTTP/2 after the upgrade)", curled)
+	}
+	srv.mu.Lock()
+	want := maps.Clone(srv.served)
+	srv.mu.Unlock()
+	if !maps.Equal(r.counts, want) {
+		t.Errorf("parser counts differ from the server's\n got %v\nwant %v", r.counts, want)
+	}
+	if s := r.stats; s.Streams != 12 || s.Exchanges != 12 || s.Joined != 0 || s.Desyncs != 0 {
+		t.Errorf("stats %+v", s)
+	}
 }

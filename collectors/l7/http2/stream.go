@@ -144,16 +144,15 @@ func (r *reader) onField(f hpack.HeaderField) {
 		case ":method":
 			st.method = keep(st.method[:0], f.Value, max)
 		case ":path":
-			v := f.Value
-			for i := 0; i < len(v); i++ {
-				if v[i] == '?' {
-					v = v[:i] // query strings may hold secrets
-					break
-				}
-			}
-			st.path = keep(st.path[:0], v, max)
+			st.path = keep(st.path[:0], cutQuery(f.Value), max)
 		case ":authority":
 			st.authority = keep(st.authority[:0], f.Value, max)
+		case "host":
+			// Allowed instead of :authority (RFC 9113 8.3.1), e.g. from
+			// a request translated from HTTP/1.1.
+			if len(st.authority) == 0 {
+				st.authority = keep(st.authority, f.Value, max)
+			}
 		case ":scheme":
 			st.scheme = keep(st.scheme[:0], f.Value, max)
 		case "content-type":
