@@ -71,15 +71,28 @@ func StartKube(t testing.TB) *Kube {
 		t.Skip("skipping: etcd not installed (Debian etcd-server; `make deps`)")
 	}
 	k := &Kube{t: t, dir: t.TempDir(), bin: bin}
-	clientPort, peerPort := FreePort(t), FreePort(t)
-	k.etcdURL = fmt.Sprintf("http://127.0.0.1:%d", clientPort)
-	ecmd := exec.Command(etcd, "--data-dir", filepath.Join(k.dir, "etcd"),
-		"--listen-client-urls", k.etcdURL, "--advertise-client-urls", k.etcdURL,
-		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", peerPort),
-		"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", peerPort),
-		"--initial-cluster", fmt.Sprintf("default=http://127.0.0.1:%d", peerPort),
-		"--quota-backend-bytes", "1073741824")
-	StartProcess(t, "etcd", ecmd)
+	// A free port can be taken before etcd binds it: try again with others.
+	for attempt := 0; ; attempt++ {
+		clientPort, peerPort := FreePort(t), FreePort(t)
+		k.etcdURL = fmt.Sprintf("http://127.0.0.1:%d", clientPort)
+		ecmd := exec.Command(etcd, "--data-dir", filepath.Join(k.dir, fmt.Sprintf("etcd%d", attempt)),
+			"--listen-client-urls", k.etcdURL, "--advertise-client-urls", k.etcdURL,
+			"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", peerPort),
+			"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", peerPort),
+			"--initial-cluster", fmt.Sprintf("default=http://127.0.0.1:%d", peerPort),
+			"--quota-backend-bytes", "1073741824")
+		p := StartProcess(t, "etcd", ecmd)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := waitTCP(ctx, fmt.Sprintf("127.0.0.1:%d", clientPort), p.alive)
+		cancel()
+		if err == nil {
+			break
+		}
+		p.Stop()
+		if attempt == 4 || !errAddrInUse(p.Log()) {
+			t.Fatalf("etcd did not start: %v\n%s", err, p.LogTail(20))
+		}
+	}
 
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -91,9 +104,17 @@ func StartKube(t testing.TB) *Kube {
 	rand.Read(tok)
 	k.token = hex.EncodeToString(tok)
 	os.WriteFile(filepath.Join(k.dir, "tokens.csv"), []byte(k.token+`,admin,admin-uid,"system:masters"`+"\n"), 0o600)
-	k.port = FreePort(t)
-	k.URL = fmt.Sprintf("https://127.0.0.1:%d", k.port)
-	k.startAPIServer()
+	for attempt := 0; ; attempt++ {
+		k.port = FreePort(t)
+		k.URL = fmt.Sprintf("https://127.0.0.1:%d", k.port)
+		err := k.startAPIServer()
+		if err == nil {
+			break
+		}
+		if attempt == 4 || !errAddrInUse(k.api.Log()) {
+			t.Fatalf("kube-apiserver not ready: %v\n%s", err, k.api.LogTail(30))
+		}
+	}
 
 	k.Kubeconfig = filepath.Join(k.dir, "kubeconfig")
 	kc := fmt.Sprintf(`apiVersion: v1
@@ -127,7 +148,7 @@ current-context: e2e
 	return k
 }
 
-func (k *Kube) startAPIServer() {
+func (k *Kube) startAPIServer() error {
 	t := k.t
 	t.Helper()
 	cmd := exec.Command(k.bin,
@@ -147,9 +168,11 @@ func (k *Kube) startAPIServer() {
 	start := time.Now()
 	k.api = StartProcess(t, "kube-apiserver", cmd)
 	if err := k.waitReady(60 * time.Second); err != nil {
-		t.Fatalf("kube-apiserver not ready: %v\n%s", err, k.api.LogTail(30))
+		k.api.Stop()
+		return err
 	}
 	t.Logf("kube-apiserver ready in %v", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 func (k *Kube) waitReady(timeout time.Duration) error {
@@ -185,7 +208,9 @@ func (k *Kube) StopAPIServer() {
 // RestartAPIServer starts the API server again on the same address.
 func (k *Kube) RestartAPIServer() {
 	k.t.Helper()
-	k.startAPIServer()
+	if err := k.startAPIServer(); err != nil {
+		k.t.Fatalf("kube-apiserver not ready after a restart: %v\n%s", err, k.api.LogTail(30))
+	}
 }
 
 // Ctx is a context for one API call in a test.
