@@ -162,7 +162,8 @@ func runTCPClient(t *testing.T, cg *harness.ContainerCgroup, addr string, n int)
 // name from the resource.opentelemetry.io/service.name annotation (else the
 // workload's name). A deleted pod's metadata expires; with the API server
 // stopped the agent goes on exporting, with container ids, and counts the
-// errors; restarted, metadata returns.
+// errors; restarted, metadata returns. The agent authenticates as the Helm
+// chart's service account with the chart's ClusterRole, nothing more.
 func TestKubernetesMetadata(t *testing.T) {
 	harness.RequireRoot(t)
 	start := time.Now()
@@ -179,8 +180,10 @@ func TestKubernetesMetadata(t *testing.T) {
 	// Pods elsewhere: never cached, never matched.
 	f.pod("elsewhere", "other-node", nil, nil, map[string]string{"x": harness.NewContainerID()})
 
+	// The agent has only the permissions the Helm chart grants it.
+	applyChartRBAC(t, f.kube)
 	agent := harness.StartAgent(t, []string{"OTEL_METRIC_EXPORT_INTERVAL=1000"},
-		"--collectors=tcp,http", "--kubernetes", "--kubernetes.node-name="+kubeNode, "--kubernetes.kubeconfig="+f.kube.Kubeconfig,
+		"--collectors=tcp,http", "--kubernetes", "--kubernetes.node-name="+kubeNode, "--kubernetes.kubeconfig="+f.kube.AgentKubeconfig,
 		"--otlp.endpoint=http://"+col.HTTPEndpoint, "--otlp.protocol=http/protobuf")
 	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
 	waitProm(t, prom, "otelbee_kubernetes_pods", 2)

@@ -28,8 +28,12 @@ import (
 type Kube struct {
 	// Kubeconfig is a kubeconfig file for the API server (static admin token).
 	Kubeconfig string
-	Client     kubernetes.Interface
-	URL        string
+	// AgentKubeconfig authenticates as the Helm chart's service account
+	// (AgentServiceAccount in AgentNamespace), which has only what RBAC
+	// grants it: bind the chart's ClusterRole to it.
+	AgentKubeconfig string
+	Client          kubernetes.Interface
+	URL             string
 
 	t       testing.TB
 	dir     string
@@ -39,6 +43,13 @@ type Kube struct {
 	token   string
 	api     *Process
 }
+
+// The service account the Helm chart's release "otelbee" in namespace
+// "observability" runs the agent as.
+const (
+	AgentNamespace      = "observability"
+	AgentServiceAccount = "otelbee"
+)
 
 // KubeAPIServerBin is $KUBE_APISERVER_BIN, else the cached build.
 func KubeAPIServerBin() (string, error) {
@@ -103,7 +114,10 @@ func StartKube(t testing.TB) *Kube {
 	tok := make([]byte, 16)
 	rand.Read(tok)
 	k.token = hex.EncodeToString(tok)
-	os.WriteFile(filepath.Join(k.dir, "tokens.csv"), []byte(k.token+`,admin,admin-uid,"system:masters"`+"\n"), 0o600)
+	rand.Read(tok)
+	agentToken := hex.EncodeToString(tok)
+	os.WriteFile(filepath.Join(k.dir, "tokens.csv"), []byte(k.token+`,admin,admin-uid,"system:masters"`+"\n"+
+		agentToken+",system:serviceaccount:"+AgentNamespace+":"+AgentServiceAccount+`,agent-uid,"system:serviceaccounts"`+"\n"), 0o600)
 	for attempt := 0; ; attempt++ {
 		k.port = FreePort(t)
 		k.URL = fmt.Sprintf("https://127.0.0.1:%d", k.port)
@@ -117,7 +131,8 @@ func StartKube(t testing.TB) *Kube {
 	}
 
 	k.Kubeconfig = filepath.Join(k.dir, "kubeconfig")
-	kc := fmt.Sprintf(`apiVersion: v1
+	k.AgentKubeconfig = filepath.Join(k.dir, "agent-kubeconfig")
+	kc := `apiVersion: v1
 kind: Config
 clusters:
 - name: e2e
@@ -132,8 +147,11 @@ contexts:
 - name: e2e
   context: {cluster: e2e, user: admin}
 current-context: e2e
-`, k.URL, k.token)
-	if err := os.WriteFile(k.Kubeconfig, []byte(kc), 0o600); err != nil {
+`
+	if err := os.WriteFile(k.Kubeconfig, []byte(fmt.Sprintf(kc, k.URL, k.token)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(k.AgentKubeconfig, []byte(fmt.Sprintf(kc, k.URL, agentToken)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	rc, err := clientcmd.BuildConfigFromFlags("", k.Kubeconfig)
