@@ -21,15 +21,14 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
-	batchv1client "k8s.io/client-go/kubernetes/typed/batch/v1"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -100,29 +99,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Source, error) {
 	// connection without reporting it to its error handler.
 	failed := &atomic.Int64{}
 	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countFailures{rt, failed} })
-	// Only the three API groups used, not the whole clientset and its
-	// informers for every group (which would triple the binary).
-	var api API
-	if api.Core, err = corev1client.NewForConfig(rc); err == nil {
-		if api.Apps, err = appsv1client.NewForConfig(rc); err == nil {
-			api.Batch, err = batchv1client.NewForConfig(rc)
-		}
-	}
+	api, err := newRESTAPI(rc)
 	if err != nil {
 		return nil, fmt.Errorf("creating the kubernetes client: %w", err)
 	}
 	return start(ctx, cfg, api, log, failed)
-}
-
-// API is the part of the Kubernetes API the metadata uses (a
-// kubernetes.Interface's CoreV1(), AppsV1() and BatchV1()).
-type API struct {
-	Core  corev1client.CoreV1Interface
-	Apps  appsv1client.AppsV1Interface
-	Batch batchv1client.BatchV1Interface
-	// From is the clientset the clients come from, if any: client-go's
-	// fake one tells the informer it cannot stream lists as watches.
-	From any
 }
 
 // countFailures counts requests that got no answer or a server error.
@@ -157,16 +138,16 @@ func start(ctx context.Context, cfg Config, client API, log *slog.Logger, failed
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = node
-			return client.Core.Pods(metav1.NamespaceAll).List(ctx, o)
+			return client.ListPods(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = node
-			return client.Core.Pods(metav1.NamespaceAll).Watch(ctx, o)
+			return client.WatchPods(ctx, o)
 		},
 	}
-	// A client that cannot stream the initial list as watch events (client-go's
-	// fake) says so, as the informer factories ask it.
-	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client.From), &corev1.Pod{}, 0, cache.Indexers{})
+	// A client that cannot stream the initial list as watch events (the
+	// tests' fake) says so, as the informer factories ask it.
+	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), &corev1.Pod{}, 0, cache.Indexers{})
 	if err := inf.SetTransform(slim); err != nil {
 		return nil, fmt.Errorf("setting the pod transform: %w", err)
 	}
@@ -312,21 +293,15 @@ func (s *Source) owner(ctx context.Context, kind, ns, name string) string {
 	var err error
 	switch kind {
 	case "rs":
-		var rs interface {
-			GetOwnerReferences() []metav1.OwnerReference
-		}
-		rs, err = s.client.Apps.ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			refs = rs.GetOwnerReferences()
+		var rs *appsv1.ReplicaSet
+		if rs, err = s.client.GetReplicaSet(ctx, ns, name); err == nil {
+			refs = rs.OwnerReferences
 		}
 		v = controllerOf(refs, "Deployment")
 	case "job":
-		var job interface {
-			GetOwnerReferences() []metav1.OwnerReference
-		}
-		job, err = s.client.Batch.Jobs(ns).Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			refs = job.GetOwnerReferences()
+		var job *batchv1.Job
+		if job, err = s.client.GetJob(ctx, ns, name); err == nil {
+			refs = job.OwnerReferences
 		}
 		v = controllerOf(refs, "CronJob")
 	}

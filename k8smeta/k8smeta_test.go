@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 )
 
@@ -48,7 +49,7 @@ func TestSourceWorkloads(t *testing.T) {
 		runningPod("shop", "report-1-y", "node1", ref("Job", "report-1"), "bb"),
 		runningPod("shop", "ds-z", "node1", ref("DaemonSet", "agent"), "cc"),
 	)
-	api := API{Core: client.CoreV1(), Apps: client.AppsV1(), Batch: client.BatchV1(), From: client}
+	api := fakeAPI{client}
 	s, err := StartWithClient(context.Background(), Config{Enabled: true, NodeName: "node1", SyncTimeout: 5 * time.Second}, api,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -105,3 +106,25 @@ func TestStartNeedsNodeName(t *testing.T) {
 		t.Fatal("no error without a node name")
 	}
 }
+
+// fakeAPI is API over client-go's fake clientset.
+type fakeAPI struct{ c *fake.Clientset }
+
+func (f fakeAPI) ListPods(ctx context.Context, o metav1.ListOptions) (*corev1.PodList, error) {
+	return f.c.CoreV1().Pods("").List(ctx, o)
+}
+
+func (f fakeAPI) WatchPods(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+	return f.c.CoreV1().Pods("").Watch(ctx, o)
+}
+
+func (f fakeAPI) GetReplicaSet(ctx context.Context, ns, name string) (*appsv1.ReplicaSet, error) {
+	return f.c.AppsV1().ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+func (f fakeAPI) GetJob(ctx context.Context, ns, name string) (*batchv1.Job, error) {
+	return f.c.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+// The fake cannot stream a list as watch events.
+func (f fakeAPI) IsWatchListSemanticsUnSupported() bool { return true }
