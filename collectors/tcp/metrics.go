@@ -60,11 +60,13 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 		order  []*seriesAttrs
 	)
 	c.mu.Lock()
-	retired := make(map[uint32]bool, len(c.retired))
+	// Every exit on the host is reported, most of them by processes without
+	// TCP series: only pids met in the stats map below cost kernel work.
+	retired := make(map[uint32]retireState, len(c.retired))
 	now := time.Now()
 	for pid, since := range c.retired {
 		if now.Sub(since) >= c.cfg.RetireAfter {
-			retired[pid] = true
+			retired[pid] = retireUnseen
 		}
 	}
 	c.mu.Unlock()
@@ -102,13 +104,14 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 		t.Retransmits += sum.Retransmits
 		t.ResetsSent += sum.ResetsSent
 		t.ResetsReceived += sum.ResetsReceived
-		if retired[key.Tgid] {
+		if st, ok := retired[key.Tgid]; ok && st != retireKeep {
 			if sum.Opened == sum.Closed {
 				retire = append(retire, key)
+				retired[key.Tgid] = retireDone
 			} else {
 				// A connection outlived its process (passed to a child):
 				// keep the pid's series until it closes.
-				retired[key.Tgid] = false
+				retired[key.Tgid] = retireKeep
 			}
 		}
 	}
@@ -143,15 +146,25 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 			c.peerSet.Delete(tcpPeerKey{Peer: k.Peer, Tgid: k.Tgid})
 			delete(c.series, k)
 		}
-		for pid, done := range retired {
-			if done {
+		done := false
+		for pid, st := range retired {
+			switch st {
+			case retireKeep:
+				continue
+			case retireDone:
+				// Its kernel budget entry exists only if it had series.
 				c.peerCounts.Delete(pid)
-				delete(c.retired, pid)
-				delete(c.peers, pid)
-				for k := range c.series {
-					if k.Tgid == pid && k.Peer == otherPeer {
-						delete(c.series, k)
-					}
+				done = true
+			}
+			delete(c.retired, pid)
+			delete(c.peers, pid)
+		}
+		if done {
+			// One pass for all retired pids, not one per pid: after a burst
+			// of exits this runs over thousands of pids.
+			for k := range c.series {
+				if st, ok := retired[k.Tgid]; ok && st == retireDone && k.Peer == otherPeer {
+					delete(c.series, k)
 				}
 			}
 		}
@@ -159,3 +172,12 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 	}
 	return nil
 }
+
+// retireState is what one collection found of an exited process's series.
+type retireState uint8
+
+const (
+	retireUnseen retireState = iota // no series in the kernel: nothing to delete there
+	retireDone                      // every series closed: deleted this collection
+	retireKeep                      // a connection outlived the process: kept
+)
