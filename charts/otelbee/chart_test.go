@@ -229,6 +229,19 @@ func TestDefaultValues(t *testing.T) {
 	if _, ok := mounts["bpffs"]; ok {
 		t.Error("bpffs mounted by default (nothing is pinned)")
 	}
+	// The state directory is the one writable host path: identities learned
+	// at exec survive restarts (OTELBEE_STATE_DIR points at it).
+	if m := mounts["state"]; m.MountPath != "/var/lib/otelbee" || m.ReadOnly {
+		t.Errorf("state mount %+v, want /var/lib/otelbee read-write", m)
+	}
+	if v := envOf(c)["OTELBEE_STATE_DIR"].Value; v != "/var/lib/otelbee" {
+		t.Errorf("OTELBEE_STATE_DIR %q, want /var/lib/otelbee", v)
+	}
+	for _, v := range spec.Volumes {
+		if v.Name == "state" && (v.HostPath == nil || v.HostPath.Path != "/var/lib/otelbee" || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate) {
+			t.Errorf("state volume %+v", v)
+		}
+	}
 	if len(spec.Tolerations) != 1 || spec.Tolerations[0].Operator != corev1.TolerationOpExists {
 		t.Errorf("tolerations %+v, want one Exists", spec.Tolerations)
 	}
@@ -274,6 +287,7 @@ func TestNonDefaultValues(t *testing.T) {
 		"resources":         map[string]any{"limits": map[string]any{"memory": "1Gi"}, "requests": map[string]any{"memory": "256Mi"}},
 		"goMemLimitPercent": 50,
 		"mounts":            map[string]any{"bpffs": true},
+		"stateDir":          "",
 		"tolerations":       []any{map[string]any{"key": "dedicated", "operator": "Equal", "value": "obs", "effect": "NoSchedule"}},
 		"image":             map[string]any{"repository": "registry.example/otelbee", "tag": "v9"},
 		"extraArgs":         []any{"--http.routes=/users/{id}"},
@@ -330,6 +344,14 @@ func TestNonDefaultValues(t *testing.T) {
 	}
 	if !hasBPF {
 		t.Error("bpffs not mounted with mounts.bpffs")
+	}
+	for _, m := range c.VolumeMounts {
+		if m.Name == "state" {
+			t.Error("state directory mounted with stateDir empty")
+		}
+	}
+	if v := envOf(c)["OTELBEE_STATE_DIR"].Value; v != "" {
+		t.Errorf("OTELBEE_STATE_DIR %q with stateDir empty, want empty (off)", v)
 	}
 	pm := r["PodMonitor/otelbee"].(*monitoringv1.PodMonitor)
 	if pm.Labels["release"] != "kps" || len(pm.Spec.PodMetricsEndpoints) != 1 || *pm.Spec.PodMetricsEndpoints[0].Port != "metrics" {
