@@ -123,6 +123,9 @@ struct conn_info {
 	__u8 unfiltered;   // inserted by user space: the filters are applied at the first call
 	__u16 probes;      // midstream: request-direction calls seen without a request start
 	__u32 owner;       // the process that accepted or connected (a forked child's parent)
+	// per direction: where the next chunk-size line starts in the next call,
+	// plus one (0: not known), as the kernel's walk of chunks left it
+	__u32 chunk_next[2];
 };
 
 struct conn_event {
@@ -957,6 +960,141 @@ static __always_inline __u32 seg_out(struct data_event *ev, __u32 cur, __u64 off
 	return cur + SEG_HDR + len;
 }
 
+#define WALK_CHUNKS 32
+#define HEAD_WORDS 128 // the head's end is looked for in the first 1024 bytes
+
+// body_start returns the offset of the first byte after the head (the blank
+// line) in the scratch record's n captured bytes, or 0.
+static __always_inline __u32 body_start(const __u8 *b, __u32 n)
+{
+	for (__u32 k = 0; k < HEAD_WORDS; k++) {
+		__u64 off = k * 8;
+		if (off >= n)
+			return 0;
+		__u64 w;
+		__builtin_memcpy(&w, &b[off & (MAX_CAPTURE - 1)], 8);
+		if (!has_byte(w, 0x0a0a0a0a0a0a0a0aULL))
+			continue;
+		for (int i = 0; i < 8; i++) {
+			__u64 j = off + i;
+			if (j < 2 || j >= n)
+				continue;
+			asm volatile("%[j] &= 8191" : [j] "+r"(j));
+			if (b[j] == '\n' && b[j - 1] == '\r' && b[j - 2] == '\n')
+				return j + 1;
+		}
+	}
+	return 0;
+}
+
+// chunk_line parses a chunk-size line in the 16 bytes lo, hi (little
+// endian): hex digits, then CR or ';', up to LF. It returns size << 8 | the
+// line's length, or 0. A global function: its loop is checked once.
+__noinline __u64 chunk_line(__u64 lo, __u64 hi)
+{
+	__u64 size = 0;
+	__u32 digits = 0;
+	for (int j = 0; j < 16; j++) {
+		__u8 c = j < 8 ? lo >> (j * 8) : hi >> ((j - 8) * 8);
+		if (digits == j) {
+			__u8 v = c | 0x20;
+			if (v >= '0' && v <= '9' && j < 12) {
+				size = size << 4 | (v - '0');
+				digits++;
+				continue;
+			}
+			if (v >= 'a' && v <= 'f' && j < 12) {
+				size = size << 4 | (v - 'a' + 10);
+				digits++;
+				continue;
+			}
+			if (digits == 0 || (c != '\r' && c != ';'))
+				return 0;
+		}
+		if (c == '\n')
+			return j >= digits + 1 ? size << 8 | (j + 1) : 0;
+	}
+	return 0;
+}
+
+// walk_chunks follows a chunked body through one buffer call of total bytes
+// (ptr in user memory, the first captured in the scratch record): from the
+// end of the head when the call starts a message, else from where the last
+// call's walk left off. Each chunk-size line past the captured prefix is
+// appended as a segment, so user space frames the body exactly; where the
+// walk stops is kept for the next call in this direction. A walk of a body
+// that is not chunked stops at its first line (no hex size): the segments it
+// may append are only bytes of the call. A global function, checked once by
+// the verifier.
+__noinline __u32 walk_chunks(__u64 key, __u64 ptr, __u64 total, __u32 captured, __u32 dir)
+{
+	__u32 zero = 0;
+	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+	if (!ev || !ci)
+		return captured;
+	dir &= 1;
+	__u64 o = ci->chunk_next[dir];
+	ci->chunk_next[dir] = 0;
+	const __u8 *b = ev->data;
+	int starts = captured >= 8 && ((b[0] == 'H' && b[1] == 'T' && b[2] == 'T' && b[3] == 'P' && b[4] == '/') ||
+				       is_known_start(b, captured));
+	__u32 cur = captured;
+	__u64 last = captured; // end of what was captured so far
+	if (starts) {
+		o = body_start(b, captured);
+	} else if (o) {
+		o--;
+	}
+	// o and last go through memory at each iteration: read back, they are
+	// unknown to the verifier, so every path into an iteration is one state
+	// (bounded, they would be as many states as paths)
+	volatile __u64 *spill = (volatile __u64 *)&ev->data[MAX_CAPTURE * 4 - 16];
+	for (int i = 0; o && i < WALK_CHUNKS; i++) {
+		asm volatile("%[c] &= 8191" : [c] "+r"(cur));
+		spill[0] = o;
+		spill[1] = last;
+		o = spill[0];
+		last = spill[1];
+		if (o >= total) {
+			if (o - total < 0x7fffffff)
+				ci->chunk_next[dir] = o - total + 1;
+			break;
+		}
+		__u8 line[16] = {};
+		__u64 avail = total - o < 16 ? total - o : 16;
+		asm volatile("%[a] &= 31" : [a] "+r"(avail));
+		if (avail > 16 || bpf_probe_read_user(line, avail, (const void *)(ptr + o)))
+			break;
+		__u64 lo, hi;
+		__builtin_memcpy(&lo, line, 8);
+		__builtin_memcpy(&hi, line + 8, 8);
+		__u64 parsed = chunk_line(lo, hi);
+		if (!parsed)
+			break; // not a chunk-size line (or cut by the call's end): the tail is taken
+		__u64 ll = parsed & 0xff;
+		__u64 size = parsed >> 8;
+		if (size == 0)
+			ll = avail; // the last chunk: with the empty line that ends the body
+		if (o + ll > last && cur < MAX_CAPTURE + 2048) {
+			__u64 a = o < last ? last : o;
+			cur = seg_out(ev, cur, a, o + ll - a, (const void *)(ptr + a));
+			last = o + ll;
+		}
+		if (size == 0)
+			break; // trailers are not followed
+		o += ll + size + 2;
+	}
+	// the call's last bytes, past what was appended
+	asm volatile("%[c] &= 8191" : [c] "+r"(cur));
+	__u64 t = total > TAIL_BYTES ? total - TAIL_BYTES : 0;
+	if (t < last)
+		t = last;
+	if (t < total && total - t <= TAIL_BYTES && cur < MAX_CAPTURE + 2048)
+		cur = seg_out(ev, cur, t, total - t, (const void *)(ptr + t));
+	return cur;
+}
+
 static __always_inline __u64 tail_start(__u64 total, __u32 captured)
 {
 	__u64 t = total > TAIL_BYTES ? total - TAIL_BYTES : 0;
@@ -1048,9 +1186,10 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 		if (read_user_at(ev, 0, len, (const void *)a.ptr) == 0)
 			captured = len;
 		end = captured;
-		__u64 t = tail_start(ret, captured);
-		if (captured && t < (__u64)ret && ret - t <= TAIL_BYTES)
-			end = seg_out(ev, captured, t, ret - t, (const __u8 *)a.ptr + t);
+		// a call longer than its prefix, or one inside a chunked body the
+		// walk follows (to keep its place)
+		if (captured && (captured < ret || ci->chunk_next[dir & 1]))
+			end = walk_chunks(key, a.ptr, ret, captured, dir); // and the call's tail
 	} else if (a.kind == CALL_IOV) {
 		captured = capture_iov(ev, (const struct iovec *)a.ptr, a.count, ret, cap);
 		end = captured;

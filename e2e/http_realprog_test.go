@@ -256,6 +256,11 @@ func TestHTTPStreamsRealPrograms(t *testing.T) {
 		t.Helper()
 		mfs := rpWait(t, agent, service+"'s requests", func(mfs map[string]*dto.MetricFamily) bool {
 			got, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(service))
+			if got < uint64(n) {
+				t.Logf("waiting for %s: %d requests so far, framing lost end %v body_size %v, malformed %v, dropped %v", service, got,
+					rpCounter(mfs, "otelbee_http_framing_lost", svc(service, "reason", "end")), rpCounter(mfs, "otelbee_http_framing_lost", svc(service, "reason", "body_size")),
+					rpCounter(mfs, "otelbee_http_malformed", svc(service)), rpCounter(mfs, "otelbee_http_requests_dropped", svc(service)))
+			}
 			return got >= uint64(n)
 		})
 		got, dur := rpHist(mfs, "http_client_request_duration_seconds", svc(service))

@@ -66,6 +66,7 @@ type httpConnInfo struct {
 	Unfiltered  uint8
 	Probes      uint16
 	Owner       uint32
+	ChunkNext   [2]uint32
 }
 
 type httpDataEvent struct {
