@@ -160,6 +160,7 @@ var envVars = map[string]string{
 	"OTELBEE_PROCESS_RETENTION":      "process.retention",
 	"OTELBEE_STATE_DIR":              "state-dir",
 	"OTELBEE_HTTP_BODY_SIZES":        "http.body-sizes",
+	"OTELBEE_HTTP_ROUTE_HEURISTIC":   "http.route-heuristic",
 	"OTELBEE_HTTP_CLIENT_URL_SCHEME": "http.client-url-scheme",
 
 	// The observed services' resource, not the agent's (OTEL_RESOURCE_ATTRIBUTES).
@@ -203,6 +204,7 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.Bool("dns.spans", false, "emit one client span per DNS lookup (needs an OTLP endpoint)")
 	fs.Uint("http.capture-bytes", 0, "bytes of each read/write the HTTP collector copies from the kernel (64-4096, default 1024)")
 	fs.String("http.routes", "", "comma-separated http.route templates tried before the heuristic, e.g. /users/{id},/static/*")
+	fs.Bool("http.route-heuristic", false, "put the path-folding heuristic's templates into http.route, for backends that group server requests only by http.route (default: http.route only from --http.routes, the heuristic's template as url.template)")
 	fs.Bool("http.body-sizes", false, "export the opt-in http.{server,client}.{request,response}.body.size histograms and body sizes on spans")
 	fs.Bool("http.client-url-scheme", false, "put the opt-in url.scheme on HTTP client metrics and spans (the server side always has it)")
 	fs.String("http.known-methods", "", "comma-separated request methods reported as themselves, as OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS (case-sensitive; others are _OTHER with http.request.method_original on the span; default: the RFC 9110 methods and PATCH)")
@@ -292,6 +294,8 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			cfg.HTTP.Routes = splitList(v)
 		case "http.known-methods":
 			cfg.HTTP.KnownMethods = splitList(v)
+		case "http.route-heuristic":
+			cfg.HTTP.RouteHeuristic, err = strconv.ParseBool(v)
 		case "http.body-sizes":
 			cfg.HTTP.BodySizes, err = strconv.ParseBool(v)
 		case "http.client-url-scheme":

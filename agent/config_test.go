@@ -270,8 +270,11 @@ func TestConfigHTTPOptIn(t *testing.T) {
 	if err != nil || cfg.HTTP.BodySizes || cfg.HTTP.ClientURLScheme {
 		t.Fatalf("defaults: body sizes %v, client url.scheme %v, %v", cfg.HTTP.BodySizes, cfg.HTTP.ClientURLScheme, err)
 	}
-	cfg, err = LoadConfig([]string{"--http.body-sizes"}, env(map[string]string{"OTELBEE_HTTP_CLIENT_URL_SCHEME": "true"}), io.Discard)
-	if err != nil || !cfg.HTTP.BodySizes || !cfg.HTTP.ClientURLScheme {
+	if cfg.HTTP.RouteHeuristic {
+		t.Fatal("the route heuristic fills http.route by default")
+	}
+	cfg, err = LoadConfig([]string{"--http.body-sizes"}, env(map[string]string{"OTELBEE_HTTP_CLIENT_URL_SCHEME": "true", "OTELBEE_HTTP_ROUTE_HEURISTIC": "1"}), io.Discard)
+	if err != nil || !cfg.HTTP.BodySizes || !cfg.HTTP.ClientURLScheme || !cfg.HTTP.RouteHeuristic {
 		t.Fatalf("flag and env: body sizes %v, client url.scheme %v, %v", cfg.HTTP.BodySizes, cfg.HTTP.ClientURLScheme, err)
 	}
 	file := filepath.Join(t.TempDir(), "http.yaml")

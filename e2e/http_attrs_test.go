@@ -105,7 +105,9 @@ func TestHTTPPoisonPathExport(t *testing.T) {
 	}
 	byPath := map[string]int{}
 	for _, s := range serverSpans(spans, svc) {
-		byPath[s.Name+" "+s.Attributes["url.path"]+" "+s.Attributes["http.route"]]++
+		// No route configured: named by the method, the folded path is
+		// url.template, no http.route.
+		byPath[s.Name+" "+s.Attributes["url.path"]+" "+s.Attributes["url.template"]+" "+s.Attributes["http.route"]]++
 		for k, v := range s.Attributes {
 			if !utf8.ValidString(v) || strings.Contains(v, "SECRET") {
 				t.Errorf("span %q attribute %s=%q", s.Name, k, v)
@@ -113,16 +115,16 @@ func TestHTTPPoisonPathExport(t *testing.T) {
 		}
 	}
 	want := map[string]int{
-		"GET /hello /hello /hello":                         13,
-		"GET /caf\uFFFD /caf\uFFFD /caf\uFFFD":             1,
-		"GET /anything/semi /anything/semi /anything/semi": 1,
+		"GET /hello /hello ":                 13,
+		"GET /caf\uFFFD /caf\uFFFD ":         1,
+		"GET /anything/semi /anything/semi ": 1,
 	}
 	if !mapsEqual(byPath, want) {
-		t.Fatalf("server spans by name, url.path, http.route:\n got %s\nwant %s", sorted(byPath), sorted(want))
+		t.Fatalf("server spans by name, url.path, url.template, http.route:\n got %s\nwant %s", sorted(byPath), sorted(want))
 	}
 	routes := map[string]int{}
 	for _, sp := range harness.Latest(mustMetrics(t, col), "http.server.request.duration", res) {
-		routes[sp.Point.Attributes["http.route"]+" "+sp.Point.Attributes["http.response.status_code"]] += int(sp.Total)
+		routes[sp.Point.Attributes["url.template"]+sp.Point.Attributes["http.route"]+" "+sp.Point.Attributes["http.response.status_code"]] += int(sp.Total)
 	}
 	wantRoutes := map[string]int{"/hello 200": 13, "/caf\uFFFD 404": 1, "/anything/semi 404": 1}
 	if !mapsEqual(routes, wantRoutes) {
@@ -241,7 +243,7 @@ func TestHTTPUniquePointsAndErrorType(t *testing.T) {
 		map[string]int{"200 ": 5, "404 ": 4, "500 500": 2})
 	waitPromCounts(t, prom, "http_client_request_duration_seconds", cl, labels,
 		map[string]int{"200 ": 5, "404 404": 4, "500 500": 2})
-	waitPromCounts(t, prom, "http_server_request_duration_seconds", srv, []string{"http_route"},
+	waitPromCounts(t, prom, "http_server_request_duration_seconds", srv, []string{"url_template"},
 		map[string]int{"/hello": 3, "/fail": 2, "/pa": 1, "_OTHER": 5})
 	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_http_route_overflow_total{job=%q})`, srv), 5)
 	if v, ok := promValue(t.Context(), prom, fmt.Sprintf(`count(otelbee_http_route_overflow_total{job=%q})`, cl)); ok {

@@ -239,7 +239,7 @@ func TestHTTPStreamsRealPrograms(t *testing.T) {
 		if st.N != perCurl+2 {
 			t.Fatalf("%s: node served %d, want %d", r, st.N, perCurl+2)
 		}
-		m := svc(server, "http_route", r)
+		m := svc(server, "url_template", r)
 		n, dur := rpHist(mfs, "http_server_request_duration_seconds", m)
 		_, body := rpHist(mfs, "http_server_response_body_size_bytes", m)
 		if n != uint64(st.N) || int64(body) != st.Bytes {
@@ -336,7 +336,7 @@ func TestHTTPMethodsUpgradesAndUnseen(t *testing.T) {
 			return n >= 12 && c >= 12
 		})
 		for m, n := range want {
-			s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "http_request_method", m, "http_route", "/m"))
+			s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "http_request_method", m, "url_template", "/m"))
 			c, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client, "http_request_method", m))
 			if s != uint64(n) || c != uint64(n) {
 				t.Errorf("method %s: server %d, client %d, want %d", m, s, c, n)
@@ -364,7 +364,7 @@ func TestHTTPMethodsUpgradesAndUnseen(t *testing.T) {
 		})
 		// The upgrade request as what it was; nothing of the HTTP/2 that
 		// follows on that connection taken for HTTP/1.
-		up, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "http_response_status_code", "101", "http_route", "/a"))
+		up, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "http_response_status_code", "101", "url_template", "/a"))
 		all, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server))
 		cup, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client, "http_response_status_code", "101"))
 		call, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client))
@@ -404,7 +404,7 @@ func TestHTTPMethodsUpgradesAndUnseen(t *testing.T) {
 				t.Errorf("%s: malformed %v", s, mal)
 			}
 		}
-		up, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "http_response_status_code", "101", "http_route", "/ws"))
+		up, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "http_response_status_code", "101", "url_template", "/ws"))
 		all, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server))
 		if up != 3 || all != 3 {
 			t.Errorf("server: %d upgrades of %d requests, want 3 of 3 (the frames are not HTTP)", up, all)
@@ -451,8 +451,8 @@ func TestHTTPMethodsUpgradesAndUnseen(t *testing.T) {
 			c, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client))
 			return n >= 6 && c >= 6
 		})
-		ok, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "http_response_status_code", "200", "http_route", "/x/{id}"))
-		bad, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "http_response_status_code", "500", "http_route", "/err"))
+		ok, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "http_response_status_code", "200", "url_template", "/x/{id}"))
+		bad, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "http_response_status_code", "500", "url_template", "/err"))
 		cok, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client, "http_response_status_code", "200", "network_transport", "unix"))
 		cbad, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client, "http_response_status_code", "500", "network_transport", "unix"))
 		if ok != 3 || bad != 3 || cok != 3 || cbad != 3 {
@@ -477,7 +477,7 @@ func TestHTTPMethodsUpgradesAndUnseen(t *testing.T) {
 		})
 		time.Sleep(time.Second)
 		mfs = rpScrape(t, agent.MetricsURL)
-		s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "http_route", "/f"))
+		s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "url_template", "/f"))
 		if s != n {
 			t.Errorf("server side: %d requests, the forked children served %d", s, n)
 		}
@@ -530,7 +530,7 @@ func TestHTTPConnectionsBeforeStart(t *testing.T) {
 	})
 	time.Sleep(time.Second)
 	mfs := rpScrape(t, agent.MetricsURL)
-	s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "http_route", "/users/{id}"))
+	s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "url_template", "/users/{id}"))
 	sAll, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server))
 	c, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client))
 	if s != 1000 || sAll != 1000 || c != 1000 {

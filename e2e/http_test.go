@@ -196,7 +196,7 @@ func promCounts(t *testing.T, p *harness.Prometheus, metric, service string, lab
 }
 
 var (
-	serverLabels = []string{"http_request_method", "http_response_status_code", "http_route"}
+	serverLabels = []string{"http_request_method", "http_response_status_code", "url_template"}
 	clientLabels = []string{"http_request_method", "http_response_status_code"}
 )
 
@@ -464,14 +464,14 @@ func TestHTTPGroundTruth(t *testing.T) {
 	}, 40*time.Second)
 	for _, s := range spans {
 		if s.Resource["service.name"] == ng.ServiceName && s.Kind == "Server" && s.TraceID == traceID {
-			if s.ParentSpanID != parentID || s.Name != "GET /static/index.html" || s.Attributes["http.response.status_code"] != "200" {
+			if s.ParentSpanID != parentID || s.Name != "GET" || s.Attributes["url.template"] != "/static/index.html" || s.Attributes["http.response.status_code"] != "200" {
 				t.Errorf("traceparent span: %+v", s)
 			}
 			if d := s.Duration(); d <= 0 || d > 10*time.Second || time.Since(s.Start) > 10*time.Minute {
 				t.Errorf("span times: start %v duration %v", s.Start, d)
 			}
 		}
-		if s.Resource["service.name"] == ng.ServiceName && s.Name == "GET /api/fail" && s.Kind == "Server" && s.StatusCode != "Error" {
+		if s.Resource["service.name"] == ng.ServiceName && s.Name == "GET" && s.Attributes["url.template"] == "/api/fail" && s.Kind == "Server" && s.StatusCode != "Error" {
 			t.Errorf("5xx server span status %q, want Error", s.StatusCode)
 		}
 		if strings.Contains(s.Attributes["url.path"], "?") || strings.Contains(s.Attributes["url.path"], "secret") {

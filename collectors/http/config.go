@@ -43,6 +43,12 @@ type Config struct {
 	// are _OTHER with http.request.method_original on the span. Empty: the
 	// RFC 9110 methods and PATCH.
 	KnownMethods []string `yaml:"known_methods"`
+	// RouteHeuristic puts the folding heuristic's templates into http.route
+	// (for backends that group server requests only by http.route). Off:
+	// http.route is set only from Routes, as the conventions require (a
+	// route must be known, not guessed), and the heuristic's template is
+	// url.template.
+	RouteHeuristic bool `yaml:"route_heuristic"`
 	// BodySizes turns on what the conventions make opt-in about bodies:
 	// the four http.*.body.size histograms and http.request.body.size /
 	// http.response.body.size on spans. Off by default.

@@ -31,6 +31,7 @@ const (
 	keyMethod        = attribute.Key("http.request.method")
 	keyStatus        = attribute.Key("http.response.status_code")
 	keyRoute         = attribute.Key("http.route")
+	keyURLTemplate   = attribute.Key("url.template")
 	keyServerAddress = attribute.Key("server.address")
 	keyServerPort    = attribute.Key("server.port")
 	keyProtoVersion  = attribute.Key("network.protocol.version")
@@ -200,8 +201,16 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 	}
 	span := kv[:len(kv):len(kv)]
 	if k.server {
-		kv = append(kv, keyRoute.String(route))
-		span = append(span, keyRoute.String(route))
+		// http.route only for a route really known (a configured pattern, or
+		// any template with the heuristic switch); else the heuristic's
+		// template is url.template, and the span is named by the method.
+		key, target := keyRoute, route
+		if !c.routes.Known(route) && !c.cfg.RouteHeuristic {
+			key, target = keyURLTemplate, ""
+		}
+		kv = append(kv, key.String(route))
+		span = append(span, key.String(route))
+		s.name = c.routes.SpanName(k.method, target)
 		s.errSet = k.status >= 500 || k.errKind != errNone
 	} else {
 		if k.peer.IsValid() {
@@ -224,9 +233,6 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		span = append(span, et)
 	}
 	s.attrs = span
-	if k.server {
-		s.name = c.routes.SpanName(k.method, route)
-	}
 	if len(c.series) >= c.cfg.MaxSeries {
 		// Not kept: its requests go to the side's overflow histograms, its
 		// spans keep their attributes. The connection caches it meanwhile.
@@ -294,6 +300,9 @@ func (c *Collector) onExchange(ex *Exchange) {
 			sc = span.SpanContext()
 			rec := spanRecord{span: span, s: s, end: ex.End, reqBody: -1, respBody: -1,
 				peer: st.peer, peerPort: st.peerPort}
+			if !s.key.server && route != OverflowRoute {
+				rec.template = route // the client span's url.template
+			}
 			if c.cfg.BodySizes { // opt-in on spans too
 				rec.reqBody, rec.respBody = ex.ReqBody, ex.RespBody
 			}
@@ -442,6 +451,7 @@ type spanRecord struct {
 	respBody int64
 	peer     netip.Addr
 	peerPort uint16
+	template string // client: url.template ("" past the route cap)
 	pathLen  uint16
 	path     [maxPath]byte
 	// an unknown method as sent (http.request.method_original)
@@ -463,6 +473,9 @@ func (c *Collector) endSpan(rec *spanRecord) {
 	attrs = append(attrs, s.attrs...)
 	var path [maxPath]byte
 	attrs = append(attrs, keyPath.String(string(CleanPath(path[:0], rec.path[:rec.pathLen]))))
+	if rec.template != "" {
+		attrs = append(attrs, keyURLTemplate.String(rec.template))
+	}
 	attrs = spanTransportAttrs(attrs, rec, s.key.server)
 	rec.span.SetAttributes(attrs...)
 	if s.errSet {

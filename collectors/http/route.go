@@ -21,6 +21,7 @@ import (
 // reaches a route, a span name or url.path.
 type Routes struct {
 	patterns [][]string
+	known    map[string]bool // the patterns' own templates
 	max      int
 	bySvc    map[string]*[2]routeSet // [server, client]
 	scratch  []byte
@@ -38,16 +39,25 @@ type routeSet struct {
 
 // NewRoutes validates the patterns.
 func NewRoutes(patterns []string, max int) (*Routes, error) {
-	r := &Routes{max: max, bySvc: map[string]*[2]routeSet{},
+	r := &Routes{max: max, bySvc: map[string]*[2]routeSet{}, known: map[string]bool{},
 		scratch: make([]byte, 0, maxPath+64), clean: make([]byte, 0, maxPath+16)}
 	for _, p := range patterns {
 		if err := validatePattern(p); err != nil {
 			return nil, err
 		}
-		r.patterns = append(r.patterns, strings.Split(strings.Trim(p, "/"), "/"))
+		pat := strings.Split(strings.Trim(p, "/"), "/")
+		r.patterns = append(r.patterns, pat)
+		r.known[string(appendPattern(nil, pat))] = true
 	}
 	return r, nil
 }
+
+// Known reports whether route is a configured pattern's template: the
+// route the program really has, which http.route may carry. A folded path
+// can equal a pattern's template only if the pattern matched the path
+// already (patterns are tried first; placeholders match any non-empty
+// segment), so the template alone tells where it came from.
+func (r *Routes) Known(route string) bool { return r.known[route] }
 
 func validatePattern(p string) error {
 	if !strings.HasPrefix(p, "/") {
@@ -296,16 +306,26 @@ type spanNameKey struct {
 	route  string
 }
 
-// spanName is "METHOD route" ("HTTP route" for _OTHER methods), interned:
-// bounded by the route caps, allocated once per method and route.
-func (r *Routes) SpanName(m Method, route string) string {
-	k := spanNameKey{m, route}
+// SpanName is "METHOD target" ("HTTP target" for _OTHER methods), or the
+// method alone when target is "" or the overflow route: target is
+// http.route (server) or url.template (client), and a span name must have
+// low cardinality. Interned: bounded by the route caps, allocated once per
+// method and target.
+func (r *Routes) SpanName(m Method, target string) string {
+	if target == OverflowRoute {
+		target = ""
+	}
+	k := spanNameKey{m, target}
 	if n, ok := r.names[k]; ok {
 		return n
 	}
-	n := m.String() + " " + route
+	method := m.String()
 	if m == MethodOther {
-		n = "HTTP " + route
+		method = "HTTP"
+	}
+	n := method
+	if target != "" {
+		n = method + " " + target
 	}
 	if r.names == nil {
 		r.names = map[spanNameKey]string{}

@@ -145,7 +145,13 @@ func (h *harness) countsOf(t *testing.T, pid string) map[string]uint64 {
 				get := func(k string) string { v, _ := dp.Attributes.Value(attribute.Key(k)); return v.Emit() }
 				key := side + " " + get("http.request.method") + " " + get("http.response.status_code")
 				if side == "server" {
-					key += " " + get("http.route")
+					// No --http.routes here: the heuristic's template is
+					// url.template, and http.route must not be set.
+					if r := get("http.route"); r != "" {
+						key += " http.route=" + r
+					} else {
+						key += " " + get("url.template")
+					}
 				}
 				out[key] += dp.Count
 			}

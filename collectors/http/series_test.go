@@ -343,3 +343,79 @@ func BenchmarkOnExchangeClientPaths(b *testing.B) {
 		i++
 	}
 }
+
+// TestRouteAndSpanNames: http.route only for a route really known (a
+// configured pattern), the heuristic's template as url.template; server
+// spans "{method} {http.route}" or "{method}", client spans "{method}
+// {url.template}" or "{method}" past the route cap; --http.route-heuristic
+// puts the heuristic's template into http.route.
+func TestRouteAndSpanNames(t *testing.T) {
+	type want struct{ name, route, template string }
+	for _, tc := range []struct {
+		name      string
+		heuristic bool
+		server    bool
+		path      string
+		want      want
+	}{
+		{"server, configured route", false, true, "/users/7", want{"GET /users/{id}", "/users/{id}", ""}},
+		{"server, folded path", false, true, "/orders/9", want{"GET", "", "/orders/{id}"}},
+		{"server, 404 path", false, true, "/nope", want{"GET", "", "/nope"}},
+		{"server, heuristic switch", true, true, "/orders/9", want{"GET /orders/{id}", "/orders/{id}", ""}},
+		{"server, past the cap", false, true, "/c", want{"GET", "", OverflowRoute}},
+		{"client, configured route", false, false, "/users/7", want{"GET /users/{id}", "", "/users/{id}"}},
+		{"client, folded path", false, false, "/orders/9", want{"GET /orders/{id}", "", "/orders/{id}"}},
+		{"client, past the cap", false, false, "/c", want{"GET", "", ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.RouteHeuristic = tc.heuristic
+			exp := tracetest.NewInMemoryExporter()
+			c, reader := unitCollectorWith(t, cfg, sdktrace.AlwaysSample(), sdktrace.WithSyncer(exp))
+			var err error
+			if c.routes, err = NewRoutes([]string{"/users/{id}"}, 2); err != nil {
+				t.Fatal(err)
+			}
+			st := c.cur
+			if !tc.server {
+				st = c.newConn(connKey{tgid: 1, fd: 4, start: 1})
+				st.peer, st.peerPort, st.svc, st.lastLen = netip.MustParseAddr("10.0.0.1"), 8080, "/unit", -1
+				c.cur = st
+			}
+			if tc.path == "/c" { // use up the cap of 2 first
+				for _, p := range []string{"/a", "/b"} {
+					c.onExchange(&Exchange{Method: MethodGet, Status: 200, Minor: 1, Path: []byte(p), Start: 1, End: 2})
+				}
+			}
+			c.onExchange(&Exchange{Method: MethodGet, Status: 200, Minor: 1, Path: []byte(tc.path), Start: 1, End: 2})
+			waitFor(t, func() bool { return c.spansQueued.Load() == uint64(len(exp.GetSpans())) })
+			spans := exp.GetSpans()
+			sp := spans[len(spans)-1]
+			got := want{sp.Name, spanAttr(sp.Attributes, keyRoute), spanAttr(sp.Attributes, keyURLTemplate)}
+			if got != tc.want {
+				t.Errorf("span %+v, want %+v", got, tc.want)
+			}
+			if !tc.server {
+				return
+			}
+			// The metric point carries the same attribute as the span.
+			pts := uniquePoints(t, reader)["http.server.request.duration"]
+			wantAttr := "http.route=" + tc.want.route
+			if tc.want.route == "" {
+				wantAttr = "url.template=" + tc.want.template
+			}
+			found := false
+			for k := range pts {
+				if strings.Contains(k, wantAttr+" ") || strings.HasSuffix(k, wantAttr+"]") {
+					found = true
+				}
+				if tc.want.route == "" && strings.Contains(k, "http.route=") {
+					t.Errorf("server point %s has an http.route", k)
+				}
+			}
+			if !found {
+				t.Errorf("no server point with %s: %v", wantAttr, pts)
+			}
+		})
+	}
+}
