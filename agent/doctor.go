@@ -17,6 +17,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/identity"
 	"github.com/otelbee/otelbee/collectors/procwatch"
+	tlsdiscovery "github.com/otelbee/otelbee/collectors/tls"
 )
 
 // Doctor prints, without starting the agent, what this host supports: the
@@ -122,6 +123,9 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 		watcher.Close()
 		fmt.Fprintf(w, "\nprocess watcher: runs (identity and environment of every process at exec)\n")
 		printHooks(w, reg)
+	}
+	if err := tlsdiscovery.WriteReport(w, "/proc"); err != nil {
+		fmt.Fprintf(w, "\nTLS: cannot list processes: %v\n", err)
 	}
 	if runnable == 0 {
 		return errors.New("no collector can run on this host (see above); `otelbee run` would exit with status 1")

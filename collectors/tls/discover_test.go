@@ -187,10 +187,11 @@ func gnutlsLib(t *testing.T) string {
 	return path
 }
 
-// goToolchains are the toolchains the Go tests build with: the local one and
-// the newest from the module proxy (cached in the module cache after the
-// first download).
-var goToolchains = []string{"go1.26.8", "go1.27.3"}
+// goToolchains are the toolchains the Go tests build with and the struct
+// offset table covers: the local one first, then from the module proxy
+// (cached in the module cache after the first download) the newest release
+// and the one before the two supported upstream.
+var goToolchains = []string{"go1.26.8", "go1.27.3", "go1.25.9"}
 
 type goBuild struct{ full, stripped string }
 
@@ -228,7 +229,7 @@ func buildGo(t *testing.T, prog, toolchain string) goBuild {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(src, "main.go"), code, 0o644)
-	os.WriteFile(filepath.Join(src, "go.mod"), []byte("module "+prog+"\n\ngo 1.26\n"), 0o644)
+	os.WriteFile(filepath.Join(src, "go.mod"), []byte("module "+prog+"\n\ngo 1.25\n"), 0o644)
 	dir, err := os.MkdirTemp(buildRoot, prog+"-")
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ package tls
 // goFDTable holds GoFD per Go minor release, for binaries without DWARF; the
 // offsets are the same on amd64 and arm64.
 var goFDTable = map[string]GoFD{
+	"go1.25": {ConnConn: 0, IfaceData: 8, TCPConnConn: 0, ConnFD: 0, NetFDPfd: 0, FDSysfd: 16},
 	"go1.26": {ConnConn: 0, IfaceData: 8, TCPConnConn: 0, ConnFD: 0, NetFDPfd: 0, FDSysfd: 16},
 	"go1.27": {ConnConn: 0, IfaceData: 8, TCPConnConn: 0, ConnFD: 0, NetFDPfd: 0, FDSysfd: 16},
 }
