@@ -4,6 +4,7 @@ import (
 	"debug/buildinfo"
 	"debug/elf"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,8 +21,15 @@ func Inspect(path string) *Target {
 
 // inspect reads the file at open path (which may go through /proc/<pid>/root)
 // and reports it under name.
-func inspect(open, name string, openELF func(string) (*elf.File, error)) *Target {
-	t := &Target{Path: name}
+func inspect(open, name string, openELF func(string) (*elf.File, error)) (t *Target) {
+	t = &Target{Path: name}
+	defer func() {
+		// debug/elf and debug/gosym trust their input; a corrupt file must
+		// cost one target, never the agent.
+		if r := recover(); r != nil {
+			*t = Target{Path: name, ID: t.ID, Reason: ReasonUnreadable, Detail: fmt.Sprintf("malformed file: %v", r)}
+		}
+	}()
 	if st, ok := stat(open); ok {
 		t.ID = FileID{Dev: st.Dev, Ino: st.Ino}
 	}

@@ -18,6 +18,10 @@ const (
 	goWrite = "crypto/tls.(*Conn).Write"
 )
 
+// maxFuncSize bounds what is read of one function (Read and Write are a few
+// hundred bytes), so a corrupt pclntab cannot make us allocate gigabytes.
+const maxFuncSize = 1 << 20
+
 // inspectGo fills t for a Go executable whose build info gave goVersion,
 // or reports false when it does not link crypto/tls.
 func inspectGo(f *elf.File, goVersion string, t *Target) bool {
@@ -60,6 +64,10 @@ func inspectGo(f *elf.File, goVersion string, t *Target) bool {
 		off, err := fileOffset(f, fn.Entry)
 		if err != nil {
 			t.Reason, t.Detail = ReasonNoSymbols, err.Error()
+			return true
+		}
+		if fn.End <= fn.Entry || fn.End-fn.Entry > maxFuncSize {
+			t.Reason, t.Detail = ReasonDisassembly, fmt.Sprintf("%s: implausible size %d", fn.Name, fn.End-fn.Entry)
 			return true
 		}
 		code, err := readCode(f, fn.Entry, fn.End-fn.Entry)
