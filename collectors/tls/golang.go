@@ -165,11 +165,48 @@ func returns(arch string, code []byte) ([]uint64, error) {
 	return out, nil
 }
 
-// goFDFromDWARF reads the field offsets of GoFD from the binary's DWARF.
-func goFDFromDWARF(f *elf.File) (*GoFD, error) {
-	d, err := f.DWARF()
+// typeDWARF opens only the DWARF sections type entries need: f.DWARF()
+// would also decompress the line, location and range tables, most of the
+// debug data, which struct offsets never use.
+func typeDWARF(f *elf.File) (*dwarf.Data, error) {
+	data := func(name string) ([]byte, error) {
+		s := f.Section(name)
+		if s == nil {
+			return nil, nil
+		}
+		return s.Data() // decompresses SHF_COMPRESSED sections
+	}
+	info, err := data(".debug_info")
+	if err != nil || info == nil {
+		return nil, fmt.Errorf("reading DWARF: no .debug_info (%v)", err)
+	}
+	abbrev, err := data(".debug_abbrev")
 	if err != nil {
 		return nil, fmt.Errorf("reading DWARF: %w", err)
+	}
+	str, err := data(".debug_str")
+	if err != nil {
+		return nil, fmt.Errorf("reading DWARF: %w", err)
+	}
+	d, err := dwarf.New(abbrev, nil, nil, info, nil, nil, nil, str)
+	if err != nil {
+		return nil, fmt.Errorf("reading DWARF: %w", err)
+	}
+	for _, name := range []string{".debug_addr", ".debug_str_offsets", ".debug_line_str"} {
+		if b, err := data(name); err == nil && b != nil {
+			if err := d.AddSection(name, b); err != nil {
+				return nil, fmt.Errorf("reading DWARF %s: %w", name, err)
+			}
+		}
+	}
+	return d, nil
+}
+
+// goFDFromDWARF reads the field offsets of GoFD from the binary's DWARF.
+func goFDFromDWARF(f *elf.File) (*GoFD, error) {
+	d, err := typeDWARF(f)
+	if err != nil {
+		return nil, err
 	}
 	type field struct{ typ, member string }
 	want := map[field]*uint64{}
