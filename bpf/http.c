@@ -406,7 +406,8 @@ static __always_inline int observed(__u16 server_port)
 	int included = 0;
 	a = bpf_map_lookup_elem(&filter_comm, &ck);
 	if (a) {
-		if (*a == FILTER_EXCLUDE)
+		// An otelbee executable is never included, whatever the lists say.
+		if (*a == FILTER_EXCLUDE || *a == FILTER_SELF)
 			return 0;
 		included = 1;
 	}
@@ -1166,6 +1167,15 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 		// Picked up by user space at start: the filters need the
 		// owning process, which this is.
 		ci->unfiltered = 0;
+		if (is_self()) {
+			// An agent's connection open before this agent started: left
+			// out like the ones track() sees (and its client end
+			// remembered, so the server side is left out too).
+			__u8 role = ci->role;
+			bpf_map_delete_elem(&conns, &key);
+			track_self(a.fd, role);
+			return;
+		}
 		if (!observed(ci->role == ROLE_SERVER ? ci->local_port : ci->peer_port)) {
 			bump(&counters, HC_CONNS_FILTERED);
 			bpf_map_delete_elem(&conns, &key);

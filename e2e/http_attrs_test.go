@@ -345,8 +345,12 @@ func TestHTTPAgentsOwnExportLeftOut(t *testing.T) {
 	col := harness.StartCollector(t)
 	env := []string{"OTEL_METRIC_EXPORT_INTERVAL=300", "OTEL_BSP_SCHEDULE_DELAY=100"}
 	otlp := []string{"--otlp.endpoint=http://" + col.HTTPEndpoint, "--otlp.protocol=http/protobuf"}
-	a := harness.StartAgent(t, env, append([]string{"--collectors=http"}, otlp...)...)
+	// The second agent starts first: its export connection is open before
+	// the HTTP agent starts, which picks it up from /proc and must leave it
+	// out as well as the connections it sees opened.
 	b := harness.StartAgent(t, env, append([]string{"--collectors=tcp"}, otlp...)...)
+	time.Sleep(1500 * time.Millisecond) // several exports, on one keep-alive connection
+	a := harness.StartAgent(t, env, append([]string{"--collectors=http"}, otlp...)...)
 	sfx := strconv.Itoa(rand.IntN(1 << 30))
 	srv, cl := "own-srv-"+sfx, "own-curl-"+sfx
 	addr, stop := goServer(t, srv)
