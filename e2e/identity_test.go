@@ -105,6 +105,10 @@ func TestProcessCacheBounded(t *testing.T) {
 		a := harness.StartAgent(t, nil, "--collectors="+c, fmt.Sprintf("--process.retention=%s", retention))
 		runs = append(runs, &agentRun{collector: c, agent: a})
 	}
+	// A few execs first: on a quiet host nothing else may exec while the
+	// agents settle, and an empty cache reports 0 (these stay cached for
+	// the retention, longer than the settling below).
+	runExecs(t, 20)
 	// Settled: start-up garbage collected, the host's processes cached.
 	time.Sleep(3 * time.Second)
 	for i := 0; i < 5; i++ {

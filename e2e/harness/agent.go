@@ -60,6 +60,18 @@ func StartAgent(t testing.TB, env []string, args ...string) *Agent {
 		args = append(args, "--prometheus.listen="+a.PromAddr)
 		a.MetricsURL = "http://" + a.PromAddr + "/metrics"
 	}
+	hasState := false
+	for _, arg := range args {
+		hasState = hasState || strings.HasPrefix(arg, "--state-dir") || strings.HasPrefix(arg, "-state-dir")
+	}
+	for _, kv := range env {
+		hasState = hasState || strings.HasPrefix(kv, "OTELBEE_STATE_DIR=")
+	}
+	if !hasState {
+		// Each test's agent keeps its identities to itself, not in the
+		// host's /var/lib/otelbee.
+		args = append(args, "--state-dir="+t.TempDir())
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	a.Process = StartProcess(t, "otelbee", cmd)
