@@ -162,6 +162,7 @@ var envVars = map[string]string{
 	"OTELBEE_HTTP_BODY_SIZES":        "http.body-sizes",
 	"OTELBEE_HTTP_ROUTE_HEURISTIC":   "http.route-heuristic",
 	"OTELBEE_HTTP_CLIENT_URL_SCHEME": "http.client-url-scheme",
+	"OTELBEE_HTTP_URL_QUERY":         "http.url-query",
 
 	// The observed services' resource, not the agent's (OTEL_RESOURCE_ATTRIBUTES).
 	"OTELBEE_RESOURCE_ATTRIBUTES": "resource.attributes",
@@ -207,6 +208,7 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	fs.Bool("http.route-heuristic", false, "put the path-folding heuristic's templates into http.route, for backends that group server requests only by http.route (default: http.route only from --http.routes, the heuristic's template as url.template)")
 	fs.Bool("http.body-sizes", false, "export the opt-in http.{server,client}.{request,response}.body.size histograms and body sizes on spans")
 	fs.Bool("http.client-url-scheme", false, "put the opt-in url.scheme on HTTP client metrics and spans (the server side always has it)")
+	fs.Bool("http.url-query", false, "put the request's query on HTTP spans (server url.query, client url.full), every parameter value replaced by REDACTED")
 	fs.String("http.known-methods", "", "comma-separated request methods reported as themselves, as OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS (case-sensitive; others are _OTHER with http.request.method_original on the span; default: the RFC 9110 methods and PATCH)")
 	fs.String("http.include-executables", "", "comma-separated executable names the HTTP collector observes (default: all)")
 	fs.String("http.exclude-executables", "", "comma-separated executable names the HTTP collector ignores")
@@ -300,6 +302,8 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 			cfg.HTTP.BodySizes, err = strconv.ParseBool(v)
 		case "http.client-url-scheme":
 			cfg.HTTP.ClientURLScheme, err = strconv.ParseBool(v)
+		case "http.url-query":
+			cfg.HTTP.URLQuery, err = strconv.ParseBool(v)
 		case "http.include-executables":
 			cfg.HTTP.Include.Executables = splitList(v)
 		case "http.exclude-executables":

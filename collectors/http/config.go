@@ -56,6 +56,10 @@ type Config struct {
 	// ClientURLScheme puts url.scheme (opt-in for clients) on client
 	// metrics and spans. Off by default.
 	ClientURLScheme bool `yaml:"client_url_scheme"`
+	// URLQuery puts the request's query on spans (server url.query, client
+	// url.full), every parameter's value replaced by REDACTED. Off by
+	// default: a query often carries tokens.
+	URLQuery bool `yaml:"url_query"`
 	// PickUpExisting parses the TCP connections that exist when the agent
 	// starts, from the next request that starts on them.
 	PickUpExisting bool `yaml:"pick_up_existing"`

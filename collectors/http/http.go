@@ -111,6 +111,13 @@ type connState struct {
 	lastRoute  string
 	lastSeries *series
 	svc        string // service namespace/name: the route cap's scope
+	// client: the last request's Host header and the server.address and
+	// port it gave ("": none, the peer's)
+	lastHost     [maxValue]byte
+	hostLen      int
+	hostName     string
+	hostPort     uint16
+	hostOverflow bool
 }
 
 // Collector is the HTTP collector.
@@ -434,6 +441,7 @@ func (c *Collector) handle(ctx context.Context, r *record) {
 		st.nextSeq = r.seq + 1
 		st.respSeen = 0
 		st.lastLen, st.lastRoute, st.lastSeries = -1, "", nil
+		st.hostLen, st.hostName, st.hostPort, st.hostOverflow = 0, "", 0, false
 		st.proc = c.identityOf(r)
 		st.svc = c.serviceOf(st.proc)
 		st.stats = c.statsFor(st.proc)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/otelbee/otelbee/collectors/aggregate"
+	"github.com/otelbee/otelbee/collectors/attrs"
 	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"go.opentelemetry.io/otel/attribute"
@@ -43,6 +44,9 @@ const (
 	keyErrorType     = attribute.Key("error.type")
 	keyReqBodySize   = attribute.Key("http.request.body.size")
 	keyRespBodySize  = attribute.Key("http.response.body.size")
+	keyURLFull       = attribute.Key("url.full")
+	keyURLQuery      = attribute.Key("url.query")
+	keyUserAgent     = attribute.Key("user_agent.original")
 )
 
 // seriesKey names one metric series: exactly the attributes its points
@@ -57,7 +61,8 @@ type seriesKey struct {
 	status  uint16     // 0: no response (errKind says why)
 	errKind uint8      // transport error (transport.go)
 	route   string     // server only: http.route is no client attribute
-	peer    netip.Addr // client
+	peer    netip.Addr // client without a Host header
+	host    string     // client: server.address from the Host header (interned)
 	port    uint16     // client: server port
 }
 
@@ -139,6 +144,11 @@ func (c *Collector) selfInstruments() error {
 	if err != nil {
 		return err
 	}
+	addressOverflow, err := m.Int64ObservableCounter("otelbee.http.server_address.overflow", metric.WithUnit("{request}"),
+		metric.WithDescription("Client requests whose server.address on the duration metrics became _OTHER because their service had called http.max_routes other Host names, per service (their spans keep the name)."))
+	if err != nil {
+		return err
+	}
 	reason := func(r string) metric.ObserveOption {
 		return metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
 	}
@@ -146,14 +156,14 @@ func (c *Collector) selfInstruments() error {
 	c.reg, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		k := hook.SumCounters(c.counters, int(httpHttpCounterHC_MAX))
 		// per service, in the order of the c* constants (procstats.go)
-		c.observeProcs(o, dropped, dropped, dropped, incomplete, malformed, overflow, spansDropped)
+		c.observeProcs(o, dropped, dropped, dropped, incomplete, malformed, overflow, spansDropped, addressOverflow)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_NOT_HTTP]), rNotHTTP)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_FILTERED]), rFiltered)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_SELF]), rSelf)
 		o.ObserveInt64(observed, int64(k[httpHttpCounterHC_CONNS_HTTP]))
 		o.ObserveInt64(seriesOverflow, int64(c.seriesOverflow.Load()))
 		return nil
-	}, dropped, incomplete, malformed, ignored, observed, overflow, spansDropped, seriesOverflow)
+	}, dropped, incomplete, malformed, ignored, observed, overflow, spansDropped, seriesOverflow, addressOverflow)
 	if err != nil {
 		return fmt.Errorf("registering http callback: %w", err)
 	}
@@ -173,6 +183,9 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 	}
 	if st.server {
 		k.route = route
+	} else if st.hostName != "" {
+		// Names, not addresses: a service map shows what the client asked for.
+		k.host, k.port = st.hostName, st.hostPort
 	} else {
 		k.peer = st.peer
 		k.port = st.peerPort
@@ -199,7 +212,8 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		// Required on the server side, opt-in on the client side.
 		kv = append(kv, keyScheme.String("http"))
 	}
-	span := kv[:len(kv):len(kv)]
+	// a copy: attribute.NewSet sorts kv in place
+	span := append(make([]attribute.KeyValue, 0, len(kv)+3), kv...)
 	if k.server {
 		// http.route only for a route really known (a configured pattern, or
 		// any template with the heuristic switch); else the heuristic's
@@ -213,11 +227,15 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		s.name = c.routes.SpanName(k.method, target)
 		s.errSet = k.status >= 500 || k.errKind != errNone
 	} else {
-		if k.peer.IsValid() {
-			addr := k.peer.String()
-			kv = append(kv, keyServerAddress.String(addr), keyServerPort.Int(int(k.port)))
-			span = append(span, keyServerAddress.String(addr), keyServerPort.Int(int(k.port)))
-		} else { // a Unix domain socket
+		// server.address/.port of a span: its own request's (endSpan), the
+		// series' may be the overflow name.
+		switch {
+		case k.host != "":
+			kv = append(kv, keyServerAddress.String(k.host), keyServerPort.Int(int(k.port)))
+		case k.peer.IsValid():
+			kv = append(kv, keyServerAddress.String(k.peer.String()), keyServerPort.Int(int(k.port)))
+		}
+		if !st.peer.IsValid() { // a Unix domain socket
 			kv = append(kv, keyTransportUnix)
 			span = append(span, keyTransportUnix)
 		}
@@ -279,8 +297,11 @@ func (c *Collector) onExchange(ex *Exchange) {
 		// routes only name its spans.
 		st.stats.routeOverflow.Add(1)
 	}
+	if !st.server {
+		c.serverAddress(st, ex.Host)
+	}
 	s := st.lastSeries
-	if s == nil || s.key.method != ex.Method || s.key.minor != versionMinor(ex.Minor) || int(s.key.status) != ex.Status || (st.server && s.key.route != route) {
+	if s == nil || s.key.method != ex.Method || s.key.minor != versionMinor(ex.Minor) || int(s.key.status) != ex.Status || (st.server && s.key.route != route) || (!st.server && (s.key.host != st.hostName || (st.hostName != "" && s.key.port != st.hostPort))) {
 		s = c.seriesFor(st, ex, route)
 		st.lastSeries = s
 	}
@@ -307,6 +328,17 @@ func (c *Collector) onExchange(ex *Exchange) {
 				rec.reqBody, rec.respBody = ex.ReqBody, ex.RespBody
 			}
 			rec.pathLen = uint16(copy(rec.path[:], ex.Path))
+			// Sampled spans only: the strings are made here, off the
+			// unsampled path, and the queue keeps no per-request buffers.
+			if len(ex.Host) > 0 {
+				rec.host = attrs.String(ex.Host)
+			}
+			if st.server && len(ex.UserAgent) > 0 {
+				rec.userAgent = attrs.String(ex.UserAgent)
+			}
+			if c.cfg.URLQuery && len(ex.Query) > 0 {
+				rec.query = string(appendRedactedQuery(make([]byte, 0, 2*len(ex.Query)), ex.Query))
+			}
 			if ex.Method == MethodOther {
 				rec.methodLen = uint8(copy(rec.method[:], ex.MethodRaw))
 			}
@@ -452,8 +484,12 @@ type spanRecord struct {
 	peer     netip.Addr
 	peerPort uint16
 	template string // client: url.template ("" past the route cap)
-	pathLen  uint16
-	path     [maxPath]byte
+	host     string // the Host header, valid UTF-8 ("": none)
+	// server: user_agent.original; the redacted query with http.url_query
+	userAgent string
+	query     string
+	pathLen   uint16
+	path      [maxPath]byte
 	// an unknown method as sent (http.request.method_original)
 	methodLen uint8
 	method    [maxMethod]byte
@@ -469,17 +505,77 @@ func (c *Collector) spanWorker(ctx context.Context) {
 
 func (c *Collector) endSpan(rec *spanRecord) {
 	s := rec.s
-	attrs := make([]attribute.KeyValue, 0, len(s.attrs)+6)
-	attrs = append(attrs, s.attrs...)
+	kvs := make([]attribute.KeyValue, 0, len(s.attrs)+10)
+	kvs = append(kvs, s.attrs...)
 	var path [maxPath]byte
-	attrs = append(attrs, keyPath.String(string(CleanPath(path[:0], rec.path[:rec.pathLen]))))
+	kvs = append(kvs, keyPath.String(string(CleanPath(path[:0], rec.path[:rec.pathLen]))))
 	if rec.template != "" {
-		attrs = append(attrs, keyURLTemplate.String(rec.template))
+		kvs = append(kvs, keyURLTemplate.String(rec.template))
 	}
-	attrs = spanTransportAttrs(attrs, rec, s.key.server)
-	rec.span.SetAttributes(attrs...)
+	kvs = c.spanURLAttrs(kvs, rec, s.key.server)
+	kvs = spanTransportAttrs(kvs, rec, s.key.server)
+	rec.span.SetAttributes(kvs...)
 	if s.errSet {
 		rec.span.SetStatus(codes.Error, "")
 	}
 	rec.span.End(trace.WithTimestamp(c.wall(rec.end)))
+}
+
+// spanURLAttrs adds what a span says about the request's URL and its
+// server, from its own headers: a client span's url.full and
+// server.address/.port (the Host header, the socket peer without one); a
+// server span's server.address/.port (Host) and user_agent.original; the
+// redacted url.query when it is enabled.
+func (c *Collector) spanURLAttrs(kvs []attribute.KeyValue, rec *spanRecord, server bool) []attribute.KeyValue {
+	host, port, hostOK := splitHost([]byte(rec.host))
+	if server {
+		if hostOK {
+			kvs = append(kvs, keyServerAddress.String(string(host)), keyServerPort.Int(int(port)))
+		}
+		if rec.userAgent != "" {
+			kvs = append(kvs, keyUserAgent.String(rec.userAgent))
+		}
+		if rec.query != "" {
+			kvs = append(kvs, keyURLQuery.String(rec.query))
+		}
+		return kvs
+	}
+	var full [maxValue + maxPath + 2*maxValue + 16]byte
+	authority := []byte(rec.host)
+	if !hostOK {
+		authority = nil
+	}
+	u := appendURLFull(full[:0], authority, rec.peer, rec.peerPort, rec.path[:rec.pathLen], nil)
+	if rec.query != "" {
+		u = append(append(u, '?'), rec.query...)
+	}
+	kvs = append(kvs, keyURLFull.String(string(u)))
+	switch {
+	case hostOK:
+		kvs = append(kvs, keyServerAddress.String(string(host)), keyServerPort.Int(int(port)))
+	case rec.peer.IsValid():
+		kvs = append(kvs, keyServerAddress.String(rec.peer.String()), keyServerPort.Int(int(rec.peerPort)))
+	}
+	return kvs
+}
+
+// serverAddress sets the connection's server.address and server.port for
+// the client metrics of a request with Host header host: the name and port
+// it names (interned per service, capped by http.max_routes, past which the
+// name is _OTHER and counted), or none, and the peer is used. A connection
+// mostly sends one Host, so the last one is remembered.
+func (c *Collector) serverAddress(st *connState, host []byte) {
+	if st.hostLen != len(host) || string(st.lastHost[:st.hostLen]) != string(host) {
+		st.hostLen = copy(st.lastHost[:], host)
+		st.hostName, st.hostPort, st.hostOverflow = "", 0, false
+		if name, port, ok := splitHost(host); ok {
+			var kept bool
+			st.hostName, kept = c.routes.Host(st.svc, name)
+			st.hostOverflow = !kept
+			st.hostPort = port
+		}
+	}
+	if st.hostOverflow && st.stats != nil {
+		st.stats.addressOverflow.Add(1)
+	}
 }

@@ -174,6 +174,9 @@ const (
 	maxPath     = 256  // bytes of the request target kept (url.path, route)
 	maxPending  = 16   // pipelined requests waiting for a response
 	maxChunkHdr = 64
+	// maxValue bounds the Host, User-Agent and query bytes kept per request:
+	// attribute values from traffic stay small whatever a client sends.
+	maxValue = 256
 )
 
 // Times of one read or write, monotonic nanoseconds.
@@ -190,6 +193,9 @@ type Exchange struct {
 	Status       int
 	Minor        uint8 // HTTP/1.<Minor>
 	Path         []byte
+	Host         []byte // the Host header's value, at most maxValue bytes ("": none seen)
+	UserAgent    []byte // the User-Agent header's value, at most maxValue bytes
+	Query        []byte // the request target's query (after '?', before '#'), at most maxValue bytes
 	ReqBody      int64  // -1: not known (framing not captured)
 	RespBody     int64  // -1: not known
 	Start, End   uint64 // monotonic ns
@@ -216,11 +222,22 @@ type Stats struct {
 	Upgraded    [upgradeCount]atomic.Uint64 // connections a 101 switched, by protocol
 }
 
+// pending is a request waiting for its response. Its text buffers are
+// outside pendingHead, which alone is zeroed per request: the lengths say
+// how much of each buffer is the request's.
 type pending struct {
+	pendingHead
+	raw   [maxMethod]byte
+	path  [maxPath]byte
+	host  [maxValue]byte
+	ua    [maxValue]byte
+	query [maxValue]byte
+}
+
+type pendingHead struct {
 	method    Method
 	upgrade   Upgrade
 	rawLen    uint8
-	raw       [maxMethod]byte
 	minor     uint8
 	headDone  bool
 	bodyDone  bool
@@ -228,11 +245,13 @@ type pending struct {
 	hasParent bool
 	flags     byte
 	pathLen   uint16
+	hostLen   uint16
+	uaLen     uint16
+	queryLen  uint16
 	reqBody   int64
 	start     uint64
 	traceID   [16]byte
 	spanID    [8]byte
-	path      [maxPath]byte
 }
 
 type streamState uint8
@@ -260,6 +279,7 @@ type stream struct {
 	line      [maxLine]byte
 	tail      [12]byte // last bytes of an overlong line (the version of a long request line)
 	tailLen   int
+	cutLine   bool // the header line being read was cut by the end of the capture
 
 	// the message being read
 	msgStart   callTimes
@@ -458,7 +478,11 @@ func (c *Conn) feed(s *stream, data []byte, gap int64, t callTimes, atCallStart,
 							return false
 						}
 					} else {
+						// Cut by the capture: a Host or User-Agent value
+						// here may be cut too, and is not kept.
+						s.cutLine = true
 						c.header(s, line)
+						s.cutLine = false
 					}
 				}
 				c.endHead(s, t)
@@ -627,7 +651,7 @@ func (c *Conn) beginMessage(s *stream, t callTimes) {
 		}
 		p := &c.ring[(c.head+c.n)%maxPending]
 		c.n++
-		*p = pending{}
+		p.pendingHead = pendingHead{}
 		p.start = t.exit
 		if !c.Server {
 			p.start = t.enter // the client's first byte leaves at the write
@@ -755,7 +779,12 @@ func (c *Conn) startLine(s *stream, line []byte, trunc bool) bool {
 				}
 			}
 		}
-		if i := bytes.IndexAny(target, "?#"); i >= 0 {
+		if i := bytes.IndexByte(target, '#'); i >= 0 {
+			target = target[:i]
+		}
+		p.queryLen = 0
+		if i := bytes.IndexByte(target, '?'); i >= 0 {
+			p.queryLen = uint16(copy(p.query[:], target[i+1:]))
 			target = target[:i]
 		}
 		p.pathLen = uint16(copy(p.path[:], target))
@@ -770,6 +799,8 @@ var (
 	hdrTraceparent      = []byte("traceparent")
 	hdrConnection       = []byte("connection")
 	hdrUpgrade          = []byte("upgrade")
+	hdrHost             = []byte("host")
+	hdrUserAgent        = []byte("user-agent")
 )
 
 func (c *Conn) header(s *stream, line []byte) {
@@ -807,6 +838,14 @@ func (c *Conn) header(s *stream, line []byte) {
 	case len(hdrUpgrade):
 		if !s.response && bytes.EqualFold(name, hdrUpgrade) {
 			s.upgrade = parseUpgrade(val)
+		}
+	case len(hdrHost):
+		if p := s.cur; p != nil && !s.response && !s.cutLine && p.hostLen == 0 && bytes.EqualFold(name, hdrHost) {
+			p.hostLen = uint16(copy(p.host[:], val))
+		}
+	case len(hdrUserAgent):
+		if p := s.cur; p != nil && !s.response && !s.cutLine && p.uaLen == 0 && bytes.EqualFold(name, hdrUserAgent) {
+			p.uaLen = uint16(copy(p.ua[:], val))
 		}
 	}
 }
@@ -1048,6 +1087,9 @@ func (c *Conn) finishResponse(s *stream, t callTimes) {
 	ex.Status = s.status
 	ex.Minor = p.minor
 	ex.Path = p.path[:p.pathLen]
+	ex.Host = p.host[:p.hostLen]
+	ex.UserAgent = p.ua[:p.uaLen]
+	ex.Query = p.query[:p.queryLen]
 	ex.ReqBody = p.reqBody
 	if !p.bodyDone && c.req.cur == p {
 		ex.ReqBody = c.req.body

@@ -18,9 +18,12 @@ type procStats struct {
 	Stats
 	routeOverflow atomic.Uint64 // server requests whose route became _OTHER
 	spanDrops     atomic.Uint64 // spans not queued: the span queue was full
-	refunds       uint64        // dropped request starts cut off by the process's exit (housekeeping)
-	deadSince     time.Time
-	svc           *svcStats
+	// client requests whose server.address on metrics became _OTHER: their
+	// service had called http.max_routes other Host names
+	addressOverflow atomic.Uint64
+	refunds         uint64 // dropped request starts cut off by the process's exit (housekeeping)
+	deadSince       time.Time
+	svc             *svcStats
 }
 
 // Per-service counters, in the order of svcCounters.
@@ -32,6 +35,7 @@ const (
 	cMalformed
 	cRouteOverflow
 	cSpansDropped
+	cAddressOverflow
 	nSvcCounters
 )
 
@@ -97,7 +101,7 @@ func (c *Collector) svcStatsLocked(tgid uint32) *svcStats {
 	s.opts[cDroppedLost] = with(reason.String("records_lost"))
 	s.opts[cDroppedOverflow] = with(reason.String("pipeline_overflow"))
 	base := with()
-	for _, i := range []int{cIncomplete, cMalformed, cRouteOverflow, cSpansDropped} {
+	for _, i := range []int{cIncomplete, cMalformed, cRouteOverflow, cSpansDropped, cAddressOverflow} {
 		s.opts[i] = base
 	}
 	c.svcs[key] = s
@@ -139,6 +143,7 @@ func (ps *procStats) values(k httpTgidDrops) [nSvcCounters]uint64 {
 	v[cMalformed] = ps.Malformed.Load() + ps.Unpaired.Load()
 	v[cRouteOverflow] = ps.routeOverflow.Load()
 	v[cSpansDropped] = ps.spanDrops.Load()
+	v[cAddressOverflow] = ps.addressOverflow.Load()
 	return v
 }
 

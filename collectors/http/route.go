@@ -23,7 +23,8 @@ type Routes struct {
 	patterns [][]string
 	known    map[string]bool // the patterns' own templates
 	max      int
-	bySvc    map[string]*[2]routeSet // [server, client]
+	bySvc    map[string]*[2]routeSet      // [server, client]
+	hosts    map[string]map[string]string // per service: server.address names it called, interned
 	scratch  []byte
 	clean    []byte
 	names    map[spanNameKey]string
@@ -39,7 +40,7 @@ type routeSet struct {
 
 // NewRoutes validates the patterns.
 func NewRoutes(patterns []string, max int) (*Routes, error) {
-	r := &Routes{max: max, bySvc: map[string]*[2]routeSet{}, known: map[string]bool{},
+	r := &Routes{max: max, bySvc: map[string]*[2]routeSet{}, hosts: map[string]map[string]string{}, known: map[string]bool{},
 		scratch: make([]byte, 0, maxPath+64), clean: make([]byte, 0, maxPath+16)}
 	for _, p := range patterns {
 		if err := validatePattern(p); err != nil {
@@ -182,6 +183,28 @@ func indexByte(b []byte, c byte) int {
 		}
 	}
 	return -1
+}
+
+// Host returns the server.address a service's client metrics carry for a
+// Host name it called, interned, valid UTF-8: the first max names of each
+// service are kept, later ones are OverflowRoute (ok false), so a client
+// calling ever new hosts cannot grow the series. It allocates only the
+// first time a name is seen.
+func (r *Routes) Host(service string, host []byte) (name string, ok bool) {
+	set := r.hosts[service]
+	if set == nil {
+		set = map[string]string{}
+		r.hosts[service] = set
+	}
+	if s, ok := set[string(host)]; ok {
+		return s, true
+	}
+	if len(set) >= r.max {
+		return OverflowRoute, false
+	}
+	s := attrs.String(host)
+	set[string(host)] = s
+	return s, true
 }
 
 // CleanPath appends path to b without its path parameters (everything from
