@@ -3,6 +3,7 @@ package otlp
 import (
 	"context"
 	"fmt"
+	"github.com/otelbee/otelbee/exporters/perservice"
 	"log/slog"
 	"os"
 	"slices"
@@ -136,7 +137,7 @@ func (p *temporalityProducer) Produce(ctx context.Context) ([]metricdata.ScopeMe
 			p.checkExponential(m)
 			m.Data = p.convert(k, m.Data)
 		}
-		sm.Metrics = slices.DeleteFunc(sm.Metrics, func(m metricdata.Metrics) bool { return dataPointCount(m.Data) == 0 })
+		sm.Metrics = slices.DeleteFunc(sm.Metrics, func(m metricdata.Metrics) bool { return perservice.DataPointCount(m.Data) == 0 })
 	}
 	sms = slices.DeleteFunc(sms, func(sm metricdata.ScopeMetrics) bool { return len(sm.Metrics) == 0 })
 	// Series that were not produced this time are gone (their process
@@ -151,24 +152,6 @@ func (p *temporalityProducer) Produce(ctx context.Context) ([]metricdata.ScopeMe
 		}
 	}
 	return sms, err
-}
-
-func dataPointCount(a metricdata.Aggregation) int {
-	switch d := a.(type) {
-	case metricdata.Sum[int64]:
-		return len(d.DataPoints)
-	case metricdata.Sum[float64]:
-		return len(d.DataPoints)
-	case metricdata.Histogram[int64]:
-		return len(d.DataPoints)
-	case metricdata.Histogram[float64]:
-		return len(d.DataPoints)
-	case metricdata.ExponentialHistogram[int64]:
-		return len(d.DataPoints)
-	case metricdata.ExponentialHistogram[float64]:
-		return len(d.DataPoints)
-	}
-	return 1 // gauges, summaries: passed on as they are
 }
 
 // checkExponential logs, once, an explicit-bucket histogram produced while

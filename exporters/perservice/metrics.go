@@ -70,13 +70,14 @@ func CountDataPoints(rm *metricdata.ResourceMetrics) int {
 	n := 0
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
-			n += dataPointCount(m.Data)
+			n += DataPointCount(m.Data)
 		}
 	}
 	return n
 }
 
-func dataPointCount(a metricdata.Aggregation) int {
+// DataPointCount is the number of points an aggregation holds.
+func DataPointCount(a metricdata.Aggregation) int {
 	switch d := a.(type) {
 	case metricdata.Sum[int64]:
 		return len(d.DataPoints)

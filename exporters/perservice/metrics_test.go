@@ -390,7 +390,7 @@ func layout(rm *metricdata.ResourceMetrics) string {
 	for _, sm := range rm.ScopeMetrics {
 		s += "[" + sm.Scope.Name
 		for _, m := range sm.Metrics {
-			s += fmt.Sprintf(" %s:%d", m.Name, dataPointCount(m.Data))
+			s += fmt.Sprintf(" %s:%d", m.Name, DataPointCount(m.Data))
 		}
 		s += "]"
 	}
