@@ -77,30 +77,8 @@ func uniqueServerNamed(t *testing.T, service, comm string) (_, addr string, stop
 	if err := os.WriteFile(bin, src, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	addrFile := filepath.Join(t.TempDir(), "addr")
-	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-addr-file", addrFile)
-	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
-	var stdout strings.Builder
-	cmd.Stdout = &stdout
-	p := harness.StartProcess(t, service, cmd)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if b, err := os.ReadFile(addrFile); err == nil && len(b) > 0 {
-			addr = string(b)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("httpload server did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return comm, addr, func() httpReport {
-		p.Cmd.Process.Signal(os.Interrupt)
-		if err := p.Wait(10 * time.Second); err != nil {
-			t.Fatalf("httpload server: %v", err)
-		}
-		return parseHTTPReport(t, stdout.String())
-	}
+	addr, stop = startHTTPLoadServer(t, bin, service)
+	return comm, addr, stop
 }
 
 // TestCollectorOutage: real HTTP traffic makes server spans while the real

@@ -261,7 +261,12 @@ func testdata(t *testing.T, name string) string {
 // goServer starts e2e/cmd/httpload as a server; stop returns its report.
 func goServer(t *testing.T, service string) (addr string, stop func() httpReport) {
 	t.Helper()
-	bin := buildTool(t, "./e2e/cmd/httpload")
+	return startHTTPLoadServer(t, buildTool(t, "./e2e/cmd/httpload"), service)
+}
+
+// startHTTPLoadServer runs the httpload binary bin as a server.
+func startHTTPLoadServer(t *testing.T, bin, service string) (addr string, stop func() httpReport) {
+	t.Helper()
 	addrFile := filepath.Join(t.TempDir(), "addr")
 	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-addr-file", addrFile)
 	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
