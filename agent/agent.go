@@ -32,8 +32,8 @@ import (
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/aggregate"
 	"github.com/otelbee/otelbee/collectors/hook"
-	"github.com/otelbee/otelbee/collectors/identity"
-	"github.com/otelbee/otelbee/collectors/procwatch"
+	"github.com/otelbee/otelbee/process/identity"
+	"github.com/otelbee/otelbee/process/execwatch"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/exporters/otlp"
 	promexp "github.com/otelbee/otelbee/exporters/prometheus"
@@ -208,7 +208,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if spanQueue != nil {
 		reporters = append(reporters, spanQueueReporter{q: spanQueue, exp: traceExp})
 	}
-	watcher, err := procwatch.NewWatcher(deps.Processes, deps.Probes, deps.Hooks, deps.Attach, logger.With("component", procwatch.WatcherName))
+	watcher, err := execwatch.NewWatcher(deps.Processes, deps.Probes, deps.Hooks, deps.Attach, logger.With("component", execwatch.WatcherName))
 	if err != nil {
 		log.Warn("process watcher unavailable: short-lived processes may be reported as unknown_service", "error", explainLoadError(err))
 	} else {

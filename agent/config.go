@@ -23,7 +23,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/dns"
 	"github.com/otelbee/otelbee/collectors/hook"
 	httpc "github.com/otelbee/otelbee/collectors/http"
-	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/process/identity"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/tcp"
 	"github.com/otelbee/otelbee/exporters/otlp"

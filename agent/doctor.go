@@ -15,8 +15,8 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
-	"github.com/otelbee/otelbee/collectors/identity"
-	"github.com/otelbee/otelbee/collectors/procwatch"
+	"github.com/otelbee/otelbee/process/identity"
+	"github.com/otelbee/otelbee/process/execwatch"
 	tlsdiscovery "github.com/otelbee/otelbee/collectors/tls"
 )
 
@@ -115,7 +115,7 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 
 	// The process watcher names processes at exec; every collector uses it.
 	reg := hook.NewRegistry()
-	watcher, err := procwatch.NewWatcher(identity.NewResolver("/proc", host), probes, reg,
+	watcher, err := execwatch.NewWatcher(identity.NewResolver("/proc", host), probes, reg,
 		hook.Options{Force: force, Strict: cfg.AttachModeStrict}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		fmt.Fprintf(w, "\nprocess watcher: unavailable, identities are read on first use (short-lived processes may be unknown_service): %s\n", explainLoadError(err))

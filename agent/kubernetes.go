@@ -9,7 +9,7 @@ import (
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
-	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/process/identity"
 	"github.com/otelbee/otelbee/k8smeta"
 )
 

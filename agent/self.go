@@ -12,7 +12,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
-	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/process/identity"
 	"github.com/otelbee/otelbee/exporters/otlp"
 )
 

@@ -8,7 +8,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/otelbee/otelbee/collectors/hook"
-	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 func TestParseStat(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/otelbee/otelbee/collectors/aggregate"
-	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/process/identity"
 	"github.com/otelbee/otelbee/collectors/sampling"
 )
 

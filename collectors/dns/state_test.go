@@ -23,7 +23,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/collectortest"
-	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 // unitCollector is a collector without kernel objects: events are fed to

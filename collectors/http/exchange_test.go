@@ -12,7 +12,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/collectortest"
-	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/process/identity"
 	"github.com/otelbee/otelbee/collectors/sampling"
 )
 

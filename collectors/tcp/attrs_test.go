@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/otelbee/otelbee/collectors"
-	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/process/identity"
 
 	"go.opentelemetry.io/otel/attribute"
 )

@@ -19,7 +19,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
-	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 // Name is the collector's name on the command line.

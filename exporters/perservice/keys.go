@@ -47,7 +47,7 @@ const (
 
 	// ProgramResource carries the observed program's other resource
 	// attributes as "key=value" strings (its own OTEL_RESOURCE_ATTRIBUTES
-	// over the host-wide ones; see collectors/identity.KeyResource). The
+	// over the host-wide ones; see process/identity.KeyResource). The
 	// splitters expand it into the resource.
 	ProgramResource attribute.Key = "otelbee.internal.resource"
 )

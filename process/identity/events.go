@@ -11,7 +11,7 @@ type EventKind uint8
 
 const (
 	// ProcessExec: the process exec'd a program and its identity was read
-	// anew (announced by the exec watcher, procwatch).
+	// anew (announced by the exec watcher, execwatch).
 	ProcessExec EventKind = iota + 1
 	// ProcessExit: the process is gone, or its pid names another process
 	// now (found by the resolver's sweep). Its identity stays known for the

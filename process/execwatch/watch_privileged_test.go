@@ -1,4 +1,4 @@
-package procwatch
+package execwatch
 
 import (
 	"bufio"
@@ -16,7 +16,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors/collectortest"
 	"github.com/otelbee/otelbee/collectors/hook"
-	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 // helperEnv makes the test binary a program that overwrites its whole

@@ -1,10 +1,10 @@
-// Package procwatch reads the identity of every process at exec, with the
+// Package execwatch reads the identity of every process at exec, with the
 // environment the kernel copied before the program ran: collectors look
 // identities up when they report, which for a process that lived a few
 // milliseconds is after it exited and /proc forgot it, and for a program
 // that rewrites its environment area (nginx, postgres) after the
 // OTEL_SERVICE_NAME in it was overwritten.
-package procwatch
+package execwatch
 
 import (
 	"bytes"
@@ -22,7 +22,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
-	"github.com/otelbee/otelbee/collectors/identity"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 // Watcher refreshes the identity resolver on every exec.

@@ -1,4 +1,4 @@
-package procwatch
+package execwatch
 
 import (
 	"encoding/binary"
