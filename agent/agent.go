@@ -32,11 +32,11 @@ import (
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/aggregate"
 	"github.com/otelbee/otelbee/collectors/hook"
-	"github.com/otelbee/otelbee/process/identity"
-	"github.com/otelbee/otelbee/process/execwatch"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/exporters/otlp"
 	promexp "github.com/otelbee/otelbee/exporters/prometheus"
+	"github.com/otelbee/otelbee/process/execwatch"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 // Version is set at build time (-ldflags "-X ...agent.Version=...").

@@ -23,11 +23,11 @@ import (
 	"github.com/otelbee/otelbee/collectors/dns"
 	"github.com/otelbee/otelbee/collectors/hook"
 	httpc "github.com/otelbee/otelbee/collectors/http"
-	"github.com/otelbee/otelbee/process/identity"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/tcp"
 	"github.com/otelbee/otelbee/exporters/otlp"
 	"github.com/otelbee/otelbee/k8smeta"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 // Config is the agent's whole configuration. Precedence, highest first:

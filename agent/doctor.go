@@ -15,9 +15,9 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
-	"github.com/otelbee/otelbee/process/identity"
-	"github.com/otelbee/otelbee/process/execwatch"
 	tlsdiscovery "github.com/otelbee/otelbee/collectors/tls"
+	"github.com/otelbee/otelbee/process/execwatch"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 // Doctor prints, without starting the agent, what this host supports: the

@@ -9,8 +9,8 @@ import (
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
-	"github.com/otelbee/otelbee/process/identity"
 	"github.com/otelbee/otelbee/k8smeta"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 // The Kubernetes variables join envVars here, beside the rest of the

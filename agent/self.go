@@ -12,8 +12,8 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
-	"github.com/otelbee/otelbee/process/identity"
 	"github.com/otelbee/otelbee/exporters/otlp"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 // selfSources is what the agent's own telemetry reads.

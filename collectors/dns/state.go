@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/otelbee/otelbee/collectors/aggregate"
-	"github.com/otelbee/otelbee/process/identity"
 	"github.com/otelbee/otelbee/collectors/sampling"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 // OverflowName is the dns.question.name of lookups whose name is beyond the

@@ -13,8 +13,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otelbee/otelbee/collectors"
-	"github.com/otelbee/otelbee/process/identity"
 	"github.com/otelbee/otelbee/collectors/sampling"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 func TestCleanPath(t *testing.T) {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/collectortest"
-	"github.com/otelbee/otelbee/process/identity"
 	"github.com/otelbee/otelbee/collectors/sampling"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 // unitCollector is a collector without its kernel side, fed exchanges
