@@ -1,0 +1,232 @@
+// Package l7 is the contract between the L7 capture layer and the protocols
+// it carries. The layer (collectors/l7/capture and the kernel's L7 capture)
+// tracks connections, classifies them, captures their bytes by the
+// protocol's capture policy and hands each connection's records, in order, to
+// the parser its protocol made for it. A parser turns records into
+// exchanges: one request and its response, or a one-way message. It never
+// looks anything up: its connection is handed to it, and what it finds goes
+// to the Sink it is given.
+//
+// A protocol lives in its own sub-package (http2, postgres, redis, ...),
+// is pure Go (no kernel, no exporter), fuzzed, and allocates nothing per
+// exchange once a connection is warm.
+package l7
+
+import (
+	"net/netip"
+
+	"go.opentelemetry.io/otel/attribute"
+)
+
+// Dir is the direction of a record on the wire, from the client's point of
+// view. The layer derives it from the observed end's role and the call
+// (a server's read is ToServer), so parsers never see "read" or "write".
+type Dir uint8
+
+const (
+	ToServer Dir = iota // client → server: requests
+	ToClient            // server → client: responses, greetings, pushes
+)
+
+func (d Dir) String() string {
+	if d == ToServer {
+		return "to_server"
+	}
+	return "to_client"
+}
+
+// Role is which end of the connection the observed process is.
+type Role uint8
+
+const (
+	RoleClient Role = iota + 1
+	RoleServer
+)
+
+// Source is where a connection's plaintext comes from.
+type Source uint8
+
+const (
+	SourceSyscall    Source = iota + 1 // read/write system calls (tracepoints)
+	SourceOpenSSL                      // SSL_read/SSL_write uprobes (libssl or a static build)
+	SourceGoTLS                        // Go crypto/tls (*Conn).Read/Write uprobes
+	SourceKernelFunc                   // kernel socket functions (fentry/kprobe)
+)
+
+func (s Source) String() string {
+	switch s {
+	case SourceSyscall:
+		return "syscall"
+	case SourceOpenSSL:
+		return "openssl"
+	case SourceGoTLS:
+		return "gotls"
+	case SourceKernelFunc:
+		return "kernel"
+	}
+	return "unknown"
+}
+
+// TLS reports whether the plaintext came from a TLS library (url.scheme
+// https, and the like).
+func (s Source) TLS() bool { return s == SourceOpenSSL || s == SourceGoTLS }
+
+// Conn is one tracked connection as the observed process sees it. The layer
+// owns it; a parser may keep the pointer for the connection's life and read
+// it, never write it.
+type Conn struct {
+	ID     uint64 // unique for the agent's lifetime
+	PID    uint32 // the process the records are attributed to
+	Role   Role
+	Source Source
+	Local  netip.AddrPort
+	Peer   netip.AddrPort
+	// Midstream: the connection existed before the agent started, so its
+	// first record may begin in the middle of a message (and stateful
+	// decoders, such as HPACK's dynamic table, start without their state).
+	Midstream bool
+}
+
+// Record is what one call moved in one direction, as the protocol's
+// capture policy kept it.
+type Record struct {
+	Dir Dir
+	// Data is the captured bytes: the call's first bytes (Data is shorter
+	// than Total when the policy kept a prefix). Valid only during Feed.
+	Data []byte
+	// Total is the number of bytes the call moved.
+	Total uint64
+	// Tail is the call's last bytes when Data stops short of them
+	// (policies that keep head and tail, for a terminator at the end of a
+	// long response); nil otherwise. Valid only during Feed.
+	Tail []byte
+	// Start and End are CLOCK_MONOTONIC nanoseconds: the call's entry and
+	// return.
+	Start, End uint64
+}
+
+// Parser turns one connection's records into exchanges. The layer calls it
+// from one goroutine, in record order.
+type Parser interface {
+	// Feed takes the next record.
+	Feed(r *Record, out Sink)
+	// Lost says records of direction dir were lost before the next Feed
+	// (ring buffer full, capture bound): the parser resynchronises and
+	// counts what it gave up through out.Drop.
+	Lost(dir Dir, out Sink)
+	// Close ends the connection at end (monotonic ns): requests still
+	// waiting are given up and counted.
+	Close(end uint64, out Sink)
+}
+
+// Protocol is one protocol the layer can carry.
+type Protocol interface {
+	// Name is the protocol's short name: the value of its collector flag
+	// and of the protocol attribute on the layer's self-metrics
+	// ("http", "http2", "postgresql", "mysql", "redis", "memcached", "kafka").
+	Name() string
+	// Metrics declares the metrics its exchanges are recorded on, by the
+	// observed end's role.
+	Metrics(role Role) []MetricSpec
+	// NewParser returns the parser of one new connection.
+	NewParser(c *Conn) Parser
+}
+
+// MetricKind is how an exchange is recorded on a metric.
+type MetricKind uint8
+
+const (
+	// Duration: a histogram of End-Start in seconds.
+	Duration MetricKind = iota
+	// MessageCount: a counter of Exchange.Messages (messages sent or
+	// consumed, where a protocol batches them).
+	MessageCount
+)
+
+// MetricSpec declares one metric. Names, units and attributes follow the
+// OpenTelemetry semantic conventions; anything they lack is under otelbee.
+type MetricSpec struct {
+	Name        string // e.g. db.client.operation.duration
+	Unit        string // s, {message}
+	Description string
+	Kind        MetricKind
+	// Buckets are explicit histogram bounds (Duration); nil: the
+	// conventions' default for durations.
+	Buckets []float64
+	// Index is the position of this metric in Exchange's per-metric
+	// selection (Exchange.Metric): an exchange is recorded only on the
+	// metric it names.
+	Index int
+}
+
+// MaxAttrs bounds the attributes of one exchange.
+const MaxAttrs = 12
+
+// Exchange is one request and its response, or one one-way message, as the
+// parser saw it. The parser owns it and may reuse it after Sink returns; the
+// sink copies what it keeps. Attribute values must be bounded in cardinality
+// (the layer caps series per service, but a parser must not put raw
+// literals, keys or ids into them).
+type Exchange struct {
+	// Metric is the MetricSpec.Index this exchange is recorded on.
+	Metric int
+	// Start is the request's first record's entry, End the response's
+	// last record's return (monotonic ns).
+	Start, End uint64
+	// RequestSize and ResponseSize are bytes on the wire; -1 when unknown.
+	RequestSize, ResponseSize int64
+	// Messages is what a MessageCount metric adds (0 for Duration).
+	Messages int64
+	// SpanName follows the protocol's conventions ("SELECT users",
+	// "GET /users/{id}", "grpc.health.v1.Health/Check").
+	SpanName string
+	// Attrs go on the metric and the span: bounded values only.
+	Attrs [MaxAttrs]attribute.KeyValue
+	NAttr int
+	// SpanAttrs go on the span only (db.query.text when enabled, ...).
+	SpanAttrs [MaxAttrs]attribute.KeyValue
+	NSpanAttr int
+	// Error is error.type ("" on success); it is added to Attrs by the
+	// layer. StatusError marks the span as failed.
+	Error       string
+	StatusError bool
+	// The incoming trace context, when the request carried one
+	// (traceparent): the span becomes its child.
+	HasParent    bool
+	TraceID      [16]byte
+	ParentSpanID [8]byte
+	TraceFlags   byte
+}
+
+// Add appends a metric attribute; past MaxAttrs it is dropped (a parser
+// bug, caught by its tests).
+func (x *Exchange) Add(kv attribute.KeyValue) {
+	if x.NAttr < MaxAttrs {
+		x.Attrs[x.NAttr] = kv
+		x.NAttr++
+	}
+}
+
+// AddSpan appends a span-only attribute.
+func (x *Exchange) AddSpan(kv attribute.KeyValue) {
+	if x.NSpanAttr < MaxAttrs {
+		x.SpanAttrs[x.NSpanAttr] = kv
+		x.NSpanAttr++
+	}
+}
+
+// Reset clears x for reuse without freeing its arrays.
+func (x *Exchange) Reset() { *x = Exchange{} }
+
+// Sink receives what parsers find. The layer implements it: it adds the
+// connection's identity (service, peer, network attributes), records the
+// metrics and, when sampled, the span.
+type Sink interface {
+	// Exchange records one exchange of connection c.
+	Exchange(c *Conn, x *Exchange)
+	// Drop counts n requests or messages given up, with a reason from the
+	// parser's fixed set ("lost", "incomplete", "malformed", "overflow",
+	// "unpaired", "undecodable"): the layer exports them per service as
+	// otelbee.l7.exchanges.dropped{protocol, reason}.
+	Drop(c *Conn, reason string, n int)
+}
