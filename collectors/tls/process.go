@@ -14,6 +14,11 @@ type Process struct {
 	PID     int
 	Comm    string
 	Targets []*Target
+	// Open[i] is a path that reaches Targets[i]'s file now, from this
+	// agent's mount namespace (through /proc/<pid>/root, or the mapping
+	// itself when the file was deleted or replaced): what a uprobe is
+	// attached through.
+	Open []string
 }
 
 // Discoverer finds TLS targets in processes through a /proc, sharing one
@@ -85,6 +90,7 @@ func (d *Discoverer) Process(pid int) (*Process, error) {
 		t := d.cache.inspect(open, m.Pathname)
 		if t.Stack != StackNone {
 			out.Targets = append(out.Targets, t)
+			out.Open = append(out.Open, open)
 		}
 	}
 	return out, nil

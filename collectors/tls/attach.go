@@ -1,0 +1,602 @@
+package tls
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/otelbee/otelbee/process/identity"
+)
+
+// Programs are the BPF programs a uprobe set runs. A nil program leaves its
+// probes out (the _ex variants, Go's return probes).
+type Programs struct {
+	// OpenSSL: an entry probe saves the call's arguments per thread; the
+	// uretprobe shared by a function and its _ex variant captures.
+	SSLReadEntry, SSLReadExEntry, SSLReadReturn    *ebpf.Program
+	SSLWriteEntry, SSLWriteExEntry, SSLWriteReturn *ebpf.Program
+	// Go crypto/tls: an entry probe, and one probe per return instruction
+	// (uretprobes would corrupt moving goroutine stacks).
+	GoReadEntry, GoReadReturn, GoWriteEntry, GoWriteReturn *ebpf.Program
+}
+
+// Attach-time reasons: a file that could be instrumented but was not. With
+// the discovery Reasons they make the reason attribute of
+// otelbee.tls.processes.unobserved.
+const (
+	ReasonLimit        Reason = "limit"         // the instrumented-files or probes bound is reached
+	ReasonAttachFailed Reason = "attach_failed" // the kernel refused a uprobe
+)
+
+// UnobservedReasons lists every reason a process's TLS is counted
+// unobserved for.
+var UnobservedReasons = append(slices.Clone(Reasons), ReasonLimit, ReasonAttachFailed)
+
+// probe is one uprobe of a plan.
+type probe struct {
+	offset uint64
+	prog   *ebpf.Program
+	ret    bool // uretprobe
+}
+
+// plan lists the probes a target needs with the given programs.
+func plan(t *Target, p *Programs) []probe {
+	var out []probe
+	add := func(off uint64, prog *ebpf.Program, ret bool) {
+		if prog != nil {
+			out = append(out, probe{offset: off, prog: prog, ret: ret})
+		}
+	}
+	switch t.Stack {
+	case StackOpenSSL:
+		for _, fn := range []struct {
+			name        string
+			entry, exit *ebpf.Program
+		}{
+			{"SSL_read", p.SSLReadEntry, p.SSLReadReturn},
+			{"SSL_read_ex", p.SSLReadExEntry, p.SSLReadReturn},
+			{"SSL_write", p.SSLWriteEntry, p.SSLWriteReturn},
+			{"SSL_write_ex", p.SSLWriteExEntry, p.SSLWriteReturn},
+		} {
+			f := t.Func(fn.name)
+			if f == nil || fn.entry == nil {
+				continue // an _ex variant the library lacks (1.1.0) or not wanted
+			}
+			add(f.Offset, fn.entry, false)
+			add(f.Offset, fn.exit, true)
+		}
+	case StackGo:
+		for _, fn := range []struct {
+			name        string
+			entry, exit *ebpf.Program
+		}{{goRead, p.GoReadEntry, p.GoReadReturn}, {goWrite, p.GoWriteEntry, p.GoWriteReturn}} {
+			f := t.Func(fn.name)
+			if f == nil || fn.entry == nil {
+				continue
+			}
+			add(f.Offset, fn.entry, false)
+			if fn.exit != nil {
+				for _, r := range f.Returns {
+					add(r, fn.exit, false)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// AttachConfig bounds and paces an Attacher.
+type AttachConfig struct {
+	ProcRoot  string // "/proc"
+	MaxFiles  int    // files instrumented at once
+	MaxProbes int    // uprobes at once, over all files
+	// Rescan is how often every process is looked at again: libraries a
+	// process loads long after its exec, and events lost.
+	Rescan time.Duration
+	// HostLibraries are patterns (filepath.Glob, in the host's root) of
+	// TLS libraries instrumented from the start whether or not a process
+	// maps them, so that a program loading one at run time (Python's ssl
+	// module, curl's first request) is seen from its first call; nil: the
+	// usual libssl locations, empty: none.
+	HostLibraries []string
+	// Filter, when set, says which processes are looked at (by pid and
+	// command name); nil: all.
+	Filter func(pid int, comm string) bool
+}
+
+// DefaultHostLibraries are where distributions keep libssl.
+var DefaultHostLibraries = []string{
+	"/usr/lib/*-linux-gnu/libssl.so.*", "/usr/lib64/libssl.so.*", "/usr/lib/libssl.so.*", "/lib/*-linux-gnu/libssl.so.*",
+}
+
+// DefaultAttachConfig is what the agent uses unless told otherwise.
+func DefaultAttachConfig() AttachConfig {
+	return AttachConfig{ProcRoot: "/proc", MaxFiles: 64, MaxProbes: 1024, Rescan: time.Minute}
+}
+
+// GoFDSink receives the socket-descriptor offsets of each instrumented Go
+// executable (the kernel side reads them by the executable's identity)
+// and forgets them when the file's probes are removed.
+type GoFDSink interface {
+	SetGoFD(id FileID, fd *GoFD) error
+	DeleteGoFD(id FileID)
+}
+
+// AttachStats is what an Attacher did, for self-metrics.
+type AttachStats struct {
+	Files, Probes int // instrumented now
+	// Attached and Detached count uprobe sets (files) over the agent's life.
+	Attached, Detached uint64
+	// EventsDropped counts exec/exit events the queue had no room for (the
+	// rescan repairs what they missed).
+	EventsDropped uint64
+	// Unobserved counts processes whose TLS cannot be read, per service
+	// and reason, since the start.
+	Unobserved map[UnobservedKey]uint64
+}
+
+// UnobservedKey is one series of otelbee.tls.processes.unobserved.
+type UnobservedKey struct {
+	Service, Namespace string
+	Stack              Stack
+	Reason             Reason
+}
+
+// maxUnobservedSeries bounds UnobservedKey series; past it a service is
+// counted under OverflowService.
+const maxUnobservedSeries = 1024
+
+// OverflowService names the services past the series bound.
+const OverflowService = "otelbee.overflow"
+
+// maxLogged bounds the files remembered as logged.
+const maxLogged = 4096
+
+// eventQueue bounds the exec/exit events waiting for the attacher.
+const eventQueue = 8192
+
+// execRescans are the delays after an exec at which a process is scanned
+// again: its shared libraries are mapped by the dynamic linker after the
+// exec event, and dlopen'ed ones on first use.
+var execRescans = []time.Duration{0, 100 * time.Millisecond, time.Second, 5 * time.Second}
+
+// Attacher keeps one uprobe set per TLS file (device and inode), whatever
+// the number of processes mapping it: a set is attached when the first
+// process mapping the file is found (at start, at exec) and removed when the
+// last one exits. Probes are attached for every process (the kernel installs
+// them in any process that maps the file, now or later); the kernel side
+// filters which connections are observed.
+type Attacher struct {
+	cfg   AttachConfig
+	progs Programs
+	log   *slog.Logger
+	disc  *Discoverer
+	procs *identity.Resolver // service names of unobserved processes; nil: the command name
+	goFD  GoFDSink
+	// attach makes one uprobe; tests replace it.
+	attach func(path string, p probe) (io.Closer, error)
+
+	mu         sync.Mutex
+	files      map[FileID]*attached
+	pids       map[int]*procFiles
+	probes     int
+	logged     map[FileID]bool
+	unobserved map[UnobservedKey]uint64
+	stats      AttachStats
+	queue      []scan
+	wake       chan struct{}
+	unsub      func()
+	closed     bool
+}
+
+// attached is the uprobe set of one file.
+type attached struct {
+	target *Target
+	links  []io.Closer
+	users  int  // processes mapping it
+	pinned bool // a host library kept from the start
+}
+
+// procFiles is what one process maps.
+type procFiles struct {
+	files []FileID          // instrumented files it holds a reference on
+	seen  map[FileID]Reason // files counted unobserved for it
+}
+
+// scan is one queued piece of work: look at pid at due, or release it.
+type scan struct {
+	pid  int
+	due  time.Time
+	exit bool
+}
+
+// NewAttacher returns an attacher; Start begins its work.
+func NewAttacher(cfg AttachConfig, progs Programs, procs *identity.Resolver, goFD GoFDSink, log *slog.Logger) (*Attacher, error) {
+	if cfg.ProcRoot == "" {
+		cfg.ProcRoot = "/proc"
+	}
+	if cfg.HostLibraries == nil {
+		cfg.HostLibraries = DefaultHostLibraries
+	}
+	d, err := NewDiscoverer(cfg.ProcRoot, NewCache(4096))
+	if err != nil {
+		return nil, err
+	}
+	return &Attacher{cfg: cfg, progs: progs, log: log, disc: d, procs: procs, goFD: goFD, attach: attachUprobe,
+		files: map[FileID]*attached{}, pids: map[int]*procFiles{}, logged: map[FileID]bool{},
+		unobserved: map[UnobservedKey]uint64{}, wake: make(chan struct{}, 1)}, nil
+}
+
+func attachUprobe(path string, p probe) (io.Closer, error) {
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return nil, err
+	}
+	opts := &link.UprobeOptions{Address: p.offset}
+	if p.ret {
+		return ex.Uretprobe("", p.prog, opts)
+	}
+	return ex.Uprobe("", p.prog, opts)
+}
+
+// Start subscribes to execs and exits, instruments the host's libraries and
+// every process running now. It fails only when /proc cannot be listed.
+func (a *Attacher) Start() error {
+	if a.procs != nil {
+		a.unsub = a.procs.Subscribe(a.event)
+	}
+	a.pinHostLibraries()
+	pids, err := a.disc.PIDs()
+	if err != nil {
+		return err
+	}
+	self := os.Getpid()
+	for _, pid := range pids {
+		if pid != self {
+			a.scanPID(pid)
+		}
+	}
+	return nil
+}
+
+// event takes an exec or exit from the resolver; it only queues.
+func (a *Attacher) event(e identity.Event) {
+	now := time.Now()
+	a.mu.Lock()
+	switch e.Kind {
+	case identity.ProcessExec:
+		for _, d := range execRescans {
+			a.enqueue(scan{pid: int(e.PID), due: now.Add(d)})
+		}
+	case identity.ProcessExit:
+		a.enqueue(scan{pid: int(e.PID), due: now, exit: true})
+	}
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue adds s; a.mu is held.
+func (a *Attacher) enqueue(s scan) {
+	if len(a.queue) >= eventQueue {
+		a.stats.EventsDropped++
+		return
+	}
+	a.queue = append(a.queue, s)
+}
+
+// Run works through the queue and rescans periodically until ctx ends.
+func (a *Attacher) Run(ctx context.Context) {
+	rescan := time.NewTicker(max(a.cfg.Rescan, time.Second))
+	defer rescan.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		next := a.drain()
+		if next.IsZero() {
+			timer.Reset(time.Hour)
+		} else {
+			timer.Reset(time.Until(next))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.wake:
+		case <-timer.C:
+		case <-rescan.C:
+			a.Rescan()
+		}
+	}
+}
+
+// drain does the queued work that is due and returns when the next is.
+func (a *Attacher) drain() (next time.Time) {
+	now := time.Now()
+	a.mu.Lock()
+	var due, later []scan
+	for _, s := range a.queue {
+		if s.due.After(now) {
+			later = append(later, s)
+			if next.IsZero() || s.due.Before(next) {
+				next = s.due
+			}
+		} else {
+			due = append(due, s)
+		}
+	}
+	a.queue = later
+	a.mu.Unlock()
+	for _, s := range due {
+		if s.exit {
+			a.release(s.pid)
+		} else {
+			a.scanPID(s.pid)
+		}
+	}
+	return next
+}
+
+// Rescan looks at every process again and releases those gone.
+func (a *Attacher) Rescan() {
+	pids, err := a.disc.PIDs()
+	if err != nil {
+		a.log.Warn("listing processes for TLS", "error", err)
+		return
+	}
+	alive := map[int]bool{}
+	self := os.Getpid()
+	for _, pid := range pids {
+		alive[pid] = true
+		if pid != self {
+			a.scanPID(pid)
+		}
+	}
+	a.mu.Lock()
+	var gone []int
+	for pid := range a.pids {
+		if !alive[pid] {
+			gone = append(gone, pid)
+		}
+	}
+	a.mu.Unlock()
+	for _, pid := range gone {
+		a.release(pid)
+	}
+}
+
+// pinHostLibraries instruments the host's libssl files for good.
+func (a *Attacher) pinHostLibraries() {
+	// The host's root: through init's when the agent runs in a container
+	// that shares the host's processes, else the agent's own.
+	root := filepath.Join(a.cfg.ProcRoot, "1", "root")
+	if _, err := os.Stat(filepath.Join(root, "usr")); err != nil {
+		root = "/"
+	}
+	for _, pattern := range a.cfg.HostLibraries {
+		paths, _ := filepath.Glob(filepath.Join(root, pattern))
+		for _, open := range paths {
+			name, _ := filepath.Rel(root, open)
+			t := a.disc.cache.inspect(open, filepath.Join("/", name))
+			if !t.Instrumentable() || t.Stack != StackOpenSSL {
+				continue
+			}
+			a.mu.Lock()
+			if f, ok := a.files[t.ID]; ok {
+				f.pinned = true
+			} else if a.instrumentLocked(t, open) == ReasonNone {
+				a.files[t.ID].pinned = true
+			}
+			a.mu.Unlock()
+		}
+	}
+}
+
+// scanPID finds what pid maps now and moves its references to that.
+func (a *Attacher) scanPID(pid int) {
+	p, err := a.disc.Process(pid)
+	if err != nil {
+		return // gone already, or a kernel thread
+	}
+	if a.cfg.Filter != nil && !a.cfg.Filter(pid, p.Comm) {
+		return
+	}
+	if len(p.Targets) > 0 && a.procs != nil {
+		// Known to the resolver, its sweep announces the exit.
+		a.procs.Lookup(uint32(pid))
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return
+	}
+	pf := a.pids[pid]
+	if pf == nil {
+		pf = &procFiles{}
+	}
+	var files []FileID
+	for i, t := range p.Targets {
+		reason := t.Reason
+		if t.Instrumentable() {
+			if _, ok := a.files[t.ID]; !ok {
+				reason = a.instrumentLocked(t, p.Open[i])
+			}
+			if reason == ReasonNone {
+				files = append(files, t.ID)
+				continue
+			}
+		}
+		a.unobservedLocked(pid, p.Comm, pf, t, reason)
+	}
+	// Take the new references before dropping the old ones, so a file the
+	// process still maps keeps its probes.
+	for _, id := range files {
+		a.files[id].users++
+	}
+	for _, id := range pf.files {
+		a.unrefLocked(id)
+	}
+	pf.files = files
+	if len(files) == 0 && len(pf.seen) == 0 {
+		delete(a.pids, pid)
+		return
+	}
+	a.pids[pid] = pf
+}
+
+// release drops an exited process's references.
+func (a *Attacher) release(pid int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pf, ok := a.pids[pid]
+	if !ok {
+		return
+	}
+	for _, id := range pf.files {
+		a.unrefLocked(id)
+	}
+	delete(a.pids, pid)
+}
+
+func (a *Attacher) unrefLocked(id FileID) {
+	f, ok := a.files[id]
+	if !ok {
+		return
+	}
+	f.users--
+	if f.users > 0 || f.pinned {
+		return
+	}
+	a.detachLocked(id, f)
+}
+
+func (a *Attacher) detachLocked(id FileID, f *attached) {
+	for _, l := range f.links {
+		l.Close()
+	}
+	a.probes -= len(f.links)
+	delete(a.files, id)
+	if f.target.Stack == StackGo && a.goFD != nil {
+		a.goFD.DeleteGoFD(id)
+	}
+	a.stats.Detached++
+	a.log.Debug("TLS probes removed: no process maps the file any more", "path", f.target.Path)
+}
+
+// instrumentLocked attaches t's uprobe set through open, or says why not.
+func (a *Attacher) instrumentLocked(t *Target, open string) Reason {
+	probes := plan(t, &a.progs)
+	if len(probes) == 0 {
+		return ReasonNone // nothing wanted of this stack: not unobserved either
+	}
+	if len(a.files) >= a.cfg.MaxFiles || a.probes+len(probes) > a.cfg.MaxProbes {
+		a.logOnceLocked(t, ReasonLimit, fmt.Sprintf("%d files and %d probes instrumented, bounds %d and %d",
+			len(a.files), a.probes, a.cfg.MaxFiles, a.cfg.MaxProbes))
+		return ReasonLimit
+	}
+	if t.Stack == StackGo && a.goFD != nil {
+		if err := a.goFD.SetGoFD(t.ID, t.FD); err != nil {
+			a.logOnceLocked(t, ReasonAttachFailed, err.Error())
+			return ReasonAttachFailed
+		}
+	}
+	f := &attached{target: t}
+	for _, p := range probes {
+		l, err := a.attach(open, p)
+		if err != nil {
+			for _, l := range f.links {
+				l.Close()
+			}
+			if t.Stack == StackGo && a.goFD != nil {
+				a.goFD.DeleteGoFD(t.ID)
+			}
+			a.logOnceLocked(t, ReasonAttachFailed, fmt.Sprintf("attaching at %#x: %v", p.offset, err))
+			return ReasonAttachFailed
+		}
+		f.links = append(f.links, l)
+	}
+	a.files[t.ID] = f
+	a.probes += len(f.links)
+	a.stats.Attached++
+	a.log.Info("TLS plaintext instrumented", "path", t.Path, "stack", t.Stack, "version", t.Version, "probes", len(f.links))
+	return ReasonNone
+}
+
+// unobservedLocked counts pid once per file whose TLS it cannot be read in.
+func (a *Attacher) unobservedLocked(pid int, comm string, pf *procFiles, t *Target, reason Reason) {
+	if pf.seen == nil {
+		pf.seen = map[FileID]Reason{}
+	}
+	if _, ok := pf.seen[t.ID]; ok {
+		return
+	}
+	pf.seen[t.ID] = reason
+	k := UnobservedKey{Service: comm, Stack: t.Stack, Reason: reason}
+	if a.procs != nil {
+		id := a.procs.Lookup(uint32(pid))
+		k.Service, k.Namespace = id.ServiceName, id.ServiceNamespace
+	}
+	if _, ok := a.unobserved[k]; !ok && len(a.unobserved) >= maxUnobservedSeries {
+		k.Service, k.Namespace = OverflowService, ""
+	}
+	a.unobserved[k]++
+	a.logOnceLocked(t, reason, t.Detail, "pid", pid, "service", k.Service)
+}
+
+func (a *Attacher) logOnceLocked(t *Target, reason Reason, detail string, kv ...any) {
+	if a.logged[t.ID] || len(a.logged) >= maxLogged {
+		return
+	}
+	a.logged[t.ID] = true
+	a.log.Warn("TLS plaintext not observable in this file: its processes' HTTPS is counted as unobserved",
+		append([]any{"path", t.Path, "stack", t.Stack, "version", t.Version, "reason", reason, "detail", detail}, kv...)...)
+}
+
+// Stats returns the counts so far.
+func (a *Attacher) Stats() AttachStats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.stats
+	s.Files, s.Probes = len(a.files), a.probes
+	s.Unobserved = make(map[UnobservedKey]uint64, len(a.unobserved))
+	for k, v := range a.unobserved {
+		s.Unobserved[k] = v
+	}
+	return s
+}
+
+// Instrumented lists the files with probes now, by path, and their users.
+func (a *Attacher) Instrumented() map[string]int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string]int{}
+	for _, f := range a.files {
+		out[f.target.Path] = f.users
+	}
+	return out
+}
+
+// Close removes every probe. Idempotent.
+func (a *Attacher) Close() error {
+	if a.unsub != nil {
+		a.unsub()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closed = true
+	for id, f := range a.files {
+		a.detachLocked(id, f)
+	}
+	a.pids = map[int]*procFiles{}
+	return nil
+}

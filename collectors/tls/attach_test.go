@@ -1,0 +1,55 @@
+package tls
+
+import (
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+func TestPlan(t *testing.T) {
+	// Distinct non-nil programs, told apart by pointer; never loaded.
+	progs := make([]ebpf.Program, 10)
+	p := Programs{SSLReadEntry: &progs[0], SSLReadExEntry: &progs[1], SSLReadReturn: &progs[2],
+		SSLWriteEntry: &progs[3], SSLWriteExEntry: &progs[4], SSLWriteReturn: &progs[5],
+		GoReadEntry: &progs[6], GoReadReturn: &progs[7], GoWriteEntry: &progs[8], GoWriteReturn: &progs[9]}
+	ossl := &Target{Stack: StackOpenSSL, Funcs: []Func{{Name: "SSL_read", Offset: 0x10}, {Name: "SSL_write", Offset: 0x20},
+		{Name: "SSL_read_ex", Offset: 0x30}, {Name: "SSL_free", Offset: 0x40}}}
+	gotls := &Target{Stack: StackGo, Funcs: []Func{{Name: goRead, Offset: 0x100, Returns: []uint64{0x120, 0x140}},
+		{Name: goWrite, Offset: 0x200, Returns: []uint64{0x210}}}}
+	noExit := p
+	noExit.GoWriteReturn = nil
+	for _, tc := range []struct {
+		name  string
+		t     *Target
+		progs Programs
+		want  []probe
+	}{
+		{"openssl without write_ex", ossl, p, []probe{
+			{0x10, &progs[0], false}, {0x10, &progs[2], true},
+			{0x30, &progs[1], false}, {0x30, &progs[2], true},
+			{0x20, &progs[3], false}, {0x20, &progs[5], true},
+		}},
+		{"go: entry and every return", gotls, p, []probe{
+			{0x100, &progs[6], false}, {0x120, &progs[7], false}, {0x140, &progs[7], false},
+			{0x200, &progs[8], false}, {0x210, &progs[9], false},
+		}},
+		{"go write without return program", gotls, noExit, []probe{
+			{0x100, &progs[6], false}, {0x120, &progs[7], false}, {0x140, &progs[7], false},
+			{0x200, &progs[8], false},
+		}},
+		{"gnutls", &Target{Stack: StackGnuTLS}, p, nil},
+		{"no programs", ossl, Programs{}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := plan(tc.t, &tc.progs)
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d probes, want %d: %+v", len(got), len(tc.want), got)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Errorf("probe %d = %+v, want %+v", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
