@@ -2,8 +2,11 @@ package http2
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/otelbee/otelbee/collectors/l7"
 
 	"golang.org/x/net/http2"
 )
@@ -159,4 +162,78 @@ func flagsFor(endHeaders, endStream bool) uint8 {
 		f |= flagEndStream
 	}
 	return f
+}
+
+// checkSink holds what the layer relies on for every exchange: bounded,
+// valid attributes and a span name.
+type checkSink struct {
+	t        *testing.T
+	n, drops int
+}
+
+func (s *checkSink) Exchange(c *l7.Conn, x *l7.Exchange) {
+	s.n++
+	if x.SpanName == "" || x.NAttr > l7.MaxAttrs || x.NSpanAttr > l7.MaxAttrs || (x.Metric != metricHTTP && x.Metric != metricRPC) {
+		s.t.Fatalf("malformed exchange %s", exchangeLine(x))
+	}
+	for _, kv := range append(x.Attrs[:x.NAttr:x.NAttr], x.SpanAttrs[:x.NSpanAttr]...) {
+		v := kv.Value.Emit()
+		pathLike := kv.Key == keyRoute || kv.Key == keyURLTemplate || kv.Key == keyRPCMethod || kv.Key == keyRPCOriginal
+		if !utf8.ValidString(v) || len(v) > 3*64 || (pathLike && strings.ContainsRune(v, '?')) {
+			s.t.Fatalf("attribute %s=%q", kv.Key, v)
+		}
+	}
+	if (x.Error != "") != x.StatusError {
+		s.t.Fatalf("error.type %q but status error %v", x.Error, x.StatusError)
+	}
+}
+
+func (s *checkSink) Drop(c *l7.Conn, reason string, n int) {
+	switch reason {
+	case "undecodable", "lost", "incomplete", "overflow":
+	default:
+		s.t.Fatalf("drop reason %q", reason)
+	}
+	s.drops += n
+}
+
+// FuzzProtocol drives the layer's interface (either role, losses by
+// direction, midstream joins): every stream the parser took is either an
+// exchange or a counted drop, and every exchange is well formed.
+func FuzzProtocol(f *testing.F) {
+	for _, s := range seedConversations() {
+		f.Add(byte(0), encode(s))
+		f.Add(byte(3), encode(s))
+	}
+	f.Fuzz(func(t *testing.T, mode byte, data []byte) {
+		role := l7.RoleServer
+		if mode&1 != 0 {
+			role = l7.RoleClient
+		}
+		proto := New(Options{Limits: Limits{MaxStreams: 4, MaxField: 64, MaxHeaderTable: 512, MaxHeaderString: 256},
+			Routes: &tableRouter{known: map[string]bool{"/a": true}}, MaxMethods: 2, MaxHosts: 2})
+		c := &l7.Conn{ID: 1, PID: 1, Role: role, Source: l7.SourceSyscall, Midstream: mode&2 != 0}
+		sink := &checkSink{t: t}
+		p := proto.NewParser(c)
+		for len(data) > 0 {
+			ctl := data[0]
+			data = data[1:]
+			if ctl >= 0xfe {
+				p.Lost(l7.Dir(ctl&1), sink)
+				continue
+			}
+			n := min(int(ctl>>2)+1, len(data))
+			total := uint64(n)
+			if ctl&2 != 0 {
+				total += uint64(ctl >> 4)
+			}
+			p.Feed(&l7.Record{Dir: l7.Dir(ctl & 1), Data: data[:n], Total: total, Start: 1, End: 2}, sink)
+			data = data[n:]
+		}
+		p.Close(3, sink)
+		st := p.(*conn).Stats()
+		if uint64(sink.n) != st.Exchanges || uint64(sink.n+sink.drops) != st.Streams+st.DroppedStreams {
+			t.Fatalf("%d exchanges and %d drops for %+v", sink.n, sink.drops, st)
+		}
+	})
 }

@@ -1,28 +1,31 @@
-// Package http2 parses one HTTP/2 connection (h2c or decrypted h2, gRPC
-// included) from the bytes each direction carried, in the chunks they were
-// captured in, and emits one Exchange per stream.
+// Package http2 is HTTP/2 for the L7 layer: h2c (prior knowledge or by
+// upgrade from HTTP/1.1) and decrypted h2, gRPC included. Protocol (New) is
+// the l7.Protocol: one parser per connection, fed the captured reads and
+// writes of both directions in order, pairing streams by id and emitting
+// one l7.Exchange per stream with the HTTP or RPC conventions' attributes.
 //
-// It is the protocol half of the L7 layer's design: NewParser per
-// connection; Feed(dir, data, total, times) per captured read or write; Lost
-// when records of the connection were lost; Close at the end. It never
-// allocates per exchange once a connection is warm, keeps no header value
-// beyond the fields Exchange names, and never attributes a stream to a
-// method or path it could not decode with certainty (see docs/http2.md).
+// Underneath, Parser follows one connection's frames and HPACK state from
+// the bytes each direction carried, in the chunks they were captured in. It
+// never allocates per exchange once a connection is warm, keeps no header
+// value beyond the fields Exchange names, and never attributes a stream to
+// a method or path it could not decode with certainty (see docs/http2.md).
 package http2
 
 import (
+	"github.com/otelbee/otelbee/collectors/l7"
 	"golang.org/x/net/http2/hpack"
 )
 
-// Dir says which endpoint sent the bytes given to Feed.
-type Dir uint8
+// Dir says which endpoint sent the bytes given to Feed: the layer's
+// direction, named as HTTP/2 sees it.
+type Dir = l7.Dir
 
 const (
 	// FromClient is the direction carrying requests (the client preface,
 	// odd-numbered streams' HEADERS).
-	FromClient Dir = iota
+	FromClient = l7.ToServer
 	// FromServer is the direction carrying responses.
-	FromServer
+	FromServer = l7.ToClient
 )
 
 // Times are the monotonic nanosecond timestamps of the captured call: Start
@@ -99,6 +102,13 @@ type Exchange struct {
 	// Reset is set when the stream ended with RST_STREAM (ResetCode).
 	Reset     bool
 	ResetCode uint32
+	// GRPCTimeout is the request's grpc-timeout in nanoseconds (0: none).
+	GRPCTimeout int64
+	// The request's W3C traceparent, when it carried a valid one.
+	HasParent    bool
+	TraceID      [16]byte
+	ParentSpanID [8]byte
+	TraceFlags   byte
 }
 
 // GRPCMethod returns the fully qualified gRPC method of a gRPC exchange, or
@@ -132,6 +142,11 @@ type Config struct {
 	// Emit receives each finished stream. It must not call back into the
 	// parser.
 	Emit func(*Exchange)
+	// Joined says the connection began before it was observed (the
+	// layer's Conn.Midstream): neither direction's first bytes are taken
+	// for a connection start, and both decoders start without the
+	// encoders' tables.
+	Joined bool
 }
 
 // Parser follows one connection. It is not safe for concurrent use: the
@@ -148,6 +163,7 @@ type Parser struct {
 	now         Times
 	ex          Exchange
 	stats       Stats
+	joined      bool // Config.Joined
 }
 
 // NewParser returns a parser for one connection.
@@ -156,6 +172,7 @@ func NewParser(cfg Config) *Parser {
 		lim:     cfg.Limits.withDefaults(),
 		emit:    cfg.Emit,
 		streams: make(map[uint32]*stream),
+		joined:  cfg.Joined,
 	}
 	for d := range p.dirs {
 		r := &p.dirs[d]
@@ -183,6 +200,9 @@ func (p *Parser) Feed(dir Dir, data []byte, total uint64, t Times) {
 	}
 	p.now = t
 	r := &p.dirs[dir]
+	if !r.started && p.joined {
+		r.join()
+	}
 	if !r.started {
 		if dir == FromServer && r.hn+len(data) < frameHeaderLen && total == uint64(len(data)) &&
 			!(p.dirs[FromClient].started && !p.dirs[FromClient].joined) {
@@ -214,10 +234,7 @@ func (p *Parser) Feed(dir Dir, data []byte, total uint64, t Times) {
 		default:
 			// Joining mid-connection (or a server whose first bytes could
 			// be anywhere): find a frame boundary as after a loss.
-			r.ph = phDesync
-			r.joined = true
-			p.stats.Joined++
-			r.dec = r.newDecoder(false)
+			r.join()
 			if probed {
 				r.hn = 0
 				p.stats.SkippedBytes += total + uint64(len(data))
@@ -238,22 +255,38 @@ func (p *Parser) Feed(dir Dir, data []byte, total uint64, t Times) {
 	}
 }
 
+// join starts a direction whose beginning was not seen: no frame boundary
+// is known, and the decoder's table starts empty.
+func (r *reader) join() {
+	r.started, r.joined, r.ph = true, true, phDesync
+	r.p.stats.Joined++
+	r.dec = r.newDecoder(false)
+}
+
 // Lost tells the parser that records of this connection were lost (e.g. a
 // full ring): both directions are desynchronised until a safe boundary.
 func (p *Parser) Lost() {
-	for d := range p.dirs {
-		r := &p.dirs[d]
-		switch {
-		case r.started && r.ph != phDesync:
-			r.desync()
-		case !r.started && r.hn > 0:
-			// Bytes kept to recognise a server preface no longer
-			// continue into the next call.
-			r.hn = 0
-			r.started, r.joined, r.ph = true, true, phDesync
-			p.stats.Joined++
-			r.dec = r.newDecoder(false)
-		}
+	p.LostDir(FromClient)
+	p.LostDir(FromServer)
+}
+
+// LostDir tells the parser that records of direction dir were lost: that
+// direction is desynchronised until a safe boundary (its HPACK table is
+// emptied) and every open stream is abandoned; the other direction keeps
+// its frame boundaries and its table.
+func (p *Parser) LostDir(dir Dir) {
+	if dir > FromServer {
+		return
+	}
+	r := &p.dirs[dir]
+	switch {
+	case r.started && r.ph != phDesync:
+		r.desync()
+	case !r.started && r.hn > 0:
+		// Bytes kept to recognise a server preface no longer continue
+		// into the next call.
+		r.hn = 0
+		r.join()
 	}
 }
 

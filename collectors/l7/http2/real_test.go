@@ -49,7 +49,9 @@ type relay struct {
 	counts map[string]int // "method path status grpc-status" → exchanges
 	exs    []string
 	stats  Stats
-	record [][]chunk // per connection, what was fed
+	record [][]chunk   // per connection, what was fed
+	times  [][]int64   // per connection, when each chunk was read (ns since its accept)
+	ups    []*Upgraded // per connection, its upgrade request (upgrade relays)
 }
 
 func newRelay(t *testing.T, target string, feeding bool) *relay {
@@ -87,6 +89,8 @@ func (r *relay) serve(c, up *net.TCPConn) {
 	defer r.wg.Done()
 	var mu sync.Mutex // one parser, two directions
 	var rec []chunk
+	var times []int64
+	var upReq *Upgraded
 	p := NewParser(Config{Emit: func(e *Exchange) {
 		k := fmt.Sprintf("%s %s %d %d", e.Method, e.Path, e.Status, e.GRPCStatus)
 		if e.Reset && e.GRPCStatus < 0 {
@@ -108,11 +112,18 @@ func (r *relay) serve(c, up *net.TCPConn) {
 			if n > 0 {
 				mu.Lock()
 				if r.upgrade && !upgraded {
-					upgraded = r.handOff(p, dir, buf[:n], &reqHead, &respHead, time.Since(start).Nanoseconds())
+					t := time.Since(start).Nanoseconds()
+					if upgraded = r.handOff(p, dir, buf[:n], &reqHead, &respHead, t, &upReq); upgraded {
+						if i := bytes.Index(respHead, []byte("\r\n\r\n")); i+4 < len(respHead) {
+							rec = append(rec, chunk{FromServer, append([]byte(nil), respHead[i+4:]...)})
+							times = append(times, t)
+						}
+					}
 				} else if r.feed.Load() {
 					t := time.Since(start).Nanoseconds()
 					p.Feed(dir, buf[:n], uint64(n), Times{Start: t, End: t})
 					rec = append(rec, chunk{dir, append([]byte(nil), buf[:n]...)})
+					times = append(times, t)
 				}
 				mu.Unlock()
 				// Fed before it is forwarded: the peer cannot answer bytes
@@ -141,13 +152,15 @@ func (r *relay) serve(c, up *net.TCPConn) {
 	r.mu.Lock()
 	addStats(&r.stats, s)
 	r.record = append(r.record, rec)
+	r.times = append(r.times, times)
+	r.ups = append(r.ups, upReq)
 	r.mu.Unlock()
 }
 
 // handOff plays the HTTP/1 parser's part on an upgraded connection: it
 // keeps the request head, and when the response head is a 101 it hands
 // the request to the parser and feeds the HTTP/2 bytes after the head.
-func (r *relay) handOff(p *Parser, dir Dir, b []byte, reqHead, respHead *[]byte, now int64) bool {
+func (r *relay) handOff(p *Parser, dir Dir, b []byte, reqHead, respHead *[]byte, now int64, up **Upgraded) bool {
 	if dir == FromClient {
 		*reqHead = append(*reqHead, b...)
 		return false
@@ -167,8 +180,10 @@ func (r *relay) handOff(p *Parser, dir Dir, b []byte, reqHead, respHead *[]byte,
 		r.t.Errorf("reading the upgrade request: %v", err)
 		return false
 	}
-	p.Upgrade(Upgraded{Method: []byte(req.Method), Path: []byte(req.RequestURI), Authority: []byte(req.Host),
-		Scheme: []byte("http"), HTTP2Settings: []byte(req.Header.Get("HTTP2-Settings"))}, Times{Start: now, End: now})
+	u := Upgraded{Method: []byte(req.Method), Path: []byte(req.RequestURI), Authority: []byte(req.Host),
+		Scheme: []byte("http"), HTTP2Settings: []byte(req.Header.Get("HTTP2-Settings"))}
+	*up = &u
+	p.Upgrade(u, Times{Start: now, End: now})
 	if rest := (*respHead)[i+4:]; len(rest) > 0 {
 		p.Feed(FromServer, rest, uint64(len(rest)), Times{Start: now, End: now})
 	}

@@ -21,6 +21,11 @@ type stream struct {
 	respHeaders, respDone           bool
 	grpc, undecodable, reset        bool
 	resetCode                       uint32
+	grpcTimeout                     int64
+	hasParent                       bool
+	traceID                         [16]byte
+	spanID                          [8]byte
+	traceFlags                      byte
 }
 
 func (p *Parser) alloc(id uint32) *stream {
@@ -157,6 +162,10 @@ func (r *reader) onField(f hpack.HeaderField) {
 			st.scheme = keep(st.scheme[:0], f.Value, max)
 		case "content-type":
 			st.ctype = keep(st.ctype[:0], f.Value, max)
+		case "traceparent":
+			st.hasParent = parseTraceparent(f.Value, &st.traceID, &st.spanID, &st.traceFlags)
+		case "grpc-timeout":
+			st.grpcTimeout = parseTimeout(f.Value)
 		}
 	case blockResponse:
 		switch f.Name {
@@ -314,7 +323,9 @@ func (p *Parser) maybeFinish(st *stream) {
 				StreamID: st.id, Method: st.method, Path: st.path, Authority: st.authority,
 				Scheme: st.scheme, ContentType: st.ctype, Status: st.status, GRPC: st.grpc,
 				GRPCStatus: st.grpcStatus, RequestBytes: st.reqBytes, ResponseBytes: st.respBytes,
-				Start: st.start, End: p.now.End, Reset: st.reset, ResetCode: st.resetCode,
+				Start: st.start, End: p.now.End, Reset: st.reset,
+				ResetCode: st.resetCode, GRPCTimeout: st.grpcTimeout, HasParent: st.hasParent,
+				TraceID: st.traceID, ParentSpanID: st.spanID, TraceFlags: st.traceFlags,
 			}
 			if st.status < 0 {
 				e.Status = 0
@@ -323,4 +334,75 @@ func (p *Parser) maybeFinish(st *stream) {
 		}
 	}
 	p.release(st)
+}
+
+// parseTraceparent reads a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>
+// (a later version may append fields; version ff is invalid).
+func parseTraceparent(v string, tid *[16]byte, sid *[8]byte, flags *byte) bool {
+	if len(v) < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' || v[:2] == "ff" ||
+		(len(v) > 55 && (v[:2] == "00" || v[55] != '-')) {
+		return false
+	}
+	var f [1]byte
+	if !unhexInto(tid[:], v[3:35]) || !unhexInto(sid[:], v[36:52]) || !unhexInto(f[:], v[53:55]) {
+		return false
+	}
+	*flags = f[0]
+	return *tid != [16]byte{} && *sid != [8]byte{}
+}
+
+func unhexInto(dst []byte, src string) bool {
+	for i := range dst {
+		hi, ok1 := unhex(src[2*i])
+		lo, ok2 := unhex(src[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
+// parseTimeout reads a grpc-timeout (at most 8 digits and a unit: H, M, S,
+// m, u, n) in nanoseconds; 0 when it is not one.
+func parseTimeout(v string) int64 {
+	if len(v) < 2 || len(v) > 9 {
+		return 0
+	}
+	var n int64
+	for i := 0; i < len(v)-1; i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int64(c-'0')
+	}
+	var unit int64
+	switch v[len(v)-1] {
+	case 'H':
+		unit = 3600e9
+	case 'M':
+		unit = 60e9
+	case 'S':
+		unit = 1e9
+	case 'm':
+		unit = 1e6
+	case 'u':
+		unit = 1e3
+	case 'n':
+		unit = 1
+	default:
+		return 0
+	}
+	return n * unit
 }
