@@ -33,8 +33,17 @@ type reporter interface{ Name() string }
 // because the queue was full or shut down), stage "export" (spans the
 // receiver accepted, or lost in failed requests).
 type spanQueueReporter struct {
-	q   *otlp.SpanQueue
+	q   spanQueueStats
 	exp *otlp.TraceExporter
+}
+
+// spanQueueStats is what the span queue in front of the OTLP exporter
+// counts: spans.TracerProvider's, or otlp.SpanQueue's when the console
+// takes the SDK's spans too.
+type spanQueueStats interface {
+	Queued() uint64
+	Dropped() uint64
+	DroppedBy(otlp.Reason) uint64
 }
 
 func (spanQueueReporter) Name() string { return "otlp_traces" }
@@ -65,7 +74,7 @@ type exportCounter struct {
 	dropped  func(otlp.Reason) int64
 }
 
-func traceExportCounter(q *otlp.SpanQueue, e *otlp.TraceExporter) exportCounter {
+func traceExportCounter(q spanQueueStats, e *otlp.TraceExporter) exportCounter {
 	return exportCounter{
 		name: "otlp_traces", unit: "spans", failures: e.Failures, exported: e.Exported,
 		dropped: func(r otlp.Reason) int64 { return int64(q.DroppedBy(r)) + e.DroppedBy(r) },

@@ -9,6 +9,8 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/otelbee/otelbee/exporters/perservice"
 )
@@ -18,6 +20,7 @@ import (
 // sdktrace.NewBatchSpanProcessor.
 type TraceExporter struct {
 	inner    *otlptrace.Exporter
+	client   otlptrace.Client
 	protocol string
 
 	failures atomic.Int64 // failed requests
@@ -61,7 +64,7 @@ func NewTraceExporter(ctx context.Context, cfg Config) (*TraceExporter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating otlp %s trace exporter: %w", proto, err)
 	}
-	return &TraceExporter{inner: inner, protocol: proto, log: newFailureLog(cfg.Logger, "spans")}, nil
+	return &TraceExporter{inner: inner, client: client, protocol: proto, log: newFailureLog(cfg.Logger, "spans")}, nil
 }
 
 // Protocol returns the protocol in use ("grpc" or "http/protobuf").
@@ -84,6 +87,34 @@ func (e *TraceExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOn
 		return fmt.Errorf("%w: %w", ErrReported, err)
 	}
 	e.exported.Add(int64(len(spans)))
+	e.log.success()
+	return nil
+}
+
+// ExportResourceSpans sends already encoded ResourceSpans messages (their
+// bodies: package spans writes them) in one request holding spans spans,
+// through the OTLP exporter's own client, so that its retries, timeout,
+// compression, headers and TLS apply. Each body travels as the unknown
+// fields of an empty ResourceSpans, which protobuf writes out as they are:
+// the request on the wire is the one its fields would make.
+func (e *TraceExporter) ExportResourceSpans(ctx context.Context, resourceSpans [][]byte, spans int) error {
+	if len(resourceSpans) == 0 {
+		return nil
+	}
+	msgs := make([]tracepb.ResourceSpans, len(resourceSpans))
+	ptrs := make([]*tracepb.ResourceSpans, len(resourceSpans))
+	for i, b := range resourceSpans {
+		msgs[i].ProtoReflect().SetUnknown(protoreflect.RawFields(b))
+		ptrs[i] = &msgs[i]
+	}
+	if err := e.client.UploadTraces(ctx, ptrs); err != nil {
+		e.failures.Add(1)
+		e.dropped.add(reasonFor(ctx), int64(spans))
+		err = fmt.Errorf("exporting spans over otlp %s: %w", e.protocol, err)
+		e.log.failure(err, 1, int64(spans))
+		return fmt.Errorf("%w: %w", ErrReported, err)
+	}
+	e.exported.Add(int64(spans))
 	e.log.success()
 	return nil
 }

@@ -117,3 +117,32 @@ func (s *splitter) groupOfBuf() *group {
 	}
 	return s.lookup(s.hasher.Distinct(), ident)
 }
+
+// Resources gives the resource of each observed service from its identity
+// attributes, built exactly as SplitSpans and SplitMetrics build it, and
+// keeps it for the next span of the same service. It is for span paths that
+// encode spans themselves instead of going through the SDK. Not safe for
+// concurrent use.
+type Resources struct {
+	s *splitter
+}
+
+// NewResources returns the resources of services observed by the agent
+// whose own resource is agent.
+func NewResources(agent *resource.Resource) *Resources {
+	return &Resources{s: newSplitter(agent)}
+}
+
+// For returns the resource for the identity attributes ident (keys for
+// which IsResourceKey holds; any order, duplicates resolved last-wins). It
+// sorts ident in place.
+func (r *Resources) For(ident []attribute.KeyValue) *resource.Resource {
+	r.s.identBuf = append(r.s.identBuf[:0], ident...)
+	return r.s.groupOfBuf().resource(r.s)
+}
+
+// Forget drops every resource kept so far (their services are gone); the
+// next For builds them again.
+func (r *Resources) Forget() {
+	r.s = newSplitter(r.s.agent)
+}
