@@ -34,8 +34,8 @@ import (
 	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/exporters/otlp"
-	"github.com/otelbee/otelbee/exporters/spans"
 	promexp "github.com/otelbee/otelbee/exporters/prometheus"
+	"github.com/otelbee/otelbee/exporters/spans"
 	"github.com/otelbee/otelbee/process/execwatch"
 	"github.com/otelbee/otelbee/process/identity"
 )

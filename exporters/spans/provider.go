@@ -82,7 +82,7 @@ type TracerProvider struct {
 	agent     *service // spans with no service.name
 	services  map[uint64][]*service
 	all       []*service
-	last      *service // the service of the last span: usually the next one's
+	last      *service  // the service of the last span: usually the next one's
 	scopes    []*tracer // by index
 	pending   int
 
