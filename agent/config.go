@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,11 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
-	"gopkg.in/yaml.v3"
 
+	"github.com/otelbee/otelbee/agent/settings"
 	"github.com/otelbee/otelbee/collectors/dns"
 	"github.com/otelbee/otelbee/collectors/hook"
 	httpc "github.com/otelbee/otelbee/collectors/http"
@@ -32,48 +30,51 @@ import (
 
 // Config is the agent's whole configuration. Precedence, highest first:
 // command-line flags, environment (OTELBEE_* and the standard OTEL_*), the
-// YAML file named by --config, defaults.
+// YAML file named by --config, defaults. Every field is filled by a setting
+// declared in Settings (settings_table.go); TestSettingsDeclared holds it.
 type Config struct {
-	Collectors []string         `yaml:"collectors"`
-	Prometheus PrometheusConfig `yaml:"prometheus"`
-	OTLP       OTLPConfig       `yaml:"otlp"`
+	// ConfigFile is the YAML file read (--config).
+	ConfigFile string
+	Collectors []string
+	Prometheus PrometheusConfig
+	OTLP       OTLPConfig
 	// AttachMode is tried first on every hook that declares it: auto,
 	// tp_btf, fentry, kprobe, tracepoint. For troubleshooting.
-	AttachMode string `yaml:"attach_mode"`
+	AttachMode string
 	// AttachModeStrict removes the fallback for AttachMode.
-	AttachModeStrict bool          `yaml:"attach_mode_strict"`
-	LogLevel         string        `yaml:"log_level"`
-	BPFStats         bool          `yaml:"bpf_stats"`
-	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
+	AttachModeStrict bool
+	LogLevel         string
+	BPFStats         bool
+	ShutdownTimeout  time.Duration
 	// RunWithoutCollectors keeps the agent running (self-telemetry only)
 	// when no collector can be loaded; otherwise run exits with status 1.
-	RunWithoutCollectors bool `yaml:"run_without_collectors"`
+	RunWithoutCollectors bool
 	// Export is where telemetry goes, from the standard OTEL_SDK_DISABLED,
 	// OTEL_METRICS_EXPORTER and OTEL_TRACES_EXPORTER (see resolveExport).
-	Export ExportConfig `yaml:"-"`
-	TCP    tcp.Config   `yaml:"tcp"`
-	DNS    dns.Config   `yaml:"dns"`
-	HTTP   httpc.Config `yaml:"http"`
+	Export ExportConfig
+	TCP    tcp.Config
+	DNS    dns.Config
+	HTTP   httpc.Config
 	// Process is the process identity cache.
-	Process ProcessConfig `yaml:"process"`
+	Process ProcessConfig
 	// StateDir keeps what the agent learned that a restart could not learn
 	// again (process identities read at exec); empty keeps nothing.
-	StateDir string `yaml:"state_dir"`
+	StateDir string
 
 	// ResourceAttributes go on the resource of every observed service, in
 	// the OTEL_RESOURCE_ATTRIBUTES format (key=value,...); a program's own
 	// OTEL_RESOURCE_ATTRIBUTES win over them. The agent's own
 	// OTEL_RESOURCE_ATTRIBUTES describe the agent only.
-	ResourceAttributes string `yaml:"resource_attributes"`
+	ResourceAttributes string
 	// Kubernetes adds pod metadata to every identity (package k8smeta).
-	Kubernetes k8smeta.Config `yaml:"kubernetes"`
+	Kubernetes k8smeta.Config
 }
 
 // ProcessConfig is the process identity cache.
 type ProcessConfig struct {
 	// Retention is how long the identity of an exited process is kept,
 	// for the series it left behind.
-	Retention time.Duration `yaml:"retention"`
+	Retention time.Duration
 }
 
 // ExportConfig is the resolved choice of exporters per signal.
@@ -87,25 +88,25 @@ type ExportConfig struct {
 // PrometheusConfig is the /metrics endpoint.
 type PrometheusConfig struct {
 	// Listen is host:port; empty turns the endpoint off.
-	Listen string `yaml:"listen"`
+	Listen string
 	// ResourceLabels are resource attributes copied as labels onto every
 	// series besides job and instance (e.g. service.name → service_name);
 	// "*" copies all. Default none: they are on target_info.
-	ResourceLabels []string `yaml:"resource_labels"`
+	ResourceLabels []string
 }
 
 // OTLPConfig selects the OTLP exporter. The rest of its settings (headers,
 // timeout, TLS, interval) come from the standard OTEL_* variables.
 type OTLPConfig struct {
-	Endpoint string `yaml:"endpoint"`
-	Protocol string `yaml:"protocol"`
+	Endpoint string
+	Protocol string
 	// TracesSampler and TracesSamplerArg are OTEL_TRACES_SAMPLER and
 	// OTEL_TRACES_SAMPLER_ARG: the agent builds the sampler itself, so that
 	// collectors can take the decision before they start a span.
-	TracesSampler    string `yaml:"traces_sampler"`
-	TracesSamplerArg string `yaml:"traces_sampler_arg"`
+	TracesSampler    string
+	TracesSamplerArg string
 	// SpanQueue is OTEL_BSP_*, bounded (see bspVars).
-	SpanQueue otlp.QueueSettings `yaml:"-"`
+	SpanQueue otlp.QueueSettings
 }
 
 func (c OTLPConfig) exporterConfig() otlp.Config {
@@ -139,214 +140,53 @@ func usageErrorf(format string, args ...any) error {
 	return &UsageError{Err: fmt.Errorf(format, args...)}
 }
 
-// envVars maps OTELBEE_* variables to flag names.
-var envVars = map[string]string{
-	"OTELBEE_CONFIG":                 "config",
-	"OTELBEE_COLLECTORS":             "collectors",
-	"OTELBEE_PROMETHEUS_LISTEN":      "prometheus.listen",
-	"OTELBEE_OTLP_ENDPOINT":          "otlp.endpoint",
-	"OTEL_TRACES_SAMPLER":            "otlp.traces-sampler",
-	"OTEL_TRACES_SAMPLER_ARG":        "otlp.traces-sampler-arg",
-	"OTELBEE_ATTACH_MODE":            "attach-mode",
-	"OTELBEE_ATTACH_MODE_STRICT":     "attach-mode.strict",
-	"OTELBEE_LOG_LEVEL":              "log.level",
-	"OTELBEE_BPF_STATS":              "bpf.stats",
-	"OTELBEE_RUN_WITHOUT_COLLECTORS": "run-without-collectors",
-	"OTELBEE_DNS_PORTS":              "dns.ports",
-	"OTELBEE_DNS_TIMEOUT":            "dns.timeout",
-	"OTELBEE_DNS_SPANS":              "dns.spans",
-	"OTELBEE_HTTP_CAPTURE_BYTES":     "http.capture-bytes",
-	"OTELBEE_HTTP_ROUTES":            "http.routes",
-	"OTELBEE_PROCESS_RETENTION":      "process.retention",
-	"OTELBEE_STATE_DIR":              "state-dir",
-	"OTELBEE_HTTP_BODY_SIZES":        "http.body-sizes",
-	"OTELBEE_HTTP_ROUTE_HEURISTIC":   "http.route-heuristic",
-	"OTELBEE_HTTP_CLIENT_URL_SCHEME": "http.client-url-scheme",
-	"OTELBEE_HTTP_URL_QUERY":         "http.url-query",
-
-	// The observed services' resource, not the agent's (OTEL_RESOURCE_ATTRIBUTES).
-	"OTELBEE_RESOURCE_ATTRIBUTES": "resource.attributes",
-
-	"OTELBEE_PROMETHEUS_RESOURCE_LABELS": "prometheus.resource-labels",
-
-	"OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS": "http.known-methods",
-}
-
 // LoadConfig builds the configuration from args (without the program name
-// and subcommand) and the environment.
+// and subcommand) and the environment, as the declarations in Settings say.
 func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Writer) (Config, error) {
-	fs := flag.NewFlagSet("otelbee", flag.ContinueOnError)
-	// A mistake is one line (main prints the error); -h prints the flags.
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	// Values are read back through Visit: only flags the user set override.
-	fs.String("config", "", "YAML configuration file")
-	fs.String("collectors", "", "comma-separated collectors to enable, or all (valid: "+strings.Join(CollectorNames(), ", ")+")")
-	fs.String("prometheus.listen", "", "host:port of the Prometheus /metrics endpoint; empty string turns it off (default 127.0.0.1:9464)")
-	fs.String("prometheus.resource-labels", "", "comma-separated resource attributes copied as labels onto every Prometheus series, e.g. service.name (as service_name); * for all (default none: join target_info on job, instance)")
-	fs.String("otlp.endpoint", "", "OTLP endpoint (default from OTEL_EXPORTER_OTLP_ENDPOINT; unset: no OTLP export)")
-	fs.String("otlp.protocol", "", "OTLP protocol: grpc or http/protobuf (default from OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
-	fs.String("otlp.traces-sampler", "", "trace sampler as in OTEL_TRACES_SAMPLER: parentbased_always_on (default), parentbased_traceidratio, traceidratio, always_on, always_off, parentbased_always_off")
-	fs.String("otlp.traces-sampler-arg", "", "the sampler's argument as in OTEL_TRACES_SAMPLER_ARG: the ratio for *traceidratio (default 1)")
-	fs.String("attach-mode", "", "try this attach mode first on every hook that declares it, then the rest of the chain: auto, tp_btf, fentry, kprobe, tracepoint")
-	fs.Bool("attach-mode.strict", false, "with --attach-mode: no fallback; a hook whose forced mode fails stays detached")
-	fs.String("log.level", "", "debug, info, warn or error")
-	fs.String("resource.attributes", "", "resource attributes of every observed service, as in OTEL_RESOURCE_ATTRIBUTES (key=value,...); a program's own OTEL_RESOURCE_ATTRIBUTES win")
-	fs.Bool("bpf.stats", false, "enable kernel BPF run-time statistics and export them per program")
-	fs.Bool("run-without-collectors", false, "keep running, serving self-telemetry, when no collector can be loaded (default: exit with status 1)")
-	fs.Duration("shutdown-timeout", 0, "how long the whole shutdown may take: final export, then detaching programs (default 5s)")
-	fs.Uint("tcp.max-connections", 0, "connections the TCP collector tracks at once")
-	fs.Uint("tcp.max-peers", 0, "distinct peer addresses per process in TCP series; more fold into network.peer.address=_OTHER (default 100)")
-	fs.Uint("tcp.max-series", 0, "distinct TCP series (process, peer, port, direction) kept in the kernel")
-	fs.String("dns.ports", "", "comma-separated DNS server ports the DNS collector watches over UDP and TCP (default 53)")
-	fs.Duration("dns.timeout", 0, "how long a DNS query waits for its answer before it counts as a timeout (default 5s)")
-	fs.Uint("dns.max-names", 0, "distinct dns.question.name values kept per service; the rest fold into _OTHER (default 100)")
-	fs.Uint("dns.max-pending", 0, "DNS queries waiting for an answer tracked at once (default 16384)")
-	fs.Bool("dns.spans", false, "emit one client span per DNS lookup (needs an OTLP endpoint)")
-	fs.Uint("http.capture-bytes", 0, "bytes of each read/write the HTTP collector copies from the kernel (64-4096, default 1024)")
-	fs.String("http.routes", "", "comma-separated http.route templates tried before the heuristic, e.g. /users/{id},/static/*")
-	fs.Bool("http.route-heuristic", false, "put the path-folding heuristic's templates into http.route, for backends that group server requests only by http.route (default: http.route only from --http.routes, the heuristic's template as url.template)")
-	fs.Bool("http.body-sizes", false, "export the opt-in http.{server,client}.{request,response}.body.size histograms and body sizes on spans")
-	fs.Bool("http.client-url-scheme", false, "put the opt-in url.scheme on HTTP client metrics and spans (the server side always has it)")
-	fs.Bool("http.url-query", false, "put the request's query on HTTP spans (server url.query, client url.full), every parameter value replaced by REDACTED")
-	fs.String("http.known-methods", "", "comma-separated request methods reported as themselves, as OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS (case-sensitive; others are _OTHER with http.request.method_original on the span; default: the RFC 9110 methods and PATCH)")
-	fs.String("http.include-executables", "", "comma-separated executable names the HTTP collector observes (default: all)")
-	fs.String("http.exclude-executables", "", "comma-separated executable names the HTTP collector ignores")
-	fs.Bool("kubernetes", false, "add Kubernetes pod metadata (k8s.*, service.* from pod annotations) to every series and span")
-	fs.String("kubernetes.node-name", "", "the node whose pods are watched (the chart sets it from the downward API)")
-	fs.String("kubernetes.kubeconfig", "", "kubeconfig file for the API server (default: the in-cluster service account)")
-	fs.Bool("kubernetes.app-labels", false, "also take service.name and service.version from app.kubernetes.io/* pod labels")
-	fs.Duration("process.retention", 0, "how long the identity of an exited process is kept for the series it left (default 5m, at least 1s)")
-	fs.String("state-dir", "", "directory for what must survive a restart (identities learned at exec); empty string keeps nothing (default /var/lib/otelbee)")
-	if err := fs.Parse(args); err != nil {
+	cfg := DefaultConfig()
+	table := cfg.Settings()
+	given, rest, err := settings.Parse(table, args, getenv)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stderr)
-			fmt.Fprintf(stderr, "usage: otelbee [run|doctor|version] [flags]\n")
-			fs.PrintDefaults()
+			fmt.Fprintf(stderr, "usage: otelbee [run|doctor|version] [flags]\n\nFlags, their environment variables and file keys (precedence: flags > environment > file > defaults):\n")
+			settings.WriteHelp(stderr, table)
 			return Config{}, err
 		}
 		return Config{}, &UsageError{Err: err}
 	}
-	if fs.NArg() > 0 {
-		return Config{}, usageErrorf("unexpected argument %s (commands: run, doctor, version)", quote(fs.Arg(0)))
+	if len(rest) > 0 {
+		return Config{}, usageErrorf("unexpected argument %s (commands: run, doctor, version)", quote(rest[0]))
 	}
-	set := map[string]string{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = f.Value.String() })
-	// Environment fills in what flags did not set.
-	for env, name := range envVars {
-		if v, ok := getenv(env); ok {
-			if _, done := set[name]; !done {
-				set[name] = v
-			}
-		}
-	}
-	cfg := DefaultConfig()
-	var err error
 	if cfg.OTLP.SpanQueue, err = bspSettings(getenv); err != nil {
 		return Config{}, err
 	}
 	if err := checkSDKDurations(getenv); err != nil {
 		return Config{}, err
 	}
-	if path, ok := set["config"]; ok && path != "" {
-		if err := readConfigFile(path, &cfg); err != nil {
+	// The file's path is itself a setting: apply the command line and the
+	// environment once to learn it, read the file over the defaults, then
+	// apply them again over the file.
+	if err := settings.ApplyGiven(table, given); err != nil {
+		return Config{}, &UsageError{Err: err}
+	}
+	if path := cfg.ConfigFile; path != "" {
+		if err := readConfigFile(path, table); err != nil {
 			return Config{}, err
 		}
+		if err := settings.ApplyGiven(table, given); err != nil {
+			return Config{}, &UsageError{Err: err}
+		}
+		cfg.ConfigFile = path
 	}
-	for name, v := range set {
-		var err error
-		switch name {
-		case "collectors":
-			cfg.Collectors = splitList(v)
-		case "prometheus.resource-labels":
-			cfg.Prometheus.ResourceLabels = splitList(v)
-		case "prometheus.listen":
-			cfg.Prometheus.Listen = v
-		case "otlp.endpoint":
-			cfg.OTLP.Endpoint = v
-		case "otlp.protocol":
-			cfg.OTLP.Protocol = v
-		case "otlp.traces-sampler":
-			cfg.OTLP.TracesSampler = v
-		case "otlp.traces-sampler-arg":
-			cfg.OTLP.TracesSamplerArg = v
-		case "attach-mode":
-			cfg.AttachMode = v
-		case "attach-mode.strict":
-			cfg.AttachModeStrict, err = strconv.ParseBool(v)
-		case "resource.attributes":
-			cfg.ResourceAttributes = v
-		case "log.level":
-			cfg.LogLevel = v
-		case "bpf.stats":
-			cfg.BPFStats, err = strconv.ParseBool(v)
-		case "run-without-collectors":
-			cfg.RunWithoutCollectors, err = strconv.ParseBool(v)
-		case "shutdown-timeout":
-			cfg.ShutdownTimeout, err = time.ParseDuration(v)
-		case "tcp.max-connections":
-			var n uint64
-			n, err = strconv.ParseUint(v, 10, 32)
-			cfg.TCP.MaxConnections = uint32(n)
-		case "http.capture-bytes":
-			var n uint64
-			n, err = strconv.ParseUint(v, 10, 32)
-			cfg.HTTP.CaptureBytes = uint32(n)
-		case "http.routes":
-			cfg.HTTP.Routes = splitList(v)
-		case "http.known-methods":
-			cfg.HTTP.KnownMethods = splitList(v)
-		case "http.route-heuristic":
-			cfg.HTTP.RouteHeuristic, err = strconv.ParseBool(v)
-		case "http.body-sizes":
-			cfg.HTTP.BodySizes, err = strconv.ParseBool(v)
-		case "http.client-url-scheme":
-			cfg.HTTP.ClientURLScheme, err = strconv.ParseBool(v)
-		case "http.url-query":
-			cfg.HTTP.URLQuery, err = strconv.ParseBool(v)
-		case "http.include-executables":
-			cfg.HTTP.Include.Executables = splitList(v)
-		case "http.exclude-executables":
-			cfg.HTTP.Exclude.Executables = splitList(v)
-		case "dns.ports":
-			cfg.DNS.Ports, err = parsePorts(v)
-		case "dns.timeout":
-			cfg.DNS.Timeout, err = time.ParseDuration(v)
-		case "dns.max-names":
-			cfg.DNS.MaxNamesPerService, err = strconv.Atoi(v)
-		case "dns.max-pending":
-			var n uint64
-			n, err = strconv.ParseUint(v, 10, 32)
-			cfg.DNS.MaxPending = uint32(n)
-		case "dns.spans":
-			cfg.DNS.Spans, err = strconv.ParseBool(v)
-		case "tcp.max-peers":
-			var n uint64
-			n, err = strconv.ParseUint(v, 10, 31)
-			cfg.TCP.MaxPeersPerProcess = int(n)
-		case "kubernetes":
-			cfg.Kubernetes.Enabled, err = strconv.ParseBool(v)
-		case "kubernetes.node-name":
-			cfg.Kubernetes.NodeName = v
-		case "kubernetes.kubeconfig":
-			cfg.Kubernetes.Kubeconfig = v
-		case "kubernetes.app-labels":
-			cfg.Kubernetes.AppLabels, err = strconv.ParseBool(v)
-		case "state-dir":
-			cfg.StateDir = v
-		case "process.retention":
-			cfg.Process.Retention, err = time.ParseDuration(v)
-		case "tcp.max-series":
-			var n uint64
-			n, err = strconv.ParseUint(v, 10, 32)
-			cfg.TCP.MaxSeries = uint32(n)
-		}
-		if err != nil {
-			return Config{}, usageErrorf("invalid value %s for %s: %v", quote(v), name, err)
-		}
+	set := map[string]bool{}
+	for i := range given {
+		set[table[i].Flag] = true
 	}
 	if err := resolveExport(&cfg, set, getenv); err != nil {
 		return Config{}, err
+	}
+	if err := settings.RunChecks(table); err != nil {
+		return Config{}, &UsageError{Err: err}
 	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
@@ -371,7 +211,7 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 //     OTELBEE_LOG_LEVEL gives one.
 //
 // Other values are refused: none of these is ignored.
-func resolveExport(cfg *Config, set map[string]string, getenv func(string) (string, bool)) error {
+func resolveExport(cfg *Config, set map[string]bool, getenv func(string) (string, bool)) error {
 	env := func(name string) (string, bool) {
 		v, ok := getenv(name)
 		v = strings.TrimSpace(v)
@@ -387,7 +227,7 @@ func resolveExport(cfg *Config, set map[string]string, getenv func(string) (stri
 		}
 	}
 	if v, ok := env("OTEL_LOG_LEVEL"); ok {
-		if _, own := set["log.level"]; !own {
+		if !set["log.level"] {
 			cfg.LogLevel = strings.ToLower(v)
 			if cfg.LogLevel == "warning" {
 				cfg.LogLevel = "warn"
@@ -408,7 +248,7 @@ func resolveExport(cfg *Config, set map[string]string, getenv func(string) (stri
 		}
 		cfg.Export.OTLPTraces, cfg.Export.ConsoleTraces = names["otlp"], names["console"]
 	}
-	_, ownListen := set["prometheus.listen"]
+	ownListen := set["prometheus.listen"]
 	if !ownListen {
 		host, hostSet := env("OTEL_EXPORTER_PROMETHEUS_HOST")
 		port, portSet := env("OTEL_EXPORTER_PROMETHEUS_PORT")
@@ -464,23 +304,12 @@ func exporterList(name, v string, valid ...string) (map[string]bool, error) {
 // maxConfigFile bounds the configuration file: a real one is a few kB.
 const maxConfigFile = 1 << 20
 
-func readConfigFile(path string, cfg *Config) error {
+func readConfigFile(path string, table []settings.Setting) error {
 	b, err := readBoundedFile(path, maxConfigFile)
 	if err != nil {
 		return usageErrorf("reading config file %s: %v", quote(path), err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return usageErrorf("parsing config file %s: %s", quote(path), oneLine(err))
-	}
-	// A second document would be ignored by Decode: refuse it rather than
-	// run with half the file.
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		if err == nil {
-			return usageErrorf("parsing config file %s: it holds more than one YAML document (a second \"---\"); put everything in one", quote(path))
-		}
+	if err := settings.DecodeYAML(b, table); err != nil {
 		return usageErrorf("parsing config file %s: %s", quote(path), oneLine(err))
 	}
 	return nil
@@ -524,32 +353,14 @@ func readBoundedFile(path string, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// maxQuoted bounds a value quoted in an error message; maxMessage the
-// whole message.
-const (
-	maxQuoted  = 128
-	maxMessage = 1024
-)
+// maxMessage bounds an error message.
+const maxMessage = 1024
 
-// quote renders a user's value for an error message: Go-quoted (control
-// characters escaped, so one value is one line) and cut to a prefix.
-func quote(v string) string {
-	if len(v) <= maxQuoted {
-		return strconv.Quote(v)
-	}
-	return strconv.Quote(truncate(v, maxQuoted)) + fmt.Sprintf(" (%d bytes)", len(v))
-}
+// quote renders a user's value for an error message: quoted, one line,
+// cut to a prefix.
+func quote(v string) string { return settings.Quote(v) }
 
-// truncate cuts s to at most n bytes on a rune boundary, marking the cut.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
-}
+func truncate(s string, n int) string { return settings.Truncate(s, n) }
 
 // bspVars are the span queue's OTEL_BSP_* variables with their bounds.
 // Values out of bounds are refused, not clamped: the queue is allocated up
@@ -611,28 +422,7 @@ func bspSettings(getenv func(string) (string, bool)) (otlp.QueueSettings, error)
 	return q, nil
 }
 
-// parsePorts parses a comma-separated list of ports (1-65535).
-func parsePorts(s string) ([]uint16, error) {
-	var out []uint16
-	for _, p := range splitList(s) {
-		n, err := strconv.ParseUint(p, 10, 16)
-		if err != nil || n == 0 {
-			return nil, fmt.Errorf("%s is not a port from 1 to 65535", quote(p))
-		}
-		out = append(out, uint16(n))
-	}
-	return out, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
+func splitList(s string) []string { return settings.SplitList(s) }
 
 // maxPeersPerProcess bounds tcp.max_peers_per_process: each peer is a
 // series per process.

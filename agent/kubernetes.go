@@ -13,15 +13,6 @@ import (
 	"github.com/otelbee/otelbee/process/identity"
 )
 
-// The Kubernetes variables join envVars here, beside the rest of the
-// Kubernetes wiring.
-func init() {
-	envVars["OTELBEE_KUBERNETES"] = "kubernetes"
-	envVars["OTELBEE_KUBERNETES_NODE_NAME"] = "kubernetes.node-name"
-	envVars["OTELBEE_KUBERNETES_KUBECONFIG"] = "kubernetes.kubeconfig"
-	envVars["OTELBEE_KUBERNETES_APP_LABELS"] = "kubernetes.app-labels"
-}
-
 // startKubernetes gives every identity the pod metadata of its container,
 // when enabled. It runs before the collectors load, so their first series
 // already carry it. A failure leaves the agent running with container ids.
