@@ -6,7 +6,9 @@ import (
 	"flag"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -142,5 +144,38 @@ func TestExampleConfigComplete(t *testing.T) {
 		if s.Key != "" && !present[s.Key] {
 			t.Errorf("docs/config.example.yaml lacks %s", s.Key)
 		}
+	}
+}
+
+// TestChartVariablesDeclared: every OTELBEE_* variable the Helm chart sets
+// is one a setting reads (an undeclared one would be ignored in silence).
+func TestChartVariablesDeclared(t *testing.T) {
+	files, err := filepath.Glob("../charts/otelbee/templates/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("chart templates: %v %v", files, err)
+	}
+	declared := map[string]bool{}
+	cfg := DefaultConfig()
+	for _, s := range cfg.Settings() {
+		for _, e := range s.Env {
+			declared[e] = true
+		}
+	}
+	name := regexp.MustCompile(`name:\s*(OTELBEE_[A-Z0-9_]+)`)
+	seen := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range name.FindAllStringSubmatch(string(b), -1) {
+			seen++
+			if !declared[m[1]] {
+				t.Errorf("%s sets %s, which no setting reads", filepath.Base(f), m[1])
+			}
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no OTELBEE_* variable found in the chart: the pattern is stale")
 	}
 }

@@ -38,18 +38,18 @@ import (
 
 // Config selects and tunes the Kubernetes metadata.
 type Config struct {
-	Enabled bool `yaml:"enabled"`
+	Enabled bool
 	// NodeName is the node whose pods are watched (the chart sets it from
 	// the downward API's spec.nodeName). Required.
-	NodeName string `yaml:"node_name"`
+	NodeName string
 	// Kubeconfig is a kubeconfig file; empty uses the in-cluster service
 	// account.
-	Kubeconfig string `yaml:"kubeconfig"`
+	Kubeconfig string
 	// AppLabels also reads service.* from app.kubernetes.io/* labels.
-	AppLabels bool `yaml:"app_labels"`
+	AppLabels bool
 	// SyncTimeout is how long Start waits for the first list of pods, so
 	// that the first identities already carry metadata (default 10s).
-	SyncTimeout time.Duration `yaml:"sync_timeout"`
+	SyncTimeout time.Duration
 }
 
 // maxOwners bounds the ReplicaSet and Job lookup caches: owners come and go

@@ -34,29 +34,29 @@ const Name = "dns"
 // Config is the DNS collector's section of the agent configuration.
 type Config struct {
 	// Ports are the DNS server ports watched, over UDP and TCP.
-	Ports []uint16 `yaml:"ports"`
+	Ports []uint16
 	// Timeout is how long a query waits for its answer before it counts as
 	// a timeout and its state is freed.
-	Timeout time.Duration `yaml:"timeout"`
+	Timeout time.Duration
 	// MaxNamesPerService bounds the distinct dns.question.name values of
 	// each service; further names are folded into OverflowName.
-	MaxNamesPerService int `yaml:"max_names_per_service"`
+	MaxNamesPerService int
 	// MaxPending bounds the queries waiting for an answer (kernel map).
-	MaxPending uint32 `yaml:"max_pending"`
+	MaxPending uint32
 	// RingBufferBytes sizes the kernel -> agent ring buffer (a power of two).
-	RingBufferBytes uint32 `yaml:"ring_buffer_bytes"`
+	RingBufferBytes uint32
 	// Spans emits one client span per lookup (off by default).
-	Spans bool `yaml:"spans"`
+	Spans bool
 	// RetireAfter is how long the series of an exited process keep being
 	// reported before they are forgotten.
-	RetireAfter time.Duration `yaml:"retire_after"`
+	RetireAfter time.Duration
 	// MaxSeries caps the metric series kept; lookups of series beyond it
 	// are recorded in one series marked otel.metric.overflow=true, as the
 	// OpenTelemetry SDK does.
-	MaxSeries int `yaml:"max_series"`
+	MaxSeries int
 	// DurationBuckets are the upper bounds of dns.lookup.duration's
 	// buckets, in seconds; the default is what the conventions advise.
-	DurationBuckets []float64 `yaml:"duration_buckets"`
+	DurationBuckets []float64
 }
 
 // DefaultConfig matches the sizes compiled into bpf/dns.c.

@@ -28,16 +28,16 @@ const Name = "tcp"
 // Config sizes the collector's kernel state.
 type Config struct {
 	// MaxConnections bounds the connections tracked at once (socks map).
-	MaxConnections uint32 `yaml:"max_connections"`
+	MaxConnections uint32
 	// MaxSeries bounds distinct (process, peer, server port, direction)
 	// series (conn_stats map).
-	MaxSeries uint32 `yaml:"max_series"`
+	MaxSeries uint32
 	// MaxPeersPerProcess bounds the distinct peer addresses a process's
 	// series keep; further peers fold into network.peer.address="_OTHER".
-	MaxPeersPerProcess int `yaml:"max_peers_per_process"`
+	MaxPeersPerProcess int
 	// RetireAfter is how long the series of an exited process keep being
 	// reported before they are dropped from the kernel map.
-	RetireAfter time.Duration `yaml:"retire_after"`
+	RetireAfter time.Duration
 }
 
 // DefaultConfig matches the map sizes compiled into bpf/tcp.c.
