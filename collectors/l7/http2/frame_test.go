@@ -188,7 +188,7 @@ func TestFrames(t *testing.T) {
 				sv.headers(1, true, 0, 0, ":status", "200")
 				*out = append(*out, chunk{FromServer, sv.take()})
 			},
-			want: []string{"1 POST http svc:80 /caf\uFFFD/" + string(bytes.Repeat([]byte("é"), 125)) + " ct= st=200 grpc=false gs=-1 req=0 resp=0 rst=false/0"},
+			want: []string{"1 POST http svc:80 /caf\uFFFD/" + string(bytes.Repeat([]byte("é"), 124)) + " ct= st=200 grpc=false gs=-1 req=0 resp=0 rst=false/0"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -68,10 +68,10 @@ func checkParser(t *testing.T, lim Limits, feed func(p *Parser)) {
 		}
 	}})
 	feed(p)
-	if len(p.streams) > lim.MaxStreams || len(p.free) > lim.MaxStreams {
-		t.Fatalf("%d streams open, %d free: over the cap %d", len(p.streams), len(p.free), lim.MaxStreams)
+	if p.streams.Len() > lim.MaxStreams {
+		t.Fatalf("%d streams open: over the cap %d", p.streams.Len(), lim.MaxStreams)
 	}
-	open := uint64(len(p.streams))
+	open := uint64(p.streams.Len())
 	p.Close()
 	s := p.Stats()
 	if s.Exchanges != emitted || s.Exchanges > s.Streams ||

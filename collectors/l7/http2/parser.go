@@ -43,7 +43,8 @@ type Limits struct {
 	// MaxHeaderString caps a header name or value the decoder will read; a
 	// longer one makes the stream undecodable.
 	MaxHeaderString int
-	// MaxField caps the bytes kept of each field an Exchange carries.
+	// MaxField caps the bytes kept of each field an Exchange carries (at
+	// most 256).
 	MaxField int
 }
 
@@ -69,7 +70,7 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxHeaderString <= 0 {
 		l.MaxHeaderString = defaultMaxHeaderString
 	}
-	if l.MaxField <= 0 {
+	if l.MaxField <= 0 || l.MaxField > defaultMaxField {
 		l.MaxField = defaultMaxField
 	}
 	return l
@@ -152,11 +153,12 @@ type Config struct {
 // Parser follows one connection. It is not safe for concurrent use: the
 // layer feeds a connection's records in order from one goroutine.
 type Parser struct {
-	lim     Limits
-	emit    func(*Exchange)
-	dirs    [2]reader
-	streams map[uint32]*stream
-	free    []*stream
+	lim  Limits
+	emit func(*Exchange)
+	dirs [2]reader
+	// streams pairs each request with its response by stream id, bounded
+	// by MaxStreams; its values are recycled, buffers included.
+	streams *l7.ByID[uint32, stream]
 	// maxClientID is the highest client stream id seen: a HEADERS on a
 	// lower id is never a new request.
 	maxClientID uint32
@@ -171,7 +173,7 @@ func NewParser(cfg Config) *Parser {
 	p := &Parser{
 		lim:     cfg.Limits.withDefaults(),
 		emit:    cfg.Emit,
-		streams: make(map[uint32]*stream),
+		streams: l7.NewByID[uint32, stream](cfg.Limits.withDefaults().MaxStreams),
 		joined:  cfg.Joined,
 	}
 	for d := range p.dirs {
@@ -292,23 +294,23 @@ func (p *Parser) LostDir(dir Dir) {
 
 // Close ends the connection: streams still open are counted as unfinished.
 func (p *Parser) Close() {
-	for id, st := range p.streams {
-		p.stats.Unfinished++
-		p.detach(st)
-		delete(p.streams, id)
-		p.release(st)
-	}
+	p.stats.Unfinished += uint64(p.dropAll())
 }
 
 // abandonAll drops every open stream after a loss: any of them may have
 // lost a frame.
 func (p *Parser) abandonAll() {
-	for id, st := range p.streams {
-		p.stats.Lost++
-		p.detach(st)
-		delete(p.streams, id)
-		p.release(st)
+	p.stats.Lost += uint64(p.dropAll())
+}
+
+// dropAll forgets every open stream and returns how many there were.
+func (p *Parser) dropAll() int {
+	n := p.streams.Len()
+	if n > 0 {
+		p.streams.Each(func(_ uint32, st *stream) { p.detach(st) })
+		p.streams.Clear()
 	}
+	return n
 }
 
 // newDecoder returns a decoder for this direction. fromStart says the

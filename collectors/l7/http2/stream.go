@@ -8,11 +8,11 @@ import (
 )
 
 // stream is one request/response exchange in flight. Streams are recycled
-// with their buffers, so a warm connection allocates none.
+// with their buffers (l7.ByID), so a warm connection allocates none.
 type stream struct {
 	id                              uint32
-	method, path, authority, scheme []byte
-	ctype                           []byte
+	method, path, authority, scheme field
+	ctype                           field
 	status                          int
 	grpcStatus                      int
 	reqBytes, respBytes             int64
@@ -28,24 +28,37 @@ type stream struct {
 	traceFlags                      byte
 }
 
-func (p *Parser) alloc(id uint32) *stream {
-	var st *stream
-	if n := len(p.free); n > 0 {
-		st = p.free[n-1]
-		p.free = p.free[:n-1]
-	} else {
-		st = new(stream)
-	}
-	*st = stream{
-		id: id, grpcStatus: -1,
-		method: st.method[:0], path: st.path[:0], authority: st.authority[:0],
-		scheme: st.scheme[:0], ctype: st.ctype[:0],
-	}
-	return st
+// field is one kept header value: a fixed buffer, so a recycled stream
+// (zeroed by l7.ByID) keeps its memory.
+type field struct {
+	b [defaultMaxField]byte
+	n uint16
 }
 
-func (p *Parser) release(st *stream) {
-	p.free = append(p.free, st)
+func (f *field) bytes() []byte { return f.b[:f.n] }
+
+// set keeps at most max bytes of v as valid UTF-8.
+func (f *field) set(v string, max int) {
+	kept := keep(f.b[:0], v, max)
+	if len(kept) > len(f.b) {
+		// Invalid bytes replaced by U+FFFD outgrew the buffer (the rare
+		// path that allocates): cut on a rune boundary.
+		kept = kept[:len(f.b)]
+		for len(kept) > 0 && !utf8.Valid(kept) {
+			kept = kept[:len(kept)-1]
+		}
+		copy(f.b[:], kept)
+	}
+	f.n = uint16(len(kept))
+}
+
+// alloc opens stream id, or returns nil when MaxStreams are open.
+func (p *Parser) alloc(id uint32) *stream {
+	st, _ := p.streams.Add(id)
+	if st != nil {
+		st.id, st.grpcStatus = id, -1
+	}
+	return st
 }
 
 // detach makes sure no header block still being decoded writes into st
@@ -65,7 +78,7 @@ func (r *reader) startBlock(sid uint32, endStream bool) {
 	p := r.p
 	r.inBlock, r.blkSID, r.blkEnd, r.blkBroken = true, sid, endStream, false
 	r.blkKind, r.blkSt = blockDiscard, nil
-	st := p.streams[sid]
+	st := p.streams.Get(sid)
 	if r.dir == FromClient {
 		switch {
 		case st != nil:
@@ -73,14 +86,13 @@ func (r *reader) startBlock(sid uint32, endStream bool) {
 		case sid%2 == 0 || sid <= p.maxClientID:
 			// A server-initiated id, or a stream dropped or finished
 			// already: nothing to attribute.
-		case len(p.streams) >= p.lim.MaxStreams:
-			p.maxClientID = sid
-			p.stats.DroppedStreams++
 		default:
 			p.maxClientID = sid
-			st = p.alloc(sid)
+			if st = p.alloc(sid); st == nil {
+				p.stats.DroppedStreams++
+				return
+			}
 			st.start = p.now.Start
-			p.streams[sid] = st
 			p.stats.Streams++
 			r.blkKind, r.blkSt = blockRequest, st
 		}
@@ -113,7 +125,7 @@ func (r *reader) endBlock() {
 	case blockRequest:
 		st.reqHeaders = true
 		st.reqDone = end
-		st.grpc = isGRPC(st.ctype)
+		st.grpc = isGRPC(st.ctype.bytes())
 	case blockReqTrail:
 		st.reqDone = st.reqDone || end
 	case blockResponse:
@@ -147,21 +159,21 @@ func (r *reader) onField(f hpack.HeaderField) {
 	case blockRequest:
 		switch f.Name {
 		case ":method":
-			st.method = keep(st.method[:0], f.Value, max)
+			st.method.set(f.Value, max)
 		case ":path":
-			st.path = keep(st.path[:0], cutQuery(f.Value), max)
+			st.path.set(cutQuery(f.Value), max)
 		case ":authority":
-			st.authority = keep(st.authority[:0], f.Value, max)
+			st.authority.set(f.Value, max)
 		case "host":
 			// Allowed instead of :authority (RFC 9113 8.3.1), e.g. from
 			// a request translated from HTTP/1.1.
-			if len(st.authority) == 0 {
-				st.authority = keep(st.authority, f.Value, max)
+			if st.authority.n == 0 {
+				st.authority.set(f.Value, max)
 			}
 		case ":scheme":
-			st.scheme = keep(st.scheme[:0], f.Value, max)
+			st.scheme.set(f.Value, max)
 		case "content-type":
-			st.ctype = keep(st.ctype[:0], f.Value, max)
+			st.ctype.set(f.Value, max)
 		case "traceparent":
 			st.hasParent = parseTraceparent(f.Value, &st.traceID, &st.spanID, &st.traceFlags)
 		case "grpc-timeout":
@@ -172,7 +184,7 @@ func (r *reader) onField(f hpack.HeaderField) {
 		case ":status":
 			st.status = atoi(f.Value, 999)
 		case "content-type":
-			st.ctype = keep(st.ctype[:0], f.Value, max)
+			st.ctype.set(f.Value, max)
 		case "grpc-status":
 			st.grpcStatus = atoi(f.Value, 1<<16)
 		}
@@ -221,7 +233,7 @@ func atoi(s string, max int) int {
 }
 
 func (p *Parser) onData(dir Dir, sid uint32, n int64, end bool) {
-	st := p.streams[sid]
+	st := p.streams.Get(sid)
 	if st == nil {
 		return
 	}
@@ -236,7 +248,7 @@ func (p *Parser) onData(dir Dir, sid uint32, n int64, end bool) {
 }
 
 func (p *Parser) onReset(sid uint32, code uint32) {
-	st := p.streams[sid]
+	st := p.streams.Get(sid)
 	if st == nil {
 		return
 	}
@@ -250,14 +262,13 @@ func (p *Parser) onGoAway(dir Dir, last uint32) {
 	if dir != FromServer {
 		return
 	}
-	for id, st := range p.streams {
+	p.streams.Each(func(id uint32, st *stream) {
 		if id > last {
 			p.stats.Unfinished++
 			p.detach(st)
-			delete(p.streams, id)
-			p.release(st)
+			p.streams.Remove(id)
 		}
-	}
+	})
 }
 
 // setting applies one SETTINGS parameter sent by dir: it bounds what the
@@ -306,12 +317,11 @@ func (p *Parser) maybeFinish(st *stream) {
 	if st.reqDone && !st.respDone && !st.reset {
 		return
 	}
-	delete(p.streams, st.id)
 	p.detach(st)
 	switch {
 	case !st.reqHeaders:
 		p.stats.Unfinished++
-	case st.undecodable || len(st.method) == 0 || len(st.path) == 0 && string(st.method) != "CONNECT":
+	case st.undecodable || st.method.n == 0 || st.path.n == 0 && string(st.method.bytes()) != "CONNECT":
 		// Never a guess: a stream without its method and path is not
 		// attributed to anything.
 		p.stats.Undecodable++
@@ -320,8 +330,8 @@ func (p *Parser) maybeFinish(st *stream) {
 		if p.emit != nil {
 			e := &p.ex
 			*e = Exchange{
-				StreamID: st.id, Method: st.method, Path: st.path, Authority: st.authority,
-				Scheme: st.scheme, ContentType: st.ctype, Status: st.status, GRPC: st.grpc,
+				StreamID: st.id, Method: st.method.bytes(), Path: st.path.bytes(), Authority: st.authority.bytes(),
+				Scheme: st.scheme.bytes(), ContentType: st.ctype.bytes(), Status: st.status, GRPC: st.grpc,
 				GRPCStatus: st.grpcStatus, RequestBytes: st.reqBytes, ResponseBytes: st.respBytes,
 				Start: st.start, End: p.now.End, Reset: st.reset,
 				ResetCode: st.resetCode, GRPCTimeout: st.grpcTimeout, HasParent: st.hasParent,
@@ -333,7 +343,8 @@ func (p *Parser) maybeFinish(st *stream) {
 			p.emit(e)
 		}
 	}
-	p.release(st)
+	// Last: the stream's buffers back the exchange until emit returns.
+	p.streams.Remove(st.id)
 }
 
 // parseTraceparent reads a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>

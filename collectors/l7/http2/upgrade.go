@@ -28,12 +28,11 @@ func (p *Parser) Upgrade(req Upgraded, t Times) {
 	st := p.alloc(1)
 	st.start = t.Start
 	max := p.lim.MaxField
-	st.method = keep(st.method, string(req.Method), max)
-	st.path = keep(st.path, string(cutQuery(req.Path)), max)
-	st.authority = keep(st.authority, string(req.Authority), max)
-	st.scheme = keep(st.scheme, string(req.Scheme), max)
+	st.method.set(string(req.Method), max)
+	st.path.set(string(cutQuery(req.Path)), max)
+	st.authority.set(string(req.Authority), max)
+	st.scheme.set(string(req.Scheme), max)
 	st.reqHeaders, st.reqDone = true, true
-	p.streams[1] = st
 	p.stats.Streams++
 	// The settings in the header count as the client's first SETTINGS,
 	// acknowledged by the 101 itself.
