@@ -74,6 +74,7 @@ for i in range(50):
     c.set('a%%d' %% i, 'x' * i)
 for i in range(30):
     nr.set('b%%d' %% i, 'y')
+nr.version()  # a reply on the same connection: the noreply sets have run
 for i in range(20):
     got = c.get_many(['a1', 'b1', 'b2', 'missing%%d' %% i])
     assert len(got) == 3, got
