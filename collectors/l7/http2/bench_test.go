@@ -42,7 +42,7 @@ func (g *grpcTraffic) batch(n int) []chunk {
 func BenchmarkWarmGRPCExchange(b *testing.B) {
 	g := newGRPCTraffic()
 	var emitted int
-	p := NewParser(Config{Emit: func(e *Exchange) { emitted++ }})
+	p := NewParser(ParserConfig{Emit: func(e *Exchange) { emitted++ }})
 	warm := conversation(func(cl, sv *wire, out *[]chunk) {})
 	for _, c := range warm {
 		p.Feed(c.dir, c.data, uint64(len(c.data)), Times{})
@@ -82,7 +82,7 @@ func BenchmarkWarmGRPCExchange(b *testing.B) {
 func TestWarmExchangeAllocs(t *testing.T) {
 	g := newGRPCTraffic()
 	n := 0
-	p := NewParser(Config{Emit: func(e *Exchange) { n++ }})
+	p := NewParser(ParserConfig{Emit: func(e *Exchange) { n++ }})
 	for _, c := range append(conversation(func(cl, sv *wire, out *[]chunk) {}), g.batch(16)...) {
 		p.Feed(c.dir, c.data, uint64(len(c.data)), Times{})
 	}
@@ -105,7 +105,7 @@ func TestWarmExchangeAllocs(t *testing.T) {
 func BenchmarkJoinedUndecodableExchange(b *testing.B) {
 	g := newGRPCTraffic()
 	g.batch(16) // the encoders index everything before the join
-	p := NewParser(Config{Emit: func(e *Exchange) { b.Fatal("an undecodable stream was emitted") }})
+	p := NewParser(ParserConfig{Emit: func(e *Exchange) { b.Fatal("an undecodable stream was emitted") }})
 	const batch = 4096
 	chunks := g.batch(batch)
 	b.ReportAllocs()

@@ -77,7 +77,7 @@ func exString(e *Exchange) string {
 // run feeds chunks, each cut into pieces of at most piece bytes (0: whole).
 func run(chunks []chunk, piece int, lim Limits) result {
 	var res result
-	p := NewParser(Config{Limits: lim, Emit: func(e *Exchange) { res.ex = append(res.ex, exString(e)) }})
+	p := NewParser(ParserConfig{Limits: lim, Emit: func(e *Exchange) { res.ex = append(res.ex, exString(e)) }})
 	for i, c := range chunks {
 		t := Times{Start: int64(i * 10), End: int64(i*10 + 5)}
 		if piece <= 0 {
@@ -220,7 +220,7 @@ func TestMissingBytes(t *testing.T) {
 	cl.buf.WriteString(preface)
 	cl.fr.WriteSettings()
 	var got []string
-	p := NewParser(Config{Emit: func(e *Exchange) { got = append(got, exString(e)) }})
+	p := NewParser(ParserConfig{Emit: func(e *Exchange) { got = append(got, exString(e)) }})
 	feed := func(d Dir, b []byte, total int) { p.Feed(d, b, uint64(total), Times{}) }
 	req(cl, 1, false, "/a")
 	cl.fr.WriteData(1, true, make([]byte, 1000))

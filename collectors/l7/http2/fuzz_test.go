@@ -50,7 +50,7 @@ func checkParser(t *testing.T, lim Limits, feed func(p *Parser)) {
 	lim = lim.withDefaults()
 	emitted := uint64(0)
 	var p *Parser
-	p = NewParser(Config{Limits: lim, Emit: func(e *Exchange) {
+	p = NewParser(ParserConfig{Limits: lim, Emit: func(e *Exchange) {
 		emitted++
 		for _, f := range [][]byte{e.Method, e.Path, e.Authority, e.Scheme, e.ContentType} {
 			if !utf8.Valid(f) {

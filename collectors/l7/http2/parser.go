@@ -137,8 +137,8 @@ type Stats struct {
 	DecoderResets  uint64 // HPACK decoders replaced after an error or a loss
 }
 
-// Config is what a parser needs besides its bytes.
-type Config struct {
+// ParserConfig is what a parser needs besides its bytes.
+type ParserConfig struct {
 	Limits Limits
 	// Emit receives each finished stream. It must not call back into the
 	// parser.
@@ -165,11 +165,11 @@ type Parser struct {
 	now         Times
 	ex          Exchange
 	stats       Stats
-	joined      bool // Config.Joined
+	joined      bool // ParserConfig.Joined
 }
 
 // NewParser returns a parser for one connection.
-func NewParser(cfg Config) *Parser {
+func NewParser(cfg ParserConfig) *Parser {
 	p := &Parser{
 		lim:     cfg.Limits.withDefaults(),
 		emit:    cfg.Emit,

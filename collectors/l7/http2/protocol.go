@@ -36,6 +36,9 @@ type Options struct {
 	// ClientURLScheme puts url.scheme on client metrics (opt-in there as
 	// for HTTP/1; always on server metrics).
 	ClientURLScheme bool
+	// RouteHeuristic puts the route table's folded templates into
+	// http.route too (server side), as HTTP/1's switch does.
+	RouteHeuristic bool
 }
 
 const (
@@ -145,7 +148,7 @@ func (p *Protocol) NewUpgradedParser(c *l7.Conn, req Upgraded, t Times) l7.Parse
 
 func (p *Protocol) newConn(c *l7.Conn, up *Upgraded, t Times) *conn {
 	cp := &conn{proto: p, c: c, svc: strconv.FormatUint(uint64(c.PID), 10)}
-	cp.eng = NewParser(Config{Limits: p.opts.Limits, Emit: cp.emit, Joined: c.Midstream && up == nil})
+	cp.eng = NewParser(ParserConfig{Limits: p.opts.Limits, Emit: cp.emit, Joined: c.Midstream && up == nil})
 	if up != nil {
 		cp.eng.Upgrade(*up, t)
 	}
@@ -303,7 +306,7 @@ func (cp *conn) httpExchange(e *Exchange) {
 			cp.known = r.Known(cp.route)
 			cp.proto.mu.Unlock()
 		}
-		if server && cp.known {
+		if server && (cp.known || cp.proto.opts.RouteHeuristic) {
 			x.Add(keyRoute.String(cp.route))
 			target = cp.route
 		} else {

@@ -427,3 +427,33 @@ func (s *countSink) Exchange(c *l7.Conn, x *l7.Exchange) {
 }
 
 func (s *countSink) Drop(c *l7.Conn, reason string, n int) { s.drops += n }
+
+// With the route heuristic on (http.route-heuristic), a server's folded
+// template is http.route too, as for HTTP/1; the options come from the
+// declared settings' defaults.
+func TestProtocolRouteHeuristicAndConfig(t *testing.T) {
+	cfg := DefaultConfig()
+	for _, s := range Settings(&cfg) {
+		if s.Check != nil {
+			if err := s.Check(); err != nil {
+				t.Errorf("default of %s: %v", s.Name(), err)
+			}
+		}
+	}
+	opts := cfg.Options(&tableRouter{known: map[string]bool{}}, true, false)
+	if opts.Limits.MaxStreams != defaultMaxStreams || opts.MaxMethods != defaultMaxMethods || !opts.RouteHeuristic {
+		t.Fatalf("options %+v", opts)
+	}
+	sink := newRecSink()
+	c := &l7.Conn{ID: 1, PID: 7, Role: l7.RoleServer, Source: l7.SourceSyscall}
+	feedL7(New(opts).NewParser(c), conversation(func(cl, sv *wire, out *[]chunk) {
+		cl.headers(1, true, 0, 0, ":method", "GET", ":scheme", "http", ":authority", "svc", ":path", "/users/42")
+		*out = append(*out, chunk{FromClient, cl.take()})
+		sv.headers(1, true, 0, 0, ":status", "200")
+		*out = append(*out, chunk{FromServer, sv.take()})
+	}), sink)
+	want := `0 "GET /users/{id}" | http.request.method=GET http.response.status_code=200 network.protocol.version=2 url.scheme=http http.route=/users/{id} | err=/false`
+	if len(sink.lines) != 1 || sink.lines[0] != want {
+		t.Errorf("got %q, want %q", sink.lines, want)
+	}
+}

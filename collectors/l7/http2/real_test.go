@@ -91,7 +91,7 @@ func (r *relay) serve(c, up *net.TCPConn) {
 	var rec []chunk
 	var times []int64
 	var upReq *Upgraded
-	p := NewParser(Config{Emit: func(e *Exchange) {
+	p := NewParser(ParserConfig{Emit: func(e *Exchange) {
 		k := fmt.Sprintf("%s %s %d %d", e.Method, e.Path, e.Status, e.GRPCStatus)
 		if e.Reset && e.GRPCStatus < 0 {
 			k = fmt.Sprintf("%s %s RST", e.Method, e.Path)
