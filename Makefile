@@ -83,6 +83,9 @@ bench: build
 	$(GO) run ./bench/tcpconn -agent $(BIN) -rate 20000 -duration 10s
 	$(GO) run ./bench/httpoverhead -agent $(BIN) -svg docs/http-overhead.svg
 	$(GO) run ./bench/httpoverhead -agent $(BIN) -sampler parentbased_traceidratio -sampler-arg 0.01 -svg docs/http-overhead-sampled.svg
+	# As users run the agent: without --bpf.stats (its two clock reads per program run).
+	$(GO) run ./bench/httpoverhead -agent $(BIN) -bpf-stats=false -otelhttp=false -svg /dev/null
+	$(GO) run ./bench/httpoverhead -agent $(BIN) -bpf-stats=false -otelhttp=false -sampler parentbased_traceidratio -sampler-arg 0.01 -svg /dev/null
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/local/bin/otelbee

@@ -6,9 +6,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/otelbee/otelbee/e2e/harness"
@@ -110,6 +112,49 @@ func TestSpansExactPerServiceInOneRequest(t *testing.T) {
 	if requests == 0 || requests > 3 {
 		t.Errorf("the spans of %d services came in %d requests, want one per export (1 to 3 here)", len(want), requests)
 	}
+	// Metrics too: the last exports carry every service (cumulative), in
+	// one request each.
+	names := map[string]bool{}
+	for k := range want {
+		names[k[:strings.LastIndexByte(k, ' ')]] = true
+	}
+	most := 0
+	for _, n := range metricsRequestsWith(t, col.MetricsPath, names) {
+		most = max(most, n)
+	}
+	if most != len(names) {
+		t.Errorf("at most %d of the %d services' metrics in one request, want all in one", most, len(names))
+	}
+}
+
+// metricsRequestsWith returns, for each export request (line of the
+// collector's metrics file), how many of the services in names it holds.
+func metricsRequestsWith(t *testing.T, path string, names map[string]bool) []int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	var u pmetric.JSONUnmarshaler
+	for _, line := range bytes.Split(b, []byte{'\n'}) {
+		md, err := u.UnmarshalMetrics(line)
+		if err != nil {
+			continue // empty, or the last line being written
+		}
+		seen := map[string]bool{}
+		rms := md.ResourceMetrics()
+		for i := range rms.Len() {
+			name, _ := rms.At(i).Resource().Attributes().Get("service.name")
+			if names[name.Str()] {
+				seen[name.Str()] = true
+			}
+		}
+		if len(seen) > 0 {
+			out = append(out, len(seen))
+		}
+	}
+	return out
 }
 
 // tracesRequestsWith counts the export requests (lines of the collector's

@@ -30,6 +30,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -65,6 +67,8 @@ var (
 	agentArgs  = flag.String("agent-args", "", "extra agent arguments, space-separated (e.g. --attach-mode=tracepoint)")
 	sampler    = flag.String("sampler", "parentbased_always_on", "OTEL_TRACES_SAMPLER for the agent and the otelhttp server")
 	samplerArg = flag.String("sampler-arg", "", "OTEL_TRACES_SAMPLER_ARG")
+	bpfStats   = flag.Bool("bpf-stats", true, "run the agent with --bpf.stats (BPF run time per request; adds two clock reads to every program run)")
+	withSDK    = flag.Bool("otelhttp", true, "include the otelhttp (in-process SDK) setup for the Go server")
 )
 
 func samplerEnv() []string {
@@ -106,7 +110,7 @@ func main() {
 	for _, target := range targets {
 		all[target] = map[setup][]result{}
 		setups := []setup{baseline, otelbee, otelhttp}
-		if target == "nginx" {
+		if target == "nginx" || !*withSDK {
 			setups = []setup{baseline, otelbee}
 		}
 		for r := 0; r < *rounds; r++ {
@@ -125,6 +129,10 @@ func main() {
 		}
 	}
 	report(targets, all)
+	sinkRequests.Range(func(k, v any) bool {
+		fmt.Printf("\nOTLP sink: %d requests to %s over the whole run (every setup).\n", v.(*atomic.Int64).Load(), k)
+		return true
+	})
 }
 
 func reverse(s []setup) []setup {
@@ -142,6 +150,9 @@ func perReq(sec float64, r result) float64 {
 	return sec / r.requests * 1e6
 }
 
+// sinkRequests counts the export requests the sink received, by path.
+var sinkRequests sync.Map // path -> *atomic.Int64
+
 // startSink accepts OTLP/HTTP exports and discards them.
 func startSink() string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -149,6 +160,8 @@ func startSink() string {
 		log.Fatal(err)
 	}
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := sinkRequests.LoadOrStore(r.URL.Path, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/x-protobuf")
 		w.WriteHeader(200)
@@ -169,7 +182,7 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 	var agent *exec.Cmd
 	promAddr := freeAddr()
 	if s == otelbee {
-		agent = exec.Command(*agentBin, "--collectors="+*collectors, "--bpf.stats", "--prometheus.listen="+promAddr,
+		agent = exec.Command(*agentBin, "--collectors="+*collectors, "--bpf.stats="+strconv.FormatBool(*bpfStats), "--prometheus.listen="+promAddr,
 			"--log.level=warn", "--otlp.endpoint="+sink, "--otlp.protocol=http/protobuf",
 			// the load generator and this harness (the OTLP sink) stand for
 			// other machines: the server is what is observed
@@ -469,7 +482,11 @@ func report(targets []string, all map[string]map[setup][]result) {
 			rows = append(rows, rw)
 		}
 	}
-	fmt.Printf("Sampler: %s %s; wrk -t%d -c%d -d%s, %d alternating rounds, medians.\n\n", *sampler, *samplerArg, *threads, *conns, *duration, *rounds)
+	stats := "with --bpf.stats"
+	if !*bpfStats {
+		stats = "without --bpf.stats (BPF time not measured: 0)"
+	}
+	fmt.Printf("Sampler: %s %s; agent %s; wrk -t%d -c%d -d%s, %d alternating rounds, medians.\n\n", *sampler, *samplerArg, stats, *threads, *conns, *duration, *rounds)
 	fmt.Printf("| target | setup | req/s (median) | vs baseline | p50 µs | p99 µs | agent CPU µs/req | BPF µs/req | server CPU µs/req (extra) | total µs/req | agent peak RSS MiB |\n")
 	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {

@@ -1,9 +1,10 @@
 // Package otlp builds the agent's OTLP metric and trace exporters.
 //
-// It wraps the OpenTelemetry Go OTLP exporters (gRPC or HTTP/protobuf) so
-// that the agent's single-resource telemetry leaves as one resource per
-// observed service (see package perservice), and counts failed exports for
-// the agent's self-telemetry. Everything the OTLP exporters already read from
+// It wraps the OpenTelemetry Go OTLP exporters' clients (gRPC or
+// HTTP/protobuf) so that the agent's single-resource telemetry leaves as one
+// resource per observed service (see package perservice), every service in
+// one request per export (transport.go; spans come encoded from package
+// spans), and counts failed exports for the agent's self-telemetry. Everything the OTLP exporters already read from
 // the environment (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _INSECURE,
 // _CERTIFICATE, _COMPRESSION, ...) is left to them; this package adds the
 // protocol choice, which they cannot make for themselves, the agent's

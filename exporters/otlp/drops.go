@@ -84,8 +84,7 @@ const maxLoggedError = 512
 
 // failureLog logs an exporter's failures at most once per interval, with
 // what was lost since the last line, and once when export recovers. One
-// line per interval for the whole exporter, not one per request: a metric
-// export is one request per observed service.
+// line per interval for the whole exporter, not one per request.
 type failureLog struct {
 	logger   *slog.Logger
 	what     string // "spans" or "metric points"

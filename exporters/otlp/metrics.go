@@ -2,13 +2,18 @@ package otlp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/otelbee/otelbee/exporters/perservice"
 )
@@ -16,7 +21,8 @@ import (
 // MetricExporter is an sdkmetric.Exporter sending one OTLP ResourceMetrics
 // per observed service. Register it with sdkmetric.NewPeriodicReader.
 type MetricExporter struct {
-	inner    sdkmetric.Exporter
+	inner    sdkmetric.Exporter // temporality and aggregation, from the environment
+	client   otlptrace.Client   // sends every service's metrics in one request (transport.go)
 	protocol string
 
 	failures atomic.Int64 // failed requests
@@ -61,7 +67,14 @@ func NewMetricExporter(ctx context.Context, cfg Config) (*MetricExporter, error)
 			return nil, fmt.Errorf("creating otlp http metric exporter: %w", err)
 		}
 	}
-	return &MetricExporter{inner: inner, protocol: proto, log: newFailureLog(cfg.Logger, "metric points")}, nil
+	client, err := newMetricsClient(cfg, proto)
+	if err != nil {
+		return nil, fmt.Errorf("creating otlp %s metric client: %w", proto, err)
+	}
+	if err := client.Start(ctx); err != nil {
+		return nil, fmt.Errorf("starting otlp %s metric client: %w", proto, err)
+	}
+	return &MetricExporter{inner: inner, client: client, protocol: proto, log: newFailureLog(cfg.Logger, "metric points")}, nil
 }
 
 // Protocol returns the protocol in use ("grpc" or "http/protobuf"), for the
@@ -80,54 +93,54 @@ func (e *MetricExporter) Aggregation(k sdkmetric.InstrumentKind) sdkmetric.Aggre
 	return e.inner.Aggregation(k)
 }
 
-// Export sends rm as one request per service. The Go OTLP exporter takes a
-// single ResourceMetrics per call, so each service is its own request; they
-// go out one after the other (the exporter serialises uploads anyway). A
-// failed request does not stop the others. Failures are counted and logged
-// here, once per interval for the whole export (not per service); the error
-// returned names the first and wraps ErrReported.
+// Export sends rm in one request, one ResourceMetrics per observed
+// service (package perservice): an export is one request whatever the
+// number of services. A failure is counted and logged here, once per
+// interval; the error returned wraps ErrReported.
 func (e *MetricExporter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
 	var (
-		first        error
-		failed, lost int64
-		reason       = ReasonExportFailed
-		anyDelivered bool
+		parts []*tracepb.ResourceSpans
+		n     int64
 	)
 	for _, part := range perservice.SplitMetrics(rm) {
-		n := int64(perservice.CountDataPoints(part))
-		if n == 0 {
-			continue // nothing to send; an empty request only costs
+		pts := int64(perservice.CountDataPoints(part))
+		if pts == 0 {
+			continue // nothing to send
 		}
-		if err := e.inner.Export(ctx, part); err != nil {
-			reason = reasonFor(ctx)
-			e.failures.Add(1)
-			e.dropped.add(reason, n)
-			failed++
-			lost += n
-			if first == nil {
-				first = err
-			}
-			continue
+		b, err := proto.Marshal(resourceMetricsPB(part))
+		if err != nil {
+			return fmt.Errorf("encoding metrics: %w", err)
 		}
-		anyDelivered = true
-		e.exported.Add(n)
+		// The encoded ResourceMetrics travels as the unknown fields of
+		// an element of the request's field 1 (transport.go).
+		msg := &tracepb.ResourceSpans{}
+		msg.ProtoReflect().SetUnknown(protoreflect.RawFields(b))
+		parts = append(parts, msg)
+		n += pts
 	}
-	if first == nil {
-		if anyDelivered {
-			e.log.success()
-		}
-		return nil
+	if len(parts) == 0 {
+		return nil // an empty request only costs
 	}
-	err := fmt.Errorf("exporting metrics over otlp %s: %d of the requests failed, %d points lost: %w", e.protocol, failed, lost, first)
-	e.log.failure(err, failed, lost)
-	return fmt.Errorf("%w: %w", ErrReported, err)
+	if err := e.client.UploadTraces(ctx, parts); err != nil {
+		reason := reasonFor(ctx)
+		e.failures.Add(1)
+		e.dropped.add(reason, n)
+		err = fmt.Errorf("exporting metrics over otlp %s: %d points lost: %w", e.protocol, n, err)
+		e.log.failure(err, 1, n)
+		return fmt.Errorf("%w: %w", ErrReported, err)
+	}
+	e.exported.Add(n)
+	e.log.success()
+	return nil
 }
 
 // ForceFlush delegates to the OTLP exporter.
 func (e *MetricExporter) ForceFlush(ctx context.Context) error { return e.inner.ForceFlush(ctx) }
 
-// Shutdown delegates to the OTLP exporter.
-func (e *MetricExporter) Shutdown(ctx context.Context) error { return e.inner.Shutdown(ctx) }
+// Shutdown stops the client and the OTLP exporter.
+func (e *MetricExporter) Shutdown(ctx context.Context) error {
+	return errors.Join(e.client.Stop(ctx), e.inner.Shutdown(ctx))
+}
 
 // Failures returns the number of failed export requests so far.
 func (e *MetricExporter) Failures() int64 { return e.failures.Load() }

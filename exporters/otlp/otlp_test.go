@@ -197,8 +197,8 @@ func TestMetricExporterSplitsPerService(t *testing.T) {
 
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			if r.requests != 3 || len(r.metrics) != 3 {
-				t.Fatalf("got %d requests with %d ResourceMetrics, want 3 and 3", r.requests, len(r.metrics))
+			if r.requests != 1 || len(r.metrics) != 3 {
+				t.Fatalf("got %d requests with %d ResourceMetrics, want one request holding 3", r.requests, len(r.metrics))
 			}
 			// Order: the agent's own resource, then services by name.
 			want := []struct {
@@ -283,8 +283,8 @@ func TestMetricExporterRefused(t *testing.T) {
 			if !strings.Contains(err.Error(), "exporting metrics over otlp "+proto) {
 				t.Errorf("error %q does not say what failed", err)
 			}
-			if exp.Failures() != 3 || exp.Dropped() != 4 || exp.Exported() != 0 {
-				t.Errorf("Failures/Dropped/Exported = %d/%d/%d, want 3/4/0", exp.Failures(), exp.Dropped(), exp.Exported())
+			if exp.Failures() != 1 || exp.Dropped() != 4 || exp.Exported() != 0 {
+				t.Errorf("Failures/Dropped/Exported = %d/%d/%d, want 1/4/0 (one request)", exp.Failures(), exp.Dropped(), exp.Exported())
 			}
 		})
 	}
