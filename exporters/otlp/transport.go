@@ -40,10 +40,10 @@ const (
 // transportSettings are a signal's OTLP variables other than the endpoint
 // and the protocol.
 type transportSettings struct {
-	headers  map[string]string
-	timeout  time.Duration
-	gzip     bool
-	tls      *tls.Config // nil: the system's roots, no client certificate
+	headers map[string]string
+	timeout time.Duration
+	gzip    bool
+	tls     *tls.Config // nil: the system's roots, no client certificate
 }
 
 // readTransportSettings reads s's variables as the specification defines
