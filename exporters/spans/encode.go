@@ -200,15 +200,31 @@ func appendArrayValues(b []byte, v attribute.Value) []byte {
 	return b
 }
 
-// appendKeyValue appends kv as field f (a repeated KeyValue).
+// appendKeyValue appends kv as field f (a repeated KeyValue). Scalars and
+// strings, nearly every attribute, are sized and written in one switch.
 func appendKeyValue(b []byte, f protowire.Number, kv attribute.KeyValue) []byte {
+	key := string(kv.Key)
+	keySize := 1 + stringSize(key)
+	switch kv.Value.Type() {
+	case attribute.STRING:
+		v := kv.Value.AsString()
+		vs := 1 + stringSize(v)
+		b = appendTagLen(b, f, keySize+1+protowire.SizeBytes(vs))
+		b = appendString(b, fKVKey, key)
+		b = appendTagLen(b, fKVValue, vs)
+		return appendString(b, fAnyString, v)
+	case attribute.INT64:
+		v := uint64(kv.Value.AsInt64())
+		vs := 1 + protowire.SizeVarint(v)
+		b = appendTagLen(b, f, keySize+1+protowire.SizeBytes(vs))
+		b = appendString(b, fKVKey, key)
+		b = appendTagLen(b, fKVValue, vs)
+		return appendVarint(b, fAnyInt, v)
+	}
 	vs := anyValueSize(kv.Value)
-	size := 1 + stringSize(string(kv.Key)) + 1 + protowire.SizeBytes(vs)
-	b = protowire.AppendTag(b, f, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(size))
-	b = appendString(b, fKVKey, string(kv.Key))
-	b = protowire.AppendTag(b, fKVValue, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(vs))
+	b = appendTagLen(b, f, keySize+1+protowire.SizeBytes(vs))
+	b = appendString(b, fKVKey, key)
+	b = appendTagLen(b, fKVValue, vs)
 	return appendAnyValue(b, kv.Value)
 }
 

@@ -411,3 +411,20 @@ func TestAttributeLimit(t *testing.T) {
 	}
 	p.Shutdown(context.Background())
 }
+
+// TestFixLength: the reserved two length bytes become a one-, two- or
+// three-byte varint and the message still decodes.
+func TestFixLength(t *testing.T) {
+	for _, size := range []int{0, 1, 127, 128, 300, 16383, 16384, 70000} {
+		b := []byte{0x12, 0, 0}
+		body := make([]byte, size)
+		for i := range body {
+			body[i] = byte(i)
+		}
+		b = fixLength(append(b, body...), 1)
+		want := appendBytes(nil, 2, body)
+		if !slices.Equal(b, want) {
+			t.Errorf("size %d: got %d bytes, want %d", size, len(b), len(want))
+		}
+	}
+}

@@ -27,7 +27,6 @@ type record struct {
 
 	ident []attribute.KeyValue // identity attributes, at End
 	buf   []byte               // the encoded span, at End
-	tmp   []byte               // a nested message, while encoding
 }
 
 type event struct {
@@ -47,18 +46,19 @@ func (r *record) addLink(l trace.Link) {
 	r.links = append(r.links, l)
 }
 
+// reset empties r for the next span. The attribute slices are not
+// cleared: the next span overwrites them, and clearing pointerful memory
+// costs write barriers while the collector marks; what they still point to
+// until then is one span's strings per pooled record.
 func (r *record) reset() {
-	clear(r.attrs)
 	r.attrs = r.attrs[:0]
 	clear(r.events)
 	r.events = r.events[:0]
 	clear(r.links)
 	r.links = r.links[:0]
-	clear(r.ident)
 	r.ident = r.ident[:0]
 	r.droppedEvents, r.droppedLinks = 0, 0
 	r.buf = r.buf[:0]
-	r.tmp = r.tmp[:0]
 }
 
 // maxPooledBuf keeps a span with a huge attribute from pinning its buffer.
@@ -207,7 +207,11 @@ func (s *span) encode(rec *record, end int64) {
 			break
 		}
 	}
-	b := rec.tmp[:0]
+	// The span goes straight into rec.buf after its field tag and a
+	// two-byte length, fixed up at the end: no second copy of the body.
+	b := protowire.AppendTag(rec.buf[:0], fScopeSpansSpans, protowire.BytesType)
+	lenAt := len(b)
+	b = append(b, 0, 0)
 	tid, sid := s.sc.TraceID(), s.sc.SpanID()
 	b = appendBytes(b, fSpanTraceID, tid[:])
 	b = appendBytes(b, fSpanSpanID, sid[:])
@@ -251,8 +255,27 @@ func (s *span) encode(rec *record, end int64) {
 	}
 	b = appendStatus(b, s.status, s.desc)
 	b = appendFixed32(b, fSpanFlags, spanFlags(s.sc.TraceFlags(), s.parent))
-	rec.tmp = b
-	rec.buf = appendMessage(rec.buf[:0], fScopeSpansSpans, b)
+	rec.buf = fixLength(b, lenAt)
+}
+
+// fixLength writes the length of the message after b[lenAt:lenAt+2] (the
+// two bytes reserved for it) as its varint, moving the body when the
+// varint is not two bytes long.
+func fixLength(b []byte, lenAt int) []byte {
+	size := len(b) - lenAt - 2
+	switch {
+	case size < 1<<7:
+		b[lenAt] = byte(size)
+		copy(b[lenAt+1:], b[lenAt+2:])
+		return b[:len(b)-1]
+	case size < 1<<14:
+		b[lenAt] = byte(size&0x7f | 0x80)
+		b[lenAt+1] = byte(size >> 7)
+		return b
+	}
+	body := append([]byte(nil), b[lenAt+2:]...)
+	b = protowire.AppendVarint(b[:lenAt], uint64(size))
+	return append(b, body...)
 }
 
 func appendEvent(b []byte, e event) []byte {
@@ -324,10 +347,11 @@ func dedupe(kvs []attribute.KeyValue) []attribute.KeyValue {
 			}
 		}
 		seen[w] |= m
-		kvs[n] = kv
+		if n != i {
+			kvs[n] = kv
+		}
 		n++
 	}
-	clear(kvs[n:])
 	return kvs[:n]
 }
 
