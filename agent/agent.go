@@ -248,6 +248,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		log.Info("collector loaded", "collector", name)
 		loaded = append(loaded, c)
 	}
+	// The collectors are loaded: the decoded kernel BTF they were loaded
+	// against (~20 MB of heap) is not needed any more.
+	hook.ReleaseKernelBTF()
 	selfReg, err := registerSelfMetrics(mp.Meter("github.com/otelbee/otelbee/agent", metric.WithInstrumentationVersion(Version)), selfSources{
 		hooks: deps.Hooks,
 		reporters: func() []reporter {

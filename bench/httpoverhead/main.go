@@ -40,6 +40,10 @@ type setup string
 const (
 	baseline setup = "baseline"
 	otelbee  setup = "otelbee"
+	// otelbee-prev: another agent binary (-compare-agent), run in the same
+	// alternating rounds, so a before/after comparison shares the
+	// machine's moment (its load moves throughput by ±50 % between runs).
+	otelbeePrev setup = "otelbee-prev"
 	otelhttp setup = "otelhttp"
 )
 
@@ -57,6 +61,7 @@ type result struct {
 
 var (
 	agentBin   = flag.String("agent", "build/bin/otelbee", "agent binary")
+	prevBin    = flag.String("compare-agent", "", "a second agent binary (say, the previous version) run as setup otelbee-prev in the same rounds")
 	duration   = flag.Duration("duration", 5*time.Second, "wrk duration per run")
 	rounds     = flag.Int("rounds", 3, "alternating rounds per setup")
 	conns      = flag.Int("connections", 16, "wrk connections")
@@ -112,6 +117,9 @@ func main() {
 		setups := []setup{baseline, otelbee, otelhttp}
 		if target == "nginx" || !*withSDK {
 			setups = []setup{baseline, otelbee}
+		}
+		if *prevBin != "" {
+			setups = append(setups, otelbeePrev)
 		}
 		for r := 0; r < *rounds; r++ {
 			// alternate the order so drift does not favour one setup
@@ -181,8 +189,12 @@ func freeAddr() string {
 func run(target string, s setup, serverBin, sink, tmp string) result {
 	var agent *exec.Cmd
 	promAddr := freeAddr()
-	if s == otelbee {
-		agent = exec.Command(*agentBin, "--collectors="+*collectors, "--bpf.stats="+strconv.FormatBool(*bpfStats), "--prometheus.listen="+promAddr,
+	if s == otelbee || s == otelbeePrev {
+		bin := *agentBin
+		if s == otelbeePrev {
+			bin = *prevBin
+		}
+		agent = exec.Command(bin, "--collectors="+*collectors, "--bpf.stats="+strconv.FormatBool(*bpfStats), "--prometheus.listen="+promAddr,
 			"--log.level=warn", "--otlp.endpoint="+sink, "--otlp.protocol=http/protobuf",
 			// the load generator and this harness (the OTLP sink) stand for
 			// other machines: the server is what is observed
@@ -453,7 +465,7 @@ func report(targets []string, all map[string]map[setup][]result) {
 		base := all[target][baseline]
 		baseRPS := med(base, func(r result) float64 { return r.rps })
 		baseSrv := med(base, func(r result) float64 { return perReq(r.serverCPU, r) })
-		for _, s := range []setup{baseline, otelbee, otelhttp} {
+		for _, s := range []setup{baseline, otelbeePrev, otelbee, otelhttp} {
 			rs := all[target][s]
 			if len(rs) == 0 {
 				continue
@@ -537,7 +549,7 @@ func chart(rows []row) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", w, h)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
-	colors := map[setup]string{baseline: "#888888", otelbee: "#f2a900", otelhttp: "#4a7bd0"}
+	colors := map[setup]string{baseline: "#888888", otelbee: "#f2a900", otelhttp: "#4a7bd0", otelbeePrev: "#c9a66b"}
 	panel := func(x0 int, title string, val func(row) float64, max float64, format string) {
 		fmt.Fprintf(&b, `<text x="%d" y="20" font-weight="bold">%s</text>`+"\n", x0, title)
 		top, bottom := 40, h-60

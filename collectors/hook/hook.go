@@ -178,6 +178,32 @@ var (
 	memlockErr  error
 )
 
+// The kernel's BTF, decoded, is ~20 MB of heap: one cache shared by every
+// loader (it was one per collector, each decoding it again), dropped by
+// ReleaseKernelBTF once the agent has loaded its collectors. A program
+// loaded later (a hook attached on demand) decodes it again.
+var (
+	btfMu    sync.Mutex
+	btfCache *btf.Cache
+)
+
+func kernelBTF() *btf.Cache {
+	btfMu.Lock()
+	defer btfMu.Unlock()
+	if btfCache == nil {
+		btfCache = btf.NewCache()
+	}
+	return btfCache
+}
+
+// ReleaseKernelBTF lets the decoded kernel BTF be collected; loads in
+// flight keep theirs until they finish.
+func ReleaseKernelBTF() {
+	btfMu.Lock()
+	btfCache = nil
+	btfMu.Unlock()
+}
+
 // Loader loads one collector's maps once and attaches its hooks one by one.
 type Loader struct {
 	collector string
@@ -186,7 +212,6 @@ type Loader struct {
 	probes    *Probes
 	logger    *slog.Logger
 	registry  *Registry
-	cache     *btf.Cache
 
 	mu       sync.Mutex
 	maps     map[string]*ebpf.Map
@@ -221,7 +246,6 @@ func NewLoader(collector string, spec *ebpf.CollectionSpec, opts Options, probes
 		probes:    probes,
 		logger:    logger,
 		registry:  registry,
-		cache:     btf.NewCache(),
 		maps:      coll.Maps,
 		programs:  map[string]*ebpf.Program{},
 	}
@@ -354,7 +378,7 @@ func (l *Loader) loadProgram(name string) (*ebpf.Program, ProgramStat, error) {
 	start := time.Now()
 	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{
 		MapReplacements: l.maps,
-		Cache:           l.cache,
+		Cache:           kernelBTF(),
 	})
 	took := time.Since(start)
 	if err != nil {
