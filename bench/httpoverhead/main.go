@@ -44,7 +44,7 @@ const (
 	// alternating rounds, so a before/after comparison shares the
 	// machine's moment (its load moves throughput by ±50 % between runs).
 	otelbeePrev setup = "otelbee-prev"
-	otelhttp setup = "otelhttp"
+	otelhttp    setup = "otelhttp"
 )
 
 // result is one wrk run.
