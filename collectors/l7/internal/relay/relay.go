@@ -24,7 +24,7 @@ var Kernel = Capture{Head: 4096, Tail: 32}
 // Relay listens on a loopback port and relays every connection to Upstream.
 type Relay struct {
 	Addr     string
-	upstream string
+	dial     func() (net.Conn, error)
 	proto    l7.Protocol
 	sink     l7.Sink
 	capture  Capture
@@ -43,16 +43,30 @@ type Relay struct {
 // Start starts a relay to upstream; it stops when the test ends.
 func Start(t testing.TB, upstream string, proto l7.Protocol, sink l7.Sink, c Capture) *Relay {
 	t.Helper()
+	r := Listen(t, proto, sink, c)
+	r.Serve(t, func() (net.Conn, error) { return net.Dial("tcp", upstream) })
+	return r
+}
+
+// Listen makes a relay's listener (its Addr known) without serving yet:
+// for a server that must be told its advertised address first.
+func Listen(t testing.TB, proto l7.Protocol, sink l7.Sink, c Capture) *Relay {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listening: %v", err)
 	}
-	r := &Relay{Addr: ln.Addr().String(), upstream: upstream, proto: proto, sink: sink, capture: c, ln: ln,
+	return &Relay{Addr: ln.Addr().String(), proto: proto, sink: sink, capture: c, ln: ln,
 		local: map[string]bool{}, base: time.Now(), BufSize: 64 << 10}
+}
+
+// Serve relays every connection accepted to one dial makes; it stops when
+// the test ends.
+func (r *Relay) Serve(t testing.TB, dial func() (net.Conn, error)) {
+	r.dial = dial
 	r.wg.Add(1)
 	go r.accept(t)
-	t.Cleanup(func() { ln.Close(); r.wg.Wait() })
-	return r
+	t.Cleanup(func() { r.ln.Close(); r.wg.Wait() })
 }
 
 func (r *Relay) accept(t testing.TB) {
@@ -62,7 +76,7 @@ func (r *Relay) accept(t testing.TB) {
 		if err != nil {
 			return
 		}
-		u, err := net.Dial("tcp", r.upstream)
+		u, err := r.dial()
 		if err != nil {
 			t.Errorf("dialing upstream: %v", err)
 			c.Close()
