@@ -23,16 +23,16 @@ var Kernel = Capture{Head: 4096, Tail: 32}
 
 // Relay listens on a loopback port and relays every connection to Upstream.
 type Relay struct {
-	Addr     string
-	dial     func() (net.Conn, error)
-	proto    l7.Protocol
-	sink     l7.Sink
-	capture  Capture
-	ln       net.Listener
-	mu       sync.Mutex // one parser runs at a time, and the sink needs no lock of its own
-	wg       sync.WaitGroup
-	local    map[string]bool
-	base     time.Time
+	Addr    string
+	dial    func() (net.Conn, error)
+	proto   l7.Protocol
+	sink    l7.Sink
+	capture Capture
+	ln      net.Listener
+	mu      sync.Mutex // one parser runs at a time, and the sink needs no lock of its own
+	wg      sync.WaitGroup
+	local   map[string]bool
+	base    time.Time
 	// BufSize is each relay read's buffer (the client's or server's
 	// largest write lands in several reads when it is bigger).
 	BufSize int
