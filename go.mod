@@ -3,6 +3,7 @@ module github.com/otelbee/otelbee
 go 1.26.8
 
 require (
+	github.com/DataDog/go-sqllexer v0.2.6
 	github.com/cilium/ebpf v0.22.0
 	github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring v0.95.2
 	github.com/prometheus/client_golang v1.25.0
