@@ -13,7 +13,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/otelbee/otelbee/agent.Version=$(VERSION)
 # Debian packages the build and the tests use (clang/llvm/libbpf for `make generate`).
 APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 prometheus qemu-system-x86 cpio curl \
-	dnsmasq-base dnsutils nginx-light wrk dnsperf python3 podman etcd-server gnutls-bin nghttp2-client \
+	dnsmasq-base dnsutils nginx-light wrk dnsperf python3 podman etcd-server gnutls-bin nghttp2-client postgresql mariadb-server mariadb-client \
 	redis-server redis-tools memcached python3-pymemcache kcat
 GENERATED := $(shell git ls-files '*_bpfel.go' '*_bpfel.o' 2>/dev/null)
 
