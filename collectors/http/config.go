@@ -2,10 +2,9 @@ package httpc
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
+
+	"github.com/otelbee/otelbee/collectors/l7/capture"
 )
 
 // Config is the HTTP collector's section of the agent configuration.
@@ -66,16 +65,8 @@ type Config struct {
 }
 
 // Filter names processes by executable (the kernel's 15-byte comm), the
-// connection's server port, or cgroup v2 path.
-type Filter struct {
-	Executables []string `yaml:"executables"`
-	Ports       []int    `yaml:"ports"`
-	Cgroups     []string `yaml:"cgroups"`
-}
-
-func (f Filter) empty() bool {
-	return len(f.Executables) == 0 && len(f.Ports) == 0 && len(f.Cgroups) == 0
-}
+// connection's server port, or cgroup v2 path: the L7 capture's.
+type Filter = capture.Filter
 
 // DefaultConfig is what runs without configuration.
 func DefaultConfig() Config {
@@ -144,27 +135,5 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// cgroupID is the id the kernel reports for a cgroup v2 directory: its
-// inode number. Relative paths are under /sys/fs/cgroup.
-func cgroupID(path string) (uint64, error) {
-	if !filepath.IsAbs(path) {
-		path = filepath.Join("/sys/fs/cgroup", path)
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		return 0, fmt.Errorf("cgroup %s: %w", path, err)
-	}
-	if fi, err := os.Stat(path); err != nil || !fi.IsDir() {
-		return 0, fmt.Errorf("cgroup %s is not a directory", path)
-	}
-	return st.Ino, nil
-}
-
-// commKey is an executable name as the kernel's comm: at most 15 bytes.
-func commKey(name string) httpCommKey {
-	var k httpCommKey
-	for i := 0; i < len(name) && i < 15; i++ {
-		k.Comm[i] = int8(name[i])
-	}
-	return k
-}
+// cgroupID is the id the kernel reports for a cgroup v2 directory.
+func cgroupID(path string) (uint64, error) { return capture.CgroupID(path) }

@@ -244,22 +244,6 @@ func TestParserUpgrade(t *testing.T) {
 	}
 }
 
-func TestParseNetTCP(t *testing.T) {
-	v4 := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 1002 1 0000000000000000 20 4 30 10 -1
-`
-	tb := &netTable{established: map[uint64]tcpSocket{}, listening: map[uint16]bool{}}
-	parseNetTCP([]byte(v4), false, tb)
-	sk, ok := tb.established[1002]
-	if !ok || !tb.listening[8080] || sk.localPort != 8080 || sk.peerPort != 0xD431 {
-		t.Fatalf("table %+v", tb)
-	}
-	if want := [16]byte{10: 0xff, 11: 0xff, 12: 127, 15: 1}; sk.peer != want || sk.local != want {
-		t.Fatalf("addresses %v %v", sk.local, sk.peer)
-	}
-}
-
 // The hand-kept record sizes of decode.go are the generated types'.
 func TestRecordLayout(t *testing.T) {
 	if n := binary.Size(httpConnEvent{}); n != connEventSize {

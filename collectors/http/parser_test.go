@@ -315,29 +315,6 @@ func TestRoutesPatternsAndCap(t *testing.T) {
 	}
 }
 
-func TestDecodeRecord(t *testing.T) {
-	b := make([]byte, dataHdrSize+5)
-	b[0] = uint8(httpHttpEventTypeEVENT_DATA)
-	b[1] = 1
-	b[12] = 5 // captured
-	b[40] = 9 // total
-	copy(b[dataHdrSize:], "hello")
-	var r record
-	if err := decodeRecord(b, &r); err != nil {
-		t.Fatal(err)
-	}
-	if r.dir != 1 || string(r.data) != "hello" || r.total != 9 {
-		t.Fatalf("%+v", r)
-	}
-	b[12] = 6
-	if err := decodeRecord(b, &r); err == nil {
-		t.Fatal("want an error for captured past the record")
-	}
-	if err := decodeRecord([]byte{9}, &r); err == nil {
-		t.Fatal("want an error for an unknown type")
-	}
-}
-
 var benchCalls = [][]byte{
 	[]byte("GET /users/12345?x=1 HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"),
 	[]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nDate: Sun, 22 Nov 2026 02:00:00 GMT\r\n\r\nHello world!"),
@@ -356,21 +333,6 @@ func BenchmarkParser(b *testing.B) {
 	}
 	if n != b.N {
 		b.Fatalf("%d exchanges for %d iterations", n, b.N)
-	}
-}
-
-func BenchmarkDecode(b *testing.B) {
-	rec := make([]byte, dataHdrSize+len(benchCalls[0]))
-	rec[0] = uint8(httpHttpEventTypeEVENT_DATA)
-	rec[12] = byte(len(benchCalls[0]))
-	rec[40] = byte(len(benchCalls[0]))
-	copy(rec[dataHdrSize:], benchCalls[0])
-	var r record
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		if err := decodeRecord(rec, &r); err != nil {
-			b.Fatal(err)
-		}
 	}
 }
 

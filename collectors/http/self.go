@@ -1,9 +1,7 @@
 package httpc
 
 import (
-	"fmt"
-	"os"
-	"strings"
+	"github.com/otelbee/otelbee/collectors/l7/capture"
 )
 
 // selfExecutable is the executable name (the kernel's comm) of every
@@ -20,28 +18,11 @@ func (c *Collector) selfComms() []string {
 		// Tests observe their own process: no name is the agent's.
 		return nil
 	}
-	var names []string
-	if selfExecutable != "" {
-		names = append(names, selfExecutable)
-	}
-	if b, err := os.ReadFile("/proc/self/comm"); err == nil {
-		if own := strings.TrimSpace(string(b)); own != "" && own != selfExecutable {
-			names = append(names, own)
-		}
-	}
-	return names
+	return capture.SelfComms(selfExecutable)
 }
 
-// fillSelf marks the agents' executables in the kernel's executable filter:
-// their connections are not tracked, and the server side of their client
-// connections (a local collector receiving their export) is left out,
-// counted as connections ignored for reason "self" (bpf/http.c, self_ends).
-func (c *Collector) fillSelf() error {
-	m := c.loader.Map(httpMapFilterComm)
-	for _, name := range c.selfComms() {
-		if err := m.Put(commKey(name), uint8(httpFilterActionFILTER_SELF)); err != nil {
-			return fmt.Errorf("marking the agent's executable %q: %w", name, err)
-		}
-	}
-	return nil
-}
+// The engine marks the agents' executables in the kernel's executable
+// filter: their connections are not tracked, and the server side of their
+// client connections (a local collector receiving their export) is left
+// out, counted as connections ignored for reason "self" (bpf/l7.c,
+// self_ends).

@@ -8,6 +8,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/otelbee/otelbee/collectors/l7/capture"
+
 	"github.com/otelbee/otelbee/process/identity"
 )
 
@@ -113,7 +115,8 @@ const (
 	parserWidth       = int(upgradeCount) + 2
 )
 
-var unobservedReasons = [httpHttpUnobservedUNOBSERVED_MAX]string{"tls", "http2", "unknown"}
+// unobservedReasons name the kernel's kinds (enum http_unobserved).
+var unobservedReasons = capture.UnobservedReasons
 
 func (c *Collector) serviceKey(tgid uint32) svcKey {
 	if c.deps.Processes == nil {

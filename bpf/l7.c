@@ -1,4 +1,8 @@
-// HTTP collector: plaintext HTTP/1.x on TCP sockets, server and client side.
+// The L7 capture: protocol-neutral connection tracking and capture for every
+// L7 protocol (HTTP/1 and HTTP/2, PostgreSQL, MySQL, Redis, Memcached,
+// Kafka), written once and fed by every data source: the read/write system
+// calls here, the TLS libraries' plaintext (l7/tls.h), kernel functions
+// later. One object, one set of hooks, whichever protocols are enabled.
 //
 // Sockets are tracked from accept/accept4 (server role) and connect (client
 // role), by (process, fd), in the process that owns them; the include and
@@ -6,19 +10,27 @@
 // once per connection, so a process we do not observe pays one hash miss per
 // read or write. The read/write family (read, write, readv, writev, recvfrom,
 // sendto, recvmsg, sendmsg, sendfile) is hooked at syscall entry (remember the
-// buffer) and exit (the byte count is known): each call on a tracked
-// connection becomes one ring buffer record with its timestamps, its total
-// byte count, a bounded prefix of its payload and, where the call moved more
-// than the prefix, a few small segments past it (the first bytes of each
-// further iovec, the call's last bytes): chunk-size lines and the last chunk
-// of a streamed body are mostly there. The first payload of a
-// connection classifies it: a request line (any token-shaped method, a target,
-// HTTP/1.x) in the direction a request flows (read on a server socket, write
-// on a client socket) makes it HTTP; anything else marks it ignored, counted
-// per process by what it looks like (TLS, HTTP/2, unknown), and no record of
-// it is ever sent. A 101 response ends HTTP/1 on the connection. Framing
-// (pipelining, chunked bodies, 100-continue) is left to the Go parser, which
-// knows every call's total length even where it sees only the prefix.
+// buffer) and exit (the byte count is known), and each call on a tracked
+// connection goes to l7_capture, the data sources' one entry point.
+//
+// While a connection is undecided, l7_classify (l7/classify.h) looks at each
+// record for a protocol's first message, for a bounded budget of records;
+// then the connection is given up as none, counted per process by what it
+// looked like. Ciphertext never decides: a TLS connection stays
+// undecided-as-TLS (counted as unobserved TLS unless its process's TLS is
+// instrumented) until a TLS source supplies its plaintext. No record of an
+// undecided connection is ever sent; the record that decides is.
+//
+// Once decided, each call becomes one ring buffer record (its protocol and
+// data source, timestamps, total byte count, sequence) with the bytes the
+// protocol's capture policy keeps: HTTP/1 a bounded prefix and, where the
+// call moved more, small segments past it (the first bytes of each further
+// iovec, chunk-size lines found by walking the chunked body, the call's last
+// bytes); HTTP/2 whole frames (l7/http2.h); the databases, caches and Kafka
+// the prefix and the call's last bytes (a terminator at the end of a long
+// response). A 101 response ends HTTP/1 on the connection. Framing is left
+// to the parsers in user space, which know every call's total length even
+// where they see only a part of its bytes.
 #include "common.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -33,9 +45,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SEG_BYTES 16
 #define TAIL_BYTES 32
 #define SEG_HDR 6
-// A connection that existed before the agent (picked up from /proc) is
-// classified by the first request start seen on it; it is given up as not
-// HTTP after this many request-direction calls without one.
+// A connection is given up as none after this many records without a
+// protocol's start. One that existed before the agent (picked up from
+// /proc) may be inside a message: it waits for a start for up to
+// MIDSTREAM_PROBES records in the request direction.
+#define CLASSIFY_RECORDS 8
 #define MIDSTREAM_PROBES 64
 #define EINPROGRESS_ 115
 #define MSG_PEEK_ 2
@@ -58,22 +72,50 @@ enum http_dir {
 	DIR_WRITE = 1,
 };
 
+// The protocols (the values of collectors/l7/capture's registry and of the
+// record's proto). The bit 1 << proto in proto_mask enables one.
+enum l7_proto {
+	L7_PROTO_UNDECIDED = 0,
+	L7_PROTO_HTTP1 = 1,
+	L7_PROTO_HTTP2 = 2,
+	L7_PROTO_POSTGRES = 3,
+	L7_PROTO_MYSQL = 4,
+	L7_PROTO_REDIS = 5,
+	L7_PROTO_MEMCACHED = 6,
+	L7_PROTO_KAFKA = 7,
+	L7_PROTO_MAX = 8,
+};
+
+// Where a record's plaintext came from (collectors/l7 Source).
+enum l7_source {
+	SOURCE_SYSCALL = 1,
+	SOURCE_OPENSSL = 2,
+	SOURCE_GOTLS = 3,
+	SOURCE_KERNEL = 4,
+};
+
 enum http_conn_state {
-	STATE_UNKNOWN = 0,
-	STATE_HTTP = 1,
-	STATE_NOT_HTTP = 2,
+	STATE_UNDECIDED = 0,
+	STATE_DECIDED = 1, // proto says which
+	STATE_NONE = 2,    // no enabled protocol: nothing more is looked at
 	// After a 101 response: no more records (the close still is). An HTTP/2
 	// parser for h2c would take the connection over here.
 	STATE_UPGRADED = 3,
+	// Ciphertext seen: nothing is sent unless a TLS source supplies the
+	// plaintext (CONN_TLS_PLAINTEXT), which is classified afresh.
+	STATE_TLS = 4,
 };
+
+// conn_info.flags
+#define CONN_TLS_PLAINTEXT 1 // a TLS source feeds this connection: the syscall source leaves it alone
 
 enum http_counter {
 	HC_EVENTS_SUBMITTED = 0,
 	HC_DROP_RINGBUF_FULL = 1,
 	HC_DROP_REQUEST_STARTS = 2, // dropped records that began with a request line
 	HC_CONNS_TRACKED = 3,
-	HC_CONNS_HTTP = 4,
-	HC_CONNS_NOT_HTTP = 5,
+	HC_CONNS_HTTP = 4,     // decided as an enabled protocol (any: the per-protocol slots follow HC_MAX)
+	HC_CONNS_NOT_HTTP = 5, // given up: no enabled protocol (or TLS not instrumented)
 	HC_DROP_CONNS_FULL = 6,
 	HC_CONNS_FILTERED = 7,
 	HC_DROP_ARGS_FULL = 8,
@@ -84,12 +126,26 @@ enum http_counter {
 	HC_MAX = 13,
 };
 
-// What a connection that is not HTTP/1.x looked like, per process.
+// Per-protocol counter slots after HC_MAX: connections decided as the
+// protocol, and its records dropped because the ring buffer was full.
+#define HC_PROTO_CONNS(p) (HC_MAX + (p))
+#define HC_PROTO_DROPS(p) (HC_MAX + L7_PROTO_MAX + (p))
+#define HC_SLOTS (HC_MAX + 2 * L7_PROTO_MAX)
+
+// What a connection that was not decided looked like, per process: a
+// protocol's start whose collector is off (the protocol's own value), TLS
+// not instrumented, or nothing known.
 enum http_unobserved {
-	UNOBSERVED_TLS = 0,
-	UNOBSERVED_HTTP2 = 1, // prior-knowledge h2c
-	UNOBSERVED_UNKNOWN = 2,
-	UNOBSERVED_MAX = 3,
+	UNOBSERVED_UNKNOWN = 0,
+	UNOBSERVED_HTTP1 = 1,
+	UNOBSERVED_HTTP2 = 2, // prior-knowledge h2c
+	UNOBSERVED_POSTGRES = 3,
+	UNOBSERVED_MYSQL = 4,
+	UNOBSERVED_REDIS = 5,
+	UNOBSERVED_MEMCACHED = 6,
+	UNOBSERVED_KAFKA = 7,
+	UNOBSERVED_TLS = 8,
+	UNOBSERVED_MAX = 9,
 };
 
 enum filter_action {
@@ -105,6 +161,8 @@ const volatile __u8 include_comm = 0;
 const volatile __u8 include_port = 0;
 const volatile __u8 include_cgroup = 0;
 const volatile __u8 any_filter = 0;
+// The enabled protocols: bit 1 << enum l7_proto.
+const volatile __u32 proto_mask = 1 << L7_PROTO_HTTP1;
 
 struct conn_info {
 	__u64 start_ns; // when tracking began: with (tgid, fd) it names the connection
@@ -121,11 +179,15 @@ struct conn_info {
 	__u64 sk;          // the socket: a forked child's descriptor names the same one
 	__u8 midstream;    // existed before the agent: wait for a request start
 	__u8 unfiltered;   // inserted by user space: the filters are applied at the first call
-	__u16 probes;      // midstream: request-direction calls seen without a request start
+	__u16 probes;      // undecided: records looked at without a decision
 	__u32 owner;       // the process that accepted or connected (a forked child's parent)
 	// per direction: where the next chunk-size line starts in the next call,
 	// plus one (0: not known), as the kernel's walk of chunks left it
 	__u32 chunk_next[2];
+	__u8 proto;  // enum l7_proto, once decided
+	__u8 source; // enum l7_source of the records sent
+	__u8 flags;  // CONN_*
+	__u8 _pad[5];
 };
 
 struct conn_event {
@@ -144,7 +206,10 @@ struct conn_event {
 	__u16 local_port;
 	__u32 resp_records;
 	__u32 owner; // the process that accepted or connected it
-	__u32 _pad;
+	__u8 proto;
+	__u8 source;
+	__u8 midstream; // open before the agent started: its first record may be mid-message
+	__u8 _pad;
 };
 
 struct data_event {
@@ -161,12 +226,15 @@ struct data_event {
 	__u64 total; // bytes the call moved
 	__u32 seq;
 	__u32 seg_bytes; // bytes of data[] after the prefix: segment descriptors and bytes
+	__u8 proto;      // enum l7_proto
+	__u8 source;     // enum l7_source
+	__u8 _pad[6];
 	// Four times the capture: offset (< MAX_CAPTURE) and length (masked to
 	// < 2 * MAX_CAPTURE) stay inside whatever the verifier can prove.
 	__u8 data[MAX_CAPTURE * 4];
 };
 
-#define DATA_HDR_SIZE 56
+#define DATA_HDR_SIZE 64
 
 enum call_kind {
 	CALL_BUF = 0,
@@ -193,6 +261,10 @@ const enum http_event_type *unused_http_event_type __attribute__((unused));
 const enum http_role *unused_http_role __attribute__((unused));
 const enum filter_action *unused_filter_action __attribute__((unused));
 const enum http_unobserved *unused_http_unobserved __attribute__((unused));
+const enum l7_proto *unused_l7_proto __attribute__((unused));
+const enum l7_source *unused_l7_source __attribute__((unused));
+const enum http_conn_state *unused_http_conn_state __attribute__((unused));
+const enum http_dir *unused_http_dir __attribute__((unused));
 
 // Tracked connections by (tgid << 32 | fd). LRU: a process that exits closes
 // its descriptors without close(2), and those entries must not pile up.
@@ -225,10 +297,20 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, HC_MAX);
+	__uint(max_entries, HC_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
+
+// Processes whose TLS a TLS data source instruments (filled by the tls
+// collector): their ciphertext is not counted as unobserved, their
+// plaintext is expected from l7_capture.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u8);
+} tls_tgids SEC(".maps");
 
 // Dropped request starts and their refunds per process, for the
 // per-service drop counters (touched only when a record is dropped).
@@ -545,7 +627,7 @@ static __always_inline void track_self(__u32 fd, __u8 role)
 	struct conn_info ci = {};
 	ci.family = family;
 	ci.role = ROLE_SELF;
-	ci.state = STATE_NOT_HTTP;
+	ci.state = STATE_NONE;
 	ci.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	sock_local_addr(sk, family, ci.local);
 	struct self_end e = { .port = ci.local_port };
@@ -629,6 +711,9 @@ static __always_inline void fill_conn_event(struct conn_event *ev, __u8 type, __
 	ev->local_port = ci->local_port;
 	ev->resp_records = ci->resp_records;
 	ev->owner = ci->owner;
+	ev->proto = ci->proto;
+	ev->source = ci->source;
+	ev->midstream = ci->midstream;
 	ev->_pad = 0;
 }
 
@@ -646,6 +731,15 @@ static __always_inline void emit_conn_event(__u8 type, __u32 fd, struct conn_inf
 	bump(&counters, HC_EVENTS_SUBMITTED);
 }
 
+// count_none gives a connection up: no enabled protocol, counted per
+// process by what it looked like.
+static __always_inline void count_none(struct conn_info *ci, __u32 what)
+{
+	ci->state = STATE_NONE;
+	bump(&counters, HC_CONNS_NOT_HTTP);
+	count_unobserved(what);
+}
+
 SEC("tracepoint/syscalls/sys_enter_close")
 int http_close_enter(struct trace_event_raw_sys_enter *ctx)
 {
@@ -660,8 +754,10 @@ int http_close_enter(struct trace_event_raw_sys_enter *ctx)
 		bump(&counters, HC_START_REFUNDS);
 		count_drop(1);
 	}
-	if (ci->state == STATE_HTTP || ci->state == STATE_UPGRADED)
+	if (ci->state == STATE_DECIDED || ci->state == STATE_UPGRADED)
 		emit_conn_event(EVENT_CLOSE, fd, ci);
+	else if (ci->state == STATE_UNDECIDED && ci->probes && !ci->midstream)
+		count_none(ci, UNOBSERVED_UNKNOWN); // closed within the budget
 	if (ci->role == ROLE_SELF) {
 		struct self_end e = { .port = ci->local_port };
 		__builtin_memcpy(e.addr, ci->local, 16);
@@ -698,173 +794,19 @@ static __always_inline struct conn_info *inherited(__u32 fd, __u64 key)
 		return 0;
 	bump(&counters, HC_CONNS_INHERITED);
 	struct conn_info *cp = bpf_map_lookup_elem(&conns, &key);
-	if (cp && cp->state == STATE_HTTP)
+	if (cp && cp->state == STATE_DECIDED)
 		emit_conn_event(EVENT_OPEN, fd, cp);
 	return cp;
 }
 
-static __always_inline void save_call(__u32 fd, __u64 ptr, __u64 count, __u8 kind)
+// skipped: a connection the syscall source sends nothing more of.
+static __always_inline int skipped(const struct conn_info *ci)
 {
-	__u64 key = conn_key(fd);
-	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
-	if (!ci)
-		ci = inherited(fd, key);
-	if (!ci || ci->state == STATE_NOT_HTTP || ci->state == STATE_UPGRADED)
-		return;
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct call_args a = {
-		.ptr = ptr,
-		.count = count,
-		.enter_ns = bpf_ktime_get_ns(),
-		.fd = fd,
-		.kind = kind,
-	};
-	if (bpf_map_update_elem(&calls, &tid, &a, BPF_ANY))
-		bump(&counters, HC_DROP_ARGS_FULL);
+	return ci->state == STATE_NONE || ci->state == STATE_UPGRADED || ci->state == STATE_TLS ||
+	       (ci->flags & CONN_TLS_PLAINTEXT);
 }
 
-// is_tchar: a character of an HTTP token (RFC 9110 5.6.2), from a bit per
-// character below 128.
-static __always_inline int is_tchar(__u8 c)
-{
-	if (c < 64)
-		return (0x03ff6cfa00000000ULL >> c) & 1;
-	if (c < 128)
-		return (0x57ffffffc7fffffeULL >> (c - 64)) & 1;
-	return 0;
-}
-
-#define MAX_METHOD 20
-#define REQ_LINE_WORDS 64 // the request line's end is looked for in 512 bytes
-
-static __always_inline __u64 has_byte(__u64 w, __u64 pattern)
-{
-	__u64 x = w ^ pattern;
-	return (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL;
-}
-
-// token_method returns the length of the token-shaped method that starts b
-// and is followed by a space and a target, or 0.
-static __always_inline __u32 token_method(const __u8 *b, __u32 n)
-{
-	__u32 sp = 0;
-	for (__u32 i = 0; i < MAX_METHOD; i++) {
-		if (i >= n)
-			return 0;
-		__u8 c = b[i];
-		if (c == ' ') {
-			sp = i;
-			break;
-		}
-		if (!is_tchar(c))
-			return 0;
-	}
-	if (sp == 0 || sp + 1 >= n)
-		return 0;
-	__u8 t = b[(sp + 1) & (MAX_CAPTURE - 1)];
-	if (t == ' ' || t == '\r' || t == '\n')
-		return 0;
-	return sp;
-}
-
-static __always_inline int is_known_start(const __u8 *b, __u32 n)
-{
-	if (n < 4)
-		return 0;
-	__u32 w = b[0] | (b[1] << 8) | (b[2] << 16) | ((__u32)b[3] << 24);
-#define W(a, b, c, d) ((__u32)(a) | ((__u32)(b) << 8) | ((__u32)(c) << 16) | ((__u32)(d) << 24))
-	switch (w) {
-	case W('G', 'E', 'T', ' '):
-	case W('P', 'U', 'T', ' '):
-	case W('P', 'O', 'S', 'T'):
-	case W('H', 'E', 'A', 'D'):
-	case W('D', 'E', 'L', 'E'):
-	case W('O', 'P', 'T', 'I'):
-	case W('P', 'A', 'T', 'C'):
-	case W('C', 'O', 'N', 'N'):
-	case W('T', 'R', 'A', 'C'):
-		return 1;
-	}
-#undef W
-	return 0;
-}
-
-// version_ends_line reports whether the first line of the record in the
-// per-CPU scratch buffer ends with " HTTP/1.x" within its n captured bytes,
-// looking a word at a time from byte from. A global (not inlined) function:
-// the verifier checks it once, not once for every state of its callers.
-__noinline int version_ends_line(__u32 from, __u32 n)
-{
-	__u32 zero = 0;
-	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
-	if (!ev)
-		return 0;
-	const __u8 *b = ev->data;
-	for (__u32 k = 0; k < REQ_LINE_WORDS; k++) {
-		__u64 off = from + k * 8;
-		if (off >= n)
-			return 0;
-		asm volatile("%[o] &= 4095" : [o] "+r"(off));
-		__u64 w;
-		__builtin_memcpy(&w, &b[off], 8);
-		if (!has_byte(w, 0x0d0d0d0d0d0d0d0dULL) && !has_byte(w, 0x0a0a0a0a0a0a0a0aULL))
-			continue;
-		__u64 j = off;
-		for (int i = 0; i < 8; i++, j++) {
-			__u64 jj = j;
-			asm volatile("%[o] &= 8191" : [o] "+r"(jj));
-			__u8 c = b[jj];
-			if (c == '\r' || c == '\n')
-				break;
-		}
-		// " HTTP/1.x" ends the line, within what was captured
-		if (j >= n || j < from + 10)
-			return 0;
-		__u64 vo = j - 9;
-		asm volatile("%[o] &= 8191" : [o] "+r"(vo));
-		__u64 v;
-		__builtin_memcpy(&v, &b[vo], 8);
-		return v == (' ' | 'H' << 8 | 'T' << 16 | (__u64)'T' << 24 | (__u64)'P' << 32 | (__u64)'/' << 40 |
-			     (__u64)'1' << 48 | (__u64)'.' << 56);
-	}
-	return 0;
-}
-
-// is_request_start reports whether b (the scratch record's data) starts an
-// HTTP/1.x request line: a token-shaped method, a space, a target, and
-// " HTTP/1.x" at the line's end. The nine registered methods are told by
-// their first four bytes; any other token must show the version within the
-// first 512 bytes. Asked once per connection, to classify it.
-static __always_inline int is_request_start(const __u8 *b, __u32 n)
-{
-	if (is_known_start(b, n))
-		return 1;
-	__u32 sp = token_method(b, n);
-	if (!sp)
-		return 0;
-	return version_ends_line(sp + 1, n);
-}
-
-// unobserved_kind tells what the first bytes of a connection that is not
-// HTTP/1.x look like, from the side that spoke first.
-static __always_inline __u32 unobserved_kind(const __u8 *b, __u32 n, int request_dir)
-{
-	if (!request_dir || n < 3)
-		return UNOBSERVED_UNKNOWN;
-	if (b[0] == 0x16 && b[1] == 0x03 && b[2] <= 0x04) // a TLS handshake record
-		return UNOBSERVED_TLS;
-	if (n >= 8 && b[0] == 'P' && b[1] == 'R' && b[2] == 'I' && b[3] == ' ' && b[4] == '*' && b[5] == ' ' &&
-	    b[6] == 'H' && b[7] == 'T') // the HTTP/2 connection preface
-		return UNOBSERVED_HTTP2;
-	return UNOBSERVED_UNKNOWN;
-}
-
-// is_switching reports whether b starts a 101 response.
-static __always_inline int is_switching(const __u8 *b, __u32 n)
-{
-	return n >= 12 && b[0] == 'H' && b[1] == 'T' && b[2] == 'T' && b[3] == 'P' && b[4] == '/' && b[5] == '1' &&
-	       b[6] == '.' && b[8] == ' ' && b[9] == '1' && b[10] == '0' && b[11] == '1';
-}
+static __always_inline void save_call(__u32 fd, __u64 ptr, __u64 count, __u8 kind);
 
 // read_user_at copies len bytes of user memory to ev->data + off. The masks
 // are applied in assembly right before the call: older verifiers (5.10,
@@ -878,9 +820,18 @@ static __always_inline long read_user_at(struct data_event *ev, __u64 off, __u64
 	return bpf_probe_read_user(&ev->data[off], len, src);
 }
 
-static __always_inline __u32 capture_iov(struct data_event *ev, const struct iovec *iov,
-					 __u64 iovcnt, __u64 total, __u32 cap)
+// capture_iov copies the first cap bytes of the iovecs at iovp into the
+// per-CPU scratch record and returns how many. A global function: checked
+// once, not once per kind of call that carries iovecs.
+__noinline __u32 capture_iov(__u64 iovp, __u64 iovcnt, __u64 total, __u32 cap)
 {
+	__u32 zero = 0;
+	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
+	if (!ev)
+		return 0;
+	const struct iovec *iov = (const struct iovec *)iovp;
+	if (cap > MAX_CAPTURE)
+		cap = MAX_CAPTURE;
 	__u32 off = 0;
 #pragma unroll
 	for (int i = 0; i < MAX_IOV; i++) {
@@ -915,7 +866,7 @@ static __always_inline void emit_call_error(__u32 fd, long ret, __u8 dir, __u64 
 		return; // ECONNRESET EPIPE ETIMEDOUT ECONNABORTED EHOSTUNREACH ENETUNREACH ENETDOWN
 	__u64 key = conn_key(fd);
 	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
-	if (!ci || ci->state != STATE_HTTP)
+	if (!ci || ci->state != STATE_DECIDED || (ci->flags & CONN_TLS_PLAINTEXT))
 		return;
 	struct data_event *ev = bpf_ringbuf_reserve(&events, DATA_HDR_SIZE, 0);
 	if (!ev) {
@@ -936,6 +887,8 @@ static __always_inline void emit_call_error(__u32 fd, long ret, __u8 dir, __u64 
 	ev->total = 0;
 	ev->seq = ci->seq;
 	ev->seg_bytes = 0;
+	ev->proto = ci->proto;
+	ev->source = SOURCE_SYSCALL;
 	ci->seq++;
 	bpf_ringbuf_submit(ev, wakeup_flags());
 	bump(&counters, HC_EVENTS_SUBMITTED);
@@ -961,140 +914,8 @@ static __always_inline __u32 seg_out(struct data_event *ev, __u32 cur, __u64 off
 	return cur + SEG_HDR + len;
 }
 
-#define WALK_CHUNKS 32
-#define HEAD_WORDS 128 // the head's end is looked for in the first 1024 bytes
-
-// body_start returns the offset of the first byte after the head (the blank
-// line) in the scratch record's n captured bytes, or 0.
-static __always_inline __u32 body_start(const __u8 *b, __u32 n)
-{
-	for (__u32 k = 0; k < HEAD_WORDS; k++) {
-		__u64 off = k * 8;
-		if (off >= n)
-			return 0;
-		__u64 w;
-		__builtin_memcpy(&w, &b[off & (MAX_CAPTURE - 1)], 8);
-		if (!has_byte(w, 0x0a0a0a0a0a0a0a0aULL))
-			continue;
-		for (int i = 0; i < 8; i++) {
-			__u64 j = off + i;
-			if (j < 2 || j >= n)
-				continue;
-			asm volatile("%[j] &= 8191" : [j] "+r"(j));
-			if (b[j] == '\n' && b[j - 1] == '\r' && b[j - 2] == '\n')
-				return j + 1;
-		}
-	}
-	return 0;
-}
-
-// chunk_line parses a chunk-size line in the 16 bytes lo, hi (little
-// endian): hex digits, then CR or ';', up to LF. It returns size << 8 | the
-// line's length, or 0. A global function: its loop is checked once.
-__noinline __u64 chunk_line(__u64 lo, __u64 hi)
-{
-	__u64 size = 0;
-	__u32 digits = 0;
-	for (int j = 0; j < 16; j++) {
-		__u8 c = j < 8 ? lo >> (j * 8) : hi >> ((j - 8) * 8);
-		if (digits == j) {
-			__u8 v = c | 0x20;
-			if (v >= '0' && v <= '9' && j < 12) {
-				size = size << 4 | (v - '0');
-				digits++;
-				continue;
-			}
-			if (v >= 'a' && v <= 'f' && j < 12) {
-				size = size << 4 | (v - 'a' + 10);
-				digits++;
-				continue;
-			}
-			if (digits == 0 || (c != '\r' && c != ';'))
-				return 0;
-		}
-		if (c == '\n')
-			return j >= digits + 1 ? size << 8 | (j + 1) : 0;
-	}
-	return 0;
-}
-
-// walk_chunks follows a chunked body through one buffer call of total bytes
-// (ptr in user memory, the first captured in the scratch record): from the
-// end of the head when the call starts a message, else from where the last
-// call's walk left off. Each chunk-size line past the captured prefix is
-// appended as a segment, so user space frames the body exactly; where the
-// walk stops is kept for the next call in this direction. A walk of a body
-// that is not chunked stops at its first line (no hex size): the segments it
-// may append are only bytes of the call. A global function, checked once by
-// the verifier.
-__noinline __u32 walk_chunks(__u64 key, __u64 ptr, __u64 total, __u32 captured, __u32 dir)
-{
-	__u32 zero = 0;
-	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
-	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
-	if (!ev || !ci)
-		return captured;
-	dir &= 1;
-	__u64 o = ci->chunk_next[dir];
-	ci->chunk_next[dir] = 0;
-	const __u8 *b = ev->data;
-	int starts = captured >= 8 && ((b[0] == 'H' && b[1] == 'T' && b[2] == 'T' && b[3] == 'P' && b[4] == '/') ||
-				       is_known_start(b, captured));
-	__u32 cur = captured;
-	__u64 last = captured; // end of what was captured so far
-	if (starts) {
-		o = body_start(b, captured);
-	} else if (o) {
-		o--;
-	}
-	// o and last go through memory at each iteration: read back, they are
-	// unknown to the verifier, so every path into an iteration is one state
-	// (bounded, they would be as many states as paths)
-	volatile __u64 *spill = (volatile __u64 *)&ev->data[MAX_CAPTURE * 4 - 16];
-	for (int i = 0; o && i < WALK_CHUNKS; i++) {
-		asm volatile("%[c] &= 8191" : [c] "+r"(cur));
-		spill[0] = o;
-		spill[1] = last;
-		o = spill[0];
-		last = spill[1];
-		if (o >= total) {
-			if (o - total < 0x7fffffff)
-				ci->chunk_next[dir] = o - total + 1;
-			break;
-		}
-		__u8 line[16] = {};
-		__u64 avail = total - o < 16 ? total - o : 16;
-		asm volatile("%[a] &= 31" : [a] "+r"(avail));
-		if (avail > 16 || bpf_probe_read_user(line, avail, (const void *)(ptr + o)))
-			break;
-		__u64 lo, hi;
-		__builtin_memcpy(&lo, line, 8);
-		__builtin_memcpy(&hi, line + 8, 8);
-		__u64 parsed = chunk_line(lo, hi);
-		if (!parsed)
-			break; // not a chunk-size line (or cut by the call's end): the tail is taken
-		__u64 ll = parsed & 0xff;
-		__u64 size = parsed >> 8;
-		if (size == 0)
-			ll = avail; // the last chunk: with the empty line that ends the body
-		if (o + ll > last && cur < MAX_CAPTURE + 2048) {
-			__u64 a = o < last ? last : o;
-			cur = seg_out(ev, cur, a, o + ll - a, (const void *)(ptr + a));
-			last = o + ll;
-		}
-		if (size == 0)
-			break; // trailers are not followed
-		o += ll + size + 2;
-	}
-	// the call's last bytes, past what was appended
-	asm volatile("%[c] &= 8191" : [c] "+r"(cur));
-	__u64 t = total > TAIL_BYTES ? total - TAIL_BYTES : 0;
-	if (t < last)
-		t = last;
-	if (t < total && total - t <= TAIL_BYTES && cur < MAX_CAPTURE + 2048)
-		cur = seg_out(ev, cur, t, total - t, (const void *)(ptr + t));
-	return cur;
-}
+#include "l7/http1.h"
+#include "l7/http2.h"
 
 static __always_inline __u64 tail_start(__u64 total, __u32 captured)
 {
@@ -1147,6 +968,284 @@ __noinline __u32 capture_segs_iov(__u64 iovp, __u64 iovcnt, __u64 total, __u32 c
 	return cur;
 }
 
+
+// capture_tail appends the call's last bytes past the prefix (the databases'
+// and caches' policy: a terminator at the end of a long response).
+__noinline __u32 capture_tail(__u64 ptr, __u64 total, __u32 captured)
+{
+	__u32 zero = 0;
+	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
+	if (!ev)
+		return captured;
+	__u64 t = tail_start(total, captured);
+	if (t < total && total - t <= TAIL_BYTES)
+		return seg_out(ev, captured & 8191, t, total - t, (const void *)(ptr + t));
+	return captured;
+}
+
+// l7_meta packs l7_capture's call description: direction (enum http_dir),
+// buffer kind (enum call_kind), data source (enum l7_source) and, for
+// iovec calls, the iovec count.
+static __always_inline __u64 l7_meta(__u32 dir, __u32 kind, __u32 source, __u64 count)
+{
+	return (dir & 1) | (__u64)(kind & 0xff) << 8 | (__u64)(source & 0xff) << 16 | count << 32;
+}
+
+// capture_call copies what the connection's capture policy keeps of the
+// call into the per-CPU scratch record: ret bytes moved through ptr (a
+// buffer, an iovec array or a user_msghdr, by kind). It returns the prefix's
+// length | the data's end << 16. A global function: the verifier checks the
+// capture paths once, apart from the classification and emission after
+// them.
+__noinline __u32 capture_call(__u64 key, __u64 meta, __u64 ptr, __u64 ret)
+{
+	__u32 zero = 0;
+	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+	if (!ev || !ci)
+		return 0;
+	__u32 dir = meta & 1;
+	__u32 kind = (meta >> 8) & 0xff;
+	__u64 count = meta >> 32;
+	__u8 proto = ci->proto;
+	__u32 cap = capture_bytes;
+	if (cap > MAX_CAPTURE)
+		cap = MAX_CAPTURE;
+	if (proto == L7_PROTO_HTTP2)
+		cap = MAX_CAPTURE; // whole frames (l7/http2.h)
+	// HTTP/1 and undecided connections: chunk walk and iovec heads
+	int http1 = proto == L7_PROTO_HTTP1 || proto == L7_PROTO_UNDECIDED;
+	__u32 captured = 0;
+	__u32 end = 0;
+	if (kind == CALL_BUF) {
+		__u64 len = ret < cap ? ret : cap;
+		if (read_user_at(ev, 0, len, (const void *)ptr) == 0)
+			captured = len;
+		end = captured;
+		if (!captured) {
+		} else if (proto == L7_PROTO_HTTP2) {
+			end = capture_h2(key, ptr, ret, captured, dir);
+		} else if (!http1) {
+			if (captured < ret)
+				end = capture_tail(ptr, ret, captured);
+		} else if (captured < ret || ci->chunk_next[dir & 1]) {
+			// a call longer than its prefix, or one inside a chunked body
+			// the walk follows (to keep its place)
+			end = walk_chunks(key, ptr, ret, captured, dir); // and the call's tail
+		}
+	} else if (kind == CALL_IOV) {
+		captured = capture_iov(ptr, count, ret, cap);
+		end = captured;
+		if (captured && captured < ret && proto != L7_PROTO_HTTP2)
+			end = capture_segs_iov(ptr, count, ret, captured);
+	} else if (kind == CALL_MSG) {
+		struct user_msghdr m;
+		if (bpf_probe_read_user(&m, sizeof(m), (const void *)ptr) == 0) {
+			captured = capture_iov((__u64)m.msg_iov, m.msg_iovlen, ret, cap);
+			end = captured;
+			if (captured && captured < ret && proto != L7_PROTO_HTTP2)
+				end = capture_segs_iov((__u64)m.msg_iov, m.msg_iovlen, ret, captured);
+		}
+	}
+	return (captured & 8191) | (end & 8191) << 16;
+}
+
+#include "l7/classify.h"
+
+// count_ciphertext holds a connection whose bytes are TLS records: counted
+// as unobserved TLS unless its process's TLS is instrumented (then its
+// plaintext comes from l7_capture with a TLS source).
+static __always_inline void count_ciphertext(struct conn_info *ci)
+{
+	__u32 tgid = current_tgid();
+	if (bpf_map_lookup_elem(&tls_tgids, &tgid)) {
+		ci->state = STATE_TLS;
+		return;
+	}
+	count_none(ci, UNOBSERVED_TLS);
+}
+
+// l7_capture is the data sources' one entry point: one call that moved ret
+// bytes (> 0) through ptr on the connection key (tgid << 32 | fd, tracked
+// from accept/connect), described by meta (l7_meta: direction, buffer kind,
+// source, iovec count), entered at enter_ns. It applies the filters left
+// for the first call, classifies an undecided connection, captures by the
+// protocol's policy and sends the record. A global function: each program
+// that calls it is verified with it once. TLS sources call it from their
+// uprobes (l7/tls.h) with their source: the connection is then theirs.
+__noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 enter_ns)
+{
+	__u32 dir = meta & 1;
+	__u32 source = (meta >> 16) & 0xff;
+	__u32 fd = key;
+	if (ret == 0 || ret > (1ULL << 40))
+		return 0;
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+	if (!ci)
+		return 0;
+	if (source != SOURCE_SYSCALL) {
+		if (!(ci->flags & CONN_TLS_PLAINTEXT)) {
+			// From now on the plaintext is the TLS source's; what the
+			// syscalls saw of the handshake decided nothing.
+			ci->flags |= CONN_TLS_PLAINTEXT;
+			if (ci->state == STATE_TLS || ci->state == STATE_NONE) {
+				ci->state = STATE_UNDECIDED;
+				ci->probes = 0;
+			}
+		}
+	} else if (ci->flags & CONN_TLS_PLAINTEXT) {
+		return 0;
+	}
+	if (ci->state == STATE_NONE || ci->state == STATE_UPGRADED || ci->state == STATE_TLS)
+		return 0;
+	if (ci->unfiltered) {
+		// Picked up by user space at start: the filters need the
+		// owning process, which this is.
+		ci->unfiltered = 0;
+		if (is_self()) {
+			// An agent's connection open before this agent started: left
+			// out like the ones track() sees (and its client end
+			// remembered, so the server side is left out too).
+			__u8 role = ci->role;
+			bpf_map_delete_elem(&conns, &key);
+			track_self(fd, role);
+			return 0;
+		}
+		if (!observed(ci->role == ROLE_SERVER ? ci->local_port : ci->peer_port)) {
+			bump(&counters, HC_CONNS_FILTERED);
+			bpf_map_delete_elem(&conns, &key);
+			return 0;
+		}
+	}
+	__u32 ce = capture_call(key, meta, ptr, ret);
+	__u32 zero = 0;
+	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
+	if (!ev)
+		return 0;
+	// One range for every capture path (the masks change nothing: captured
+	// <= MAX_CAPTURE, end below 8192).
+	__u32 captured = ce & 8191;
+	__u32 end = (ce >> 16) & 8191;
+	if (end < captured)
+		end = captured;
+	asm volatile("%[c] &= 8191\n\t"
+		     "%[e] &= 8191"
+		     : [c] "+r"(captured), [e] "+r"(end));
+	int request_dir = (ci->role == ROLE_SERVER) == (dir == DIR_READ);
+	int starts = -1; // not asked yet
+	if (ci->state == STATE_UNDECIDED) {
+		if (ci->role == ROLE_SERVER && peer_is_self(ci)) {
+			ci->state = STATE_NONE;
+			bump(&counters, HC_CONNS_SELF);
+			return 0;
+		}
+		__u32 c = l7_classify(captured, ret, request_dir);
+		if (c == CLASS_TLS) {
+			count_ciphertext(ci);
+			return 0;
+		}
+		if (c & CLASS_DISABLED) {
+			count_none(ci, c & 0xf);
+			return 0;
+		}
+		if (c == CLASS_NONE || c == CLASS_WAIT || c >= L7_PROTO_MAX) {
+			if (ci->midstream) {
+				// Inside an exchange that began before the agent: wait
+				// for the next request to start.
+				if (request_dir && ++ci->probes >= MIDSTREAM_PROBES)
+					count_none(ci, UNOBSERVED_UNKNOWN);
+				return 0;
+			}
+			if (++ci->probes >= CLASSIFY_RECORDS)
+				count_none(ci, UNOBSERVED_UNKNOWN);
+			return 0;
+		}
+		ci->proto = c;
+		ci->source = source;
+		ci->state = STATE_DECIDED;
+		starts = c == L7_PROTO_HTTP1;
+		bump(&counters, HC_CONNS_HTTP);
+		bump(&counters, HC_PROTO_CONNS(c & 7));
+		emit_conn_event(EVENT_OPEN, fd, ci);
+	}
+	__u8 proto = ci->proto;
+	ev->type = EVENT_DATA;
+	ev->dir = dir;
+	ev->role = ci->role;
+	ev->err = 0;
+	ev->tgid = key >> 32;
+	ev->fd = fd;
+	ev->captured = captured;
+	ev->start_ns = ci->start_ns;
+	ev->enter_ns = enter_ns;
+	ev->exit_ns = bpf_ktime_get_ns();
+	ev->total = ret;
+	ev->seq = ci->seq;
+	ev->seg_bytes = end - captured;
+	ev->proto = proto;
+	ev->source = source;
+	ci->seq++;
+	if (!request_dir) {
+		// Tells user space at close whether response records were lost,
+		// and that a dropped request start was answered (or not).
+		ci->resp_records++;
+		ci->lost_start = 0;
+		if (proto == L7_PROTO_HTTP1 && is_switching(ev->data, captured)) {
+			// HTTP/1 ends with this record (user space counts the
+			// upgrade from it).
+			ci->state = STATE_UPGRADED;
+			bump(&counters, HC_CONNS_UPGRADED);
+		}
+	}
+	__u64 size = DATA_HDR_SIZE + (__u64)end;
+	// as in read_user_at: bound the size where the helper sees it
+	asm volatile("%[s] &= 16383" : [s] "+r"(size));
+	if (bpf_ringbuf_output(&events, ev, size, wakeup_flags())) {
+		bump(&counters, HC_DROP_RINGBUF_FULL);
+		bump(&counters, HC_PROTO_DROPS(proto & 7));
+		if (proto != L7_PROTO_HTTP1)
+			return 0;
+		if (starts < 0) // as likely a request start as the kernel can tell cheaply
+			starts = request_dir && (is_known_start(ev->data, captured) || token_method(ev->data, captured));
+		if (starts) {
+			bump(&counters, HC_DROP_REQUEST_STARTS);
+			count_drop(0);
+			ci->lost_start = 1;
+		}
+		return 0;
+	}
+	bump(&counters, HC_EVENTS_SUBMITTED);
+	return 0;
+}
+
+// TLS data sources (the tls collector's uprobes) call l7_capture.
+#include "l7/tls.h"
+
+static __always_inline void save_call(__u32 fd, __u64 ptr, __u64 count, __u8 kind)
+{
+	__u64 key = conn_key(fd);
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+	if (!ci)
+		ci = inherited(fd, key);
+	if (!ci)
+		return;
+#ifdef L7_TLS_SYSCALL_HOOK
+	L7_TLS_SYSCALL_HOOK(fd, ci);
+#endif
+	if (skipped(ci))
+		return;
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct call_args a = {
+		.ptr = ptr,
+		.count = count,
+		.enter_ns = bpf_ktime_get_ns(),
+		.fd = fd,
+		.kind = kind,
+	};
+	if (bpf_map_update_elem(&calls, &tid, &a, BPF_ANY))
+		bump(&counters, HC_DROP_ARGS_FULL);
+}
+
 static __always_inline void handle_exit(long ret, __u8 dir)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
@@ -1159,138 +1258,7 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 		emit_call_error(a.fd, ret, dir, a.enter_ns);
 	if (ret <= 0 || a.kind == CALL_CONNECT)
 		return;
-	__u64 key = conn_key(a.fd);
-	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
-	if (!ci || ci->state == STATE_NOT_HTTP || ci->state == STATE_UPGRADED)
-		return;
-	if (ci->unfiltered) {
-		// Picked up by user space at start: the filters need the
-		// owning process, which this is.
-		ci->unfiltered = 0;
-		if (is_self()) {
-			// An agent's connection open before this agent started: left
-			// out like the ones track() sees (and its client end
-			// remembered, so the server side is left out too).
-			__u8 role = ci->role;
-			bpf_map_delete_elem(&conns, &key);
-			track_self(a.fd, role);
-			return;
-		}
-		if (!observed(ci->role == ROLE_SERVER ? ci->local_port : ci->peer_port)) {
-			bump(&counters, HC_CONNS_FILTERED);
-			bpf_map_delete_elem(&conns, &key);
-			return;
-		}
-	}
-	__u32 zero = 0;
-	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
-	if (!ev)
-		return;
-	__u32 cap = capture_bytes;
-	if (cap > MAX_CAPTURE)
-		cap = MAX_CAPTURE;
-	__u32 captured = 0;
-	__u32 end = 0;
-	if (a.kind == CALL_BUF) {
-		__u64 len = ret < cap ? ret : cap;
-		if (read_user_at(ev, 0, len, (const void *)a.ptr) == 0)
-			captured = len;
-		end = captured;
-		// a call longer than its prefix, or one inside a chunked body the
-		// walk follows (to keep its place)
-		if (captured && (captured < ret || ci->chunk_next[dir & 1]))
-			end = walk_chunks(key, a.ptr, ret, captured, dir); // and the call's tail
-	} else if (a.kind == CALL_IOV) {
-		captured = capture_iov(ev, (const struct iovec *)a.ptr, a.count, ret, cap);
-		end = captured;
-		if (captured && captured < ret)
-			end = capture_segs_iov(a.ptr, a.count, ret, captured);
-	} else if (a.kind == CALL_MSG) {
-		struct user_msghdr m;
-		if (bpf_probe_read_user(&m, sizeof(m), (const void *)a.ptr) == 0) {
-			captured = capture_iov(ev, m.msg_iov, m.msg_iovlen, ret, cap);
-			end = captured;
-			if (captured && captured < ret)
-				end = capture_segs_iov((__u64)m.msg_iov, m.msg_iovlen, ret, captured);
-		}
-	}
-	// One range for every capture path, so the verifier prunes them from
-	// here on (the masks change nothing: captured <= MAX_CAPTURE, end below
-	// 8192).
-	asm volatile("%[c] &= 8191\n\t"
-		     "%[e] &= 8191"
-		     : [c] "+r"(captured), [e] "+r"(end));
-	int request_dir = (ci->role == ROLE_SERVER) == (dir == DIR_READ);
-	int starts = -1; // not asked yet
-	if (ci->state == STATE_UNKNOWN) {
-		if (ci->role == ROLE_SERVER && peer_is_self(ci)) {
-			ci->state = STATE_NOT_HTTP;
-			bump(&counters, HC_CONNS_SELF);
-			return;
-		}
-		starts = request_dir && is_request_start(ev->data, captured);
-		if (!starts) {
-			if (ci->midstream) {
-				// Inside an exchange that began before the agent: wait
-				// for the next request to start.
-				if (request_dir && ++ci->probes >= MIDSTREAM_PROBES) {
-					ci->state = STATE_NOT_HTTP;
-					bump(&counters, HC_CONNS_NOT_HTTP);
-					count_unobserved(UNOBSERVED_UNKNOWN);
-				}
-				return;
-			}
-			// The peer spoke first, or what flows is no HTTP/1.x request.
-			ci->state = STATE_NOT_HTTP;
-			bump(&counters, HC_CONNS_NOT_HTTP);
-			count_unobserved(unobserved_kind(ev->data, captured, request_dir));
-			return;
-		}
-		ci->state = STATE_HTTP;
-		bump(&counters, HC_CONNS_HTTP);
-		emit_conn_event(EVENT_OPEN, a.fd, ci);
-	}
-	ev->type = EVENT_DATA;
-	ev->dir = dir;
-	ev->role = ci->role;
-	ev->err = 0;
-	ev->tgid = tid >> 32;
-	ev->fd = a.fd;
-	ev->captured = captured;
-	ev->start_ns = ci->start_ns;
-	ev->enter_ns = a.enter_ns;
-	ev->exit_ns = bpf_ktime_get_ns();
-	ev->total = ret;
-	ev->seq = ci->seq;
-	ev->seg_bytes = end - captured;
-	ci->seq++;
-	if (!request_dir) {
-		// Tells user space at close whether response records were lost,
-		// and that a dropped request start was answered (or not).
-		ci->resp_records++;
-		ci->lost_start = 0;
-		if (is_switching(ev->data, captured)) {
-			// HTTP/1 ends with this record (user space counts the
-			// upgrade from it).
-			ci->state = STATE_UPGRADED;
-			bump(&counters, HC_CONNS_UPGRADED);
-		}
-	}
-	__u64 size = DATA_HDR_SIZE + (__u64)end;
-	// as in read_user_at: bound the size where the helper sees it
-	asm volatile("%[s] &= 16383" : [s] "+r"(size));
-	if (bpf_ringbuf_output(&events, ev, size, wakeup_flags())) {
-		bump(&counters, HC_DROP_RINGBUF_FULL);
-		if (starts < 0) // as likely a request start as the kernel can tell cheaply
-			starts = request_dir && (is_known_start(ev->data, captured) || token_method(ev->data, captured));
-		if (starts) {
-			bump(&counters, HC_DROP_REQUEST_STARTS);
-			count_drop(0);
-			ci->lost_start = 1;
-		}
-		return;
-	}
-	bump(&counters, HC_EVENTS_SUBMITTED);
+	l7_capture(conn_key(a.fd), l7_meta(dir, a.kind, SOURCE_SYSCALL, a.count), a.ptr, ret, a.enter_ns);
 }
 
 SEC("tracepoint/syscalls/sys_enter_read")

@@ -1,4 +1,4 @@
-package httpc
+package capture
 
 import (
 	"bufio"
@@ -20,7 +20,7 @@ import (
 // that stay connected (a pool, a load balancer) would never be seen. They are
 // found in /proc (each process's socket descriptors, each network
 // namespace's TCP table) and put into the kernel's table marked midstream:
-// the kernel waits for the next request to start on them (bpf/http.c
+// the kernel waits for the next request to start on them (bpf/l7.c
 // MIDSTREAM_PROBES) and applies the filters at the first call, in the
 // owning process.
 
@@ -44,19 +44,22 @@ type netTable struct {
 
 // pickUpExisting puts the established TCP connections of every process
 // into the kernel's table; it returns how many.
-func (c *Collector) pickUpExisting() (int, error) {
+func (e *Engine) pickUpExisting() (int, error) {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, fmt.Errorf("listing processes: %w", err)
 	}
-	conns := c.loader.Map(httpMapConns)
+	conns := e.loader.Map(l7MapConns)
 	tables := map[string]*netTable{}
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return 0, fmt.Errorf("reading the monotonic clock: %w", err)
 	}
 	now := uint64(ts.Nano())
-	self := c.selfTgid()
+	self := uint32(os.Getpid())
+	if e.cfg.ObserveSelf {
+		self = 0
+	}
 	n := 0
 	for _, p := range procs {
 		pid, err := strconv.ParseUint(p.Name(), 10, 32)
@@ -96,13 +99,13 @@ func (c *Collector) pickUpExisting() (int, error) {
 			if err != nil {
 				continue
 			}
-			info := httpConnInfo{
+			info := l7ConnInfo{
 				StartNs:    now,
 				Peer:       sk.peer,
 				Local:      sk.local,
 				PeerPort:   sk.peerPort,
 				LocalPort:  sk.localPort,
-				Role:       uint8(httpHttpRoleROLE_CLIENT),
+				Role:       uint8(l7HttpRoleROLE_CLIENT),
 				Family:     unix.AF_INET,
 				Midstream:  1,
 				Unfiltered: 1,
@@ -111,7 +114,7 @@ func (c *Collector) pickUpExisting() (int, error) {
 				info.Family = unix.AF_INET6
 			}
 			if tbl.listening[sk.localPort] {
-				info.Role = uint8(httpHttpRoleROLE_SERVER)
+				info.Role = uint8(l7HttpRoleROLE_SERVER)
 			}
 			key := uint64(pid)<<32 | fdn
 			if err := conns.Update(key, &info, ebpf.UpdateNoExist); err != nil {
@@ -121,7 +124,7 @@ func (c *Collector) pickUpExisting() (int, error) {
 				return n, fmt.Errorf("adding an existing connection: %w", err)
 			}
 			n++
-			if uint32(n) >= c.cfg.MaxConnections/2 {
+			if uint32(n) >= e.cfg.MaxConnections/2 {
 				return n, nil // leave room for the connections to come
 			}
 		}

@@ -1,0 +1,217 @@
+// The L7 classifier: which protocol a connection carries, from the first
+// records the capture sees on it (bpf/l7.c asks while the connection is
+// undecided, within a bounded budget of records).
+//
+// Each test is cheap and looks only at the captured prefix of one call and
+// its total length. Tests run in the direction the protocol's first message
+// flows: the client's (ToServer) for HTTP/1, HTTP/2, PostgreSQL, Redis,
+// Memcached and Kafka; the server's (ToClient) for MySQL, whose server
+// speaks first, so a MySQL connection is never decided on the client's
+// bytes. Ciphertext (a TLS record header) never decides: the caller keeps
+// the connection undecided-as-TLS until a TLS data source supplies its
+// plaintext.
+//
+// A protocol whose bit is not in proto_mask never classifies: its match is
+// returned with CLASS_DISABLED, so the connection is given up and counted
+// as unobserved by what it looked like.
+#pragma once
+
+// l7_classify's results besides a protocol.
+#define CLASS_NONE 0        // nothing recognised: undecided, the budget goes on
+#define CLASS_TLS 0x80      // a TLS record: ciphertext
+#define CLASS_DISABLED 0x40 // | proto: that protocol's start, with its collector off
+
+static __always_inline __u32 be32(const __u8 *b)
+{
+	return (__u32)b[0] << 24 | (__u32)b[1] << 16 | (__u32)b[2] << 8 | b[3];
+}
+
+static __always_inline __u16 be16(const __u8 *b)
+{
+	return (__u16)b[0] << 8 | b[1];
+}
+
+static __always_inline int is_tls_record(const __u8 *b, __u32 n)
+{
+	// ChangeCipherSpec, Alert, Handshake, ApplicationData; TLS 1.0-1.3
+	return n >= 5 && b[0] >= 0x14 && b[0] <= 0x17 && b[1] == 0x03 && b[2] <= 0x04;
+}
+
+static __always_inline int is_h2_preface(const __u8 *b, __u32 n)
+{
+	if (n < 24)
+		return 0;
+	__u64 w0, w1, w2;
+	__builtin_memcpy(&w0, b, 8);
+	__builtin_memcpy(&w1, b + 8, 8);
+	__builtin_memcpy(&w2, b + 16, 8);
+	// "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", little endian
+	return w0 == 0x5448202a20495250ULL && w1 == 0x0a0d302e322f5054ULL && w2 == 0x0a0d0a0d4d530a0dULL;
+}
+
+// PostgreSQL's first message: StartupMessage (length, protocol 3.0), or the
+// SSLRequest / GSSENCRequest that may come before it. The requests are
+// answered with one byte and followed by a TLS handshake or the startup
+// message: they keep the connection undecided (the next record decides).
+#define PG_PROTOCOL_3 196608
+#define PG_SSL_REQUEST 80877103
+#define PG_GSSENC_REQUEST 80877104
+
+static __always_inline int pg_start(const __u8 *b, __u32 n, __u64 total)
+{
+	if (n < 8)
+		return 0;
+	__u32 len = be32(b), code = be32(b + 4);
+	if (code == PG_PROTOCOL_3 && len >= 9 && len <= 10000 && len == total)
+		return 1;
+	return 0;
+}
+
+static __always_inline int pg_pre_startup(const __u8 *b, __u32 n, __u64 total)
+{
+	if (n < 8 || total != 8 || be32(b) != 8)
+		return 0;
+	__u32 code = be32(b + 4);
+	return code == PG_SSL_REQUEST || code == PG_GSSENC_REQUEST;
+}
+
+// The MySQL/MariaDB server greeting (Initial Handshake, protocol 10): a
+// packet header (3-byte length, sequence 0), 0x0a, then the server version
+// as a NUL-terminated string starting with a digit.
+static __always_inline int mysql_greeting(const __u8 *b, __u32 n, __u64 total)
+{
+	if (n < 8)
+		return 0;
+	__u32 len = b[0] | (__u32)b[1] << 8 | (__u32)b[2] << 16;
+	if (b[3] != 0 || b[4] != 10 || len < 20 || len > 1024 || len + 4 > total)
+		return 0;
+	return b[5] >= '0' && b[5] <= '9' && b[6] >= '!' && b[6] < 0x7f;
+}
+
+// Redis: a RESP array of bulk strings ("*N\r\n$"), as every client sends
+// commands. Inline commands are not told apart from text.
+static __always_inline int redis_start(const __u8 *b, __u32 n)
+{
+	if (n < 5 || b[0] != '*' || b[1] < '1' || b[1] > '9')
+		return 0;
+	if (b[2] == '\r')
+		return b[3] == '\n' && b[4] == '$';
+	if (n < 6 || b[2] < '0' || b[2] > '9')
+		return 0;
+	return b[3] == '\r' && b[4] == '\n' && b[5] == '$';
+}
+
+// Memcached's text protocol: a lowercase command, then a space or the line
+// end (a whole short call must end its line).
+static __always_inline int memcached_start(const __u8 *b, __u32 n, __u64 total)
+{
+	if (n < 4)
+		return 0;
+	__u32 w = b[0] | (b[1] << 8) | (b[2] << 16) | ((__u32)b[3] << 24);
+#define W(a, b, c, d) ((__u32)(a) | ((__u32)(b) << 8) | ((__u32)(c) << 16) | ((__u32)(d) << 24))
+	int hit = 0;
+	switch (w) {
+	case W('g', 'e', 't', ' '):
+	case W('g', 'e', 't', 's'):
+	case W('s', 'e', 't', ' '):
+	case W('a', 'd', 'd', ' '):
+	case W('c', 'a', 's', ' '):
+	case W('g', 'a', 't', ' '):
+	case W('g', 'a', 't', 's'):
+	case W('r', 'e', 'p', 'l'):
+	case W('a', 'p', 'p', 'e'):
+	case W('p', 'r', 'e', 'p'):
+	case W('d', 'e', 'l', 'e'):
+	case W('i', 'n', 'c', 'r'):
+	case W('d', 'e', 'c', 'r'):
+	case W('t', 'o', 'u', 'c'):
+	case W('v', 'e', 'r', 's'):
+	case W('s', 't', 'a', 't'):
+	case W('f', 'l', 'u', 's'):
+	case W('m', 'n', '\r', '\n'):
+		hit = 1;
+		break;
+	}
+#undef W
+	// meta commands: mg ms md ma me, then a space
+	if (!hit && b[0] == 'm' && b[2] == ' ' &&
+	    (b[1] == 'g' || b[1] == 's' || b[1] == 'd' || b[1] == 'a' || b[1] == 'e'))
+		hit = 1;
+	if (!hit)
+		return 0;
+	if (n == total) {
+		__u64 e = n - 2;
+		asm volatile("%[e] &= 4095" : [e] "+r"(e));
+		return b[e] == '\r' && b[e + 1] == '\n';
+	}
+	return 1;
+}
+
+// Kafka: a request header (size, api_key, api_version, correlation id,
+// client id length) whose size fits the call, api key and version in the
+// ranges clients use, and a sane client id.
+static __always_inline int kafka_start(const __u8 *b, __u32 n, __u64 total)
+{
+	if (n < 14)
+		return 0;
+	__u32 size = be32(b);
+	__s16 key = be16(b + 4), ver = be16(b + 6);
+	__s16 cid = be16(b + 12);
+	if (size < 10 || (__u64)size + 4 > total || size > (64 << 20))
+		return 0;
+	if (key < 0 || key > 80 || ver < 0 || ver > 20)
+		return 0;
+	if (cid < -1 || cid > 255 || 14 + cid > size + 4)
+		return 0;
+	if (cid > 0 && n > 14 && (b[14] < '!' || b[14] >= 0x7f))
+		return 0;
+	return 1;
+}
+
+// proto_on: the protocol's collector is enabled.
+static __always_inline int proto_on(__u32 p)
+{
+	return (proto_mask >> p) & 1;
+}
+
+static __always_inline __u32 decide(__u32 p)
+{
+	return proto_on(p) ? p : (CLASS_DISABLED | p);
+}
+
+// l7_classify looks at the record in the per-CPU scratch buffer (n
+// captured bytes of a call that moved total) in direction request_dir (1:
+// client to server) and returns a protocol (enum l7_proto), CLASS_TLS,
+// CLASS_DISABLED | protocol, PG_WAIT or CLASS_NONE. A global function: the
+// verifier checks it once, not once per state of its caller.
+#define CLASS_WAIT 0x20 // a start that is answered before the protocol shows (SSLRequest)
+
+__noinline __u32 l7_classify(__u32 n, __u64 total, __u32 request_dir)
+{
+	__u32 zero = 0;
+	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
+	if (!ev)
+		return CLASS_NONE;
+	if (n > MAX_CAPTURE)
+		n = MAX_CAPTURE;
+	const __u8 *b = ev->data;
+	if (is_tls_record(b, n))
+		return CLASS_TLS;
+	if (!request_dir)
+		return mysql_greeting(b, n, total) ? decide(L7_PROTO_MYSQL) : CLASS_NONE;
+	if (is_request_start(b, n))
+		return decide(L7_PROTO_HTTP1);
+	if (is_h2_preface(b, n))
+		return decide(L7_PROTO_HTTP2);
+	if (pg_start(b, n, total))
+		return decide(L7_PROTO_POSTGRES);
+	if (pg_pre_startup(b, n, total))
+		return proto_on(L7_PROTO_POSTGRES) ? CLASS_WAIT : (CLASS_DISABLED | L7_PROTO_POSTGRES);
+	if (redis_start(b, n))
+		return decide(L7_PROTO_REDIS);
+	if (memcached_start(b, n, total))
+		return decide(L7_PROTO_MEMCACHED);
+	if (kafka_start(b, n, total))
+		return decide(L7_PROTO_KAFKA);
+	return CLASS_NONE;
+}

@@ -1,0 +1,323 @@
+package capture
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/collectortest"
+	"github.com/otelbee/otelbee/collectors/l7"
+)
+
+// probe is a protocol that keeps what the layer handed its parsers: per
+// role, the connections and the bytes of each direction.
+type probe struct {
+	name string
+	mu   sync.Mutex
+	// by role: connections of this process, bytes by direction
+	conns [3]int
+	bytes [3][2]uint64
+	tails int // records with a tail
+}
+
+func (p *probe) Name() string { return p.name }
+
+func (p *probe) Metrics(l7.Role) []l7.MetricSpec {
+	return []l7.MetricSpec{{Name: "test." + p.name + ".duration", Unit: "s", Kind: l7.Duration}}
+}
+
+func (p *probe) NewParser(c *l7.Conn) l7.Parser {
+	if c.PID == uint32(os.Getpid()) {
+		p.mu.Lock()
+		p.conns[c.Role]++
+		p.mu.Unlock()
+	}
+	return &probeParser{p: p, c: c}
+}
+
+type probeParser struct {
+	p     *probe
+	c     *l7.Conn
+	start uint64
+	x     l7.Exchange
+}
+
+func (pp *probeParser) Feed(r *l7.Record, out l7.Sink) {
+	if pp.c.PID == uint32(os.Getpid()) {
+		pp.p.mu.Lock()
+		pp.p.bytes[pp.c.Role][r.Dir] += r.Total
+		if r.Tail != nil {
+			pp.p.tails++
+		}
+		pp.p.mu.Unlock()
+	}
+	if r.Dir == l7.ToServer {
+		pp.start = r.Start
+		return
+	}
+	pp.x.Reset()
+	pp.x.Start, pp.x.End = pp.start, r.End
+	out.Exchange(pp.c, &pp.x)
+}
+
+func (pp *probeParser) Lost(l7.Dir, l7.Sink)   {}
+func (pp *probeParser) Close(uint64, l7.Sink) {}
+
+func (p *probe) snapshot() (conns [3]int, bytes [3][2]uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conns, p.bytes
+}
+
+// group loads an engine with probes for the given protocols, as the agent
+// runs its L7 collectors: one kernel object for all of them.
+type group struct {
+	eng  *Engine
+	cols []*Collector
+}
+
+func (g *group) Name() string { return g.cols[0].Name() }
+func (g *group) Load(ctx context.Context) error {
+	for _, c := range g.cols {
+		if err := c.Load(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (g *group) Run(ctx context.Context) error { return g.eng.Run(ctx) }
+func (g *group) Close() error {
+	var errs []error
+	for _, c := range g.cols {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func startProbes(t *testing.T, names ...string) (*Engine, map[string]*probe) {
+	t.Helper()
+	probes := map[string]*probe{}
+	var g *group
+	collectortest.Start(t, names[0], func(d collectors.Deps) collectors.Collector {
+		cfg := DefaultConfig()
+		cfg.ObserveSelf = true
+		cfg.PickUpExisting = false
+		g = &group{eng: NewEngine(d, cfg)}
+		g.eng.SelfComms = []string{}
+		for _, n := range names {
+			p := &probe{name: n}
+			probes[n] = p
+			c, err := NewCollector(g.eng, d, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.cols = append(g.cols, c)
+		}
+		return g
+	}, collectortest.Options{})
+	return g.eng, probes
+}
+
+// exchange is one protocol's first messages: who speaks first, and what.
+type exchange struct {
+	proto       string
+	serverFirst bool
+	first, then []byte
+}
+
+func be32(v int) []byte { return binary.BigEndian.AppendUint32(nil, uint32(v)) }
+
+func pgStartup() []byte {
+	body := append(be32(196608), "user\x00u\x00database\x00d\x00\x00"...)
+	return append(be32(len(body)+4), body...)
+}
+
+func mysqlGreeting() []byte {
+	payload := append([]byte{10}, "8.0.36\x00"...)
+	payload = append(payload, make([]byte, 40)...)
+	hdr := []byte{byte(len(payload)), byte(len(payload) >> 8), 0, 0}
+	return append(hdr, payload...)
+}
+
+func kafkaAPIVersions() []byte {
+	body := []byte{0, 18, 0, 3} // ApiVersions v3
+	body = append(body, be32(1)...)
+	body = append(body, 0, 5)
+	body = append(body, "kcat1"...)
+	body = append(body, 0, 0, 0) // tagged fields, client software name/version empty
+	return append(be32(len(body)), body...)
+}
+
+var exchanges = []exchange{
+	{proto: "redis", first: []byte("*1\r\n$4\r\nPING\r\n"), then: []byte("+PONG\r\n")},
+	{proto: "memcached", first: []byte("get k\r\n"), then: []byte("END\r\n")},
+	{proto: "postgresql", first: pgStartup(), then: []byte("R\x00\x00\x00\x08\x00\x00\x00\x00")},
+	{proto: "mysql", serverFirst: true, first: mysqlGreeting(), then: []byte("\x05\x00\x00\x01\x0ahello")},
+	{proto: "kafka", first: kafkaAPIVersions(), then: append(be32(6), 0, 0, 0, 1, 0, 0)},
+	{proto: "http2", first: []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"), then: []byte("\x00\x00\x00\x04\x00\x00\x00\x00\x00")},
+}
+
+// converse runs n connections of x over loopback TCP, both ends in this
+// process: the side that speaks first writes x.first, the other reads it
+// and answers x.then, twice per connection.
+func converse(t *testing.T, x exchange, n int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	speak := func(c net.Conn, first bool) error {
+		for i := 0; i < 2; i++ {
+			out, in := x.first, x.then
+			if !first {
+				out, in = x.then, x.first
+				buf := make([]byte, len(in))
+				if _, err := io.ReadFull(c, buf); err != nil {
+					return err
+				}
+				if _, err := c.Write(out); err != nil {
+					return err
+				}
+				continue
+			}
+			if _, err := c.Write(out); err != nil {
+				return err
+			}
+			buf := make([]byte, len(in))
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				errc <- err
+				return
+			}
+			err = speak(c, x.serverFirst)
+			c.Close()
+			if err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := speak(c, !x.serverFirst); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPrivilegedClassifyEveryProtocol: each protocol's first message, sent
+// over real sockets, decides its connections (client and server ends) for
+// its protocol and no other, and every record after it reaches that
+// protocol's parser: exact connection and byte counts.
+func TestPrivilegedClassifyEveryProtocol(t *testing.T) {
+	var names []string
+	for _, x := range exchanges {
+		names = append(names, x.proto)
+	}
+	_, probes := startProbes(t, names...)
+	const n = 3
+	for _, x := range exchanges {
+		converse(t, x, n)
+	}
+	for _, x := range exchanges {
+		p := probes[x.proto]
+		// two rounds: the first speaker's bytes go its way, the answers back
+		toServer, toClient := uint64(2*n*len(x.first)), uint64(2*n*len(x.then))
+		if x.serverFirst {
+			toServer, toClient = toClient, toServer
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		var conns [3]int
+		var bytes [3][2]uint64
+		for time.Now().Before(deadline) {
+			conns, bytes = p.snapshot()
+			if conns[l7.RoleClient] >= n && conns[l7.RoleServer] >= n &&
+				bytes[l7.RoleClient][l7.ToClient] >= toClient && bytes[l7.RoleServer][l7.ToClient] >= toClient {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond) // nothing more may come
+		conns, bytes = p.snapshot()
+		for _, role := range []l7.Role{l7.RoleClient, l7.RoleServer} {
+			if conns[role] != n {
+				t.Errorf("%s: %d connections of role %d, want %d", x.proto, conns[role], role, n)
+			}
+			if bytes[role][l7.ToServer] != toServer || bytes[role][l7.ToClient] != toClient {
+				t.Errorf("%s role %d: %d bytes to the server, %d to the client; want %d and %d",
+					x.proto, role, bytes[role][l7.ToServer], bytes[role][l7.ToClient], toServer, toClient)
+			}
+		}
+	}
+}
+
+// TestPrivilegedDisabledProtocolNeverClassifies: with only Redis enabled, a
+// Memcached and a Kafka conversation reach no parser and are counted as
+// unobserved by what they looked like, once per end.
+func TestPrivilegedDisabledProtocolNeverClassifies(t *testing.T) {
+	eng, probes := startProbes(t, "redis")
+	before := unobservedOf(t, eng)
+	const n = 2
+	for _, x := range exchanges {
+		if x.proto == "memcached" || x.proto == "kafka" {
+			converse(t, x, n)
+		}
+	}
+	converse(t, exchanges[0], 1) // redis: still classified
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, _ := probes["redis"].snapshot(); c[l7.RoleClient] == 1 && c[l7.RoleServer] == 1 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if c, _ := probes["redis"].snapshot(); c[l7.RoleClient] != 1 || c[l7.RoleServer] != 1 {
+		t.Errorf("redis connections %v, want one of each role", c)
+	}
+	after := unobservedOf(t, eng)
+	for _, k := range []l7HttpUnobserved{l7HttpUnobservedUNOBSERVED_MEMCACHED, l7HttpUnobservedUNOBSERVED_KAFKA} {
+		if got := after[k] - before[k]; got != 2*n {
+			t.Errorf("unobserved %s: %d, want %d (both ends of %d connections)", UnobservedReasons[k], got, 2*n, n)
+		}
+	}
+}
+
+func unobservedOf(t *testing.T, e *Engine) [l7HttpUnobservedUNOBSERVED_MAX]uint64 {
+	t.Helper()
+	var out [l7HttpUnobservedUNOBSERVED_MAX]uint64
+	var perCPU []l7TgidUnobserved
+	if err := e.Loader().Map(l7MapUnobserved).Lookup(uint32(os.Getpid()), &perCPU); err != nil {
+		return out
+	}
+	for _, v := range perCPU {
+		for i := range out {
+			out[i] += v.N[i]
+		}
+	}
+	return out
+}

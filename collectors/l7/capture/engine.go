@@ -1,0 +1,693 @@
+// Package capture is the L7 layer's user-space half: it loads the kernel's
+// protocol-neutral capture (bpf/l7.c) once for every L7 protocol the agent
+// runs, drains its ring buffer, decodes the records (layouts from the
+// bpf2go-generated types), owns the connection table and its housekeeping,
+// keeps the clocks, accounts for drops, and hands each connection's records
+// in order to the handler of the protocol the kernel decided for it.
+// Protocols written against package l7 get their parser per connection, a
+// Sink that records their exchanges on the metrics they declare (one series
+// table: sink.go) and spans when sampled.
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/sys/unix"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/l7"
+)
+
+// Hooks is the attach plan: one set of programs for every protocol. Every
+// hook is a pair of syscall tracepoints (entry remembers the buffer, exit
+// knows the length). Socket tracking (accept, connect, close) is required;
+// each read/write hook that fails only loses that call's traffic.
+func Hooks() []hook.Hook {
+	tp := func(name string) hook.AttachFunc { return hook.Tracepoint("syscalls", name) }
+	pair := func(name, enter, exit string) hook.Hook {
+		return hook.Hook{Name: name, Links: []hook.Link{{Mode: hook.ModeTracepoint, Programs: []hook.Program{
+			{Name: enter, Attach: tp("sys_enter_" + name)},
+			{Name: exit, Attach: tp("sys_exit_" + name)},
+		}}}}
+	}
+	one := func(name, prog, event string) hook.Hook {
+		return hook.Hook{Name: name, Links: []hook.Link{{Mode: hook.ModeTracepoint, Programs: []hook.Program{
+			{Name: prog, Attach: tp(event)},
+		}}}}
+	}
+	return []hook.Hook{
+		one("accept4", l7ProgHttpAccept4Exit, "sys_exit_accept4"),
+		one("accept", l7ProgHttpAcceptExit, "sys_exit_accept"),
+		pair("connect", l7ProgHttpConnectEnter, l7ProgHttpConnectExit),
+		one("close", l7ProgHttpCloseEnter, "sys_enter_close"),
+		{Name: "fork", Links: []hook.Link{{Mode: hook.ModeTracepoint, Programs: []hook.Program{
+			{Name: l7ProgHttpFork, Attach: hook.Tracepoint("sched", "sched_process_fork")},
+		}}}},
+		pair("read", l7ProgHttpReadEnter, l7ProgHttpReadExit),
+		pair("recvfrom", l7ProgHttpRecvfromEnter, l7ProgHttpRecvfromExit),
+		pair("readv", l7ProgHttpReadvEnter, l7ProgHttpReadvExit),
+		pair("recvmsg", l7ProgHttpRecvmsgEnter, l7ProgHttpRecvmsgExit),
+		pair("write", l7ProgHttpWriteEnter, l7ProgHttpWriteExit),
+		pair("sendto", l7ProgHttpSendtoEnter, l7ProgHttpSendtoExit),
+		pair("writev", l7ProgHttpWritevEnter, l7ProgHttpWritevExit),
+		pair("sendmsg", l7ProgHttpSendmsgEnter, l7ProgHttpSendmsgExit),
+		pair("sendfile64", l7ProgHttpSendfileEnter, l7ProgHttpSendfileExit),
+	}
+}
+
+var requiredHooks = map[string]bool{"accept4": true, "connect": true, "close": true}
+
+// afUnix is AF_UNIX, as the kernel reports a connection's family.
+const afUnix = 1
+
+// readPollInterval is the longest a record waits in the ring buffer.
+const readPollInterval = 100 * time.Millisecond
+
+// housekeepEvery is how often exited processes' connections are forgotten
+// and the clock offset re-measured.
+const housekeepEvery = 10 * time.Second
+
+type connKey struct {
+	tgid, fd uint32
+	start    uint64
+}
+
+// Conn is one tracked connection: the l7.Conn a parser is handed, and what
+// the engine keeps about it.
+type Conn struct {
+	l7.Conn
+	Proto Proto
+	Unix  bool // a Unix domain socket: no addresses or ports
+	// State is the handler's per-connection state (a parser), set in Open.
+	State any
+
+	key      connKey
+	h        Handler
+	nextSeq  uint32
+	respSeen uint32 // records of the response direction received
+}
+
+// Engine is the L7 capture of one agent: one kernel object, one ring
+// buffer, one connection table, whichever protocols run on it. Its
+// protocols' collectors share it (Acquire, Run, Release).
+type Engine struct {
+	deps collectors.Deps
+	cfg  Config
+	log  *slog.Logger
+	// SelfComms are the executables whose traffic is the agents' own (set
+	// before the first Acquire; nil: SelfComms("otelbee")).
+	SelfComms []string
+
+	handlers [protoMax]Handler
+
+	mu      sync.Mutex // Acquire, Release, Run
+	refs    int
+	running bool
+	done    chan struct{} // closed when Run's drain ends
+
+	loader   *hook.Loader
+	reader   *ringbuf.Reader
+	counters *ebpf.Map
+	selfReg  metric.Registration
+	start    time.Time
+	clockNs  atomic.Int64 // wall - monotonic, ns
+
+	// Owned by the Run goroutine.
+	conns  map[connKey]*Conn
+	free   []*Conn
+	nextID uint64
+	rec    l7.Record // the record handed to adapted parsers
+
+	received  atomic.Uint64
+	malformed atomic.Uint64
+	orphans   atomic.Uint64 // data of connections whose open was lost
+	connsOver atomic.Uint64
+	records   [protoMax]atomic.Uint64 // data records received, by protocol
+	unhandled atomic.Uint64           // records of a protocol no handler took
+}
+
+// NewEngine returns an unloaded engine.
+func NewEngine(deps collectors.Deps, cfg Config) *Engine {
+	e := &Engine{deps: deps, cfg: cfg, log: deps.Logger, conns: map[connKey]*Conn{}}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	return e
+}
+
+// Register makes h the handler of p's connections; p's classification is
+// enabled in the kernel. Before the first Acquire only.
+func (e *Engine) Register(p Proto, h Handler) {
+	if p > ProtoUndecided && p < protoMax {
+		e.handlers[p] = h
+	}
+}
+
+// Loader is the loaded object (nil before Acquire).
+func (e *Engine) Loader() *hook.Loader { return e.loader }
+
+// Counters is the kernel's counter array.
+func (e *Engine) Counters() *ebpf.Map { return e.counters }
+
+// Start is when the engine loaded.
+func (e *Engine) Start() time.Time { return e.start }
+
+// Acquire loads the kernel side on the first call (every registered
+// protocol enabled); later calls share it. Each successful Acquire is paired
+// with a Release.
+func (e *Engine) Acquire(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.refs > 0 {
+		e.refs++
+		return nil
+	}
+	if err := e.load(ctx); err != nil {
+		return err
+	}
+	e.refs = 1
+	return nil
+}
+
+// Release drops one Acquire; the last one detaches everything and ends Run.
+func (e *Engine) Release() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.refs == 0 {
+		return nil
+	}
+	if e.refs--; e.refs > 0 {
+		return nil
+	}
+	return e.unload()
+}
+
+func (e *Engine) protoMask() uint32 {
+	var m uint32
+	for p, h := range e.handlers {
+		if h != nil {
+			m |= 1 << p
+		}
+	}
+	return m
+}
+
+func (e *Engine) load(ctx context.Context) error {
+	spec, err := loadL7()
+	if err != nil {
+		return fmt.Errorf("loading the l7 object: %w", err)
+	}
+	anyFilter := !e.cfg.Include.Empty() || !e.cfg.Exclude.Empty()
+	b2u := func(b bool) uint8 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	self := uint32(os.Getpid())
+	if e.cfg.ObserveSelf {
+		self = 0
+	}
+	for name, v := range map[string]any{
+		l7VarCaptureBytes:  e.cfg.CaptureBytes,
+		l7VarSelfTgid:      self,
+		l7VarAnyFilter:     b2u(anyFilter),
+		l7VarIncludeComm:   b2u(len(e.cfg.Include.Executables) > 0),
+		l7VarIncludePort:   b2u(len(e.cfg.Include.Ports) > 0),
+		l7VarIncludeCgroup: b2u(len(e.cfg.Include.Cgroups) > 0),
+		l7VarProtoMask:     e.protoMask(),
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return fmt.Errorf("setting %s: %w", name, err)
+		}
+	}
+	opts := e.deps.Attach
+	opts.MaxEntries = map[string]uint32{
+		l7MapConns:  e.cfg.MaxConnections,
+		l7MapEvents: e.cfg.RingBufferBytes,
+	}
+	// The hooks are registered under the first protocol's collector name
+	// ("http" when it runs: --collectors=http reads as it always did).
+	owner := "l7"
+	for _, h := range e.handlers {
+		if n, ok := h.(interface{ Name() string }); ok {
+			owner = n.Name()
+			break
+		}
+	}
+	e.loader, err = hook.NewLoader(owner, spec, opts, e.deps.Probes, e.deps.Hooks, e.log)
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		e.loader.Close()
+		e.loader = nil
+		return err
+	}
+	if err := e.fillFilters(); err != nil {
+		return fail(err)
+	}
+	if err := e.fillSelf(); err != nil {
+		return fail(err)
+	}
+	for _, h := range Hooks() {
+		if _, err := e.loader.Attach(h); err != nil {
+			if requiredHooks[h.Name] {
+				return fail(err)
+			}
+			e.log.Warn("running degraded: a hook could not be attached", "hook", h.Name, "error", err)
+		}
+	}
+	e.counters = e.loader.Map(l7MapCounters)
+	e.reader, err = ringbuf.NewReader(e.loader.Map(l7MapEvents))
+	if err != nil {
+		return fail(fmt.Errorf("opening the l7 ring buffer: %w", err))
+	}
+	if e.deps.Meter != nil {
+		if e.selfReg, err = e.selfMetrics(e.deps.Meter); err != nil {
+			e.reader.Close()
+			return fail(fmt.Errorf("registering the l7 self-metrics: %w", err))
+		}
+	}
+	e.start = time.Now()
+	e.done = make(chan struct{})
+	e.running = false
+	e.syncClock()
+	if e.cfg.PickUpExisting {
+		n, err := e.pickUpExisting()
+		if err != nil {
+			e.log.Warn("connections open before the start are not parsed", "error", err)
+		} else {
+			e.log.Debug("picked up connections open before the start", "connections", n)
+		}
+	}
+	return nil
+}
+
+func (e *Engine) unload() error {
+	if e.selfReg != nil {
+		e.selfReg.Unregister()
+		e.selfReg = nil
+	}
+	if e.reader != nil {
+		e.reader.Close()
+	}
+	var err error
+	if e.loader != nil {
+		err = e.loader.Close()
+	}
+	return err
+}
+
+func (e *Engine) fillFilters() error {
+	put := func(m *ebpf.Map, key any, action l7FilterAction) error {
+		return m.Put(key, uint8(action))
+	}
+	for _, f := range []struct {
+		filter Filter
+		action l7FilterAction
+	}{{e.cfg.Include, l7FilterActionFILTER_INCLUDE}, {e.cfg.Exclude, l7FilterActionFILTER_EXCLUDE}} {
+		for _, x := range f.filter.Executables {
+			if err := put(e.loader.Map(l7MapFilterComm), commKey(x), f.action); err != nil {
+				return fmt.Errorf("l7 filter %q: %w", x, err)
+			}
+		}
+		for _, p := range f.filter.Ports {
+			if err := put(e.loader.Map(l7MapFilterPort), uint16(p), f.action); err != nil {
+				return fmt.Errorf("l7 filter port %d: %w", p, err)
+			}
+		}
+		for _, cg := range f.filter.Cgroups {
+			id, err := CgroupID(cg)
+			if err != nil {
+				return fmt.Errorf("l7 filter: %w", err)
+			}
+			if err := put(e.loader.Map(l7MapFilterCgroup), id, f.action); err != nil {
+				return fmt.Errorf("l7 filter cgroup %s: %w", cg, err)
+			}
+		}
+	}
+	return nil
+}
+
+// SelfComms are the comm names whose processes are otelbee agents: every
+// agent's (executable, "" for none), and this agent's own when it runs under
+// another name (so copies of it running renamed are left out too).
+func SelfComms(executable string) []string {
+	var names []string
+	if executable != "" {
+		names = append(names, executable)
+	}
+	if b, err := os.ReadFile("/proc/self/comm"); err == nil {
+		if own := strings.TrimSpace(string(b)); own != "" && own != executable {
+			names = append(names, own)
+		}
+	}
+	return names
+}
+
+// fillSelf marks the agents' executables in the kernel's executable filter:
+// their connections are not tracked, and the server side of their client
+// connections (a local collector receiving their export) is left out,
+// counted as connections ignored for reason "self" (bpf/l7.c, self_ends).
+func (e *Engine) fillSelf() error {
+	names := e.SelfComms
+	if names == nil && !e.cfg.ObserveSelf {
+		names = SelfComms("otelbee")
+	}
+	m := e.loader.Map(l7MapFilterComm)
+	for _, name := range names {
+		if err := m.Put(commKey(name), uint8(l7FilterActionFILTER_SELF)); err != nil {
+			return fmt.Errorf("marking the agent's executable %q: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// syncClock measures wall - monotonic, to turn kernel timestamps into time.
+func (e *Engine) syncClock() {
+	var ts unix.Timespec
+	before := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return
+	}
+	e.clockNs.Store(before.UnixNano() - ts.Nano())
+}
+
+// Wall turns a kernel timestamp (CLOCK_MONOTONIC ns) into time.
+func (e *Engine) Wall(mono uint64) time.Time {
+	return time.Unix(0, int64(mono)+e.clockNs.Load())
+}
+
+// Run drains the ring buffer until ctx ends or the last Release. Every
+// protocol collector sharing the engine calls it: the first drains, the
+// others wait until the drain ends (or their ctx does).
+func (e *Engine) Run(ctx context.Context) error {
+	e.mu.Lock()
+	if e.running || e.reader == nil {
+		done := e.done
+		e.mu.Unlock()
+		if done == nil {
+			return nil
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	e.running = true
+	reader, done := e.reader, e.done
+	e.mu.Unlock()
+	defer close(done)
+	return e.drain(ctx, reader)
+}
+
+func (e *Engine) drain(ctx context.Context, reader *ringbuf.Reader) error {
+	stop := context.AfterFunc(ctx, func() { reader.Close() })
+	defer stop()
+	var (
+		rec ringbuf.Record
+		r   Record
+	)
+	housekeep := time.Now().Add(housekeepEvery)
+	// The kernel wakes us only for batches (bpf/l7.c wakeup_flags); the
+	// deadline bounds how long a lone record waits. ReadInto drains the ring
+	// without waiting, so the deadline is renewed only when it fired.
+	reader.SetDeadline(time.Now().Add(readPollInterval))
+	n := 0
+	for {
+		err := reader.ReadInto(&rec)
+		if n++; err != nil || n%8192 == 0 {
+			now := time.Now()
+			if now.After(housekeep) {
+				e.housekeeping()
+				housekeep = now.Add(housekeepEvery)
+			}
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				reader.SetDeadline(time.Now().Add(readPollInterval))
+				continue
+			}
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("reading l7 events: %w", err)
+		}
+		e.received.Add(1)
+		if err := Decode(rec.RawSample, &r); err != nil {
+			e.malformed.Add(1)
+			continue
+		}
+		e.Handle(&r)
+	}
+}
+
+// Handle applies one record to its connection (the Run goroutine; tests).
+func (e *Engine) Handle(r *Record) {
+	k := connKey{tgid: r.TGID, fd: r.FD, start: r.StartNs}
+	c := e.conns[k]
+	if c == nil && r.Type == TypeData && e.loader != nil {
+		// The connection's open record was lost: its description is
+		// still in the kernel's table.
+		var info l7ConnInfo
+		if err := e.loader.Map(l7MapConns).Lookup(uint64(r.TGID)<<32|uint64(r.FD), &info); err == nil && info.StartNs == r.StartNs {
+			open := *r
+			open.Type = TypeOpen
+			open.Role, open.Peer, open.PeerPort, open.LocalPort = info.Role, info.Peer, info.PeerPort, info.LocalPort
+			open.Local, open.Family, open.Owner = info.Local, info.Family, info.Owner
+			open.Proto, open.Source, open.Midstream = Proto(info.Proto), l7.Source(info.Source), info.Midstream != 0
+			open.Seq = r.Seq - 1 // the data record's own sequence is checked below
+			e.Handle(&open)
+			if c = e.conns[k]; c != nil {
+				// response records so far, less this one if it is one
+				// (counted below)
+				c.respSeen = info.RespRecords
+				if r.Dir() == l7.ToClient && c.respSeen > 0 {
+					c.respSeen--
+				}
+			}
+		}
+	}
+	switch r.Type {
+	case TypeOpen:
+		h := e.handlerOf(r.Proto)
+		if h == nil {
+			e.unhandled.Add(1)
+			return
+		}
+		if c == nil {
+			if uint32(len(e.conns)) >= e.cfg.MaxConnections {
+				e.connsOver.Add(1)
+				return
+			}
+			c = e.newConn(k)
+		}
+		e.fill(c, r)
+		c.h = h
+		h.Open(c, r)
+	case TypeData:
+		if c == nil {
+			e.orphans.Add(1)
+			return
+		}
+		if r.Proto < protoMax {
+			e.records[r.Proto].Add(1)
+		}
+		if r.Seq != c.nextSeq {
+			c.h.Lost(c)
+		}
+		c.nextSeq = r.Seq + 1
+		if r.Dir() == l7.ToClient {
+			c.respSeen++
+		}
+		if r.Source != 0 {
+			c.Source = r.Source
+		}
+		c.h.Data(c, r)
+	case TypeClose:
+		if c == nil {
+			return
+		}
+		// Records were lost since the last one seen. If none of them was a
+		// response record, the requests waiting never got an answer: they
+		// are incomplete (Close counts them), not lost.
+		if r.Seq != c.nextSeq && r.RespRecords != c.respSeen {
+			c.h.Lost(c)
+		}
+		c.h.End(c, r.ExitNs, r.LostStart, false)
+		e.release(c)
+	}
+}
+
+func (e *Engine) handlerOf(p Proto) Handler {
+	if p < protoMax {
+		return e.handlers[p]
+	}
+	return nil
+}
+
+// fill describes c from its open record.
+func (e *Engine) fill(c *Conn, r *Record) {
+	e.nextID++
+	role := l7.RoleClient
+	if r.Server() {
+		role = l7.RoleServer
+	}
+	c.Conn = l7.Conn{
+		ID:        e.nextID,
+		PID:       e.identityOf(r),
+		Role:      role,
+		Source:    r.Source,
+		Midstream: r.Midstream,
+	}
+	c.Unix = r.Family == afUnix
+	if !c.Unix {
+		c.Local = netip.AddrPortFrom(netip.AddrFrom16(r.Local).Unmap(), r.LocalPort)
+		c.Peer = netip.AddrPortFrom(netip.AddrFrom16(r.Peer).Unmap(), r.PeerPort)
+	}
+	if c.Source == 0 {
+		c.Source = l7.SourceSyscall
+	}
+	c.Proto = r.Proto
+	c.nextSeq = r.Seq + 1
+	c.respSeen = 0
+}
+
+// identityOf is the process a connection's requests are credited to: the
+// one that accepted (or connected) it, when a forked child serves it and
+// that process still runs. A child forked per connection (ForkingMixIn)
+// lives for one request: it would be a new process, often gone before its
+// identity is read, for every request.
+func (e *Engine) identityOf(r *Record) uint32 {
+	if r.Owner != 0 && r.Owner != r.TGID && e.Alive(r.Owner) {
+		return r.Owner
+	}
+	return r.TGID
+}
+
+func (e *Engine) newConn(k connKey) *Conn {
+	var c *Conn
+	if n := len(e.free); n > 0 {
+		c = e.free[n-1]
+		e.free = e.free[:n-1]
+	} else {
+		c = &Conn{}
+	}
+	c.key = k
+	e.conns[k] = c
+	return c
+}
+
+func (e *Engine) release(c *Conn) {
+	delete(e.conns, c.key)
+	state := c.State
+	*c = Conn{State: state} // the handler may reuse its state
+	if len(e.free) < 1024 {
+		e.free = append(e.free, c)
+	}
+}
+
+// Conns is the number of connections in the table.
+func (e *Engine) Conns() int { return len(e.conns) }
+
+// housekeeping runs in the Run goroutine: it forgets the connections of
+// processes that exited (their descriptors closed without close(2)),
+// re-measures the clock offset, and lets every handler retire what exited
+// processes left.
+func (e *Engine) housekeeping() {
+	e.syncClock()
+	dead := map[uint32]bool{}
+	isDead := func(tgid uint32) bool {
+		d, seen := dead[tgid]
+		if !seen {
+			d = !e.Alive(tgid)
+			dead[tgid] = d
+		}
+		return d
+	}
+	conns := e.loader.Map(l7MapConns)
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	for k, c := range e.conns {
+		if !isDead(k.tgid) {
+			continue
+		}
+		// The process exited: its descriptors closed without close(2), so
+		// the kernel's entry is still there. A request start dropped on it
+		// was cut off by the exit; then forget the entry.
+		kkey := uint64(k.tgid)<<32 | uint64(k.fd)
+		var info l7ConnInfo
+		lostStart := false
+		if err := conns.Lookup(kkey, &info); err == nil && info.StartNs == k.start {
+			lostStart = info.LostStart != 0
+			conns.Delete(kkey)
+		}
+		c.h.End(c, uint64(ts.Nano()), lostStart, true)
+		e.release(c)
+	}
+	now := time.Now()
+	for _, h := range e.handlers {
+		if h != nil {
+			h.Housekeep(isDead, now)
+		}
+	}
+}
+
+// Alive reports whether a process runs.
+func (e *Engine) Alive(tgid uint32) bool {
+	if e.deps.Processes != nil {
+		return e.deps.Processes.Alive(tgid)
+	}
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", tgid))
+	return err == nil
+}
+
+// Kernel counter slots (bpf/l7.c enum http_counter).
+const (
+	CounterEventsSubmitted = int(l7HttpCounterHC_EVENTS_SUBMITTED)
+	CounterDropRingbufFull = int(l7HttpCounterHC_DROP_RINGBUF_FULL)
+	CounterDropConnsFull   = int(l7HttpCounterHC_DROP_CONNS_FULL)
+	CounterDropArgsFull    = int(l7HttpCounterHC_DROP_ARGS_FULL)
+	// CounterSlots is the counter array's length: the named counters, then
+	// per protocol the connections decided and the records dropped.
+	CounterSlots = int(l7HttpCounterHC_MAX) + 2*int(protoMax)
+)
+
+func protoConnsSlot(p Proto) int { return int(l7HttpCounterHC_MAX) + int(p) }
+func protoDropsSlot(p Proto) int { return int(l7HttpCounterHC_MAX) + int(protoMax) + int(p) }
+
+// PipelineStats are the engine's stages, for the collector that reports
+// them (the first protocol's).
+func (e *Engine) PipelineStats() []collectors.StageStats {
+	k := hook.SumCounters(e.counters, CounterSlots)
+	recv := e.received.Load()
+	return []collectors.StageStats{
+		{
+			Stage:     "ringbuf",
+			Produced:  k[CounterEventsSubmitted] + k[CounterDropRingbufFull],
+			Delivered: recv,
+			Dropped:   k[CounterDropRingbufFull],
+		},
+		{Stage: "decode", Produced: recv, Delivered: recv - e.malformed.Load(), Dropped: e.malformed.Load()},
+		{Stage: "conns_map", Dropped: k[CounterDropConnsFull] + e.connsOver.Load()},
+		{Stage: "calls_map", Dropped: k[CounterDropArgsFull]},
+	}
+}
+
+// Orphans is the number of data records whose connection was unknown.
+func (e *Engine) Orphans() uint64 { return e.orphans.Load() }
