@@ -67,7 +67,7 @@ func (pp *probeParser) Feed(r *l7.Record, out l7.Sink) {
 	out.Exchange(pp.c, &pp.x)
 }
 
-func (pp *probeParser) Lost(l7.Dir, l7.Sink)   {}
+func (pp *probeParser) Lost(l7.Dir, l7.Sink)  {}
 func (pp *probeParser) Close(uint64, l7.Sink) {}
 
 func (p *probe) snapshot() (conns [3]int, bytes [3][2]uint64) {
