@@ -21,6 +21,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/dns"
 	"github.com/otelbee/otelbee/collectors/hook"
 	httpc "github.com/otelbee/otelbee/collectors/http"
+	"github.com/otelbee/otelbee/collectors/l7/http2"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/tcp"
 	"github.com/otelbee/otelbee/exporters/otlp"
@@ -55,6 +56,7 @@ type Config struct {
 	TCP    tcp.Config
 	DNS    dns.Config
 	HTTP   httpc.Config
+	HTTP2  http2.Config
 	// Process is the process identity cache.
 	Process ProcessConfig
 	// StateDir keeps what the agent learned that a restart could not learn
@@ -124,6 +126,7 @@ func DefaultConfig() Config {
 		TCP:             tcp.DefaultConfig(),
 		DNS:             dns.DefaultConfig(),
 		HTTP:            httpc.DefaultConfig(),
+		HTTP2:           http2.DefaultConfig(),
 		Process:         ProcessConfig{Retention: 5 * time.Minute},
 		StateDir:        "/var/lib/otelbee",
 	}

@@ -6,6 +6,7 @@ import (
 	"github.com/otelbee/otelbee/agent/settings"
 	"github.com/otelbee/otelbee/collectors/dns"
 	httpc "github.com/otelbee/otelbee/collectors/http"
+	"github.com/otelbee/otelbee/collectors/l7/http2"
 	"github.com/otelbee/otelbee/collectors/tcp"
 	"github.com/otelbee/otelbee/k8smeta"
 )
@@ -22,6 +23,7 @@ func (c *Config) Settings() []settings.Setting {
 		tcp.Settings(&c.TCP),
 		dns.Settings(&c.DNS),
 		httpc.Settings(&c.HTTP),
+		http2.Settings(&c.HTTP2),
 		k8smeta.Settings(&c.Kubernetes),
 	} {
 		all = append(all, group...)

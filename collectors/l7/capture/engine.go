@@ -112,6 +112,7 @@ type Engine struct {
 	SelfComms []string
 
 	handlers [protoMax]Handler
+	enabled  uint32 // protocols classified in the kernel (bits by Proto)
 
 	mu      sync.Mutex // Acquire, Release, Run
 	refs    int
@@ -148,11 +149,23 @@ func NewEngine(deps collectors.Deps, cfg Config) *Engine {
 	return e
 }
 
-// Register makes h the handler of p's connections; p's classification is
-// enabled in the kernel. Before the first Acquire only.
+// Register makes h the handler of p's connections and enables p's
+// classification. Before Run; before the first Acquire unless p was
+// enabled already (Enable), for the kernel's classifier is set at load.
 func (e *Engine) Register(p Proto, h Handler) {
 	if p > ProtoUndecided && p < protoMax {
 		e.handlers[p] = h
+		e.enabled |= 1 << p
+	}
+}
+
+// Enable makes the kernel classify p from the first Acquire on, before
+// its handler registers: an agent enables every L7 protocol it will run,
+// then makes and loads their collectors one by one. Records of p before
+// its handler registers are counted as unhandled.
+func (e *Engine) Enable(p Proto) {
+	if p > ProtoUndecided && p < protoMax {
+		e.enabled |= 1 << p
 	}
 }
 
@@ -195,15 +208,7 @@ func (e *Engine) Release() error {
 	return e.unload()
 }
 
-func (e *Engine) protoMask() uint32 {
-	var m uint32
-	for p, h := range e.handlers {
-		if h != nil {
-			m |= 1 << p
-		}
-	}
-	return m
-}
+func (e *Engine) protoMask() uint32 { return e.enabled }
 
 func (e *Engine) load(ctx context.Context) error {
 	spec, err := loadL7()

@@ -28,9 +28,9 @@ func (e *Engine) selfMetrics(m metric.Meter) (metric.Registration, error) {
 		return nil, err
 	}
 	var protos []Proto
-	for p, h := range e.handlers {
-		if h != nil {
-			protos = append(protos, Proto(p))
+	for p := ProtoHTTP1; p < protoMax; p++ {
+		if e.enabled&(1<<p) != 0 {
+			protos = append(protos, p)
 		}
 	}
 	opts := make([]metric.ObserveOption, protoMax)

@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/otelbee/otelbee/e2e/harness"
+)
+
+// TestL7ProtocolsShareOneCapture: HTTP/1, Redis and Memcached collectors
+// enabled together run on one kernel capture (one set of read/write
+// programs attached, whatever the number of protocols), and each real
+// client's commands are counted exactly on its protocol's metric: redis-cli
+// against redis-server, a Python socket client against memcached, curl
+// against a Python HTTP server.
+func TestL7ProtocolsShareOneCapture(t *testing.T) {
+	harness.RequireRoot(t)
+	for _, bin := range []string{"redis-server", "redis-cli", "memcached", "python3", "curl"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("skipping: %s not installed", bin)
+		}
+	}
+	sfx := strconv.FormatInt(time.Now().UnixNano()%1e9, 10)
+	agent := harness.StartAgent(t, nil, "--collectors=http,redis,memcached")
+
+	rport := harness.FreePort(t)
+	rpServer(t, "redis-"+sfx, fmt.Sprintf("127.0.0.1:%d", rport), "redis-server", "--port", strconv.Itoa(rport),
+		"--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	rcli := "rcli-" + sfx
+	for i := 0; i < 3; i++ {
+		runClient(t, rcli, "redis-cli", "-p", strconv.Itoa(rport), "SET", "k"+strconv.Itoa(i), "v")
+	}
+	for i := 0; i < 2; i++ {
+		runClient(t, rcli, "redis-cli", "-p", strconv.Itoa(rport), "GET", "k0")
+	}
+
+	mport := harness.FreePort(t)
+	rpServer(t, "memcached-"+sfx, fmt.Sprintf("127.0.0.1:%d", mport), "memcached", "-l", "127.0.0.1", "-p", strconv.Itoa(mport), "-U", "0", "-u", "nobody")
+	mcli := "mcli-" + sfx
+	py := fmt.Sprintf(`
+import socket
+s = socket.create_connection(("127.0.0.1", %d))
+f = s.makefile("rb")
+for i in range(2):
+    s.sendall(b"set a%%d 0 0 1\r\nx\r\n" %% i)
+    assert f.readline() == b"STORED\r\n"
+for i in range(3):
+    s.sendall(b"get a0\r\n")
+    assert f.readline().startswith(b"VALUE")
+    f.readline(); assert f.readline() == b"END\r\n"
+s.close()
+`, mport)
+	runClient(t, mcli, "python3", "-c", py)
+
+	hport := harness.FreePort(t)
+	rpServer(t, "pyhttp-"+sfx, fmt.Sprintf("127.0.0.1:%d", hport), "python3", "-m", "http.server", "--bind", "127.0.0.1", strconv.Itoa(hport))
+	hcli := "curl-" + sfx
+	for i := 0; i < 4; i++ {
+		runClient(t, hcli, "curl", "-s", "-o", "/dev/null", fmt.Sprintf("http://127.0.0.1:%d/", hport))
+	}
+
+	want := map[string]uint64{"SET": 3, "GET": 2}
+	mwant := map[string]uint64{"set": 2, "get": 3}
+	mfs := rpWait(t, agent, "the redis, memcached and http requests", func(mfs map[string]*dto.MetricFamily) bool {
+		r, _ := rpHist(mfs, "db_client_operation_duration_seconds", svc(rcli))
+		m, _ := rpHist(mfs, "db_client_operation_duration_seconds", svc(mcli))
+		h, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(hcli))
+		return r >= 5 && m >= 5 && h >= 4
+	})
+	time.Sleep(time.Second) // nothing more may come
+	mfs = rpScrape(t, agent.MetricsURL)
+	for op, n := range want {
+		got, _ := rpHist(mfs, "db_client_operation_duration_seconds", svc(rcli, "db_system_name", "redis", "db_operation_name", op))
+		if got != n {
+			t.Errorf("redis-cli %s: %d, want %d", op, got, n)
+		}
+	}
+	if all, _ := rpHist(mfs, "db_client_operation_duration_seconds", svc(rcli)); all != 5 {
+		t.Errorf("redis-cli: %d operations, want 5", all)
+	}
+	for op, n := range mwant {
+		got, _ := rpHist(mfs, "db_client_operation_duration_seconds", svc(mcli, "db_system_name", "memcached", "db_operation_name", op))
+		if got != n {
+			t.Errorf("memcached client %s: %d, want %d", op, got, n)
+		}
+	}
+	if h, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(hcli, "http_response_status_code", "200")); h != 4 {
+		t.Errorf("curl: %d requests with 200, want 4", h)
+	}
+	// One set of kernel programs for the three protocols (the hooks are
+	// registered under the first L7 collector's name).
+	if mf := mfs["otelbee_bpf_program_attached"]; mf != nil {
+		n := 0
+		for _, m := range mf.GetMetric() {
+			if rpMatch(m, map[string]string{"program": "read"}) && m.GetGauge().GetValue() > 0 {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("the read hook attached %d times, want once", n)
+		}
+	} else {
+		t.Error("no otelbee_bpf_program_attached")
+	}
+	for _, p := range []string{"http", "redis", "memcached"} {
+		if v := rpCounter(mfs, "otelbee_l7_connections", map[string]string{"protocol": p}); v < 1 {
+			t.Errorf("otelbee.l7.connections{protocol=%s} %v", p, v)
+		}
+	}
+}
