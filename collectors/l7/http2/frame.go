@@ -192,6 +192,11 @@ func (r *reader) desync() {
 	r.endBlockState()
 	r.resetDecoder()
 	r.p.abandonAll()
+	if r.dir == FromClient && r.p.maxClientID > 0 {
+		// Requests may start in the bytes skipped until the next safe
+		// boundary: the stream ids they took show how many.
+		r.p.countGap = true
+	}
 }
 
 // resetDecoder empties the decoder's table and drops any partial field,

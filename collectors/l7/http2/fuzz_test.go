@@ -232,7 +232,7 @@ func FuzzProtocol(f *testing.F) {
 		}
 		p.Close(3, sink)
 		st := p.(*conn).Stats()
-		if uint64(sink.n) != st.Exchanges || uint64(sink.n+sink.drops) != st.Streams+st.DroppedStreams {
+		if uint64(sink.n) != st.Exchanges || uint64(sink.n+sink.drops) != st.Streams+st.DroppedStreams+st.Unseen {
 			t.Fatalf("%d exchanges and %d drops for %+v", sink.n, sink.drops, st)
 		}
 	})

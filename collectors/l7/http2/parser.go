@@ -128,6 +128,7 @@ type Stats struct {
 	Exchanges      uint64 // streams emitted
 	Undecodable    uint64 // streams whose header blocks could not be decoded with certainty
 	Lost           uint64 // streams abandoned because bytes of the connection were lost
+	Unseen         uint64 // streams opened in client bytes that were lost (from the gap in stream ids)
 	Unfinished     uint64 // streams refused by GOAWAY, or open at Close
 	DroppedStreams uint64 // streams not tracked: MaxStreams were open
 	Desyncs        uint64 // times a direction lost its frame boundaries
@@ -162,10 +163,13 @@ type Parser struct {
 	// maxClientID is the highest client stream id seen: a HEADERS on a
 	// lower id is never a new request.
 	maxClientID uint32
-	now         Times
-	ex          Exchange
-	stats       Stats
-	joined      bool // ParserConfig.Joined
+	// countGap: the client direction lost bytes, so the client stream ids
+	// skipped before the next new stream were requests never seen.
+	countGap bool
+	now      Times
+	ex       Exchange
+	stats    Stats
+	joined   bool // ParserConfig.Joined
 }
 
 // NewParser returns a parser for one connection.

@@ -236,6 +236,7 @@ func (cp *conn) drops() {
 	}
 	report(&cp.seen.Undecodable, s.Undecodable, "undecodable")
 	report(&cp.seen.Lost, s.Lost, "lost")
+	report(&cp.seen.Unseen, s.Unseen, "lost")
 	report(&cp.seen.Unfinished, s.Unfinished, "incomplete")
 	report(&cp.seen.DroppedStreams, s.DroppedStreams, "overflow")
 }

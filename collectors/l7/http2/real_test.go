@@ -195,6 +195,7 @@ func addStats(dst *Stats, s Stats) {
 	dst.Exchanges += s.Exchanges
 	dst.Undecodable += s.Undecodable
 	dst.Lost += s.Lost
+	dst.Unseen += s.Unseen
 	dst.Unfinished += s.Unfinished
 	dst.DroppedStreams += s.DroppedStreams
 	dst.Desyncs += s.Desyncs

@@ -87,6 +87,13 @@ func (r *reader) startBlock(sid uint32, endStream bool) {
 			// A server-initiated id, or a stream dropped or finished
 			// already: nothing to attribute.
 		default:
+			if p.countGap {
+				// Clients number their streams 1, 3, 5, ...: the ids
+				// between the last seen and this one were opened in the
+				// bytes lost.
+				p.stats.Unseen += uint64((sid-p.maxClientID)/2 - 1)
+				p.countGap = false
+			}
 			p.maxClientID = sid
 			if st = p.alloc(sid); st == nil {
 				p.stats.DroppedStreams++
