@@ -9,7 +9,10 @@ import (
 	"github.com/otelbee/otelbee/collectors/l7"
 	"github.com/otelbee/otelbee/collectors/l7/capture"
 	"github.com/otelbee/otelbee/collectors/l7/http2"
+	"github.com/otelbee/otelbee/collectors/l7/kafka"
 	"github.com/otelbee/otelbee/collectors/l7/memcached"
+	"github.com/otelbee/otelbee/collectors/l7/mysql"
+	"github.com/otelbee/otelbee/collectors/l7/postgres"
 	"github.com/otelbee/otelbee/collectors/l7/redis"
 )
 
@@ -19,8 +22,11 @@ import (
 // enabled). Adding a protocol is its package (an l7.Protocol whose Name the
 // kernel's classifier knows: capture.ProtoByName) and one line here.
 var l7Protocols = map[string]func(*Config) l7.Protocol{
-	"redis":     func(*Config) l7.Protocol { return redis.New() },
-	"memcached": func(*Config) l7.Protocol { return memcached.New() },
+	"redis":      func(*Config) l7.Protocol { return redis.New() },
+	"memcached":  func(*Config) l7.Protocol { return memcached.New() },
+	"kafka":      func(*Config) l7.Protocol { return kafka.New(kafka.Options{}) },
+	"postgresql": func(*Config) l7.Protocol { return postgres.New(postgres.Options{}) },
+	"mysql":      func(*Config) l7.Protocol { return mysql.New(mysql.Options{}) },
 	"http2": func(c *Config) l7.Protocol {
 		// HTTP/2 names routes as HTTP/1 does (http.routes, http.max_routes).
 		routes, err := httpc.NewRoutes(c.HTTP.Routes, c.HTTP.MaxRoutes)

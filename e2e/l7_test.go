@@ -9,6 +9,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/otelbee/otelbee/collectors/l7/dbwire/dbtest"
 	"github.com/otelbee/otelbee/e2e/harness"
 )
 
@@ -111,5 +112,54 @@ s.close()
 		if v := rpCounter(mfs, "otelbee_l7_connections", map[string]string{"protocol": p}); v < 1 {
 			t.Errorf("otelbee.l7.connections{protocol=%s} %v", p, v)
 		}
+	}
+}
+
+// TestL7DatabasesOnTheCapture: psql against a real PostgreSQL and the
+// mariadb client against a real MariaDB, both collectors on the one
+// capture: the client's operations equal the statements each server logged
+// (PostgreSQL log_statement=all, MariaDB's general log). MySQL is decided on
+// the server's greeting, PostgreSQL on the client's startup message.
+func TestL7DatabasesOnTheCapture(t *testing.T) {
+	harness.RequireRoot(t)
+	for _, bin := range []string{"psql", "mariadb"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("skipping: %s not installed", bin)
+		}
+	}
+	sfx := strconv.FormatInt(time.Now().UnixNano()%1e9, 10)
+	pg := dbtest.StartPostgres(t)
+	my := dbtest.StartMariaDB(t)
+	agent := harness.StartAgent(t, nil, "--collectors=postgresql,mysql")
+	time.Sleep(time.Second) // the servers' own start-up traffic is not counted below
+	pgOff, myOff := dbtest.Size(t, pg.Log), dbtest.Size(t, my.Log)
+
+	pcli, mcli := "psql-"+sfx, "mariadb-"+sfx
+	for i := 0; i < 3; i++ {
+		runClient(t, pcli, "psql", "-X", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(pg.Port), "-U", "postgres", "-d", "postgres",
+			"-c", fmt.Sprintf("SELECT %d", i))
+	}
+	for i := 0; i < 2; i++ {
+		runClient(t, mcli, "mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", strconv.Itoa(my.Port), "-u", "root",
+			"-e", fmt.Sprintf("SELECT %d", i))
+	}
+	time.Sleep(500 * time.Millisecond) // the logs are written
+	pgWant := len(dbtest.ReadPostgresLog(t, pg.Log, pgOff).Statements)
+	myWant := len(dbtest.ReadGeneralLog(t, my.Log, myOff).Commands["Query"])
+	if pgWant < 3 || myWant < 2 {
+		t.Fatalf("the servers logged %d and %d statements, want at least 3 and 2", pgWant, myWant)
+	}
+	rpWait(t, agent, "the database operations", func(mfs map[string]*dto.MetricFamily) bool {
+		p, _ := rpHist(mfs, "db_client_operation_duration_seconds", svc(pcli))
+		m, _ := rpHist(mfs, "db_client_operation_duration_seconds", svc(mcli))
+		return p >= uint64(pgWant) && m >= uint64(myWant)
+	})
+	time.Sleep(time.Second)
+	mfs := rpScrape(t, agent.MetricsURL)
+	if p, _ := rpHist(mfs, "db_client_operation_duration_seconds", svc(pcli, "db_system_name", "postgresql")); p != uint64(pgWant) {
+		t.Errorf("psql: %d operations, the server logged %d statements", p, pgWant)
+	}
+	if m, _ := rpHist(mfs, "db_client_operation_duration_seconds", svc(mcli)); m != uint64(myWant) {
+		t.Errorf("mariadb: %d operations, the server logged %d queries", m, myWant)
 	}
 }
