@@ -46,6 +46,9 @@ type Stream struct {
 // InStep reports whether the stream knows where the next message begins.
 func (s *Stream) InStep() bool { return !s.outOfSync }
 
+// AtBoundary reports whether the last record ended where a message ends.
+func (s *Stream) AtBoundary() bool { return !s.outOfSync && s.hlen == 0 && s.skip == 0 }
+
 // Reset forgets any partial message and waits for a record that begins on
 // a message boundary.
 func (s *Stream) Reset() {

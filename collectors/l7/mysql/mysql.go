@@ -225,7 +225,9 @@ func (ps *parser) Feed(r *l7.Record, out l7.Sink) {
 		}
 		return
 	}
-	if !ps.srv.Feed((*server)(ps), r.Data, r.Tail, r.Total, r.Start, r.End) {
+	if !ps.srv.Feed((*server)(ps), r.Data, r.Tail, r.Total, r.Start, r.End) || !ps.srv.AtBoundary() {
+		// out of step, or a call that began inside a packet and was
+		// taken for one: look for the end of the result in its last bytes
 		t := r.Tail
 		if t == nil {
 			t = r.Data
@@ -239,7 +241,7 @@ func (ps *parser) Feed(r *l7.Record, out l7.Sink) {
 // the call's end.
 func (ps *parser) tailEnd(t []byte, end uint64) {
 	f := ps.q.Front()
-	if f == nil || ps.lost {
+	if f == nil || ps.lost || (f.kind != kQuery && f.kind != kExecute) {
 		return
 	}
 	for i := len(t) - 4 - 5; i >= 0; i-- {
@@ -249,11 +251,15 @@ func (ps *parser) tailEnd(t []byte, end uint64) {
 		}
 		b := t[i+4:]
 		switch {
-		case b[0] == 0xFE && l < 0xFFFFFF:
+		case b[0] == 0xFE && (l >= 5 && l < 9 || ps.deprecateEOF && l >= 7 && l < 0xFFFFFF):
 			more := false
 			if l >= 5 && l < 9 {
 				more = binary.LittleEndian.Uint16(b[3:])&statusMoreResults != 0
 			}
+			// the stream resumes at the next call; the sequence ids of
+			// what follows are not known
+			ps.srv.Reset()
+			ps.seqKnown = false
 			if more {
 				f.state = rFirst
 			} else {
@@ -261,6 +267,7 @@ func (ps *parser) tailEnd(t []byte, end uint64) {
 			}
 			return
 		case b[0] == 0xFF && l >= 3:
+			ps.srv.Reset()
 			ps.finish(f, end, ps.p.code(binary.LittleEndian.Uint16(b[1:])))
 			return
 		}

@@ -223,24 +223,25 @@ func (ps *parser) Feed(r *l7.Record, out l7.Sink) {
 		ps.phase = phaseStartup
 		data, total = data[1:], total-1
 	}
-	if !ps.srv.Feed((*server)(ps), data, r.Tail, total, r.Start, r.End) {
-		// out of step in a long response: its end is what matters, and a
-		// response ends with ReadyForQuery
-		t := r.Tail
-		if t == nil {
-			t = data
-		}
-		if n := len(t); n >= 6 && t[n-6] == 'Z' && binary.BigEndian.Uint32(t[n-5:]) == 5 {
-			// the Executes before the Sync completed in the bytes left
-			// out (an error in them would have ended the response short)
-			for f := ps.q.Front(); f != nil && f.kind != kSync && f.kind != kSimple; f = ps.q.Front() {
-				if f.kind == kExecute {
-					ps.emit(f, r.End, "")
-				}
-				ps.q.Pop()
+	inStep := ps.srv.Feed((*server)(ps), data, r.Tail, total, r.Start, r.End)
+	t := r.Tail
+	if t == nil {
+		t = data
+	}
+	if n := len(t); (!inStep || !ps.srv.AtBoundary()) && n >= 6 && t[n-6] == 'Z' && binary.BigEndian.Uint32(t[n-5:]) == 5 {
+		// Out of step in a long response, or a call that began inside a
+		// message and was taken for one: a response ends with
+		// ReadyForQuery, and this call ends with one.
+		ps.srv.Reset()
+		// the Executes before the Sync completed in the bytes left out
+		// (an error in them would have ended the response short)
+		for f := ps.q.Front(); f != nil && f.kind != kSync && f.kind != kSimple; f = ps.q.Front() {
+			if f.kind == kExecute {
+				ps.emit(f, r.End, "")
 			}
-			ps.serverMessage('Z', t[n-1:], r.End)
+			ps.q.Pop()
 		}
+		ps.serverMessage('Z', t[n-1:], r.End)
 	}
 }
 
@@ -451,12 +452,20 @@ func (s *server) BodyLen(h []byte) (int, int, bool) {
 	if n < 0 {
 		return 0, 0, false
 	}
+	// lengths the protocol fixes or bounds: a call that begins inside a
+	// message is rarely taken for one
 	switch h[0] {
-	case 'E':
-		return n, 512, true
+	case 'E', 'N':
+		return n, 512, n < 1<<16
 	case 'Z':
-		return n, 1, true
-	case 'R', 'S', 'K', 'T', 'D', 'C', 'N', 'I', '1', '2', '3', 'n', 't', 's', 'G', 'H', 'W', 'd', 'c', 'A', 'V', 'v':
+		return n, 1, n == 1
+	case '1', '2', '3', 'n', 's', 'I', 'c':
+		return n, 0, n == 0
+	case 'K':
+		return n, 0, n == 8
+	case 'C', 'S':
+		return n, 0, n < 1<<12
+	case 'R', 'T', 'D', 't', 'G', 'H', 'W', 'd', 'A', 'V', 'v':
 		return n, 0, true
 	}
 	return 0, 0, false

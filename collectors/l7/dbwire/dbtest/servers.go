@@ -107,6 +107,16 @@ func StartPostgres(t testing.TB) *Server {
 		logf.Close()
 	})
 	waitPort(t, s.Addr, s.Log)
+	// the port accepts before the server takes connections
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if exec.Command(filepath.Join(bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(port)).Run() == nil {
+			break
+		}
+		if time.Now().After(end) {
+			b, _ := os.ReadFile(s.Log)
+			t.Fatalf("server on %s not ready:\n%s", s.Addr, b)
+		}
+	}
 	return s
 }
 
