@@ -202,8 +202,14 @@ var (
 	systemMariaDB = attribute.Key("db.system.name").String("mariadb")
 )
 
-// NewParser returns the parser of one connection.
+// NewParser returns the parser of one connection. The server side of a
+// connection whose client is on this host records nothing (the client's
+// side does).
 func (p *Protocol) NewParser(c *l7.Conn) l7.Parser {
+	if dbwire.ClientIsLocal(c) {
+		// the client is on this host: its side records the operations
+		return dbwire.Silent{}
+	}
 	ps := &parser{p: p, c: c, system: systemMySQL, q: l7.NewFIFO[pending](p.opt.MaxPending), stmts: map[uint32]entry{}}
 	if c.Midstream {
 		ps.phase = phaseCommand

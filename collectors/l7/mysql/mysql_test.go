@@ -3,6 +3,7 @@ package mysql
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -271,4 +272,24 @@ func FuzzParser(f *testing.F) {
 			ps.Close(0, s)
 		}
 	})
+}
+
+func TestServerSide(t *testing.T) {
+	for _, c := range []struct {
+		peer string
+		want int
+	}{{"10.1.2.3:5555", 1}, {"127.0.0.1:5555", 0}, {"", 0}} {
+		conn := &l7.Conn{Role: l7.RoleServer, Midstream: true}
+		if c.peer != "" {
+			conn.Peer = netip.MustParseAddrPort(c.peer)
+		}
+		p := New(Options{})
+		s := &nopSink{}
+		ps := p.NewParser(conn)
+		ps.Feed(&l7.Record{Dir: l7.ToServer, Data: pkt(0, "\x03SELECT 1")}, s)
+		ps.Feed(&l7.Record{Dir: l7.ToClient, Data: okPkt(1)}, s)
+		if s.n != c.want {
+			t.Errorf("server side, peer %q: %d exchanges, want %d", c.peer, s.n, c.want)
+		}
+	}
 }

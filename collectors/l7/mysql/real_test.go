@@ -1,90 +1,17 @@
 package mysql
 
 import (
-	"database/sql"
 	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql"
-
 	"github.com/otelbee/otelbee/collectors/l7"
 	"github.com/otelbee/otelbee/collectors/l7/dbwire/dbtest"
 	"github.com/otelbee/otelbee/collectors/l7/internal/relay"
 	"github.com/otelbee/otelbee/collectors/l7/sqlsummary"
 )
-
-// RealTraffic drives the mariadb client and go-sql-driver/mysql (text
-// queries, prepared statements, a large result, a failure with 1146)
-// through addr (host:port).
-func RealTraffic(t testing.TB, addr string) {
-	host, port, _ := strings.Cut(addr, ":")
-	cli := func(db, q string) error {
-		args := []string{"-h", host, "-P", port, "-u", "root", "--batch"}
-		if db != "" {
-			args = append(args, db)
-		}
-		out, err := exec.Command("mariadb", append(args, "-e", q)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%v: %s", err, out)
-		}
-		return nil
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(cli("", "CREATE DATABASE IF NOT EXISTS shop"))
-	must(cli("shop", "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(200))"))
-	var q strings.Builder
-	for i := range 5 {
-		fmt.Fprintf(&q, "INSERT INTO items VALUES (%d, 'n%d');", i, i)
-	}
-	q.WriteString("SELECT * FROM items WHERE id = 3; UPDATE items SET name = 'x' WHERE id = 1; DELETE FROM items WHERE id = 4;")
-	must(cli("shop", q.String()))
-	if err := cli("shop", "SELECT * FROM no_such_table"); err == nil {
-		t.Fatal("the failing query succeeded")
-	}
-	must(cli("", "USE shop; SELECT count(*) FROM items"))
-
-	db, err := sql.Open("mysql", fmt.Sprintf("root@tcp(%s)/shop", addr))
-	must(err)
-	db.SetMaxOpenConns(1)
-	ins, err := db.Prepare("INSERT INTO items VALUES (?, ?)")
-	must(err)
-	for i := range 2000 {
-		_, err := ins.Exec(100+i, fmt.Sprintf("prepared row %d padded to be a longer value", i))
-		must(err)
-	}
-	must(ins.Close())
-	for i := range 7 {
-		var n string
-		must(db.QueryRow("SELECT name FROM items WHERE id = ?", i%4).Scan(&n))
-	}
-	_, err = db.Exec("UPDATE items SET name = 'y' WHERE id = 2")
-	must(err)
-	rows, err := db.Query("SELECT id, name FROM items ORDER BY id")
-	must(err)
-	n := 0
-	for rows.Next() {
-		n++
-	}
-	must(rows.Err())
-	rows.Close()
-	if n < 2000 {
-		t.Fatalf("%d rows", n)
-	}
-	if _, err := db.Exec("SELECT * FROM no_such_table WHERE id = ?", 1); err == nil {
-		t.Fatal("the failing query succeeded")
-	}
-	_, err = db.Exec("DROP TABLE items")
-	must(err)
-	must(db.Close())
-}
 
 func TestRealServer(t *testing.T) {
 	if _, err := exec.LookPath("mariadb"); err != nil {
@@ -111,7 +38,7 @@ func TestRealServer(t *testing.T) {
 				}
 			}
 			r := relay.Start(t, s.Addr, p, tally, c.capture)
-			RealTraffic(t, r.Addr)
+			dbtest.MariaDBTraffic(t, r.Addr, "shop", "")
 			if !r.Idle(10 * time.Second) {
 				t.Fatal("relayed connections still open")
 			}

@@ -153,8 +153,14 @@ type pending struct {
 	code   string
 }
 
-// NewParser returns the parser of one connection.
+// NewParser returns the parser of one connection. The server side of a
+// connection whose client is on this host records nothing (the client's
+// side does).
 func (p *Protocol) NewParser(c *l7.Conn) l7.Parser {
+	if dbwire.ClientIsLocal(c) {
+		// the client is on this host: its side records the operations
+		return dbwire.Silent{}
+	}
 	ps := &parser{p: p, c: c, q: l7.NewFIFO[pending](p.opt.MaxPending),
 		stmts: make(map[string]entry), portals: make(map[string]entry)}
 	if c.Midstream {

@@ -3,6 +3,7 @@ package postgres
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -290,4 +291,22 @@ func FuzzParser(f *testing.F) {
 			ps.Close(0, s)
 		}
 	})
+}
+
+// The server side records only clients that are not on this host: a local
+// client's own side records them (never twice).
+func TestServerSide(t *testing.T) {
+	for _, c := range []struct {
+		peer string
+		want int
+	}{{"10.1.2.3:5555", 1}, {"127.0.0.1:5555", 0}, {"[::1]:5555", 0}, {"[::ffff:127.0.0.1]:5555", 0}, {"", 0}} {
+		conn := &l7.Conn{Role: l7.RoleServer, Midstream: true}
+		if c.peer != "" {
+			conn.Peer = netip.MustParseAddrPort(c.peer)
+		}
+		_, xs := run(t, Options{}, conn, []step{{l7.ToServer, msg('Q', "SELECT 1\x00")}, {l7.ToClient, cat(ok, rfq)}})
+		if len(xs) != c.want {
+			t.Errorf("server side, peer %q: %d exchanges, want %d", c.peer, len(xs), c.want)
+		}
+	}
 }
