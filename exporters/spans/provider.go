@@ -12,9 +12,10 @@
 // reflection-driven marshalling. This package keeps a pooled record per live
 // span, moves the identity attributes to the service's resource (encoded
 // once per service) and appends the span's encoding to that service's
-// buffer when it ends; an export sends every pending span of every service
-// in one request, through the OTLP exporter's own client (retries, timeout,
-// compression, headers and TLS from the OTEL_EXPORTER_OTLP_* variables).
+// buffer when it ends; an export sends the pending spans of every service
+// in one request (of at most OTEL_BSP_MAX_EXPORT_BATCH_SIZE spans), through
+// the OTLP exporter's own client (retries, timeout, compression, headers and
+// TLS from the OTEL_EXPORTER_OTLP_* variables).
 //
 // Every sampled span that ends is, exactly once: exported, counted dropped
 // by the exporter (a failed request), dropped because the queue was full
@@ -32,6 +33,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/embedded"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/exporters/otlp"
@@ -115,6 +117,7 @@ type service struct {
 	resource []byte // the ResourceSpans.resource field, encoded
 	schema   string
 	scopes   [][]byte // by tracer index: encoded ScopeSpans.spans fields
+	counts   []int    // spans in each of scopes
 	pending  int
 	idle     int
 }
@@ -243,8 +246,10 @@ func (p *TracerProvider) enqueue(t *tracer, rec *record) {
 	}
 	for len(svc.scopes) <= t.idx {
 		svc.scopes = append(svc.scopes, nil)
+		svc.counts = append(svc.counts, 0)
 	}
 	svc.scopes[t.idx] = append(svc.scopes[t.idx], rec.buf...)
+	svc.counts[t.idx]++
 	svc.pending++
 	p.pending++
 	full := p.pending >= p.batchSize
@@ -280,30 +285,33 @@ func (p *TracerProvider) serviceOf(ident []attribute.KeyValue) *service {
 	return s
 }
 
-// take moves every pending span into p.req as one encoded ResourceSpans per
-// service (p.parts) and returns how many spans they hold. final marks the
-// provider closed: a span ending after it is counted dropped.
-func (p *TracerProvider) take(final bool) int {
+// take moves up to max pending spans into p.req as one encoded
+// ResourceSpans per service (p.parts) and returns how many it took. final
+// marks the provider closed: a span ending after it is counted dropped.
+func (p *TracerProvider) take(final bool, max int) int {
 	p.req = p.req[:0]
 	p.parts = p.parts[:0]
 	var bounds []int
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = p.closed || final
-	n := p.pending
-	if n == 0 {
+	if p.pending == 0 {
 		p.evictIdle()
 		return 0
 	}
+	n := 0
 	if p.agent.pending > 0 {
-		bounds = p.appendService(bounds, p.agent)
+		bounds, n = p.appendService(bounds, p.agent, n, max)
 	}
 	for _, s := range p.all {
+		if n == max {
+			break
+		}
 		if s.pending > 0 {
-			bounds = p.appendService(bounds, s)
+			bounds, n = p.appendService(bounds, s, n, max)
 		}
 	}
-	p.pending = 0
+	p.pending -= n
 	p.evictIdle()
 	for i := 0; i < len(bounds); i += 2 {
 		p.parts = append(p.parts, p.req[bounds[i]:bounds[i+1]])
@@ -311,34 +319,55 @@ func (p *TracerProvider) take(final bool) int {
 	return n
 }
 
-// appendService appends s's ResourceSpans body to p.req, resets its
-// buffers and returns bounds with the body's start and end appended.
-func (p *TracerProvider) appendService(bounds []int, s *service) []int {
+// appendService appends s's ResourceSpans body to p.req with as many of
+// its spans as keep the request's total n at most max, leaving the rest for
+// the next request. It returns bounds with the body's start and end
+// appended, and the new total.
+func (p *TracerProvider) appendService(bounds []int, s *service, n, max int) ([]int, int) {
 	start := len(p.req)
 	p.req = append(p.req, s.resource...)
 	for idx, spans := range s.scopes {
-		if len(spans) == 0 {
+		if len(spans) == 0 || n == max {
 			continue
 		}
+		k, cut := s.counts[idx], len(spans)
+		if n+k > max {
+			k = max - n
+			cut = spanBytes(spans, k)
+		}
 		t := p.scopes[idx]
-		size := len(t.scope) + len(spans)
+		size := len(t.scope) + cut
 		if t.schema != "" {
 			size += 1 + stringSize(t.schema)
 		}
 		p.req = appendTagLen(p.req, fResourceSpansScopeSpans, size)
 		p.req = append(p.req, t.scope...)
-		p.req = append(p.req, spans...)
+		p.req = append(p.req, spans[:cut]...)
 		if t.schema != "" {
 			p.req = appendString(p.req, fScopeSpansSchemaURL, t.schema)
 		}
-		s.scopes[idx] = spans[:0]
+		s.scopes[idx] = spans[:copy(spans, spans[cut:])]
+		s.counts[idx] -= k
+		s.pending -= k
+		n += k
 	}
 	if s.schema != "" {
 		p.req = appendString(p.req, fResourceSpansSchemaURL, s.schema)
 	}
-	s.pending = 0
 	s.idle = 0
-	return append(bounds, start, len(p.req))
+	return append(bounds, start, len(p.req)), n
+}
+
+// spanBytes returns the length of the first k encoded spans of b (each a
+// tagged, length-delimited field).
+func spanBytes(b []byte, k int) int {
+	off := 0
+	for range k {
+		_, _, tl := protowire.ConsumeTag(b[off:])
+		_, vl := protowire.ConsumeBytes(b[off+tl:])
+		off += tl + vl
+	}
+	return off
 }
 
 // evictIdle lets go of the services that had no span for idleExports
@@ -392,21 +421,25 @@ func (p *TracerProvider) run() {
 	}
 }
 
-// export sends what is pending; final closes the provider.
+// export sends what is pending, in requests of at most
+// OTEL_BSP_MAX_EXPORT_BATCH_SIZE spans, each carrying every service it has
+// spans of; final closes the provider.
 func (p *TracerProvider) export(final bool) {
-	n := p.take(final)
-	if n == 0 {
-		return
+	for {
+		n := p.take(final, p.batchSize)
+		if n == 0 {
+			return
+		}
+		if p.base.Err() != nil {
+			p.droppedClose.Add(uint64(n))
+			continue
+		}
+		ctx, cancel := context.WithTimeout(p.base, p.timeout)
+		// Failures are counted and logged by the exporter, which knows why.
+		_ = p.exp.ExportResourceSpans(ctx, p.parts, n)
+		cancel()
+		clear(p.parts)
 	}
-	if p.base.Err() != nil {
-		p.droppedClose.Add(uint64(n))
-		return
-	}
-	ctx, cancel := context.WithTimeout(p.base, p.timeout)
-	// Failures are counted and logged by the exporter, which knows why.
-	_ = p.exp.ExportResourceSpans(ctx, p.parts, n)
-	cancel()
-	clear(p.parts)
 }
 
 // ForceFlush exports everything pending so far.

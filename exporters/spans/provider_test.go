@@ -428,3 +428,52 @@ func TestFixLength(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchSizeBoundsARequest: 12 spans of 3 services with a batch size of
+// 5 leave in requests of 5, 5 and 2 spans, every span once, a service's
+// spans split over requests where the batch ends.
+func TestBatchSizeBoundsARequest(t *testing.T) {
+	c := &capture{}
+	p := NewTracerProvider(c, agentResource(), nil, otlp.QueueSettings{MaxExportBatchSize: 5, MaxQueueSize: 100, ScheduleDelay: time.Hour})
+	tr := p.Tracer("t")
+	names := map[string]bool{}
+	for i := range 12 {
+		_, sp := tr.Start(context.Background(), fmt.Sprint("op-", i))
+		sp.SetAttributes(identity(fmt.Sprint("svc-", i%3), 100+i%3)...)
+		sp.End()
+		names[fmt.Sprint("op-", i)] = true
+	}
+	p.ForceFlush(context.Background())
+	p.Shutdown(context.Background())
+	var sizes []int
+	for _, req := range c.requests {
+		n := 0
+		for _, rs := range req.ResourceSpans {
+			svc := attrMap(rs.Resource.Attributes)["service.name"]
+			for _, ss := range rs.ScopeSpans {
+				for _, s := range ss.Spans {
+					var i int
+					fmt.Sscanf(s.Name, "op-%d", &i)
+					if want := fmt.Sprint("svc-", i%3); svc != want || !names[s.Name] {
+						t.Errorf("span %s under %s (want %s), or twice", s.Name, svc, want)
+					}
+					delete(names, s.Name)
+					n++
+				}
+			}
+		}
+		sizes = append(sizes, n)
+	}
+	total := 0
+	for _, n := range sizes {
+		if n > 5 {
+			t.Errorf("a request of %d spans, batch size 5", n)
+		}
+		total += n
+	}
+	// The first batch export may start as the fifth span ends, before the
+	// rest are queued; whatever the timing, 12 spans in at least 3 requests.
+	if total != 12 || len(names) != 0 || len(sizes) < 3 {
+		t.Errorf("requests of %v spans, missing %v", sizes, names)
+	}
+}
