@@ -189,8 +189,8 @@ func exactLoopbackCounts(t *testing.T, agent *harness.Agent) {
 	c := tcpClient(t, "", svc, "-addr", addr, "-n", "10", "-send", "12345", "-recv", "678")()
 	stop()
 	_, port, _ := net.SplitHostPort(addr)
-	lbl := fmt.Sprintf(`otelbee_network_connection_direction="outbound",network_io_direction="transmit",network_peer_address="127.0.0.1",network_transport="tcp",network_type="ipv4",server_port=%q,instance="%s:%d",job=%q`,
-		port, hostname(), c.PID, svc)
+	lbl := fmt.Sprintf(`otelbee_network_connection_direction="outbound",network_io_direction="transmit",network_peer_address="127.0.0.1",network_transport="tcp",network_type="ipv4",server_port=%q,instance="%s:%s",job=%q`,
+		port, hostname(), svc, svc) // a client that does not listen: its service's instance on this host
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for ctx.Err() == nil {

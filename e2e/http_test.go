@@ -113,21 +113,13 @@ http {
 // the OTEL_SERVICE_NAME nginx was started with, although nginx rewrites its
 // environment area for its process titles and the workers are forked, not
 // exec'd (the agent keeps the environment the kernel saw at exec and hands
-// it down to forked children); the workers' pids (service.instance.id is
-// host:pid) must be the ones reporting.
+// it down to forked children); the workers are their master's instance
+// (service.instance.id host:<master pid>: the master listens, the workers
+// are its pool).
 func (n *nginx) selector(t *testing.T) string {
 	t.Helper()
-	pid := n.proc.Pid()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	if err != nil || len(strings.Fields(string(b))) == 0 {
-		t.Fatalf("nginx workers of %d: %v %q", pid, err, b)
-	}
 	host, _ := os.Hostname()
-	var ids []string
-	for _, w := range strings.Fields(string(b)) {
-		ids = append(ids, regexp.QuoteMeta(host+":"+w))
-	}
-	return fmt.Sprintf(`job=%q,instance=~"%s"`, n.ServiceName, strings.Join(ids, "|"))
+	return fmt.Sprintf(`job=%q,instance="%s:%d"`, n.ServiceName, host, n.proc.Pid())
 }
 
 func waitPort(t *testing.T, addr string) {

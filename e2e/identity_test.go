@@ -250,7 +250,7 @@ func getN(t *testing.T, url string, n int) {
 }
 
 // serverCountsByService waits until the agent's HTTP server series of the
-// given processes (instance = host:pid) count want requests in all, and
+// given instances (host:<pid>) count want requests in all, and
 // returns them by service (job, which is service.name without a
 // namespace).
 func serverCountsByService(t *testing.T, a *harness.Agent, pids []int, want uint64) map[string]uint64 {
@@ -300,11 +300,13 @@ func TestIdentitySurvivesRestart(t *testing.T) {
 			}
 			a1 := harness.StartAgent(t, nil, args...)
 			service := fmt.Sprintf("idr-nginx-%s-%d", tc.name, os.Getpid())
-			port, _, workers := startNginxWorkers(t, service, 2)
+			port, master, workers := startNginxWorkers(t, service, 2)
+			// The workers' series are their master's instance.
+			inst := []int{master.Pid()}
 			url := fmt.Sprintf("http://127.0.0.1:%d/index.html", port)
 			const before, after = 20, 30
 			getN(t, url, before)
-			if got := serverCountsByService(t, a1, workers, before); got[service] != before {
+			if got := serverCountsByService(t, a1, inst, before); got[service] != before {
 				t.Fatalf("before the restart the workers %v are named %v, want %d requests of %s", workers, got, before, service)
 			}
 			a1.Stop()
@@ -315,7 +317,7 @@ func TestIdentitySurvivesRestart(t *testing.T) {
 
 			a2 := harness.StartAgent(t, nil, args...)
 			getN(t, url, after)
-			got := serverCountsByService(t, a2, workers, after)
+			got := serverCountsByService(t, a2, inst, after)
 			wantService := service
 			if !tc.persist {
 				wantService = "nginx"

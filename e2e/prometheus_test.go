@@ -55,10 +55,12 @@ func TestPrometheusJobInstance(t *testing.T) {
 		return len(s) == 1 && s[0].Value == 8 && s[0].Labels["job"] == clientSvc
 	}, 30*time.Second)
 	waitProm(t, prom, fmt.Sprintf(`sum by (job) (otelbee_tcp_connection_opened_total{job=%q})`, serverSvc), 8)
-	// One target_info per (job, instance): two for the two client processes.
+	// One target_info per (job, instance): two for the two client
+	// processes, which declare different resources (a client's processes
+	// that declare the same one are one instance).
 	waitProm(t, prom, fmt.Sprintf(`count(target_info{job=%q})`, clientSvc), 2)
-	for _, pid := range pids {
-		waitProm(t, prom, fmt.Sprintf(`count(target_info{job=%q,instance="%s:%d"})`, clientSvc, hostname(), pid), 1)
+	for _, env := range []string{"prod", "staging"} {
+		waitProm(t, prom, fmt.Sprintf(`count(target_info{job=%q,deployment_environment_name=%q})`, clientSvc, env), 1)
 	}
 
 	// The join is one-to-one and carries each process's own attributes.

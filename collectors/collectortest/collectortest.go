@@ -39,6 +39,12 @@ type Options struct {
 	OptionalHooks []string
 	// TracerProvider receives the collector's spans (default: none).
 	TracerProvider trace.TracerProvider
+	// FoldInstances runs the resolver as the agent does by default
+	// (identity.InstanceService). Without it every process is its own
+	// instance (identity.InstancePID): the tests count their own
+	// process's series by process.pid, apart from other tests' traffic
+	// on the host.
+	FoldInstances bool
 }
 
 // Start loads the collector that build makes from the given Deps, runs it
@@ -57,6 +63,9 @@ func Start(t *testing.T, name string, build func(collectors.Deps) collectors.Col
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { mp.Shutdown(context.Background()) })
 	env := &Env{Reader: reader, Registry: hook.NewRegistry(), Processes: identity.NewResolver("/proc", "testhost"), Force: force}
+	if !opts.FoldInstances {
+		env.Processes.InstanceMode = identity.InstancePID
+	}
 	c := build(collectors.Deps{
 		Logger:         slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", name),
 		Meter:          mp.Meter("test"),

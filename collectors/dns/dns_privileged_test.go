@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/collectortest"
 	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/process/identity"
 )
 
 // startCollector loads the collector on the running kernel watching ports,
@@ -524,5 +526,67 @@ func TestPrivilegedIPv6(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+const foldChildEnv = "OTELBEE_TEST_DNS_FOLD_CHILD"
+
+// 40 short-lived processes of one service each make one lookup and exit (a
+// cron job, a health-check script): they are one instance, so one series,
+// counting exactly 40 lookups, where each used to have its own.
+func TestPrivilegedFoldedLookupsExact(t *testing.T) {
+	if addr := os.Getenv(foldChildEnv); addr != "" {
+		if !lookupUDP(t, addr, 7, "fold.otelbee.test.", dnsmessage.TypeA, 5*time.Second) {
+			t.Fatal("no answer")
+		}
+		os.Exit(0)
+	}
+	const children = 40
+	r := startResponder(t)
+	c, env := collectortest.Start(t, Name, func(d collectors.Deps) collectors.Collector {
+		return New(d, testConfig(r.port))
+	}, collectortest.Options{OptionalHooks: []string{"release", "errors"}, FoldInstances: true})
+	_ = c
+	svc := fmt.Sprintf("fold-dns-%d", os.Getpid())
+	for range children {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestPrivilegedFoldedLookupsExact$")
+		cmd.Env = append(os.Environ(), foldChildEnv+"="+r.addr(), "OTEL_SERVICE_NAME="+svc)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		env.Processes.RefreshExec(uint32(cmd.Process.Pid), nil) // as the exec watcher does
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("running the client: %v", err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var rm metricdata.ResourceMetrics
+		if err := env.Reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		var points int
+		var count uint64
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				h, ok := m.Data.(metricdata.Histogram[float64])
+				if m.Name != "dns.lookup.duration" || !ok {
+					continue
+				}
+				for _, dp := range h.DataPoints {
+					if v, _ := dp.Attributes.Value(identity.KeyServiceName); v.AsString() == svc {
+						points++
+						count += dp.Count
+					}
+				}
+			}
+		}
+		if points == 1 && count == children {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d short-lived processes of one service: %d series with %d lookups, want 1 series with %d", children, points, count, children)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

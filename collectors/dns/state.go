@@ -126,6 +126,7 @@ type seriesKey struct {
 // histograms (its own, or the overflow ones past Config.MaxSeries).
 type series struct {
 	attrs      []attribute.KeyValue
+	addPID     bool // attrs are a folded instance's: spans add process.pid
 	h          *histograms
 	overflowed bool
 }
@@ -393,6 +394,10 @@ func (s *state) span(ctx context.Context, e *pendEntry, sr *series, outcome uint
 	if answers >= 0 {
 		attrs = append(attrs[:len(attrs):len(attrs)], keyAnswerCount.Int64(answers))
 	}
+	if sr.addPID && e.tgid != 0 {
+		// Per-process detail stays on spans.
+		attrs = append(attrs[:len(attrs):len(attrs)], identity.KeyProcessPID.Int64(int64(e.tgid)))
+	}
 	_, sp := s.c.tracer.Start(ctx, name,
 		trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithTimestamp(start),
@@ -449,14 +454,18 @@ func (s *state) intern(service string, name []byte) (string, bool) {
 }
 
 func (s *state) seriesFor(e *pendEntry, outcome uint16) *series {
-	key := seriesKey{tgid: e.tgid, name: e.name, qtype: e.qtype, outcome: outcome,
+	// Keyed by the process's instance (its owner), so that the processes
+	// of one instance share one series: retiring one of them drops nothing
+	// the others still count.
+	owner := s.c.deps.Processes.Owner(e.tgid)
+	key := seriesKey{tgid: owner, name: e.name, qtype: e.qtype, outcome: outcome,
 		server: e.server, port: e.port, transport: e.transport}
 	if sr, ok := s.series[key]; ok {
 		return sr
 	}
 	proc := e.proc
-	if proc == nil {
-		proc = s.c.deps.Processes.Lookup(e.tgid)
+	if proc == nil || owner != e.tgid {
+		proc = s.c.deps.Processes.Lookup(owner)
 	}
 	kv := append([]attribute.KeyValue{}, proc.Attributes()...)
 	kv = append(kv,
@@ -484,9 +493,9 @@ func (s *state) seriesFor(e *pendEntry, outcome uint16) *series {
 		if s.overflow == nil {
 			s.overflow = &histograms{set: overflowSet}
 		}
-		return &series{attrs: kv, h: s.overflow, overflowed: true}
+		return &series{attrs: kv, h: s.overflow, overflowed: true, addPID: proc.PID == 0}
 	}
-	sr := &series{attrs: kv, h: &histograms{set: attribute.NewSet(kv...)}}
+	sr := &series{attrs: kv, h: &histograms{set: attribute.NewSet(kv...)}, addPID: proc.PID == 0}
 	s.series[key] = sr
 	return sr
 }
@@ -581,6 +590,9 @@ func (s *state) retire() {
 			if _, ok := s.retired[k.tgid]; !ok {
 				s.retired[k.tgid] = now
 			}
+		} else {
+			// An instance that has a process again (or a reused pid).
+			delete(s.retired, k.tgid)
 		}
 	}
 	// Processes with per-process drop counters in the kernel, too.

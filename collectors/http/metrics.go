@@ -174,7 +174,7 @@ func (c *Collector) selfInstruments() error {
 func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series {
 	status, kind := statusKind(ex.Status)
 	k := seriesKey{
-		tgid:    st.proc,
+		tgid:    c.deps.Processes.Owner(st.proc), // one series per instance, not per process
 		server:  st.server,
 		method:  ex.Method,
 		minor:   versionMinor(ex.Minor),

@@ -57,16 +57,32 @@ func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 		rtts []metricdata.HistogramDataPoint[float64]
 	)
 	// Kernel series folded into one _OTHER peer are summed first.
+	// So are the series of one instance's processes, with what their
+	// retired kernel series left (carriedHist).
 	totals := map[*seriesAttrs]*tcpConnHist{}
 	var order []*seriesAttrs
+	start := func(a *seriesAttrs) *tcpConnHist {
+		t := &tcpConnHist{}
+		if a.carriedHist != nil {
+			*t = *a.carriedHist
+		}
+		totals[a] = t
+		order = append(order, a)
+		return t
+	}
+	c.mu.Lock()
+	for a := range c.idle {
+		start(a)
+	}
+	c.mu.Unlock()
 	it := c.hists.Iterate()
 	for it.Next(&key, &h) {
 		a := c.attrsFor(key)
 		t, ok := totals[a]
 		if !ok {
-			t = &tcpConnHist{}
-			totals[a] = t
-			order = append(order, a)
+			c.mu.Lock()
+			t = start(a)
+			c.mu.Unlock()
 		}
 		addHist(t, &h)
 	}

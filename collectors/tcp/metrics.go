@@ -55,7 +55,7 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 	var (
 		key    tcpConnKey
 		perCPU []tcpConnCounters
-		retire []tcpConnKey
+		retire []retiring
 		totals = map[*seriesAttrs]*tcpConnCounters{}
 		order  []*seriesAttrs
 	)
@@ -69,44 +69,34 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 			retired[pid] = retireUnseen
 		}
 	}
+	// Series that only retired kernel series fed: their carried values.
+	for a := range c.idle {
+		t := a.carried
+		totals[a] = &t
+		order = append(order, a)
+	}
 	c.mu.Unlock()
 
 	it := c.stats.Iterate()
 	for it.Next(&key, &perCPU) {
 		var sum tcpConnCounters
 		for i := range perCPU {
-			v := &perCPU[i]
-			sum.Opened += v.Opened
-			sum.Closed += v.Closed
-			for f := range sum.Failed {
-				sum.Failed[f] += v.Failed[f]
-			}
-			sum.BytesSent += v.BytesSent
-			sum.BytesReceived += v.BytesReceived
-			sum.Retransmits += v.Retransmits
-			sum.ResetsSent += v.ResetsSent
-			sum.ResetsReceived += v.ResetsReceived
+			addCounters(&sum, &perCPU[i])
 		}
 		a := c.attrsFor(key)
 		t, ok := totals[a]
 		if !ok {
-			t = &tcpConnCounters{}
+			c.mu.Lock()
+			carried := a.carried
+			c.mu.Unlock()
+			t = &carried
 			totals[a] = t
 			order = append(order, a)
 		}
-		t.Opened += sum.Opened
-		t.Closed += sum.Closed
-		for f := range t.Failed {
-			t.Failed[f] += sum.Failed[f]
-		}
-		t.BytesSent += sum.BytesSent
-		t.BytesReceived += sum.BytesReceived
-		t.Retransmits += sum.Retransmits
-		t.ResetsSent += sum.ResetsSent
-		t.ResetsReceived += sum.ResetsReceived
+		addCounters(t, &sum)
 		if st, ok := retired[key.Tgid]; ok && st != retireKeep {
 			if sum.Opened == sum.Closed {
-				retire = append(retire, key)
+				retire = append(retire, retiring{key, sum})
 				retired[key.Tgid] = retireDone
 			} else {
 				// A connection outlived its process (passed to a child):
@@ -118,7 +108,8 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("iterating conn_stats: %w", err)
 	}
-	// Kernel series folded into one _OTHER peer are observed once, summed.
+	// Kernel series folded into one series (_OTHER peer, one instance's
+	// processes) are observed once, summed.
 	for _, a := range order {
 		t := totals[a]
 		obs.ObserveInt64(o.opened, int64(t.Opened), a.obsBase)
@@ -137,40 +128,41 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 	}
 	k := c.kernelCounters()
 	obs.ObserveInt64(o.folded, int64(k[tcpTcpCounterCOUNTER_PEERS_FOLDED]+c.folded.Load()))
-	// The exited process's last values were just reported; now forget them.
-	if len(retired) > 0 {
-		c.mu.Lock()
-		for _, k := range retire {
-			c.stats.Delete(k)
-			c.hists.Delete(k)
-			c.peerSet.Delete(tcpPeerKey{Peer: k.Peer, Tgid: k.Tgid})
-			delete(c.series, k)
+	// The exited process's last values were just reported; now its kernel
+	// series go, their values staying in the instance's series.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range retire {
+		r := &retire[i]
+		var h tcpConnHist
+		hp := &h
+		if c.hists.Lookup(r.key, &h) != nil {
+			hp = nil
 		}
-		done := false
-		for pid, st := range retired {
-			switch st {
-			case retireKeep:
-				continue
-			case retireDone:
-				// Its kernel budget entry exists only if it had series.
-				c.peerCounts.Delete(pid)
-				done = true
-			}
-			delete(c.retired, pid)
-			delete(c.peers, pid)
-		}
-		if done {
-			// One pass for all retired pids, not one per pid: after a burst
-			// of exits this runs over thousands of pids.
-			for k := range c.series {
-				if st, ok := retired[k.Tgid]; ok && st == retireDone && k.Peer == otherPeer {
-					delete(c.series, k)
-				}
-			}
-		}
-		c.mu.Unlock()
+		c.unref(r.key, &r.sum, hp)
+		c.stats.Delete(r.key)
+		c.hists.Delete(r.key)
+		c.peerSet.Delete(tcpPeerKey{Peer: r.key.Peer, Tgid: r.key.Tgid})
 	}
+	for pid, st := range retired {
+		switch st {
+		case retireKeep:
+			continue
+		case retireDone:
+			// Its kernel budget entry exists only if it had series.
+			c.peerCounts.Delete(pid)
+		}
+		delete(c.retired, pid)
+		delete(c.peers, pid)
+	}
+	c.forgetIdle()
 	return nil
+}
+
+// retiring is a kernel series to delete, with its last values.
+type retiring struct {
+	key tcpConnKey
+	sum tcpConnCounters
 }
 
 // retireState is what one collection found of an exited process's series.

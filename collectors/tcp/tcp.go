@@ -134,7 +134,9 @@ type Collector struct {
 	start time.Time // start of the cumulative histograms
 
 	mu      sync.Mutex
-	series  map[tcpConnKey]*seriesAttrs
+	series  map[tcpConnKey]*seriesAttrs      // kernel key -> its series
+	shared  map[tcpConnKey]*seriesAttrs      // by instance (owner) key
+	idle    map[*seriesAttrs]struct{}        // series no kernel key feeds
 	peers   map[uint32]map[[16]byte]struct{} // distinct peers per process
 	folded  atomic.Uint64                    // kernel series folded into _OTHER
 	retired map[uint32]time.Time             // pid -> when it was seen gone
@@ -149,6 +151,8 @@ func New(deps collectors.Deps, cfg Config) *Collector {
 		cfg:     cfg,
 		log:     deps.Logger,
 		series:  map[tcpConnKey]*seriesAttrs{},
+		shared:  map[tcpConnKey]*seriesAttrs{},
+		idle:    map[*seriesAttrs]struct{}{},
 		peers:   map[uint32]map[[16]byte]struct{}{},
 		retired: map[uint32]time.Time{},
 	}
@@ -307,14 +311,27 @@ func (c *Collector) PipelineStats() []collectors.StageStats {
 	}
 }
 
-// seriesAttrs caches the attributes of one kernel series, so that a
-// collection builds no attribute set it built before.
+// seriesAttrs caches the attributes of one exported series, so that a
+// collection builds no attribute set it built before. Several kernel series
+// map to one: a process's peers folded into _OTHER, and the processes of
+// one service instance (identity.Resolver.Owner), whose kernel series are
+// per pid.
 type seriesAttrs struct {
 	set      attribute.Set
 	failed   [tcpConnectFailureFAILURE_MAX]metric.ObserveOption
 	sent     metric.ObserveOption
 	received metric.ObserveOption
 	obsBase  metric.ObserveOption
+
+	// Under Collector.mu:
+	key  tcpConnKey // its key in Collector.shared: Tgid is the owner
+	refs int        // kernel series in Collector.series that map here
+	// What kernel series retired since were worth: a pid's series are
+	// deleted from the kernel when it exits, but the instance's series
+	// goes on (other processes of it still feed it), so their last values
+	// stay in it, exactly, not lost and not counted twice.
+	carried     tcpConnCounters
+	carriedHist *tcpConnHist
 }
 
 // otherPeer marks the series that gathers a process's peers beyond
@@ -325,7 +342,8 @@ var otherPeer = [16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0
 // process's peers beyond MaxPeersPerProcess into its otherPeer series; the
 // same budget here covers the few peers that CPUs admitting at the same
 // instant let past it. Folded series share one set, with
-// network.peer.address="_OTHER": several kernel series can map to the same
+// network.peer.address="_OTHER", and the series of the processes of one
+// instance share theirs: several kernel series can map to the same
 // attributes, so callers sum by the returned pointer.
 func (c *Collector) attrsFor(k tcpConnKey) *seriesAttrs {
 	c.mu.Lock()
@@ -333,34 +351,97 @@ func (c *Collector) attrsFor(k tcpConnKey) *seriesAttrs {
 	if a, ok := c.series[k]; ok {
 		return a
 	}
-	if k.Peer == otherPeer {
-		a := c.buildAttrs(k)
-		c.series[k] = a
-		return a
-	}
-	ps := c.peers[k.Tgid]
-	if ps == nil {
-		ps = map[[16]byte]struct{}{}
-		c.peers[k.Tgid] = ps
-	}
-	if _, known := ps[k.Peer]; !known {
-		if len(ps) >= c.cfg.MaxPeersPerProcess {
-			fk := k
-			fk.Peer = otherPeer
-			a, ok := c.series[fk]
-			if !ok {
-				a = c.buildAttrs(fk)
-				c.series[fk] = a
-			}
-			c.series[k] = a
-			c.folded.Add(1)
-			return a
+	fk := k
+	if k.Peer != otherPeer {
+		ps := c.peers[k.Tgid]
+		if ps == nil {
+			ps = map[[16]byte]struct{}{}
+			c.peers[k.Tgid] = ps
 		}
-		ps[k.Peer] = struct{}{}
+		if _, known := ps[k.Peer]; !known {
+			if len(ps) >= c.cfg.MaxPeersPerProcess {
+				fk.Peer = otherPeer
+				c.folded.Add(1)
+			} else {
+				ps[k.Peer] = struct{}{}
+			}
+		}
 	}
-	a := c.buildAttrs(k)
+	a := c.sharedAttrs(fk)
+	a.refs++
 	c.series[k] = a
 	return a
+}
+
+// sharedAttrs returns the series of kernel key k's instance; c.mu is held.
+func (c *Collector) sharedAttrs(k tcpConnKey) *seriesAttrs {
+	sk := k
+	sk.Tgid = c.deps.Processes.Owner(k.Tgid)
+	if a, ok := c.shared[sk]; ok {
+		return a
+	}
+	a := c.buildAttrs(sk)
+	a.key = sk
+	c.shared[sk] = a
+	return a
+}
+
+// unref drops kernel key k's reference to its series, keeping what it
+// counted (sum, and its histogram h if any) in the series; c.mu is held.
+// A series without kernel series left is forgotten once its owner is gone
+// (forgetIdle).
+func (c *Collector) unref(k tcpConnKey, sum *tcpConnCounters, h *tcpConnHist) {
+	a, ok := c.series[k]
+	if !ok {
+		return
+	}
+	delete(c.series, k)
+	if sum != nil {
+		addCounters(&a.carried, sum)
+	}
+	if h != nil {
+		if a.carriedHist == nil {
+			a.carriedHist = &tcpConnHist{}
+		}
+		addHist(a.carriedHist, h)
+	}
+	a.refs--
+	switch {
+	case a.refs > 0:
+	case a.key.Tgid == k.Tgid:
+		// Its own process's series (not shared): that process is gone.
+		delete(c.shared, a.key)
+	default:
+		c.idle[a] = struct{}{}
+	}
+}
+
+// forgetIdle forgets the series that no kernel series feeds any more and
+// whose owner is gone: their last values were reported; c.mu is held.
+func (c *Collector) forgetIdle() {
+	for a := range c.idle {
+		if a.refs > 0 {
+			delete(c.idle, a)
+			continue
+		}
+		if !c.deps.Processes.Alive(a.key.Tgid) {
+			delete(c.idle, a)
+			delete(c.shared, a.key)
+		}
+	}
+}
+
+func addCounters(dst, src *tcpConnCounters) {
+	dst.Opened += src.Opened
+	dst.Closed += src.Closed
+	for f := range dst.Failed {
+		dst.Failed[f] += src.Failed[f]
+	}
+	dst.BytesSent += src.BytesSent
+	dst.BytesReceived += src.BytesReceived
+	dst.Retransmits += src.Retransmits
+	dst.ResetsSent += src.ResetsSent
+	dst.ResetsReceived += src.ResetsReceived
 }
 
 func (c *Collector) buildAttrs(k tcpConnKey) *seriesAttrs {

@@ -63,6 +63,13 @@ type Process struct {
 	// OTEL_SERVICE_NAME would be missed for good. Such an identity is read
 	// again on lookup until this time.
 	provisionalUntil time.Time
+
+	ppid uint32 // the parent's pid when read
+	// owner: the id its metric series are keyed by (Owner); 0 not yet
+	// decided. inst: the folded instance it belongs to. Both under
+	// Resolver.mu.
+	owner uint32
+	inst  *instance
 }
 
 // Attributes are the identity attributes, to be put on data points; the
@@ -80,12 +87,15 @@ func (p *Process) buildAttributes(host string, base []attribute.KeyValue) {
 	if p.ServiceVersion != "" {
 		p.attrs = append(p.attrs, KeyServiceVersion.String(p.ServiceVersion))
 	}
-	if p.PID != 0 {
+	if p.PID != 0 || p.instanceID != "" {
 		instance := p.instanceID
 		if instance == "" {
 			instance = host + ":" + strconv.FormatUint(uint64(p.PID), 10)
 		}
-		p.attrs = append(p.attrs, KeyServiceInstanceID.String(instance), KeyProcessPID.Int64(int64(p.PID)))
+		p.attrs = append(p.attrs, KeyServiceInstanceID.String(instance))
+	}
+	if p.PID != 0 {
+		p.attrs = append(p.attrs, KeyProcessPID.Int64(int64(p.PID)))
 	}
 	if p.ExecutableName != "" {
 		p.attrs = append(p.attrs, KeyExecutableName.String(p.ExecutableName))
@@ -108,11 +118,20 @@ type Resolver struct {
 	// its last series are still reported (and retired) after it is gone.
 	// Set it before Run.
 	Retention time.Duration
+	// InstanceMode says which processes are one service instance in the
+	// metrics (Owner). Set it before Run.
+	InstanceMode InstanceMode
+
+	listeners listenCache
 
 	mu    sync.Mutex
 	base  []attribute.KeyValue // SetResourceAttributes
 	cache map[uint32]*Process
 	dead  map[uint32]time.Time // when Sweep first found the pid gone
+	// Folded instances, by what tells them apart and by owner id.
+	instances map[foldKey]*instance
+	byID      map[uint32]*instance
+	nextID    uint32
 	// peak is the largest the cache has been since its map was last
 	// rebuilt: Go maps never give back their buckets, so after a burst of
 	// short-lived processes the maps are copied into smaller ones.
@@ -134,7 +153,8 @@ func NewResolver(procRoot, host string) *Resolver {
 	unknown := &Process{ServiceName: UnknownService}
 	unknown.buildAttributes(host, nil)
 	return &Resolver{procRoot: procRoot, host: host, unknown: unknown, Retention: 5 * time.Minute,
-		cache: map[uint32]*Process{}, dead: map[uint32]time.Time{}}
+		cache: map[uint32]*Process{}, dead: map[uint32]time.Time{},
+		instances: map[foldKey]*instance{}, byID: map[uint32]*instance{}}
 }
 
 // Lookup returns the identity of pid (a thread-group id). A process that is
@@ -143,6 +163,9 @@ func NewResolver(procRoot, host string) *Resolver {
 func (r *Resolver) Lookup(pid uint32) *Process {
 	if pid == 0 {
 		return r.unknown
+	}
+	if isSynthetic(pid) {
+		return r.lookupSynthetic(pid)
 	}
 	r.mu.Lock()
 	p, ok := r.cache[pid]
@@ -165,6 +188,7 @@ func (r *Resolver) Lookup(pid uint32) *Process {
 		// (forked, so no exec announced it) may have it now. Until then
 		// the exited one keeps its identity for the series it left.
 		if fresh.startTime != 0 && fresh.startTime != existing.startTime {
+			r.leave(existing, time.Now())
 			r.cache[pid] = fresh
 			delete(r.dead, pid)
 			return fresh
@@ -173,6 +197,7 @@ func (r *Resolver) Lookup(pid uint32) *Process {
 	case existing.provisionalUntil.IsZero() || fresh.startTime != existing.startTime:
 		return existing
 	case fresh.provisionalUntil.IsZero():
+		r.leave(existing, time.Now())
 		r.cache[pid] = fresh
 		return fresh
 	}
@@ -199,6 +224,7 @@ func (r *Resolver) RefreshExec(pid uint32, execEnv []byte) *Process {
 
 // insert caches p; r.mu is held.
 func (r *Resolver) insert(pid uint32, p *Process) {
+	r.leave(r.cache[pid], time.Now())
 	r.cache[pid] = p
 	if len(r.cache) > r.peak {
 		r.peak = len(r.cache)
@@ -209,6 +235,9 @@ func (r *Resolver) insert(pid uint32, p *Process) {
 func (r *Resolver) Alive(pid uint32) bool {
 	if pid == 0 {
 		return true
+	}
+	if isSynthetic(pid) {
+		return r.aliveSynthetic(pid)
 	}
 	r.mu.Lock()
 	p, ok := r.cache[pid]
@@ -253,11 +282,13 @@ func (r *Resolver) Sweep() []uint32 {
 	forgotten := 0
 	for pid, since := range r.dead {
 		if now.Sub(since) >= r.Retention {
+			r.leave(r.cache[pid], now)
 			delete(r.cache, pid)
 			delete(r.dead, pid)
 			forgotten++
 		}
 	}
+	r.sweepInstances(now)
 	r.shrink()
 	r.mu.Unlock()
 	if forgotten >= releaseAfter {
@@ -312,6 +343,7 @@ func (r *Resolver) read(pid uint32, waitForExec bool, execEnv []byte) *Process {
 	p := &Process{PID: pid}
 	var ppid uint32
 	p.startTime, ppid, _ = readStat(r.procRoot, pid)
+	p.ppid = ppid
 	if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
 		p.ExecutableName = filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
 	} else {
