@@ -207,6 +207,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Attach:         hook.Options{Force: force, Strict: cfg.AttachModeStrict},
 	}
 	deps.Processes.Retention = cfg.Process.Retention
+	deps.Processes.InstanceMode, _ = identity.ParseInstanceMode(cfg.Process.Instance) // validated with the config
 	// Before anything looks a process up: identities learned at exec by a
 	// previous run, which /proc may no longer show.
 	if cfg.StateDir != "" {

@@ -77,6 +77,10 @@ type ProcessConfig struct {
 	// Retention is how long the identity of an exited process is kept,
 	// for the series it left behind.
 	Retention time.Duration
+	// Instance is what one service instance is in the metrics: service
+	// (a server with its workers; the other processes of a service, one
+	// per host or container) or pid (every process).
+	Instance string
 }
 
 // ExportConfig is the resolved choice of exporters per signal.
@@ -127,7 +131,7 @@ func DefaultConfig() Config {
 		DNS:             dns.DefaultConfig(),
 		HTTP:            httpc.DefaultConfig(),
 		HTTP2:           http2.DefaultConfig(),
-		Process:         ProcessConfig{Retention: 5 * time.Minute},
+		Process:         ProcessConfig{Retention: 5 * time.Minute, Instance: "service"},
 		StateDir:        "/var/lib/otelbee",
 	}
 }
@@ -483,6 +487,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return usageErrorf("shutdown-timeout must be positive, got %s", c.ShutdownTimeout)
+	}
+	if _, err := identity.ParseInstanceMode(c.Process.Instance); err != nil {
+		return usageErrorf("%v", err)
 	}
 	if c.Process.Retention < time.Second {
 		return usageErrorf("process.retention must be at least 1s, got %s", c.Process.Retention)

@@ -152,6 +152,7 @@ func TestConfigErrors(t *testing.T) {
 		{"tcp series bounded", []string{"--tcp.max-series=2000000000"}, nil, "tcp.max_series must be between"},
 		{"dns pending bounded", []string{"--dns.max-pending=4000000000"}, nil, "dns.max_pending must be between"},
 		{"dns names bounded", []string{"--dns.max-names=2000000000"}, nil, "dns.max_names_per_service must be between"},
+		{"process instance choices", []string{"--process.instance=host"}, nil, "process.instance must be service or pid"},
 		{"endpoint env unparsable", nil, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1"}, `OTEL_EXPORTER_OTLP_ENDPOINT "http://[::1": missing ']' in host`},
 		{"traces endpoint env bad scheme", nil, map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "ftp://c:4318"}, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT "ftp://c:4318": scheme "ftp"`},
 		{"metrics endpoint env bad port", nil, map[string]string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c:99999"}, "port \"99999\""},

@@ -75,6 +75,8 @@ func (c *Config) agentSettings() []settings.Setting {
 			Help: "the whole shutdown: final metric and span export, then detaching the programs (200 ms + 15 ms per program are kept for that); what is still unsent then is counted `reason=\"shutdown\"`"},
 		{Flag: "process.retention", Env: []string{"OTELBEE_PROCESS_RETENTION"}, Key: "process.retention", Value: settings.Duration(&c.Process.Retention),
 			Help: "how long the identity of an exited process is kept for the series it left (at least `1s`)"},
+		{Flag: "process.instance", Env: []string{"OTELBEE_PROCESS_INSTANCE"}, Key: "process.instance", Value: settings.String(&c.Process.Instance),
+			Help: "what one service instance (`service.instance.id`) is in the metrics: `service`, a server with its worker pool (`<host>:<server pid>`) and the processes of a service that do not listen one per host or container (`<host>:<service.name>`); `pid`, every process (`<host>:<pid>`, a copy of every series per process). Spans keep the process (docs/metrics.md)"},
 		{Flag: "state-dir", Env: []string{"OTELBEE_STATE_DIR"}, Key: "state_dir", Value: settings.String(&c.StateDir),
 			Help: "what must survive a restart: service names learned at exec (nginx keeps its `OTEL_SERVICE_NAME` across agent upgrades); empty string keeps nothing; unwritable: logged, nothing kept"},
 	}
