@@ -62,13 +62,15 @@ type instance struct {
 
 // foldKey is what tells folded instances apart: a process's service
 // identity without its pid.
+// The executable is not part of it: a process gone before it was read has
+// none, and it must still fold with the others of its service.
 type foldKey struct {
-	container, namespace, name, exe, version, instanceID, resource string
+	container, namespace, name, version, instanceID, resource string
 }
 
 func foldKeyOf(p *Process) foldKey {
 	k := foldKey{container: p.ContainerID, namespace: p.ServiceNamespace, name: p.ServiceName,
-		exe: p.ExecutableName, version: p.ServiceVersion, instanceID: p.instanceID}
+		version: p.ServiceVersion, instanceID: p.instanceID}
 	for _, kv := range p.attrs {
 		if kv.Key == KeyResource {
 			k.resource = kv.Value.Emit()

@@ -38,7 +38,9 @@ func TestOwnerFoldsShortLivedProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 		pid := uint32(cmd.Process.Pid)
-		r.RefreshExec(pid, nil) // as the exec watcher does
+		// As the exec watcher does, with the environment the kernel
+		// captured at exec: the process may be gone already.
+		r.RefreshExec(pid, []byte("OTEL_SERVICE_NAME="+svc+"\x00"))
 		if err := cmd.Wait(); err != nil {
 			t.Fatal(err)
 		}
