@@ -586,7 +586,7 @@ func chart(rows []row) string {
 		}
 		return r.total
 	}, math.Max(maxCPU*1.15, 1), "%.1f")
-	fmt.Fprintf(&b, `<text x="10" y="%d" font-size="10">grey: no instrumentation · orange: otelbee (all collectors, OTLP export) · blue: otelhttp middleware + OTel SDK</text>`+"\n", h-8)
+	fmt.Fprintf(&b, `<text x="10" y="%d" font-size="10">grey: no instrumentation · orange: otelbee (all collectors, OTLP export) · tan: otelbee-prev (-compare-agent) · blue: otelhttp middleware + OTel SDK</text>`+"\n", h-8)
 	b.WriteString("</svg>\n")
 	return b.String()
 }
