@@ -3,6 +3,7 @@ package otlp
 import (
 	"compress/gzip"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,9 @@ import (
 	"time"
 
 	collmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -102,5 +106,79 @@ func TestReadTransportSettingsRejectsBadValues(t *testing.T) {
 	ts, err := readTransportSettings(metricsSignal)
 	if err != nil || ts.timeout != 2500*time.Millisecond || ts.gzip || ts.tls != nil {
 		t.Errorf("settings %+v, %v", ts, err)
+	}
+}
+
+// TestExportResourceSpansOnTheWire: encoded ResourceSpans handed to the
+// trace exporter arrive as those messages, in one request, over gRPC and
+// HTTP, with gzip when asked; a refused request counts its spans lost.
+func TestExportResourceSpansOnTheWire(t *testing.T) {
+	for _, protocol := range []string{ProtocolGRPC, ProtocolHTTPProtobuf} {
+		t.Run(protocol, func(t *testing.T) {
+			clearOTLPEnv(t)
+			t.Setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")
+			var endpoint string
+			var r *receiver
+			if protocol == ProtocolGRPC {
+				endpoint, r = startGRPC(t)
+			} else {
+				endpoint, r = startHTTP(t)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			exp, err := NewTraceExporter(ctx, Config{Endpoint: endpoint, Protocol: protocol})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer exp.Shutdown(ctx)
+			var parts [][]byte
+			var want []*tracepb.ResourceSpans
+			for i, svc := range []string{"a", "b"} {
+				rs := &tracepb.ResourceSpans{
+					Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
+						Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: svc}}}}},
+					ScopeSpans: []*tracepb.ScopeSpans{{Spans: make([]*tracepb.Span, i+1)}},
+				}
+				for j := range rs.ScopeSpans[0].Spans {
+					rs.ScopeSpans[0].Spans[j] = &tracepb.Span{Name: fmt.Sprint(svc, j), TraceId: make([]byte, 16), SpanId: []byte{1, 2, 3, 4, 5, 6, 7, byte(j + 1)}}
+				}
+				b, err := proto.Marshal(rs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				parts = append(parts, b)
+				want = append(want, rs)
+			}
+			if err := exp.ExportResourceSpans(ctx, parts, 3); err != nil {
+				t.Fatal(err)
+			}
+			r.mu.Lock()
+			if r.requests != 1 || len(r.spans) != 2 {
+				t.Fatalf("%d requests, %d ResourceSpans; want 1 and 2", r.requests, len(r.spans))
+			}
+			for i := range want {
+				if !proto.Equal(r.spans[i], want[i]) {
+					t.Errorf("ResourceSpans %d: got %v, want %v", i, r.spans[i], want[i])
+				}
+			}
+			r.mu.Unlock()
+			if exp.Exported() != 3 || exp.Dropped() != 0 {
+				t.Errorf("exported %d dropped %d", exp.Exported(), exp.Dropped())
+			}
+
+			refused, err := NewTraceExporter(ctx, Config{Endpoint: refusedAddr(t), Protocol: protocol})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer refused.Shutdown(context.Background())
+			rctx, rcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			defer rcancel()
+			if err := refused.ExportResourceSpans(rctx, parts, 3); err == nil {
+				t.Fatal("export to a refused endpoint succeeded")
+			}
+			if refused.DroppedBy(ReasonExportFailed) != 3 || refused.Failures() != 1 {
+				t.Errorf("dropped %d failures %d, want 3 and 1", refused.DroppedBy(ReasonExportFailed), refused.Failures())
+			}
+		})
 	}
 }
