@@ -22,6 +22,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/hook"
 	httpc "github.com/otelbee/otelbee/collectors/http"
 	"github.com/otelbee/otelbee/collectors/l7/http2"
+	"github.com/otelbee/otelbee/collectors/l7/sqlsummary"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/tcp"
 	"github.com/otelbee/otelbee/exporters/otlp"
@@ -57,6 +58,8 @@ type Config struct {
 	DNS    dns.Config
 	HTTP   httpc.Config
 	HTTP2  http2.Config
+	// DB is the SQL protocols' (postgresql, mysql).
+	DB sqlsummary.Config
 	// Process is the process identity cache.
 	Process ProcessConfig
 	// StateDir keeps what the agent learned that a restart could not learn
@@ -131,6 +134,7 @@ func DefaultConfig() Config {
 		DNS:             dns.DefaultConfig(),
 		HTTP:            httpc.DefaultConfig(),
 		HTTP2:           http2.DefaultConfig(),
+		DB:              sqlsummary.DefaultConfig(),
 		Process:         ProcessConfig{Retention: 5 * time.Minute, Instance: "service"},
 		StateDir:        "/var/lib/otelbee",
 	}

@@ -22,11 +22,17 @@ import (
 // enabled). Adding a protocol is its package (an l7.Protocol whose Name the
 // kernel's classifier knows: capture.ProtoByName) and one line here.
 var l7Protocols = map[string]func(*Config) l7.Protocol{
-	"redis":      func(*Config) l7.Protocol { return redis.New() },
-	"memcached":  func(*Config) l7.Protocol { return memcached.New() },
-	"kafka":      func(*Config) l7.Protocol { return kafka.New(kafka.Options{}) },
-	"postgresql": func(*Config) l7.Protocol { return postgres.New(postgres.Options{}) },
-	"mysql":      func(*Config) l7.Protocol { return mysql.New(mysql.Options{}) },
+	"redis":     func(*Config) l7.Protocol { return redis.New() },
+	"memcached": func(*Config) l7.Protocol { return memcached.New() },
+	"kafka":     func(*Config) l7.Protocol { return kafka.New(kafka.Options{}) },
+	"postgresql": func(c *Config) l7.Protocol {
+		return postgres.New(postgres.Options{QueryText: c.DB.QueryText, MaxStatements: c.DB.MaxStatements,
+			MaxSummaries: c.DB.MaxSummaries, MaxCollections: c.DB.MaxCollections})
+	},
+	"mysql": func(c *Config) l7.Protocol {
+		return mysql.New(mysql.Options{QueryText: c.DB.QueryText, MaxStatements: c.DB.MaxStatements,
+			MaxSummaries: c.DB.MaxSummaries, MaxCollections: c.DB.MaxCollections})
+	},
 	"http2": func(c *Config) l7.Protocol {
 		// HTTP/2 names routes as HTTP/1 does (http.routes, http.max_routes).
 		routes, err := httpc.NewRoutes(c.HTTP.Routes, c.HTTP.MaxRoutes)

@@ -7,6 +7,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/dns"
 	httpc "github.com/otelbee/otelbee/collectors/http"
 	"github.com/otelbee/otelbee/collectors/l7/http2"
+	"github.com/otelbee/otelbee/collectors/l7/sqlsummary"
 	"github.com/otelbee/otelbee/collectors/tcp"
 	"github.com/otelbee/otelbee/k8smeta"
 )
@@ -24,6 +25,7 @@ func (c *Config) Settings() []settings.Setting {
 		dns.Settings(&c.DNS),
 		httpc.Settings(&c.HTTP),
 		http2.Settings(&c.HTTP2),
+		sqlsummary.Settings(&c.DB),
 		k8smeta.Settings(&c.Kubernetes),
 	} {
 		all = append(all, group...)

@@ -16,7 +16,6 @@ import (
 	"encoding/binary"
 	"strconv"
 	"sync"
-	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
 
@@ -42,14 +41,10 @@ type Options struct {
 	MaxPending int
 }
 
-// DurationBuckets are the conventions' advice for db.client.operation.duration.
-var DurationBuckets = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10}
-
 // Protocol is the MySQL protocol; safe for concurrent use by its parsers.
 type Protocol struct {
-	opt               Options
-	sum               *sqlsummary.Summarizer
-	overflow, unknown atomic.Uint64
+	opt Options
+	sum *sqlsummary.Summarizer
 
 	mu    sync.Mutex
 	ns    map[string]string
@@ -75,22 +70,9 @@ func New(o Options) *Protocol {
 
 func (p *Protocol) Name() string { return Name }
 
-func (p *Protocol) Metrics(l7.Role) []l7.MetricSpec {
-	return []l7.MetricSpec{{
-		Name:        "db.client.operation.duration",
-		Unit:        "s",
-		Description: "Duration of database client operations.",
-		Kind:        l7.Duration,
-		Buckets:     DurationBuckets,
-	}}
-}
-
-// Overflowed returns the operations recorded with a summary or collection
-// of _OTHER.
-func (p *Protocol) Overflowed() uint64 { return p.overflow.Load() }
-
-// Unknown returns the executions of statements whose text was not known.
-func (p *Protocol) Unknown() uint64 { return p.unknown.Load() }
+// Metrics: db.client.operation.duration, and the counters of what
+// could not be named (dbwire.Metrics).
+func (p *Protocol) Metrics(l7.Role) []l7.MetricSpec { return dbwire.Metrics() }
 
 func (p *Protocol) namespace(b []byte) string {
 	p.mu.Lock()
@@ -615,12 +597,6 @@ func (ps *parser) emit(f *pending, end uint64, code string) {
 		x.Add(attribute.String("db.namespace", ps.db))
 	}
 	in := f.info
-	if !f.known {
-		ps.p.unknown.Add(1)
-	}
-	if in.Overflow {
-		ps.p.overflow.Add(1)
-	}
 	if in.Operation != "" {
 		x.Add(attribute.String("db.operation.name", in.Operation))
 	}
@@ -647,6 +623,12 @@ func (ps *parser) emit(f *pending, end uint64, code string) {
 		x.AddSpan(attribute.String("db.query.text", in.Text))
 	}
 	ps.out.Exchange(ps.c, x)
+	if in.Overflow {
+		dbwire.Count(ps.out, ps.c, x, dbwire.MetricOverflow, ps.system, end)
+	}
+	if !f.known {
+		dbwire.Count(ps.out, ps.c, x, dbwire.MetricUnknown, ps.system, end)
+	}
 }
 
 // lenenc decodes a length-encoded integer; w is its width, 0 when b is too

@@ -153,7 +153,11 @@ func TestParser(t *testing.T) {
 			p := New(Options{})
 			tally := relay.NewTally(p)
 			var got []string
-			tally.Check = func(x *l7.Exchange) { got = append(got, attrs(x)) }
+			tally.Check = func(x *l7.Exchange) {
+				if x.Metric == 0 {
+					got = append(got, attrs(x))
+				}
+			}
 			conn := c.conn
 			if conn == nil {
 				conn = &l7.Conn{}

@@ -17,7 +17,6 @@ package postgres
 import (
 	"encoding/binary"
 	"sync"
-	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
 
@@ -51,20 +50,11 @@ const (
 	maxNamespaces        = 256
 )
 
-// DurationBuckets are the conventions' advice for db.client.operation.duration.
-var DurationBuckets = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10}
-
 // Protocol is the PostgreSQL protocol. It is safe for concurrent use by
 // the parsers it makes.
 type Protocol struct {
 	opt Options
 	sum *sqlsummary.Summarizer
-
-	// Overflow counts operations recorded with db.query.summary or
-	// db.collection.name _OTHER; Unknown those whose prepared statement
-	// was not known (prepared before the agent saw it, or past
-	// MaxStatements).
-	overflow, unknown atomic.Uint64
 
 	mu sync.Mutex
 	ns map[string]string // interned db.namespace values
@@ -88,24 +78,9 @@ func New(o Options) *Protocol {
 
 func (p *Protocol) Name() string { return Name }
 
-// Metrics: the same metric on either side; the layer records a connection
-// on one side only.
-func (p *Protocol) Metrics(l7.Role) []l7.MetricSpec {
-	return []l7.MetricSpec{{
-		Name:        "db.client.operation.duration",
-		Unit:        "s",
-		Description: "Duration of database client operations.",
-		Kind:        l7.Duration,
-		Buckets:     DurationBuckets,
-	}}
-}
-
-// Overflowed returns the operations recorded with a summary or collection
-// of _OTHER since the start.
-func (p *Protocol) Overflowed() uint64 { return p.overflow.Load() }
-
-// Unknown returns the Executes of statements whose text was not known.
-func (p *Protocol) Unknown() uint64 { return p.unknown.Load() }
+// Metrics: db.client.operation.duration, and the counters of what
+// could not be named (dbwire.Metrics).
+func (p *Protocol) Metrics(l7.Role) []l7.MetricSpec { return dbwire.Metrics() }
 
 func (p *Protocol) namespace(b []byte) string {
 	p.mu.Lock()
@@ -566,12 +541,6 @@ func (ps *parser) emit(f *pending, end uint64, code string) {
 		x.Add(attribute.String("db.namespace", ps.db))
 	}
 	in := f.info
-	if !f.known {
-		ps.p.unknown.Add(1)
-	}
-	if in.Overflow {
-		ps.p.overflow.Add(1)
-	}
 	if in.Operation != "" {
 		x.Add(attribute.String("db.operation.name", in.Operation))
 	}
@@ -598,6 +567,12 @@ func (ps *parser) emit(f *pending, end uint64, code string) {
 		x.AddSpan(attribute.String("db.query.text", in.Text))
 	}
 	ps.out.Exchange(ps.c, x)
+	if in.Overflow {
+		dbwire.Count(ps.out, ps.c, x, dbwire.MetricOverflow, keySystem, end)
+	}
+	if !f.known {
+		dbwire.Count(ps.out, ps.c, x, dbwire.MetricUnknown, keySystem, end)
+	}
 }
 
 // sqlstate returns ErrorResponse's code field, interned.
