@@ -1,0 +1,449 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/otelbee/otelbee/e2e/harness"
+)
+
+// The HTTP/2 protocol of the L7 layer against real programs: grpc-go
+// servers and clients built by the test, h2load, curl and Node's http2, with
+// counts exact against what the programs themselves counted, on the server
+// and the client side.
+
+// h2Report is what e2e/cmd/http2load prints.
+type h2Report struct {
+	Counts map[string]int `json:"counts"`
+	Before map[string]int `json:"before"`
+	Errors int            `json:"errors"`
+}
+
+// h2Server starts http2load in a server mode as a service and returns its
+// address and a function that stops it and returns its report.
+func h2Server(t *testing.T, service, mode string) (string, func() h2Report) {
+	addr, stop, _ := h2ServerProcess(t, service, mode)
+	return addr, stop
+}
+
+// h2ServerProcess is h2Server, with the server's process.
+func h2ServerProcess(t *testing.T, service, mode string) (string, func() h2Report, *harness.Process) {
+	t.Helper()
+	bin := buildTool(t, "./e2e/cmd/http2load")
+	addrFile := filepath.Join(t.TempDir(), "addr")
+	cmd := exec.Command(bin, "-"+mode+"-listen", "127.0.0.1:0", "-addr-file", addrFile)
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	p := harness.StartProcess(t, service, cmd)
+	var addr string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, err := os.ReadFile(addrFile); err == nil {
+			addr = string(b)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not listen:\n%s", service, p.LogTail(20))
+		}
+	}
+	return addr, func() h2Report {
+		var r h2Report
+		rpStop(t, p, &stdout, &r)
+		return r
+	}, p
+}
+
+// rpcCounts reads a call-duration metric's counts per "method code" for a
+// service.
+func rpcCounts(mfs map[string]*dto.MetricFamily, name, service string) map[string]int {
+	return rpcCountsOf(mfs, name, func(l map[string]string) bool { return l["job"] == service })
+}
+
+// rpcCountsOf is rpcCounts for the series whose labels match.
+func rpcCountsOf(mfs map[string]*dto.MetricFamily, name string, match func(map[string]string) bool) map[string]int {
+	out := map[string]int{}
+	if mf := mfs[name]; mf != nil {
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			if !match(l) {
+				continue
+			}
+			if l["rpc_system_name"] != "grpc" {
+				out["without rpc.system.name=grpc"]++
+			}
+			if n := m.GetHistogram().GetSampleCount(); n > 0 {
+				out[l["rpc_method"]+" "+l["rpc_response_status_code"]] += int(n)
+			}
+		}
+	}
+	return out
+}
+
+func sumCounts(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func equalCounts(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func h2Dropped(mfs map[string]*dto.MetricFamily, service string, kv ...string) float64 {
+	return rpCounter(mfs, "otelbee_l7_exchanges_dropped", svc(service, append([]string{"protocol", "http2"}, kv...)...))
+}
+
+// TestHTTP2GRPC: a grpc-go server and client over h2c, every kind of call
+// (unary; server, client and bidirectional streaming; OK, NOT_FOUND,
+// INTERNAL, DEADLINE_EXCEEDED; a method the server lacks).
+//   - one worker: every read and write fits the kernel's capture, and the
+//     counts per rpc.method and rpc.response.status_code are the server's
+//     own on the server side and the client's own on the client side;
+//   - three workers multiplexed on the connection: grpc-go batches frames
+//     into calls longer than the capture keeps, so header blocks are lost;
+//     nothing is misnamed and every call is recorded or dropped with a
+//     reason.
+func TestHTTP2GRPC(t *testing.T) {
+	agent := harness.StartAgent(t, nil, "--collectors=http2")
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	for _, tc := range []struct {
+		name    string
+		workers int
+		exact   bool
+	}{{"sequential", 1, true}, {"multiplexed", 3, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			server, client := "grpcsrv-"+tc.name+"-"+sfx, "grpccl-"+tc.name+"-"+sfx
+			addr, stop := h2Server(t, server, "grpc")
+			var cl h2Report
+			if err := json.Unmarshal([]byte(runClient(t, client, buildTool(t, "./e2e/cmd/http2load"), "-grpc-addr", addr, "-workers", strconv.Itoa(tc.workers))), &cl); err != nil {
+				t.Fatal(err)
+			}
+			sv := stop()
+			total := sumCounts(cl.Counts)
+			if total != tc.workers*41 || !equalCounts(sv.Counts, cl.Counts) {
+				t.Fatalf("the programs disagree: server %v, client %v", sv.Counts, cl.Counts)
+			}
+			seen := func(mfs map[string]*dto.MetricFamily, metric, s string) int {
+				return sumCounts(rpcCounts(mfs, metric, s)) + int(h2Dropped(mfs, s))
+			}
+			mfs := rpWait(t, agent, "the gRPC calls", func(mfs map[string]*dto.MetricFamily) bool {
+				return seen(mfs, "rpc_server_call_duration_seconds", server) >= total &&
+					seen(mfs, "rpc_client_call_duration_seconds", client) >= total
+			})
+			time.Sleep(time.Second) // anything extra would show up too
+			mfs = rpScrape(t, agent.MetricsURL)
+			for _, side := range []struct {
+				metric, service string
+				want            map[string]int
+			}{{"rpc_server_call_duration_seconds", server, sv.Counts}, {"rpc_client_call_duration_seconds", client, cl.Counts}} {
+				got := rpcCounts(mfs, side.metric, side.service)
+				dropped := int(h2Dropped(mfs, side.service))
+				if tc.exact && (!equalCounts(got, side.want) || dropped != 0) {
+					t.Errorf("%s\n got %v (%d dropped)\nwant %v", side.service, got, dropped, side.want)
+				}
+				for k, n := range got {
+					if n > side.want[k] {
+						t.Errorf("%s: %d calls recorded as %q, the program counted %d", side.service, n, k, side.want[k])
+					}
+				}
+				if sumCounts(got)+dropped != total {
+					t.Errorf("%s: %d recorded + %d dropped, want %d calls", side.service, sumCounts(got), dropped, total)
+				}
+				t.Logf("%s: %d of %d recorded, %d dropped", side.service, sumCounts(got), total, dropped)
+				if n, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(side.service)); n != 0 {
+					t.Errorf("%s: %d gRPC calls also recorded as HTTP", side.service, n)
+				}
+			}
+			if !tc.exact {
+				return
+			}
+			// The client's series name the server it called.
+			if n, _ := rpHist(mfs, "rpc_client_call_duration_seconds", svc(client, "server_address", "127.0.0.1")); n != uint64(total) {
+				t.Errorf("client calls with server.address=127.0.0.1: %d of %d", n, total)
+			}
+			// Errors as the gRPC conventions list them per side.
+			for _, c := range []struct {
+				metric, service, code, errorType string
+			}{
+				{"rpc_server_call_duration_seconds", server, "NOT_FOUND", ""},
+				{"rpc_server_call_duration_seconds", server, "INTERNAL", "INTERNAL"},
+				{"rpc_client_call_duration_seconds", client, "NOT_FOUND", "NOT_FOUND"},
+				{"rpc_client_call_duration_seconds", client, "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"},
+			} {
+				all, _ := rpHist(mfs, c.metric, svc(c.service, "rpc_response_status_code", c.code))
+				typed, _ := rpHist(mfs, c.metric, svc(c.service, "rpc_response_status_code", c.code, "error_type", c.errorType))
+				if all == 0 || typed != all {
+					t.Errorf("%s %s: %d of %d with error.type %q", c.service, c.code, typed, all, c.errorType)
+				}
+			}
+		})
+	}
+}
+
+// TestHTTP2H2load: h2load against a Go h2c server, 20,000 requests over 10
+// connections, 10 streams at a time: exactly 20,000 on each side, all 200,
+// network.protocol.version 2.
+func TestHTTP2H2load(t *testing.T) {
+	if _, err := exec.LookPath("h2load"); err != nil {
+		t.Skip("skipping: h2load not installed (nghttp2-client)")
+	}
+	agent := harness.StartAgent(t, nil, "--collectors=http2")
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	server, client := "h2csrv-"+sfx, "h2load-"+sfx
+	addr, stop := h2Server(t, server, "h2c")
+	out := runClient(t, client, "h2load", "-n", "20000", "-c", "10", "-m", "10", "http://"+addr+"/h2load")
+	m := regexp.MustCompile(`status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx`).FindStringSubmatch(out)
+	if m == nil || m[1] != "20000" {
+		t.Fatalf("h2load did not report 20000 2xx:\n%s", out)
+	}
+	sv := stop()
+	if sv.Counts["GET 200 /h2load 2"] != 20000 || len(sv.Counts) != 1 {
+		t.Fatalf("server counted %v", sv.Counts)
+	}
+	match := func(s string) map[string]string {
+		return svc(s, "http_response_status_code", "200", "network_protocol_version", "2", "http_request_method", "GET")
+	}
+	mfs := rpWait(t, agent, "the h2load requests", func(mfs map[string]*dto.MetricFamily) bool {
+		s, _ := rpHist(mfs, "http_server_request_duration_seconds", match(server))
+		c, _ := rpHist(mfs, "http_client_request_duration_seconds", match(client))
+		return s >= 20000 && c >= 20000
+	})
+	time.Sleep(time.Second)
+	mfs = rpScrape(t, agent.MetricsURL)
+	s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server))
+	c, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client))
+	s200, _ := rpHist(mfs, "http_server_request_duration_seconds", match(server))
+	c200, _ := rpHist(mfs, "http_client_request_duration_seconds", match(client))
+	if s != 20000 || c != 20000 || s200 != s || c200 != c {
+		t.Errorf("server %d (%d 200 over HTTP/2), client %d (%d): want 20000", s, s200, c, c200)
+	}
+	for _, svcName := range []string{server, client} {
+		if d := h2Dropped(mfs, svcName); d != 0 {
+			t.Errorf("%s: %v streams dropped", svcName, d)
+		}
+	}
+}
+
+// TestHTTP2CurlAndNode: curl with prior knowledge, and Node's http2 server
+// and client: every response with its real status, no query string.
+func TestHTTP2CurlAndNode(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("skipping: curl not installed")
+	}
+	node := nodeBin(t)
+	agent := harness.StartAgent(t, nil, "--collectors=http2")
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+
+	t.Run("curl", func(t *testing.T) {
+		server, client := "h2ccurl-srv-"+sfx, "h2ccurl-"+sfx
+		addr, stop := h2Server(t, server, "h2c")
+		var urls []string
+		for i := 0; i < 4; i++ {
+			for _, p := range []string{"/ok?token=s3cret", "/missing", "/fail"} {
+				urls = append(urls, "http://"+addr+p)
+			}
+		}
+		// One connection per transfer: curl 7.88 cannot reuse a
+		// prior-knowledge connection ("Error in the HTTP2 framing layer").
+		got := map[string]int{}
+		for _, u := range urls {
+			for k, v := range curlCounts(t, client, []string{"--http2-prior-knowledge"}, u) {
+				got[k] += v
+			}
+		}
+		sv := stop()
+		if got["GET 200"] != 4 || got["GET 404"] != 4 || got["GET 500"] != 4 ||
+			sv.Counts["GET 200 /ok 2"] != 4 || sv.Counts["GET 404 /missing 2"] != 4 || sv.Counts["GET 500 /fail 2"] != 4 {
+			t.Fatalf("curl %v, server %v", got, sv.Counts)
+		}
+		checkHTTP2Statuses(t, agent, server, client, map[string]int{"200": 4, "404": 4, "500": 4})
+	})
+
+	t.Run("node", func(t *testing.T) {
+		server, client := "h2node-srv-"+sfx, "h2node-"+sfx
+		port := harness.FreePort(t)
+		p, stdout := rpServer(t, server, fmt.Sprintf("127.0.0.1:%d", port), node, h2Testdata(t, "node_h2.js"), "server", strconv.Itoa(port))
+		var cl map[string]int
+		if err := json.Unmarshal([]byte(runClient(t, client, node, h2Testdata(t, "node_h2.js"), "client", strconv.Itoa(port), "25")), &cl); err != nil {
+			t.Fatal(err)
+		}
+		var sv map[string]int
+		rpStop(t, p, stdout, &sv)
+		if cl["GET 200"] != 25 || cl["POST 200"] != 25 || sv["GET 404 /missing"] != 25 || sv["POST 200 /ok"] != 25 {
+			t.Fatalf("client %v, server %v", cl, sv)
+		}
+		checkHTTP2Statuses(t, agent, server, client, map[string]int{"200": 50, "404": 25, "500": 25})
+	})
+}
+
+func h2Testdata(t *testing.T, name string) string {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(root, "e2e", "testdata", "http2", name)
+}
+
+// checkHTTP2Statuses: each side's HTTP/2 requests per status are want
+// exactly, errors typed per side, nothing dropped.
+func checkHTTP2Statuses(t *testing.T, agent *harness.Agent, server, client string, want map[string]int) {
+	t.Helper()
+	total := uint64(sumCounts(want))
+	mfs := rpWait(t, agent, "the HTTP/2 requests", func(mfs map[string]*dto.MetricFamily) bool {
+		s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server))
+		c, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client))
+		return s >= total && c >= total
+	})
+	time.Sleep(500 * time.Millisecond)
+	mfs = rpScrape(t, agent.MetricsURL)
+	for st, n := range want {
+		s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "http_response_status_code", st, "network_protocol_version", "2"))
+		c, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client, "http_response_status_code", st, "network_protocol_version", "2"))
+		if s != uint64(n) || c != uint64(n) {
+			t.Errorf("status %s: server %d, client %d, want %d", st, s, c, n)
+		}
+	}
+	s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server))
+	c, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client))
+	s5, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "error_type", "500"))
+	c4, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client, "error_type", "404"))
+	if s != total || c != total || s5 != uint64(want["500"]) || c4 != uint64(want["404"]) {
+		t.Errorf("server %d (%d error.type 500), client %d (%d error.type 404), want %d", s, s5, c, c4, total)
+	}
+	for _, name := range []string{server, client} {
+		if d := h2Dropped(mfs, name); d != 0 {
+			t.Errorf("%s: %v streams dropped", name, d)
+		}
+	}
+}
+
+// TestHTTP2ConnectionBeforeAgent: the agent starts while a gRPC
+// connection is open and warm (every header indexed): its calls after the
+// start are either recorded with their real method and status or dropped
+// as undecodable, never misnamed; a new connection's calls are exact.
+func TestHTTP2ConnectionBeforeAgent(t *testing.T) {
+	harness.RequireRoot(t)
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	server, client := "grpcold-srv-"+sfx, "grpcold-"+sfx
+	addr, stop, sp := h2ServerProcess(t, server, "grpc")
+	hold := filepath.Join(t.TempDir(), "go")
+	cmd := exec.Command(buildTool(t, "./e2e/cmd/http2load"), "-grpc-addr", addr, "-hold", hold, "-calls", "30")
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+client)
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	p := harness.StartProcess(t, client, cmd)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(hold + ".ready"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client did not make its first calls:\n%s", p.LogTail(20))
+		}
+	}
+	agent := harness.StartAgent(t, nil, "--collectors=http2")
+	if err := os.WriteFile(hold, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(60 * time.Second); err != nil {
+		t.Fatalf("client: %v\n%s", err, p.LogTail(20))
+	}
+	var cl h2Report
+	if err := json.Unmarshal([]byte(strings.TrimSpace(stdout.String())), &cl); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	const m = "grpc.testing.TestService/UnaryCall "
+	after := map[string]int{} // calls after the start, old connection and new
+	for k, v := range cl.Counts {
+		after[strings.TrimSuffix(k, " new")] += v
+	}
+	if cl.Counts[m+"OK new"] != 30 || sumCounts(after) != 60 {
+		t.Fatalf("client report %+v", cl)
+	}
+	// Processes that were running before the agent are matched by their
+	// pid (the instance label): their service name is the identity
+	// resolver's business, not this test's.
+	for _, side := range []struct {
+		metric, service string
+		pid             int
+	}{
+		{"rpc_server_call_duration_seconds", server, sp.Cmd.Process.Pid},
+		{"rpc_client_call_duration_seconds", client, p.Cmd.Process.Pid},
+	} {
+		ofPID := func(l map[string]string) bool { return strings.HasSuffix(l["instance"], ":"+strconv.Itoa(side.pid)) }
+		var got map[string]int
+		var job string
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+			mfs := rpScrape(t, agent.MetricsURL)
+			if got = rpcCountsOf(mfs, side.metric, ofPID); got[m+"OK"] >= 30 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s (pid %d): the new connection's calls did not arrive: %v", side.service, side.pid, got)
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+		mfs := rpScrape(t, agent.MetricsURL)
+		got = rpcCountsOf(mfs, side.metric, ofPID)
+		if mf := mfs[side.metric]; mf != nil {
+			for _, s := range mf.GetMetric() {
+				l := map[string]string{}
+				for _, lp := range s.GetLabel() {
+					l[lp.GetName()] = lp.GetValue()
+				}
+				if ofPID(l) {
+					job = l["job"]
+				}
+			}
+		}
+		if job != side.service {
+			t.Logf("%s (pid %d) is exported as service %q", side.service, side.pid, job)
+		}
+		undecodable := h2Dropped(mfs, job, "reason", "undecodable")
+		// The new connection's 30 OK are exact; of the old connection's 30,
+		// whatever was recorded is what the client got, and the rest is
+		// dropped as undecodable (or not seen at all: the kernel
+		// classifies HTTP/2 by its preface, which a connection open
+		// before the agent has already sent).
+		old := map[string]int{}
+		for k, v := range got {
+			if k == m+"OK" {
+				v -= 30
+			}
+			if v < 0 || v > cl.Counts[k] {
+				t.Errorf("%s: %d calls recorded as %q, the client made %d on the old connection after the start (%v)", side.service, v, k, cl.Counts[k], got)
+			}
+			if v > 0 {
+				old[k] = v
+			}
+		}
+		if n := sumCounts(old) + int(undecodable); n > 30 {
+			t.Errorf("%s: %d old-connection calls recorded and %v undecodable: more than the 30 made", side.service, sumCounts(old), undecodable)
+		}
+		t.Logf("%s: new connection %d OK; old connection: %v recorded, %v undecodable", side.service, got[m+"OK"]-old[m+"OK"], old, undecodable)
+	}
+}
