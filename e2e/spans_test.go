@@ -22,8 +22,9 @@ import (
 // span per request served and one client span per request curl sent, each
 // under its own service's resource (service.name, service.instance.id,
 // host.name, process.executable.name on the resource, one instance per
-// service; none of the identity among the span's attributes), none twice — and the sixteen services' spans must leave in a
-// few requests (one per export), not one request per service.
+// service; none of the identity among the span's attributes), none twice;
+// and the sixteen services' spans must leave in a few requests (one per
+// export), their metrics in one request, not one request per service.
 func TestSpansExactPerServiceInOneRequest(t *testing.T) {
 	harness.RequireRoot(t)
 	col := harness.StartCollector(t)
