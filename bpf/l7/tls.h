@@ -1,24 +1,352 @@
-// TLS plaintext data sources (OpenSSL, Go crypto/tls uprobes): owned by the
-// tls collector. bpf/l7.c includes this header after l7_capture and before
-// its syscall programs, so uprobe programs written here call
+// TLS plaintext data sources: uprobes on OpenSSL's SSL_read/SSL_write (and
+// their _ex variants) and on Go's crypto/tls (*Conn).Read/Write, attached
+// by the tls collector's attacher (collectors/tls), one set per library or
+// executable file. bpf/l7.c includes this header after l7_capture and
+// before its syscall programs; the plaintext goes to
 //
-//	l7_capture(key, l7_meta(dir, CALL_BUF, SOURCE_OPENSSL, 0), buf, ret, enter_ns)
+//	l7_capture(key, l7_meta(dir, CALL_BUF, source, 0), buf, n, enter_ns)
 //
 // with key = (tgid << 32 | fd) of the TCP connection the syscall programs
-// track (accept/connect), dir DIR_READ for SSL_read and DIR_WRITE for
-// SSL_write, buf the plaintext buffer, ret the bytes the call returned and
-// enter_ns the entry's bpf_ktime_get_ns(). The first such call marks the
-// connection CONN_TLS_PLAINTEXT: from then on the syscall source leaves it
-// alone (its ciphertext is neither parsed nor counted as unobserved TLS),
-// and a connection held undecided-as-TLS is classified afresh on the
-// plaintext.
+// track (accept/connect). The first such call marks the connection
+// CONN_TLS_PLAINTEXT: from then on the syscall source leaves it alone (its
+// ciphertext is neither parsed nor counted as unobserved TLS), and a
+// connection held as TLS is classified afresh on the plaintext. Nothing is
+// written to the process's memory.
 //
-// Processes whose TLS is instrumented go in the tls_tgids map (user space
-// of the tls collector): their ciphertext is not counted as unobserved TLS,
-// since their plaintext is expected from here.
+// Processes whose TLS is instrumented are in tls_tgids (filled by user
+// space, and here at OpenSSL's handshake, for a process that loaded an
+// instrumented libssl after its exec): their handshake's ciphertext is held
+// (STATE_TLS), not counted as unobserved, since their plaintext follows.
 //
-// Finding the descriptor: define L7_TLS_SYSCALL_HOOK(fd, ci) here (before
-// the syscall programs); it runs at the entry of every read/write family
-// call on a tracked connection, whatever its state, on the calling thread,
-// so an SSL_read/SSL_write in flight on that thread can take the fd.
+// Finding the descriptor. OpenSSL: an SSL_read/SSL_write makes its
+// read/write system calls on the calling thread, which the syscall
+// programs see (L7_TLS_SYSCALL_HOOK, below): the call in flight on that
+// thread takes the descriptor, and SSL* -> fd is remembered for calls served
+// from OpenSSL's buffer without a system call. No per-version struct
+// offsets are needed. Go: from the *tls.Conn through the field offsets user
+// space found in the executable (DWARF, or the generated table), by the
+// executable's identity (device, inode).
 #pragma once
+
+// Per-CPU counters of the TLS sources (user space: otelbee.tls.*).
+enum tls_counter {
+	TLS_CALLS = 0,          // plaintext calls handed to l7_capture
+	TLS_DROP_NO_FD = 1,     // an OpenSSL call whose descriptor was never seen
+	TLS_DROP_ARGS_FULL = 2, // no room to remember a call in flight
+	TLS_DROP_NO_OFFSETS = 3, // a Go executable without its offsets in go_offsets
+	TLS_DROP_BAD_FD = 4,    // a Go connection whose descriptor could not be read
+	TLS_COUNTER_MAX = 5,
+};
+
+const enum tls_counter *unused_tls_counter __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TLS_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} tls_counters SEC(".maps");
+
+// ---- OpenSSL
+
+// An SSL_read/SSL_write in flight on a thread.
+struct ssl_call {
+	__u64 ssl;
+	__u64 buf;
+	__u64 size_ptr; // _ex: where the byte count is written; 0 for SSL_read/SSL_write
+	__u64 enter_ns;
+	__u32 fd;     // the descriptor its system calls used
+	__u8 has_fd;  // fd is set
+	__u8 _pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); // pid_tgid
+	__type(value, struct ssl_call);
+} ssl_calls SEC(".maps");
+
+struct ssl_key {
+	__u64 ssl;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+// The descriptor of each SSL* seen, for calls that make no system call.
+// LRU: SSL_free is not probed (a trap per connection), so entries of freed
+// SSL*s age out; a reused SSL* address gets its fd anew at its first system
+// call.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ssl_key);
+	__type(value, __u32);
+} ssl_fds SEC(".maps");
+
+// tls_syscall_hook runs at the entry of every read/write family call on a
+// tracked connection: inside an SSL call on this thread, the call takes the
+// descriptor.
+static __always_inline void tls_syscall_hook(__u32 fd)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct ssl_call *c = bpf_map_lookup_elem(&ssl_calls, &tid);
+	if (!c)
+		return;
+	c->fd = fd;
+	c->has_fd = 1;
+}
+
+#define L7_TLS_SYSCALL_HOOK(fd, ci) tls_syscall_hook(fd)
+
+static __always_inline void ssl_enter(__u64 ssl, __u64 buf, __u64 size_ptr)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct ssl_call c = {
+		.ssl = ssl,
+		.buf = buf,
+		.size_ptr = size_ptr,
+		.enter_ns = bpf_ktime_get_ns(),
+	};
+	if (bpf_map_update_elem(&ssl_calls, &tid, &c, BPF_ANY))
+		bump(&tls_counters, TLS_DROP_ARGS_FULL);
+}
+
+static __always_inline void ssl_exit(long rc, __u32 dir)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct ssl_call *cp = bpf_map_lookup_elem(&ssl_calls, &tid);
+	if (!cp)
+		return;
+	// Fields one by one, not a copy of the struct: l7_capture's stack is
+	// most of the 512 bytes a program and its calls may use.
+	struct ssl_key k = {.ssl = cp->ssl, .tgid = tid >> 32};
+	__u64 buf = cp->buf, size_ptr = cp->size_ptr, enter_ns = cp->enter_ns;
+	__u32 fd = cp->fd;
+	__u8 has_fd = cp->has_fd;
+	bpf_map_delete_elem(&ssl_calls, &tid);
+	__u64 n = rc;
+	if (size_ptr) {
+		// SSL_read_ex/SSL_write_ex: 1 on success, the count through the pointer
+		if (rc != 1 || bpf_probe_read_user(&n, sizeof(n), (const void *)size_ptr))
+			return;
+	} else if (rc <= 0) {
+		return;
+	}
+	if (n == 0)
+		return;
+	__u32 *known = bpf_map_lookup_elem(&ssl_fds, &k);
+	if (has_fd) {
+		if (!known || *known != fd)
+			bpf_map_update_elem(&ssl_fds, &k, &fd, BPF_ANY);
+	} else if (known) {
+		fd = *known;
+	} else {
+		bump(&tls_counters, TLS_DROP_NO_FD);
+		return;
+	}
+	bump(&tls_counters, TLS_CALLS);
+	l7_capture((tid & 0xffffffff00000000ULL) | fd, l7_meta(dir, CALL_BUF, SOURCE_OPENSSL, 0), buf, n, enter_ns);
+}
+
+SEC("uprobe")
+int tls_ssl_read_enter(struct pt_regs *ctx)
+{
+	ssl_enter(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0);
+	return 0;
+}
+
+SEC("uprobe")
+int tls_ssl_read_ex_enter(struct pt_regs *ctx)
+{
+	ssl_enter(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx));
+	return 0;
+}
+
+SEC("uretprobe")
+int tls_ssl_read_exit(struct pt_regs *ctx)
+{
+	ssl_exit(PT_REGS_RC(ctx), DIR_READ);
+	return 0;
+}
+
+SEC("uprobe")
+int tls_ssl_write_enter(struct pt_regs *ctx)
+{
+	ssl_enter(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0);
+	return 0;
+}
+
+SEC("uprobe")
+int tls_ssl_write_ex_enter(struct pt_regs *ctx)
+{
+	ssl_enter(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx));
+	return 0;
+}
+
+SEC("uretprobe")
+int tls_ssl_write_exit(struct pt_regs *ctx)
+{
+	ssl_exit(PT_REGS_RC(ctx), DIR_WRITE);
+	return 0;
+}
+
+// At SSL_do_handshake's entry (SSL_connect and SSL_accept call it too) the
+// process is known to use an instrumented libssl before its handshake's
+// ciphertext reaches the syscall programs: one map update per connection.
+SEC("uprobe")
+int tls_ssl_handshake_enter(struct pt_regs *ctx)
+{
+	__u32 tgid = current_tgid();
+	if (!bpf_map_lookup_elem(&tls_tgids, &tgid)) {
+		__u8 one = 1;
+		bpf_map_update_elem(&tls_tgids, &tgid, &one, BPF_NOEXIST);
+	}
+	return 0;
+}
+
+// ---- Go crypto/tls
+//
+// Register ABI: the receiver and the slice's pointer and length in the
+// first three integer registers, the results from the first one; the
+// current goroutine in a fixed register (r14 amd64, x28 arm64). A goroutine
+// may move between threads inside Read, so calls in flight are keyed by
+// goroutine, and the returns are probed at each RET instruction (user space
+// disassembles the function): a uretprobe would rewrite the return address
+// on a stack the runtime moves.
+#if defined(__TARGET_ARCH_x86)
+#define GO_PARAM1(x) ((x)->ax)
+#define GO_PARAM2(x) ((x)->bx)
+#define GO_PARAM3(x) ((x)->cx)
+#define GO_G(x) ((x)->r14)
+#elif defined(__TARGET_ARCH_arm64)
+#define GO_PARAM1(x) ((x)->regs[0])
+#define GO_PARAM2(x) ((x)->regs[1])
+#define GO_PARAM3(x) ((x)->regs[2])
+#define GO_G(x) ((x)->regs[28])
+#endif
+
+// The path from a *tls.Conn to its descriptor, as sums of collectors/tls
+// GoFD's offsets: *(conn + conn_iface) is the *net.TCPConn, *(that +
+// tcpconn_fd) the *net.netFD, *(int32 *)(that + netfd_sysfd) the fd.
+struct go_offsets {
+	__u64 conn_iface;
+	__u64 tcpconn_fd;
+	__u64 netfd_sysfd;
+};
+
+// Executables by identity: the kernel's device number (MKDEV: major << 20 |
+// minor) and inode of the file.
+struct go_exe {
+	__u64 ino;
+	__u32 dev;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct go_exe);
+	__type(value, struct go_offsets);
+} go_offsets SEC(".maps");
+
+struct go_call {
+	__u64 buf;
+	__u64 enter_ns;
+	__u32 fd;
+	__u32 _pad;
+};
+
+struct go_key {
+	__u64 g;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+// Reads in flight by goroutine.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_key);
+	__type(value, struct go_call);
+} go_calls SEC(".maps");
+
+const struct go_offsets *unused_go_offsets __attribute__((unused));
+const struct go_exe *unused_go_exe __attribute__((unused));
+
+// go_conn_key finds the tracked connection of a *tls.Conn: its key in
+// conns, or 0 when the executable's offsets are unknown or the connection
+// is not tracked (not TCP, not observed).
+static __always_inline __u64 go_conn_key(__u64 conn)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct go_exe exe = {
+		.ino = BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino),
+		.dev = BPF_CORE_READ(task, mm, exe_file, f_inode, i_sb, s_dev),
+	};
+	struct go_offsets *o = bpf_map_lookup_elem(&go_offsets, &exe);
+	if (!o) {
+		bump(&tls_counters, TLS_DROP_NO_OFFSETS);
+		return 0;
+	}
+	__u64 tcpconn = 0, netfd = 0;
+	__s32 fd = -1;
+	if (bpf_probe_read_user(&tcpconn, sizeof(tcpconn), (const void *)(conn + o->conn_iface)) || !tcpconn ||
+	    bpf_probe_read_user(&netfd, sizeof(netfd), (const void *)(tcpconn + o->tcpconn_fd)) || !netfd ||
+	    bpf_probe_read_user(&fd, sizeof(fd), (const void *)(netfd + o->netfd_sysfd)) || fd < 0) {
+		bump(&tls_counters, TLS_DROP_BAD_FD);
+		return 0;
+	}
+	__u64 key = conn_key(fd);
+	if (!bpf_map_lookup_elem(&conns, &key))
+		return 0;
+	return key;
+}
+
+SEC("uprobe")
+int tls_go_read_enter(struct pt_regs *ctx)
+{
+	__u64 key = go_conn_key(GO_PARAM1(ctx));
+	if (!key)
+		return 0;
+	struct go_key k = {.g = GO_G(ctx), .tgid = key >> 32};
+	struct go_call c = {.buf = GO_PARAM2(ctx), .enter_ns = bpf_ktime_get_ns(), .fd = key};
+	if (bpf_map_update_elem(&go_calls, &k, &c, BPF_ANY))
+		bump(&tls_counters, TLS_DROP_ARGS_FULL);
+	return 0;
+}
+
+// At each return of Read: n in the first result register.
+SEC("uprobe")
+int tls_go_read_exit(struct pt_regs *ctx)
+{
+	struct go_key k = {.g = GO_G(ctx), .tgid = current_tgid()};
+	struct go_call *cp = bpf_map_lookup_elem(&go_calls, &k);
+	if (!cp)
+		return 0;
+	struct go_call c = *cp;
+	bpf_map_delete_elem(&go_calls, &k);
+	__s64 n = GO_PARAM1(ctx);
+	if (n <= 0)
+		return 0;
+	bump(&tls_counters, TLS_CALLS);
+	l7_capture((__u64)k.tgid << 32 | c.fd, l7_meta(DIR_READ, CALL_BUF, SOURCE_GOTLS, 0), c.buf, n, c.enter_ns);
+	return 0;
+}
+
+// Write is captured at its entry: the plaintext is all there, and Write
+// returns only when all of it was written or the connection failed, so
+// the return probes (a trap each) would add only the call's end time.
+SEC("uprobe")
+int tls_go_write_enter(struct pt_regs *ctx)
+{
+	__u64 key = go_conn_key(GO_PARAM1(ctx));
+	if (!key)
+		return 0;
+	__u64 n = GO_PARAM3(ctx);
+	if (n == 0)
+		return 0;
+	bump(&tls_counters, TLS_CALLS);
+	l7_capture(key, l7_meta(DIR_WRITE, CALL_BUF, SOURCE_GOTLS, 0), GO_PARAM2(ctx), n, bpf_ktime_get_ns());
+	return 0;
+}

@@ -363,6 +363,29 @@ func (l *Loader) attachLink(lk Link) ([]ProgramStat, error) {
 	return stats, nil
 }
 
+// LoadProgram loads one program of the object against the collector's maps
+// without attaching it, for a caller that attaches it itself, to many
+// places and over time (the TLS uprobes, attached per file as processes
+// come and go). It is listed with the collector's programs and freed by
+// Close; links made with it must be closed first.
+func (l *Loader) LoadProgram(name string) (*ebpf.Program, error) {
+	prog, _, err := l.loadProgram(name)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if old, ok := l.programs[name]; ok {
+		prog.Close()
+		return old, nil
+	}
+	l.programs[name] = prog
+	if l.registry != nil {
+		l.registry.addProgram(l.collector, name, prog)
+	}
+	return prog, nil
+}
+
 // loadProgram loads one program against the collector's existing maps.
 func (l *Loader) loadProgram(name string) (*ebpf.Program, ProgramStat, error) {
 	ps, ok := l.spec.Programs[name]

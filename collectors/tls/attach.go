@@ -24,6 +24,9 @@ type Programs struct {
 	// uretprobe shared by a function and its _ex variant captures.
 	SSLReadEntry, SSLReadExEntry, SSLReadReturn    *ebpf.Program
 	SSLWriteEntry, SSLWriteExEntry, SSLWriteReturn *ebpf.Program
+	// SSLHandshakeEntry marks the process before its handshake's
+	// ciphertext (SSL_connect and SSL_accept call SSL_do_handshake).
+	SSLHandshakeEntry *ebpf.Program
 	// Go crypto/tls: an entry probe, and one probe per return instruction
 	// (uretprobes would corrupt moving goroutine stacks).
 	GoReadEntry, GoReadReturn, GoWriteEntry, GoWriteReturn *ebpf.Program
@@ -74,6 +77,9 @@ func plan(t *Target, p *Programs) []probe {
 			add(f.Offset, fn.entry, false)
 			add(f.Offset, fn.exit, true)
 		}
+		if f := t.Func("SSL_do_handshake"); f != nil && len(out) > 0 {
+			add(f.Offset, p.SSLHandshakeEntry, false)
+		}
 	case StackGo:
 		for _, fn := range []struct {
 			name        string
@@ -123,12 +129,17 @@ func DefaultAttachConfig() AttachConfig {
 	return AttachConfig{ProcRoot: "/proc", MaxFiles: 64, MaxProbes: 1024, Rescan: time.Minute}
 }
 
-// GoFDSink receives the socket-descriptor offsets of each instrumented Go
-// executable (the kernel side reads them by the executable's identity)
-// and forgets them when the file's probes are removed.
-type GoFDSink interface {
+// Kernel is what the kernel side keeps of the attacher's work.
+type Kernel interface {
+	// SetGoFD gives the socket-descriptor offsets of an instrumented Go
+	// executable (read by the executable's identity); DeleteGoFD forgets
+	// them when its probes go.
 	SetGoFD(id FileID, fd *GoFD) error
 	DeleteGoFD(id FileID)
+	// SetProcess says whether pid maps an instrumented file: its
+	// handshake's ciphertext is then held for the plaintext to come, not
+	// counted as unobserved TLS.
+	SetProcess(pid int, instrumented bool)
 }
 
 // AttachStats is what an Attacher did, for self-metrics.
@@ -181,7 +192,7 @@ type Attacher struct {
 	log   *slog.Logger
 	disc  *Discoverer
 	procs *identity.Resolver // service names of unobserved processes; nil: the command name
-	goFD  GoFDSink
+	kernel  Kernel
 	// attach makes one uprobe; tests replace it.
 	attach func(path string, p probe) (io.Closer, error)
 
@@ -220,7 +231,7 @@ type scan struct {
 }
 
 // NewAttacher returns an attacher; Start begins its work.
-func NewAttacher(cfg AttachConfig, progs Programs, procs *identity.Resolver, goFD GoFDSink, log *slog.Logger) (*Attacher, error) {
+func NewAttacher(cfg AttachConfig, progs Programs, procs *identity.Resolver, kernel Kernel, log *slog.Logger) (*Attacher, error) {
 	if cfg.ProcRoot == "" {
 		cfg.ProcRoot = "/proc"
 	}
@@ -231,7 +242,7 @@ func NewAttacher(cfg AttachConfig, progs Programs, procs *identity.Resolver, goF
 	if err != nil {
 		return nil, err
 	}
-	return &Attacher{cfg: cfg, progs: progs, log: log, disc: d, procs: procs, goFD: goFD, attach: attachUprobe,
+	return &Attacher{cfg: cfg, progs: progs, log: log, disc: d, procs: procs, kernel: kernel, attach: attachUprobe,
 		files: map[FileID]*attached{}, pids: map[int]*procFiles{}, logged: map[FileID]bool{},
 		unobserved: map[UnobservedKey]uint64{}, wake: make(chan struct{}, 1)}, nil
 }
@@ -446,6 +457,9 @@ func (a *Attacher) scanPID(pid int) {
 	for _, id := range pf.files {
 		a.unrefLocked(id)
 	}
+	if a.kernel != nil && (len(files) > 0) != (len(pf.files) > 0) {
+		a.kernel.SetProcess(pid, len(files) > 0)
+	}
 	pf.files = files
 	if len(files) == 0 && len(pf.seen) == 0 {
 		delete(a.pids, pid)
@@ -464,6 +478,9 @@ func (a *Attacher) release(pid int) {
 	}
 	for _, id := range pf.files {
 		a.unrefLocked(id)
+	}
+	if a.kernel != nil && len(pf.files) > 0 {
+		a.kernel.SetProcess(pid, false)
 	}
 	delete(a.pids, pid)
 }
@@ -486,8 +503,8 @@ func (a *Attacher) detachLocked(id FileID, f *attached) {
 	}
 	a.probes -= len(f.links)
 	delete(a.files, id)
-	if f.target.Stack == StackGo && a.goFD != nil {
-		a.goFD.DeleteGoFD(id)
+	if f.target.Stack == StackGo && a.kernel != nil {
+		a.kernel.DeleteGoFD(id)
 	}
 	a.stats.Detached++
 	a.log.Debug("TLS probes removed: no process maps the file any more", "path", f.target.Path)
@@ -504,8 +521,8 @@ func (a *Attacher) instrumentLocked(t *Target, open string) Reason {
 			len(a.files), a.probes, a.cfg.MaxFiles, a.cfg.MaxProbes))
 		return ReasonLimit
 	}
-	if t.Stack == StackGo && a.goFD != nil {
-		if err := a.goFD.SetGoFD(t.ID, t.FD); err != nil {
+	if t.Stack == StackGo && a.kernel != nil {
+		if err := a.kernel.SetGoFD(t.ID, t.FD); err != nil {
 			a.logOnceLocked(t, ReasonAttachFailed, err.Error())
 			return ReasonAttachFailed
 		}
@@ -517,8 +534,8 @@ func (a *Attacher) instrumentLocked(t *Target, open string) Reason {
 			for _, l := range f.links {
 				l.Close()
 			}
-			if t.Stack == StackGo && a.goFD != nil {
-				a.goFD.DeleteGoFD(t.ID)
+			if t.Stack == StackGo && a.kernel != nil {
+				a.kernel.DeleteGoFD(t.ID)
 			}
 			a.logOnceLocked(t, ReasonAttachFailed, fmt.Sprintf("attaching at %#x: %v", p.offset, err))
 			return ReasonAttachFailed

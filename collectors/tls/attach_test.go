@@ -8,12 +8,13 @@ import (
 
 func TestPlan(t *testing.T) {
 	// Distinct non-nil programs, told apart by pointer; never loaded.
-	progs := make([]ebpf.Program, 10)
+	progs := make([]ebpf.Program, 11)
 	p := Programs{SSLReadEntry: &progs[0], SSLReadExEntry: &progs[1], SSLReadReturn: &progs[2],
 		SSLWriteEntry: &progs[3], SSLWriteExEntry: &progs[4], SSLWriteReturn: &progs[5],
-		GoReadEntry: &progs[6], GoReadReturn: &progs[7], GoWriteEntry: &progs[8], GoWriteReturn: &progs[9]}
+		GoReadEntry: &progs[6], GoReadReturn: &progs[7], GoWriteEntry: &progs[8], GoWriteReturn: &progs[9],
+		SSLHandshakeEntry: &progs[10]}
 	ossl := &Target{Stack: StackOpenSSL, Funcs: []Func{{Name: "SSL_read", Offset: 0x10}, {Name: "SSL_write", Offset: 0x20},
-		{Name: "SSL_read_ex", Offset: 0x30}, {Name: "SSL_free", Offset: 0x40}}}
+		{Name: "SSL_read_ex", Offset: 0x30}, {Name: "SSL_free", Offset: 0x40}, {Name: "SSL_do_handshake", Offset: 0x50}}}
 	gotls := &Target{Stack: StackGo, Funcs: []Func{{Name: goRead, Offset: 0x100, Returns: []uint64{0x120, 0x140}},
 		{Name: goWrite, Offset: 0x200, Returns: []uint64{0x210}}}}
 	noExit := p
@@ -28,6 +29,7 @@ func TestPlan(t *testing.T) {
 			{0x10, &progs[0], false}, {0x10, &progs[2], true},
 			{0x30, &progs[1], false}, {0x30, &progs[2], true},
 			{0x20, &progs[3], false}, {0x20, &progs[5], true},
+			{0x50, &progs[10], false},
 		}},
 		{"go: entry and every return", gotls, p, []probe{
 			{0x100, &progs[6], false}, {0x120, &progs[7], false}, {0x140, &progs[7], false},

@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -40,10 +41,12 @@ func main() {
 	plan := flag.String("plan", "", "client: comma-separated 'METHOD /path[*count]' steps, run in order")
 	tp := flag.String("traceparent", "", "client: send this traceparent header")
 	body := flag.Int("body", 0, "client: request body bytes for POST and PUT")
+	cert := flag.String("cert", "", "server: serve HTTPS (HTTP/1.1) with this certificate (PEM)")
+	key := flag.String("key", "", "server: the certificate's key (PEM)")
 	flag.Parse()
 	switch {
 	case *listen != "":
-		serve(*listen, *addrFile)
+		serve(*listen, *addrFile, *cert, *key)
 	case *url != "":
 		client(*url, *plan, *tp, *body)
 	default:
@@ -62,7 +65,7 @@ func (c *counter) add(k string) {
 	c.mu.Unlock()
 }
 
-func serve(addr, addrFile string) {
+func serve(addr, addrFile, cert, key string) {
 	cnt := &counter{m: map[string]int{}}
 	mux := http.NewServeMux()
 	handle := func(pattern, route string, h func(w http.ResponseWriter, r *http.Request) int) {
@@ -112,7 +115,13 @@ func serve(addr, addrFile string) {
 	srv := &http.Server{Handler: mux}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	go srv.Serve(ln)
+	if cert != "" {
+		// HTTP/1.1 only: a non-nil empty map turns off HTTP/2 over ALPN.
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		go srv.ServeTLS(ln, cert, key)
+	} else {
+		go srv.Serve(ln)
+	}
 	<-ctx.Done()
 	srv.Shutdown(context.Background())
 	cnt.mu.Lock()
@@ -122,7 +131,13 @@ func serve(addr, addrFile string) {
 
 func client(base, plan, tp string, body int) {
 	rep := Report{PID: os.Getpid(), Counts: map[string]int{}}
-	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2, DisableCompression: true}}
+	tr := &http.Transport{MaxIdleConnsPerHost: 2, DisableCompression: true}
+	if strings.HasPrefix(base, "https:") {
+		// A test's self-signed certificate; HTTP/1.1 (with its own TLS
+		// config the transport does not try HTTP/2).
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	c := &http.Client{Transport: tr}
 	for _, step := range strings.Split(plan, ",") {
 		step = strings.TrimSpace(step)
 		if step == "" {

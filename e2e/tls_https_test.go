@@ -1,0 +1,197 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/otelbee/otelbee/e2e/harness"
+)
+
+// HTTPS seen in plaintext through uprobes (issue 11, Part 2): real TLS
+// programs, counts exact against their own logs and reports.
+
+// tlsCert makes a self-signed certificate for localhost and 127.0.0.1 with
+// openssl req.
+func tlsCert(t *testing.T) (cert, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	out, err := exec.Command("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+		"-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+		"-keyout", key, "-out", cert).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl req: %v\n%s", err, out)
+	}
+	os.Chmod(key, 0o644)
+	return cert, key
+}
+
+// tlsNginx is Debian's nginx serving HTTPS (HTTP/1.1) on loopback: static
+// files, a 500 and a 404 route, with an access log of "METHOD URI STATUS -"
+// lines (the accessCounts format).
+func startTLSNginx(t *testing.T, service, cert, key string) *nginx {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Skip("skipping: nginx not installed (Debian nginx-light; `make deps`)")
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	root := filepath.Join(dir, "html")
+	os.MkdirAll(filepath.Join(root, "static"), 0o755)
+	os.WriteFile(filepath.Join(root, "static", "index.html"), []byte("<html>hello</html>\n"), 0o644)
+	big := make([]byte, 100_000)
+	for i := range big {
+		big[i] = byte('a' + i%26)
+	}
+	os.WriteFile(filepath.Join(root, "static", "big.bin"), big, 0o644)
+	n := &nginx{Port: harness.FreePort(t), AccessLog: filepath.Join(dir, "access.log"), Root: root}
+	conf := fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+env OTEL_SERVICE_NAME;
+events { worker_connections 256; }
+http {
+    types { text/html html; application/octet-stream bin; }
+    log_format e2e '$request_method $uri $status -';
+    access_log %[1]s/access.log e2e;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    keepalive_requests 1000;
+    ssl_certificate %[4]s;
+    ssl_certificate_key %[5]s;
+    server {
+        listen 127.0.0.1:%[2]d ssl;
+        listen [::1]:%[2]d ssl;
+        root %[3]s;
+        location = /api/fail { return 500 "failure\n"; }
+        location /api/ { return 200 "item\n"; }
+    }
+}
+`, dir, n.Port, root, cert, key)
+	confPath := filepath.Join(dir, "nginx.conf")
+	os.WriteFile(confPath, []byte(conf), 0o644)
+	cmd := exec.Command(bin, "-p", dir, "-c", confPath)
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
+	n.proc = harness.StartProcess(t, "nginx", cmd)
+	waitPort(t, fmt.Sprintf("127.0.0.1:%d", n.Port))
+	n.ServiceName = service
+	n.Service = n.selector(t)
+	return n
+}
+
+// nodeFetch is a Node fetch client printing an httpReport ("GET 200": n).
+const nodeFetch = `const counts = {};
+(async () => {
+  for (const u of process.argv.slice(1)) {
+    const res = await fetch(u);
+    await res.arrayBuffer();
+    const k = "GET " + res.status;
+    counts[k] = (counts[k] || 0) + 1;
+  }
+  console.log(JSON.stringify({pid: process.pid, counts}));
+})().catch((e) => { console.error(e); process.exit(1); });`
+
+// TestTLSNginxGroundTruth: nginx (Debian, OpenSSL 3 in libssl) started
+// before the agent, then curl, Python urllib, Node fetch (OpenSSL inside the
+// node executable), a Go client, openssl s_client with a hand-written
+// request and gnutls-cli. nginx's server series, with url.scheme=https,
+// equal its access log per route and status; every client's series equal
+// its own count; gnutls-cli, whose TLS cannot be read, is counted as
+// unobserved TLS for its service and has no HTTP series.
+func TestTLSNginxGroundTruth(t *testing.T) {
+	harness.RequireRoot(t)
+	for _, tool := range []string{"curl", "openssl", "gnutls-cli", "node"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("skipping: %s not installed", tool)
+		}
+	}
+	py := pythonBin(t)
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	svc := func(s string) string { return "tls-" + s + "-" + sfx }
+	cert, key := tlsCert(t)
+	ng := startTLSNginx(t, svc("nginx"), cert, key)
+
+	agent := harness.StartAgent(t, []string{"OTEL_METRIC_EXPORT_INTERVAL=1000"},
+		"--collectors=http", "--http.client-url-scheme")
+	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
+	time.Sleep(500 * time.Millisecond) // the attacher's start: nginx found running
+
+	base := fmt.Sprintf("https://localhost:%d", ng.Port)
+	base4 := fmt.Sprintf("https://127.0.0.1:%d", ng.Port)
+	curl := curlCounts(t, svc("curl"), []string{"--cacert", cert},
+		base+"/static/index.html", base+"/static/big.bin", base+"/static/missing.txt",
+		base+"/api/items/101?token=secret", base+"/api/items/102", base+"/api/fail")
+	addCounts(curl, curlCounts(t, svc("curl"), []string{"--cacert", cert, "-X", "POST", "-d", "a=1&b=2"}, base+"/api/items/55"))
+
+	pyEnv := func(service string, argv ...string) string {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service, "SSL_CERT_FILE="+cert, "NODE_EXTRA_CA_CERTS="+cert)
+		var stdout strings.Builder
+		cmd.Stdout = &stdout
+		p := harness.StartProcess(t, service, cmd)
+		if err := p.Wait(60 * time.Second); err != nil {
+			t.Fatalf("%s: %v\n%s", service, err, p.LogTail(20))
+		}
+		return stdout.String()
+	}
+	urllib := parseHTTPReport(t, pyEnv(svc("urllib"), py, testdata(t, "urlclient.py"),
+		base+"/static/index.html", base+"/api/items/9", base+"/api/fail", base+"/static/nothing",
+		"POST "+base+"/api/items/10"))
+	nodec := parseHTTPReport(t, pyEnv(svc("nodefetch"), "node", "-e", nodeFetch,
+		base+"/static/index.html", base+"/api/items/1", base+"/api/items/2", base+"/api/fail", base+"/static/big.bin"))
+	gocl := parseHTTPReport(t, runClient(t, svc("goclient"), buildTool(t, "./e2e/cmd/httpload"),
+		"-url", base4, "-plan", "GET /static/index.html*4,GET /api/items/3*3,GET /api/fail*2,GET /missing*2,POST /api/items/4*2", "-body", "500"))
+
+	// openssl s_client carrying a hand-written request.
+	sc := exec.Command("openssl", "s_client", "-quiet", "-connect", fmt.Sprintf("127.0.0.1:%d", ng.Port))
+	sc.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+svc("sclient"))
+	sc.Stdin = strings.NewReader("GET /api/items/77 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+	if out, err := sc.Output(); err != nil || !strings.Contains(string(out), "200 OK") {
+		t.Fatalf("s_client: %v\n%s", err, out)
+	}
+
+	// gnutls-cli: its request reaches nginx (seen there, in nginx's
+	// plaintext), its own TLS is not readable.
+	gc := exec.Command("sh", "-c", fmt.Sprintf(`(printf 'GET /api/items/88 HTTP/1.1\r\nHost: localhost\r\n\r\n'; sleep 2) | gnutls-cli --insecure -p %d 127.0.0.1`, ng.Port))
+	gc.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+svc("gnutls"))
+	if out, err := gc.CombinedOutput(); err != nil && !strings.Contains(string(out), "200 OK") {
+		t.Fatalf("gnutls-cli: %v\n%s", err, out)
+	}
+
+	server, _, _ := ng.accessCounts(t)
+	t.Logf("nginx access log: %s", sorted(server))
+	waitPromCounts(t, prom, "http_server_request_duration_seconds", ng.Service+`,url_scheme="https"`, serverLabels, server)
+	waitPromCounts(t, prom, "http_server_request_duration_seconds", ng.Service, serverLabels, server)
+	for name, want := range map[string]map[string]int{
+		"curl": curl, "urllib": urllib.Counts, "nodefetch": nodec.Counts, "goclient": gocl.Counts,
+		"sclient": {"GET 200": 1},
+	} {
+		waitPromCounts(t, prom, "http_client_request_duration_seconds", fmt.Sprintf(`job=%q,url_scheme="https"`, svc(name)), clientLabels, want)
+	}
+	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_tls_processes_unobserved_total{job=%q,reason="unsupported_stack",tls_stack="gnutls"})`, svc("gnutls")), 1)
+	if got := promCounts(t, prom, "http_client_request_duration_seconds", svc("gnutls"), clientLabels...); len(got) != 0 {
+		t.Errorf("gnutls-cli has HTTP client series: %v", got)
+	}
+	if v, ok := promValue(context.Background(), prom, fmt.Sprintf(`sum(otelbee_http_connections_unobserved_total{job=%q,reason="tls"})`, ng.ServiceName)); ok && v != 0 {
+		t.Errorf("nginx's connections counted as unobserved TLS: %v", v)
+	}
+	if exited, _ := agent.Exited(); exited {
+		t.Fatalf("agent exited:\n%s", agent.LogTail(40))
+	}
+}
