@@ -16,6 +16,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -57,6 +58,8 @@ type result struct {
 	bpfRun        float64 // seconds of BPF program run time during the run
 	bpfByProgram  map[string]float64
 	agentRSSBytes float64
+	uprobeRuns    float64 // runs of the TLS uprobe programs (tls_*) during the run
+	uprobeTime    float64 // their run time, seconds
 }
 
 var (
@@ -74,7 +77,18 @@ var (
 	samplerArg = flag.String("sampler-arg", "", "OTEL_TRACES_SAMPLER_ARG")
 	bpfStats   = flag.Bool("bpf-stats", true, "run the agent with --bpf.stats (BPF run time per request; adds two clock reads to every program run)")
 	withSDK    = flag.Bool("otelhttp", true, "include the otelhttp (in-process SDK) setup for the Go server")
+	useTLS     = flag.Bool("tls", false, "HTTPS: both servers with a certificate made by openssl req, wrk over TLS (the agent reads the plaintext through its TLS uprobes)")
 )
+
+// cert and key are the servers' certificate with -tls.
+var cert, key string
+
+func scheme() string {
+	if *useTLS {
+		return "https://"
+	}
+	return "http://"
+}
 
 func samplerEnv() []string {
 	env := []string{"OTEL_TRACES_SAMPLER=" + *sampler}
@@ -106,6 +120,16 @@ func main() {
 		log.Fatalf("building bench/httpserver: %v\n%s", err, out)
 	}
 	sink := startSink()
+	if *useTLS {
+		http.DefaultTransport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+		cert, key = filepath.Join(tmp, "cert.pem"), filepath.Join(tmp, "key.pem")
+		out, err := exec.Command("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+			"-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", key, "-out", cert).CombinedOutput()
+		if err != nil {
+			log.Fatalf("openssl req: %v\n%s", err, out)
+		}
+		os.Chmod(key, 0o644)
+	}
 
 	targets := []string{"go"}
 	if _, err := exec.LookPath("nginx"); err == nil && !*noNginx {
@@ -224,16 +248,19 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 			mode = "otelhttp"
 		}
 		server = exec.Command(serverBin, "-mode", mode, "-addr-file", addrFile)
+		if *useTLS {
+			server.Args = append(server.Args, "-cert", cert, "-key", key)
+		}
 		server.Env = append(append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT="+sink, "OTEL_SERVICE_NAME=hello"), samplerEnv()...)
 		server.Stderr = os.Stderr
 		if err := server.Start(); err != nil {
 			log.Fatal(err)
 		}
-		url = "http://" + waitFile(addrFile) + "/hello"
+		url = scheme() + waitFile(addrFile) + "/hello"
 	case "nginx":
 		addr := freeAddr()
 		server = startNginx(tmp, addr)
-		url = "http://" + addr + "/hello"
+		url = scheme() + addr + "/hello"
 	}
 	defer func() {
 		server.Process.Signal(os.Interrupt)
@@ -249,6 +276,10 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 	if agent != nil {
 		agentBefore = treeCPU(agent.Process.Pid)
 		bpfBefore, bpfProgBefore = bpfRunTime("http://" + promAddr + "/metrics")
+	}
+	var runsBefore map[string]float64
+	if agent != nil {
+		runsBefore = bpfRunCounts("http://" + promAddr + "/metrics")
 	}
 	out, err := exec.Command("wrk", "-t"+strconv.Itoa(*threads), "-c"+strconv.Itoa(*conns),
 		"-d"+duration.String(), "--latency", url).CombinedOutput()
@@ -268,6 +299,16 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 			res.bpfByProgram[p] = v - bpfProgBefore[p]
 		}
 		res.agentRSSBytes = rss(agent.Process.Pid)
+		for p, v := range bpfRunCounts("http://" + promAddr + "/metrics") {
+			if strings.HasPrefix(p, "tls_") {
+				res.uprobeRuns += v - runsBefore[p]
+				res.uprobeTime += res.bpfByProgram[p]
+			}
+		}
+		if *useTLS {
+			log.Printf("%s: TLS uprobe runs %.2f per request, %.2f µs per request", target,
+				res.uprobeRuns/res.requests, res.uprobeTime/res.requests*1e6)
+		}
 	}
 	return res
 }
@@ -277,6 +318,10 @@ func startNginx(tmp, addr string) *exec.Cmd {
 	os.MkdirAll(filepath.Join(dir, "html"), 0o755)
 	os.Chmod(tmp, 0o755)
 	os.WriteFile(filepath.Join(dir, "html", "hello"), []byte("hello world\n"), 0o644)
+	ssl := ""
+	if *useTLS {
+		ssl = fmt.Sprintf(" ssl;\n        ssl_certificate %s;\n        ssl_certificate_key %s", cert, key)
+	}
 	conf := fmt.Sprintf(`daemon off;
 master_process on;
 worker_processes 1;
@@ -294,12 +339,12 @@ http {
     uwsgi_temp_path %[1]s/uwsgi;
     scgi_temp_path %[1]s/scgi;
     server {
-        listen %[2]s;
+        listen %[2]s%[3]s;
         root %[1]s/html;
         default_type text/plain;
     }
 }
-`, dir, addr)
+`, dir, addr, ssl)
 	os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644)
 	cmd := exec.Command("nginx", "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
 	cmd.Stderr = os.Stderr
@@ -389,6 +434,29 @@ func bpfRunTime(url string) (float64, map[string]float64) {
 		}
 	}
 	return total, by
+}
+
+var runLine = regexp.MustCompile(`^otelbee_bpf_program_run_count_total\{([^}]*)\} (\S+)`)
+
+// bpfRunCounts is the agent's per-program run count (bpf_stats).
+func bpfRunCounts(url string) map[string]float64 {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	by := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if m := runLine.FindStringSubmatch(sc.Text()); m != nil {
+			v, _ := strconv.ParseFloat(m[2], 64)
+			if p := progLabel.FindStringSubmatch(m[1]); p != nil {
+				by[p[1]] += v
+			}
+		}
+	}
+	return by
 }
 
 var (
@@ -508,6 +576,14 @@ func report(targets []string, all map[string]map[setup][]result) {
 	for _, r := range rows {
 		if r.topPrograms != "" {
 			fmt.Printf("\n%s/otelbee, BPF run time per request by program (median run): %s\n", r.target, r.topPrograms)
+		}
+	}
+	if *useTLS {
+		for _, target := range targets {
+			rs := all[target][otelbee]
+			fmt.Printf("\n%s/otelbee, TLS uprobes per request (median): %.2f runs, %.2f µs of BPF\n", target,
+				med(rs, func(r result) float64 { return r.uprobeRuns / r.requests }),
+				med(rs, func(r result) float64 { return r.uprobeTime / r.requests * 1e6 }))
 		}
 	}
 	if err := os.WriteFile(*svgOut, []byte(chart(rows)), 0o644); err != nil {

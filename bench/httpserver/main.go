@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"log"
 	"net"
@@ -28,6 +29,8 @@ func main() {
 	mode := flag.String("mode", "plain", "plain or otelhttp")
 	addr := flag.String("listen", "127.0.0.1:0", "listen address")
 	addrFile := flag.String("addr-file", "", "write the bound address here")
+	cert := flag.String("cert", "", "serve HTTPS (HTTP/1.1) with this certificate (PEM)")
+	key := flag.String("key", "", "the certificate's key (PEM)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -63,7 +66,13 @@ func main() {
 		os.Rename(*addrFile+".tmp", *addrFile)
 	}
 	srv := &http.Server{Handler: h}
-	go srv.Serve(ln)
+	if *cert != "" {
+		// HTTP/1.1, as wrk speaks: a non-nil empty map turns off HTTP/2.
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		go srv.ServeTLS(ln, *cert, *key)
+	} else {
+		go srv.Serve(ln)
+	}
 	<-ctx.Done()
 	srv.Shutdown(context.Background())
 }

@@ -60,8 +60,9 @@ struct ssl_call {
 	__u8 _pad[3];
 };
 
+// LRU: a thread killed inside a call leaves its entry behind.
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64); // pid_tgid
 	__type(value, struct ssl_call);
@@ -263,9 +264,10 @@ struct go_key {
 	__u32 _pad;
 };
 
-// Reads in flight by goroutine.
+// Reads in flight by goroutine (LRU: a goroutine that panics inside Read
+// leaves its entry behind).
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct go_key);
 	__type(value, struct go_call);
