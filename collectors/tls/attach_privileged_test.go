@@ -17,6 +17,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/otelbee/otelbee/process/identity"
@@ -109,6 +110,31 @@ func (c *counters) get(t *testing.T) map[string]uint64 {
 		}
 	}
 	return out
+}
+
+// uprobeLinks counts the uprobe links in the kernel on the file at path:
+// the kernel's own account of what is attached, whoever attached it.
+func uprobeLinks(t *testing.T, path string) int {
+	t.Helper()
+	n := 0
+	it := new(link.Iterator)
+	defer it.Close()
+	for it.Next() {
+		info, err := it.Link.Info()
+		if err != nil || info.Type != link.PerfEventType {
+			continue
+		}
+		if pe := info.PerfEvent(); pe != nil {
+			// The path given at attach: through /proc/<pid>/root.
+			if u := pe.Uprobe(); u != nil && (u.File == path || strings.HasSuffix(u.File, "/root"+path)) {
+				n++
+			}
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatalf("listing links: %v", err)
+	}
+	return n
 }
 
 // gated runs a program that waits for a line on stdin before its TLS and
@@ -244,6 +270,9 @@ func TestAttachGoExact(t *testing.T) {
 			if s.Files != 1 || s.Probes != want {
 				t.Fatalf("instrumented %d files with %d probes, want 1 with %d: %v", s.Files, s.Probes, want, a.Instrumented())
 			}
+			if n := uprobeLinks(t, bin); n != want {
+				t.Fatalf("the kernel has %d uprobe links on %s, want %d", n, bin, want)
+			}
 			before := c.get(t)
 			c.watch(t, g.cmd.Process.Pid)
 			reads, writes := g.run(t)
@@ -262,6 +291,9 @@ func TestAttachGoExact(t *testing.T) {
 			a.drain()
 			if s := a.Stats(); s.Files != 0 || s.Probes != 0 || s.Detached != 1 {
 				t.Fatalf("after the exit: %d files, %d probes, %d detached; want 0, 0, 1", s.Files, s.Probes, s.Detached)
+			}
+			if n := uprobeLinks(t, bin); n != 0 {
+				t.Fatalf("after the exit the kernel still has %d uprobe links on %s", n, bin)
 			}
 		})
 	}
