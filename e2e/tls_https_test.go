@@ -107,8 +107,7 @@ const nodeFetch = `const counts = {};
   console.log(JSON.stringify({pid: process.pid, counts}));
 })().catch((e) => { console.error(e); process.exit(1); });`
 
-// TestTLSNginxGroundTruth: nginx (Debian, OpenSSL 3 in libssl) started
-// before the agent, then curl, Python urllib, Node fetch (OpenSSL inside the
+// TestTLSNginxGroundTruth: nginx (Debian, OpenSSL 3 in libssl), curl, Python urllib, Node fetch (OpenSSL inside the
 // node executable), a Go client, openssl s_client with a hand-written
 // request and gnutls-cli. nginx's server series, with url.scheme=https,
 // equal its access log per route and status; every client's series equal
@@ -125,12 +124,14 @@ func TestTLSNginxGroundTruth(t *testing.T) {
 	sfx := strconv.Itoa(rand.IntN(1 << 30))
 	svc := func(s string) string { return "tls-" + s + "-" + sfx }
 	cert, key := tlsCert(t)
-	ng := startTLSNginx(t, svc("nginx"), cert, key)
-
 	agent := harness.StartAgent(t, []string{"OTEL_METRIC_EXPORT_INTERVAL=1000"},
 		"--collectors=http", "--http.client-url-scheme")
 	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
-	time.Sleep(500 * time.Millisecond) // the attacher's start: nginx found running
+	// After the agent: nginx rewrites its environment for its process
+	// titles, so its service name is the one the agent saw at its exec.
+	// (A program found running at the agent's start: the Node server of
+	// TestTLSNodeAndGoPrograms.)
+	ng := startTLSNginx(t, svc("nginx"), cert, key)
 
 	base := fmt.Sprintf("https://localhost:%d", ng.Port)
 	base4 := fmt.Sprintf("https://127.0.0.1:%d", ng.Port)
@@ -155,7 +156,15 @@ func TestTLSNginxGroundTruth(t *testing.T) {
 		"POST "+base+"/api/items/10"))
 	nodec := parseHTTPReport(t, pyEnv(svc("nodefetch"), "node", "-e", nodeFetch,
 		base+"/static/index.html", base+"/api/items/1", base+"/api/items/2", base+"/api/fail", base+"/static/big.bin"))
-	gocl := parseHTTPReport(t, runClient(t, svc("goclient"), buildTool(t, "./e2e/cmd/httpload"),
+	// A Go client lives a few milliseconds, less than the agent takes to
+	// read and instrument a new executable after its exec: a server of the
+	// same file (one uprobe set per file) has it instrumented already, as
+	// the long-running program of a host would.
+	httpload := buildTool(t, "./e2e/cmd/httpload")
+	_, stopGoServer := startHTTPLoadServer(t, httpload, svc("goserver"))
+	defer stopGoServer()
+	time.Sleep(300 * time.Millisecond) // its exec seen, its file instrumented
+	gocl := parseHTTPReport(t, runClient(t, svc("goclient"), httpload,
 		"-url", base4, "-plan", "GET /static/index.html*4,GET /api/items/3*3,GET /api/fail*2,GET /missing*2,POST /api/items/4*2", "-body", "500"))
 
 	// openssl s_client carrying a hand-written request.
@@ -176,6 +185,17 @@ func TestTLSNginxGroundTruth(t *testing.T) {
 
 	server, _, _ := ng.accessCounts(t)
 	t.Logf("nginx access log: %s", sorted(server))
+	defer func() {
+		if t.Failed() {
+			for _, q := range []string{`otelbee_tls_calls_dropped_total`, `otelbee_tls_calls_total`, `otelbee_tls_processes_unobserved_total`,
+				`otelbee_http_connections_unobserved_total`, `otelbee_http_requests_incomplete_total`, `otelbee_http_requests_dropped_total`} {
+				ss, _ := prom.Query(context.Background(), q)
+				for _, s := range ss {
+					t.Logf("%s%v = %v", q, s.Labels, s.Value)
+				}
+			}
+		}
+	}()
 	waitPromCounts(t, prom, "http_server_request_duration_seconds", ng.Service+`,url_scheme="https"`, serverLabels, server)
 	waitPromCounts(t, prom, "http_server_request_duration_seconds", ng.Service, serverLabels, server)
 	for name, want := range map[string]map[string]int{

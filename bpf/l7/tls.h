@@ -33,7 +33,7 @@ enum tls_counter {
 	TLS_CALLS = 0,          // plaintext calls handed to l7_capture
 	TLS_DROP_NO_FD = 1,     // an OpenSSL call whose descriptor was never seen
 	TLS_DROP_ARGS_FULL = 2, // no room to remember a call in flight
-	TLS_DROP_NO_OFFSETS = 3, // a Go executable without its offsets in go_offsets
+	TLS_DROP_NO_OFFSETS = 3, // a Go executable without its offsets in go_fd_offsets
 	TLS_DROP_BAD_FD = 4,    // a Go connection whose descriptor could not be read
 	TLS_COUNTER_MAX = 5,
 };
@@ -249,7 +249,7 @@ struct {
 	__uint(max_entries, 256);
 	__type(key, struct go_exe);
 	__type(value, struct go_offsets);
-} go_offsets SEC(".maps");
+} go_fd_offsets SEC(".maps");
 
 struct go_call {
 	__u64 buf;
@@ -286,7 +286,7 @@ static __always_inline __u64 go_conn_key(__u64 conn)
 		.ino = BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino),
 		.dev = BPF_CORE_READ(task, mm, exe_file, f_inode, i_sb, s_dev),
 	};
-	struct go_offsets *o = bpf_map_lookup_elem(&go_offsets, &exe);
+	struct go_offsets *o = bpf_map_lookup_elem(&go_fd_offsets, &exe);
 	if (!o) {
 		bump(&tls_counters, TLS_DROP_NO_OFFSETS);
 		return 0;

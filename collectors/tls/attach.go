@@ -109,19 +109,22 @@ type AttachConfig struct {
 	// process loads long after its exec, and events lost.
 	Rescan time.Duration
 	// HostLibraries are patterns (filepath.Glob, in the host's root) of
-	// TLS libraries instrumented from the start whether or not a process
-	// maps them, so that a program loading one at run time (Python's ssl
-	// module, curl's first request) is seen from its first call; nil: the
-	// usual libssl locations, empty: none.
+	// TLS libraries and executables instrumented from the start whether or
+	// not a process maps them, so that a program loading one at run time
+	// (Python's ssl module) or living for a few milliseconds (a curl, a
+	// node script) is seen from its first call; nil: the usual libssl
+	// locations and node, empty: none.
 	HostLibraries []string
 	// Filter, when set, says which processes are looked at (by pid and
 	// command name); nil: all.
 	Filter func(pid int, comm string) bool
 }
 
-// DefaultHostLibraries are where distributions keep libssl.
+// DefaultHostLibraries are where distributions keep libssl, and node (its
+// OpenSSL built in), the usual short-lived HTTPS clients' stacks.
 var DefaultHostLibraries = []string{
 	"/usr/lib/*-linux-gnu/libssl.so.*", "/usr/lib64/libssl.so.*", "/usr/lib/libssl.so.*", "/lib/*-linux-gnu/libssl.so.*",
+	"/usr/bin/node", "/usr/local/bin/node",
 }
 
 // DefaultAttachConfig is what the agent uses unless told otherwise.
@@ -399,7 +402,7 @@ func (a *Attacher) pinHostLibraries() {
 		for _, open := range paths {
 			name, _ := filepath.Rel(root, open)
 			t := a.disc.cache.inspect(open, filepath.Join("/", name))
-			if !t.Instrumentable() || t.Stack != StackOpenSSL {
+			if !t.Instrumentable() {
 				continue
 			}
 			a.mu.Lock()
@@ -436,6 +439,8 @@ func (a *Attacher) scanPID(pid int) {
 		pf = &procFiles{}
 	}
 	var files []FileID
+	var unseen []*Target
+	var reasons []Reason
 	for i, t := range p.Targets {
 		reason := t.Reason
 		if t.Instrumentable() {
@@ -447,7 +452,18 @@ func (a *Attacher) scanPID(pid int) {
 				continue
 			}
 		}
-		a.unobservedLocked(pid, p.Comm, pf, t, reason)
+		unseen = append(unseen, t)
+		reasons = append(reasons, reason)
+	}
+	for i, t := range unseen {
+		// A library of another stack beside an instrumented one is most
+		// likely not the one the process speaks TLS with (curl maps GnuTLS
+		// through librtmp, and uses libssl): only a process none of whose
+		// TLS is instrumented, or whose own executable is not, counts.
+		if len(files) > 0 && !t.Static && t.Stack != StackGo {
+			continue
+		}
+		a.unobservedLocked(pid, p.Comm, pf, t, reasons[i])
 	}
 	// Take the new references before dropping the old ones, so a file the
 	// process still maps keeps its probes.
@@ -498,9 +514,7 @@ func (a *Attacher) unrefLocked(id FileID) {
 }
 
 func (a *Attacher) detachLocked(id FileID, f *attached) {
-	for _, l := range f.links {
-		l.Close()
-	}
+	closeAll(f.links)
 	a.probes -= len(f.links)
 	delete(a.files, id)
 	if f.target.Stack == StackGo && a.kernel != nil {
@@ -508,6 +522,19 @@ func (a *Attacher) detachLocked(id FileID, f *attached) {
 	}
 	a.stats.Detached++
 	a.log.Debug("TLS probes removed: no process maps the file any more", "path", f.target.Path)
+}
+
+// closeAll closes links concurrently.
+func closeAll(links []io.Closer) {
+	var wg sync.WaitGroup
+	for _, l := range links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.Close()
+		}()
+	}
+	wg.Wait()
 }
 
 // instrumentLocked attaches t's uprobe set through open, or says why not.
@@ -528,12 +555,11 @@ func (a *Attacher) instrumentLocked(t *Target, open string) Reason {
 		}
 	}
 	f := &attached{target: t}
+	start := time.Now()
 	for _, p := range probes {
 		l, err := a.attach(open, p)
 		if err != nil {
-			for _, l := range f.links {
-				l.Close()
-			}
+			closeAll(f.links)
 			if t.Stack == StackGo && a.kernel != nil {
 				a.kernel.DeleteGoFD(t.ID)
 			}
@@ -545,7 +571,8 @@ func (a *Attacher) instrumentLocked(t *Target, open string) Reason {
 	a.files[t.ID] = f
 	a.probes += len(f.links)
 	a.stats.Attached++
-	a.log.Info("TLS plaintext instrumented", "path", t.Path, "stack", t.Stack, "version", t.Version, "probes", len(f.links))
+	a.log.Info("TLS plaintext instrumented", "path", t.Path, "stack", t.Stack, "version", t.Version, "probes", len(f.links),
+		"took", time.Since(start).Round(time.Microsecond))
 	return ReasonNone
 }
 
@@ -611,9 +638,16 @@ func (a *Attacher) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.closed = true
+	// All at once: each close waits for the kernel's RCU grace period,
+	// which the closes then share (shutdown stays within its deadline).
+	var all []io.Closer
 	for id, f := range a.files {
+		all = append(all, f.links...)
+		f.links = nil
 		a.detachLocked(id, f)
 	}
+	closeAll(all)
+	a.probes = 0
 	a.pids = map[int]*procFiles{}
 	return nil
 }

@@ -1,0 +1,206 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+
+	"github.com/otelbee/otelbee/e2e/harness"
+)
+
+// tlsGoToolchains are the Go releases the HTTPS test builds its server and
+// client with: the local one, and one from the module proxy (the newest
+// release supported upstream before it; cached in the module cache).
+var tlsGoToolchains = []string{"local", "go1.25.9"}
+
+// buildHTTPLoadWith builds e2e/cmd/httpload (standard library only) in a
+// module of its own with a toolchain, with or without -ldflags=-s -w.
+func buildHTTPLoadWith(t *testing.T, toolchain string, stripped bool) string {
+	t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := os.ReadFile(filepath.Join(root, "e2e", "cmd", "httpload", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "main.go"), code, 0o644)
+	os.WriteFile(filepath.Join(src, "go.mod"), []byte("module httpload\n\ngo 1.25\n"), 0o644)
+	name := "httpload-" + strings.TrimPrefix(toolchain, "go")
+	args := []string{"build", "-o"}
+	if stripped {
+		name += "-stripped"
+		args = append(args, filepath.Join(src, name), "-ldflags=-s -w", ".")
+	} else {
+		args = append(args, filepath.Join(src, name), ".")
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+toolchain, "GOFLAGS=", "GOWORK=off", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building httpload with %s: %v\n%s", toolchain, err, out)
+	}
+	os.Chmod(src, 0o755)
+	return filepath.Join(src, name)
+}
+
+// uprobeLinksOn counts the kernel's uprobe links on the file at path
+// (attached through /proc/<pid>/root<path> or path itself).
+func uprobeLinksOn(t *testing.T, path string) int {
+	t.Helper()
+	n := 0
+	it := new(link.Iterator)
+	defer it.Close()
+	for it.Next() {
+		info, err := it.Link.Info()
+		if err != nil || info.Type != link.PerfEventType {
+			continue
+		}
+		if pe := info.PerfEvent(); pe != nil {
+			if u := pe.Uprobe(); u != nil && (u.File == path || strings.HasSuffix(u.File, "/root"+path)) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// nodeHTTPSServer serves /items/{n} (200), /fail (500) and anything else
+// (404) over HTTPS, counting "METHOD STATUS ROUTE"; on SIGTERM it prints
+// an httpReport.
+const nodeHTTPSServer = `const fs = require("fs");
+const counts = {};
+const srv = require("https").createServer({cert: fs.readFileSync(process.argv[1]), key: fs.readFileSync(process.argv[2])}, (q, s) => {
+  let st = 404, route = q.url;
+  if (q.url.startsWith("/items/")) { st = 200; route = "/items/{id}"; }
+  else if (q.url === "/fail") { st = 500; route = "/fail"; }
+  q.resume();
+  q.on("end", () => {
+    s.writeHead(st, {"content-type": "text/plain"});
+    s.end("x".repeat(st === 200 ? 300 : 10));
+    const k = q.method + " " + st + " " + route;
+    counts[k] = (counts[k] || 0) + 1;
+  });
+});
+srv.listen(0, "127.0.0.1", () => fs.writeFileSync(process.argv[3], String(srv.address().port)));
+process.on("SIGTERM", () => { console.log(JSON.stringify({pid: process.pid, counts})); process.exit(0); });`
+
+// TestTLSNodeAndGoPrograms: a Node https server running before the agent
+// starts (found at start) and a Node client (OpenSSL inside the node
+// executable), and a Go HTTPS server and client built with two Go
+// toolchains, each with and without -ldflags=-s -w, started after it (found
+// at exec). Both sides of each are exact, with url.scheme=https; when the Go
+// programs exit the kernel has no uprobe left on their files.
+func TestTLSNodeAndGoPrograms(t *testing.T) {
+	harness.RequireRoot(t)
+	node := nodeBin(t)
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	svc := func(s string) string { return "tls-" + s + "-" + sfx }
+	cert, key := tlsCert(t)
+	type goBuild struct {
+		name, bin string
+	}
+	var builds []goBuild
+	for _, tc := range tlsGoToolchains {
+		for _, stripped := range []bool{false, true} {
+			bin := buildHTTPLoadWith(t, tc, stripped)
+			builds = append(builds, goBuild{strings.ReplaceAll(filepath.Base(bin), ".", "_"), bin})
+		}
+	}
+
+	// Node's server, before the agent.
+	portFile := filepath.Join(t.TempDir(), "port")
+	scmd := exec.Command(node, "-e", nodeHTTPSServer, cert, key, portFile)
+	scmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+svc("nodeserver"))
+	var sout strings.Builder
+	scmd.Stdout = &sout
+	sproc := harness.StartProcess(t, "nodeserver", scmd)
+	port := waitFileContent(t, portFile)
+
+	agent := harness.StartAgent(t, []string{"OTEL_METRIC_EXPORT_INTERVAL=1000"}, "--collectors=http", "--http.client-url-scheme")
+	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
+	base := "https://localhost:" + port
+	ccmd := exec.Command(node, "-e", nodeFetch, base+"/items/1", base+"/items/2", base+"/items/3", base+"/fail", base+"/nope", base+"/items/4")
+	ccmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+svc("nodeclient"), "NODE_EXTRA_CA_CERTS="+cert)
+	var cout strings.Builder
+	ccmd.Stdout = &cout
+	cproc := harness.StartProcess(t, "nodeclient", ccmd)
+	if err := cproc.Wait(30 * time.Second); err != nil {
+		t.Fatalf("node client: %v\n%s", err, cproc.LogTail(20))
+	}
+	nodeClient := parseHTTPReport(t, cout.String())
+	sproc.Cmd.Process.Signal(syscall.SIGTERM)
+	sproc.Wait(10 * time.Second)
+	var nodeServer httpReport
+	if err := json.Unmarshal([]byte(strings.TrimSpace(sout.String())), &nodeServer); err != nil {
+		t.Fatalf("node server report %q: %v", sout.String(), err)
+	}
+
+	// Go: each build serves and fetches over HTTPS.
+	plan := "GET /users/1*5,GET /users/abc12345*2,POST /users/9*3,GET /fail*2,GET /chunked*2,GET /zzz"
+	goServers, goClients := map[string]httpReport{}, map[string]httpReport{}
+	for _, b := range builds {
+		addrFile := filepath.Join(t.TempDir(), "addr")
+		cmd := exec.Command(b.bin, "-listen", "127.0.0.1:0", "-addr-file", addrFile, "-cert", cert, "-key", key)
+		cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+svc(b.name+"-server"))
+		var stdout strings.Builder
+		cmd.Stdout = &stdout
+		p := harness.StartProcess(t, b.name, cmd)
+		addr := waitFileContent(t, addrFile)
+		time.Sleep(200 * time.Millisecond) // the attacher's scan at exec
+		goClients[b.name] = parseHTTPReport(t, runClient(t, svc(b.name+"-client"), b.bin, "-url", "https://"+addr, "-plan", plan, "-body", "300"))
+		if n := uprobeLinksOn(t, b.bin); n == 0 {
+			t.Errorf("%s: no uprobe on its file while it runs", b.name)
+		}
+		p.Cmd.Process.Signal(os.Interrupt)
+		if err := p.Wait(10 * time.Second); err != nil {
+			t.Fatalf("%s server: %v", b.name, err)
+		}
+		goServers[b.name] = parseHTTPReport(t, stdout.String())
+	}
+
+	waitPromCounts(t, prom, "http_server_request_duration_seconds", fmt.Sprintf(`job=%q,url_scheme="https"`, svc("nodeserver")), serverLabels, nodeServer.Counts)
+	waitPromCounts(t, prom, "http_client_request_duration_seconds", fmt.Sprintf(`job=%q,url_scheme="https"`, svc("nodeclient")), clientLabels, nodeClient.Counts)
+	for _, b := range builds {
+		waitPromCounts(t, prom, "http_server_request_duration_seconds", fmt.Sprintf(`job=%q,url_scheme="https"`, svc(b.name+"-server")), serverLabels, goServers[b.name].Counts)
+		waitPromCounts(t, prom, "http_client_request_duration_seconds", fmt.Sprintf(`job=%q,url_scheme="https"`, svc(b.name+"-client")), clientLabels, goClients[b.name].Counts)
+	}
+	// Their probes went with their exits (the resolver's sweep finds an
+	// exit within its interval, at most 10 s).
+	deadline := time.Now().Add(30 * time.Second)
+	for _, b := range builds {
+		for uprobeLinksOn(t, b.bin) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s exited, and the kernel still has %d uprobes on its file", b.name, uprobeLinksOn(t, b.bin))
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	if exited, _ := agent.Exited(); exited {
+		t.Fatalf("agent exited:\n%s", agent.LogTail(40))
+	}
+}
+
+// waitFileContent waits until a program wrote a file and returns it.
+func waitFileContent(t *testing.T, path string) string {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	t.Fatalf("%s not written", path)
+	return ""
+}
