@@ -25,6 +25,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/l7/sqlsummary"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/tcp"
+	tlsc "github.com/otelbee/otelbee/collectors/tls"
 	"github.com/otelbee/otelbee/exporters/otlp"
 	"github.com/otelbee/otelbee/k8smeta"
 	"github.com/otelbee/otelbee/process/identity"
@@ -60,6 +61,8 @@ type Config struct {
 	HTTP2  http2.Config
 	// DB is the SQL protocols' (postgresql, mysql).
 	DB sqlsummary.Config
+	// TLS is the L7 capture's HTTPS plaintext source (uprobes).
+	TLS tlsc.Config
 	// Process is the process identity cache.
 	Process ProcessConfig
 	// StateDir keeps what the agent learned that a restart could not learn
@@ -136,6 +139,7 @@ func DefaultConfig() Config {
 		HTTP2:           http2.DefaultConfig(),
 		DB:              sqlsummary.DefaultConfig(),
 		Process:         ProcessConfig{Retention: 5 * time.Minute, Instance: "service"},
+		TLS:             tlsc.DefaultConfig(),
 		StateDir:        "/var/lib/otelbee",
 	}
 }
@@ -508,6 +512,9 @@ func (c *Config) Validate() error {
 		return &UsageError{Err: err}
 	}
 	if err := c.HTTP.Validate(); err != nil {
+		return &UsageError{Err: err}
+	}
+	if err := c.TLS.Validate(); err != nil {
 		return &UsageError{Err: err}
 	}
 	return nil

@@ -68,7 +68,9 @@ func l7Factory(name string) factory {
 		defer l7Mu.Unlock()
 		g := l7Groups[c]
 		if g == nil {
-			g = &l7Group{eng: capture.NewEngine(d, httpc.CaptureConfig(c.HTTP))}
+			cc := httpc.CaptureConfig(c.HTTP)
+			cc.TLS = c.TLS // HTTPS plaintext feeds every L7 protocol
+			g = &l7Group{eng: capture.NewEngine(d, cc)}
 			for _, n := range c.Collectors {
 				if p, ok := capture.ProtoByName(n); ok && (n == httpc.Name || l7Protocols[n] != nil) {
 					g.eng.Enable(p)

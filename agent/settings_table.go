@@ -9,6 +9,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/l7/http2"
 	"github.com/otelbee/otelbee/collectors/l7/sqlsummary"
 	"github.com/otelbee/otelbee/collectors/tcp"
+	tlsc "github.com/otelbee/otelbee/collectors/tls"
 	"github.com/otelbee/otelbee/k8smeta"
 )
 
@@ -26,6 +27,7 @@ func (c *Config) Settings() []settings.Setting {
 		httpc.Settings(&c.HTTP),
 		http2.Settings(&c.HTTP2),
 		sqlsummary.Settings(&c.DB),
+		tlsc.Settings(&c.TLS),
 		k8smeta.Settings(&c.Kubernetes),
 	} {
 		all = append(all, group...)

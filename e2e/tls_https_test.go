@@ -107,15 +107,15 @@ const nodeFetch = `const counts = {};
   console.log(JSON.stringify({pid: process.pid, counts}));
 })().catch((e) => { console.error(e); process.exit(1); });`
 
-// TestTLSNginxGroundTruth: nginx (Debian, OpenSSL 3 in libssl), curl, Python urllib, Node fetch (OpenSSL inside the
-// node executable), a Go client, openssl s_client with a hand-written
+// TestTLSNginxGroundTruth: nginx (Debian, OpenSSL 3 in libssl), curl,
+// Python urllib, a Go client, openssl s_client with a hand-written
 // request and gnutls-cli. nginx's server series, with url.scheme=https,
 // equal its access log per route and status; every client's series equal
 // its own count; gnutls-cli, whose TLS cannot be read, is counted as
 // unobserved TLS for its service and has no HTTP series.
 func TestTLSNginxGroundTruth(t *testing.T) {
 	harness.RequireRoot(t)
-	for _, tool := range []string{"curl", "openssl", "gnutls-cli", "node"} {
+	for _, tool := range []string{"curl", "openssl", "gnutls-cli"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("skipping: %s not installed", tool)
 		}
@@ -154,8 +154,6 @@ func TestTLSNginxGroundTruth(t *testing.T) {
 	urllib := parseHTTPReport(t, pyEnv(svc("urllib"), py, testdata(t, "urlclient.py"),
 		base+"/static/index.html", base+"/api/items/9", base+"/api/fail", base+"/static/nothing",
 		"POST "+base+"/api/items/10"))
-	nodec := parseHTTPReport(t, pyEnv(svc("nodefetch"), "node", "-e", nodeFetch,
-		base+"/static/index.html", base+"/api/items/1", base+"/api/items/2", base+"/api/fail", base+"/static/big.bin"))
 	// A Go client lives a few milliseconds, less than the agent takes to
 	// read and instrument a new executable after its exec: a server of the
 	// same file (one uprobe set per file) has it instrumented already, as
@@ -199,7 +197,7 @@ func TestTLSNginxGroundTruth(t *testing.T) {
 	waitPromCounts(t, prom, "http_server_request_duration_seconds", ng.Service+`,url_scheme="https"`, serverLabels, server)
 	waitPromCounts(t, prom, "http_server_request_duration_seconds", ng.Service, serverLabels, server)
 	for name, want := range map[string]map[string]int{
-		"curl": curl, "urllib": urllib.Counts, "nodefetch": nodec.Counts, "goclient": gocl.Counts,
+		"curl": curl, "urllib": urllib.Counts, "goclient": gocl.Counts,
 		"sclient": {"GET 200": 1},
 	} {
 		waitPromCounts(t, prom, "http_client_request_duration_seconds", fmt.Sprintf(`job=%q,url_scheme="https"`, svc(name)), clientLabels, want)

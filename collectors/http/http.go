@@ -47,6 +47,7 @@ type connState struct {
 	peerPort uint16
 	local    uint16
 	unix     bool   // a Unix domain socket: no addresses or ports
+	tls      bool   // plaintext from a TLS source (url.scheme https)
 	proc     uint32 // the process its requests are credited to (the engine's Conn.PID)
 	stats    *procStats
 	// the last request's path, route and series: a connection mostly
@@ -249,6 +250,7 @@ func (c *Collector) Open(cc *capture.Conn, r *capture.Record) {
 	st.peerPort = cc.Peer.Port()
 	st.local = cc.Local.Port()
 	st.unix = cc.Unix
+	st.tls = cc.Source.TLS()
 	st.lastLen, st.lastRoute, st.lastSeries = -1, "", nil
 	st.hostLen, st.hostName, st.hostPort, st.hostOverflow = 0, "", 0, false
 	st.proc = cc.PID

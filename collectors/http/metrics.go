@@ -64,6 +64,7 @@ type seriesKey struct {
 	peer    netip.Addr // client without a Host header
 	host    string     // client: server.address from the Host header (interned)
 	port    uint16     // client: server port
+	tls     bool       // the plaintext came from a TLS source: url.scheme https
 }
 
 // versionMinor is the minor version a series is keyed by: the one
@@ -180,6 +181,7 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		minor:   versionMinor(ex.Minor),
 		status:  status,
 		errKind: kind,
+		tls:     st.tls,
 	}
 	if st.server {
 		k.route = route
@@ -210,7 +212,11 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 	kv = append(kv, keyProtoVersion.String(version))
 	if k.server || c.cfg.ClientURLScheme {
 		// Required on the server side, opt-in on the client side.
-		kv = append(kv, keyScheme.String("http"))
+		scheme := "http"
+		if k.tls {
+			scheme = "https"
+		}
+		kv = append(kv, keyScheme.String(scheme))
 	}
 	// a copy: attribute.NewSet sorts kv in place
 	span := append(make([]attribute.KeyValue, 0, len(kv)+3), kv...)

@@ -190,12 +190,12 @@ var execRescans = []time.Duration{0, 100 * time.Millisecond, time.Second, 5 * ti
 // them in any process that maps the file, now or later); the kernel side
 // filters which connections are observed.
 type Attacher struct {
-	cfg   AttachConfig
-	progs Programs
-	log   *slog.Logger
-	disc  *Discoverer
-	procs *identity.Resolver // service names of unobserved processes; nil: the command name
-	kernel  Kernel
+	cfg    AttachConfig
+	progs  Programs
+	log    *slog.Logger
+	disc   *Discoverer
+	procs  *identity.Resolver // service names of unobserved processes; nil: the command name
+	kernel Kernel
 	// attach makes one uprobe; tests replace it.
 	attach func(path string, p probe) (io.Closer, error)
 
@@ -208,6 +208,7 @@ type Attacher struct {
 	stats      AttachStats
 	queue      []scan
 	wake       chan struct{}
+	done       chan struct{} // closed by Close: Run returns
 	unsub      func()
 	closed     bool
 }
@@ -247,7 +248,7 @@ func NewAttacher(cfg AttachConfig, progs Programs, procs *identity.Resolver, ker
 	}
 	return &Attacher{cfg: cfg, progs: progs, log: log, disc: d, procs: procs, kernel: kernel, attach: attachUprobe,
 		files: map[FileID]*attached{}, pids: map[int]*procFiles{}, logged: map[FileID]bool{},
-		unobserved: map[UnobservedKey]uint64{}, wake: make(chan struct{}, 1)}, nil
+		unobserved: map[UnobservedKey]uint64{}, wake: make(chan struct{}, 1), done: make(chan struct{})}, nil
 }
 
 func attachUprobe(path string, p probe) (io.Closer, error) {
@@ -325,6 +326,8 @@ func (a *Attacher) Run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-a.done:
 			return
 		case <-a.wake:
 		case <-timer.C:
@@ -637,7 +640,11 @@ func (a *Attacher) Close() error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.closed {
+		return nil
+	}
 	a.closed = true
+	close(a.done)
 	// All at once: each close waits for the kernel's RCU grace period,
 	// which the closes then share (shutdown stays within its deadline).
 	var all []io.Closer

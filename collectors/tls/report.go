@@ -45,7 +45,7 @@ func WriteReport(w io.Writer, procRoot string) error {
 			l.procs = append(l.procs, fmt.Sprintf("%d(%s)", pid, p.Comm))
 		}
 	}
-	fmt.Fprintf(w, "\nTLS (uprobe targets in running processes, one per file; plaintext capture is not yet wired):\n")
+	fmt.Fprintf(w, "\nTLS (uprobe targets in running processes, one per file):\n")
 	if len(order) == 0 {
 		fmt.Fprintf(w, "  none found in %d processes\n", len(pids))
 	}

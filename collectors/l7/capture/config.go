@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	tlsc "github.com/otelbee/otelbee/collectors/tls"
 )
 
 // Config is the kernel capture's configuration, shared by every L7
@@ -33,6 +35,9 @@ type Config struct {
 	Spans bool `yaml:"spans"`
 	// ObserveSelf (tests) observes the agent's own process.
 	ObserveSelf bool `yaml:"-"`
+	// TLS is the HTTPS plaintext source (collectors/tls uprobes, tls.go);
+	// the zero value is off.
+	TLS tlsc.Config `yaml:"-"`
 }
 
 // DefaultConfig is what runs without configuration.

@@ -138,6 +138,8 @@ type Engine struct {
 	connsOver atomic.Uint64
 	records   [protoMax]atomic.Uint64 // data records received, by protocol
 	unhandled atomic.Uint64           // records of a protocol no handler took
+
+	tls *tlsState // the HTTPS plaintext source (tls.go), when on
 }
 
 // NewEngine returns an unloaded engine.
@@ -277,6 +279,7 @@ func (e *Engine) load(ctx context.Context) error {
 		}
 	}
 	e.counters = e.loader.Map(l7MapCounters)
+	e.startTLS()
 	e.reader, err = ringbuf.NewReader(e.loader.Map(l7MapEvents))
 	if err != nil {
 		return fail(fmt.Errorf("opening the l7 ring buffer: %w", err))
@@ -303,6 +306,7 @@ func (e *Engine) load(ctx context.Context) error {
 }
 
 func (e *Engine) unload() error {
+	e.closeTLS() // its probes before the programs they run
 	if e.selfReg != nil {
 		e.selfReg.Unregister()
 		e.selfReg = nil
@@ -415,6 +419,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return nil
 	}
 	e.running = true
+	e.runTLS(ctx)
 	reader, done := e.reader, e.done
 	e.mu.Unlock()
 	defer close(done)

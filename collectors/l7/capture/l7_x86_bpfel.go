@@ -105,6 +105,35 @@ const (
 	l7FilterActionFILTER_SELF    l7FilterAction = 3
 )
 
+type l7GoCall struct {
+	_       structs.HostLayout
+	Buf     uint64
+	EnterNs uint64
+	Fd      uint32
+	Pad     uint32
+}
+
+type l7GoExe struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Pad uint32
+}
+
+type l7GoKey struct {
+	_    structs.HostLayout
+	G    uint64
+	Tgid uint32
+	Pad  uint32
+}
+
+type l7GoOffsets struct {
+	_          structs.HostLayout
+	ConnIface  uint64
+	TcpconnFd  uint64
+	NetfdSysfd uint64
+}
+
 type l7HttpConnState uint32
 
 const (
@@ -202,6 +231,24 @@ type l7SelfEnd struct {
 	Pad  uint16
 }
 
+type l7SslCall struct {
+	_       structs.HostLayout
+	Ssl     uint64
+	Buf     uint64
+	SizePtr uint64
+	EnterNs uint64
+	Fd      uint32
+	HasFd   uint8
+	Pad     [3]uint8
+}
+
+type l7SslKey struct {
+	_    structs.HostLayout
+	Ssl  uint64
+	Tgid uint32
+	Pad  uint32
+}
+
 type l7TgidDrops struct {
 	_       structs.HostLayout
 	Starts  uint64
@@ -213,70 +260,99 @@ type l7TgidUnobserved struct {
 	N [9]uint64
 }
 
+type l7TlsCounter uint32
+
+const (
+	l7TlsCounterTLS_CALLS           l7TlsCounter = 0
+	l7TlsCounterTLS_DROP_NO_FD      l7TlsCounter = 1
+	l7TlsCounterTLS_DROP_ARGS_FULL  l7TlsCounter = 2
+	l7TlsCounterTLS_DROP_NO_OFFSETS l7TlsCounter = 3
+	l7TlsCounterTLS_DROP_BAD_FD     l7TlsCounter = 4
+	l7TlsCounterTLS_COUNTER_MAX     l7TlsCounter = 5
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	l7MapBySock               = "by_sock"
-	l7MapCalls                = "calls"
-	l7MapConns                = "conns"
-	l7MapCounters             = "counters"
-	l7MapDrops                = "drops"
-	l7MapEvents               = "events"
-	l7MapFilterCgroup         = "filter_cgroup"
-	l7MapFilterComm           = "filter_comm"
-	l7MapFilterPort           = "filter_port"
-	l7MapInherit              = "inherit"
-	l7MapOwners               = "owners"
-	l7MapScratch              = "scratch"
-	l7MapSelfEnds             = "self_ends"
-	l7MapTlsTgids             = "tls_tgids"
-	l7MapUnobserved           = "unobserved"
-	l7ProgHttpAccept4Exit     = "http_accept4_exit"
-	l7ProgHttpAcceptExit      = "http_accept_exit"
-	l7ProgHttpCloseEnter      = "http_close_enter"
-	l7ProgHttpConnectEnter    = "http_connect_enter"
-	l7ProgHttpConnectExit     = "http_connect_exit"
-	l7ProgHttpFork            = "http_fork"
-	l7ProgHttpReadEnter       = "http_read_enter"
-	l7ProgHttpReadExit        = "http_read_exit"
-	l7ProgHttpReadvEnter      = "http_readv_enter"
-	l7ProgHttpReadvExit       = "http_readv_exit"
-	l7ProgHttpRecvfromEnter   = "http_recvfrom_enter"
-	l7ProgHttpRecvfromExit    = "http_recvfrom_exit"
-	l7ProgHttpRecvmsgEnter    = "http_recvmsg_enter"
-	l7ProgHttpRecvmsgExit     = "http_recvmsg_exit"
-	l7ProgHttpSendfileEnter   = "http_sendfile_enter"
-	l7ProgHttpSendfileExit    = "http_sendfile_exit"
-	l7ProgHttpSendmsgEnter    = "http_sendmsg_enter"
-	l7ProgHttpSendmsgExit     = "http_sendmsg_exit"
-	l7ProgHttpSendtoEnter     = "http_sendto_enter"
-	l7ProgHttpSendtoExit      = "http_sendto_exit"
-	l7ProgHttpWriteEnter      = "http_write_enter"
-	l7ProgHttpWriteExit       = "http_write_exit"
-	l7ProgHttpWritevEnter     = "http_writev_enter"
-	l7ProgHttpWritevExit      = "http_writev_exit"
-	l7VarAnyFilter            = "any_filter"
-	l7VarCaptureBytes         = "capture_bytes"
-	l7VarIncludeCgroup        = "include_cgroup"
-	l7VarIncludeComm          = "include_comm"
-	l7VarIncludePort          = "include_port"
-	l7VarProtoMask            = "proto_mask"
-	l7VarSelfTgid             = "self_tgid"
-	l7VarUnusedConnEvent      = "unused_conn_event"
-	l7VarUnusedConnInfo       = "unused_conn_info"
-	l7VarUnusedDataEvent      = "unused_data_event"
-	l7VarUnusedFilterAction   = "unused_filter_action"
-	l7VarUnusedHttpConnState  = "unused_http_conn_state"
-	l7VarUnusedHttpCounter    = "unused_http_counter"
-	l7VarUnusedHttpDir        = "unused_http_dir"
-	l7VarUnusedHttpEventType  = "unused_http_event_type"
-	l7VarUnusedHttpRole       = "unused_http_role"
-	l7VarUnusedHttpUnobserved = "unused_http_unobserved"
-	l7VarUnusedL7Proto        = "unused_l7_proto"
-	l7VarUnusedL7Source       = "unused_l7_source"
-	l7VarUnusedTgidDrops      = "unused_tgid_drops"
-	l7VarUnusedTgidUnobserved = "unused_tgid_unobserved"
+	l7MapBySock                = "by_sock"
+	l7MapCalls                 = "calls"
+	l7MapConns                 = "conns"
+	l7MapCounters              = "counters"
+	l7MapDrops                 = "drops"
+	l7MapEvents                = "events"
+	l7MapFilterCgroup          = "filter_cgroup"
+	l7MapFilterComm            = "filter_comm"
+	l7MapFilterPort            = "filter_port"
+	l7MapGoCalls               = "go_calls"
+	l7MapGoFdOffsets           = "go_fd_offsets"
+	l7MapInherit               = "inherit"
+	l7MapOwners                = "owners"
+	l7MapScratch               = "scratch"
+	l7MapSelfEnds              = "self_ends"
+	l7MapSslCalls              = "ssl_calls"
+	l7MapSslFds                = "ssl_fds"
+	l7MapTlsCounters           = "tls_counters"
+	l7MapTlsTgids              = "tls_tgids"
+	l7MapUnobserved            = "unobserved"
+	l7ProgHttpAccept4Exit      = "http_accept4_exit"
+	l7ProgHttpAcceptExit       = "http_accept_exit"
+	l7ProgHttpCloseEnter       = "http_close_enter"
+	l7ProgHttpConnectEnter     = "http_connect_enter"
+	l7ProgHttpConnectExit      = "http_connect_exit"
+	l7ProgHttpFork             = "http_fork"
+	l7ProgHttpReadEnter        = "http_read_enter"
+	l7ProgHttpReadExit         = "http_read_exit"
+	l7ProgHttpReadvEnter       = "http_readv_enter"
+	l7ProgHttpReadvExit        = "http_readv_exit"
+	l7ProgHttpRecvfromEnter    = "http_recvfrom_enter"
+	l7ProgHttpRecvfromExit     = "http_recvfrom_exit"
+	l7ProgHttpRecvmsgEnter     = "http_recvmsg_enter"
+	l7ProgHttpRecvmsgExit      = "http_recvmsg_exit"
+	l7ProgHttpSendfileEnter    = "http_sendfile_enter"
+	l7ProgHttpSendfileExit     = "http_sendfile_exit"
+	l7ProgHttpSendmsgEnter     = "http_sendmsg_enter"
+	l7ProgHttpSendmsgExit      = "http_sendmsg_exit"
+	l7ProgHttpSendtoEnter      = "http_sendto_enter"
+	l7ProgHttpSendtoExit       = "http_sendto_exit"
+	l7ProgHttpWriteEnter       = "http_write_enter"
+	l7ProgHttpWriteExit        = "http_write_exit"
+	l7ProgHttpWritevEnter      = "http_writev_enter"
+	l7ProgHttpWritevExit       = "http_writev_exit"
+	l7ProgTlsGoReadEnter       = "tls_go_read_enter"
+	l7ProgTlsGoReadExit        = "tls_go_read_exit"
+	l7ProgTlsGoWriteEnter      = "tls_go_write_enter"
+	l7ProgTlsSslHandshakeEnter = "tls_ssl_handshake_enter"
+	l7ProgTlsSslReadEnter      = "tls_ssl_read_enter"
+	l7ProgTlsSslReadExEnter    = "tls_ssl_read_ex_enter"
+	l7ProgTlsSslReadExit       = "tls_ssl_read_exit"
+	l7ProgTlsSslWriteEnter     = "tls_ssl_write_enter"
+	l7ProgTlsSslWriteExEnter   = "tls_ssl_write_ex_enter"
+	l7ProgTlsSslWriteExit      = "tls_ssl_write_exit"
+	l7VarAnyFilter             = "any_filter"
+	l7VarCaptureBytes          = "capture_bytes"
+	l7VarIncludeCgroup         = "include_cgroup"
+	l7VarIncludeComm           = "include_comm"
+	l7VarIncludePort           = "include_port"
+	l7VarProtoMask             = "proto_mask"
+	l7VarSelfTgid              = "self_tgid"
+	l7VarUnusedConnEvent       = "unused_conn_event"
+	l7VarUnusedConnInfo        = "unused_conn_info"
+	l7VarUnusedDataEvent       = "unused_data_event"
+	l7VarUnusedFilterAction    = "unused_filter_action"
+	l7VarUnusedGoExe           = "unused_go_exe"
+	l7VarUnusedGoOffsets       = "unused_go_offsets"
+	l7VarUnusedHttpConnState   = "unused_http_conn_state"
+	l7VarUnusedHttpCounter     = "unused_http_counter"
+	l7VarUnusedHttpDir         = "unused_http_dir"
+	l7VarUnusedHttpEventType   = "unused_http_event_type"
+	l7VarUnusedHttpRole        = "unused_http_role"
+	l7VarUnusedHttpUnobserved  = "unused_http_unobserved"
+	l7VarUnusedL7Proto         = "unused_l7_proto"
+	l7VarUnusedL7Source        = "unused_l7_source"
+	l7VarUnusedTgidDrops       = "unused_tgid_drops"
+	l7VarUnusedTgidUnobserved  = "unused_tgid_unobserved"
+	l7VarUnusedTlsCounter      = "unused_tls_counter"
 )
 
 // loadL7 returns the embedded CollectionSpec for l7.
@@ -321,30 +397,40 @@ type l7Specs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type l7ProgramSpecs struct {
-	HttpAccept4Exit   *ebpf.ProgramSpec `ebpf:"http_accept4_exit"`
-	HttpAcceptExit    *ebpf.ProgramSpec `ebpf:"http_accept_exit"`
-	HttpCloseEnter    *ebpf.ProgramSpec `ebpf:"http_close_enter"`
-	HttpConnectEnter  *ebpf.ProgramSpec `ebpf:"http_connect_enter"`
-	HttpConnectExit   *ebpf.ProgramSpec `ebpf:"http_connect_exit"`
-	HttpFork          *ebpf.ProgramSpec `ebpf:"http_fork"`
-	HttpReadEnter     *ebpf.ProgramSpec `ebpf:"http_read_enter"`
-	HttpReadExit      *ebpf.ProgramSpec `ebpf:"http_read_exit"`
-	HttpReadvEnter    *ebpf.ProgramSpec `ebpf:"http_readv_enter"`
-	HttpReadvExit     *ebpf.ProgramSpec `ebpf:"http_readv_exit"`
-	HttpRecvfromEnter *ebpf.ProgramSpec `ebpf:"http_recvfrom_enter"`
-	HttpRecvfromExit  *ebpf.ProgramSpec `ebpf:"http_recvfrom_exit"`
-	HttpRecvmsgEnter  *ebpf.ProgramSpec `ebpf:"http_recvmsg_enter"`
-	HttpRecvmsgExit   *ebpf.ProgramSpec `ebpf:"http_recvmsg_exit"`
-	HttpSendfileEnter *ebpf.ProgramSpec `ebpf:"http_sendfile_enter"`
-	HttpSendfileExit  *ebpf.ProgramSpec `ebpf:"http_sendfile_exit"`
-	HttpSendmsgEnter  *ebpf.ProgramSpec `ebpf:"http_sendmsg_enter"`
-	HttpSendmsgExit   *ebpf.ProgramSpec `ebpf:"http_sendmsg_exit"`
-	HttpSendtoEnter   *ebpf.ProgramSpec `ebpf:"http_sendto_enter"`
-	HttpSendtoExit    *ebpf.ProgramSpec `ebpf:"http_sendto_exit"`
-	HttpWriteEnter    *ebpf.ProgramSpec `ebpf:"http_write_enter"`
-	HttpWriteExit     *ebpf.ProgramSpec `ebpf:"http_write_exit"`
-	HttpWritevEnter   *ebpf.ProgramSpec `ebpf:"http_writev_enter"`
-	HttpWritevExit    *ebpf.ProgramSpec `ebpf:"http_writev_exit"`
+	HttpAccept4Exit      *ebpf.ProgramSpec `ebpf:"http_accept4_exit"`
+	HttpAcceptExit       *ebpf.ProgramSpec `ebpf:"http_accept_exit"`
+	HttpCloseEnter       *ebpf.ProgramSpec `ebpf:"http_close_enter"`
+	HttpConnectEnter     *ebpf.ProgramSpec `ebpf:"http_connect_enter"`
+	HttpConnectExit      *ebpf.ProgramSpec `ebpf:"http_connect_exit"`
+	HttpFork             *ebpf.ProgramSpec `ebpf:"http_fork"`
+	HttpReadEnter        *ebpf.ProgramSpec `ebpf:"http_read_enter"`
+	HttpReadExit         *ebpf.ProgramSpec `ebpf:"http_read_exit"`
+	HttpReadvEnter       *ebpf.ProgramSpec `ebpf:"http_readv_enter"`
+	HttpReadvExit        *ebpf.ProgramSpec `ebpf:"http_readv_exit"`
+	HttpRecvfromEnter    *ebpf.ProgramSpec `ebpf:"http_recvfrom_enter"`
+	HttpRecvfromExit     *ebpf.ProgramSpec `ebpf:"http_recvfrom_exit"`
+	HttpRecvmsgEnter     *ebpf.ProgramSpec `ebpf:"http_recvmsg_enter"`
+	HttpRecvmsgExit      *ebpf.ProgramSpec `ebpf:"http_recvmsg_exit"`
+	HttpSendfileEnter    *ebpf.ProgramSpec `ebpf:"http_sendfile_enter"`
+	HttpSendfileExit     *ebpf.ProgramSpec `ebpf:"http_sendfile_exit"`
+	HttpSendmsgEnter     *ebpf.ProgramSpec `ebpf:"http_sendmsg_enter"`
+	HttpSendmsgExit      *ebpf.ProgramSpec `ebpf:"http_sendmsg_exit"`
+	HttpSendtoEnter      *ebpf.ProgramSpec `ebpf:"http_sendto_enter"`
+	HttpSendtoExit       *ebpf.ProgramSpec `ebpf:"http_sendto_exit"`
+	HttpWriteEnter       *ebpf.ProgramSpec `ebpf:"http_write_enter"`
+	HttpWriteExit        *ebpf.ProgramSpec `ebpf:"http_write_exit"`
+	HttpWritevEnter      *ebpf.ProgramSpec `ebpf:"http_writev_enter"`
+	HttpWritevExit       *ebpf.ProgramSpec `ebpf:"http_writev_exit"`
+	TlsGoReadEnter       *ebpf.ProgramSpec `ebpf:"tls_go_read_enter"`
+	TlsGoReadExit        *ebpf.ProgramSpec `ebpf:"tls_go_read_exit"`
+	TlsGoWriteEnter      *ebpf.ProgramSpec `ebpf:"tls_go_write_enter"`
+	TlsSslHandshakeEnter *ebpf.ProgramSpec `ebpf:"tls_ssl_handshake_enter"`
+	TlsSslReadEnter      *ebpf.ProgramSpec `ebpf:"tls_ssl_read_enter"`
+	TlsSslReadExEnter    *ebpf.ProgramSpec `ebpf:"tls_ssl_read_ex_enter"`
+	TlsSslReadExit       *ebpf.ProgramSpec `ebpf:"tls_ssl_read_exit"`
+	TlsSslWriteEnter     *ebpf.ProgramSpec `ebpf:"tls_ssl_write_enter"`
+	TlsSslWriteExEnter   *ebpf.ProgramSpec `ebpf:"tls_ssl_write_ex_enter"`
+	TlsSslWriteExit      *ebpf.ProgramSpec `ebpf:"tls_ssl_write_exit"`
 }
 
 // l7MapSpecs contains maps before they are loaded into the kernel.
@@ -360,10 +446,15 @@ type l7MapSpecs struct {
 	FilterCgroup *ebpf.MapSpec `ebpf:"filter_cgroup"`
 	FilterComm   *ebpf.MapSpec `ebpf:"filter_comm"`
 	FilterPort   *ebpf.MapSpec `ebpf:"filter_port"`
+	GoCalls      *ebpf.MapSpec `ebpf:"go_calls"`
+	GoFdOffsets  *ebpf.MapSpec `ebpf:"go_fd_offsets"`
 	Inherit      *ebpf.MapSpec `ebpf:"inherit"`
 	Owners       *ebpf.MapSpec `ebpf:"owners"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	SelfEnds     *ebpf.MapSpec `ebpf:"self_ends"`
+	SslCalls     *ebpf.MapSpec `ebpf:"ssl_calls"`
+	SslFds       *ebpf.MapSpec `ebpf:"ssl_fds"`
+	TlsCounters  *ebpf.MapSpec `ebpf:"tls_counters"`
 	TlsTgids     *ebpf.MapSpec `ebpf:"tls_tgids"`
 	Unobserved   *ebpf.MapSpec `ebpf:"unobserved"`
 }
@@ -383,6 +474,8 @@ type l7VariableSpecs struct {
 	UnusedConnInfo       *ebpf.VariableSpec `ebpf:"unused_conn_info"`
 	UnusedDataEvent      *ebpf.VariableSpec `ebpf:"unused_data_event"`
 	UnusedFilterAction   *ebpf.VariableSpec `ebpf:"unused_filter_action"`
+	UnusedGoExe          *ebpf.VariableSpec `ebpf:"unused_go_exe"`
+	UnusedGoOffsets      *ebpf.VariableSpec `ebpf:"unused_go_offsets"`
 	UnusedHttpConnState  *ebpf.VariableSpec `ebpf:"unused_http_conn_state"`
 	UnusedHttpCounter    *ebpf.VariableSpec `ebpf:"unused_http_counter"`
 	UnusedHttpDir        *ebpf.VariableSpec `ebpf:"unused_http_dir"`
@@ -393,6 +486,7 @@ type l7VariableSpecs struct {
 	UnusedL7Source       *ebpf.VariableSpec `ebpf:"unused_l7_source"`
 	UnusedTgidDrops      *ebpf.VariableSpec `ebpf:"unused_tgid_drops"`
 	UnusedTgidUnobserved *ebpf.VariableSpec `ebpf:"unused_tgid_unobserved"`
+	UnusedTlsCounter     *ebpf.VariableSpec `ebpf:"unused_tls_counter"`
 }
 
 // l7Objects contains all objects after they have been loaded into the kernel.
@@ -424,10 +518,15 @@ type l7Maps struct {
 	FilterCgroup *ebpf.Map `ebpf:"filter_cgroup"`
 	FilterComm   *ebpf.Map `ebpf:"filter_comm"`
 	FilterPort   *ebpf.Map `ebpf:"filter_port"`
+	GoCalls      *ebpf.Map `ebpf:"go_calls"`
+	GoFdOffsets  *ebpf.Map `ebpf:"go_fd_offsets"`
 	Inherit      *ebpf.Map `ebpf:"inherit"`
 	Owners       *ebpf.Map `ebpf:"owners"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	SelfEnds     *ebpf.Map `ebpf:"self_ends"`
+	SslCalls     *ebpf.Map `ebpf:"ssl_calls"`
+	SslFds       *ebpf.Map `ebpf:"ssl_fds"`
+	TlsCounters  *ebpf.Map `ebpf:"tls_counters"`
 	TlsTgids     *ebpf.Map `ebpf:"tls_tgids"`
 	Unobserved   *ebpf.Map `ebpf:"unobserved"`
 }
@@ -443,10 +542,15 @@ func (m *l7Maps) Close() error {
 		m.FilterCgroup,
 		m.FilterComm,
 		m.FilterPort,
+		m.GoCalls,
+		m.GoFdOffsets,
 		m.Inherit,
 		m.Owners,
 		m.Scratch,
 		m.SelfEnds,
+		m.SslCalls,
+		m.SslFds,
+		m.TlsCounters,
 		m.TlsTgids,
 		m.Unobserved,
 	)
@@ -467,6 +571,8 @@ type l7Variables struct {
 	UnusedConnInfo       *ebpf.Variable `ebpf:"unused_conn_info"`
 	UnusedDataEvent      *ebpf.Variable `ebpf:"unused_data_event"`
 	UnusedFilterAction   *ebpf.Variable `ebpf:"unused_filter_action"`
+	UnusedGoExe          *ebpf.Variable `ebpf:"unused_go_exe"`
+	UnusedGoOffsets      *ebpf.Variable `ebpf:"unused_go_offsets"`
 	UnusedHttpConnState  *ebpf.Variable `ebpf:"unused_http_conn_state"`
 	UnusedHttpCounter    *ebpf.Variable `ebpf:"unused_http_counter"`
 	UnusedHttpDir        *ebpf.Variable `ebpf:"unused_http_dir"`
@@ -477,36 +583,47 @@ type l7Variables struct {
 	UnusedL7Source       *ebpf.Variable `ebpf:"unused_l7_source"`
 	UnusedTgidDrops      *ebpf.Variable `ebpf:"unused_tgid_drops"`
 	UnusedTgidUnobserved *ebpf.Variable `ebpf:"unused_tgid_unobserved"`
+	UnusedTlsCounter     *ebpf.Variable `ebpf:"unused_tls_counter"`
 }
 
 // l7Programs contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadL7Objects or ebpf.CollectionSpec.LoadAndAssign.
 type l7Programs struct {
-	HttpAccept4Exit   *ebpf.Program `ebpf:"http_accept4_exit"`
-	HttpAcceptExit    *ebpf.Program `ebpf:"http_accept_exit"`
-	HttpCloseEnter    *ebpf.Program `ebpf:"http_close_enter"`
-	HttpConnectEnter  *ebpf.Program `ebpf:"http_connect_enter"`
-	HttpConnectExit   *ebpf.Program `ebpf:"http_connect_exit"`
-	HttpFork          *ebpf.Program `ebpf:"http_fork"`
-	HttpReadEnter     *ebpf.Program `ebpf:"http_read_enter"`
-	HttpReadExit      *ebpf.Program `ebpf:"http_read_exit"`
-	HttpReadvEnter    *ebpf.Program `ebpf:"http_readv_enter"`
-	HttpReadvExit     *ebpf.Program `ebpf:"http_readv_exit"`
-	HttpRecvfromEnter *ebpf.Program `ebpf:"http_recvfrom_enter"`
-	HttpRecvfromExit  *ebpf.Program `ebpf:"http_recvfrom_exit"`
-	HttpRecvmsgEnter  *ebpf.Program `ebpf:"http_recvmsg_enter"`
-	HttpRecvmsgExit   *ebpf.Program `ebpf:"http_recvmsg_exit"`
-	HttpSendfileEnter *ebpf.Program `ebpf:"http_sendfile_enter"`
-	HttpSendfileExit  *ebpf.Program `ebpf:"http_sendfile_exit"`
-	HttpSendmsgEnter  *ebpf.Program `ebpf:"http_sendmsg_enter"`
-	HttpSendmsgExit   *ebpf.Program `ebpf:"http_sendmsg_exit"`
-	HttpSendtoEnter   *ebpf.Program `ebpf:"http_sendto_enter"`
-	HttpSendtoExit    *ebpf.Program `ebpf:"http_sendto_exit"`
-	HttpWriteEnter    *ebpf.Program `ebpf:"http_write_enter"`
-	HttpWriteExit     *ebpf.Program `ebpf:"http_write_exit"`
-	HttpWritevEnter   *ebpf.Program `ebpf:"http_writev_enter"`
-	HttpWritevExit    *ebpf.Program `ebpf:"http_writev_exit"`
+	HttpAccept4Exit      *ebpf.Program `ebpf:"http_accept4_exit"`
+	HttpAcceptExit       *ebpf.Program `ebpf:"http_accept_exit"`
+	HttpCloseEnter       *ebpf.Program `ebpf:"http_close_enter"`
+	HttpConnectEnter     *ebpf.Program `ebpf:"http_connect_enter"`
+	HttpConnectExit      *ebpf.Program `ebpf:"http_connect_exit"`
+	HttpFork             *ebpf.Program `ebpf:"http_fork"`
+	HttpReadEnter        *ebpf.Program `ebpf:"http_read_enter"`
+	HttpReadExit         *ebpf.Program `ebpf:"http_read_exit"`
+	HttpReadvEnter       *ebpf.Program `ebpf:"http_readv_enter"`
+	HttpReadvExit        *ebpf.Program `ebpf:"http_readv_exit"`
+	HttpRecvfromEnter    *ebpf.Program `ebpf:"http_recvfrom_enter"`
+	HttpRecvfromExit     *ebpf.Program `ebpf:"http_recvfrom_exit"`
+	HttpRecvmsgEnter     *ebpf.Program `ebpf:"http_recvmsg_enter"`
+	HttpRecvmsgExit      *ebpf.Program `ebpf:"http_recvmsg_exit"`
+	HttpSendfileEnter    *ebpf.Program `ebpf:"http_sendfile_enter"`
+	HttpSendfileExit     *ebpf.Program `ebpf:"http_sendfile_exit"`
+	HttpSendmsgEnter     *ebpf.Program `ebpf:"http_sendmsg_enter"`
+	HttpSendmsgExit      *ebpf.Program `ebpf:"http_sendmsg_exit"`
+	HttpSendtoEnter      *ebpf.Program `ebpf:"http_sendto_enter"`
+	HttpSendtoExit       *ebpf.Program `ebpf:"http_sendto_exit"`
+	HttpWriteEnter       *ebpf.Program `ebpf:"http_write_enter"`
+	HttpWriteExit        *ebpf.Program `ebpf:"http_write_exit"`
+	HttpWritevEnter      *ebpf.Program `ebpf:"http_writev_enter"`
+	HttpWritevExit       *ebpf.Program `ebpf:"http_writev_exit"`
+	TlsGoReadEnter       *ebpf.Program `ebpf:"tls_go_read_enter"`
+	TlsGoReadExit        *ebpf.Program `ebpf:"tls_go_read_exit"`
+	TlsGoWriteEnter      *ebpf.Program `ebpf:"tls_go_write_enter"`
+	TlsSslHandshakeEnter *ebpf.Program `ebpf:"tls_ssl_handshake_enter"`
+	TlsSslReadEnter      *ebpf.Program `ebpf:"tls_ssl_read_enter"`
+	TlsSslReadExEnter    *ebpf.Program `ebpf:"tls_ssl_read_ex_enter"`
+	TlsSslReadExit       *ebpf.Program `ebpf:"tls_ssl_read_exit"`
+	TlsSslWriteEnter     *ebpf.Program `ebpf:"tls_ssl_write_enter"`
+	TlsSslWriteExEnter   *ebpf.Program `ebpf:"tls_ssl_write_ex_enter"`
+	TlsSslWriteExit      *ebpf.Program `ebpf:"tls_ssl_write_exit"`
 }
 
 func (p *l7Programs) Close() error {
@@ -535,6 +652,16 @@ func (p *l7Programs) Close() error {
 		p.HttpWriteExit,
 		p.HttpWritevEnter,
 		p.HttpWritevExit,
+		p.TlsGoReadEnter,
+		p.TlsGoReadExit,
+		p.TlsGoWriteEnter,
+		p.TlsSslHandshakeEnter,
+		p.TlsSslReadEnter,
+		p.TlsSslReadExEnter,
+		p.TlsSslReadExit,
+		p.TlsSslWriteEnter,
+		p.TlsSslWriteExEnter,
+		p.TlsSslWriteExit,
 	)
 }
 

@@ -1,0 +1,168 @@
+package capture
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/otelbee/otelbee/collectors/hook"
+	tlsc "github.com/otelbee/otelbee/collectors/tls"
+)
+
+// HTTPS in plaintext: the uprobe programs of bpf/l7/tls.h, attached per
+// library or executable by the tls attacher (collectors/tls), hand their
+// plaintext to the same capture as the syscall programs; records say which
+// source they came from (url.scheme https). See docs/tls.md.
+
+// tlsState is the collector's TLS data source, when on.
+type tlsState struct {
+	attacher *tlsc.Attacher
+	reg      metric.Registration // the attacher's metrics
+	reg2     metric.Registration // the kernel counters
+	counters *ebpf.Map
+}
+
+// tlsPrograms names each uprobe program of the object by its place in
+// tlsc.Programs.
+func tlsPrograms(p *tlsc.Programs) map[string]**ebpf.Program {
+	return map[string]**ebpf.Program{
+		"tls_ssl_read_enter":      &p.SSLReadEntry,
+		"tls_ssl_read_ex_enter":   &p.SSLReadExEntry,
+		"tls_ssl_read_exit":       &p.SSLReadReturn,
+		"tls_ssl_write_enter":     &p.SSLWriteEntry,
+		"tls_ssl_write_ex_enter":  &p.SSLWriteExEntry,
+		"tls_ssl_write_exit":      &p.SSLWriteReturn,
+		"tls_ssl_handshake_enter": &p.SSLHandshakeEntry,
+		"tls_go_read_enter":       &p.GoReadEntry,
+		"tls_go_read_exit":        &p.GoReadReturn,
+		"tls_go_write_enter":      &p.GoWriteEntry,
+	}
+}
+
+// startTLS loads the uprobe programs and starts the attacher. TLS that
+// cannot be set up leaves the collector running on plaintext HTTP: it is
+// logged, never fatal.
+func (e *Engine) startTLS() {
+	if !e.cfg.TLS.Enabled {
+		return
+	}
+	var progs tlsc.Programs
+	for name, dst := range tlsPrograms(&progs) {
+		p, err := e.loader.LoadProgram(name)
+		if err != nil {
+			e.log.Warn("HTTPS plaintext unavailable: a TLS uprobe program could not be loaded", "program", name, "error", err)
+			return
+		}
+		*dst = p
+	}
+	log := e.log.With("component", "tls")
+	k := &tlsKernel{tgids: e.loader.Map(l7MapTlsTgids), offsets: e.loader.Map(l7MapGoFdOffsets)}
+	a, err := tlsc.NewAttacher(e.cfg.TLS.AttachConfig(), progs, e.deps.Processes, k, log)
+	if err != nil {
+		e.log.Warn("HTTPS plaintext unavailable", "error", err)
+		return
+	}
+	if err := a.Start(); err != nil {
+		e.log.Warn("HTTPS plaintext: running processes not instrumented (new ones are)", "error", err)
+	}
+	st := &tlsState{attacher: a, counters: e.loader.Map(l7MapTlsCounters)}
+	if e.deps.Meter != nil {
+		if st.reg, err = a.RegisterMetrics(e.deps.Meter); err == nil {
+			err = st.registerCounters(e.deps.Meter)
+		}
+		if err != nil {
+			e.log.Warn("TLS self-metrics not registered", "error", err)
+		}
+	}
+	s := a.Stats()
+	log.Info("HTTPS plaintext capture on", "files", s.Files, "probes", s.Probes)
+	e.tls = st
+}
+
+// runTLS follows execs and exits until ctx ends.
+func (e *Engine) runTLS(ctx context.Context) {
+	if e.tls != nil {
+		go e.tls.attacher.Run(ctx) // until ctx ends or the attacher closes
+	}
+}
+
+// closeTLS removes the probes; before the programs and maps are freed.
+func (e *Engine) closeTLS() {
+	if e.tls == nil {
+		return
+	}
+	for _, r := range []metric.Registration{e.tls.reg, e.tls.reg2} {
+		if r != nil {
+			r.Unregister()
+		}
+	}
+	e.tls.attacher.Close()
+	e.tls = nil
+}
+
+// registerCounters exports the kernel side's counters: plaintext calls
+// captured, and those lost by reason.
+func (st *tlsState) registerCounters(m metric.Meter) error {
+	calls, err := m.Int64ObservableCounter("otelbee.tls.calls", metric.WithUnit("{call}"),
+		metric.WithDescription("TLS read and write calls whose plaintext went to the capture."))
+	if err != nil {
+		return err
+	}
+	dropped, err := m.Int64ObservableCounter("otelbee.tls.calls.dropped", metric.WithUnit("{call}"),
+		metric.WithDescription("TLS read and write calls whose plaintext was lost, by reason."))
+	if err != nil {
+		return err
+	}
+	reasons := []struct {
+		slot   l7TlsCounter
+		reason attribute.Set
+	}{
+		{l7TlsCounterTLS_DROP_NO_FD, attribute.NewSet(attribute.String("reason", "no_fd"))},
+		{l7TlsCounterTLS_DROP_ARGS_FULL, attribute.NewSet(attribute.String("reason", "calls_full"))},
+		{l7TlsCounterTLS_DROP_NO_OFFSETS, attribute.NewSet(attribute.String("reason", "no_offsets"))},
+		{l7TlsCounterTLS_DROP_BAD_FD, attribute.NewSet(attribute.String("reason", "bad_fd"))},
+	}
+	st.reg2, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		k := hook.SumCounters(st.counters, int(l7TlsCounterTLS_COUNTER_MAX))
+		o.ObserveInt64(calls, int64(k[l7TlsCounterTLS_CALLS]))
+		for _, r := range reasons {
+			o.ObserveInt64(dropped, int64(k[r.slot]), metric.WithAttributeSet(r.reason))
+		}
+		return nil
+	}, calls, dropped)
+	return err
+}
+
+// tlsKernel keeps the attacher's results in the object's maps.
+type tlsKernel struct {
+	tgids, offsets *ebpf.Map
+}
+
+func goExe(id tlsc.FileID) l7GoExe {
+	return l7GoExe{Ino: id.Ino, Dev: tlsc.KernelDev(id.Dev)}
+}
+
+func (k *tlsKernel) SetGoFD(id tlsc.FileID, fd *tlsc.GoFD) error {
+	if fd == nil {
+		return fmt.Errorf("no descriptor offsets")
+	}
+	s := fd.Sums()
+	v := l7GoOffsets{ConnIface: s.Iface, TcpconnFd: s.TCPConnFD, NetfdSysfd: s.NetFDSysfd}
+	if err := k.offsets.Put(goExe(id), v); err != nil {
+		return fmt.Errorf("storing Go descriptor offsets: %w", err)
+	}
+	return nil
+}
+
+func (k *tlsKernel) DeleteGoFD(id tlsc.FileID) { k.offsets.Delete(goExe(id)) }
+
+func (k *tlsKernel) SetProcess(pid int, on bool) {
+	if on {
+		k.tgids.Put(uint32(pid), uint8(1))
+	} else {
+		k.tgids.Delete(uint32(pid))
+	}
+}
