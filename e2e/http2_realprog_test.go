@@ -447,3 +447,105 @@ func TestHTTP2ConnectionBeforeAgent(t *testing.T) {
 		t.Logf("%s: new connection %d OK; old connection: %v recorded, %v undecodable", side.service, got[m+"OK"]-old[m+"OK"], old, undecodable)
 	}
 }
+
+// TestHTTP2Spans: a span per stream, named by the conventions, the child of
+// the request's traceparent; gRPC server spans named by rpc.method, failed
+// by the conventions' server codes.
+func TestHTTP2Spans(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("skipping: curl not installed")
+	}
+	harness.RequireRoot(t)
+	col := harness.StartCollector(t)
+	env := []string{"OTEL_TRACES_SAMPLER=always_on", "OTEL_BSP_SCHEDULE_DELAY=1000"}
+	harness.StartAgent(t, env, "--collectors=http2", "--http.routes=/ok", "--otlp.endpoint=http://"+col.HTTPEndpoint, "--otlp.protocol=http/protobuf")
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	h2srv, curlSvc, gsrv, gcl := "h2span-srv-"+sfx, "h2span-curl-"+sfx, "grpcspan-srv-"+sfx, "grpcspan-cl-"+sfx
+	addr, stop := h2Server(t, h2srv, "h2c")
+	const tid, sid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	tp := []string{"--http2-prior-knowledge", "-H", "traceparent: 00-" + tid + "-" + sid + "-01"}
+	got := curlCounts(t, curlSvc, tp, "http://"+addr+"/ok?x=1")
+	for k, v := range curlCounts(t, curlSvc, tp, "http://"+addr+"/fail") {
+		got[k] += v
+	}
+	if got["GET 200"] != 1 || got["GET 500"] != 1 {
+		t.Fatalf("curl %v", got)
+	}
+	stop()
+	gaddr, gstop := h2Server(t, gsrv, "grpc")
+	var cl h2Report
+	if err := json.Unmarshal([]byte(runClient(t, gcl, buildTool(t, "./e2e/cmd/http2load"), "-grpc-addr", gaddr, "-workers", "1")), &cl); err != nil {
+		t.Fatal(err)
+	}
+	gstop()
+	// The spans carry no service of their own yet (every L7 span goes out
+	// under the agent's resource: see the report): this test's are told
+	// apart by the traceparent it sent and the gRPC test service's names.
+	byName := func(ss []harness.Span, kind string, mine func(harness.Span) bool) map[string][]harness.Span {
+		out := map[string][]harness.Span{}
+		for _, s := range ss {
+			if s.Kind == kind && s.Scope == "github.com/otelbee/otelbee/collectors/l7/http2" && mine(s) {
+				out[s.Name] = append(out[s.Name], s)
+			}
+		}
+		return out
+	}
+	traced := func(s harness.Span) bool { return s.TraceID == tid }
+	grpcTest := func(s harness.Span) bool {
+		return strings.HasPrefix(s.Attributes["rpc.method"], "grpc.testing.") || s.Attributes["rpc.method_original"] == "grpc.testing.UnimplementedService/UnimplementedCall"
+	}
+	const unary = "grpc.testing.TestService/UnaryCall"
+	nUnary := cl.Counts[unary+" OK"] + cl.Counts[unary+" NOT_FOUND"] + cl.Counts[unary+" INTERNAL"] + cl.Counts[unary+" DEADLINE_EXCEEDED"]
+	spans := col.WaitForSpans(t, func(ss []harness.Span) bool {
+		return len(byName(ss, "Server", traced)) == 2 && len(byName(ss, "Client", traced)) == 2 &&
+			len(byName(ss, "Server", grpcTest)[unary]) == nUnary
+	}, 30*time.Second)
+	time.Sleep(2 * time.Second) // nothing more may come
+	spans, err := col.Spans()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := byName(spans, "Server", traced)
+	ok, fail := srv["GET /ok"], srv["GET"]
+	if len(srv) != 2 || len(ok) != 1 || len(fail) != 1 {
+		t.Fatalf("server spans %v", srv)
+	}
+	for _, s := range []harness.Span{ok[0], fail[0]} {
+		if s.TraceID != tid || s.ParentSpanID != sid {
+			t.Errorf("server span %q: trace %s parent %s, want the traceparent's %s %s", s.Name, s.TraceID, s.ParentSpanID, tid, sid)
+		}
+		if s.Attributes["network.protocol.version"] != "2" || s.Attributes["http.request.method"] != "GET" {
+			t.Errorf("server span %q attributes %v", s.Name, s.Attributes)
+		}
+	}
+	if ok[0].Attributes["http.route"] != "/ok" || ok[0].StatusCode == "Error" || fail[0].StatusCode != "Error" || fail[0].Attributes["error.type"] != "500" {
+		t.Errorf("server spans: /ok %v %s, /fail %v %s", ok[0].Attributes, ok[0].StatusCode, fail[0].Attributes, fail[0].StatusCode)
+	}
+	if c := byName(spans, "Client", traced); len(c) != 2 || len(c["GET /ok"]) != 1 || len(c["GET /fail"]) != 1 {
+		t.Errorf("client spans %v", c)
+	}
+	g := byName(spans, "Server", grpcTest)
+	n := 0
+	for _, l := range g {
+		n += len(l)
+	}
+	if n != sumCounts(cl.Counts) {
+		t.Errorf("%d gRPC server spans, the client made %d calls", n, sumCounts(cl.Counts))
+	}
+	failed := 0
+	for _, s := range g[unary] {
+		if s.Attributes["rpc.system.name"] != "grpc" || s.Attributes["rpc.method"] != unary {
+			t.Errorf("gRPC span attributes %v", s.Attributes)
+		}
+		if s.StatusCode == "Error" {
+			failed++
+		}
+	}
+	// On the server, INTERNAL and DEADLINE_EXCEEDED fail the span, NOT_FOUND does not.
+	if want := cl.Counts[unary+" INTERNAL"] + cl.Counts[unary+" DEADLINE_EXCEEDED"]; failed != want {
+		t.Errorf("%d failed UnaryCall server spans, want %d", failed, want)
+	}
+	if len(g["grpc"]) != cl.Counts["_OTHER UNIMPLEMENTED"] {
+		t.Errorf("%d spans of unknown methods named grpc, want %d", len(g["grpc"]), cl.Counts["_OTHER UNIMPLEMENTED"])
+	}
+}
