@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/otelbee/otelbee/collectors/l7"
+	"github.com/otelbee/otelbee/collectors/l7/dbwire"
 )
 
 // Name is the protocol's name.
@@ -179,6 +180,9 @@ func (*Protocol) Metrics(l7.Role) []l7.MetricSpec {
 
 // NewParser implements l7.Protocol.
 func (p *Protocol) NewParser(c *l7.Conn) l7.Parser {
+	if c != nil && dbwire.ClientIsLocal(c) {
+		return dbwire.Silent{} // its client, on this host, records it
+	}
 	ps := &parser{c: c, t: p.topics, pending: l7.NewByID[int32, request](maxPending)}
 	if c != nil && c.Midstream {
 		ps.lost[l7.ToServer], ps.lost[l7.ToClient] = true, true

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -391,5 +392,20 @@ func TestCommandsSorted(t *testing.T) {
 		if commands[i-1] >= commands[i] {
 			t.Fatalf("%s before %s", commands[i-1], commands[i])
 		}
+	}
+}
+
+// TestServerOfLocalClient: a server's connection from a loopback client
+// records nothing (the client's side does, once); from a remote client it
+// does.
+func TestServerOfLocalClient(t *testing.T) {
+	steps := []step{req(cmd("PING")), rsp("+PONG\r\n")}
+	local := &l7.Conn{Role: l7.RoleServer, Peer: netip.MustParseAddrPort("127.0.0.1:5000")}
+	remote := &l7.Conn{Role: l7.RoleServer, Peer: netip.MustParseAddrPort("10.1.2.3:5000")}
+	if s := run(t, local, steps); len(s.got) != 0 {
+		t.Errorf("loopback client: %v", s.got)
+	}
+	if s := run(t, remote, steps); ops(s) != "PING@0" {
+		t.Errorf("remote client: %s", ops(s))
 	}
 }

@@ -286,17 +286,18 @@ func TestRealGoRedis(t *testing.T) {
 			r := relay.Start(t, srv.addr, New(), tally, relay.Kernel)
 			ctx := context.Background()
 			c := goredis.NewClient(&goredis.Options{Addr: r.Addr, Protocol: proto, PoolSize: 4})
-			// Pipelines: 3 × 100 commands in one write each.
-			for round := 0; round < 3; round++ {
+			// Pipelines: 15 × 20 commands, each pipeline in one write
+			// within the default 1 KiB capture.
+			for round := 0; round < 15; round++ {
 				cmds, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-					for i := 0; i < 50; i++ {
-						k := fmt.Sprintf("k%d", i)
+					for i := 0; i < 10; i++ {
+						k := fmt.Sprintf("k%d", round*10+i)
 						p.Set(ctx, k, strings.Repeat("v", i), 0)
 						p.Get(ctx, k)
 					}
 					return nil
 				})
-				if err != nil || len(cmds) != 100 {
+				if err != nil || len(cmds) != 20 {
 					t.Fatalf("pipeline: %d commands, %v", len(cmds), err)
 				}
 			}

@@ -18,8 +18,13 @@ import (
 // and its last Tail bytes when the head stops short.
 type Capture struct{ Head, Tail int }
 
-// Kernel is the kernel capture's policy (bpf: MAX_CAPTURE, TAIL_BYTES).
-var Kernel = Capture{Head: 4096, Tail: 32}
+// Kernel is the kernel capture's default policy: http.capture_bytes
+// (1024 by default) and TAIL_BYTES (bpf/l7.c).
+var Kernel = Capture{Head: 1024, Tail: 32}
+
+// KernelMax is the kernel capture with http.capture_bytes at its largest,
+// 4096 (MAX_CAPTURE).
+var KernelMax = Capture{Head: 4096, Tail: 32}
 
 // Relay listens on a loopback port and relays every connection to Upstream.
 type Relay struct {

@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/otelbee/otelbee/e2e/harness"
+)
+
+// kafkaOpName is the agent's messaging.operation.name of a Kafka API.
+func kafkaOpName(key int16) string {
+	switch key {
+	case 0:
+		return "send"
+	case 1:
+		return "poll"
+	case 8:
+		return "commit"
+	}
+	var b strings.Builder
+	prevLower := false
+	for _, r := range kmsg.NameForKey(key) {
+		if r >= 'A' && r <= 'Z' {
+			if prevLower {
+				b.WriteByte('_')
+			}
+			r += 'a' - 'A'
+			prevLower = false
+		} else {
+			prevLower = true
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// TestKafkaKcat: kcat (librdkafka) producing 300 messages and consuming
+// them back, against franz-go's kfake broker run by this test, with the
+// agent running: the clients' requests per API equal what the broker
+// handled, sent messages per partition what the consumer read back, and
+// consumed messages per partition what it printed.
+func TestKafkaKcat(t *testing.T) {
+	harness.RequireRoot(t)
+	if _, err := exec.LookPath("kcat"); err != nil {
+		t.Skip("skipping: kcat not installed")
+	}
+	// Message counts need the record batch headers: the largest capture.
+	agent := harness.StartAgent(t, nil, "--collectors=kafka", "--http.capture-bytes=4096")
+	port := harness.FreePort(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(3, "events"))
+	if err != nil {
+		t.Fatalf("starting kfake: %v", err)
+	}
+	t.Cleanup(c.Close)
+	var mu sync.Mutex
+	handled := map[string]uint64{}
+	c.Control(func(r kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		mu.Lock()
+		handled[kafkaOpName(r.Key())]++
+		mu.Unlock()
+		return nil, nil, false
+	})
+	broker := fmt.Sprintf("127.0.0.1:%d", port)
+	sfx := strconv.FormatInt(time.Now().UnixNano()%1e9, 10)
+	prod, cons := "kcatp-"+sfx, "kcatc-"+sfx
+	const n = 300
+	var in strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&in, "k%d:message %d %s\n", i, i, strings.Repeat("x", i%50))
+	}
+	// Small produce requests, one at a time, and fetches under 4 KiB: the
+	// batch headers are within the capture (docs/databases.md).
+	p := exec.Command("kcat", "-b", broker, "-P", "-t", "events", "-K:", "-X", "acks=all",
+		"-X", "batch.num.messages=20", "-X", "max.in.flight=1")
+	p.Stdin = strings.NewReader(in.String())
+	p.Env = append(p.Environ(), "OTEL_SERVICE_NAME="+prod)
+	if err := harness.StartProcess(t, prod, p).Wait(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	out := runClient(t, cons, "kcat", "-b", broker, "-C", "-t", "events", "-o", "beginning", "-e", "-f", "%p\\n",
+		"-X", "fetch.max.bytes=3500", "-X", "max.partition.fetch.bytes=1000", "-X", "message.max.bytes=3500", "-X", "receive.message.max.bytes=4500")
+	perPart := map[string]uint64{}
+	for _, l := range strings.Fields(out) {
+		perPart[l]++
+	}
+	if len(strings.Fields(out)) != n {
+		t.Fatalf("kcat consumed %d of %d", len(strings.Fields(out)), n)
+	}
+	mu.Lock()
+	wantReqs := sum(handled)
+	mu.Unlock()
+	reqs := func(mfs map[string]*dto.MetricFamily) map[string]uint64 {
+		m := map[string]uint64{}
+		if mf := mfs["messaging_client_operation_duration_seconds"]; mf != nil {
+			for _, x := range mf.GetMetric() {
+				if !rpMatch(x, map[string]string{"messaging_system": "kafka"}) || !(rpMatch(x, svc(prod)) || rpMatch(x, svc(cons))) {
+					continue
+				}
+				for _, l := range x.GetLabel() {
+					if l.GetName() == "messaging_operation_name" {
+						m[l.GetValue()] += x.GetHistogram().GetSampleCount()
+					}
+				}
+			}
+		}
+		return m
+	}
+	msgs := func(mfs map[string]*dto.MetricFamily, name, service string) map[string]uint64 {
+		m := map[string]uint64{}
+		if mf := mfs[name]; mf != nil {
+			for _, x := range mf.GetMetric() {
+				if rpMatch(x, svc(service, "messaging_destination_name", "events")) {
+					for _, l := range x.GetLabel() {
+						if l.GetName() == "messaging_destination_partition_id" {
+							m[l.GetValue()] += uint64(x.GetCounter().GetValue())
+						}
+					}
+				}
+			}
+		}
+		return m
+	}
+	mfs := kvWait(t, agent, func(mfs map[string]*dto.MetricFamily) bool { return sum(reqs(mfs)) >= wantReqs })
+	// The consumer exits with its long-poll Fetch in flight: the broker
+	// handled it, the agent gave it up at close (counted as incomplete).
+	got := reqs(mfs)
+	inflight := rpCounter(mfs, "otelbee_l7_exchanges_dropped", svc(cons, "protocol", "kafka", "reason", "incomplete"))
+	if inflight > 1 {
+		t.Errorf("%v of the consumer's requests given up, want at most its last Fetch", inflight)
+	}
+	got["poll"] += uint64(inflight)
+	mu.Lock()
+	if got, want := fmt.Sprint(got), fmt.Sprint(handled); got != want {
+		t.Errorf("requests per API: agent %s\nbroker %s", got, want)
+	}
+	mu.Unlock()
+	if got, want := fmt.Sprint(msgs(mfs, "messaging_client_sent_messages_total", prod)), fmt.Sprint(perPart); got != want {
+		t.Errorf("sent messages per partition: agent %s\nread back %s", got, want)
+	}
+	if got, want := fmt.Sprint(msgs(mfs, "messaging_client_consumed_messages_total", cons)), fmt.Sprint(perPart); got != want {
+		t.Errorf("consumed messages per partition: agent %s\nkcat %s", got, want)
+	}
+	kvNoDrops(t, mfs, prod)
+	for _, r := range []string{"lost", "malformed", "overflow", "unpaired"} {
+		if v := rpCounter(mfs, "otelbee_l7_exchanges_dropped", svc(cons, "reason", r)); v != 0 {
+			t.Errorf("consumer: %v given up (%s)", v, r)
+		}
+	}
+	if t.Failed() {
+		for name, mf := range mfs {
+			if strings.HasPrefix(name, "otelbee_l7") || strings.HasPrefix(name, "otelbee_events_dropped") {
+				for _, m := range mf.GetMetric() {
+					t.Logf("%s %v %v %v", name, m.GetLabel(), m.GetCounter().GetValue(), m.GetGauge().GetValue())
+				}
+			}
+		}
+	}
+}
