@@ -369,7 +369,9 @@ struct {
 	__type(value, struct conn_info);
 } by_sock SEC(".maps");
 
-static __always_inline void count_unobserved(__u32 what)
+// A global function: its zeroed value is not on the capture's call chain
+// (older kernels cap the chain's combined stack at 512 bytes).
+__noinline int count_unobserved(__u32 what)
 {
 	__u32 tgid = current_tgid();
 	struct tgid_unobserved *u = bpf_map_lookup_elem(&unobserved, &tgid);
@@ -378,10 +380,11 @@ static __always_inline void count_unobserved(__u32 what)
 		bpf_map_update_elem(&unobserved, &tgid, &zero, BPF_NOEXIST);
 		u = bpf_map_lookup_elem(&unobserved, &tgid);
 		if (!u)
-			return;
+			return 0;
 	}
 	if (what < UNOBSERVED_MAX)
 		__sync_fetch_and_add(&u->n[what], 1);
+	return 0;
 }
 
 static __always_inline void count_drop(int refund)
@@ -769,10 +772,13 @@ int http_close_enter(struct trace_event_raw_sys_enter *ctx)
 
 // ---- read / write family
 
-// inherited returns the entry of a descriptor this process got from the
-// parent that accepted it (fork), making it on first use.
-static __always_inline struct conn_info *inherited(__u32 fd, __u64 key)
+// make_inherited makes the entry of a descriptor this process got from the
+// parent that accepted it (fork): 1 when made.
+// A global function (its copy of the template is not on the capture's
+// call chain); the caller looks the entry up again.
+__noinline int make_inherited(__u64 key)
 {
+	__u32 fd = key;
 	__u32 tgid = current_tgid();
 	if (!bpf_map_lookup_elem(&inherit, &tgid))
 		return 0;
@@ -796,7 +802,7 @@ static __always_inline struct conn_info *inherited(__u32 fd, __u64 key)
 	struct conn_info *cp = bpf_map_lookup_elem(&conns, &key);
 	if (cp && cp->state == STATE_DECIDED)
 		emit_conn_event(EVENT_OPEN, fd, cp);
-	return cp;
+	return 1;
 }
 
 // skipped: a connection the syscall source sends nothing more of.
@@ -804,6 +810,16 @@ static __always_inline int skipped(const struct conn_info *ci)
 {
 	return ci->state == STATE_NONE || ci->state == STATE_UPGRADED || ci->state == STATE_TLS ||
 	       (ci->flags & CONN_TLS_PLAINTEXT);
+}
+
+// inherited returns the entry of a descriptor this process got from the
+// parent that accepted it (fork), making it on first use.
+static __always_inline struct conn_info *inherited(__u32 fd, __u64 key)
+{
+	__u32 tgid = current_tgid();
+	if (!bpf_map_lookup_elem(&inherit, &tgid) || !make_inherited(key))
+		return 0;
+	return bpf_map_lookup_elem(&conns, &key);
 }
 
 static __always_inline void save_call(__u32 fd, __u64 ptr, __u64 count, __u8 kind);
@@ -1039,12 +1055,16 @@ __noinline __u32 capture_call(__u64 key, __u64 meta, __u64 ptr, __u64 ret)
 		if (captured && captured < ret && proto != L7_PROTO_HTTP2)
 			end = capture_segs_iov(ptr, count, ret, captured);
 	} else if (kind == CALL_MSG) {
-		struct user_msghdr m;
-		if (bpf_probe_read_user(&m, sizeof(m), (const void *)ptr) == 0) {
-			captured = capture_iov((__u64)m.msg_iov, m.msg_iovlen, ret, cap);
+		// msg_iov and msg_iovlen only: the whole user_msghdr would sit on
+		// the capture's call chain
+		struct user_msghdr *m = (struct user_msghdr *)ptr;
+		__u64 iov = 0, iovlen = 0;
+		if (bpf_probe_read_user(&iov, sizeof(iov), &m->msg_iov) == 0 &&
+		    bpf_probe_read_user(&iovlen, sizeof(iovlen), &m->msg_iovlen) == 0) {
+			captured = capture_iov(iov, iovlen, ret, cap);
 			end = captured;
 			if (captured && captured < ret && proto != L7_PROTO_HTTP2)
-				end = capture_segs_iov((__u64)m.msg_iov, m.msg_iovlen, ret, captured);
+				end = capture_segs_iov(iov, iovlen, ret, captured);
 		}
 	}
 	return (captured & 8191) | (end & 8191) << 16;
@@ -1063,6 +1083,34 @@ static __always_inline void count_ciphertext(struct conn_info *ci)
 		return;
 	}
 	count_none(ci, UNOBSERVED_TLS);
+}
+
+// filter_first_call applies the filters to a connection user space put in
+// the table at start, at its first call (they need the owning process,
+// which this is); it returns 1 when the connection is left out. A global
+// function: its stack (a conn_info for track_self) is not on the capture's
+// call chain, whose combined stack older kernels cap at 512 bytes.
+__noinline int filter_first_call(__u64 key)
+{
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+	if (!ci)
+		return 1;
+	ci->unfiltered = 0;
+	if (is_self()) {
+		// An agent's connection open before this agent started: left out
+		// like the ones track() sees (and its client end remembered, so
+		// the server side is left out too).
+		__u8 role = ci->role;
+		bpf_map_delete_elem(&conns, &key);
+		track_self((__u32)key, role);
+		return 1;
+	}
+	if (!observed(ci->role == ROLE_SERVER ? ci->local_port : ci->peer_port)) {
+		bump(&counters, HC_CONNS_FILTERED);
+		bpf_map_delete_elem(&conns, &key);
+		return 1;
+	}
+	return 0;
 }
 
 // l7_capture is the data sources' one entry point: one call that moved ret
@@ -1098,25 +1146,8 @@ __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 ent
 	}
 	if (ci->state == STATE_NONE || ci->state == STATE_UPGRADED || ci->state == STATE_TLS)
 		return 0;
-	if (ci->unfiltered) {
-		// Picked up by user space at start: the filters need the
-		// owning process, which this is.
-		ci->unfiltered = 0;
-		if (is_self()) {
-			// An agent's connection open before this agent started: left
-			// out like the ones track() sees (and its client end
-			// remembered, so the server side is left out too).
-			__u8 role = ci->role;
-			bpf_map_delete_elem(&conns, &key);
-			track_self(fd, role);
-			return 0;
-		}
-		if (!observed(ci->role == ROLE_SERVER ? ci->local_port : ci->peer_port)) {
-			bump(&counters, HC_CONNS_FILTERED);
-			bpf_map_delete_elem(&conns, &key);
-			return 0;
-		}
-	}
+	if (ci->unfiltered && filter_first_call(key))
+		return 0;
 	__u32 ce = capture_call(key, meta, ptr, ret);
 	__u32 zero = 0;
 	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
@@ -1390,3 +1421,75 @@ int http_sendfile_exit(struct trace_event_raw_sys_exit *ctx)
 	handle_exit(ctx->ret, DIR_WRITE);
 	return 0;
 }
+
+// ---- one program per call (kernels with bpf_task_pt_regs, 5.15+)
+//
+// At a syscall's exit the task's saved user registers still hold the
+// call's arguments, so one program at exit can do what the entry+exit pair
+// does, and the entry program, which runs for every read and write on the
+// host, tracked or not, is not attached at all. The call's entry time is
+// not known: the record's enter and exit are both the exit's. User space
+// attaches these first and falls back to the pairs above where the
+// verifier refuses them (no bpf_task_pt_regs in tracepoint programs).
+
+static __always_inline struct pt_regs *call_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+static __always_inline void handle_exit1(long ret, __u8 dir, __u8 kind, __u64 fd, __u64 ptr, __u64 count)
+{
+	__u64 key = conn_key(fd);
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+	if (!ci)
+		ci = inherited(fd, key);
+	if (!ci)
+		return;
+#ifdef L7_TLS_SYSCALL_HOOK
+	L7_TLS_SYSCALL_HOOK(fd, ci);
+#endif
+	if (skipped(ci))
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	if (ret < 0) {
+		emit_call_error(fd, ret, dir, now);
+		return;
+	}
+	if (ret == 0)
+		return;
+	l7_capture(key, l7_meta(dir, kind, SOURCE_SYSCALL, count), ptr, ret, now);
+}
+
+#define EXIT1(name, dir, kind, peek)                                                                  \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                                    \
+	int http_##name##_exit1(struct trace_event_raw_sys_exit *ctx)                                 \
+	{                                                                                             \
+		struct pt_regs *regs = call_regs();                                                   \
+		if (!regs)                                                                            \
+			return 0;                                                                     \
+		__u64 fd = PT_REGS_PARM1_CORE_SYSCALL(regs);                                          \
+		__u64 ptr = PT_REGS_PARM2_CORE_SYSCALL(regs);                                         \
+		__u64 count = PT_REGS_PARM3_CORE_SYSCALL(regs);                                       \
+		if (peek == 4 && (PT_REGS_PARM4_CORE_SYSCALL(regs) & MSG_PEEK_))                      \
+			return 0;                                                                     \
+		if (peek == 3 && (count & MSG_PEEK_))                                                 \
+			return 0;                                                                     \
+		if (kind == CALL_MSG)                                                                 \
+			count = 0;                                                                    \
+		if (kind == CALL_SENDFILE) {                                                          \
+			ptr = 0;                                                                      \
+			count = 0;                                                                    \
+		}                                                                                     \
+		handle_exit1(ctx->ret, dir, kind, (__u32)fd, ptr, count);                             \
+		return 0;                                                                             \
+	}
+
+EXIT1(read, DIR_READ, CALL_BUF, 0)
+EXIT1(recvfrom, DIR_READ, CALL_BUF, 4)
+EXIT1(readv, DIR_READ, CALL_IOV, 0)
+EXIT1(recvmsg, DIR_READ, CALL_MSG, 3)
+EXIT1(write, DIR_WRITE, CALL_BUF, 0)
+EXIT1(sendto, DIR_WRITE, CALL_BUF, 0)
+EXIT1(writev, DIR_WRITE, CALL_IOV, 0)
+EXIT1(sendmsg, DIR_WRITE, CALL_MSG, 0)
+EXIT1(sendfile64, DIR_WRITE, CALL_SENDFILE, 0)

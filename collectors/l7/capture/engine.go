@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/ringbuf"
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sys/unix"
@@ -31,12 +33,24 @@ import (
 	"github.com/otelbee/otelbee/collectors/l7"
 )
 
-// Hooks is the attach plan: one set of programs for every protocol. Every
-// hook is a pair of syscall tracepoints (entry remembers the buffer, exit
-// knows the length). Socket tracking (accept, connect, close) is required;
-// each read/write hook that fails only loses that call's traffic.
+// Hooks is the attach plan: one set of programs for every protocol. Socket
+// tracking (accept, connect, close) is required; each read/write hook that
+// fails only loses that call's traffic. A read/write hook is one program at
+// the syscall's exit reading the call's arguments from the task's saved
+// registers (bpf_task_pt_regs, 5.15+), else a pair of tracepoints (entry
+// remembers the buffer, exit knows the length): the single program spares
+// the entry program every read and write on the host would run.
 func Hooks() []hook.Hook {
 	tp := func(name string) hook.AttachFunc { return hook.Tracepoint("syscalls", name) }
+	rw := func(name, one, enter, exit string) hook.Hook {
+		return hook.Hook{Name: name, Links: []hook.Link{
+			{Mode: hook.ModeTracepoint, Programs: []hook.Program{{Name: one, Attach: tp("sys_exit_" + name), Requires: haveTaskPtRegs}}},
+			{Mode: hook.ModeTracepoint, Programs: []hook.Program{
+				{Name: enter, Attach: tp("sys_enter_" + name)},
+				{Name: exit, Attach: tp("sys_exit_" + name)},
+			}},
+		}}
+	}
 	pair := func(name, enter, exit string) hook.Hook {
 		return hook.Hook{Name: name, Links: []hook.Link{{Mode: hook.ModeTracepoint, Programs: []hook.Program{
 			{Name: enter, Attach: tp("sys_enter_" + name)},
@@ -48,7 +62,7 @@ func Hooks() []hook.Hook {
 			{Name: prog, Attach: tp(event)},
 		}}}}
 	}
-	return []hook.Hook{
+	hooks := []hook.Hook{
 		one("accept4", l7ProgHttpAccept4Exit, "sys_exit_accept4"),
 		one("accept", l7ProgHttpAcceptExit, "sys_exit_accept"),
 		pair("connect", l7ProgHttpConnectEnter, l7ProgHttpConnectExit),
@@ -56,16 +70,39 @@ func Hooks() []hook.Hook {
 		{Name: "fork", Links: []hook.Link{{Mode: hook.ModeTracepoint, Programs: []hook.Program{
 			{Name: l7ProgHttpFork, Attach: hook.Tracepoint("sched", "sched_process_fork")},
 		}}}},
-		pair("read", l7ProgHttpReadEnter, l7ProgHttpReadExit),
-		pair("recvfrom", l7ProgHttpRecvfromEnter, l7ProgHttpRecvfromExit),
-		pair("readv", l7ProgHttpReadvEnter, l7ProgHttpReadvExit),
-		pair("recvmsg", l7ProgHttpRecvmsgEnter, l7ProgHttpRecvmsgExit),
-		pair("write", l7ProgHttpWriteEnter, l7ProgHttpWriteExit),
-		pair("sendto", l7ProgHttpSendtoEnter, l7ProgHttpSendtoExit),
-		pair("writev", l7ProgHttpWritevEnter, l7ProgHttpWritevExit),
-		pair("sendmsg", l7ProgHttpSendmsgEnter, l7ProgHttpSendmsgExit),
-		pair("sendfile64", l7ProgHttpSendfileEnter, l7ProgHttpSendfileExit),
+		rw("read", l7ProgHttpReadExit1, l7ProgHttpReadEnter, l7ProgHttpReadExit),
+		rw("recvfrom", l7ProgHttpRecvfromExit1, l7ProgHttpRecvfromEnter, l7ProgHttpRecvfromExit),
+		rw("readv", l7ProgHttpReadvExit1, l7ProgHttpReadvEnter, l7ProgHttpReadvExit),
+		rw("recvmsg", l7ProgHttpRecvmsgExit1, l7ProgHttpRecvmsgEnter, l7ProgHttpRecvmsgExit),
+		rw("write", l7ProgHttpWriteExit1, l7ProgHttpWriteEnter, l7ProgHttpWriteExit),
+		rw("sendto", l7ProgHttpSendtoExit1, l7ProgHttpSendtoEnter, l7ProgHttpSendtoExit),
+		rw("writev", l7ProgHttpWritevExit1, l7ProgHttpWritevEnter, l7ProgHttpWritevExit),
+		rw("sendmsg", l7ProgHttpSendmsgExit1, l7ProgHttpSendmsgEnter, l7ProgHttpSendmsgExit),
+		rw("sendfile64", l7ProgHttpSendfile64Exit1, l7ProgHttpSendfileEnter, l7ProgHttpSendfileExit),
 	}
+	if os.Getenv("OTELBEE_L7_SYSCALL_PAIRS") != "" {
+		// measurements and the kernel matrix: the pairs' path where the
+		// single programs would load
+		for i := range hooks {
+			if len(hooks[i].Links) == 2 {
+				hooks[i].Links = hooks[i].Links[1:]
+			}
+		}
+	}
+	return hooks
+}
+
+// haveTaskPtRegs says whether tracepoint programs may read a task's saved
+// registers. Asked before loading a single-program hook: a kernel without
+// the helpers would reject it only after verifying all of it (tens of
+// seconds on a slow machine), then verify the pair again.
+func haveTaskPtRegs() error {
+	for _, fn := range []asm.BuiltinFunc{asm.FnGetCurrentTaskBtf, asm.FnTaskPtRegs} {
+		if err := features.HaveProgramHelper(ebpf.TracePoint, fn); err != nil {
+			return fmt.Errorf("tracepoint programs cannot call %v: %w", fn, err)
+		}
+	}
+	return nil
 }
 
 var requiredHooks = map[string]bool{"accept4": true, "connect": true, "close": true}

@@ -303,22 +303,31 @@ const (
 	l7ProgHttpFork             = "http_fork"
 	l7ProgHttpReadEnter        = "http_read_enter"
 	l7ProgHttpReadExit         = "http_read_exit"
+	l7ProgHttpReadExit1        = "http_read_exit1"
 	l7ProgHttpReadvEnter       = "http_readv_enter"
 	l7ProgHttpReadvExit        = "http_readv_exit"
+	l7ProgHttpReadvExit1       = "http_readv_exit1"
 	l7ProgHttpRecvfromEnter    = "http_recvfrom_enter"
 	l7ProgHttpRecvfromExit     = "http_recvfrom_exit"
+	l7ProgHttpRecvfromExit1    = "http_recvfrom_exit1"
 	l7ProgHttpRecvmsgEnter     = "http_recvmsg_enter"
 	l7ProgHttpRecvmsgExit      = "http_recvmsg_exit"
+	l7ProgHttpRecvmsgExit1     = "http_recvmsg_exit1"
+	l7ProgHttpSendfile64Exit1  = "http_sendfile64_exit1"
 	l7ProgHttpSendfileEnter    = "http_sendfile_enter"
 	l7ProgHttpSendfileExit     = "http_sendfile_exit"
 	l7ProgHttpSendmsgEnter     = "http_sendmsg_enter"
 	l7ProgHttpSendmsgExit      = "http_sendmsg_exit"
+	l7ProgHttpSendmsgExit1     = "http_sendmsg_exit1"
 	l7ProgHttpSendtoEnter      = "http_sendto_enter"
 	l7ProgHttpSendtoExit       = "http_sendto_exit"
+	l7ProgHttpSendtoExit1      = "http_sendto_exit1"
 	l7ProgHttpWriteEnter       = "http_write_enter"
 	l7ProgHttpWriteExit        = "http_write_exit"
+	l7ProgHttpWriteExit1       = "http_write_exit1"
 	l7ProgHttpWritevEnter      = "http_writev_enter"
 	l7ProgHttpWritevExit       = "http_writev_exit"
+	l7ProgHttpWritevExit1      = "http_writev_exit1"
 	l7ProgTlsGoReadEnter       = "tls_go_read_enter"
 	l7ProgTlsGoReadExit        = "tls_go_read_exit"
 	l7ProgTlsGoWriteEnter      = "tls_go_write_enter"
@@ -405,22 +414,31 @@ type l7ProgramSpecs struct {
 	HttpFork             *ebpf.ProgramSpec `ebpf:"http_fork"`
 	HttpReadEnter        *ebpf.ProgramSpec `ebpf:"http_read_enter"`
 	HttpReadExit         *ebpf.ProgramSpec `ebpf:"http_read_exit"`
+	HttpReadExit1        *ebpf.ProgramSpec `ebpf:"http_read_exit1"`
 	HttpReadvEnter       *ebpf.ProgramSpec `ebpf:"http_readv_enter"`
 	HttpReadvExit        *ebpf.ProgramSpec `ebpf:"http_readv_exit"`
+	HttpReadvExit1       *ebpf.ProgramSpec `ebpf:"http_readv_exit1"`
 	HttpRecvfromEnter    *ebpf.ProgramSpec `ebpf:"http_recvfrom_enter"`
 	HttpRecvfromExit     *ebpf.ProgramSpec `ebpf:"http_recvfrom_exit"`
+	HttpRecvfromExit1    *ebpf.ProgramSpec `ebpf:"http_recvfrom_exit1"`
 	HttpRecvmsgEnter     *ebpf.ProgramSpec `ebpf:"http_recvmsg_enter"`
 	HttpRecvmsgExit      *ebpf.ProgramSpec `ebpf:"http_recvmsg_exit"`
+	HttpRecvmsgExit1     *ebpf.ProgramSpec `ebpf:"http_recvmsg_exit1"`
+	HttpSendfile64Exit1  *ebpf.ProgramSpec `ebpf:"http_sendfile64_exit1"`
 	HttpSendfileEnter    *ebpf.ProgramSpec `ebpf:"http_sendfile_enter"`
 	HttpSendfileExit     *ebpf.ProgramSpec `ebpf:"http_sendfile_exit"`
 	HttpSendmsgEnter     *ebpf.ProgramSpec `ebpf:"http_sendmsg_enter"`
 	HttpSendmsgExit      *ebpf.ProgramSpec `ebpf:"http_sendmsg_exit"`
+	HttpSendmsgExit1     *ebpf.ProgramSpec `ebpf:"http_sendmsg_exit1"`
 	HttpSendtoEnter      *ebpf.ProgramSpec `ebpf:"http_sendto_enter"`
 	HttpSendtoExit       *ebpf.ProgramSpec `ebpf:"http_sendto_exit"`
+	HttpSendtoExit1      *ebpf.ProgramSpec `ebpf:"http_sendto_exit1"`
 	HttpWriteEnter       *ebpf.ProgramSpec `ebpf:"http_write_enter"`
 	HttpWriteExit        *ebpf.ProgramSpec `ebpf:"http_write_exit"`
+	HttpWriteExit1       *ebpf.ProgramSpec `ebpf:"http_write_exit1"`
 	HttpWritevEnter      *ebpf.ProgramSpec `ebpf:"http_writev_enter"`
 	HttpWritevExit       *ebpf.ProgramSpec `ebpf:"http_writev_exit"`
+	HttpWritevExit1      *ebpf.ProgramSpec `ebpf:"http_writev_exit1"`
 	TlsGoReadEnter       *ebpf.ProgramSpec `ebpf:"tls_go_read_enter"`
 	TlsGoReadExit        *ebpf.ProgramSpec `ebpf:"tls_go_read_exit"`
 	TlsGoWriteEnter      *ebpf.ProgramSpec `ebpf:"tls_go_write_enter"`
@@ -598,22 +616,31 @@ type l7Programs struct {
 	HttpFork             *ebpf.Program `ebpf:"http_fork"`
 	HttpReadEnter        *ebpf.Program `ebpf:"http_read_enter"`
 	HttpReadExit         *ebpf.Program `ebpf:"http_read_exit"`
+	HttpReadExit1        *ebpf.Program `ebpf:"http_read_exit1"`
 	HttpReadvEnter       *ebpf.Program `ebpf:"http_readv_enter"`
 	HttpReadvExit        *ebpf.Program `ebpf:"http_readv_exit"`
+	HttpReadvExit1       *ebpf.Program `ebpf:"http_readv_exit1"`
 	HttpRecvfromEnter    *ebpf.Program `ebpf:"http_recvfrom_enter"`
 	HttpRecvfromExit     *ebpf.Program `ebpf:"http_recvfrom_exit"`
+	HttpRecvfromExit1    *ebpf.Program `ebpf:"http_recvfrom_exit1"`
 	HttpRecvmsgEnter     *ebpf.Program `ebpf:"http_recvmsg_enter"`
 	HttpRecvmsgExit      *ebpf.Program `ebpf:"http_recvmsg_exit"`
+	HttpRecvmsgExit1     *ebpf.Program `ebpf:"http_recvmsg_exit1"`
+	HttpSendfile64Exit1  *ebpf.Program `ebpf:"http_sendfile64_exit1"`
 	HttpSendfileEnter    *ebpf.Program `ebpf:"http_sendfile_enter"`
 	HttpSendfileExit     *ebpf.Program `ebpf:"http_sendfile_exit"`
 	HttpSendmsgEnter     *ebpf.Program `ebpf:"http_sendmsg_enter"`
 	HttpSendmsgExit      *ebpf.Program `ebpf:"http_sendmsg_exit"`
+	HttpSendmsgExit1     *ebpf.Program `ebpf:"http_sendmsg_exit1"`
 	HttpSendtoEnter      *ebpf.Program `ebpf:"http_sendto_enter"`
 	HttpSendtoExit       *ebpf.Program `ebpf:"http_sendto_exit"`
+	HttpSendtoExit1      *ebpf.Program `ebpf:"http_sendto_exit1"`
 	HttpWriteEnter       *ebpf.Program `ebpf:"http_write_enter"`
 	HttpWriteExit        *ebpf.Program `ebpf:"http_write_exit"`
+	HttpWriteExit1       *ebpf.Program `ebpf:"http_write_exit1"`
 	HttpWritevEnter      *ebpf.Program `ebpf:"http_writev_enter"`
 	HttpWritevExit       *ebpf.Program `ebpf:"http_writev_exit"`
+	HttpWritevExit1      *ebpf.Program `ebpf:"http_writev_exit1"`
 	TlsGoReadEnter       *ebpf.Program `ebpf:"tls_go_read_enter"`
 	TlsGoReadExit        *ebpf.Program `ebpf:"tls_go_read_exit"`
 	TlsGoWriteEnter      *ebpf.Program `ebpf:"tls_go_write_enter"`
@@ -636,22 +663,31 @@ func (p *l7Programs) Close() error {
 		p.HttpFork,
 		p.HttpReadEnter,
 		p.HttpReadExit,
+		p.HttpReadExit1,
 		p.HttpReadvEnter,
 		p.HttpReadvExit,
+		p.HttpReadvExit1,
 		p.HttpRecvfromEnter,
 		p.HttpRecvfromExit,
+		p.HttpRecvfromExit1,
 		p.HttpRecvmsgEnter,
 		p.HttpRecvmsgExit,
+		p.HttpRecvmsgExit1,
+		p.HttpSendfile64Exit1,
 		p.HttpSendfileEnter,
 		p.HttpSendfileExit,
 		p.HttpSendmsgEnter,
 		p.HttpSendmsgExit,
+		p.HttpSendmsgExit1,
 		p.HttpSendtoEnter,
 		p.HttpSendtoExit,
+		p.HttpSendtoExit1,
 		p.HttpWriteEnter,
 		p.HttpWriteExit,
+		p.HttpWriteExit1,
 		p.HttpWritevEnter,
 		p.HttpWritevExit,
+		p.HttpWritevExit1,
 		p.TlsGoReadEnter,
 		p.TlsGoReadExit,
 		p.TlsGoWriteEnter,
