@@ -81,6 +81,9 @@ test: deps check-generated lint test-unit test-e2e vmtest
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./collectors/... ./exporters/...
 	$(GO) run ./bench/tcpconn -agent $(BIN) -rate 20000 -duration 10s
+	# Process churn (issue 16): series, /metrics size, scrape time, RSS; the per-process identity of before.
+	$(GO) run ./bench/churn -agent $(BIN)
+	$(GO) run ./bench/churn -agent $(BIN) -instance pid
 	$(GO) run ./bench/httpoverhead -agent $(BIN) -svg docs/http-overhead.svg
 	$(GO) run ./bench/httpoverhead -agent $(BIN) -sampler parentbased_traceidratio -sampler-arg 0.01 -svg docs/http-overhead-sampled.svg
 	# As users run the agent: without --bpf.stats (its two clock reads per program run).
