@@ -1,6 +1,7 @@
 package http2
 
 import (
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,10 @@ type Protocol struct {
 	methods interned
 	hosts   interned
 	names   map[nameKey]string
+	// conns counts new connections, to sweep the tables of processes
+	// gone now and then (alive says whether a process still runs).
+	conns uint64
+	alive func(pid uint32) bool
 	// overflow counts exchanges whose rpc.method or server.address became
 	// _OTHER because their process reached its cap.
 	overflow atomic.Uint64
@@ -105,7 +110,7 @@ func New(opts Options) *Protocol {
 		opts.MaxHosts = defaultMaxHosts
 	}
 	opts.Limits = opts.Limits.withDefaults()
-	return &Protocol{opts: opts, names: map[nameKey]string{},
+	return &Protocol{opts: opts, names: map[nameKey]string{}, alive: procAlive,
 		methods: interned{byPID: map[uint32]map[string]string{}, max: opts.MaxMethods},
 		hosts:   interned{byPID: map[uint32]map[string]string{}, max: opts.MaxHosts}}
 }
@@ -146,8 +151,50 @@ func (p *Protocol) NewUpgradedParser(c *l7.Conn, req Upgraded, t Times) l7.Parse
 	return p.newConn(c, &req, t)
 }
 
+// routeKey names the set of routes a connection's paths are capped in: a
+// server's listening port, or the server a client calls. The route table
+// never forgets a key, so it must not be the process (a host runs ever new
+// ones, every curl among them); ports and the servers called are few, and
+// a template's cardinality is the server's API's anyway. Allocated once per
+// connection.
+func routeKey(c *l7.Conn) string {
+	if c.Role == l7.RoleServer {
+		return "server " + strconv.Itoa(int(c.Local.Port()))
+	}
+	return "client " + c.Peer.String()
+}
+
+// sweepEvery is how many new connections pass between two sweeps of the
+// per-process tables.
+const sweepEvery = 256
+
+// procAlive reports whether pid still runs.
+func procAlive(pid uint32) bool {
+	_, err := os.Stat("/proc/" + strconv.FormatUint(uint64(pid), 10))
+	return err == nil
+}
+
+// sweep drops the tables of processes that exited: each is bounded, but
+// a host runs ever new processes. Rare (every sweepEvery connections) and
+// only over the processes that made gRPC calls or client requests.
+func (p *Protocol) sweep() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns++; p.conns%sweepEvery != 0 {
+		return
+	}
+	for _, t := range []*interned{&p.methods, &p.hosts} {
+		for pid := range t.byPID {
+			if !p.alive(pid) {
+				delete(t.byPID, pid)
+			}
+		}
+	}
+}
+
 func (p *Protocol) newConn(c *l7.Conn, up *Upgraded, t Times) *conn {
-	cp := &conn{proto: p, c: c, svc: strconv.FormatUint(uint64(c.PID), 10)}
+	p.sweep()
+	cp := &conn{proto: p, c: c, svc: routeKey(c)}
 	cp.eng = NewParser(ParserConfig{Limits: p.opts.Limits, Emit: cp.emit, Joined: c.Midstream && up == nil})
 	if up != nil {
 		cp.eng.Upgrade(*up, t)
@@ -164,7 +211,7 @@ type conn struct {
 	out   l7.Sink // during a call from the layer
 	x     l7.Exchange
 	seen  Stats // what was already reported through Sink.Drop
-	// svc keys the route and method caps: the process.
+	// svc keys the route caps (routeKey).
 	svc string
 
 	// One-entry caches of the last path's route, method's name and

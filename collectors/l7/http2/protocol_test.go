@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -455,5 +456,40 @@ func TestProtocolRouteHeuristicAndConfig(t *testing.T) {
 	want := `0 "GET /users/{id}" | http.request.method=GET http.response.status_code=200 network.protocol.version=2 url.scheme=http http.route=/users/{id} | err=/false`
 	if len(sink.lines) != 1 || sink.lines[0] != want {
 		t.Errorf("got %q, want %q", sink.lines, want)
+	}
+}
+
+// The per-process tables forget processes that exited, at the next sweep.
+func TestProtocolForgetsExitedProcesses(t *testing.T) {
+	proto := New(Options{})
+	dead := map[uint32]bool{}
+	proto.alive = func(pid uint32) bool { return !dead[pid] }
+	sink := newRecSink()
+	call := func(pid uint32) {
+		c := &l7.Conn{ID: uint64(pid), PID: pid, Role: l7.RoleClient, Source: l7.SourceSyscall}
+		feedL7(proto.NewParser(c), conversation(func(cl, sv *wire, out *[]chunk) {
+			req(cl, 1, true, "/pkg.Svc/A", "content-type", "application/grpc")
+			*out = append(*out, chunk{FromClient, cl.take()})
+			sv.headers(1, true, 0, 0, ":status", "200", "content-type", "application/grpc", "grpc-status", "0")
+			*out = append(*out, chunk{FromServer, sv.take()})
+		}), sink)
+	}
+	for pid := uint32(1); pid <= 10; pid++ {
+		call(pid)
+	}
+	if len(proto.methods.byPID) != 10 || len(proto.hosts.byPID) != 10 {
+		t.Fatalf("tables of %d and %d processes, want 10", len(proto.methods.byPID), len(proto.hosts.byPID))
+	}
+	for pid := uint32(1); pid <= 8; pid++ {
+		dead[pid] = true
+	}
+	for i := 10; i < sweepEvery; i++ {
+		call(9)
+	}
+	if len(proto.methods.byPID) != 2 || len(proto.hosts.byPID) != 2 {
+		t.Errorf("after the sweep: tables of %d and %d processes, want the 2 alive", len(proto.methods.byPID), len(proto.hosts.byPID))
+	}
+	if !procAlive(uint32(os.Getpid())) || procAlive(1<<30) {
+		t.Error("procAlive")
 	}
 }
