@@ -540,7 +540,7 @@ func (ps *parser) emit(f *pending, end uint64, code string) {
 	if ps.db != "" {
 		x.Add(attribute.String("db.namespace", ps.db))
 	}
-	in := f.info
+	in := ps.p.sum.Bound(ps.c.PID, f.info)
 	if in.Operation != "" {
 		x.Add(attribute.String("db.operation.name", in.Operation))
 	}

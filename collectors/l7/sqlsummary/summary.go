@@ -50,8 +50,9 @@ type Info struct {
 // Options bound a Summarizer. Zero values take the defaults.
 type Options struct {
 	Dialect Dialect
-	// MaxSummaries caps distinct summaries (and so distinct operation
-	// names); MaxCollections distinct collection names.
+	// MaxSummaries caps distinct summaries per process (Bound), and
+	// MaxCollections distinct collection names; the agent-wide tables
+	// hold globalFactor times as many.
 	MaxSummaries, MaxCollections int
 	// CacheSize caps the texts whose results are remembered.
 	CacheSize int
@@ -66,6 +67,12 @@ const (
 	defaultMaxCollections = 1000
 	defaultCacheSize      = 4096
 	defaultMaxTextLen     = 2048
+	// globalFactor: the agent-wide tables hold this many processes' worth
+	// of values, each process its own MaxSummaries and MaxCollections.
+	globalFactor = 16
+	// maxProcs bounds the processes whose values are counted; past it the
+	// counts start again (a process then may name up to its cap anew).
+	maxProcs = 4096
 )
 
 // Summarizer is safe for concurrent use.
@@ -82,7 +89,11 @@ type Summarizer struct {
 	colls      map[string]string // interned collection names
 	texts      map[string]string // interned sanitized texts (QueryText only)
 	nsum       int
+	procs      map[uint32]*proc
 }
+
+// proc is what one process has named.
+type proc struct{ sums, colls map[string]struct{} }
 
 // New returns a Summarizer.
 func New(o Options) *Summarizer {
@@ -106,7 +117,46 @@ func New(o Options) *Summarizer {
 		ops:   make(map[string]string, 16),
 		colls: make(map[string]string, 64),
 		texts: make(map[string]string),
+		procs: make(map[uint32]*proc),
 	}
+}
+
+// Bound applies the per-process caps to in, for process pid: a summary or
+// collection the process has not named before, past its MaxSummaries or
+// MaxCollections, becomes Other (Overflow set). Warm, it allocates nothing.
+func (s *Summarizer) Bound(pid uint32, in Info) Info {
+	if in.Summary == "" && in.Collection == "" {
+		return in
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.procs[pid]
+	if p == nil {
+		if len(s.procs) >= maxProcs {
+			clear(s.procs)
+		}
+		p = &proc{sums: map[string]struct{}{}, colls: map[string]struct{}{}}
+		s.procs[pid] = p
+	}
+	if v := in.Summary; v != "" && v != Other {
+		if _, ok := p.sums[v]; !ok {
+			if len(p.sums) >= s.opt.MaxSummaries {
+				in.Summary, in.Overflow = Other, true
+			} else {
+				p.sums[v] = struct{}{}
+			}
+		}
+	}
+	if v := in.Collection; v != "" && v != Other {
+		if _, ok := p.colls[v]; !ok {
+			if len(p.colls) >= s.opt.MaxCollections {
+				in.Collection, in.Overflow = Other, true
+			} else {
+				p.colls[v] = struct{}{}
+			}
+		}
+	}
+	return in
 }
 
 // Lookup returns the Info of the query text q. q is read only during the
@@ -125,17 +175,17 @@ func (s *Summarizer) Lookup(q []byte) Info {
 	// The lexer keeps substrings of its input only while we walk it; every
 	// value we keep is copied by interning.
 	r := Summarize(unsafe.String(unsafe.SliceData(q), len(q)), s.opt.Dialect)
-	in := Info{Summary: s.intern(s.strs, r.Summary, &s.nsum, s.opt.MaxSummaries)}
+	in := Info{Summary: s.intern(s.strs, r.Summary, &s.nsum, globalFactor*s.opt.MaxSummaries)}
 	if in.Summary == Other {
 		in.Overflow = true
 	} else if r.Operation != "" {
 		// operation names are words of summaries: bounded by them
 		n := len(s.ops)
-		in.Operation = s.intern(s.ops, r.Operation, &n, s.opt.MaxSummaries)
+		in.Operation = s.intern(s.ops, r.Operation, &n, globalFactor*s.opt.MaxSummaries)
 	}
 	if r.Collection != "" {
 		n := len(s.colls)
-		in.Collection = s.intern(s.colls, r.Collection, &n, s.opt.MaxCollections)
+		in.Collection = s.intern(s.colls, r.Collection, &n, globalFactor*s.opt.MaxCollections)
 		if in.Collection == Other {
 			in.Overflow = true
 		}

@@ -1,6 +1,7 @@
 package sqlsummary
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -82,25 +83,35 @@ func TestSanitize(t *testing.T) {
 
 func TestLookupBoundedAndCached(t *testing.T) {
 	s := New(Options{MaxSummaries: 2, MaxCollections: 2, QueryText: true})
-	a := s.Lookup([]byte("SELECT * FROM a WHERE x = 1"))
+	a := s.Bound(7, s.Lookup([]byte("SELECT * FROM a WHERE x = 1")))
 	if a.Summary != "SELECT a" || a.Collection != "a" || a.Operation != "SELECT" || a.Text != "SELECT * FROM a WHERE x = ?" || a.Overflow {
 		t.Fatalf("a: %+v", a)
 	}
-	s.Lookup([]byte("SELECT * FROM b"))
-	c := s.Lookup([]byte("SELECT * FROM c"))
-	if c.Summary != Other || !c.Overflow || c.Operation != "" {
-		t.Fatalf("third summary past a cap of 2: %+v", c)
+	s.Bound(7, s.Lookup([]byte("SELECT * FROM b")))
+	c := s.Bound(7, s.Lookup([]byte("SELECT * FROM c")))
+	if c.Summary != Other || c.Collection != Other || !c.Overflow {
+		t.Fatalf("a process's third summary and collection past caps of 2: %+v", c)
 	}
-	if c.Collection != Other {
-		t.Fatalf("third collection past a cap of 2: %+v", c)
+	// another process has caps of its own
+	if c8 := s.Bound(8, s.Lookup([]byte("SELECT * FROM c"))); c8.Summary != "SELECT c" || c8.Overflow {
+		t.Fatalf("process 8: %+v", c8)
 	}
 	// known values stay themselves after the caps are reached
-	if a2 := s.Lookup([]byte("SELECT * FROM a WHERE x = 2")); a2.Summary != "SELECT a" || a2.Collection != "a" || a2.Overflow {
+	if a2 := s.Bound(7, s.Lookup([]byte("SELECT * FROM a WHERE x = 2"))); a2.Summary != "SELECT a" || a2.Collection != "a" || a2.Overflow {
 		t.Fatalf("a again: %+v", a2)
 	}
 	q := []byte("SELECT * FROM a WHERE x = 1")
-	if n := testing.AllocsPerRun(100, func() { s.Lookup(q) }); n != 0 {
-		t.Fatalf("cached lookup allocates %v times", n)
+	if n := testing.AllocsPerRun(100, func() { s.Bound(7, s.Lookup(q)) }); n != 0 {
+		t.Fatalf("a warm lookup allocates %v times", n)
+	}
+	// the agent-wide tables are bounded too
+	g := New(Options{MaxSummaries: 1, MaxCollections: 1})
+	var last Info
+	for i := range globalFactor + 1 {
+		last = g.Lookup([]byte(fmt.Sprintf("SELECT * FROM t%d", i)))
+	}
+	if last.Summary != Other || !last.Overflow {
+		t.Fatalf("past the agent-wide table: %+v", last)
 	}
 }
 
