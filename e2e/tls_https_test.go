@@ -95,18 +95,6 @@ http {
 	return n
 }
 
-// nodeFetch is a Node fetch client printing an httpReport ("GET 200": n).
-const nodeFetch = `const counts = {};
-(async () => {
-  for (const u of process.argv.slice(1)) {
-    const res = await fetch(u);
-    await res.arrayBuffer();
-    const k = "GET " + res.status;
-    counts[k] = (counts[k] || 0) + 1;
-  }
-  console.log(JSON.stringify({pid: process.pid, counts}));
-})().catch((e) => { console.error(e); process.exit(1); });`
-
 // TestTLSNginxGroundTruth: nginx (Debian, OpenSSL 3 in libssl), curl,
 // Python urllib, a Go client, openssl s_client with a hand-written
 // request and gnutls-cli. nginx's server series, with url.scheme=https,

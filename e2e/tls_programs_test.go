@@ -75,26 +75,6 @@ func uprobeLinksOn(t *testing.T, path string) int {
 	return n
 }
 
-// nodeHTTPSServer serves /items/{n} (200), /fail (500) and anything else
-// (404) over HTTPS, counting "METHOD STATUS ROUTE"; on SIGTERM it prints
-// an httpReport.
-const nodeHTTPSServer = `const fs = require("fs");
-const counts = {};
-const srv = require("https").createServer({cert: fs.readFileSync(process.argv[1]), key: fs.readFileSync(process.argv[2])}, (q, s) => {
-  let st = 404, route = q.url;
-  if (q.url.startsWith("/items/")) { st = 200; route = "/items/{id}"; }
-  else if (q.url === "/fail") { st = 500; route = "/fail"; }
-  q.resume();
-  q.on("end", () => {
-    s.writeHead(st, {"content-type": "text/plain"});
-    s.end("x".repeat(st === 200 ? 300 : 10));
-    const k = q.method + " " + st + " " + route;
-    counts[k] = (counts[k] || 0) + 1;
-  });
-});
-srv.listen(0, "127.0.0.1", () => fs.writeFileSync(process.argv[3], String(srv.address().port)));
-process.on("SIGTERM", () => { console.log(JSON.stringify({pid: process.pid, counts})); process.exit(0); });`
-
 // TestTLSGoPrograms: a Go HTTPS server and client built with two Go
 // toolchains, each with and without -ldflags=-s -w, started after the agent
 // (found at exec; the client runs while its file, the server's, is

@@ -645,15 +645,17 @@ func (a *Attacher) Close() error {
 	}
 	a.closed = true
 	close(a.done)
-	// All at once: each close waits for the kernel's RCU grace period,
-	// which the closes then share (shutdown stays within its deadline).
+	// Each uprobe's removal waits for the kernel's grace period, one after
+	// another (~50 ms each here): hundreds of them would outlast the
+	// agent's shutdown deadline. They are closed in the background; an
+	// agent that exits first has the kernel remove them with its files.
 	var all []io.Closer
 	for id, f := range a.files {
 		all = append(all, f.links...)
 		f.links = nil
 		a.detachLocked(id, f)
 	}
-	closeAll(all)
+	go closeAll(all)
 	a.probes = 0
 	a.pids = map[int]*procFiles{}
 	return nil
