@@ -311,6 +311,9 @@ func Summarize(q string, d Dialect) Result {
 		}
 	}
 	addOp := func(w string) {
+		if w == "" {
+			return // a command the lexer knows and keywords does not: not named
+		}
 		ops++
 		op = w
 		add(w, true)
@@ -328,7 +331,7 @@ func Summarize(q string, d Dialect) Result {
 			t.Type == sqllexer.CTE_INDICATOR || t.Type == sqllexer.PROC_INDICATOR
 		up := ""
 		if word || t.Type == sqllexer.FUNCTION {
-			up = upperSmall(v)
+			up = keyword(v)
 		}
 		switch {
 		case t.Type == sqllexer.PUNCTUATION && v == ";":
@@ -498,16 +501,38 @@ func copyUpper(dst []byte, w string) int {
 	return n
 }
 
-// upperSmall upper-cases a short keyword-like word for table lookups; a
-// long word cannot be a keyword and comes back unchanged.
-func upperSmall(w string) string {
-	if len(w) > 16 {
-		return w
-	}
-	for i := 0; i < len(w); i++ {
-		if c := w[i]; c >= 'a' && c <= 'z' {
-			return strings.ToUpper(w)
+// keywords are the words the walk looks at, upper-cased: the lexer's
+// commands and every word of the tables above and of the walk.
+var keywords = func() map[string]string {
+	m := map[string]string{}
+	for _, t := range []map[string]bool{leading, objects, tableFollows} {
+		for k := range t {
+			m[k] = k
 		}
 	}
-	return w
+	for _, k := range []string{"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP", "JOIN", "GRANT",
+		"REVOKE", "COMMIT", "BEGIN", "TRUNCATE", "MERGE", "EXECUTE", "EXEC", "EXPLAIN", "STRAIGHT_JOIN", "USE", "CLONE",
+		"VACUUM", "IF", "NOT", "EXISTS", "ONLY", "IGNORE", "LOW_PRIORITY", "WHERE", "ON", "USING", "GROUP", "ORDER",
+		"LIMIT", "UNION", "HAVING", "DO", "KEY", "FOR", "TO"} {
+		m[k] = k
+	}
+	return m
+}()
+
+// keyword returns w upper-cased when it is one of keywords, else "":
+// without allocating (the upper-casing is on the stack, the answer the
+// table's own string).
+func keyword(w string) string {
+	if len(w) > 16 {
+		return ""
+	}
+	var b [16]byte
+	for i := 0; i < len(w); i++ {
+		c := w[i]
+		if c >= 'a' && c <= 'z' {
+			c -= 32
+		}
+		b[i] = c
+	}
+	return keywords[string(b[:len(w)])]
 }
