@@ -640,7 +640,7 @@ const (
 	rstCancel                   = 0x8
 	rstEnhanceYourCalm          = 0xb
 	rstInadequateSecurity       = 0xc
-	deadlineSlackMin      int64 = 1e6
+	deadlineSlackMin      int64 = 5e6
 )
 
 var codeNames = [...]string{"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
@@ -662,7 +662,7 @@ func grpcCode(e *Exchange) int {
 			// Either side cancels the call when its deadline passes
 			// (grpc-go's server too): the request's grpc-timeout tells a
 			// deadline from a cancellation.
-			if t := e.GRPCTimeout; t > 0 && e.End-e.Start >= t-max(deadlineSlackMin, t/50) {
+			if t := e.GRPCTimeout; t > 0 && e.End-e.Start >= t-max(deadlineSlackMin, t/20) {
 				return codeDeadlineExceeded
 			}
 			return codeCancelled
