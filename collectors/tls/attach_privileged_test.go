@@ -112,15 +112,41 @@ func (c *counters) get(t *testing.T) map[string]uint64 {
 	return out
 }
 
-// uprobeLinks counts the uprobe links in the kernel on the file at path:
-// the kernel's own account of what is attached, whoever attached it.
-func uprobeLinks(t *testing.T, path string) int {
+// attachedIDs are the kernel ids of the links the attacher holds on the
+// file at path.
+func attachedIDs(t *testing.T, a *Attacher, path string) []link.ID {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var ids []link.ID
+	for _, f := range a.files {
+		if f.target.Path != path {
+			continue
+		}
+		for _, l := range f.links {
+			info, err := l.(link.Link).Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, info.ID)
+		}
+	}
+	return ids
+}
+
+// uprobeLinks counts which of ids the kernel has as uprobe links on the
+// file at path: the kernel's own account (other agents on the host may
+// hold links of their own on the same file).
+func uprobeLinks(t *testing.T, path string, ids []link.ID) int {
 	t.Helper()
 	n := 0
-	it := new(link.Iterator)
-	defer it.Close()
-	for it.Next() {
-		info, err := it.Link.Info()
+	for _, id := range ids {
+		l, err := link.NewFromID(id)
+		if err != nil {
+			continue // gone
+		}
+		info, err := l.Info()
+		l.Close()
 		if err != nil || info.Type != link.PerfEventType {
 			continue
 		}
@@ -130,9 +156,6 @@ func uprobeLinks(t *testing.T, path string) int {
 				n++
 			}
 		}
-	}
-	if err := it.Err(); err != nil {
-		t.Fatalf("listing links: %v", err)
 	}
 	return n
 }
@@ -270,8 +293,9 @@ func TestAttachGoExact(t *testing.T) {
 			if s.Files != 1 || s.Probes != want {
 				t.Fatalf("instrumented %d files with %d probes, want 1 with %d: %v", s.Files, s.Probes, want, a.Instrumented())
 			}
-			if n := uprobeLinks(t, bin); n != want {
-				t.Fatalf("the kernel has %d uprobe links on %s, want %d", n, bin, want)
+			ids := attachedIDs(t, a, bin)
+			if n := uprobeLinks(t, bin, ids); n != want {
+				t.Fatalf("the kernel has %d of the attacher's uprobe links on %s, want %d", n, bin, want)
 			}
 			before := c.get(t)
 			c.watch(t, g.cmd.Process.Pid)
@@ -292,7 +316,7 @@ func TestAttachGoExact(t *testing.T) {
 			if s := a.Stats(); s.Files != 0 || s.Probes != 0 || s.Detached != 1 {
 				t.Fatalf("after the exit: %d files, %d probes, %d detached; want 0, 0, 1", s.Files, s.Probes, s.Detached)
 			}
-			if n := uprobeLinks(t, bin); n != 0 {
+			if n := uprobeLinks(t, bin, ids); n != 0 {
 				t.Fatalf("after the exit the kernel still has %d uprobe links on %s", n, bin)
 			}
 		})
