@@ -81,7 +81,13 @@ func PostgresBin(t testing.TB) string {
 // StartPostgres runs initdb into a temporary directory and a server on a
 // loopback port as nobody, every statement logged (log_statement=all, each
 // line prefixed with its SQLSTATE), trust authentication, user postgres.
-func StartPostgres(t testing.TB) *Server {
+func StartPostgres(t testing.TB) *Server { return startPostgres(t, false) }
+
+// StartPostgresTLS is StartPostgres with ssl=on and a self-signed
+// certificate the test makes (openssl req).
+func StartPostgresTLS(t testing.TB) *Server { return startPostgres(t, true) }
+
+func startPostgres(t testing.TB, tls bool) *Server {
 	bin := PostgresBin(t)
 	dir := unprivilegedDir(t, "otelbee-pg-")
 	data := filepath.Join(dir, "data")
@@ -94,9 +100,18 @@ func StartPostgres(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := asNobody(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-k", dir,
+	args := []string{"-D", data, "-p", strconv.Itoa(port), "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "log_statement=all", "-c", "log_line_prefix=%e %p ",
-		"-c", "fsync=off", "-c", "logging_collector=off", "-c", "log_min_messages=warning")
+		"-c", "fsync=off", "-c", "logging_collector=off", "-c", "log_min_messages=warning"}
+	if tls {
+		crt, key := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+		if out, err := asNobody("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+			"-keyout", key, "-out", crt).CombinedOutput(); err != nil {
+			t.Fatalf("openssl req: %v: %s", err, out)
+		}
+		args = append(args, "-c", "ssl=on", "-c", "ssl_cert_file="+crt, "-c", "ssl_key_file="+key)
+	}
+	cmd := asNobody(filepath.Join(bin, "postgres"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
