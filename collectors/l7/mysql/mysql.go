@@ -193,8 +193,13 @@ func (p *Protocol) NewParser(c *l7.Conn) l7.Parser {
 		return dbwire.Silent{}
 	}
 	ps := &parser{p: p, c: c, system: systemMySQL, q: l7.NewFIFO[pending](p.opt.MaxPending), stmts: map[uint32]entry{}}
-	if c.Midstream {
+	switch {
+	case c.Midstream:
 		ps.phase = phaseCommand
+	case c.Source.TLS():
+		// the greeting and the SSL request went in clear on the socket;
+		// the plaintext begins with the full handshake response
+		ps.phase = phaseHandshake
 	}
 	return ps
 }
@@ -391,8 +396,8 @@ func (ps *parser) handshake(b []byte) {
 	if caps&capProtocol41 == 0 {
 		return // protocol 3.20: not followed further, but commands still parse
 	}
-	if caps&capSSL != 0 || caps&capCompress != 0 {
-		ps.phase = phaseDone // TLS or compression follows
+	if (caps&capSSL != 0 && !ps.c.Source.TLS()) || caps&capCompress != 0 {
+		ps.phase = phaseDone // TLS (seen in clear by its data source) or compression follows
 		return
 	}
 	ps.deprecateEOF = caps&capDeprecateEOF != 0 && ps.serverCaps&capDeprecateEOF != 0

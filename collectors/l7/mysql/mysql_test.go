@@ -297,3 +297,20 @@ func TestServerSide(t *testing.T) {
 		}
 	}
 }
+
+// The TLS data source's plaintext of a connection begins after the
+// greeting and the SSL request, with the full handshake response.
+func TestTLSPlaintext(t *testing.T) {
+	p := New(Options{})
+	tally := relay.NewTally(p, "db.namespace", "db.query.summary")
+	ps := p.NewParser(&l7.Conn{Role: l7.RoleClient, Source: l7.SourceOpenSSL})
+	for _, r := range []step{
+		{l7.ToServer, handshake(clientCaps|capSSL, "shop")}, {l7.ToClient, okPkt(3)},
+		{l7.ToServer, pkt(0, "\x03SELECT id FROM items")}, {l7.ToClient, resultSet(1, 1, 2, false)},
+	} {
+		ps.Feed(&l7.Record{Dir: r.dir, Data: r.data, Total: uint64(len(r.data))}, tally)
+	}
+	if got := tally.String(); got != "db.client.operation.duration shop SELECT items = 1\n" {
+		t.Errorf("got %s", got)
+	}
+}

@@ -234,7 +234,13 @@ func Size(t testing.TB, path string) int64 {
 // StartMariaDB runs mariadb-install-db into a temporary directory and a
 // server on a loopback port as nobody, with the general log on and grant
 // tables skipped (any user, no password).
-func StartMariaDB(t testing.TB) *Server {
+func StartMariaDB(t testing.TB) *Server { return startMariaDB(t, false) }
+
+// StartMariaDBTLS is StartMariaDB with TLS on (a self-signed certificate
+// the test makes).
+func StartMariaDBTLS(t testing.TB) *Server { return startMariaDB(t, true) }
+
+func startMariaDB(t testing.TB, tls bool) *Server {
 	if _, err := exec.LookPath("mariadbd"); err != nil {
 		t.Skip("no MariaDB server (Debian package mariadb-server; make deps installs it)")
 	}
@@ -251,6 +257,14 @@ func StartMariaDB(t testing.TB) *Server {
 		"--port="+strconv.Itoa(port), "--bind-address=127.0.0.1", "--general-log=1", "--general-log-file="+s.Log,
 		"--log-error="+errlog, "--skip-grant-tables", "--pid-file="+filepath.Join(dir, "pid"), "--innodb-buffer-pool-size=16M",
 		"--skip-log-bin", "--innodb-flush-log-at-trx-commit=0")
+	if tls {
+		crt, key := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+		if out, err := asNobody("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+			"-keyout", key, "-out", crt).CombinedOutput(); err != nil {
+			t.Fatalf("openssl req: %v: %s", err, out)
+		}
+		cmd.Args = append(cmd.Args, "--ssl-cert="+crt, "--ssl-key="+key)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
