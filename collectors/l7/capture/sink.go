@@ -236,7 +236,7 @@ func (s *Sink) newSeries(k seriesKey, c *l7.Conn, x *l7.Exchange) *series {
 		kv = append(kv, s.processes.Lookup(k.pid).Attributes()...)
 	}
 	kv = append(kv, ser.attrs...)
-	if c.Role == l7.RoleClient && c.Peer.IsValid() {
+	if c.Role == l7.RoleClient && c.Peer.IsValid() && !hasKey(x.Attrs[:x.NAttr], keyServerAddress) {
 		kv = append(kv, keyServerAddress.String(c.Peer.Addr().String()), keyServerPort.Int(int(c.Peer.Port())))
 	}
 	if !c.Peer.IsValid() {
@@ -286,10 +286,16 @@ func (s *Sink) span(c *l7.Conn, x *l7.Exchange) trace.SpanContext {
 		return trace.SpanContext{}
 	}
 	_, sp := s.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithTimestamp(s.eng.Wall(x.Start)))
-	kv := make([]attribute.KeyValue, 0, x.NAttr+x.NSpanAttr+4)
+	var ident []attribute.KeyValue
+	if s.processes != nil {
+		// the service's identity: the span path takes its resource from it
+		ident = s.processes.Lookup(c.PID).Attributes()
+	}
+	kv := make([]attribute.KeyValue, 0, len(ident)+x.NAttr+x.NSpanAttr+4)
+	kv = append(kv, ident...)
 	kv = append(kv, x.Attrs[:x.NAttr]...)
 	kv = append(kv, x.SpanAttrs[:x.NSpanAttr]...)
-	if c.Role == l7.RoleClient && c.Peer.IsValid() {
+	if c.Role == l7.RoleClient && c.Peer.IsValid() && !hasKey(x.Attrs[:x.NAttr], keyServerAddress) {
 		kv = append(kv, keyServerAddress.String(c.Peer.Addr().String()), keyServerPort.Int(int(c.Peer.Port())))
 	}
 	if x.Error != "" {
@@ -440,4 +446,15 @@ func (s *Sink) selfMetrics(m metric.Meter) (metric.Registration, error) {
 		}
 		return nil
 	}, recorded, dropped, overflow)
+}
+
+// hasKey reports whether a protocol set k itself (a client's server.address
+// from :authority or Host wins over the peer's address).
+func hasKey(kv []attribute.KeyValue, k attribute.Key) bool {
+	for _, a := range kv {
+		if a.Key == k {
+			return true
+		}
+	}
+	return false
 }
