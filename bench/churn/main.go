@@ -76,11 +76,11 @@ func main() {
 
 	pid := agent.Process.Pid
 	fmt.Printf("--process.instance=%s, %d short-lived curl processes (%d loops), --collectors=all\n\n", *instance, *procs, *parallel)
-	fmt.Println("| load | series in /metrics | /metrics size | scrape time | agent RSS | agent peak RSS |")
+	fmt.Println("| load | series in /metrics (the clients') | /metrics size | scrape time | agent RSS | agent peak RSS |")
 	fmt.Println("|---|---|---|---|---|---|")
 	row := func(name string) {
-		series, size, took := scrape(url)
-		fmt.Printf("| %s | %d | %.1f kB | %.0f ms | %.0f MB | %.0f MB |\n", name, series, float64(size)/1e3,
+		series, clients, size, took := scrape(url)
+		fmt.Printf("| %s | %d (%d) | %.1f kB | %.0f ms | %.0f MB | %.0f MB |\n", name, series, clients, float64(size)/1e3,
 			float64(took.Microseconds())/1e3, status(pid, "VmRSS")/1024, status(pid, "VmHWM")/1024)
 	}
 	row("idle")
@@ -111,8 +111,10 @@ func main() {
 	row(fmt.Sprintf("%s later (retention)", settle.Round(time.Second)))
 }
 
-// scrape returns the sample lines, bytes and time of one scrape.
-func scrape(url string) (series, size int, took time.Duration) {
+// scrape returns the sample lines (all; the churn clients'), bytes and
+// time of one scrape. The agent sees every process on the host: on a shared
+// machine the total includes others' traffic.
+func scrape(url string) (series, clients, size int, took time.Duration) {
 	start := time.Now()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -127,9 +129,12 @@ func scrape(url string) (series, size int, took time.Duration) {
 	for _, line := range strings.Split(string(b), "\n") {
 		if line != "" && line[0] != '#' {
 			series++
+			if strings.Contains(line, `job="churn-client"`) {
+				clients++
+			}
 		}
 	}
-	return series, len(b), took
+	return series, clients, len(b), took
 }
 
 // status reads a kB field of /proc/<pid>/status.

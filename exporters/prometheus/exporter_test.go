@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -565,5 +566,48 @@ func TestScrapeExemplars(t *testing.T) {
 	}
 	if n := strings.Count(body, "# {"); n != 1 {
 		t.Errorf("%d exemplars exposed, want 1:\n%s", n, body)
+	}
+}
+
+// BenchmarkScrapeSeries is BenchmarkScrape1000Series at 1,000 and 50,000
+// data points (half counters, half histograms), reporting the cost per
+// series, to show how a scrape grows with the series (issue 16).
+func BenchmarkScrapeSeries(b *testing.B) {
+	for _, n := range []int{1000, 50000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			e := New()
+			// No cardinality limit (the SDK's default, 2,000, would fold
+			// the 50,000 into its overflow series).
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Reader()), sdkmetric.WithCardinalityLimit(0))
+			b.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+			ctx := context.Background()
+			m := mp.Meter(scope)
+			c, _ := m.Int64Counter("tcp.connection.opened", metric.WithUnit("{connection}"))
+			h, _ := m.Float64Histogram("tcp.connection.duration", metric.WithUnit("s"))
+			for svc := range n / 10 {
+				for port := range 5 {
+					attrs := with([]attribute.KeyValue{
+						attribute.String("service.name", fmt.Sprintf("svc-%05d", svc)),
+						attribute.Int("process.pid", 1000+svc),
+						attribute.String("k8s.pod.name", fmt.Sprintf("svc-%05d-abc", svc)),
+					}, attribute.Int("server.port", 8000+port))
+					c.Add(ctx, 1, attrs)
+					h.Record(ctx, 0.3, attrs)
+				}
+			}
+			body := scrape(b, e.Handler())
+			if got := strings.Count(body, "tcp_connection_opened_total{"); got != n/2 {
+				b.Fatalf("%d counter series exposed, want %d", got, n/2)
+			}
+			h2 := e.Handler()
+			req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+			w := &discardWriter{header: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				h2.ServeHTTP(w, req)
+			}
+			b.ReportMetric(float64(len(body))/float64(n), "bytes/series")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/series")
+		})
 	}
 }
