@@ -165,6 +165,7 @@ type parser struct {
 	db     string
 
 	serverCaps   uint32
+	sslStopped   bool // stopped at an SSL request on the syscall source
 	deprecateEOF bool
 	queryAttrs   bool
 
@@ -205,6 +206,13 @@ func (p *Protocol) NewParser(c *l7.Conn) l7.Parser {
 }
 
 func (ps *parser) Feed(r *l7.Record, out l7.Sink) {
+	if ps.phase == phaseDone && ps.sslStopped && ps.c.Source.TLS() {
+		// the TLS data source took the connection over: its plaintext
+		// goes on with the full handshake response
+		ps.phase, ps.sslStopped = phaseHandshake, false
+		ps.cli.Reset()
+		ps.srv.Reset()
+	}
 	if ps.phase == phaseDone {
 		return
 	}
@@ -396,8 +404,14 @@ func (ps *parser) handshake(b []byte) {
 	if caps&capProtocol41 == 0 {
 		return // protocol 3.20: not followed further, but commands still parse
 	}
-	if (caps&capSSL != 0 && !ps.c.Source.TLS()) || caps&capCompress != 0 {
-		ps.phase = phaseDone // TLS (seen in clear by its data source) or compression follows
+	if caps&capSSL != 0 && !ps.c.Source.TLS() {
+		// TLS follows: the TLS data source, when it sees the plaintext,
+		// hands it to this connection (Feed resumes) or to a new one
+		ps.phase, ps.sslStopped = phaseDone, true
+		return
+	}
+	if caps&capCompress != 0 {
+		ps.phase = phaseDone // compression: not followed
 		return
 	}
 	ps.deprecateEOF = caps&capDeprecateEOF != 0 && ps.serverCaps&capDeprecateEOF != 0

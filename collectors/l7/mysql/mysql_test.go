@@ -314,3 +314,24 @@ func TestTLSPlaintext(t *testing.T) {
 		t.Errorf("got %s", got)
 	}
 }
+
+// The TLS data source may take over the very connection the syscalls
+// classified on its greeting: the parse resumes at the handshake response.
+func TestTLSTakesOver(t *testing.T) {
+	p := New(Options{})
+	tally := relay.NewTally(p, "db.namespace", "db.query.summary")
+	c := &l7.Conn{Role: l7.RoleClient, Source: l7.SourceSyscall}
+	ps := p.NewParser(c)
+	feed := func(dir l7.Dir, b []byte) { ps.Feed(&l7.Record{Dir: dir, Data: b, Total: uint64(len(b))}, tally) }
+	feed(l7.ToClient, greeting("10.11.6-MariaDB", serverCaps))
+	feed(l7.ToServer, pkt(1, le32(clientCaps|capSSL), le32(1<<24), "\x21", strings.Repeat("\x00", 23)))
+	feed(l7.ToServer, []byte("\x16\x03\x01 ciphertext"))
+	c.Source = l7.SourceOpenSSL
+	feed(l7.ToServer, handshake(clientCaps|capSSL, "shop"))
+	feed(l7.ToClient, okPkt(3))
+	feed(l7.ToServer, pkt(0, "\x03SELECT id FROM items"))
+	feed(l7.ToClient, resultSet(1, 1, 2, false))
+	if got := tally.String(); got != "db.client.operation.duration shop SELECT items = 1\n" {
+		t.Errorf("got %q", got)
+	}
+}

@@ -157,6 +157,9 @@ type parser struct {
 	out   l7.Sink
 	phase phase
 	db    string
+	// sslStopped: stopped at an SSLRequest answered S on the syscall
+	// source; resumed if the TLS source feeds this connection
+	sslStopped bool
 
 	cli, srv dbwire.Stream
 
@@ -179,6 +182,13 @@ type parser struct {
 func (ps *parser) Feed(r *l7.Record, out l7.Sink) {
 	ps.out = out
 	defer func() { ps.out = nil }()
+	if ps.phase == phaseDone && ps.sslStopped && ps.c.Source.TLS() {
+		// the TLS data source took the connection over: its plaintext
+		// begins with the startup message
+		ps.phase, ps.sslStopped = phaseStartup, false
+		ps.cli.Reset()
+		ps.srv.Reset()
+	}
 	if ps.phase == phaseDone {
 		return
 	}
@@ -198,7 +208,7 @@ func (ps *parser) Feed(r *l7.Record, out l7.Sink) {
 			return
 		}
 		if (ps.phase == phaseSSL && data[0] == 'S') || (ps.phase == phaseGSS && data[0] == 'G') {
-			ps.phase = phaseDone // the rest is encrypted
+			ps.phase, ps.sslStopped = phaseDone, true // the rest is encrypted
 			return
 		}
 		ps.phase = phaseStartup

@@ -329,3 +329,22 @@ func TestSummariesBounded(t *testing.T) {
 		t.Errorf("got\n%swant\n%s", got, want)
 	}
 }
+
+func TestTLSTakesOver(t *testing.T) {
+	c := &l7.Conn{Role: l7.RoleClient, Source: l7.SourceSyscall}
+	p := New(Options{})
+	tally := relay.NewTally(p, "db.namespace", "db.query.summary")
+	ps := p.NewParser(c)
+	feed := func(dir l7.Dir, b []byte) { ps.Feed(&l7.Record{Dir: dir, Data: b, Total: uint64(len(b))}, tally) }
+	feed(l7.ToServer, []byte{0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f})
+	feed(l7.ToClient, []byte("S"))
+	feed(l7.ToServer, []byte("\x16\x03\x01 ciphertext"))
+	c.Source = l7.SourceOpenSSL
+	feed(l7.ToServer, startup("user", "u", "database", "shop"))
+	feed(l7.ToClient, rfq)
+	feed(l7.ToServer, msg('Q', "SELECT * FROM t\x00"))
+	feed(l7.ToClient, cat(ok, rfq))
+	if got := tally.String(); got != "db.client.operation.duration shop SELECT t = 1\n" {
+		t.Errorf("got %q", got)
+	}
+}
