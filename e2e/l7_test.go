@@ -67,10 +67,14 @@ s.close()
 
 	want := map[string]uint64{"SET": 3, "GET": 2}
 	mwant := map[string]uint64{"set": 2, "get": 3}
+	start := time.Now()
 	mfs := rpWait(t, agent, "the redis, memcached and http requests", func(mfs map[string]*dto.MetricFamily) bool {
 		r, _ := rpHist(mfs, "db_client_operation_duration_seconds", svc(rcli))
 		m, _ := rpHist(mfs, "db_client_operation_duration_seconds", svc(mcli))
 		h, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(hcli))
+		if time.Since(start) > 25*time.Second {
+			t.Logf("so far: redis %d, memcached %d, http %d", r, m, h)
+		}
 		return r >= 5 && m >= 5 && h >= 4
 	})
 	time.Sleep(time.Second) // nothing more may come

@@ -53,7 +53,6 @@ type seriesKey struct {
 type series struct {
 	attrs []attribute.KeyValue // the exchange's, compared on a hash hit
 	set   attribute.Set        // everything the points carry
-	span  []attribute.KeyValue // the span's attributes (the set's, sorted)
 	dur   aggregate.Histogram[float64]
 	sum   int64 // MessageCount
 }
@@ -230,6 +229,19 @@ func (s *Sink) Exchange(c *l7.Conn, x *l7.Exchange) {
 // newSeries makes the series of k (s.mu held): kept unless the table is
 // full, then the metric's overflow series.
 func (s *Sink) newSeries(k seriesKey, c *l7.Conn, x *l7.Exchange) *series {
+	if len(s.series) >= s.maxSeries {
+		// Not kept (nothing is built for it: an exchange past the cap costs
+		// no allocation); its points go to the metric's overflow series,
+		// its spans keep their attributes.
+		s.seriesOverflow.Add(1)
+		mk := metricKey{k.role, k.metric}
+		o := s.overflow[mk]
+		if o == nil {
+			o = &series{set: overflowSet}
+			s.overflow[mk] = o
+		}
+		return o
+	}
 	ser := &series{attrs: append([]attribute.KeyValue(nil), x.Attrs[:x.NAttr]...)}
 	var kv []attribute.KeyValue
 	if s.processes != nil {
@@ -246,19 +258,6 @@ func (s *Sink) newSeries(k seriesKey, c *l7.Conn, x *l7.Exchange) *series {
 		kv = append(kv, keyErrorType.String(k.err))
 	}
 	ser.set = attribute.NewSet(kv...)
-	ser.span = ser.set.ToSlice()
-	if len(s.series) >= s.maxSeries {
-		s.seriesOverflow.Add(1)
-		mk := metricKey{k.role, k.metric}
-		o := s.overflow[mk]
-		if o == nil {
-			o = &series{set: overflowSet}
-			s.overflow[mk] = o
-		}
-		// its spans keep their attributes; its points go to the overflow
-		o.span = ser.span
-		return o
-	}
 	s.series[k] = ser
 	return ser
 }
