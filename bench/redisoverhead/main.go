@@ -33,6 +33,7 @@ var (
 
 type result struct {
 	ops                   float64 // operations run (every test)
+	recorded, dropped     float64 // the agent's L7 records and those dropped (ring buffer full)
 	seconds               float64 // wall time of the benchmark
 	agentCPU, bpf, server float64 // CPU seconds
 }
@@ -66,21 +67,22 @@ func main() {
 			}
 		}
 	}
-	fmt.Printf("| redis-benchmark | setup | ops/s | vs baseline | agent CPU µs/op | BPF µs/op | redis-server CPU µs/op |\n|---|---|---|---|---|---|---|\n")
+	fmt.Printf("| redis-benchmark | setup | ops/s | vs baseline | agent CPU µs/op | BPF µs/op | redis-server CPU µs/op | records dropped |\n|---|---|---|---|---|---|---|---|\n")
 	for _, p := range []int{16, 1} {
 		base := med(all[key{p, false}], func(r result) float64 { return r.ops / r.seconds })
 		for _, withAgent := range []bool{false, true} {
 			rs := all[key{p, withAgent}]
 			ops := med(rs, func(r result) float64 { return r.ops / r.seconds })
 			name := "baseline"
-			agent, bpf := "", ""
+			agent, bpf, drop := "", "", ""
 			if withAgent {
 				name = "otelbee"
 				agent = fmt.Sprintf("%.2f", med(rs, func(r result) float64 { return 1e6 * r.agentCPU / r.ops }))
 				bpf = fmt.Sprintf("%.2f", med(rs, func(r result) float64 { return 1e6 * r.bpf / r.ops }))
+				drop = fmt.Sprintf("%.1f %%", med(rs, func(r result) float64 { return 100 * r.dropped / max(r.recorded+r.dropped, 1) }))
 			}
-			fmt.Printf("| -P %d -c %d -t %s | %s | %.0f | %.3f× | %s | %s | %.2f |\n", p, *clients, *tests, name, ops, ops/base, agent, bpf,
-				med(rs, func(r result) float64 { return 1e6 * r.server / r.ops }))
+			fmt.Printf("| -P %d -c %d -t %s | %s | %.0f | %.3f× | %s | %s | %.2f | %s |\n", p, *clients, *tests, name, ops, ops/base, agent, bpf,
+				med(rs, func(r result) float64 { return 1e6 * r.server / r.ops }), drop)
 		}
 	}
 }
@@ -139,6 +141,10 @@ func run(pipeline int, withAgent bool) result {
 	if agent != nil {
 		agentBefore, bpfBefore = cpu(agent.Process.Pid), bpfRunTime("http://"+prom+"/metrics")
 	}
+	var recBefore, dropBefore float64
+	if agent != nil {
+		recBefore, dropBefore = records("http://" + prom + "/metrics")
+	}
 	start := time.Now()
 	out, err := exec.Command("redis-benchmark", "-p", port, "-n", strconv.Itoa(*requests), "-c", strconv.Itoa(*clients),
 		"-P", strconv.Itoa(pipeline), "-t", *tests, "-q").CombinedOutput()
@@ -151,6 +157,8 @@ func run(pipeline int, withAgent bool) result {
 		time.Sleep(300 * time.Millisecond) // the agent drains what the run produced
 		res.agentCPU = cpu(agent.Process.Pid) - agentBefore
 		res.bpf = bpfRunTime("http://"+prom+"/metrics") - bpfBefore
+		r, d := records("http://" + prom + "/metrics")
+		res.recorded, res.dropped = r-recBefore, d-dropBefore
 	}
 	return res
 }
@@ -176,6 +184,33 @@ func cpu(pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // USER_HZ
+}
+
+var (
+	recLine  = regexp.MustCompile(`^otelbee_l7_records_total\{[^}]*protocol="redis"[^}]*\} (\S+)`)
+	dropLine = regexp.MustCompile(`^otelbee_l7_records_dropped_total\{[^}]*protocol="redis"[^}]*\} (\S+)`)
+)
+
+// records returns the agent's Redis records and those it dropped.
+func records(url string) (rec, drop float64) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if m := recLine.FindStringSubmatch(sc.Text()); m != nil {
+			v, _ := strconv.ParseFloat(m[1], 64)
+			rec += v
+		}
+		if m := dropLine.FindStringSubmatch(sc.Text()); m != nil {
+			v, _ := strconv.ParseFloat(m[1], 64)
+			drop += v
+		}
+	}
+	return rec, drop
 }
 
 var bpfLine = regexp.MustCompile(`^otelbee_bpf_program_run_time_seconds_total\{[^}]*\} (\S+)`)
