@@ -42,6 +42,8 @@ type Exporter struct {
 	// resourceLabels: resource attributes copied onto every series.
 	resourceLabels []attribute.Key
 
+	rms sync.Pool // *metricdata.ResourceMetrics, one per concurrent scrape
+
 	skipped atomic.Int64
 	// logged holds the causes already logged at warn level, so a clash
 	// present on every scrape is logged once, not every 15 seconds. The
@@ -143,10 +145,19 @@ func (e *Exporter) problem(key, msg string, n int) {
 
 // collect runs one collection and translation.
 func (e *Exporter) collect(ctx context.Context) []prometheus.Metric {
-	var rm metricdata.ResourceMetrics
-	if err := e.reader.Collect(ctx, &rm); err != nil {
+	// The SDK fills a ResourceMetrics it is handed again in place (data
+	// point and bucket slices reused): one per concurrent scrape, pooled.
+	// The translation copies what it keeps before the pool gets it back.
+	rm, _ := e.rms.Get().(*metricdata.ResourceMetrics)
+	if rm == nil {
+		rm = new(metricdata.ResourceMetrics)
+	}
+	defer e.rms.Put(rm)
+	if err := e.reader.Collect(ctx, rm); err != nil {
 		if errors.Is(err, sdkmetric.ErrReaderNotRegistered) || errors.Is(err, sdkmetric.ErrReaderShutdown) {
-			// Start-up or shutdown: nothing to expose yet / any more.
+			// Start-up or shutdown: nothing to expose yet / any more
+			// (not even a previous scrape's data left in rm).
+			*rm = metricdata.ResourceMetrics{}
 			e.logger.Debug("prometheus: no metrics to scrape", "error", err)
 		} else {
 			e.logger.Warn("prometheus: collecting metrics", "error", err)
@@ -154,7 +165,7 @@ func (e *Exporter) collect(ctx context.Context) []prometheus.Metric {
 		// Observable callbacks may have failed while others succeeded;
 		// expose what was collected, if anything.
 	}
-	return newTranslator(e.scopeLabels, e.resourceLabels, e.problem).translate(&rm)
+	return newTranslator(e.scopeLabels, e.resourceLabels, e.problem).translate(rm)
 }
 
 // collector is the registry's only collector. It is "unchecked" (Describe
