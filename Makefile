@@ -14,7 +14,7 @@ LDFLAGS := -s -w -X github.com/otelbee/otelbee/agent.Version=$(VERSION)
 # Debian packages the build and the tests use (clang/llvm/libbpf for `make generate`).
 APT_PACKAGES := clang llvm libbpf-dev bpftool iproute2 prometheus qemu-system-x86 cpio curl \
 	dnsmasq-base dnsutils nginx-light wrk dnsperf python3 podman etcd-server gnutls-bin nghttp2-client postgresql mariadb-server mariadb-client \
-	redis-server redis-tools memcached python3-pymemcache kcat
+	redis-server redis-tools memcached python3-pymemcache kcat nodejs openssl
 GENERATED := $(shell git ls-files '*_bpfel.go' '*_bpfel.o' 2>/dev/null)
 
 .PHONY: all deps generate check-generated build image run test test-unit test-e2e vmtest bench lint install otelcol kube-apiserver clean
