@@ -22,6 +22,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/hook"
 	httpc "github.com/otelbee/otelbee/collectors/http"
 	"github.com/otelbee/otelbee/collectors/l7/http2"
+	"github.com/otelbee/otelbee/collectors/l7/kafka"
 	"github.com/otelbee/otelbee/collectors/l7/sqlsummary"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/tcp"
@@ -59,6 +60,7 @@ type Config struct {
 	DNS    dns.Config
 	HTTP   httpc.Config
 	HTTP2  http2.Config
+	Kafka  kafka.Config
 	// DB is the SQL protocols' (postgresql, mysql).
 	DB sqlsummary.Config
 	// TLS is the L7 capture's HTTPS plaintext source (uprobes).
@@ -137,6 +139,7 @@ func DefaultConfig() Config {
 		DNS:             dns.DefaultConfig(),
 		HTTP:            httpc.DefaultConfig(),
 		HTTP2:           http2.DefaultConfig(),
+		Kafka:           kafka.DefaultConfig(),
 		DB:              sqlsummary.DefaultConfig(),
 		Process:         ProcessConfig{Retention: 5 * time.Minute, Instance: "service"},
 		TLS:             tlsc.DefaultConfig(),

@@ -24,7 +24,7 @@ import (
 var l7Protocols = map[string]func(*Config) l7.Protocol{
 	"redis":     func(*Config) l7.Protocol { return redis.New() },
 	"memcached": func(*Config) l7.Protocol { return memcached.New() },
-	"kafka":     func(*Config) l7.Protocol { return kafka.New(kafka.Options{}) },
+	"kafka":     func(c *Config) l7.Protocol { return kafka.New(c.Kafka.Options()) },
 	"postgresql": func(c *Config) l7.Protocol {
 		return postgres.New(postgres.Options{QueryText: c.DB.QueryText, MaxStatements: c.DB.MaxStatements,
 			MaxSummaries: c.DB.MaxSummaries, MaxCollections: c.DB.MaxCollections})

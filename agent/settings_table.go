@@ -7,6 +7,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/dns"
 	httpc "github.com/otelbee/otelbee/collectors/http"
 	"github.com/otelbee/otelbee/collectors/l7/http2"
+	"github.com/otelbee/otelbee/collectors/l7/kafka"
 	"github.com/otelbee/otelbee/collectors/l7/sqlsummary"
 	"github.com/otelbee/otelbee/collectors/tcp"
 	tlsc "github.com/otelbee/otelbee/collectors/tls"
@@ -26,6 +27,7 @@ func (c *Config) Settings() []settings.Setting {
 		dns.Settings(&c.DNS),
 		httpc.Settings(&c.HTTP),
 		http2.Settings(&c.HTTP2),
+		kafka.Settings(&c.Kafka),
 		sqlsummary.Settings(&c.DB),
 		tlsc.Settings(&c.TLS),
 		k8smeta.Settings(&c.Kubernetes),

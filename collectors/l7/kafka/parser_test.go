@@ -345,3 +345,18 @@ func TestLostResponse(t *testing.T) {
 		t.Errorf("%s %v", s, s.drops)
 	}
 }
+
+// TestSettingBound: kafka.max_topics reaches the protocol.
+func TestSettingBound(t *testing.T) {
+	c := DefaultConfig()
+	for _, s := range Settings(&c) {
+		if s.Key == "kafka.max_topics" {
+			if err := s.Value.Set("1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if New(c.Options()).topics.max != 1 {
+		t.Fatalf("max topics %d", New(c.Options()).topics.max)
+	}
+}
