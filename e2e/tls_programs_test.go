@@ -54,15 +54,37 @@ func buildHTTPLoadWith(t *testing.T, toolchain string, stripped bool) string {
 	return filepath.Join(src, name)
 }
 
-// uprobeLinksOn counts the kernel's uprobe links on the file at path
-// (attached through /proc/<pid>/root<path> or path itself).
-func uprobeLinksOn(t *testing.T, path string) int {
+// uprobeLinksOn counts the uprobe links the process agentPID holds on the
+// file at path (attached through /proc/<pid>/root<path> or path itself),
+// from the kernel: its link descriptors (fdinfo's link_id), whatever other
+// agents on the host attach to the same file.
+func uprobeLinksOn(t *testing.T, agentPID int, path string) int {
 	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fdinfo", agentPID)
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("reading the agent's descriptors: %v", err)
+	}
 	n := 0
-	it := new(link.Iterator)
-	defer it.Close()
-	for it.Next() {
-		info, err := it.Link.Info()
+	for _, fd := range fds {
+		b, err := os.ReadFile(filepath.Join(dir, fd.Name()))
+		if err != nil {
+			continue
+		}
+		_, rest, ok := strings.Cut(string(b), "link_id:\t")
+		if !ok {
+			continue
+		}
+		id, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(rest, "\n", 2)[0]))
+		if err != nil {
+			continue
+		}
+		l, err := link.NewFromID(link.ID(id))
+		if err != nil {
+			continue
+		}
+		info, err := l.Info()
+		l.Close()
 		if err != nil || info.Type != link.PerfEventType {
 			continue
 		}
@@ -110,7 +132,7 @@ func TestTLSGoPrograms(t *testing.T) {
 		addr := waitFileContent(t, addrFile)
 		// Its exec seen and its file instrumented before the client starts:
 		// the client, the same file, is covered from its first call.
-		for deadline := time.Now().Add(10 * time.Second); uprobeLinksOn(t, b.bin) == 0; time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(10 * time.Second); uprobeLinksOn(t, agent.Pid(), b.bin) == 0; time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: not instrumented 10 s after its exec", b.name)
 			}
@@ -130,9 +152,9 @@ func TestTLSGoPrograms(t *testing.T) {
 	// exit within its interval, at most 10 s).
 	deadline := time.Now().Add(30 * time.Second)
 	for _, b := range builds {
-		for uprobeLinksOn(t, b.bin) != 0 {
+		for uprobeLinksOn(t, agent.Pid(), b.bin) != 0 {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s exited, and the kernel still has %d uprobes on its file", b.name, uprobeLinksOn(t, b.bin))
+				t.Fatalf("%s exited, and the kernel still has %d uprobes on its file", b.name, uprobeLinksOn(t, agent.Pid(), b.bin))
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
