@@ -364,7 +364,8 @@ func TestHTTP2ConnectionBeforeAgent(t *testing.T) {
 			t.Fatalf("client did not make its first calls:\n%s", p.LogTail(20))
 		}
 	}
-	agent := harness.StartAgent(t, nil, "--collectors=http2")
+	// matched by pid below: per-process instances (the option that keeps them)
+	agent := harness.StartAgent(t, nil, "--collectors=http2", "--process.instance=pid")
 	if err := os.WriteFile(hold, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}

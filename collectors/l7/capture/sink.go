@@ -191,7 +191,9 @@ func (s *Sink) Exchange(c *l7.Conn, x *l7.Exchange) {
 		s.Drop(c, "malformed", 1)
 		return
 	}
-	k := seriesKey{pid: c.PID, role: c.Role, metric: x.Metric, err: x.Error, hash: s.hashAttrs(x)}
+	// one series per instance (a worker pool's server, a service's
+	// short-lived processes folded), not per process: process/identity.Owner
+	k := seriesKey{pid: s.processes.Owner(c.PID), role: c.Role, metric: x.Metric, err: x.Error, hash: s.hashAttrs(x)}
 	if c.Role == l7.RoleClient {
 		k.peer = c.Peer
 	}
@@ -288,7 +290,7 @@ func (s *Sink) span(c *l7.Conn, x *l7.Exchange) trace.SpanContext {
 	var ident []attribute.KeyValue
 	if s.processes != nil {
 		// the service's identity: the span path takes its resource from it
-		ident = s.processes.Lookup(c.PID).Attributes()
+		ident = s.processes.Lookup(s.processes.Owner(c.PID)).Attributes()
 	}
 	kv := make([]attribute.KeyValue, 0, len(ident)+x.NAttr+x.NSpanAttr+4)
 	kv = append(kv, ident...)

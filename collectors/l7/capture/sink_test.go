@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"os"
+	"os/exec"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -95,6 +96,52 @@ func forEachAttrs(data metricdata.Aggregation, fn func(attribute.Set)) {
 	case metricdata.Sum[int64]:
 		for _, p := range d.DataPoints {
 			fn(p.Attributes)
+		}
+	}
+}
+
+// Two short-lived processes of one service are one instance: their
+// exchanges land on one series, counted exactly; in pid mode on two.
+func TestSinkFoldsInstances(t *testing.T) {
+	for _, tt := range []struct {
+		mode   identity.InstanceMode
+		points int
+	}{{identity.InstanceService, 1}, {identity.InstancePID, 2}} {
+		res := identity.NewResolver("/proc", "testhost")
+		res.InstanceMode = tt.mode
+		e := NewEngine(collectors.Deps{Processes: res}, DefaultConfig())
+		s := NewSink(e, oneMetric{})
+		var pids []uint32
+		for i := 0; i < 2; i++ {
+			cmd := exec.Command("sleep", "30")
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			pids = append(pids, uint32(cmd.Process.Pid))
+		}
+		for _, pid := range pids {
+			c := &l7.Conn{PID: pid, Role: l7.RoleClient, Peer: netip.MustParseAddrPort("127.0.0.1:5432")}
+			x := l7.Exchange{Start: 1, End: 2}
+			s.Exchange(c, &x)
+		}
+		sms, err := s.Produce(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		points, total := 0, uint64(0)
+		for _, sm := range sms {
+			for _, m := range sm.Metrics {
+				if h, ok := m.Data.(metricdata.Histogram[float64]); ok {
+					for _, p := range h.DataPoints {
+						points++
+						total += p.Count
+					}
+				}
+			}
+		}
+		if points != tt.points || total != 2 {
+			t.Errorf("mode %v: %d points counting %d, want %d counting 2", tt.mode, points, total, tt.points)
 		}
 	}
 }
