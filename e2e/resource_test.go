@@ -70,7 +70,9 @@ func TestResourceAttributes(t *testing.T) {
 		serverSvc: {"deployment.environment.name": "prod", "service.version": "1.2", "site": "lab 1",
 			"process.pid": strconv.Itoa(server.Pid()), "telemetry.distro.name": "otelbee"},
 		clientSvc: {"deployment.environment.name": "hostwide", "service.version": "", "site": "lab 1",
-			"process.pid": strconv.Itoa(client.Pid()), "telemetry.distro.name": "otelbee"},
+			// a client that does not listen is its service's folded
+			// instance on this host, not a process (docs/metrics.md "Instances")
+			"process.pid": "", "telemetry.distro.name": "otelbee"},
 		"otelbee": {"deployment.environment.name": "staging", "team": "agents", "telemetry.sdk.language": "go",
 			"telemetry.distro.name": "otelbee", "site": ""},
 	}
