@@ -71,7 +71,7 @@ test-unit:
 
 # End-to-end tests against the built binary, a real Prometheus and a real OpenTelemetry Collector.
 test-e2e: build otelcol kube-apiserver
-	OTELBEE_BIN=$(CURDIR)/$(BIN) OTELCOL_BIN=$(OTELCOL) KUBE_APISERVER_BIN=$(KUBE_APISERVER) $(GO) test -count=1 -timeout 20m ./e2e/...
+	OTELBEE_BIN=$(CURDIR)/$(BIN) OTELCOL_BIN=$(OTELCOL) KUBE_APISERVER_BIN=$(KUBE_APISERVER) $(GO) test -count=1 -timeout 40m ./e2e/...
 
 vmtest:
 	$(GO) run ./e2e/vmtest/cmd/vmtest -cache $(CACHE)/vmtest -jobs e2e/vmtest/jobs/matrix.json -progstats docs/kernels.md
