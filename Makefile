@@ -67,7 +67,7 @@ lint:
 
 # Unit and privileged tests (the privileged ones skip with a reason when not root).
 test-unit:
-	$(GO) test -count=1 ./agent/... ./collectors/... ./exporters/... ./cmd/... ./k8smeta/... ./charts/...
+	$(GO) test -count=1 ./agent/... ./collectors/... ./process/... ./exporters/... ./cmd/... ./k8smeta/... ./charts/...
 
 # End-to-end tests against the built binary, a real Prometheus and a real OpenTelemetry Collector.
 test-e2e: build otelcol kube-apiserver
