@@ -190,7 +190,7 @@ func TestTLSNginxGroundTruth(t *testing.T) {
 	} {
 		waitPromCounts(t, prom, "http_client_request_duration_seconds", fmt.Sprintf(`job=%q,url_scheme="https"`, svc(name)), clientLabels, want)
 	}
-	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_tls_processes_unobserved_total{job=%q,reason="unsupported_stack",tls_stack="gnutls"})`, svc("gnutls")), 1)
+	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_tls_processes_unobserved_total{job=%q,reason="unsupported_stack",otelbee_tls_stack="gnutls"})`, svc("gnutls")), 1)
 	if got := promCounts(t, prom, "http_client_request_duration_seconds", svc("gnutls"), clientLabels...); len(got) != 0 {
 		t.Errorf("gnutls-cli has HTTP client series: %v", got)
 	}

@@ -39,7 +39,7 @@ func (a *Attacher) RegisterMetrics(m metric.Meter) (metric.Registration, error) 
 		o.ObserveInt64(dropped, int64(s.EventsDropped))
 		for k, v := range s.Unobserved {
 			kv := []attribute.KeyValue{identity.KeyServiceName.String(k.Service),
-				attribute.String("tls.stack", string(k.Stack)), attribute.String("reason", string(k.Reason))}
+				attribute.String("otelbee.tls.stack", string(k.Stack)), attribute.String("reason", string(k.Reason))}
 			if k.Namespace != "" {
 				kv = append(kv, identity.KeyServiceNamespace.String(k.Namespace))
 			}
