@@ -349,20 +349,24 @@ func TestTCPConnectionsOpenBeforeStart(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// Each process has exactly the series of its side of port: the server
-	// one inbound, the client one outbound.
+	// Each side has exactly the series of its side of port: the server
+	// one inbound, the client one outbound. The listening server is its
+	// own instance (host:pid); the client, which does not listen, is its
+	// service's folded instance on this host (docs/metrics.md "Instances").
 	for _, p := range []struct {
-		pid int
-		dir string
-	}{{server.PID, "inbound"}, {client.PID, "outbound"}} {
-		all := scrapeSeries(t, agent.MetricsURL, "otelbee_tcp_connection_io_bytes_total", fmt.Sprintf(`:%d"`, p.pid))
+		job, instance, dir string
+	}{
+		{"ka-server", fmt.Sprintf("%s:%d", hostname(), server.PID), "inbound"},
+		{"ka-client", hostname() + ":ka-client", "outbound"},
+	} {
+		all := scrapeSeries(t, agent.MetricsURL, "otelbee_tcp_connection_io_bytes_total", fmt.Sprintf(`job=%q`, p.job), fmt.Sprintf(`instance=%q`, p.instance))
 		for s := range all {
 			if !strings.Contains(s, `otelbee_network_connection_direction="`+p.dir+`"`) || !strings.Contains(s, `server_port="`+port+`"`) {
-				t.Errorf("pid %d (%s side of port %s) has the series %s", p.pid, p.dir, port, s)
+				t.Errorf("%s (%s side of port %s) has the series %s", p.instance, p.dir, port, s)
 			}
 		}
 		if len(all) != 2 {
-			t.Errorf("pid %d: %d io series, want 2 (transmit and receive): %v", p.pid, len(all), all)
+			t.Errorf("%s: %d io series, want 2 (transmit and receive): %v", p.instance, len(all), all)
 		}
 	}
 }

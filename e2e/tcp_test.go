@@ -188,6 +188,7 @@ func testTCPGroundTruth(t *testing.T, proto string) {
 		client.Connections, client.BytesSent, client.BytesReceived, client.Refused, server.Connections)
 
 	conns := float64(client.Connections)
+	clientInstance := hostname() + ":" + clientSvc
 	checks := []struct {
 		q    string
 		want float64
@@ -203,15 +204,18 @@ func testTCPGroundTruth(t *testing.T, proto string) {
 		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, in), float64(server.BytesReceived)},
 		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, in), float64(server.BytesSent)},
 		{fmt.Sprintf(`sum(otelbee_tcp_connection_failed_total{job=%q,error_type="refused"})`, clientSvc), refused},
-		// Identity: the pid the program reported is the one on its series.
-		{fmt.Sprintf(`count(target_info{job=%q,process_pid="%d"})`, clientSvc, client.PID), 1},
+		// Identity: the client does not listen, so it is its service's
+		// folded instance on this host, without a pid (docs/metrics.md
+		// "Instances"); the server is its own process, the pid it reported.
+		{fmt.Sprintf(`count(target_info{job=%q,instance=%q,process_pid=""})`, clientSvc, clientInstance), 1},
+		{fmt.Sprintf(`count(target_info{job=%q,instance="%s:%d",process_pid="%d"})`, serverSvc, hostname(), server.PID, server.PID), 1},
 	}
 	for _, c := range checks {
 		waitProm(t, prom, c.q, c.want)
 	}
 
 	// The same numbers through OTLP, one resource per service.
-	clientRes := map[string]string{"service.name": clientSvc, "process.pid": strconv.Itoa(client.PID)}
+	clientRes := map[string]string{"service.name": clientSvc, "service.instance.id": clientInstance}
 	serverRes := map[string]string{"service.name": serverSvc, "process.pid": strconv.Itoa(server.PID)}
 	outAttrs := func(extra ...string) map[string]string {
 		m := map[string]string{"otelbee.network.connection.direction": "outbound", "server.port": port}
@@ -256,6 +260,9 @@ func testTCPGroundTruth(t *testing.T, proto string) {
 		resources++
 		if rm.Resource["process.executable.name"] != "tcpload" {
 			t.Errorf("client resource lacks process.executable.name=tcpload: %v", rm.Resource)
+		}
+		if pid, ok := rm.Resource["process.pid"]; ok {
+			t.Errorf("the client's folded instance carries process.pid=%s: %v", pid, rm.Resource)
 		}
 		for _, m := range rm.Metrics {
 			for _, p := range m.Points {
