@@ -85,13 +85,21 @@ func uprobeLinksOn(t *testing.T, agentPID int, path string) int {
 		}
 		info, err := l.Info()
 		l.Close()
-		if err != nil || info.Type != link.PerfEventType {
+		if err != nil {
 			continue
 		}
-		if pe := info.PerfEvent(); pe != nil {
-			if u := pe.Uprobe(); u != nil && (u.File == path || strings.HasSuffix(u.File, "/root"+path)) {
-				n++
+		// A perf-event uprobe, or a uprobe_multi link where the kernel has
+		// them; the path given at attach: through /proc/<pid>/root.
+		var file string
+		if pe := info.PerfEvent(); info.Type == link.PerfEventType && pe != nil {
+			if u := pe.Uprobe(); u != nil {
+				file = u.File
 			}
+		} else if um := info.UprobeMulti(); info.Type == link.UprobeMultiType && um != nil {
+			file = um.File
+		}
+		if file != "" && (file == path || strings.HasSuffix(file, "/root"+path)) {
+			n++
 		}
 	}
 	return n

@@ -30,6 +30,10 @@ type Programs struct {
 	// Go crypto/tls: an entry probe, and one probe per return instruction
 	// (uretprobes would corrupt moving goroutine stacks).
 	GoReadEntry, GoReadReturn, GoWriteEntry, GoWriteReturn *ebpf.Program
+	// Multi: the programs were loaded for uprobe_multi links
+	// (ebpf.AttachTraceUprobeMulti), which the kernel removes concurrently;
+	// otherwise each probe is a perf-event uprobe.
+	Multi bool
 }
 
 // Attach-time reasons: a file that could be instrumented but was not. With
@@ -246,7 +250,11 @@ func NewAttacher(cfg AttachConfig, progs Programs, procs *identity.Resolver, ker
 	if err != nil {
 		return nil, err
 	}
-	return &Attacher{cfg: cfg, progs: progs, log: log, disc: d, procs: procs, kernel: kernel, attach: attachUprobe,
+	attach := attachUprobe
+	if progs.Multi {
+		attach = attachUprobeMulti
+	}
+	return &Attacher{cfg: cfg, progs: progs, log: log, disc: d, procs: procs, kernel: kernel, attach: attach,
 		files: map[FileID]*attached{}, pids: map[int]*procFiles{}, logged: map[FileID]bool{},
 		unobserved: map[UnobservedKey]uint64{}, wake: make(chan struct{}, 1), done: make(chan struct{})}, nil
 }
@@ -261,6 +269,19 @@ func attachUprobe(path string, p probe) (io.Closer, error) {
 		return ex.Uretprobe("", p.prog, opts)
 	}
 	return ex.Uprobe("", p.prog, opts)
+}
+
+// attachUprobeMulti makes the probe a uprobe_multi link of one address.
+func attachUprobeMulti(path string, p probe) (io.Closer, error) {
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return nil, err
+	}
+	opts := &link.UprobeMultiOptions{Addresses: []uint64{p.offset}}
+	if p.ret {
+		return ex.UretprobeMulti(nil, p.prog, opts)
+	}
+	return ex.UprobeMulti(nil, p.prog, opts)
 }
 
 // Start subscribes to execs and exits, instruments the host's libraries and
@@ -311,7 +332,8 @@ func (a *Attacher) enqueue(s scan) {
 	a.queue = append(a.queue, s)
 }
 
-// Run works through the queue and rescans periodically until ctx ends.
+// Run works through the queue and rescans periodically until ctx ends; then
+// it removes the probes (Close), or until Close.
 func (a *Attacher) Run(ctx context.Context) {
 	rescan := time.NewTicker(max(a.cfg.Rescan, time.Second))
 	defer rescan.Stop()
@@ -326,6 +348,10 @@ func (a *Attacher) Run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
+			// The agent is shutting down: the probes' removal (a grace
+			// period each) starts now, overlapping the final export, rather
+			// than after it, past the shutdown deadline.
+			a.Close()
 			return
 		case <-a.done:
 			return

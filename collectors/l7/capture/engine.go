@@ -157,6 +157,7 @@ type Engine struct {
 	done    chan struct{} // closed when Run's drain ends
 
 	loader   *hook.Loader
+	tlsMulti bool // the TLS programs are loaded for uprobe_multi links
 	reader   *ringbuf.Reader
 	counters *ebpf.Map
 	selfReg  metric.Registration
@@ -292,6 +293,7 @@ func (e *Engine) load(ctx context.Context) error {
 			break
 		}
 	}
+	e.prepareTLS(spec)
 	e.loader, err = hook.NewLoader(owner, spec, opts, e.deps.Probes, e.deps.Hooks, e.log)
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
@@ -42,6 +43,23 @@ func tlsPrograms(p *tlsc.Programs) map[string]**ebpf.Program {
 	}
 }
 
+// prepareTLS has the TLS programs loaded for uprobe_multi links where the
+// kernel has them (6.6+): a perf-event uprobe's removal holds the kernel's
+// event mutex across its grace periods, so hundreds of them are removed one
+// after another (about 80 ms each on a 2-core VM, seconds in all, past the
+// agent's shutdown deadline); uprobe_multi links are removed concurrently.
+func (e *Engine) prepareTLS(spec *ebpf.CollectionSpec) {
+	if !e.cfg.TLS.Enabled || features.HaveBPFLinkUprobeMulti() != nil {
+		return
+	}
+	for name := range tlsPrograms(&tlsc.Programs{}) {
+		if ps := spec.Programs[name]; ps != nil {
+			ps.AttachType = ebpf.AttachTraceUprobeMulti
+		}
+	}
+	e.tlsMulti = true
+}
+
 // startTLS loads the uprobe programs and starts the attacher. TLS that
 // cannot be set up leaves the collector running on plaintext HTTP: it is
 // logged, never fatal.
@@ -49,7 +67,7 @@ func (e *Engine) startTLS() {
 	if !e.cfg.TLS.Enabled {
 		return
 	}
-	var progs tlsc.Programs
+	progs := tlsc.Programs{Multi: e.tlsMulti}
 	for name, dst := range tlsPrograms(&progs) {
 		p, err := e.loader.LoadProgram(name)
 		if err != nil {
