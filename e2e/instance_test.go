@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -45,6 +46,34 @@ func seriesOf(text, job string) (series int, instances map[string]bool) {
 		}
 	}
 	return series, instances
+}
+
+// seriesDiff lists the series (sample lines without their values) of job
+// that text has and base has not.
+func seriesDiff(text, base, job string) []string {
+	keys := func(text string) map[string]bool {
+		m := map[string]bool{}
+		sel := `job="` + job + `"`
+		for _, line := range strings.Split(text, "\n") {
+			if line == "" || line[0] == '#' || !strings.Contains(line, sel) {
+				continue
+			}
+			if i := strings.LastIndexByte(line, '}'); i > 0 {
+				line = line[:i+1]
+			}
+			m[line] = true
+		}
+		return m
+	}
+	have := keys(base)
+	var out []string
+	for k := range keys(text) {
+		if !have[k] {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // textSum adds the values of the sample lines of name whose labels
@@ -161,18 +190,55 @@ func TestInstanceFolding(t *testing.T) {
 	t.Logf("2,999 more curl processes in %s", time.Since(start).Round(time.Millisecond))
 	many := wait("3,000 clients", exact(3000))
 	seriesMany, instMany := seriesOf(many, clientSvc)
-	if seriesMany != seriesOne || len(instMany) != 1 {
-		t.Errorf("3,000 short-lived clients: %d series in %d instances %v; one client made %d in %v",
-			seriesMany, len(instMany), instMany, seriesOne, instOne)
+	// The one series that may come only with churn is not an instance's:
+	// curl maps GnuTLS (through libcurl's dependencies), which the TLS
+	// attacher counts once per service in otelbee.tls.processes.unobserved
+	// when a scan of its maps (at exec, then 100ms, 1s, 5s later) finds
+	// a curl still alive. A single curl is usually gone before the linker
+	// has mapped the library; one of 3,000 is not. That series is per
+	// service (service.name, stack, reason: no instance), so its resource
+	// is the service's alone, with its own target_info without an
+	// instance. Both are bounded by the service, not by its processes.
+	churnOnly := func(s string) bool {
+		svc := fmt.Sprintf(`job=%q`, clientSvc)
+		switch {
+		case strings.HasPrefix(s, "otelbee_tls_processes_unobserved_total{"):
+			return strings.Contains(s, svc) && strings.Contains(s, `otelbee_tls_stack="gnutls"`) &&
+				strings.Contains(s, `reason="unsupported_stack"`) && !strings.Contains(s, `instance="`)
+		case strings.HasPrefix(s, "target_info{"):
+			return strings.Contains(s, svc) && !strings.Contains(s, `instance="`)
+		}
+		return false
+	}
+	added, gone := seriesDiff(many, one, clientSvc), seriesDiff(one, many, clientSvc)
+	var unexpected []string
+	for _, s := range added {
+		if !churnOnly(s) {
+			unexpected = append(unexpected, s)
+		}
+	}
+	if len(unexpected) > 0 || len(gone) > 0 || len(instMany) != 1 {
+		t.Errorf("3,000 short-lived clients: %d series in %d instances %v; one client made %d in %v; series added %v, gone %v",
+			seriesMany, len(instMany), instMany, seriesOne, instOne, unexpected, gone)
 	}
 	if v := textSum(many, "http_client_request_duration_seconds_count", fmt.Sprintf(`job=%q`, clientSvc)); v < 2950 {
-		t.Errorf("only %v of 3,000 requests credited to %s", v, clientSvc)
+		byJob := map[string]float64{}
+		for _, line := range strings.Split(many, "\n") {
+			if strings.HasPrefix(line, "http_client_request_duration_seconds_count{") && strings.Contains(line, fmt.Sprintf(`server_port="%d"`, port)) {
+				_, rest, _ := strings.Cut(line, `job="`)
+				job, _, _ := strings.Cut(rest, `"`)
+				f := strings.Fields(line)
+				n, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				byJob[job] += n
+			}
+		}
+		t.Errorf("only %v of 3,000 requests credited to %s; by service: %v", v, clientSvc, byJob)
 	}
 	want := hostname() + ":" + clientSvc
 	if !instMany[want] {
 		t.Errorf("the clients' instance is %v, want %s", instMany, want)
 	}
-	t.Logf("one client: %d series; 3,000 clients: %d series, instance %v", seriesOne, seriesMany, instMany)
+	t.Logf("one client: %d series; 3,000 clients: %d series (of them added by churn: %v), instance %v", seriesOne, seriesMany, added, instMany)
 
 	// nginx with 4 workers: one instance, the master's.
 	if _, err := exec.LookPath("nginx"); err != nil {
