@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
@@ -80,8 +81,17 @@ func applyChartRBAC(t *testing.T, kube *harness.Kube) {
 		t.Fatal(err)
 	}
 	ctx := harness.Ctx(t)
-	if _, err := as.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); err != nil {
-		t.Errorf("the chart's service account cannot list pods: %v", err)
+	// The API server's RBAC authorizer reads roles and bindings from an
+	// informer cache: a binding just created is enforced a moment later.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, err := as.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+		if err == nil {
+			break
+		}
+		if !apierrors.IsForbidden(err) || time.Now().After(deadline) {
+			t.Errorf("the chart's service account cannot list pods: %v", err)
+			break
+		}
 	}
 	for what, err := range map[string]error{
 		"list secrets":     func() error { _, err := as.CoreV1().Secrets("").List(ctx, metav1.ListOptions{}); return err }(),
