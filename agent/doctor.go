@@ -85,7 +85,17 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 	runnable := 0
 	host, _ := os.Hostname()
 	force, _ := hook.ParseMode(cfg.AttachMode)
+	// The L7 collectors share one kernel capture: loading it once says what
+	// it says for all of them (loading it per protocol took ~3 s each).
+	var l7First, l7Verdict string
 	for _, name := range CollectorNames() {
+		if isL7Collector(name) && l7First != "" {
+			if !strings.HasPrefix(l7Verdict, "cannot") {
+				runnable++
+			}
+			fmt.Fprintf(w, "  %s: %s (shares the L7 capture loaded for %s)\n", name, l7Verdict, l7First)
+			continue
+		}
 		reg := hook.NewRegistry()
 		d := collectors.Deps{
 			Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -111,6 +121,9 @@ func Doctor(ctx context.Context, w io.Writer, cfg Config) error {
 		}
 		fmt.Fprintf(w, "  %s: %s\n", name, verdict)
 		printHooks(w, reg)
+		if isL7Collector(name) {
+			l7First, l7Verdict = name, verdict
+		}
 	}
 
 	// The process watcher names processes at exec; every collector uses it.

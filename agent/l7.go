@@ -133,3 +133,6 @@ func (f failed) Name() string               { return f.name }
 func (f failed) Load(context.Context) error { return f.err }
 func (f failed) Run(context.Context) error  { return nil }
 func (f failed) Close() error               { return nil }
+
+// isL7Collector reports whether name is a protocol of the shared L7 capture.
+func isL7Collector(name string) bool { return name == httpc.Name || l7Protocols[name] != nil }
