@@ -358,9 +358,19 @@ func TestHTTPMethodsUpgradesAndUnseen(t *testing.T) {
 		if counts["HTTP/1.1 GET /a"] != 1 || counts["HTTP/2.0 GET /err"] != 1 || counts["HTTP/2.0 GET /p"] != 1 {
 			t.Fatalf("server counts %v", counts)
 		}
+		// Wait for everything asserted below, on both sides: the client's
+		// records and the server's exchange can reach the exposition a scrape
+		// after the server's upgrade counter (seen once in CI).
 		mfs := rpWait(t, agent, "the upgrade", func(mfs map[string]*dto.MetricFamily) bool {
-			return rpCounter(mfs, "otelbee_http_connections_upgraded", svc(server)) >= 1 &&
-				rpCounter(mfs, "otelbee_http_connections_unobserved", svc(server)) >= 1
+			for _, s := range []string{server, client} {
+				if rpCounter(mfs, "otelbee_http_connections_upgraded", svc(s)) < 1 ||
+					rpCounter(mfs, "otelbee_http_connections_unobserved", svc(s)) < 1 {
+					return false
+				}
+			}
+			s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server))
+			c, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client))
+			return s >= 1 && c >= 1
 		})
 		// The upgrade request as what it was; nothing of the HTTP/2 that
 		// follows on that connection taken for HTTP/1.
