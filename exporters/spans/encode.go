@@ -88,28 +88,41 @@ const (
 	statusError = 2
 )
 
-func appendString(b []byte, f protowire.Number, s string) []byte {
-	b = protowire.AppendTag(b, f, protowire.BytesType)
-	return protowire.AppendString(b, s)
-}
-
-func appendBytes(b []byte, f protowire.Number, v []byte) []byte {
-	b = protowire.AppendTag(b, f, protowire.BytesType)
-	return protowire.AppendBytes(b, v)
-}
-
-func appendVarint(b []byte, f protowire.Number, v uint64) []byte {
-	b = protowire.AppendTag(b, f, protowire.VarintType)
+// appendUvarint is protowire.AppendVarint with the one-byte case (nearly
+// every tag, length and small integer here) inlined.
+func appendUvarint(b []byte, v uint64) []byte {
+	if v < 0x80 {
+		return append(b, byte(v))
+	}
 	return protowire.AppendVarint(b, v)
 }
 
+func appendTag(b []byte, f protowire.Number, t protowire.Type) []byte {
+	return appendUvarint(b, protowire.EncodeTag(f, t))
+}
+
+func appendString(b []byte, f protowire.Number, s string) []byte {
+	b = appendTag(b, f, protowire.BytesType)
+	return append(appendUvarint(b, uint64(len(s))), s...)
+}
+
+func appendBytes(b []byte, f protowire.Number, v []byte) []byte {
+	b = appendTag(b, f, protowire.BytesType)
+	return append(appendUvarint(b, uint64(len(v))), v...)
+}
+
+func appendVarint(b []byte, f protowire.Number, v uint64) []byte {
+	b = appendTag(b, f, protowire.VarintType)
+	return appendUvarint(b, v)
+}
+
 func appendFixed64(b []byte, f protowire.Number, v uint64) []byte {
-	b = protowire.AppendTag(b, f, protowire.Fixed64Type)
+	b = appendTag(b, f, protowire.Fixed64Type)
 	return protowire.AppendFixed64(b, v)
 }
 
 func appendFixed32(b []byte, f protowire.Number, v uint32) []byte {
-	b = protowire.AppendTag(b, f, protowire.Fixed32Type)
+	b = appendTag(b, f, protowire.Fixed32Type)
 	return protowire.AppendFixed32(b, v)
 }
 
@@ -167,8 +180,8 @@ func appendAnyValue(b []byte, v attribute.Value) []byte {
 	case attribute.STRING:
 		return appendString(b, fAnyString, v.AsString())
 	case attribute.BOOLSLICE, attribute.INT64SLICE, attribute.FLOAT64SLICE, attribute.STRINGSLICE:
-		b = protowire.AppendTag(b, fAnyArray, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(arrayValueSize(v)))
+		b = appendTag(b, fAnyArray, protowire.BytesType)
+		b = appendUvarint(b, uint64(arrayValueSize(v)))
 		return appendArrayValues(b, v)
 	}
 	return b
@@ -176,8 +189,8 @@ func appendAnyValue(b []byte, v attribute.Value) []byte {
 
 func appendArrayValues(b []byte, v attribute.Value) []byte {
 	elem := func(b []byte, size int) []byte {
-		b = protowire.AppendTag(b, fArrayValues, protowire.BytesType)
-		return protowire.AppendVarint(b, uint64(size))
+		b = appendTag(b, fArrayValues, protowire.BytesType)
+		return appendUvarint(b, uint64(size))
 	}
 	switch v.Type() {
 	case attribute.BOOLSLICE:
@@ -272,8 +285,8 @@ func appendStatus(b []byte, code codes.Code, desc string) []byte {
 	if desc != "" {
 		size += 1 + stringSize(desc)
 	}
-	b = protowire.AppendTag(b, fSpanStatus, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(size))
+	b = appendTag(b, fSpanStatus, protowire.BytesType)
+	b = appendUvarint(b, uint64(size))
 	if desc != "" {
 		b = appendString(b, fStatusMessage, desc)
 	}

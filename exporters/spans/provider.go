@@ -120,6 +120,7 @@ type service struct {
 	counts   []int    // spans in each of scopes
 	pending  int
 	idle     int
+	evicted  bool // let go: an Attributes holding it looks it up again
 }
 
 // NewTracerProvider starts a provider exporting through exp. res is the
@@ -226,9 +227,9 @@ func (p *TracerProvider) DroppedBy(r otlp.Reason) uint64 {
 }
 
 // enqueue appends an ended span, encoded in rec.buf (a ScopeSpans.spans
-// field) with the identity attributes rec.ident (empty: the agent's own),
-// to its service's buffer.
-func (p *TracerProvider) enqueue(t *tracer, rec *record) {
+// field) with the identity attributes rec.ident, or series' (both empty:
+// the agent's own), to its service's buffer.
+func (p *TracerProvider) enqueue(t *tracer, rec *record, series *Attributes) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -241,7 +242,13 @@ func (p *TracerProvider) enqueue(t *tracer, rec *record) {
 		return
 	}
 	svc := p.agent
-	if len(rec.ident) > 0 {
+	switch {
+	case series != nil && len(series.ident) > 0:
+		if series.svc == nil || series.svc.evicted {
+			series.svc = p.serviceOf(series.ident)
+		}
+		svc = series.svc
+	case len(rec.ident) > 0:
 		svc = p.serviceOf(rec.ident)
 	}
 	for len(svc.scopes) <= t.idx {
@@ -381,6 +388,7 @@ func (p *TracerProvider) evictIdle() {
 		}
 		if s.idle > idleExports {
 			evicted = true
+			s.evicted = true
 			continue
 		}
 		kept = append(kept, s)
@@ -504,13 +512,6 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	if !cfg.NewRoot() {
 		parent = trace.SpanContextFromContext(ctx)
 	}
-	var tid trace.TraceID
-	var sid trace.SpanID
-	if parent.IsValid() {
-		tid, sid = parent.TraceID(), idGen.NewSpanID(ctx, parent.TraceID())
-	} else {
-		tid, sid = idGen.NewIDs(ctx)
-	}
 	kind := cfg.SpanKind()
 	if kind == trace.SpanKindUnspecified {
 		kind = trace.SpanKindInternal
@@ -519,21 +520,8 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	if cfg.NewRoot() {
 		psCtx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
 	}
-	res := t.p.sampler.ShouldSample(sdktrace.SamplingParameters{
-		ParentContext: psCtx, TraceID: tid, Name: name, Kind: kind,
-		Attributes: cfg.Attributes(), Links: cfg.Links(),
-	})
-	flags := parent.TraceFlags() &^ trace.FlagsSampled
-	if res.Decision == sdktrace.RecordAndSample {
-		flags |= trace.FlagsSampled
-	}
-	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: flags, TraceState: res.Tracestate})
-	if res.Decision != sdktrace.RecordAndSample || t.p.stopped.Load() {
-		// Not exported: no record. (RecordOnly is not offered by the
-		// agent's samplers; such a span is not recorded here.)
-		if res.Decision == sdktrace.RecordAndSample {
-			t.p.droppedClose.Add(1)
-		}
+	sc, keep := t.sample(ctx, psCtx, parent, name, kind, cfg.Attributes(), cfg.Links())
+	if !keep {
 		return trace.ContextWithSpanContext(ctx, sc), trace.SpanFromContext(trace.ContextWithSpanContext(ctx, sc))
 	}
 	start := cfg.Timestamp()
@@ -547,4 +535,37 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	}
 	s := &span{t: t, sc: sc, parent: parent, kind: kind, name: name, start: start.UnixNano(), rec: rec}
 	return trace.ContextWithSpan(ctx, s), s
+}
+
+// sample draws the ids of a span child of parent (invalid: a root) and asks
+// the sampler, as the SDK does; ctx carries sampling.WithTraceID's trace id,
+// psCtx is the sampler's parent context. It reports whether the span is to
+// be recorded, counting it dropped when the provider has shut down.
+func (t *tracer) sample(ctx, psCtx context.Context, parent trace.SpanContext, name string, kind trace.SpanKind, attrs []attribute.KeyValue, links []trace.Link) (trace.SpanContext, bool) {
+	var tid trace.TraceID
+	var sid trace.SpanID
+	if parent.IsValid() {
+		tid, sid = parent.TraceID(), idGen.NewSpanID(ctx, parent.TraceID())
+	} else {
+		tid, sid = idGen.NewIDs(ctx)
+	}
+	res := t.p.sampler.ShouldSample(sdktrace.SamplingParameters{
+		ParentContext: psCtx, TraceID: tid, Name: name, Kind: kind,
+		Attributes: attrs, Links: links,
+	})
+	flags := parent.TraceFlags() &^ trace.FlagsSampled
+	if res.Decision == sdktrace.RecordAndSample {
+		flags |= trace.FlagsSampled
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: flags, TraceState: res.Tracestate})
+	if res.Decision != sdktrace.RecordAndSample {
+		// Not exported: no record. (RecordOnly is not offered by the
+		// agent's samplers; such a span is not recorded here.)
+		return sc, false
+	}
+	if t.p.stopped.Load() {
+		t.p.droppedClose.Add(1)
+		return sc, false
+	}
+	return sc, true
 }

@@ -186,59 +186,82 @@ func (s *span) End(opts ...trace.SpanEndOption) {
 		end = time.Now().UnixNano()
 	}
 	s.encode(rec, end)
-	p := s.t.p
-	p.enqueue(s.t, rec)
-	if cap(rec.buf) > maxPooledBuf || cap(rec.attrs) > 4*maxAttributes {
-		return // let it go rather than pool it
-	}
-	rec.reset()
-	p.records.Put(rec)
+	s.t.p.enqueue(s.t, rec, nil)
+	s.t.p.release(rec)
 }
 
-// encode writes the span into rec.buf as a ScopeSpans.spans field, leaving
-// out its identity attributes (collected in rec.ident), which belong to its
-// service's resource.
+// head is what a span's encoding takes besides its attributes, events
+// and links (in its record).
+type head struct {
+	sc, parent trace.SpanContext
+	kind       trace.SpanKind
+	name       string
+	start, end int64
+	status     codes.Code
+	desc       string
+}
+
+// encode writes the span into rec.buf.
 func (s *span) encode(rec *record, end int64) {
-	attrs := dedupe(rec.attrs)
+	h := head{sc: s.sc, parent: s.parent, kind: s.kind, name: s.name, start: s.start, end: end, status: s.status, desc: s.desc}
+	encodeSpan(rec, &h, nil)
+}
+
+// encodeSpan writes the span into rec.buf as a ScopeSpans.spans field,
+// leaving out its identity attributes (collected in rec.ident), which
+// belong to its service's resource. With series, the series' attributes
+// (already encoded, identity left out) come first and rec.attrs are the
+// span's own, which repeat no series key and hold no identity key
+// (Tracer.Emit sees to it).
+func encodeSpan(rec *record, h *head, series *Attributes) {
+	attrs := rec.attrs
 	service := false
-	for i := range attrs {
-		if attrs[i].Key == perservice.ServiceName {
-			service = true
-			break
+	if series == nil {
+		attrs = dedupe(rec.attrs)
+		for i := range attrs {
+			if attrs[i].Key == perservice.ServiceName {
+				service = true
+				break
+			}
 		}
 	}
 	// The span goes straight into rec.buf after its field tag and a
 	// two-byte length, fixed up at the end: no second copy of the body.
-	b := protowire.AppendTag(rec.buf[:0], fScopeSpansSpans, protowire.BytesType)
+	b := appendTag(rec.buf[:0], fScopeSpansSpans, protowire.BytesType)
 	lenAt := len(b)
 	b = append(b, 0, 0)
-	tid, sid := s.sc.TraceID(), s.sc.SpanID()
+	tid, sid := h.sc.TraceID(), h.sc.SpanID()
 	b = appendBytes(b, fSpanTraceID, tid[:])
 	b = appendBytes(b, fSpanSpanID, sid[:])
-	if ts := s.sc.TraceState(); ts.Len() > 0 {
+	if ts := h.sc.TraceState(); ts.Len() > 0 {
 		b = appendString(b, fSpanTraceState, ts.String())
 	}
-	if s.parent.IsValid() {
-		psid := s.parent.SpanID()
+	if h.parent.IsValid() {
+		psid := h.parent.SpanID()
 		b = appendBytes(b, fSpanParentSpanID, psid[:])
 	}
-	b = appendString(b, fSpanName, s.name)
-	b = appendVarint(b, fSpanKind, uint64(s.kind))
-	b = appendFixed64(b, fSpanStart, uint64(s.start))
-	b = appendFixed64(b, fSpanEnd, uint64(end))
-	kept := 0
+	b = appendString(b, fSpanName, h.name)
+	b = appendVarint(b, fSpanKind, uint64(h.kind))
+	b = appendFixed64(b, fSpanStart, uint64(h.start))
+	b = appendFixed64(b, fSpanEnd, uint64(h.end))
+	kept, dropped := 0, 0
+	if series != nil {
+		b = append(b, series.enc...)
+		kept, dropped = series.kept, series.dropped
+	}
 	for _, kv := range attrs {
 		if service && perservice.IsResourceKey(kv.Key) {
 			rec.ident = append(rec.ident, kv)
 			continue
 		}
 		if kept == maxAttributes {
+			dropped++
 			continue
 		}
 		b = appendKeyValue(b, fSpanAttributes, kv)
 		kept++
 	}
-	if dropped := len(attrs) - len(rec.ident) - kept; dropped > 0 {
+	if dropped > 0 {
 		b = appendVarint(b, fSpanDroppedAttributes, uint64(dropped))
 	}
 	for _, e := range rec.events {
@@ -253,8 +276,8 @@ func (s *span) encode(rec *record, end int64) {
 	if rec.droppedLinks > 0 {
 		b = appendVarint(b, fSpanDroppedLinks, uint64(rec.droppedLinks))
 	}
-	b = appendStatus(b, s.status, s.desc)
-	b = appendFixed32(b, fSpanFlags, spanFlags(s.sc.TraceFlags(), s.parent))
+	b = appendStatus(b, h.status, h.desc)
+	b = appendFixed32(b, fSpanFlags, spanFlags(h.sc.TraceFlags(), h.parent))
 	rec.buf = fixLength(b, lenAt)
 }
 
@@ -274,7 +297,7 @@ func fixLength(b []byte, lenAt int) []byte {
 		return b
 	}
 	body := append([]byte(nil), b[lenAt+2:]...)
-	b = protowire.AppendVarint(b[:lenAt], uint64(size))
+	b = appendUvarint(b[:lenAt], uint64(size))
 	return append(b, body...)
 }
 
@@ -378,8 +401,8 @@ func keyValueSize(kv attribute.KeyValue) int {
 }
 
 func appendTagLen(b []byte, f protowire.Number, size int) []byte {
-	b = protowire.AppendTag(b, f, protowire.BytesType)
-	return protowire.AppendVarint(b, uint64(size))
+	b = appendTag(b, f, protowire.BytesType)
+	return appendUvarint(b, uint64(size))
 }
 
 var seed = maphash.MakeSeed()

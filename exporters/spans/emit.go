@@ -1,0 +1,155 @@
+package spans
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/otelbee/otelbee/exporters/perservice"
+)
+
+// Emitter is what this package's tracers offer beyond trace.Tracer: a
+// collector that holds a finished exchange hands the whole span over in
+// one call. Through the trace API a span costs the start and end options'
+// values, the variadic slices holding them, the returned context and the
+// span handle (7 allocations, ~400 B, mostly in the caller); Emit takes
+// none, and a series' attributes, prepared once, are encoded once rather
+// than for every span. A collector type-asserts its trace.Tracer to
+// Emitter and keeps the trace API for any other provider (the console
+// exporter's SDK).
+type Emitter interface {
+	// Emit records the finished span f as Start, SetAttributes, SetStatus
+	// and End would, and returns its span context (invalid fields: not
+	// sampled). ctx is what Start would be given: the parent span context,
+	// sampling.WithTraceID's trace id.
+	Emit(ctx context.Context, f Finished) trace.SpanContext
+	// Prepare returns kvs, the attributes every span of a series shares
+	// (the observed service's identity among them), encoded for Emit. The
+	// result may be kept and used from any goroutine; kvs are copied.
+	Prepare(kvs ...attribute.KeyValue) *Attributes
+}
+
+// Finished is a span handed over whole (Emitter.Emit).
+type Finished struct {
+	Name       string
+	Kind       trace.SpanKind // unspecified: internal
+	Start, End time.Time
+	// Series are the attributes shared with the other spans of the
+	// series (nil: none); they come first.
+	Series *Attributes
+	// Attrs are this span's own; they are read during Emit, not kept.
+	Attrs       []attribute.KeyValue
+	Status      codes.Code
+	Description string // with codes.Error
+}
+
+// Attributes are a series' attributes, encoded (Emitter.Prepare).
+type Attributes struct {
+	p     *TracerProvider
+	kvs   []attribute.KeyValue // deduplicated, identity included
+	ident []attribute.KeyValue // the identity (service.name among kvs), else empty
+	enc   []byte               // the other attributes, encoded as Span.attributes fields
+	kept  int                  // attributes in enc
+	// dropped are those past the attribute count limit
+	dropped int
+	keys    [4]uint64 // keyBits of every key in kvs
+	svc     *service  // guarded by p.mu: the service of ident, once looked up
+}
+
+var _ Emitter = (*tracer)(nil)
+
+// Prepare implements Emitter.
+func (t *tracer) Prepare(kvs ...attribute.KeyValue) *Attributes {
+	a := &Attributes{p: t.p, kvs: dedupe(append([]attribute.KeyValue(nil), kvs...))}
+	service := false
+	for _, kv := range a.kvs {
+		h := keyBits(kv.Key)
+		a.keys[h>>6] |= 1 << (h & 63)
+		service = service || kv.Key == perservice.ServiceName
+	}
+	for _, kv := range a.kvs {
+		if service && perservice.IsResourceKey(kv.Key) {
+			a.ident = append(a.ident, kv)
+			continue
+		}
+		if a.kept == maxAttributes {
+			a.dropped++
+			continue
+		}
+		a.enc = appendKeyValue(a.enc, fSpanAttributes, kv)
+		a.kept++
+	}
+	return a
+}
+
+// Emit implements Emitter.
+func (t *tracer) Emit(ctx context.Context, f Finished) trace.SpanContext {
+	parent := trace.SpanContextFromContext(ctx)
+	kind := f.Kind
+	if kind == trace.SpanKindUnspecified {
+		kind = trace.SpanKindInternal
+	}
+	sc, keep := t.sample(ctx, ctx, parent, f.Name, kind, nil, nil)
+	if !keep {
+		return sc
+	}
+	h := head{sc: sc, parent: parent, kind: kind, name: f.Name, start: f.Start.UnixNano(), end: f.End.UnixNano()}
+	if f.Start.IsZero() {
+		h.start = time.Now().UnixNano()
+	}
+	if f.End.IsZero() {
+		h.end = time.Now().UnixNano()
+	}
+	switch f.Status {
+	case codes.Error:
+		h.status, h.desc = codes.Error, f.Description
+	case codes.Ok:
+		h.status = codes.Ok
+	}
+	p := t.p
+	rec := p.records.Get().(*record)
+	series := f.Series
+	rec.attrs = append(rec.attrs[:0], f.Attrs...)
+	if series != nil && (series.p != p || !series.separate(f.Attrs)) {
+		// The span's own attributes repeat a series key or carry an
+		// identity key (or the series is another provider's): the
+		// general path, as the trace API would take it.
+		rec.attrs = append(append(rec.attrs[:0], series.kvs...), f.Attrs...)
+		series = nil
+	}
+	if series != nil {
+		rec.attrs = dedupe(rec.attrs) // encodeSpan dedupes without one
+	}
+	encodeSpan(rec, &h, series)
+	p.enqueue(t, rec, series)
+	p.release(rec)
+	return sc
+}
+
+// separate reports whether own, a span's attributes, can follow a's
+// encoding as they are: no key of a repeated, no identity key where a has
+// an identity (it would change the span's service).
+func (a *Attributes) separate(own []attribute.KeyValue) bool {
+	for _, kv := range own {
+		h := keyBits(kv.Key)
+		if a.keys[h>>6]&(1<<(h&63)) != 0 && indexKey(a.kvs, kv.Key) >= 0 {
+			return false
+		}
+		if len(a.ident) > 0 && perservice.IsResourceKey(kv.Key) {
+			return false
+		}
+	}
+	return true
+}
+
+// release puts rec back into the pool, unless it grew too large to keep.
+func (p *TracerProvider) release(rec *record) {
+	if cap(rec.buf) > maxPooledBuf || cap(rec.attrs) > 4*maxAttributes {
+		return
+	}
+	rec.reset()
+	p.records.Put(rec)
+}

@@ -1,0 +1,143 @@
+package spans
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/otelbee/otelbee/collectors/sampling"
+	"github.com/otelbee/otelbee/exporters/otlp"
+)
+
+// TestEmitEncodesAsTheTraceAPI: a span through Emit leaves exactly as the
+// same span through Start, SetAttributes, SetStatus and End, under the
+// same resource, with a series or without, with the span's own attributes
+// repeating a series key or carrying an identity key (the general path).
+func TestEmitEncodesAsTheTraceAPI(t *testing.T) {
+	start := time.Unix(1700000000, 5)
+	end := start.Add(1500 * time.Microsecond)
+	parent := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1, 2, 3}, SpanID: trace.SpanID{4, 5}, TraceFlags: trace.FlagsSampled, Remote: true,
+	})
+	many := make([]attribute.KeyValue, 0, maxAttributes+5)
+	for i := range maxAttributes + 5 {
+		many = append(many, attribute.Int("k"+string(rune('a'+i%26))+string(rune('a'+i/26)), i))
+	}
+	tests := []struct {
+		name         string
+		series, own  []attribute.KeyValue
+		status       codes.Code
+		desc         string
+		remoteParent bool
+	}{
+		{name: "series and own", series: seriesAttrs(), own: ownAttrs(nil, 7), status: codes.Error, desc: "boom"},
+		{name: "remote parent", series: seriesAttrs(), own: ownAttrs(nil, 8), remoteParent: true, status: codes.Ok},
+		{name: "no series", own: append(seriesAttrs(), ownAttrs(nil, 9)...)},
+		{name: "agent's own span", own: ownAttrs(nil, 10)},
+		{name: "own repeats a series key", series: seriesAttrs(), own: append(ownAttrs(nil, 11), attribute.String("http.route", "/other"))},
+		{name: "own repeats its own key", series: seriesAttrs(), own: append(ownAttrs(nil, 12), attribute.String("url.path", "/later"))},
+		{name: "own carries identity", series: seriesAttrs(), own: append(ownAttrs(nil, 13), attribute.Int("process.pid", 99))},
+		{name: "past the attribute limit", series: append(seriesAttrs(), many...), own: ownAttrs(nil, 14)},
+		{name: "own past the limit", series: seriesAttrs(), own: many},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &capture{}
+			p := NewTracerProvider(c, agentResource(), nil, otlp.QueueSettings{ScheduleDelay: time.Hour})
+			defer p.Shutdown(context.Background())
+			tr := p.Tracer("github.com/otelbee/otelbee/collectors/http")
+			em := tr.(Emitter)
+			var series *Attributes
+			if tt.series != nil {
+				series = em.Prepare(tt.series...)
+			}
+			ctx := context.Background()
+			if tt.remoteParent {
+				ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
+			}
+			tid := sampling.NewTraceID()
+			if !tt.remoteParent {
+				ctx = sampling.WithTraceID(ctx, tid)
+			}
+			_, sp := tr.Start(ctx, "GET /items/{id}", trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(start))
+			sp.SetAttributes(append(append([]attribute.KeyValue(nil), tt.series...), tt.own...)...)
+			sp.SetStatus(tt.status, tt.desc)
+			sp.End(trace.WithTimestamp(end))
+			sc := em.Emit(ctx, Finished{Name: "GET /items/{id}", Kind: trace.SpanKindServer, Start: start, End: end,
+				Series: series, Attrs: tt.own, Status: tt.status, Description: tt.desc})
+			if !sc.IsSampled() || !sc.IsValid() {
+				t.Fatalf("Emit returned %v", sc)
+			}
+			if err := p.ForceFlush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			rss := c.all()
+			if len(rss) != 1 || len(rss[0].ScopeSpans) != 1 || len(rss[0].ScopeSpans[0].Spans) != 2 {
+				t.Fatalf("want both spans under one resource and scope, got %v", rss)
+			}
+			spans := rss[0].ScopeSpans[0].Spans
+			want, got := spans[0], spans[1]
+			if sid := sc.SpanID(); string(got.SpanId) != string(sid[:]) {
+				t.Errorf("span id %x, Emit returned %x", got.SpanId, sid[:])
+			}
+			if string(got.TraceId) != string(want.TraceId) {
+				t.Errorf("trace id %x, want %x (the same trace)", got.TraceId, want.TraceId)
+			}
+			want.SpanId, got.SpanId = nil, nil
+			if !proto.Equal(want, got) {
+				t.Errorf("Emit's span\n%v\nthe trace API's\n%v", got, want)
+			}
+			if p.Queued() != 2 || p.Dropped() != 0 {
+				t.Errorf("queued %d dropped %d", p.Queued(), p.Dropped())
+			}
+		})
+	}
+}
+
+// TestEmitUnsampled: a span the sampler drops is neither recorded nor
+// counted, and Emit says so.
+func TestEmitUnsampled(t *testing.T) {
+	c := &capture{}
+	p := NewTracerProvider(c, agentResource(), nil, otlp.QueueSettings{ScheduleDelay: time.Hour})
+	em := p.Tracer("t").(Emitter)
+	unsampled := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, Remote: true})
+	sc := em.Emit(trace.ContextWithRemoteSpanContext(context.Background(), unsampled), Finished{Name: "op"})
+	if sc.IsSampled() || sc.TraceID() != unsampled.TraceID() {
+		t.Errorf("span context %v, want the parent's trace, not sampled", sc)
+	}
+	p.ForceFlush(context.Background())
+	if p.Queued() != 0 || len(c.requests) != 0 {
+		t.Errorf("queued %d, %d requests", p.Queued(), len(c.requests))
+	}
+	p.Shutdown(context.Background())
+	if sc := em.Emit(context.Background(), Finished{Name: "late"}); !sc.IsSampled() || p.DroppedBy(otlp.ReasonShutdown) != 1 {
+		t.Errorf("after shutdown: %v, dropped %d, want sampled and counted dropped", sc, p.DroppedBy(otlp.ReasonShutdown))
+	}
+}
+
+// TestEmitAllocs: a warm span through Emit allocates nothing.
+func TestEmitAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items at random under the race detector")
+	}
+	p := NewTracerProvider(&discard{}, agentResource(), nil, otlp.QueueSettings{MaxQueueSize: 1 << 20, MaxExportBatchSize: 1 << 20, ScheduleDelay: time.Hour})
+	defer p.Shutdown(context.Background())
+	em := p.Tracer("t").(Emitter)
+	series := em.Prepare(seriesAttrs()...)
+	own := make([]attribute.KeyValue, 0, 10)
+	start := time.Now()
+	emit := func() {
+		em.Emit(context.Background(), Finished{Name: "GET", Kind: trace.SpanKindServer, Start: start, End: start, Series: series, Attrs: ownAttrs(own[:0], 1)})
+	}
+	for range 20000 { // the service's buffer grows to its size
+		emit()
+	}
+	if n := testing.AllocsPerRun(1000, emit); n != 0 {
+		t.Errorf("%v allocations per span, want 0", n)
+	}
+}
