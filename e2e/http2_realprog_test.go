@@ -497,10 +497,16 @@ func TestHTTP2Spans(t *testing.T) {
 	}
 	const unary = "grpc.testing.TestService/UnaryCall"
 	nUnary := cl.Counts[unary+" OK"] + cl.Counts[unary+" NOT_FOUND"] + cl.Counts[unary+" INTERNAL"] + cl.Counts[unary+" DEADLINE_EXCEEDED"]
+	// Every span asserted below: all the gRPC server spans, not only the
+	// unary ones (the streams' can come in a later export).
 	spans := col.WaitForSpans(t, func(ss []harness.Span) bool {
+		n := 0
+		for _, l := range byName(ss, "Server", grpcTest) {
+			n += len(l)
+		}
 		return len(byName(ss, "Server", traced)) == 2 && len(byName(ss, "Client", traced)) == 2 &&
-			len(byName(ss, "Server", grpcTest)[unary]) == nUnary
-	}, 30*time.Second)
+			len(byName(ss, "Server", grpcTest)[unary]) == nUnary && n >= sumCounts(cl.Counts)
+	}, 60*time.Second)
 	time.Sleep(2 * time.Second) // nothing more may come
 	spans, err := col.Spans()
 	if err != nil {

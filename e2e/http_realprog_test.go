@@ -88,10 +88,14 @@ func rpCounter(mfs map[string]*dto.MetricFamily, name string, match map[string]s
 	return sum
 }
 
-// rpWait scrapes until cond holds, then returns that scrape.
+// rpWait scrapes until cond holds, then returns that scrape. cond must
+// cover every series the caller asserts on that scrape, on both sides: the
+// agent's histograms and its counters are read separately, and one can
+// reach the exposition a scrape before the other. The deadline is long
+// enough for a loaded machine (load 20 and more).
 func rpWait(t *testing.T, agent *harness.Agent, what string, cond func(map[string]*dto.MetricFamily) bool) map[string]*dto.MetricFamily {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		mfs := rpScrape(t, agent.MetricsURL)
 		if cond(mfs) {
@@ -261,7 +265,11 @@ func TestHTTPStreamsRealPrograms(t *testing.T) {
 					rpCounter(mfs, "otelbee_http_framing_lost", svc(service, "reason", "end")), rpCounter(mfs, "otelbee_http_framing_lost", svc(service, "reason", "body_size")),
 					rpCounter(mfs, "otelbee_http_malformed", svc(service)), rpCounter(mfs, "otelbee_http_requests_dropped", svc(service)))
 			}
-			return got >= uint64(n)
+			// the body sizes and the lost framing's counter as well: a
+			// counter can reach the exposition a scrape after the histogram
+			sized, _ := rpHist(mfs, "http_client_response_body_size_bytes", svc(service))
+			unknown := rpCounter(mfs, "otelbee_http_framing_lost", svc(service, "reason", "body_size"))
+			return got >= uint64(n) && sized+uint64(unknown) >= uint64(n)
 		})
 		got, dur := rpHist(mfs, "http_client_request_duration_seconds", svc(service))
 		sized, body := rpHist(mfs, "http_client_response_body_size_bytes", svc(service))
@@ -402,9 +410,12 @@ func TestHTTPMethodsUpgradesAndUnseen(t *testing.T) {
 		if rep.Upgrades != 3 || rep.Echoes != 12 {
 			t.Fatalf("client report %+v", rep)
 		}
+		// The upgrade counters and the server's requests: the counter can
+		// reach the exposition a scrape before the histogram (h2c, in CI).
 		mfs := rpWait(t, agent, "the websocket upgrades", func(mfs map[string]*dto.MetricFamily) bool {
+			all, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server))
 			return rpCounter(mfs, "otelbee_http_connections_upgraded", svc(server)) >= 3 &&
-				rpCounter(mfs, "otelbee_http_connections_upgraded", svc(client)) >= 3
+				rpCounter(mfs, "otelbee_http_connections_upgraded", svc(client)) >= 3 && all >= 3
 		})
 		for _, s := range []string{server, client} {
 			if n := rpCounter(mfs, "otelbee_http_connections_upgraded", svc(s, "network_protocol_name", "websocket")); n != 3 {
@@ -430,11 +441,7 @@ func TestHTTPMethodsUpgradesAndUnseen(t *testing.T) {
 		addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 		p, stdout := rpServer(t, server, addr, rwsrv, "tls", addr)
 		// Its exec seen and its file instrumented before the first request.
-		for deadline := time.Now().Add(10 * time.Second); uprobeLinksOn(t, agent.Pid(), rwsrv) == 0; time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s not instrumented 10 s after its exec", rwsrv)
-			}
-		}
+		waitUprobes(t, agent, rwsrv)
 		for i := 0; i < 3; i++ {
 			runClient(t, client, "curl", "-sk", "--http1.1", "-o", "/dev/null", "https://"+addr+"/secret")
 		}
@@ -499,12 +506,15 @@ func TestHTTPMethodsUpgradesAndUnseen(t *testing.T) {
 				t.Fatalf("curl: %q\n%s", out, p.LogTail(10))
 			}
 		}
-		mfs := rpWait(t, agent, "the forked children's requests", func(mfs map[string]*dto.MetricFamily) bool {
+		// Both sides (a fixed second after the client's was once all the
+		// server's side had), then a second more: nothing counted twice.
+		rpWait(t, agent, "the forked children's requests", func(mfs map[string]*dto.MetricFamily) bool {
 			c, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client))
-			return c >= n
+			s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "url_template", "/f"))
+			return c >= n && s >= n
 		})
 		time.Sleep(time.Second)
-		mfs = rpScrape(t, agent.MetricsURL)
+		mfs := rpScrape(t, agent.MetricsURL)
 		s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server, "url_template", "/f"))
 		if s != n {
 			t.Errorf("server side: %d requests, the forked children served %d", s, n)

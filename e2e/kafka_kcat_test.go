@@ -130,11 +130,21 @@ func TestKafkaKcat(t *testing.T) {
 		}
 		return m
 	}
-	mfs := kvWait(t, agent, func(mfs map[string]*dto.MetricFamily) bool { return sum(reqs(mfs)) >= wantReqs })
+	// Every request (the consumer's last Fetch given up at its close
+	// counts as one) and every message, both sides: the counters can reach
+	// the exposition a scrape apart from the histogram.
+	inflightOf := func(mfs map[string]*dto.MetricFamily) uint64 {
+		return uint64(rpCounter(mfs, "otelbee_l7_exchanges_dropped", svc(cons, "protocol", "kafka", "reason", "incomplete")))
+	}
+	mfs := kvWait(t, agent, func(mfs map[string]*dto.MetricFamily) bool {
+		return sum(reqs(mfs))+inflightOf(mfs) >= wantReqs &&
+			sum(msgs(mfs, "messaging_client_sent_messages_total", prod)) >= n &&
+			sum(msgs(mfs, "messaging_client_consumed_messages_total", cons)) >= n
+	})
 	// The consumer exits with its long-poll Fetch in flight: the broker
 	// handled it, the agent gave it up at close (counted as incomplete).
 	got := reqs(mfs)
-	inflight := rpCounter(mfs, "otelbee_l7_exchanges_dropped", svc(cons, "protocol", "kafka", "reason", "incomplete"))
+	inflight := inflightOf(mfs)
 	if inflight > 1 {
 		t.Errorf("%v of the consumer's requests given up, want at most its last Fetch", inflight)
 	}
