@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -44,7 +45,9 @@ func TestDBMariaDBTLS(t *testing.T) {
 	}
 	cli("setup", "CREATE DATABASE "+db+"; CREATE TABLE "+db+".items (id INT)", false)
 	agent := harness.StartAgent(t, nil, "--collectors=mysql")
-	time.Sleep(time.Second)
+	// The server's libssl, which the mariadb client maps too, instrumented
+	// before the first query (found by the agent's start-up scan).
+	waitLibUprobes(t, agent, pidFromFile(t, filepath.Join(s.Dir, "pid")), "libssl.so")
 	off := dbtest.Size(t, s.Log)
 	service := "mariadb-tls-" + db
 	for i := range 4 {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -40,7 +41,9 @@ func TestDBPostgresTLS(t *testing.T) {
 		t.Fatalf("createdb: %v: %s", err, out)
 	}
 	agent := harness.StartAgent(t, nil, "--collectors=postgresql")
-	time.Sleep(time.Second)
+	// The server's libssl, which psql's libpq maps too, instrumented
+	// before the first statement (found by the agent's start-up scan).
+	waitLibUprobes(t, agent, pidFromFile(t, filepath.Join(s.Dir, "data", "postmaster.pid")), "libssl.so")
 	off := dbtest.Size(t, s.Log)
 	service := "psql-tls-" + db
 	psql(service, "CREATE TABLE items (id int)")

@@ -120,6 +120,9 @@ func TestTLSNginxGroundTruth(t *testing.T) {
 	// (A program found running at the agent's start: the Node server of
 	// TestTLSNodeAndGoPrograms.)
 	ng := startTLSNginx(t, svc("nginx"), cert, key)
+	// nginx's libssl instrumented before the first request: the clients'
+	// OpenSSL is the same file, covered from then on too.
+	waitLibUprobes(t, agent, ng.proc.Pid(), "libssl.so")
 
 	base := fmt.Sprintf("https://localhost:%d", ng.Port)
 	base4 := fmt.Sprintf("https://127.0.0.1:%d", ng.Port)
@@ -149,7 +152,7 @@ func TestTLSNginxGroundTruth(t *testing.T) {
 	httpload := buildTool(t, "./e2e/cmd/httpload")
 	_, stopGoServer := startHTTPLoadServer(t, httpload, svc("goserver"))
 	defer stopGoServer()
-	time.Sleep(300 * time.Millisecond) // its exec seen, its file instrumented
+	waitUprobes(t, agent, httpload) // its exec seen, its file instrumented
 	gocl := parseHTTPReport(t, runClient(t, svc("goclient"), httpload,
 		"-url", base4, "-plan", "GET /static/index.html*4,GET /api/items/3*3,GET /api/fail*2,GET /missing*2,POST /api/items/4*2", "-body", "500"))
 

@@ -140,11 +140,7 @@ func TestTLSGoPrograms(t *testing.T) {
 		addr := waitFileContent(t, addrFile)
 		// Its exec seen and its file instrumented before the client starts:
 		// the client, the same file, is covered from its first call.
-		for deadline := time.Now().Add(10 * time.Second); uprobeLinksOn(t, agent.Pid(), b.bin) == 0; time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not instrumented 10 s after its exec", b.name)
-			}
-		}
+		waitUprobes(t, agent, b.bin)
 		goClients[b.name] = parseHTTPReport(t, runClient(t, svc(b.name+"-client"), b.bin, "-url", "https://"+addr, "-plan", plan, "-body", "300"))
 		p.Cmd.Process.Signal(os.Interrupt)
 		if err := p.Wait(10 * time.Second); err != nil {

@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/otelbee/otelbee/e2e/harness"
+)
+
+// Waits on what the agent has done, instead of fixed sleeps: a test's
+// ground truth must not depend on how fast a loaded machine schedules the
+// agent (CI runs the e2e package next to other packages' tests).
+
+// uprobeWait is how long a test waits for the agent to instrument a file
+// after a process mapping it started: the attacher scans a new process at
+// its exec and again 100 ms, 1 s and 5 s later (collectors/tls), and a
+// loaded machine delays each scan.
+const uprobeWait = 30 * time.Second
+
+// waitUprobes waits until agent holds uprobe links on the file at path:
+// from then on every process mapping that file has its TLS read (one
+// uprobe set per file), from its first call.
+func waitUprobes(t *testing.T, agent *harness.Agent, path string) {
+	t.Helper()
+	for deadline := time.Now().Add(uprobeWait); uprobeLinksOn(t, agent.Pid(), path) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not instrumented by the agent (pid %d) within %v", path, agent.Pid(), uprobeWait)
+		}
+	}
+}
+
+// waitLibUprobes waits until agent instruments the shared library whose
+// file name contains lib (e.g. "libssl.so") as process pid maps it.
+func waitLibUprobes(t *testing.T, agent *harness.Agent, pid int, lib string) {
+	t.Helper()
+	waitUprobes(t, agent, mappedFile(t, pid, lib))
+}
+
+// mappedFile returns the path of the first file process pid maps whose
+// name contains lib, waiting for the dynamic linker to map it.
+func mappedFile(t *testing.T, pid int, lib string) string {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+		if err != nil {
+			t.Fatalf("maps of process %d: %v", pid, err)
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			// address perms offset dev inode path
+			fields := strings.Fields(sc.Text())
+			if len(fields) == 6 && strings.Contains(fields[5][strings.LastIndexByte(fields[5], '/')+1:], lib) {
+				f.Close()
+				return fields[5]
+			}
+		}
+		f.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d maps no %s", pid, lib)
+		}
+	}
+}
+
+// pidFromFile reads a server's pid file (its first line), waiting for the
+// server to write it.
+func pidFromFile(t *testing.T, path string) int {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			line, _, _ := strings.Cut(string(b), "\n")
+			if pid, err := strconv.Atoi(strings.TrimSpace(line)); err == nil && pid > 0 {
+				return pid
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid file %s: %q %v", path, b, err)
+		}
+	}
+}
