@@ -451,12 +451,17 @@ while True:
     c.close()
 `
 
-// slowServer is a Python server that answers each GET after 300 ms.
+// slowServer is a Python server that answers each GET only once its client
+// has reset the connection (the socket turns readable): it appends a byte
+// to <argv[2]>.req when it has read a request, for the test to reset then.
+// (A fixed 300 ms let a loaded machine answer before the reset.)
 const slowServer = `
-import http.server, os, sys, time
+import http.server, os, select, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        time.sleep(0.3)
+        with open(sys.argv[2] + ".req", "a") as f:
+            f.write("x")
+        select.select([self.connection], [], [], 60)
         try:
             self.send_response(200)
             self.send_header("Content-Length", "100000")
@@ -473,11 +478,11 @@ srv.serve_forever()
 `
 
 // startPyServer runs a Python server script that writes its port to the
-// file named by its argument, and returns the port.
-func startPyServer(t *testing.T, service, script string) string {
+// file named by its first argument (args follow it), and returns the port.
+func startPyServer(t *testing.T, service, script string, args ...string) string {
 	t.Helper()
 	portFile := filepath.Join(t.TempDir(), "port")
-	cmd := exec.Command(pythonBin(t), "-c", script, portFile)
+	cmd := exec.Command(pythonBin(t), append([]string{"-c", script, portFile}, args...)...)
 	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
 	harness.StartProcess(t, service, cmd)
 	var port []byte
@@ -530,15 +535,25 @@ func TestHTTPErrorTypeByTransport(t *testing.T) {
 
 	// A client that resets its connection while the server is still
 	// working on the request: the server's response write fails.
-	slowPort := startPyServer(t, slow, slowServer)
+	marks := filepath.Join(t.TempDir(), "slow")
+	slowPort := startPyServer(t, slow, slowServer, marks)
 	const aborts = 3
-	for range aborts {
+	for i := range aborts {
 		c, err := net.Dial("tcp", "127.0.0.1:"+slowPort)
 		if err != nil {
 			t.Fatal(err)
 		}
 		c.Write([]byte("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"))
-		time.Sleep(100 * time.Millisecond)
+		// The server has read the request: reset it (the server answers
+		// once it sees the reset, and its write fails).
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if st, err := os.Stat(marks + ".req"); err == nil && st.Size() == int64(i+1) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the slow server did not read request %d", i+1)
+			}
+		}
 		c.(*net.TCPConn).SetLinger(0)
 		c.Close()
 	}
