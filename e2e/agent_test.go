@@ -191,7 +191,7 @@ func exactLoopbackCounts(t *testing.T, agent *harness.Agent) {
 	_, port, _ := net.SplitHostPort(addr)
 	lbl := fmt.Sprintf(`otelbee_network_connection_direction="outbound",network_io_direction="transmit",network_peer_address="127.0.0.1",network_transport="tcp",network_type="ipv4",server_port=%q,instance="%s:%s",job=%q`,
 		port, hostname(), svc, svc) // a client that does not listen: its service's instance on this host
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for ctx.Err() == nil {
 		if v := scrapeValue(t, agent.MetricsURL, "otelbee_tcp_connection_io_bytes_total{"+lbl+"}"); v == float64(c.BytesSent) {

@@ -45,6 +45,7 @@ func TestSpansExactPerServiceInOneRequest(t *testing.T) {
 		svcs = append(svcs, s)
 	}
 	want := map[string]int{} // service.name + " " + kind -> spans
+	trafficStart := time.Now()
 	for i, s := range svcs {
 		var urls []string
 		for range i + 1 {
@@ -56,6 +57,7 @@ func TestSpansExactPerServiceInOneRequest(t *testing.T) {
 		}
 		want[s.client+" Client"] = i + 1
 	}
+	traffic := time.Since(trafficStart)
 	for i, s := range svcs {
 		rep := s.stop()
 		if rep.Counts["GET 200 /hello"] != i+1 {
@@ -111,9 +113,13 @@ func TestSpansExactPerServiceInOneRequest(t *testing.T) {
 	}
 
 	// Each line of the collector's file is one export request.
+	// Spans that ended within the traffic's span leave in the exports of
+	// the 3 s schedule it covers: one or two on a quiet machine, more when
+	// a loaded one stretches the traffic; never one per service.
 	requests := tracesRequestsWith(t, col.TracesPath, want)
-	if requests == 0 || requests > 3 {
-		t.Errorf("the spans of %d services came in %d requests, want one per export (1 to 3 here)", len(want), requests)
+	exports := max(3, int(traffic/(3*time.Second))+2)
+	if requests == 0 || requests > exports {
+		t.Errorf("the spans of %d services came in %d requests, want one per export (1 to %d here: the traffic took %v)", len(want), requests, exports, traffic.Round(time.Millisecond))
 	}
 	// Metrics too: the last exports carry every service (cumulative), in
 	// one request each.

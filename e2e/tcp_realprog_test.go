@@ -329,7 +329,7 @@ func TestTCPConnectionsOpenBeforeStart(t *testing.T) {
 		"outboundtransmit": float64(client.BytesSent),
 		"outboundreceive":  float64(client.BytesReceived),
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		got := map[string]float64{}
 		for _, d := range []string{"inbound", "outbound"} {
