@@ -292,6 +292,11 @@ type clientReport struct {
 		Received int64 `json:"received"`
 	} `json:"per_connection"` // what each short connection transfers
 
+	// The kernel's smoothed RTT of each connection as it closed
+	// (TCP_INFO): their sum in µs and how many.
+	RTTSumUS   int64 `json:"rtt_sum_us"`
+	RTTSamples int64 `json:"rtt_samples"`
+
 	Long        *longReport `json:"long,omitempty"`
 	Refused     int64       `json:"refused"`      // connects that were refused
 	RefusedAddr string      `json:"refused_addr"` // where they went
@@ -324,6 +329,7 @@ func runClient(ctx context.Context, c *config, stderr io.Writer) *clientReport {
 		opened    atomic.Int64
 		failed    atomic.Int64
 		exchanges atomic.Int64
+		rtt       rttStats
 	)
 	dialer := net.Dialer{Timeout: c.timeout}
 	one := func(s, r, chunk int64, every time.Duration, c2 *counters, closeAt time.Time) error {
@@ -333,7 +339,7 @@ func runClient(ctx context.Context, c *config, stderr io.Writer) *clientReport {
 			return fmt.Errorf("connect: %w", err)
 		}
 		opened.Add(1)
-		counted := countingConn{conn, &cnt}
+		counted := countingConn{rttConn{conn, &rtt}, &cnt}
 		var w net.Conn = counted
 		if c2 != nil {
 			w = countingConn{counted, c2}
@@ -403,6 +409,7 @@ func runClient(ctx context.Context, c *config, stderr io.Writer) *clientReport {
 	rep.ConnectionsFailed = failed.Load()
 	rep.Exchanges = exchanges.Load()
 	rep.BytesSent, rep.BytesReceived = cnt.sent.Load(), cnt.received.Load()
+	rep.RTTSumUS, rep.RTTSamples = rtt.sumUS.Load(), rtt.samples.Load()
 	rep.DurationMS = time.Since(start).Milliseconds()
 	rep.Errors = errs.list()
 	fmt.Fprintf(stderr, "tcpload: client done: %d connections, %d refused, %d errors\n", rep.Connections, rep.Refused, len(rep.Errors))

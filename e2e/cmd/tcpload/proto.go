@@ -9,6 +9,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Wire protocol (one exchange per connection):
@@ -49,6 +51,31 @@ func (cc countingConn) Write(p []byte) (int, error) {
 	n, err := cc.Conn.Write(p)
 	cc.c.sent.Add(int64(n))
 	return n, err
+}
+
+// rttConn adds the kernel's smoothed round-trip time of a TCP connection
+// (TCP_INFO's tcpi_rtt, the srtt the agent reads at the close) to rtt as the
+// connection closes: the ground truth of the agent's RTT histogram, whatever
+// delay the machine's load adds to the link.
+type rttConn struct {
+	net.Conn
+	rtt *rttStats
+}
+
+type rttStats struct{ sumUS, samples atomic.Int64 }
+
+func (rc rttConn) Close() error {
+	if tc, ok := rc.Conn.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			raw.Control(func(fd uintptr) {
+				if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && info.Rtt > 0 {
+					rc.rtt.sumUS.Add(int64(info.Rtt))
+					rc.rtt.samples.Add(1)
+				}
+			})
+		}
+	}
+	return rc.Conn.Close()
 }
 
 // fill is the payload content (its value is irrelevant; it is never all zeros so
