@@ -70,8 +70,10 @@ test-unit:
 	$(GO) test -count=1 ./agent/... ./collectors/... ./process/... ./exporters/... ./cmd/... ./k8smeta/... ./charts/...
 
 # End-to-end tests against the built binary, a real Prometheus and a real OpenTelemetry Collector.
+# -p 1: one package at a time, so that e2e/vmtest's self-test (two QEMU VMs under TCG, a core each)
+# does not run beside the e2e package, whose tests must not depend on the machine's load.
 test-e2e: build otelcol kube-apiserver
-	OTELBEE_BIN=$(CURDIR)/$(BIN) OTELCOL_BIN=$(OTELCOL) KUBE_APISERVER_BIN=$(KUBE_APISERVER) $(GO) test -count=1 -timeout 40m ./e2e/...
+	OTELBEE_BIN=$(CURDIR)/$(BIN) OTELCOL_BIN=$(OTELCOL) KUBE_APISERVER_BIN=$(KUBE_APISERVER) $(GO) test -p 1 -count=1 -timeout 40m ./e2e/...
 
 vmtest:
 	$(GO) run ./e2e/vmtest/cmd/vmtest -cache $(CACHE)/vmtest -jobs e2e/vmtest/jobs/matrix.json -progstats docs/kernels.md
