@@ -75,7 +75,10 @@ func StartAgent(t testing.TB, env []string, args ...string) *Agent {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	a.Process = StartProcess(t, "otelbee", cmd)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Loading takes a few seconds on a quiet machine; the verifier's work
+	// on the L7 programs grows with the machine's load (30 s was passed at
+	// load 29).
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	if a.MetricsURL != "" {
 		if err := WaitHTTP(ctx, a.MetricsURL); err != nil {
