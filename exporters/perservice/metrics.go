@@ -497,3 +497,28 @@ func (s *splitter) sorted() []*group {
 	}
 	return gs
 }
+
+// Resolver maps a data point's attribute set to the resource of the
+// observed service it belongs to and its remaining measurement
+// attributes, as SplitMetrics groups them, for exporters that keep the
+// answer per series across collections instead of splitting every
+// collection anew. It is not safe for concurrent use; its memory grows
+// with the services it has seen, so a caller that forgets series makes a
+// new Resolver now and then.
+type Resolver struct{ s *splitter }
+
+// NewResolver returns a Resolver for the agent's own resource (the
+// resource of data points without service.name).
+func NewResolver(agent *resource.Resource) *Resolver { return &Resolver{s: newSplitter(agent)} }
+
+// Resolve returns the resource of the data point whose attributes are set
+// and the attributes left on the point. A point without service.name
+// keeps all its attributes and the agent's resource. The returned resource
+// is the same pointer for every point of one service.
+func (r *Resolver) Resolve(set *attribute.Set) (*resource.Resource, attribute.Set) {
+	if !set.HasValue(ServiceName) {
+		return r.s.agent, *set
+	}
+	g, kept := r.s.splitSlow(set)
+	return g.resource(r.s), kept
+}

@@ -9,6 +9,10 @@
 // (service.instance.id) on every series, one target_info series per (job,
 // instance) with the other resource attributes as labels, otel_scope_name /
 // otel_scope_version on every series. Scrape it with honor_labels: true.
+//
+// The text formats are written straight from the collection with each
+// series' labels rendered once and kept (exposition.go, scrape.go), and
+// streamed; the protobuf format goes through client_golang (translate.go).
 package prometheus
 
 import (
@@ -22,6 +26,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -42,7 +47,14 @@ type Exporter struct {
 	// resourceLabels: resource attributes copied onto every series.
 	resourceLabels []attribute.Key
 
-	rms sync.Pool // *metricdata.ResourceMetrics, one per concurrent scrape
+	rms sync.Pool // *metricdata.ResourceMetrics, one per concurrent protobuf scrape
+
+	// The text formats' path (scrape.go): the series' rendered labels,
+	// the pooled state of scrapes, and the slots bounding collections.
+	cache   *labelCache
+	scrapes chan *scrapeState
+	slots   chan struct{}
+	legacy  http.Handler
 
 	skipped atomic.Int64
 	// logged holds the causes already logged at warn level, so a clash
@@ -110,7 +122,10 @@ func New(opts ...Option) *Exporter {
 	// telemetry on the MeterProvider, so the registry holds only this
 	// collector (no client_golang Go/process collectors).
 	e.registry.MustRegister(collector{e})
-	e.handler = promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
+	e.cache = newLabelCache(e.scopeLabels, e.resourceLabels)
+	e.slots = make(chan struct{}, maxConcurrentScrapes)
+	e.scrapes = make(chan *scrapeState, 2)
+	promHandler := promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
 		ErrorLog: errorLog{e.logger},
 		// One bad series must not turn the whole scrape into a 500.
 		ErrorHandling:       promhttp.ContinueOnError,
@@ -118,7 +133,24 @@ func New(opts ...Option) *Exporter {
 		// Lets scrapers that ask for OpenMetrics get # UNIT metadata.
 		EnableOpenMetrics: true,
 	})
+	// The protobuf answer is built whole by client_golang: rendered into
+	// memory while holding a slot, then written out without it.
+	e.legacy = newBufferedHandler(promHandler, renderSlots, slotWait)
+	e.handler = http.HandlerFunc(e.serveHTTP)
 	return e
+}
+
+// serveHTTP answers the text formats from the SDK's data (scrape.go) and
+// the protobuf format, asked for by scrapers of native histograms, through
+// client_golang.
+func (e *Exporter) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	format := expfmt.NegotiateAccept(r.Header, expfmt.DefaultOpenMetricsAcceptedFormats()...)
+	switch format.FormatType() {
+	case expfmt.TypeTextPlain, expfmt.TypeOpenMetrics:
+		e.serveText(w, r, format)
+	default:
+		e.legacy.ServeHTTP(w, r)
+	}
 }
 
 // Reader returns the reader to register on the agent's MeterProvider with

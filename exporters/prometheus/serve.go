@@ -20,8 +20,9 @@ const shutdownTimeout = 5 * time.Second
 
 // Limits of the /metrics server. Anyone on the host can connect to it, so
 // no client may hold what others need: a slot to render a scrape is held
-// only while rendering into memory (not while a slow reader drains the
-// answer), connections are capped (at the cap the oldest one without a
+// only while collecting (text formats, which then stream the answer, each
+// chunk with its own write deadline) or rendering into memory (protobuf),
+// not while a slow reader drains the answer; connections are capped (at the cap the oldest one without a
 // request in progress is closed), and every phase of a connection has a
 // timeout.
 const (
@@ -99,7 +100,15 @@ func (e *Exporter) ServeListener(ctx context.Context, ln net.Listener) error {
 func (e *Exporter) Server() *http.Server {
 	limit := newConnLimit(MaxConnections)
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", newBufferedHandler(e.Handler(), renderSlots, slotWait, limit))
+	inner := e.Handler()
+	mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Tell the connection limit when this connection only writes
+		// an answer out (see connLimit.draining).
+		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+			r = r.WithContext(context.WithValue(r.Context(), drainKey{}, func() { limit.draining(c) }))
+		}
+		inner.ServeHTTP(w, r)
+	}))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = fmt.Fprint(w, indexPage)
@@ -127,12 +136,11 @@ type bufferedHandler struct {
 	inner http.Handler
 	slots chan struct{}
 	wait  time.Duration
-	limit *connLimit // told when a connection only drains its answer
 	pool  sync.Pool
 }
 
-func newBufferedHandler(inner http.Handler, slots int, wait time.Duration, limit *connLimit) *bufferedHandler {
-	return &bufferedHandler{inner: inner, slots: make(chan struct{}, slots), wait: wait, limit: limit,
+func newBufferedHandler(inner http.Handler, slots int, wait time.Duration) *bufferedHandler {
+	return &bufferedHandler{inner: inner, slots: make(chan struct{}, slots), wait: wait,
 		pool: sync.Pool{New: func() any { return new(bytes.Buffer) }}}
 }
 
@@ -156,8 +164,8 @@ func (h *bufferedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{header: http.Header{}, body: buf, status: http.StatusOK}
 	h.inner.ServeHTTP(rec, r)
 	<-h.slots
-	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok && h.limit != nil {
-		h.limit.draining(c)
+	if hook, ok := r.Context().Value(drainKey{}).(func()); ok {
+		hook()
 	}
 	for k, v := range rec.header {
 		w.Header()[k] = v

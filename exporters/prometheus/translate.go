@@ -46,6 +46,8 @@ type label struct{ name, value string }
 type family struct {
 	name, help, unit string
 	kind             kind
+	used             bool  // has points in this scrape (text path)
+	rank             int32 // place in the answer (text path)
 }
 
 // series is one exposed series, possibly the merge of several data points
