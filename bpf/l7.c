@@ -108,6 +108,7 @@ enum http_conn_state {
 
 // conn_info.flags
 #define CONN_TLS_PLAINTEXT 1 // a TLS source feeds this connection: the syscall source leaves it alone
+#define CONN_CLIENT_CHECKED 2 // server side: its client end was looked for after a request (l7/policy.h)
 
 enum http_counter {
 	HC_EVENTS_SUBMITTED = 0,
@@ -130,7 +131,10 @@ enum http_counter {
 // protocol, and its records dropped because the ring buffer was full.
 #define HC_PROTO_CONNS(p) (HC_MAX + (p))
 #define HC_PROTO_DROPS(p) (HC_MAX + L7_PROTO_MAX + (p))
-#define HC_SLOTS (HC_MAX + 2 * L7_PROTO_MAX)
+// Then server-side connections given up because their client end is
+// tracked here and records them (l7/policy.h).
+#define HC_PROTO_CLIENT_SIDE(p) (HC_MAX + 2 * L7_PROTO_MAX + (p))
+#define HC_SLOTS (HC_MAX + 3 * L7_PROTO_MAX)
 
 // What a connection that was not decided looked like, per process: a
 // protocol's start whose collector is off (the protocol's own value), TLS
@@ -187,7 +191,9 @@ struct conn_info {
 	__u8 proto;  // enum l7_proto, once decided
 	__u8 source; // enum l7_source of the records sent
 	__u8 flags;  // CONN_*
-	__u8 _pad[5];
+	__u8 policy; // POLICY_* of the protocol, once decided (l7/policy.h)
+	__u16 cap;   // its capture prefix (0: capture_bytes)
+	__u8 _pad[2];
 };
 
 struct conn_event {
@@ -543,6 +549,9 @@ static __always_inline void sock_local_addr(const struct sock *sk, __u16 family,
 }
 
 static __always_inline void track_self(__u32 fd, __u8 role);
+static __always_inline void emit_conn_event(__u8 type, __u32 fd, struct conn_info *ci);
+
+#include "l7/policy.h"
 
 static __always_inline void track(__u32 fd, __u8 role)
 {
@@ -589,6 +598,8 @@ static __always_inline void track(__u32 fd, __u8 role)
 		return;
 	}
 	bump(&counters, HC_CONNS_TRACKED);
+	if (role == ROLE_CLIENT)
+		remember_client_end(&ci);
 	if (role == ROLE_SERVER) {
 		// A child forked later may serve it.
 		__u32 tgid = current_tgid();
@@ -1027,6 +1038,8 @@ __noinline __u32 capture_call(__u64 key, __u64 meta, __u64 ptr, __u64 ret)
 	__u32 cap = capture_bytes;
 	if (cap > MAX_CAPTURE)
 		cap = MAX_CAPTURE;
+	if (ci->cap)
+		cap = ci->cap; // the protocol's own (l7/policy.h)
 	if (proto == L7_PROTO_HTTP2)
 		cap = MAX_CAPTURE; // whole frames (l7/http2.h)
 	// HTTP/1 and undecided connections: chunk walk and iovec heads
@@ -1110,6 +1123,8 @@ __noinline int filter_first_call(__u64 key)
 		bpf_map_delete_elem(&conns, &key);
 		return 1;
 	}
+	if (ci->role == ROLE_CLIENT)
+		remember_client_end(ci);
 	return 0;
 }
 
@@ -1194,10 +1209,17 @@ __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 ent
 		ci->proto = c;
 		ci->source = source;
 		ci->state = STATE_DECIDED;
+		apply_policy(ci, c);
+		if (ci->role == ROLE_SERVER && (ci->policy & POLICY_CLIENT_SIDE) &&
+		    recorded_by_client(key, request_dir, 0))
+			return 0;
 		starts = c == L7_PROTO_HTTP1;
 		bump(&counters, HC_CONNS_HTTP);
 		bump(&counters, HC_PROTO_CONNS(c & 7));
 		emit_conn_event(EVENT_OPEN, fd, ci);
+	} else if (ci->role == ROLE_SERVER && (ci->policy & POLICY_CLIENT_SIDE) &&
+		   !(ci->flags & CONN_CLIENT_CHECKED) && recorded_by_client(key, request_dir, 1)) {
+		return 0;
 	}
 	__u8 proto = ci->proto;
 	ev->type = EVENT_DATA;

@@ -132,6 +132,27 @@ type Protocol interface {
 	NewParser(c *Conn) Parser
 }
 
+// Capture is what a protocol asks of the kernel's capture; the layer
+// applies it in the kernel, per connection, from the connection's decision
+// on.
+type Capture struct {
+	// Bytes is how much of each call's start the kernel keeps (at most
+	// 4096); 0: the layer's shared setting (http.capture_bytes).
+	Bytes int
+	// ClientSide: an exchange is recorded once, from the client's side
+	// when the client is on this host. The kernel gives up the server side
+	// of a connection whose client end it tracks (loopback, a Unix socket,
+	// another network namespace's address alike) before any record is
+	// sent; a client not tracked (remote, or left out by the filters) is
+	// recorded from the server's side with the client as the peer.
+	ClientSide bool
+}
+
+// CapturePolicy is implemented by a protocol with capture needs of its own.
+type CapturePolicy interface {
+	Capture() Capture
+}
+
 // MetricKind is how an exchange is recorded on a metric.
 type MetricKind uint8
 

@@ -7,12 +7,15 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/collectortest"
+	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/l7"
 )
 
@@ -25,9 +28,14 @@ type probe struct {
 	conns [3]int
 	bytes [3][2]uint64
 	tails int // records with a tail
+	// the longest prefix captured, by role and direction
+	maxData [3][2]int
+	pol     l7.Capture
 }
 
 func (p *probe) Name() string { return p.name }
+
+func (p *probe) Capture() l7.Capture { return p.pol }
 
 func (p *probe) Metrics(l7.Role) []l7.MetricSpec {
 	return []l7.MetricSpec{{Name: "test." + p.name + ".duration", Unit: "s", Kind: l7.Duration}}
@@ -53,6 +61,7 @@ func (pp *probeParser) Feed(r *l7.Record, out l7.Sink) {
 	if pp.c.PID == uint32(os.Getpid()) {
 		pp.p.mu.Lock()
 		pp.p.bytes[pp.c.Role][r.Dir] += r.Total
+		pp.p.maxData[pp.c.Role][r.Dir] = max(pp.p.maxData[pp.c.Role][r.Dir], len(r.Data))
 		if r.Tail != nil {
 			pp.p.tails++
 		}
@@ -103,6 +112,12 @@ func (g *group) Close() error {
 
 func startProbes(t *testing.T, names ...string) (*Engine, map[string]*probe) {
 	t.Helper()
+	return startProbesWith(t, nil, names...)
+}
+
+// startProbesWith is startProbes with capture policies by protocol.
+func startProbesWith(t *testing.T, pols map[string]l7.Capture, names ...string) (*Engine, map[string]*probe) {
+	t.Helper()
 	probes := map[string]*probe{}
 	var g *group
 	collectortest.Start(t, names[0], func(d collectors.Deps) collectors.Collector {
@@ -112,7 +127,7 @@ func startProbes(t *testing.T, names ...string) (*Engine, map[string]*probe) {
 		g = &group{eng: NewEngine(d, cfg)}
 		g.eng.SelfComms = []string{}
 		for _, n := range names {
-			p := &probe{name: n}
+			p := &probe{name: n, pol: pols[n]}
 			probes[n] = p
 			c, err := NewCollector(g.eng, d, p)
 			if err != nil {
@@ -169,7 +184,13 @@ var exchanges = []exchange{
 // and answers x.then, twice per connection.
 func converse(t *testing.T, x exchange, n int) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	converseOn(t, "tcp", "127.0.0.1:0", x, n)
+}
+
+// converseOn is converse over a listener of network at addr.
+func converseOn(t *testing.T, network, addr string, x exchange, n int) {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +237,7 @@ func converse(t *testing.T, x exchange, n int) {
 		errc <- nil
 	}()
 	for i := 0; i < n; i++ {
-		c, err := net.Dial("tcp", ln.Addr().String())
+		c, err := net.Dial(network, ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -321,3 +342,55 @@ func unobservedOf(t *testing.T, e *Engine) [l7HttpUnobservedUNOBSERVED_MAX]uint6
 	}
 	return out
 }
+
+// TestPrivilegedClientSidePolicy: a protocol declaring l7.Capture.ClientSide
+// gets only the client end of a connection whose both ends are tracked here
+// (loopback TCP and a Unix socket): the server end reaches no parser and is
+// counted on the protocol's client_side slot; a protocol without the flag
+// gets both ends. A protocol's own capture size applies to its records
+// after the one that decided the connection.
+func TestPrivilegedClientSidePolicy(t *testing.T) {
+	pols := map[string]l7.Capture{"redis": {ClientSide: true, Bytes: 3000}}
+	eng, probes := startProbesWith(t, pols, "redis", "memcached")
+	const n = 3
+	long := exchange{proto: "redis", first: []byte("*1\r\n$2000\r\n" + strings.Repeat("x", 2000) + "\r\n"), then: []byte("+OK\r\n")}
+	converse(t, long, n)
+	converseOn(t, "unix", filepath.Join(t.TempDir(), "s"), exchanges[0], n)
+	converse(t, exchanges[1], n) // memcached: both ends
+	wait := func(p *probe, client, server int) [3]int {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if c, _ := p.snapshot(); c[l7.RoleClient] >= client && c[l7.RoleServer] >= server {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond) // nothing more may come
+		c, _ := p.snapshot()
+		return c
+	}
+	if c := wait(probes["redis"], 2*n, 0); c[l7.RoleClient] != 2*n || c[l7.RoleServer] != 0 {
+		t.Errorf("redis (client side): %d client and %d server connections, want %d and 0", c[l7.RoleClient], c[l7.RoleServer], 2*n)
+	}
+	if c := wait(probes["memcached"], n, n); c[l7.RoleClient] != n || c[l7.RoleServer] != n {
+		t.Errorf("memcached: %d client and %d server connections, want %d of each", c[l7.RoleClient], c[l7.RoleServer], n)
+	}
+	k := hookSum(eng)
+	if got := k[protoClientSideSlot(ProtoRedis)]; got != 2*n {
+		t.Errorf("redis server ends given up: %d, want %d", got, 2*n)
+	}
+	if got := k[protoClientSideSlot(ProtoMemcached)]; got != 0 {
+		t.Errorf("memcached server ends given up: %d, want 0", got)
+	}
+	p := probes["redis"]
+	p.mu.Lock()
+	got := p.maxData[l7.RoleClient][l7.ToServer]
+	p.mu.Unlock()
+	// the first command decides under the shared 1 KiB, the second is
+	// captured under the protocol's 3000 bytes
+	if want := len(long.first); got != want {
+		t.Errorf("redis: longest prefix %d bytes, want %d (the protocol's capture size)", got, want)
+	}
+}
+
+func hookSum(e *Engine) []uint64 { return hook.SumCounters(e.Counters(), CounterSlots) }

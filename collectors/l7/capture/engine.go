@@ -148,8 +148,10 @@ type Engine struct {
 	// before the first Acquire; nil: SelfComms("otelbee")).
 	SelfComms []string
 
-	handlers [protoMax]Handler
-	enabled  uint32 // protocols classified in the kernel (bits by Proto)
+	handlers   [protoMax]Handler
+	enabled    uint32 // protocols classified in the kernel (bits by Proto)
+	policies   [protoMax]l7.Capture
+	clientSide atomic.Uint32 // bits by Proto: policies[p].ClientSide (read by the self-metrics)
 
 	mu      sync.Mutex // Acquire, Release, Run
 	refs    int
@@ -198,6 +200,46 @@ func (e *Engine) Register(p Proto, h Handler) {
 		e.enabled |= 1 << p
 	}
 }
+
+// SetCapture makes pol p's capture policy in the kernel: at load, or at
+// once when the engine is loaded (it applies to connections decided from
+// then on).
+func (e *Engine) SetCapture(p Proto, pol l7.Capture) error {
+	if p <= ProtoUndecided || p >= protoMax {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.policies[p] = pol
+	if pol.ClientSide {
+		e.clientSide.Or(1 << p)
+	} else {
+		e.clientSide.And(^uint32(1 << p))
+	}
+	if e.loader == nil {
+		return nil
+	}
+	return e.writePolicy(p)
+}
+
+// writePolicy writes p's policy into the kernel's proto_policy.
+func (e *Engine) writePolicy(p Proto) error {
+	pol := e.policies[p]
+	v := l7L7Policy{CaptureBytes: uint32(min(max(pol.Bytes, 0), maxCapture))}
+	if pol.ClientSide {
+		v.Flags |= policyClientSide
+	}
+	if err := e.loader.Map(l7MapProtoPolicy).Put(uint32(p), v); err != nil {
+		return fmt.Errorf("writing the %s capture policy: %w", p, err)
+	}
+	return nil
+}
+
+// The kernel's bounds and flags (bpf/l7.c MAX_CAPTURE, l7/policy.h).
+const (
+	maxCapture       = 4096
+	policyClientSide = 1
+)
 
 // Enable makes the kernel classify p from the first Acquire on, before
 // its handler registers: an agent enables every L7 protocol it will run,
@@ -308,6 +350,11 @@ func (e *Engine) load(ctx context.Context) error {
 	}
 	if err := e.fillSelf(); err != nil {
 		return fail(err)
+	}
+	for p := ProtoHTTP1; p < protoMax; p++ {
+		if err := e.writePolicy(p); err != nil {
+			return fail(err)
+		}
 	}
 	for _, h := range Hooks() {
 		if _, err := e.loader.Attach(h); err != nil {
@@ -714,11 +761,16 @@ const (
 	CounterDropArgsFull    = int(l7HttpCounterHC_DROP_ARGS_FULL)
 	// CounterSlots is the counter array's length: the named counters, then
 	// per protocol the connections decided and the records dropped.
-	CounterSlots = int(l7HttpCounterHC_MAX) + 2*int(protoMax)
+	// server-side connections given up because their client end records
+	// them (l7/policy.h).
+	CounterSlots = int(l7HttpCounterHC_MAX) + 3*int(protoMax)
 )
 
 func protoConnsSlot(p Proto) int { return int(l7HttpCounterHC_MAX) + int(p) }
 func protoDropsSlot(p Proto) int { return int(l7HttpCounterHC_MAX) + int(protoMax) + int(p) }
+func protoClientSideSlot(p Proto) int {
+	return int(l7HttpCounterHC_MAX) + 2*int(protoMax) + int(p)
+}
 
 // PipelineStats are the engine's stages, for the collector that reports
 // them (the first protocol's).

@@ -73,7 +73,9 @@ type l7ConnInfo struct {
 	Proto       uint8
 	Source      uint8
 	Flags       uint8
-	Pad         [5]uint8
+	Policy      uint8
+	Cap         uint16
+	Pad         [2]uint8
 }
 
 type l7DataEvent struct {
@@ -201,6 +203,12 @@ const (
 	l7HttpUnobservedUNOBSERVED_MAX       l7HttpUnobserved = 9
 )
 
+type l7L7Policy struct {
+	_            structs.HostLayout
+	CaptureBytes uint32
+	Flags        uint32
+}
+
 type l7L7Proto uint32
 
 const (
@@ -223,6 +231,13 @@ const (
 	l7L7SourceSOURCE_GOTLS   l7L7Source = 3
 	l7L7SourceSOURCE_KERNEL  l7L7Source = 4
 )
+
+type l7LocalEnd struct {
+	_    structs.HostLayout
+	Addr [16]uint8
+	Port uint16
+	Unix uint16
+}
 
 type l7SelfEnd struct {
 	_    structs.HostLayout
@@ -277,6 +292,7 @@ const (
 const (
 	l7MapBySock                = "by_sock"
 	l7MapCalls                 = "calls"
+	l7MapClientEnds            = "client_ends"
 	l7MapConns                 = "conns"
 	l7MapCounters              = "counters"
 	l7MapDrops                 = "drops"
@@ -288,6 +304,7 @@ const (
 	l7MapGoFdOffsets           = "go_fd_offsets"
 	l7MapInherit               = "inherit"
 	l7MapOwners                = "owners"
+	l7MapProtoPolicy           = "proto_policy"
 	l7MapScratch               = "scratch"
 	l7MapSelfEnds              = "self_ends"
 	l7MapSslCalls              = "ssl_calls"
@@ -357,6 +374,7 @@ const (
 	l7VarUnusedHttpEventType   = "unused_http_event_type"
 	l7VarUnusedHttpRole        = "unused_http_role"
 	l7VarUnusedHttpUnobserved  = "unused_http_unobserved"
+	l7VarUnusedL7Policy        = "unused_l7_policy"
 	l7VarUnusedL7Proto         = "unused_l7_proto"
 	l7VarUnusedL7Source        = "unused_l7_source"
 	l7VarUnusedTgidDrops       = "unused_tgid_drops"
@@ -457,6 +475,7 @@ type l7ProgramSpecs struct {
 type l7MapSpecs struct {
 	BySock       *ebpf.MapSpec `ebpf:"by_sock"`
 	Calls        *ebpf.MapSpec `ebpf:"calls"`
+	ClientEnds   *ebpf.MapSpec `ebpf:"client_ends"`
 	Conns        *ebpf.MapSpec `ebpf:"conns"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Drops        *ebpf.MapSpec `ebpf:"drops"`
@@ -468,6 +487,7 @@ type l7MapSpecs struct {
 	GoFdOffsets  *ebpf.MapSpec `ebpf:"go_fd_offsets"`
 	Inherit      *ebpf.MapSpec `ebpf:"inherit"`
 	Owners       *ebpf.MapSpec `ebpf:"owners"`
+	ProtoPolicy  *ebpf.MapSpec `ebpf:"proto_policy"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	SelfEnds     *ebpf.MapSpec `ebpf:"self_ends"`
 	SslCalls     *ebpf.MapSpec `ebpf:"ssl_calls"`
@@ -500,6 +520,7 @@ type l7VariableSpecs struct {
 	UnusedHttpEventType  *ebpf.VariableSpec `ebpf:"unused_http_event_type"`
 	UnusedHttpRole       *ebpf.VariableSpec `ebpf:"unused_http_role"`
 	UnusedHttpUnobserved *ebpf.VariableSpec `ebpf:"unused_http_unobserved"`
+	UnusedL7Policy       *ebpf.VariableSpec `ebpf:"unused_l7_policy"`
 	UnusedL7Proto        *ebpf.VariableSpec `ebpf:"unused_l7_proto"`
 	UnusedL7Source       *ebpf.VariableSpec `ebpf:"unused_l7_source"`
 	UnusedTgidDrops      *ebpf.VariableSpec `ebpf:"unused_tgid_drops"`
@@ -529,6 +550,7 @@ func (o *l7Objects) Close() error {
 type l7Maps struct {
 	BySock       *ebpf.Map `ebpf:"by_sock"`
 	Calls        *ebpf.Map `ebpf:"calls"`
+	ClientEnds   *ebpf.Map `ebpf:"client_ends"`
 	Conns        *ebpf.Map `ebpf:"conns"`
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Drops        *ebpf.Map `ebpf:"drops"`
@@ -540,6 +562,7 @@ type l7Maps struct {
 	GoFdOffsets  *ebpf.Map `ebpf:"go_fd_offsets"`
 	Inherit      *ebpf.Map `ebpf:"inherit"`
 	Owners       *ebpf.Map `ebpf:"owners"`
+	ProtoPolicy  *ebpf.Map `ebpf:"proto_policy"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	SelfEnds     *ebpf.Map `ebpf:"self_ends"`
 	SslCalls     *ebpf.Map `ebpf:"ssl_calls"`
@@ -553,6 +576,7 @@ func (m *l7Maps) Close() error {
 	return _L7Close(
 		m.BySock,
 		m.Calls,
+		m.ClientEnds,
 		m.Conns,
 		m.Counters,
 		m.Drops,
@@ -564,6 +588,7 @@ func (m *l7Maps) Close() error {
 		m.GoFdOffsets,
 		m.Inherit,
 		m.Owners,
+		m.ProtoPolicy,
 		m.Scratch,
 		m.SelfEnds,
 		m.SslCalls,
@@ -597,6 +622,7 @@ type l7Variables struct {
 	UnusedHttpEventType  *ebpf.Variable `ebpf:"unused_http_event_type"`
 	UnusedHttpRole       *ebpf.Variable `ebpf:"unused_http_role"`
 	UnusedHttpUnobserved *ebpf.Variable `ebpf:"unused_http_unobserved"`
+	UnusedL7Policy       *ebpf.Variable `ebpf:"unused_l7_policy"`
 	UnusedL7Proto        *ebpf.Variable `ebpf:"unused_l7_proto"`
 	UnusedL7Source       *ebpf.Variable `ebpf:"unused_l7_source"`
 	UnusedTgidDrops      *ebpf.Variable `ebpf:"unused_tgid_drops"`

@@ -89,6 +89,11 @@ func NewCollector(e *Engine, deps collectors.Deps, p l7.Protocol) (*Collector, e
 	c := &Collector{p: p, proto: proto, eng: e, deps: deps}
 	c.h = &protocolHandler{p: p, sink: NewSink(e, p)}
 	e.Register(proto, c.h)
+	if cp, ok := p.(l7.CapturePolicy); ok {
+		if err := e.SetCapture(proto, cp.Capture()); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 

@@ -27,6 +27,11 @@ func (e *Engine) selfMetrics(m metric.Meter) (metric.Registration, error) {
 	if err != nil {
 		return nil, err
 	}
+	clientSide, err := m.Int64ObservableCounter("otelbee.l7.connections.client_side", metric.WithUnit("{connection}"),
+		metric.WithDescription("Server-side connections of a protocol recorded from the client's side (databases, caches, Kafka) that the kernel gave up because their client end is tracked on this host, by protocol: their exchanges are counted under the client."))
+	if err != nil {
+		return nil, err
+	}
 	var protos []Proto
 	for p := ProtoHTTP1; p < protoMax; p++ {
 		if e.enabled&(1<<p) != 0 {
@@ -46,7 +51,10 @@ func (e *Engine) selfMetrics(m metric.Meter) (metric.Registration, error) {
 			o.ObserveInt64(conns, int64(k[protoConnsSlot(p)]), opts[p])
 			o.ObserveInt64(records, int64(e.records[p].Load()), opts[p])
 			o.ObserveInt64(dropped, int64(k[protoDropsSlot(p)]), dropOpts[p])
+			if e.clientSide.Load()&(1<<p) != 0 {
+				o.ObserveInt64(clientSide, int64(k[protoClientSideSlot(p)]), opts[p])
+			}
 		}
 		return nil
-	}, conns, records, dropped)
+	}, conns, records, dropped, clientSide)
 }

@@ -17,7 +17,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/otelbee/otelbee/collectors/l7"
-	"github.com/otelbee/otelbee/collectors/l7/dbwire"
 )
 
 // Name is the protocol's name.
@@ -144,13 +143,19 @@ func errorName(code int16) string {
 // Protocol is Kafka for the L7 layer. Its topic tables are shared by every
 // connection (a topic id learned from one connection's Metadata names the
 // topic of another's Fetch).
-type Protocol struct{ topics *topics }
+type Protocol struct {
+	topics       *topics
+	captureBytes int
+}
 
 // Options bound what the protocol keeps.
 type Options struct {
 	// MaxTopics caps the topics named per process; the rest are _OTHER,
 	// counted on otelbee.kafka.destination.overflow. Default 100.
 	MaxTopics int
+	// CaptureBytes is how much of each read and write the kernel keeps
+	// for Kafka connections (64-4096). Default 4096.
+	CaptureBytes int
 }
 
 // New returns the Kafka protocol.
@@ -158,7 +163,10 @@ func New(o Options) *Protocol {
 	if o.MaxTopics <= 0 {
 		o.MaxTopics = 100
 	}
-	return &Protocol{topics: newTopics(o.MaxTopics)}
+	if o.CaptureBytes <= 0 {
+		o.CaptureBytes = 4096
+	}
+	return &Protocol{topics: newTopics(o.MaxTopics), captureBytes: o.CaptureBytes}
 }
 
 // Name implements l7.Protocol.
@@ -178,11 +186,17 @@ func (*Protocol) Metrics(l7.Role) []l7.MetricSpec {
 	}
 }
 
+// Capture implements l7.CapturePolicy: an exchange is recorded once, from
+// the client's side when the client is on this host (the kernel gives up
+// the server side of such a connection), and each call's first
+// Options.CaptureBytes are kept (the record batch headers of Produce and
+// Fetch lie past the shared 1 KiB prefix).
+func (p *Protocol) Capture() l7.Capture {
+	return l7.Capture{ClientSide: true, Bytes: p.captureBytes}
+}
+
 // NewParser implements l7.Protocol.
 func (p *Protocol) NewParser(c *l7.Conn) l7.Parser {
-	if c != nil && dbwire.ClientIsLocal(c) {
-		return dbwire.Silent{} // its client, on this host, records it
-	}
 	ps := &parser{c: c, t: p.topics, pending: l7.NewByID[int32, request](maxPending)}
 	if c != nil && c.Midstream {
 		ps.lost[l7.ToServer], ps.lost[l7.ToClient] = true, true

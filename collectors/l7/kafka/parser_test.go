@@ -360,3 +360,18 @@ func TestSettingBound(t *testing.T) {
 		t.Fatalf("max topics %d", New(c.Options()).topics.max)
 	}
 }
+
+// TestCapturePolicy: Kafka is recorded from the client's side and keeps
+// 4 KiB of each call by default (the record batch headers), or what
+// kafka.capture_bytes says.
+func TestCapturePolicy(t *testing.T) {
+	if c := New(Options{}).Capture(); !c.ClientSide || c.Bytes != 4096 {
+		t.Errorf("default capture %+v, want client side and 4096 bytes", c)
+	}
+	if c := DefaultConfig().Options(); c.CaptureBytes != 4096 {
+		t.Errorf("default kafka.capture_bytes %d, want 4096", c.CaptureBytes)
+	}
+	if c := New(Options{CaptureBytes: 2048}).Capture(); c.Bytes != 2048 {
+		t.Errorf("capture %+v, want 2048 bytes", c)
+	}
+}

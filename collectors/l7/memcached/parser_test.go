@@ -188,3 +188,9 @@ func BenchmarkExchange(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(s.n), "ns/exchange")
 }
+
+func TestCapturePolicy(t *testing.T) {
+	if !New().Capture().ClientSide {
+		t.Error("memcached must be recorded from the client's side")
+	}
+}

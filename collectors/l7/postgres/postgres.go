@@ -128,14 +128,13 @@ type pending struct {
 	code   string
 }
 
-// NewParser returns the parser of one connection. The server side of a
-// connection whose client is on this host records nothing (the client's
-// side does).
+// Capture implements l7.CapturePolicy: an operation is recorded once, from
+// the client's side when the client is on this host (the kernel gives up
+// the server side of such a connection).
+func (p *Protocol) Capture() l7.Capture { return l7.Capture{ClientSide: true} }
+
+// NewParser returns the parser of one connection.
 func (p *Protocol) NewParser(c *l7.Conn) l7.Parser {
-	if dbwire.ClientIsLocal(c) {
-		// the client is on this host: its side records the operations
-		return dbwire.Silent{}
-	}
 	ps := &parser{p: p, c: c, q: l7.NewFIFO[pending](p.opt.MaxPending),
 		stmts: make(map[string]entry), portals: make(map[string]entry)}
 	if c.Midstream {

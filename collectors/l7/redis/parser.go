@@ -12,7 +12,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/otelbee/otelbee/collectors/l7"
-	"github.com/otelbee/otelbee/collectors/l7/dbwire"
 )
 
 // Name is the protocol's name (collector flag, self-metric attribute).
@@ -106,11 +105,13 @@ func (*Protocol) Metrics(l7.Role) []l7.MetricSpec {
 	}
 }
 
+// Capture implements l7.CapturePolicy: an operation is recorded once, from
+// the client's side when the client is on this host (the kernel gives up
+// the server side of such a connection).
+func (*Protocol) Capture() l7.Capture { return l7.Capture{ClientSide: true} }
+
 // NewParser implements l7.Protocol.
 func (*Protocol) NewParser(c *l7.Conn) l7.Parser {
-	if c != nil && dbwire.ClientIsLocal(c) {
-		return dbwire.Silent{} // its client, on this host, records it
-	}
 	p := &parser{c: c, fifo: l7.NewFIFO[request](8), fifoCap: 8}
 	p.scan[l7.ToServer].inline = true
 	if c != nil && c.Midstream {
