@@ -239,7 +239,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	var mu sync.Mutex
 	for _, name := range cfg.Collectors {
 		d := deps
-		d.Logger = logger.With("component", name)
+		d.Logger, d.RootLogger = logger.With("component", name), logger
 		d.Meter = mp.Meter("github.com/otelbee/otelbee/collectors/"+name, metric.WithInstrumentationVersion(Version))
 		c := factories[name](d, &cfg)
 		if err := c.Load(ctx); err != nil {

@@ -38,7 +38,12 @@ type Collector interface {
 
 // Deps is what the agent gives every collector.
 type Deps struct {
-	Logger         *slog.Logger
+	Logger *slog.Logger // with the collector's component attribute
+	// RootLogger is the agent's logger before any component attribute, for
+	// a part shared by collectors that names its own component (the L7
+	// capture's TLS source): slog cannot take an attribute back, and one
+	// record with two components is ambiguous. Nil: use Logger.
+	RootLogger     *slog.Logger
 	Meter          metric.Meter
 	TracerProvider trace.TracerProvider
 	// Sampler is TracerProvider's sampler, when the agent knows it: a

@@ -179,3 +179,65 @@ func waitFileContent(t *testing.T, path string) string {
 	t.Fatalf("%s not written", path)
 	return ""
 }
+
+// TestTLSRunningBeforeAgent (issue 11, test 6): a Go HTTPS server running
+// before the agent starts is found by the agent's start-up scan; its
+// requests from then on are exact on the server side (and on the client
+// side, a process of the same file started later); when the server exits
+// the kernel has no uprobe left on its file. The agent's log line for the
+// file carries one component attribute.
+func TestTLSRunningBeforeAgent(t *testing.T) {
+	harness.RequireRoot(t)
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	cert, key := tlsCert(t)
+	bin := buildHTTPLoadWith(t, "local", true)
+	addrFile := filepath.Join(t.TempDir(), "addr")
+	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-addr-file", addrFile, "-cert", cert, "-key", key)
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME=tls-before-server-"+sfx)
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	server := harness.StartProcess(t, "server", cmd)
+	addr := waitFileContent(t, addrFile)
+
+	agent := harness.StartAgent(t, []string{"OTEL_METRIC_EXPORT_INTERVAL=1000"}, "--collectors=http", "--http.client-url-scheme")
+	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
+	// Found by the start-up scan, not by an exec event: the server's exec
+	// was before the agent.
+	for deadline := time.Now().Add(15 * time.Second); uprobeLinksOn(t, agent.Pid(), bin) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the running server's file is not instrumented 15 s after the agent's start:\n%s", agent.LogTail(40))
+		}
+	}
+	plan := "GET /users/1*4,GET /users/abc12345*2,POST /users/9*3,GET /fail*2,GET /zzz"
+	client := parseHTTPReport(t, runClient(t, "tls-before-client-"+sfx, bin, "-url", "https://"+addr, "-plan", plan, "-body", "300"))
+	server.Cmd.Process.Signal(os.Interrupt)
+	if err := server.Wait(10 * time.Second); err != nil {
+		t.Fatalf("server: %v", err)
+	}
+	srv := parseHTTPReport(t, stdout.String())
+	waitPromCounts(t, prom, "http_server_request_duration_seconds", fmt.Sprintf(`job="tls-before-server-%s",url_scheme="https"`, sfx), serverLabels, srv.Counts)
+	waitPromCounts(t, prom, "http_client_request_duration_seconds", fmt.Sprintf(`job="tls-before-client-%s",url_scheme="https"`, sfx), clientLabels, client.Counts)
+	// Both processes of the file exited: its probes go (the resolver's
+	// sweep finds an exit within its interval, at most 10 s).
+	for deadline := time.Now().Add(30 * time.Second); uprobeLinksOn(t, agent.Pid(), bin) != 0; time.Sleep(500 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server exited, and the kernel still has %d uprobes on its file", uprobeLinksOn(t, agent.Pid(), bin))
+		}
+	}
+	// The line was written before the links existed (waited for above).
+	var line string
+	for _, l := range strings.Split(agent.Log(), "\n") {
+		if strings.Contains(l, `msg="TLS plaintext instrumented"`) && strings.Contains(l, filepath.Base(bin)) {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatalf("no log line for the instrumented server:\n%s", agent.LogTail(40))
+	}
+	if n := strings.Count(line, " component="); n != 1 {
+		t.Errorf("%d component attributes in %q, want 1", n, line)
+	}
+	if exited, _ := agent.Exited(); exited {
+		t.Fatalf("agent exited:\n%s", agent.LogTail(40))
+	}
+}

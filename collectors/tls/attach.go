@@ -30,6 +30,9 @@ type Programs struct {
 	// Go crypto/tls: an entry probe, and one probe per return instruction
 	// (uretprobes would corrupt moving goroutine stacks).
 	GoReadEntry, GoReadReturn, GoWriteEntry, GoWriteReturn *ebpf.Program
+	// GoReadCopy captures at Read's copy of the plaintext (Func.Copy), in
+	// place of the return probes.
+	GoReadCopy *ebpf.Program
 	// Multi: the programs were loaded for uprobe_multi links
 	// (ebpf.AttachTraceUprobeMulti), which the kernel removes concurrently;
 	// otherwise each probe is a perf-event uprobe.
@@ -66,23 +69,33 @@ func plan(t *Target, p *Programs) []probe {
 	switch t.Stack {
 	case StackOpenSSL:
 		for _, fn := range []struct {
-			name        string
+			name, inner string
 			entry, exit *ebpf.Program
+			innerEntry  *ebpf.Program
 		}{
-			{"SSL_read", p.SSLReadEntry, p.SSLReadReturn},
-			{"SSL_read_ex", p.SSLReadExEntry, p.SSLReadReturn},
-			{"SSL_write", p.SSLWriteEntry, p.SSLWriteReturn},
-			{"SSL_write_ex", p.SSLWriteExEntry, p.SSLWriteReturn},
+			{"SSL_read", sslReadInner, p.SSLReadEntry, p.SSLReadReturn, p.SSLReadExEntry},
+			{"SSL_read_ex", sslReadInner, p.SSLReadExEntry, p.SSLReadReturn, p.SSLReadExEntry},
+			{"SSL_write", sslWriteInner, p.SSLWriteEntry, p.SSLWriteReturn, p.SSLWriteExEntry},
+			{"SSL_write_ex", sslWriteInner, p.SSLWriteExEntry, p.SSLWriteReturn, p.SSLWriteExEntry},
 		} {
+			if in := t.Func(fn.inner); in != nil && fn.innerEntry != nil {
+				// Both exported functions call it once per call: it is
+				// probed, once, in their place (probepoint.go).
+				if fn.name == "SSL_read" || fn.name == "SSL_write" {
+					add(in.EntryProbe(), fn.innerEntry, false)
+					add(in.EntryProbe(), fn.exit, true)
+				}
+				continue
+			}
 			f := t.Func(fn.name)
 			if f == nil || fn.entry == nil {
 				continue // an _ex variant the library lacks (1.1.0) or not wanted
 			}
-			add(f.Offset, fn.entry, false)
-			add(f.Offset, fn.exit, true)
+			add(f.EntryProbe(), fn.entry, false)
+			add(f.EntryProbe(), fn.exit, true)
 		}
 		if f := t.Func("SSL_do_handshake"); f != nil && len(out) > 0 {
-			add(f.Offset, p.SSLHandshakeEntry, false)
+			add(f.EntryProbe(), p.SSLHandshakeEntry, false)
 		}
 	case StackGo:
 		for _, fn := range []struct {
@@ -93,7 +106,11 @@ func plan(t *Target, p *Programs) []probe {
 			if f == nil || fn.entry == nil {
 				continue
 			}
-			add(f.Offset, fn.entry, false)
+			add(f.EntryProbe(), fn.entry, false)
+			if f.Copy != 0 && fn.name == goRead && p.GoReadCopy != nil {
+				add(f.Copy, p.GoReadCopy, false)
+				continue
+			}
 			if fn.exit != nil {
 				for _, r := range f.Returns {
 					add(r, fn.exit, false)

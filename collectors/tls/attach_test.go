@@ -8,17 +8,25 @@ import (
 
 func TestPlan(t *testing.T) {
 	// Distinct non-nil programs, told apart by pointer; never loaded.
-	progs := make([]ebpf.Program, 11)
+	progs := make([]ebpf.Program, 12)
 	p := Programs{SSLReadEntry: &progs[0], SSLReadExEntry: &progs[1], SSLReadReturn: &progs[2],
 		SSLWriteEntry: &progs[3], SSLWriteExEntry: &progs[4], SSLWriteReturn: &progs[5],
 		GoReadEntry: &progs[6], GoReadReturn: &progs[7], GoWriteEntry: &progs[8], GoWriteReturn: &progs[9],
-		SSLHandshakeEntry: &progs[10]}
+		SSLHandshakeEntry: &progs[10], GoReadCopy: &progs[11]}
 	ossl := &Target{Stack: StackOpenSSL, Funcs: []Func{{Name: "SSL_read", Offset: 0x10}, {Name: "SSL_write", Offset: 0x20},
 		{Name: "SSL_read_ex", Offset: 0x30}, {Name: "SSL_free", Offset: 0x40}, {Name: "SSL_do_handshake", Offset: 0x50}}}
 	gotls := &Target{Stack: StackGo, Funcs: []Func{{Name: goRead, Offset: 0x100, Returns: []uint64{0x120, 0x140}},
 		{Name: goWrite, Offset: 0x200, Returns: []uint64{0x210}}}}
 	noExit := p
 	noExit.GoWriteReturn = nil
+	noCopy := p
+	noCopy.GoReadCopy = nil
+	// Probes moved onto emulated instructions (probepoint.go).
+	cheap := &Target{Stack: StackOpenSSL, Funcs: []Func{{Name: "SSL_read", Offset: 0x10}, {Name: "SSL_write", Offset: 0x20, Probe: 0x24},
+		{Name: "SSL_read_ex", Offset: 0x30}, {Name: "SSL_do_handshake", Offset: 0x50, Probe: 0x58},
+		{Name: sslReadInner, Offset: 0x60, Inner: true}}}
+	goCopy := &Target{Stack: StackGo, Funcs: []Func{{Name: goRead, Offset: 0x100, Probe: 0x104, Copy: 0x130, Returns: []uint64{0x120, 0x140}},
+		{Name: goWrite, Offset: 0x200, Probe: 0x209, Returns: []uint64{0x210}}}}
 	for _, tc := range []struct {
 		name  string
 		t     *Target
@@ -38,6 +46,19 @@ func TestPlan(t *testing.T) {
 		{"go write without return program", gotls, noExit, []probe{
 			{0x100, &progs[6], false}, {0x120, &progs[7], false}, {0x140, &progs[7], false},
 			{0x200, &progs[8], false},
+		}},
+		{"openssl: the inner read function for both reads, write moved", cheap, p, []probe{
+			{0x60, &progs[1], false}, {0x60, &progs[2], true},
+			{0x24, &progs[3], false}, {0x24, &progs[5], true},
+			{0x58, &progs[10], false},
+		}},
+		{"go: moved entries, Read's copy instead of its returns", goCopy, p, []probe{
+			{0x104, &progs[6], false}, {0x130, &progs[11], false},
+			{0x209, &progs[8], false}, {0x210, &progs[9], false},
+		}},
+		{"go: no copy program, Read's returns", goCopy, noCopy, []probe{
+			{0x104, &progs[6], false}, {0x120, &progs[7], false}, {0x140, &progs[7], false},
+			{0x209, &progs[8], false}, {0x210, &progs[9], false},
 		}},
 		{"gnutls", &Target{Stack: StackGnuTLS}, p, nil},
 		{"no programs", ossl, Programs{}, nil},

@@ -83,7 +83,19 @@ func inspectGo(f *elf.File, goVersion string, t *Target) bool {
 		for i := range rets {
 			rets[i] += off
 		}
-		t.Funcs = append(t.Funcs, Func{Name: fn.Name, Addr: fn.Entry, Offset: off, Returns: rets})
+		gf := Func{Name: fn.Name, Addr: fn.Entry, Offset: off, Returns: rets}
+		if fn == read && t.Arch == "amd64" {
+			if mm := tab.LookupFunc("runtime.memmove"); mm != nil {
+				if at, ok := onlyCallTo(code, fn.Entry, mm.Entry); ok {
+					gf.Copy = off + uint64(at)
+				}
+			}
+		}
+		// Past the stack check (cmp rsp, [r14+16]; single-stepped) to its
+		// conditional branch (emulated): the arguments are still in their
+		// registers. No uretprobe, so the stack pointer may have moved.
+		cheapEntry(f, t.Arch, &gf, fn.End-fn.Entry, goRegs, false)
+		t.Funcs = append(t.Funcs, gf)
 	}
 	fd, err := goFDFromDWARF(f)
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"golang.org/x/arch/x86/x86asm"
 )
 
 // OpenSSL functions: the first two are required; the _ex variants exist
@@ -162,6 +164,87 @@ func inspectOpenSSL(f *elf.File, t *Target, open func(string) (*elf.File, error)
 	}
 	if len(missing) > 0 {
 		t.Reason, t.Detail = ReasonMissingSymbol, "missing "+strings.Join(missing, ", ")
+		return true
 	}
+	cheapOpenSSL(f, t)
 	return true
+}
+
+// Inner functions: what SSL_read and SSL_read_ex (SSL_write and
+// SSL_write_ex) both call with the _ex arguments; OpenSSL 1.1.1 and 3.x's
+// ssl_read_internal and ssl_write_internal.
+const (
+	sslReadInner  = "ssl_read_internal"
+	sslWriteInner = "ssl_write_internal"
+)
+
+// cheapOpenSSL moves t's probes onto instructions the kernel emulates
+// (probepoint.go), amd64 only. A function whose first instruction is one
+// (node's SSL_read begins with push %rbp) keeps its probes. Debian's
+// SSL_read begins with sub $0x18,%rsp, single-stepped: 14 µs a call on a
+// VM. It is a wrapper: both it and SSL_read_ex call ssl_read_internal(ssl,
+// buf, num, &count), which begins with a push; that function is probed
+// instead (entry and uretprobe there, with the _ex programs), once per call
+// of either. It is found as the first call both wrappers make on their
+// straight path with the arguments untouched; when they disagree, or the
+// inner function has no cheap entry, the exported functions are probed as
+// before.
+func cheapOpenSSL(f *elf.File, t *Target) {
+	if t.Arch != "amd64" {
+		return
+	}
+	const window = 256
+	if h := t.Func("SSL_do_handshake"); h != nil {
+		cheapEntry(f, t.Arch, h, window, nil, false) // its program reads no argument
+	}
+	for _, pair := range [][3]string{{"SSL_read", "SSL_read_ex", sslReadInner}, {"SSL_write", "SSL_write_ex", sslWriteInner}} {
+		plain, ex := t.Func(pair[0]), t.Func(pair[1])
+		cheapEntry(f, t.Arch, plain, window, sysvArgs, true)
+		if ex != nil {
+			cheapEntry(f, t.Arch, ex, window, sysvArgs, true)
+		}
+		if ex == nil || (emulatedAt(f, plain) && emulatedAt(f, ex)) {
+			continue
+		}
+		inner, ok := commonCallee(f, plain, ex)
+		if !ok {
+			continue
+		}
+		off, err := fileOffset(f, inner)
+		if err != nil {
+			continue
+		}
+		fn := Func{Name: pair[2], Addr: inner, Offset: off, Inner: true}
+		cheapEntry(f, t.Arch, &fn, window, sysvArgs, true)
+		if !emulatedAt(f, &fn) {
+			continue // no cheaper than the wrappers
+		}
+		t.Funcs = append(t.Funcs, fn)
+	}
+}
+
+// emulatedAt reports whether fn's entry probe is on an instruction the
+// kernel emulates.
+func emulatedAt(f *elf.File, fn *Func) bool {
+	code, err := readCode(f, fn.Addr+(fn.EntryProbe()-fn.Offset), 16)
+	if err != nil {
+		return false
+	}
+	inst, err := x86asm.Decode(code, 64)
+	return err == nil && emulated(inst)
+}
+
+// commonCallee is the function both plain and ex call first with their
+// arguments (rdi, rsi: the SSL* and the buffer; for ex also rdx, rcx)
+// unchanged.
+func commonCallee(f *elf.File, plain, ex *Func) (uint64, bool) {
+	code := func(fn *Func) []byte {
+		b, _ := readCode(f, fn.Addr, 256)
+		return b
+	}
+	// SSL_read converts its int length to a size_t and points rcx at its
+	// count: only the SSL* and the buffer are passed through.
+	a, ok1 := firstCall(code(plain), plain.Addr, []x86asm.Reg{x86asm.RDI, x86asm.RSI})
+	b, ok2 := firstCall(code(ex), ex.Addr, sysvArgs)
+	return a, ok1 && ok2 && a == b && a != plain.Addr && a != ex.Addr
 }

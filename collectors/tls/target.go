@@ -57,6 +57,28 @@ type Func struct {
 	// uretprobes rewrite the return address, which a moving goroutine stack
 	// cannot tolerate).
 	Returns []uint64
+	// Probe, when not 0, is the file offset the entry probe goes at
+	// instead of Offset: the first instruction the kernel emulates rather
+	// than single-steps, with the registers the probe reads (and, for a
+	// function with a uretprobe, the stack pointer) as at entry
+	// (probepoint.go).
+	Probe uint64
+	// Copy, when not 0, is the file offset of the one call in Go's
+	// (*Conn).Read that copies the plaintext out (runtime.memmove): probed
+	// instead of the returns (onlyCallTo).
+	Copy uint64
+	// Inner: not an exported function but the one the exported pair
+	// (SSL_read and SSL_read_ex) both call with the _ex arguments
+	// (ssl, buf, num, size_t *count), probed instead of them.
+	Inner bool
+}
+
+// EntryProbe is the file offset an entry probe (and a uretprobe) goes at.
+func (f *Func) EntryProbe() uint64 {
+	if f.Probe != 0 {
+		return f.Probe
+	}
+	return f.Offset
 }
 
 // GoFD is the path from a *crypto/tls.Conn to its socket descriptor, all in

@@ -345,6 +345,7 @@ const (
 	l7ProgHttpWritevEnter      = "http_writev_enter"
 	l7ProgHttpWritevExit       = "http_writev_exit"
 	l7ProgHttpWritevExit1      = "http_writev_exit1"
+	l7ProgTlsGoReadCopy        = "tls_go_read_copy"
 	l7ProgTlsGoReadEnter       = "tls_go_read_enter"
 	l7ProgTlsGoReadExit        = "tls_go_read_exit"
 	l7ProgTlsGoWriteEnter      = "tls_go_write_enter"
@@ -457,6 +458,7 @@ type l7ProgramSpecs struct {
 	HttpWritevEnter      *ebpf.ProgramSpec `ebpf:"http_writev_enter"`
 	HttpWritevExit       *ebpf.ProgramSpec `ebpf:"http_writev_exit"`
 	HttpWritevExit1      *ebpf.ProgramSpec `ebpf:"http_writev_exit1"`
+	TlsGoReadCopy        *ebpf.ProgramSpec `ebpf:"tls_go_read_copy"`
 	TlsGoReadEnter       *ebpf.ProgramSpec `ebpf:"tls_go_read_enter"`
 	TlsGoReadExit        *ebpf.ProgramSpec `ebpf:"tls_go_read_exit"`
 	TlsGoWriteEnter      *ebpf.ProgramSpec `ebpf:"tls_go_write_enter"`
@@ -667,6 +669,7 @@ type l7Programs struct {
 	HttpWritevEnter      *ebpf.Program `ebpf:"http_writev_enter"`
 	HttpWritevExit       *ebpf.Program `ebpf:"http_writev_exit"`
 	HttpWritevExit1      *ebpf.Program `ebpf:"http_writev_exit1"`
+	TlsGoReadCopy        *ebpf.Program `ebpf:"tls_go_read_copy"`
 	TlsGoReadEnter       *ebpf.Program `ebpf:"tls_go_read_enter"`
 	TlsGoReadExit        *ebpf.Program `ebpf:"tls_go_read_exit"`
 	TlsGoWriteEnter      *ebpf.Program `ebpf:"tls_go_write_enter"`
@@ -714,6 +717,7 @@ func (p *l7Programs) Close() error {
 		p.HttpWritevEnter,
 		p.HttpWritevExit,
 		p.HttpWritevExit1,
+		p.TlsGoReadCopy,
 		p.TlsGoReadEnter,
 		p.TlsGoReadExit,
 		p.TlsGoWriteEnter,

@@ -39,6 +39,7 @@ func tlsPrograms(p *tlsc.Programs) map[string]**ebpf.Program {
 		"tls_ssl_handshake_enter": &p.SSLHandshakeEntry,
 		"tls_go_read_enter":       &p.GoReadEntry,
 		"tls_go_read_exit":        &p.GoReadReturn,
+		"tls_go_read_copy":        &p.GoReadCopy,
 		"tls_go_write_enter":      &p.GoWriteEntry,
 	}
 }
@@ -76,7 +77,12 @@ func (e *Engine) startTLS() {
 		}
 		*dst = p
 	}
-	log := e.log.With("component", "tls")
+	// One component per record: the engine's logger carries its first
+	// collector's (component=http).
+	log := e.log
+	if e.deps.RootLogger != nil {
+		log = e.deps.RootLogger.With("component", "tls")
+	}
 	k := &tlsKernel{tgids: e.loader.Map(l7MapTlsTgids), offsets: e.loader.Map(l7MapGoFdOffsets)}
 	a, err := tlsc.NewAttacher(e.cfg.TLS.AttachConfig(), progs, e.deps.Processes, k, log)
 	if err != nil {

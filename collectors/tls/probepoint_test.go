@@ -1,0 +1,144 @@
+package tls
+
+import (
+	"debug/elf"
+	"encoding/hex"
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+func unhex(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Code from Debian 12's libssl.so.3 (OpenSSL 3.0.19) and Go builds.
+const (
+	// sub $0x18,%rsp; mov %fs:0x28,%rax; mov %rax,0x8(%rsp); xor %eax,%eax;
+	// test %edx,%edx; js; mov %rsp,%rcx; movslq %edx,%rdx; call ssl_read_internal
+	debianSSLRead = "4883ec1864488b042528000000488944240831c085d2782f4889e14863d2e83dfeffff85c07e038b0424"
+	// sub $0x8,%rsp; call ssl_read_internal; xor %edx,%edx
+	debianSSLReadEx = "4883ec08e8c7fdffff31d285c00f48c2"
+	// push %r13; push %r12; push %rbp; push %rbx
+	debianReadInternal = "4155415455534883"
+	// Go: cmp 0x10(%r14),%rsp; jbe
+	goPrologue = "493b66107610"
+	// Go, larger frame: lea -0x80(%rsp),%r12; cmp 0x10(%r14),%r12; jbe
+	goBigPrologue = "4c8d642480" + "4d3b6610" + "0f8600010000"
+	// endbr64; push %rbp
+	cetPush = "f30f1efa55"
+	// mov %rax,%rdi; jmp
+	clobbersRDI = "4889c7eb00"
+	// data16 nop (66 90): not emulated
+	nop66 = "6690"
+)
+
+func TestEntryPoint(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		code string
+		keep []x86asm.Reg
+		sp   bool
+		off  int
+		ok   bool
+	}{
+		{"SSL_read with a uretprobe: sub rsp first", debianSSLRead, sysvArgs, true, 0, false},
+		{"SSL_read entry only: its js", debianSSLRead, sysvArgs, false, 0x16, true},
+		{"SSL_read entry only keeping rax: mov %fs:0x28,%rax", debianSSLRead, []x86asm.Reg{x86asm.RAX}, false, 0, false},
+		{"ssl_read_internal: push at entry", debianReadInternal, sysvArgs, true, 0, true},
+		{"go stack check", goPrologue, goRegs, false, 4, true},
+		{"go stack check, large frame", goBigPrologue, goRegs, false, 9, true},
+		{"go stack check, keeping r12", goBigPrologue, append([]x86asm.Reg{x86asm.R12}, goRegs...), false, 0, false},
+		{"endbr64 then push", cetPush, sysvArgs, true, 4, true},
+		{"rdi written before the branch", clobbersRDI, sysvArgs, false, 0, false},
+		{"rdi written, not kept", clobbersRDI, []x86asm.Reg{x86asm.RSI}, false, 3, true},
+		{"66 90 is single-stepped", nop66, nil, false, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			off, ok := entryPoint(unhex(t, tc.code), tc.keep, tc.sp)
+			if off != tc.off || ok != tc.ok {
+				t.Errorf("entryPoint = %#x, %v; want %#x, %v", off, ok, tc.off, tc.ok)
+			}
+		})
+	}
+}
+
+func TestFirstCall(t *testing.T) {
+	const read, readEx, inner = 0x35430, 0x354c0, 0x35290
+	if got, ok := firstCall(unhex(t, debianSSLRead), read, []x86asm.Reg{x86asm.RDI, x86asm.RSI}); !ok || got != inner {
+		t.Errorf("SSL_read's first call: %#x, %v; want %#x", got, ok, inner)
+	}
+	if got, ok := firstCall(unhex(t, debianSSLReadEx), readEx, sysvArgs); !ok || got != inner {
+		t.Errorf("SSL_read_ex's first call: %#x, %v; want %#x", got, ok, inner)
+	}
+	// SSL_read sets rcx and rdx before its call: it does not pass them on.
+	if _, ok := firstCall(unhex(t, debianSSLRead), read, sysvArgs); ok {
+		t.Errorf("SSL_read passes rcx through: it points rcx at its own count")
+	}
+	if _, ok := firstCall(unhex(t, clobbersRDI), 0x1000, sysvArgs); ok {
+		t.Errorf("a call after rdi is overwritten was taken")
+	}
+}
+
+// TestCheapHostLibssl: the host's libssl (Debian: SSL_read begins with a
+// single-stepped sub) is probed on ssl_read_internal and
+// ssl_write_internal, each at an emulated instruction, once per call of
+// either exported function; node's SSL_read begins with a push and keeps
+// its probes.
+func TestCheapHostLibssl(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the probe placement is amd64's")
+	}
+	lib := "/usr/lib/x86_64-linux-gnu/libssl.so.3"
+	if _, err := os.Stat(lib); err != nil {
+		t.Skip("no Debian libssl.so.3")
+	}
+	tg := Inspect(lib)
+	if !tg.Instrumentable() {
+		t.Fatalf("%s: %s %s", lib, tg.Reason, tg.Detail)
+	}
+	progs := make([]ebpf.Program, 7)
+	p := Programs{SSLReadEntry: &progs[0], SSLReadExEntry: &progs[1], SSLReadReturn: &progs[2],
+		SSLWriteEntry: &progs[3], SSLWriteExEntry: &progs[4], SSLWriteReturn: &progs[5], SSLHandshakeEntry: &progs[6]}
+	in, out := tg.Func(sslReadInner), tg.Func(sslWriteInner)
+	if in == nil || out == nil {
+		t.Fatalf("no inner functions found: %+v", tg.Funcs)
+	}
+	want := []probe{
+		{in.EntryProbe(), &progs[1], false}, {in.EntryProbe(), &progs[2], true},
+		{out.EntryProbe(), &progs[4], false}, {out.EntryProbe(), &progs[5], true},
+		{tg.Func("SSL_do_handshake").EntryProbe(), &progs[6], false},
+	}
+	got := plan(tg, &p)
+	if len(got) != len(want) {
+		t.Fatalf("plan %+v, want %+v", got, want)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Errorf("probe %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	f, err := elf.Open(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, fn := range []*Func{in, out} {
+		if !emulatedAt(f, fn) {
+			t.Errorf("%s: probe at %#x is single-stepped", fn.Name, fn.EntryProbe())
+		}
+	}
+	if node := Inspect("/usr/bin/node"); node.Instrumentable() {
+		if node.Func(sslReadInner) != nil || node.Func("SSL_read").EntryProbe() != node.Func("SSL_read").Offset {
+			t.Errorf("node's SSL_read begins with an emulated push: its probes should stay: %+v", node.Funcs)
+		}
+	}
+}
