@@ -153,9 +153,22 @@ func TestL7DatabasesOnTheCapture(t *testing.T) {
 	if pgWant < 3 || myWant < 2 {
 		t.Fatalf("the servers logged %d and %d statements, want at least 3 and 2", pgWant, myWant)
 	}
+	waitStart := time.Now()
 	rpWait(t, agent, "the database operations", func(mfs map[string]*dto.MetricFamily) bool {
 		p, _ := rpHist(mfs, "db_client_operation_duration_seconds", svc(pcli))
 		m, _ := rpHist(mfs, "db_client_operation_duration_seconds", svc(mcli))
+		if time.Since(waitStart) > 50*time.Second {
+			// who the servers' operations were credited to (seen once at
+			// load 29: a wait that ran out)
+			byJob := map[string]uint64{}
+			for _, x := range mfs["db_client_operation_duration_seconds"].GetMetric() {
+				l := dnsLabelsOf(x)
+				if l["server_port"] == strconv.Itoa(pg.Port) || l["server_port"] == strconv.Itoa(my.Port) {
+					byJob[l["job"]+" "+l["server_port"]] += x.GetHistogram().GetSampleCount()
+				}
+			}
+			t.Logf("so far: psql %d of %d, mariadb %d of %d; by service and port: %v", p, pgWant, m, myWant, byJob)
+		}
 		return p >= uint64(pgWant) && m >= uint64(myWant)
 	})
 	time.Sleep(time.Second)
