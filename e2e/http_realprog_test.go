@@ -442,6 +442,7 @@ func TestHTTPMethodsUpgradesAndUnseen(t *testing.T) {
 		p, stdout := rpServer(t, server, addr, rwsrv, "tls", addr)
 		// Its exec seen and its file instrumented before the first request.
 		waitUprobes(t, agent, rwsrv)
+		waitSystemOpenSSL(t, agent) // curl's
 		for i := 0; i < 3; i++ {
 			runClient(t, client, "curl", "-sk", "--http1.1", "-o", "/dev/null", "https://"+addr+"/secret")
 		}

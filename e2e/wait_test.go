@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -82,4 +83,15 @@ func pidFromFile(t *testing.T, path string) int {
 			t.Fatalf("pid file %s: %q %v", path, b, err)
 		}
 	}
+}
+
+// waitSystemOpenSSL makes sure agent instruments the system's libssl before
+// a short-lived client (curl) uses it: such a client is usually done before
+// the attacher's rescan after its exec, and its TLS is read only when the
+// file is instrumented already, as on a host where long-running programs
+// map it. Here a Python process that imports ssl holds it mapped.
+func waitSystemOpenSSL(t *testing.T, agent *harness.Agent) {
+	t.Helper()
+	p := harness.StartProcess(t, "libssl-holder", exec.Command(pythonBin(t), "-c", "import ssl, time; time.sleep(3600)"))
+	waitLibUprobes(t, agent, p.Pid(), "libssl.so")
 }
