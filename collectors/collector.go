@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/series"
 	"github.com/otelbee/otelbee/process/identity"
 )
 
@@ -57,6 +58,9 @@ type Deps struct {
 	// Producers takes metrics aggregated in the kernel (nil: none wanted,
 	// as in `otelbee doctor`).
 	Producers *ProducerSet
+	// SeriesBudget, when set, admits every new metric series of every
+	// collector's series table (package series): the agent-wide budget.
+	SeriesBudget series.Budget
 }
 
 // StageStats counts what one stage of a collector's pipeline handled. At

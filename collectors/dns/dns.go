@@ -216,9 +216,7 @@ type Collector struct {
 	// Read by the metrics callback.
 	stats stats
 
-	// seriesMu guards st.series: the Run goroutine records, Produce reads.
-	seriesMu sync.Mutex
-	start    time.Time
+	start time.Time
 
 	closeOnce sync.Once
 }

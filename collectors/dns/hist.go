@@ -24,19 +24,10 @@ func (c *Collector) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, err
 	now := time.Now()
 	dur := aggregate.Collect[float64](ctx, c.cfg.DurationBuckets, c.start, now)
 	ans := aggregate.Collect[float64](ctx, answerBuckets[:], c.start, now)
-	add := func(h *histograms) {
-		if h == nil {
-			return
-		}
-		dur.Add(&h.duration, h.set)
-		ans.Add(&h.answers, h.set)
-	}
-	c.seriesMu.Lock()
-	for _, sr := range c.st.series {
-		add(sr.h)
-	}
-	add(c.st.overflow)
-	c.seriesMu.Unlock()
+	c.st.series.Each(func(sr *dnsSeries) {
+		dur.Add(&sr.M.duration, sr.Set)
+		ans.Add(&sr.M.answers, sr.Set)
+	})
 	return []metricdata.ScopeMetrics{{
 		Scope: instrumentation.Scope{Name: "github.com/otelbee/otelbee/collectors/dns"},
 		Metrics: []metricdata.Metrics{

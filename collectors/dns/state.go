@@ -16,6 +16,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors/aggregate"
 	"github.com/otelbee/otelbee/collectors/sampling"
+	"github.com/otelbee/otelbee/collectors/series"
 	"github.com/otelbee/otelbee/process/identity"
 )
 
@@ -122,26 +123,17 @@ type seriesKey struct {
 	transport uint8
 }
 
-// series is one attribute set: the span attributes of its lookups and its
-// histograms (its own, or the overflow ones past Config.MaxSeries).
-type series struct {
-	attrs      []attribute.KeyValue
-	addPID     bool // attrs are a folded instance's: spans add process.pid
-	h          *histograms
-	overflowed bool
-}
-
-// histograms are one attribute set's histograms; guarded by
-// Collector.seriesMu.
+// histograms are one series' histograms, guarded by the series table's
+// lock.
 type histograms struct {
-	set      attribute.Set
 	duration aggregate.Histogram[float64]
 	answers  aggregate.Histogram[float64]
 }
 
-// overflowSet marks the series that collects the lookups of series beyond
-// dns.max_series, as the OpenTelemetry SDK marks its cardinality overflow.
-var overflowSet = attribute.NewSet(attribute.Bool("otel.metric.overflow", true))
+// dnsSeries is one series of the table (package series): its point
+// attributes, its spans' (identity included), its histograms (its own, or
+// the overflow ones past Config.MaxSeries) and its span name (Name).
+type dnsSeries = series.Series[seriesKey, histograms]
 
 // state is the Run goroutine's: no lock.
 type state struct {
@@ -153,9 +145,9 @@ type state struct {
 	byCookie map[uint64][]uint16
 	freeIDs  [][]uint16
 	names    map[string]map[string]*spellings // service.name -> case-folded name -> as asked
-	series   map[seriesKey]*series
-	overflow *histograms          // past Config.MaxSeries; guarded by Collector.seriesMu
-	retired  map[uint32]time.Time // tgid -> when seen gone
+	series   *series.Table[seriesKey, histograms]
+	retired  map[uint32]time.Time // tgid -> when seen gone (kernel drop counters)
+	spanKVs  []attribute.KeyValue // a span's own attributes, reused
 	msg      message
 	sweeps   int
 	// wallOffset converts CLOCK_MONOTONIC nanoseconds to wall time.
@@ -164,11 +156,14 @@ type state struct {
 
 func newState(c *Collector) *state {
 	return &state{
-		c:          c,
-		pending:    map[pendKey]pendEntry{},
-		byCookie:   map[uint64][]uint16{},
-		names:      map[string]map[string]*spellings{},
-		series:     map[seriesKey]*series{},
+		c:        c,
+		pending:  map[pendKey]pendEntry{},
+		byCookie: map[uint64][]uint16{},
+		names:    map[string]map[string]*spellings{},
+		series: series.New[seriesKey, histograms](series.Config{
+			Name: "dns", MaxSeries: c.cfg.MaxSeries, Processes: c.deps.Processes,
+			Budget: c.deps.SeriesBudget, RetainDead: c.cfg.RetireAfter,
+		}),
 		retired:    map[uint32]time.Time{},
 		wallOffset: time.Duration(time.Now().UnixNano() - int64(monotonicNow())),
 	}
@@ -361,11 +356,11 @@ func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs 
 		sc = s.span(ctx, e, sr, outcome, answers, endNs)
 	}
 	d := float64(durNs) / 1e9
-	if sr.overflowed {
+	if sr.Overflowed {
 		s.c.stats.seriesOverflow.Add(1)
 	}
-	h := sr.h
-	s.c.seriesMu.Lock()
+	h := sr.M
+	s.series.Lock()
 	if sc.IsSampled() {
 		h.duration.RecordSampled(s.c.cfg.DurationBuckets, d, s.wall(endNs), sc)
 	} else {
@@ -374,15 +369,17 @@ func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs 
 	if answers >= 0 {
 		h.answers.Record(answerBuckets[:], float64(answers))
 	}
-	s.c.seriesMu.Unlock()
+	s.series.Unlock()
 	if e.folded {
 		s.c.stats.folded.Add(1)
 	}
 }
 
 // span ends the lookup's span if it is sampled, and returns its context.
-func (s *state) span(ctx context.Context, e *pendEntry, sr *series, outcome uint16, answers int64, endNs uint64) trace.SpanContext {
-	name := "DNS " + typeName(e.qtype)
+// Its attributes are its series' (rendered once) and its own, from a
+// buffer reused from span to span (the span copies them).
+func (s *state) span(ctx context.Context, e *pendEntry, sr *dnsSeries, outcome uint16, answers int64, endNs uint64) trace.SpanContext {
+	name := sr.Name
 	// Unsampled lookups never reach the SDK (package sampling).
 	ctx, sampled := sampling.Decide(s.c.deps.Sampler, ctx, name, trace.SpanKindClient)
 	if !sampled {
@@ -390,18 +387,22 @@ func (s *state) span(ctx context.Context, e *pendEntry, sr *series, outcome uint
 	}
 	start := s.wall(e.tsNs)
 	end := s.wall(endNs)
-	attrs := sr.attrs
-	if answers >= 0 {
-		attrs = append(attrs[:len(attrs):len(attrs)], keyAnswerCount.Int64(answers))
-	}
-	if sr.addPID && e.tgid != 0 {
-		// Per-process detail stays on spans.
-		attrs = append(attrs[:len(attrs):len(attrs)], identity.KeyProcessPID.Int64(int64(e.tgid)))
-	}
 	_, sp := s.c.tracer.Start(ctx, name,
 		trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithTimestamp(start),
-		trace.WithAttributes(attrs...))
+		trace.WithTimestamp(start))
+	sp.SetAttributes(sr.Span...)
+	kvs := s.spanKVs[:0]
+	if answers >= 0 {
+		kvs = append(kvs, keyAnswerCount.Int64(answers))
+	}
+	if sr.Folded && e.tgid != 0 {
+		// Per-process detail stays on spans.
+		kvs = append(kvs, identity.KeyProcessPID.Int64(int64(e.tgid)))
+	}
+	if len(kvs) > 0 {
+		sp.SetAttributes(kvs...)
+	}
+	s.spanKVs = kvs[:0]
 	if et := errorType(outcome); et != "" {
 		sp.SetStatus(codes.Error, et)
 	}
@@ -453,21 +454,21 @@ func (s *state) intern(service string, name []byte) (string, bool) {
 	return v, false
 }
 
-func (s *state) seriesFor(e *pendEntry, outcome uint16) *series {
+func (s *state) seriesFor(e *pendEntry, outcome uint16) *dnsSeries {
 	// Keyed by the process's instance (its owner), so that the processes
 	// of one instance share one series: retiring one of them drops nothing
 	// the others still count.
 	owner := s.c.deps.Processes.Owner(e.tgid)
 	key := seriesKey{tgid: owner, name: e.name, qtype: e.qtype, outcome: outcome,
 		server: e.server, port: e.port, transport: e.transport}
-	if sr, ok := s.series[key]; ok {
+	if sr := s.series.Get(key); sr != nil {
 		return sr
 	}
 	proc := e.proc
-	if proc == nil || owner != e.tgid {
-		proc = s.c.deps.Processes.Lookup(owner)
+	if owner != e.tgid {
+		proc = nil // the table looks the instance up
 	}
-	kv := append([]attribute.KeyValue{}, proc.Attributes()...)
+	kv := make([]attribute.KeyValue, 0, 8)
 	kv = append(kv,
 		keyQuestionName.String(e.name),
 		keyQuestionType.String(typeName(e.qtype)),
@@ -483,20 +484,10 @@ func (s *state) seriesFor(e *pendEntry, outcome uint16) *series {
 		keyServerPort.Int(int(e.port)),
 		keyTransport.String(transportName(e.transport)),
 	)
-	// Only the Run goroutine writes s.series: it reads without the lock and
-	// takes it to insert, as Produce iterates.
-	s.c.seriesMu.Lock()
-	defer s.c.seriesMu.Unlock()
-	if len(s.series) >= s.c.cfg.MaxSeries {
-		// Not kept: recorded in the overflow histograms; the span of the
-		// lookup still carries its attributes.
-		if s.overflow == nil {
-			s.overflow = &histograms{set: overflowSet}
-		}
-		return &series{attrs: kv, h: s.overflow, overflowed: true, addPID: proc.PID == 0}
-	}
-	sr := &series{attrs: kv, h: &histograms{set: attribute.NewSet(kv...)}, addPID: proc.PID == 0}
-	s.series[key] = sr
+	// Past Config.MaxSeries not kept: recorded in the overflow histograms;
+	// the span of the lookup still carries its attributes.
+	sr := s.series.Add(key, owner, 0, series.Attrs{Ident: proc, Point: kv, Span: kv})
+	sr.Name = "DNS " + typeName(e.qtype)
 	return sr
 }
 
@@ -577,53 +568,38 @@ func (s *state) sweepOrphans(now, maxAge uint64) {
 	}
 }
 
-// retire forgets the cached series of processes gone for RetireAfter.
+// retire forgets the series of processes gone for RetireAfter (the series
+// table's retirement), and the kernel's drop counters of processes gone as
+// long.
 func (s *state) retire() {
 	now := time.Now()
+	alive := s.c.deps.Processes.Alive
+	s.series.Housekeep(func(tgid uint32) bool { return !alive(tgid) }, now)
+	if s.c.drops == nil {
+		return
+	}
 	seen := map[uint32]bool{}
-	for k := range s.series {
-		if k.tgid == 0 || seen[k.tgid] {
+	var tgid uint32
+	it := s.c.drops.Iterate()
+	var perCPU []dnsProcDrops
+	for it.Next(&tgid, &perCPU) {
+		if tgid == 0 || seen[tgid] {
 			continue
 		}
-		seen[k.tgid] = true
-		if !s.c.deps.Processes.Alive(k.tgid) {
-			if _, ok := s.retired[k.tgid]; !ok {
-				s.retired[k.tgid] = now
-			}
-		} else {
-			// An instance that has a process again (or a reused pid).
-			delete(s.retired, k.tgid)
-		}
-	}
-	// Processes with per-process drop counters in the kernel, too.
-	if s.c.drops != nil {
-		var tgid uint32
-		it := s.c.drops.Iterate()
-		var perCPU []dnsProcDrops
-		for it.Next(&tgid, &perCPU) {
-			if tgid == 0 || seen[tgid] {
-				continue
-			}
-			seen[tgid] = true
-			if _, ok := s.retired[tgid]; !ok && !s.c.deps.Processes.Alive(tgid) {
+		seen[tgid] = true
+		if !alive(tgid) {
+			if _, ok := s.retired[tgid]; !ok {
 				s.retired[tgid] = now
 			}
+		} else {
+			delete(s.retired, tgid) // a reused pid
 		}
 	}
-	s.c.seriesMu.Lock()
-	defer s.c.seriesMu.Unlock()
 	for tgid, since := range s.retired {
 		if now.Sub(since) < s.c.cfg.RetireAfter {
 			continue
 		}
-		for k := range s.series {
-			if k.tgid == tgid {
-				delete(s.series, k)
-			}
-		}
-		if s.c.drops != nil {
-			s.c.drops.Delete(tgid)
-		}
+		s.c.drops.Delete(tgid)
 		delete(s.retired, tgid)
 	}
 }

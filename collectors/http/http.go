@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -25,6 +26,7 @@ import (
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/l7/capture"
+	"github.com/otelbee/otelbee/collectors/series"
 )
 
 // Name is the collector's name on the command line.
@@ -55,7 +57,7 @@ type connState struct {
 	lastPath   [maxPath]byte
 	lastLen    int
 	lastRoute  string
-	lastSeries *series
+	lastSeries *httpSeries
 	svc        string // service namespace/name: the route cap's scope
 	// client: the last request's Host header and the server.address and
 	// port it gave ("": none, the peer's)
@@ -85,21 +87,17 @@ type Collector struct {
 	unobservedReg metric.Registration
 	tracer        trace.Tracer
 	spans         chan spanRecord
+	spanKVs       []attribute.KeyValue // the span worker's (endSpan)
 	wg            sync.WaitGroup
 
 	// Owned by the Run goroutine.
 	free   []*connState
 	routes *Routes
-	// series is written by the Run goroutine under seriesMu and read by
-	// Produce; seriesDead remembers when a process with series was found
-	// gone (Run goroutine only).
-	series     map[seriesKey]*series
-	seriesMu   sync.Mutex
-	seriesDead map[uint32]time.Time
-	overflow   [2]*histograms // [client, server]: beyond MaxSeries
-	start      time.Time
-	cur        *connState
-	sinkFn     func(*Exchange)
+	// series is written by the Run goroutine and read by Produce.
+	series *series.Table[seriesKey, histograms]
+	start  time.Time
+	cur    *connState
+	sinkFn func(*Exchange)
 
 	statsMu sync.Mutex
 	procs   map[uint32]*procStats // per process: drops, incomplete, malformed
@@ -127,13 +125,15 @@ func New(deps collectors.Deps, cfg Config) *Collector {
 // so it is made before eng's first Acquire.
 func NewOn(eng *capture.Engine, deps collectors.Deps, cfg Config) *Collector {
 	c := &Collector{
-		deps:       deps,
-		cfg:        cfg,
-		log:        deps.Logger,
-		eng:        eng,
-		series:     map[seriesKey]*series{},
-		seriesDead: map[uint32]time.Time{},
-		procs:      map[uint32]*procStats{},
+		deps:  deps,
+		cfg:   cfg,
+		log:   deps.Logger,
+		eng:   eng,
+		procs: map[uint32]*procStats{},
+		series: series.New[seriesKey, histograms](series.Config{
+			Name: Name, MaxSeries: cfg.MaxSeries, Groups: 2,
+			Processes: deps.Processes, Budget: deps.SeriesBudget, RetainDead: series.DefaultRetainDead,
+		}),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -334,29 +334,7 @@ func (c *Collector) release(st *connState) {
 // then their last values are still reported, so a short-lived client's
 // requests are exported even if it exits before the next collection.
 func (c *Collector) retireSeries(isDead func(uint32) bool, now time.Time) {
-	var expired []seriesKey
-	for k := range c.series {
-		if !isDead(k.tgid) {
-			delete(c.seriesDead, k.tgid) // a reused pid starts anew
-			continue
-		}
-		since, ok := c.seriesDead[k.tgid]
-		if !ok {
-			c.seriesDead[k.tgid] = now
-		} else if now.Sub(since) >= retainDead {
-			expired = append(expired, k)
-		}
-	}
-	c.seriesMu.Lock()
-	for _, k := range expired {
-		delete(c.series, k)
-	}
-	c.seriesMu.Unlock()
-	for tgid, since := range c.seriesDead {
-		if now.Sub(since) >= retainDead {
-			delete(c.seriesDead, tgid)
-		}
-	}
+	c.series.Housekeep(isDead, now)
 }
 
 // serviceOf names the service of a process for the route cap.

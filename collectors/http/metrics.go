@@ -11,6 +11,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/attrs"
 	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/sampling"
+	"github.com/otelbee/otelbee/collectors/series"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -54,7 +55,7 @@ const (
 // and address strings are interned (route table, netip), so the key
 // compares cheaply and a lookup allocates nothing.
 type seriesKey struct {
-	tgid    uint32
+	tgid    uint32 // the process's instance (process/identity Owner)
 	server  bool
 	method  Method
 	minor   uint8      // 0 or 1: network.protocol.version 1.0 or 1.1
@@ -65,6 +66,7 @@ type seriesKey struct {
 	host    string     // client: server.address from the Host header (interned)
 	port    uint16     // client: server port
 	tls     bool       // the plaintext came from a TLS source: url.scheme https
+	unix    bool       // a Unix domain socket: network.transport unix
 }
 
 // versionMinor is the minor version a series is keyed by: the one
@@ -76,31 +78,26 @@ func versionMinor(m uint8) uint8 {
 	return 1
 }
 
-// series is one attribute set's histograms, aggregated here and handed to
-// the exporters by Produce (see package aggregate for why not the SDK's
-// instruments), and the span fields of its requests. The histograms are
-// guarded by Collector.seriesMu.
-type series struct {
-	key        seriesKey
-	hists      *histograms // this series' own, or its side's overflow histograms
-	overflowed bool        // hists are the overflow histograms
-	name       string      // span name (client: of the last route, nameRoute)
-	nameRoute  string
-	attrs      []attribute.KeyValue
-	errSet     bool // span status error
-}
-
-// histograms are one attribute set's three histograms.
+// histograms are one series' three histograms, aggregated here and handed
+// to the exporters by Produce (see package aggregate for why not the SDK's
+// instruments), guarded by the series table's lock.
 type histograms struct {
-	set      attribute.Set
 	duration aggregate.Histogram[float64]
 	reqBody  aggregate.Histogram[int64]
 	respBody aggregate.Histogram[int64]
 }
 
-// overflowSet marks the series that collects the requests of series beyond
-// http.max_series, as the OpenTelemetry SDK marks its cardinality overflow.
-var overflowSet = attribute.NewSet(attribute.Bool("otel.metric.overflow", true))
+// httpSeries is one series of the table (package series): its point
+// attributes, its spans' attributes (identity included), its histograms
+// (its own, or its side's overflow ones), and the span name cache (Name;
+// a client series' name is of its last route, NameFor) and status (Err).
+type httpSeries = series.Series[seriesKey, histograms]
+
+// Overflow groups of the series table.
+const (
+	groupClient = 0
+	groupServer = 1
+)
 
 // selfInstruments are the collector's own counters, read in one callback.
 func (c *Collector) selfInstruments() error {
@@ -171,8 +168,9 @@ func (c *Collector) selfInstruments() error {
 	return nil
 }
 
-// seriesFor returns the cached series of an exchange on st.
-func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series {
+// seriesFor returns the series of an exchange on st: the table's, or a
+// new one whose attributes are rendered here, once.
+func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *httpSeries {
 	status, kind := statusKind(ex.Status)
 	k := seriesKey{
 		tgid:    c.deps.Processes.Owner(st.proc), // one series per instance, not per process
@@ -182,6 +180,7 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		status:  status,
 		errKind: kind,
 		tls:     st.tls,
+		unix:    !st.peer.IsValid(),
 	}
 	if st.server {
 		k.route = route
@@ -192,19 +191,14 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		k.peer = st.peer
 		k.port = st.peerPort
 	}
-	if s, ok := c.series[k]; ok {
+	if s := c.series.Get(k); s != nil {
 		return s
-	}
-	s := &series{key: k}
-	var proc []attribute.KeyValue
-	if c.deps.Processes != nil {
-		proc = c.deps.Processes.Lookup(k.tgid).Attributes()
 	}
 	version := "1.1"
 	if k.minor == 0 {
 		version = "1.0"
 	}
-	kv := append([]attribute.KeyValue{}, proc...)
+	kv := make([]attribute.KeyValue, 0, 10)
 	kv = append(kv, keyMethod.String(k.method.String()))
 	if k.status != 0 {
 		kv = append(kv, keyStatus.Int(int(k.status)))
@@ -218,9 +212,12 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		}
 		kv = append(kv, keyScheme.String(scheme))
 	}
-	// a copy: attribute.NewSet sorts kv in place
 	span := append(make([]attribute.KeyValue, 0, len(kv)+3), kv...)
+	var name string
+	var errSet bool
+	group := groupClient
 	if k.server {
+		group = groupServer
 		// http.route only for a route really known (a configured pattern, or
 		// any template with the heuristic switch); else the heuristic's
 		// template is url.template, and the span is named by the method.
@@ -230,8 +227,8 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		}
 		kv = append(kv, key.String(route))
 		span = append(span, key.String(route))
-		s.name = c.routes.SpanName(k.method, target)
-		s.errSet = k.status >= 500 || k.errKind != errNone
+		name = c.routes.SpanName(k.method, target)
+		errSet = k.status >= 500 || k.errKind != errNone
 	} else {
 		// server.address/.port of a span: its own request's (endSpan), the
 		// series' may be the overflow name.
@@ -241,13 +238,13 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		case k.peer.IsValid():
 			kv = append(kv, keyServerAddress.String(k.peer.String()), keyServerPort.Int(int(k.port)))
 		}
-		if !st.peer.IsValid() { // a Unix domain socket
+		if k.unix {
 			kv = append(kv, keyTransportUnix)
 			span = append(span, keyTransportUnix)
 		}
-		s.errSet = k.status >= 400 || k.errKind != errNone
+		errSet = k.status >= 400 || k.errKind != errNone
 	}
-	if s.errSet {
+	if errSet {
 		// Conditionally required on the duration metrics as on spans.
 		et := keyErrorType.String(strconv.Itoa(int(k.status)))
 		if k.errKind != errNone {
@@ -256,27 +253,11 @@ func (c *Collector) seriesFor(st *connState, ex *Exchange, route string) *series
 		kv = append(kv, et)
 		span = append(span, et)
 	}
-	s.attrs = span
-	if len(c.series) >= c.cfg.MaxSeries {
-		// Not kept: its requests go to the side's overflow histograms, its
-		// spans keep their attributes. The connection caches it meanwhile.
-		side := 0
-		if k.server {
-			side = 1
-		}
-		c.seriesMu.Lock()
-		if c.overflow[side] == nil {
-			c.overflow[side] = &histograms{set: overflowSet}
-		}
-		s.hists = c.overflow[side]
-		s.overflowed = true
-		c.seriesMu.Unlock()
-		return s
-	}
-	s.hists = &histograms{set: attribute.NewSet(kv...)}
-	c.seriesMu.Lock()
-	c.series[k] = s
-	c.seriesMu.Unlock()
+	// Past the cap the series is not kept: its requests go to the side's
+	// overflow histograms, its spans keep their attributes, and the
+	// connection caches it meanwhile.
+	s := c.series.Add(k, k.tgid, group, series.Attrs{Point: kv, Span: span})
+	s.Name, s.Err = name, errSet
 	return s
 }
 
@@ -307,27 +288,27 @@ func (c *Collector) onExchange(ex *Exchange) {
 		c.serverAddress(st, ex.Host)
 	}
 	s := st.lastSeries
-	if s == nil || s.key.method != ex.Method || s.key.minor != versionMinor(ex.Minor) || int(s.key.status) != ex.Status || (st.server && s.key.route != route) || (!st.server && (s.key.host != st.hostName || (st.hostName != "" && s.key.port != st.hostPort))) {
+	if s == nil || s.Key.method != ex.Method || s.Key.minor != versionMinor(ex.Minor) || int(s.Key.status) != ex.Status || (st.server && s.Key.route != route) || (!st.server && (s.Key.host != st.hostName || (st.hostName != "" && s.Key.port != st.hostPort))) {
 		s = c.seriesFor(st, ex, route)
 		st.lastSeries = s
 	}
 	c.recorded.Add(1)
 	var sc trace.SpanContext
 	if c.spans != nil {
-		name := s.name
-		if !s.key.server {
+		name := s.Name
+		if !s.Key.server {
 			// A client series holds calls to every path of its server.
-			if s.nameRoute != route || s.name == "" {
-				s.name, s.nameRoute = c.routes.SpanName(s.key.method, route), route
+			if s.NameFor != route || s.Name == "" {
+				s.Name, s.NameFor = c.routes.SpanName(s.Key.method, route), route
 			}
-			name = s.name
+			name = s.Name
 		}
 		_, span := c.startSpan(context.Background(), s, name, ex)
 		if span.IsRecording() {
 			sc = span.SpanContext()
 			rec := spanRecord{span: span, s: s, end: ex.End, reqBody: -1, respBody: -1,
 				peer: st.peer, peerPort: st.peerPort}
-			if !s.key.server && route != OverflowRoute {
+			if !s.Key.server && route != OverflowRoute {
 				rec.template = route // the client span's url.template
 			}
 			if c.cfg.BodySizes { // opt-in on spans too
@@ -365,9 +346,9 @@ func (c *Collector) onExchange(ex *Exchange) {
 
 // startSpan starts the span of ex if it is to be sampled, else returns a
 // non-recording span without asking the SDK (see package sampling).
-func (c *Collector) startSpan(ctx context.Context, s *series, name string, ex *Exchange) (context.Context, trace.Span) {
+func (c *Collector) startSpan(ctx context.Context, s *httpSeries, name string, ex *Exchange) (context.Context, trace.Span) {
 	kind := trace.SpanKindClient
-	if s.key.server {
+	if s.Key.server {
 		kind = trace.SpanKindServer
 		if ex.HasParent {
 			sc := trace.NewSpanContext(trace.SpanContextConfig{
@@ -388,19 +369,19 @@ func (c *Collector) startSpan(ctx context.Context, s *series, name string, ex *E
 
 // record adds one exchange to its series. durNs is from kernel timestamps;
 // end dates a sampled span's exemplar.
-func (c *Collector) record(s *series, sc trace.SpanContext, end, durNs uint64, reqBody, respBody int64) {
+func (c *Collector) record(s *httpSeries, sc trace.SpanContext, end, durNs uint64, reqBody, respBody int64) {
 	if durNs > 1<<62 { // end before start: clocks of two CPUs
 		durNs = 0
 	}
 	d := float64(durNs) / 1e9
-	h := s.hists
-	if s.overflowed {
+	h := s.M
+	if s.Overflowed {
 		c.seriesOverflow.Add(1)
 	}
 	if !c.cfg.BodySizes {
 		reqBody, respBody = -1, -1
 	}
-	c.seriesMu.Lock()
+	c.series.Lock()
 	if sc.IsSampled() {
 		at := c.wall(end)
 		h.duration.RecordSampled(durationBuckets, d, at, sc)
@@ -419,7 +400,7 @@ func (c *Collector) record(s *series, sc trace.SpanContext, end, durNs uint64, r
 			h.respBody.Record(sizeBuckets, respBody)
 		}
 	}
-	c.seriesMu.Unlock()
+	c.series.Unlock()
 }
 
 // Produce implements sdkmetric.Producer: the duration and body size
@@ -435,25 +416,16 @@ func (c *Collector) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, err
 		body[side][0] = aggregate.Collect[int64](ctx, sizeBuckets, c.start, now)
 		body[side][1] = aggregate.Collect[int64](ctx, sizeBuckets, c.start, now)
 	}
-	add := func(side int, h *histograms) {
-		if h == nil || h.duration.Count() == 0 {
+	c.series.Each(func(s *httpSeries) {
+		h := s.M
+		if h.duration.Count() == 0 {
 			return
 		}
-		dur[side].Add(&h.duration, h.set)
-		body[side][0].Add(&h.reqBody, h.set)
-		body[side][1].Add(&h.respBody, h.set)
-	}
-	c.seriesMu.Lock()
-	for _, s := range c.series {
-		side := 0
-		if s.key.server {
-			side = 1
-		}
-		add(side, s.hists)
-	}
-	add(0, c.overflow[0])
-	add(1, c.overflow[1])
-	c.seriesMu.Unlock()
+		side := s.Group // groupClient, groupServer
+		dur[side].Add(&h.duration, s.Set)
+		body[side][0].Add(&h.reqBody, s.Set)
+		body[side][1].Add(&h.respBody, s.Set)
+	})
 	var ms []metricdata.Metrics
 	if dur[1].Len() > 0 {
 		ms = append(ms, dur[1].Metric("http.server.request.duration", "s", "Duration of HTTP server requests: first byte of the request read to last byte of the response written."))
@@ -483,7 +455,7 @@ func (c *Collector) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, err
 // spanRecord is a sampled span waiting for its attributes and its end.
 type spanRecord struct {
 	span     trace.Span
-	s        *series
+	s        *httpSeries
 	end      uint64
 	reqBody  int64
 	respBody int64
@@ -509,19 +481,24 @@ func (c *Collector) spanWorker(ctx context.Context) {
 	}
 }
 
+// endSpan sets a sampled span's attributes and ends it: its series'
+// (identity included, rendered once) as they are, then its own from a
+// buffer the worker reuses (the span copies them), so neither allocates.
 func (c *Collector) endSpan(rec *spanRecord) {
 	s := rec.s
-	kvs := make([]attribute.KeyValue, 0, len(s.attrs)+10)
-	kvs = append(kvs, s.attrs...)
+	rec.span.SetAttributes(s.Span...)
+	kvs := c.spanKVs[:0]
 	var path [maxPath]byte
 	kvs = append(kvs, keyPath.String(string(CleanPath(path[:0], rec.path[:rec.pathLen]))))
 	if rec.template != "" {
 		kvs = append(kvs, keyURLTemplate.String(rec.template))
 	}
-	kvs = c.spanURLAttrs(kvs, rec, s.key.server)
-	kvs = spanTransportAttrs(kvs, rec, s.key.server)
+	kvs = c.spanURLAttrs(kvs, rec, s.Key.server)
+	kvs = spanTransportAttrs(kvs, rec, s.Key.server)
 	rec.span.SetAttributes(kvs...)
-	if s.errSet {
+	clear(kvs) // the buffer keeps no strings alive
+	c.spanKVs = kvs[:0]
+	if s.Err {
 		rec.span.SetStatus(codes.Error, "")
 	}
 	rec.span.End(trace.WithTimestamp(c.wall(rec.end)))

@@ -267,9 +267,10 @@ func spanTransportAttrs(attrs []attribute.KeyValue, rec *spanRecord, server bool
 		attrs = append(attrs, keyRespBodySize.Int64(rec.respBody))
 	}
 	if rec.peer.IsValid() {
-		attrs = append(attrs, keyPeerAddress.String(rec.peer.String()), keyPeerPort.Int(int(rec.peerPort)))
+		peer := rec.peer.String() // once: both attributes share it
+		attrs = append(attrs, keyPeerAddress.String(peer), keyPeerPort.Int(int(rec.peerPort)))
 		if server {
-			attrs = append(attrs, keyClientAddress.String(rec.peer.String()))
+			attrs = append(attrs, keyClientAddress.String(peer))
 		}
 	} else if server {
 		attrs = append(attrs, keyTransportUnix)

@@ -19,6 +19,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/aggregate"
 	"github.com/otelbee/otelbee/collectors/l7"
 	"github.com/otelbee/otelbee/collectors/sampling"
+	"github.com/otelbee/otelbee/collectors/series"
 	"github.com/otelbee/otelbee/process/identity"
 )
 
@@ -27,9 +28,8 @@ import (
 var defaultDurationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
 
 // retainDead is how long the series of an exited process keep being
-// reported: a short-lived client's exchanges are exported even if it exits
-// before the next collection.
-const retainDead = 5 * time.Minute
+// reported (the series table's).
+const retainDead = series.DefaultRetainDead
 
 var (
 	keyServerAddress = attribute.Key("server.address")
@@ -38,9 +38,9 @@ var (
 	keyTransport     = attribute.Key("network.transport")
 )
 
-// seriesKey names one series: the process, its role, the metric, the peer
-// (a client's server.address/.port), error.type and the exchange's
-// attributes by hash (compared in full on a hit).
+// seriesKey names one series: the process's instance, its role, the
+// metric, the peer (a client's server.address/.port), error.type and the
+// exchange's attributes by hash and count (compared in full on a hit).
 type seriesKey struct {
 	pid    uint32
 	role   l7.Role
@@ -48,44 +48,47 @@ type seriesKey struct {
 	peer   netip.AddrPort
 	err    string
 	hash   uint64
+	nattr  int
 }
 
-type series struct {
-	attrs []attribute.KeyValue // the exchange's, compared on a hash hit
-	set   attribute.Set        // everything the points carry
-	dur   aggregate.Histogram[float64]
-	sum   int64 // MessageCount
+// sinkMetrics are one series' points: a Duration metric's histogram or a
+// MessageCount metric's sum.
+type sinkMetrics struct {
+	dur aggregate.Histogram[float64]
+	sum int64
 }
 
-type metricKey struct {
-	role   l7.Role
-	metric int
-}
+type sinkSeries = series.Series[seriesKey, sinkMetrics]
 
-// Sink records one protocol's exchanges on the metrics it declares, one
-// series table for all of them (attribute sets per process, role, metric;
-// a cap past which exchanges go to one overflow series per metric, marked
-// otel.metric.overflow=true; retirement of exited processes; exemplars of
-// sampled spans), starts a span per sampled exchange, and counts the drops
-// its parsers report, per service.
+// Sink records one protocol's exchanges on the metrics it declares, in one
+// series table for all of them (package series: attribute sets per
+// process, role, metric; a cap past which exchanges go to one overflow
+// series per metric, marked otel.metric.overflow=true; retirement of exited
+// processes; exemplars of sampled spans), starts a span per sampled
+// exchange with the series' cached attributes, and counts the drops its
+// parsers report, per service.
 type Sink struct {
 	proto     l7.Protocol
 	eng       *Engine
 	processes *identity.Resolver
 	sampler   samplerFunc
 	tracer    trace.Tracer
-	maxSeries int
 	specs     map[l7.Role][]l7.MetricSpec
+	groups    map[metricKey]int // a metric's overflow group in the table
 	seed      maphash.Seed
 
-	mu       sync.Mutex // series, overflow, dead, drops
-	series   map[seriesKey]*series
-	overflow map[metricKey]*series
-	dead     map[uint32]time.Time
-	drops    map[dropKey]uint64
+	series *series.Table[seriesKey, sinkMetrics]
+
+	mu    sync.Mutex // drops
+	drops map[dropKey]uint64
 
 	recorded       atomic.Uint64
 	seriesOverflow atomic.Uint64
+}
+
+type metricKey struct {
+	role   l7.Role
+	metric int
 }
 
 type samplerFunc func(ctx context.Context, name string, kind trace.SpanKind) (context.Context, bool)
@@ -94,25 +97,30 @@ type dropKey struct {
 	svc, ns, reason string
 }
 
-var overflowSet = attribute.NewSet(attribute.Bool("otel.metric.overflow", true))
-
 // NewSink returns the sink of protocol p on engine e.
 func NewSink(e *Engine, p l7.Protocol) *Sink {
 	s := &Sink{
 		proto:     p,
 		eng:       e,
 		processes: e.deps.Processes,
-		maxSeries: e.cfg.MaxSeries,
 		specs:     map[l7.Role][]l7.MetricSpec{l7.RoleClient: p.Metrics(l7.RoleClient), l7.RoleServer: p.Metrics(l7.RoleServer)},
+		groups:    map[metricKey]int{},
 		seed:      maphash.MakeSeed(),
-		series:    map[seriesKey]*series{},
-		overflow:  map[metricKey]*series{},
-		dead:      map[uint32]time.Time{},
 		drops:     map[dropKey]uint64{},
 	}
-	if s.maxSeries <= 0 {
-		s.maxSeries = DefaultConfig().MaxSeries
+	for _, role := range []l7.Role{l7.RoleServer, l7.RoleClient} {
+		for _, spec := range s.specs[role] {
+			s.groups[metricKey{role, spec.Index}] = len(s.groups)
+		}
 	}
+	maxSeries := e.cfg.MaxSeries
+	if maxSeries <= 0 {
+		maxSeries = DefaultConfig().MaxSeries
+	}
+	s.series = series.New[seriesKey, sinkMetrics](series.Config{
+		Name: p.Name(), MaxSeries: maxSeries, Groups: len(s.groups),
+		Processes: e.deps.Processes, Budget: e.deps.SeriesBudget, RetainDead: retainDead,
+	})
 	if tp := e.deps.TracerProvider; tp != nil && e.cfg.Spans {
 		s.tracer = tp.Tracer("github.com/otelbee/otelbee/collectors/l7/" + p.Name())
 		sampler := e.deps.Sampler
@@ -172,11 +180,14 @@ func (s *Sink) hashAttrs(x *l7.Exchange) uint64 {
 	return h.Sum64()
 }
 
-func sameAttrs(a []attribute.KeyValue, x *l7.Exchange) bool {
-	if len(a) != x.NAttr {
+// sameAttrs compares a series' own attributes (its span attributes begin
+// with the exchange's, after the identity) with an exchange's.
+func sameAttrs(ser *sinkSeries, x *l7.Exchange) bool {
+	a := ser.Span[ser.IdentLen:]
+	if len(a) < x.NAttr {
 		return false
 	}
-	for i := range a {
+	for i := 0; i < x.NAttr; i++ {
 		if a[i] != x.Attrs[i] {
 			return false
 		}
@@ -193,19 +204,23 @@ func (s *Sink) Exchange(c *l7.Conn, x *l7.Exchange) {
 	}
 	// one series per instance (a worker pool's server, a service's
 	// short-lived processes folded), not per process: process/identity.Owner
-	k := seriesKey{pid: s.processes.Owner(c.PID), role: c.Role, metric: x.Metric, err: x.Error, hash: s.hashAttrs(x)}
+	k := seriesKey{pid: s.processes.Owner(c.PID), role: c.Role, metric: x.Metric, err: x.Error, hash: s.hashAttrs(x), nattr: x.NAttr}
 	if c.Role == l7.RoleClient {
 		k.peer = c.Peer
 	}
-	var sc trace.SpanContext
-	if s.tracer != nil {
-		sc = s.span(c, x)
-	}
-	s.mu.Lock()
-	ser := s.series[k]
-	if ser == nil || !sameAttrs(ser.attrs, x) {
+	ser := s.series.Get(k)
+	if ser == nil || !sameAttrs(ser, x) {
 		ser = s.newSeries(k, c, x)
 	}
+	if ser.Overflowed {
+		s.seriesOverflow.Add(1)
+	}
+	var sc trace.SpanContext
+	if s.tracer != nil {
+		sc = s.span(c, x, ser)
+	}
+	s.series.Lock()
+	m := ser.M
 	switch spec.Kind {
 	case l7.Duration:
 		d := float64(0)
@@ -217,56 +232,45 @@ func (s *Sink) Exchange(c *l7.Conn, x *l7.Exchange) {
 			b = defaultDurationBuckets
 		}
 		if sc.IsSampled() {
-			ser.dur.RecordSampled(b, d, s.eng.Wall(x.End), sc)
+			m.dur.RecordSampled(b, d, s.eng.Wall(x.End), sc)
 		} else {
-			ser.dur.Record(b, d)
+			m.dur.Record(b, d)
 		}
 	case l7.MessageCount:
-		ser.sum += x.Messages
+		m.sum += x.Messages
 	}
-	s.mu.Unlock()
+	s.series.Unlock()
 	s.recorded.Add(1)
 }
 
-// newSeries makes the series of k (s.mu held): kept unless the table is
-// full, then the metric's overflow series.
-func (s *Sink) newSeries(k seriesKey, c *l7.Conn, x *l7.Exchange) *series {
-	if len(s.series) >= s.maxSeries {
-		// Not kept (nothing is built for it: an exchange past the cap costs
-		// no allocation); its points go to the metric's overflow series,
-		// its spans keep their attributes.
-		s.seriesOverflow.Add(1)
-		mk := metricKey{k.role, k.metric}
-		o := s.overflow[mk]
-		if o == nil {
-			o = &series{set: overflowSet}
-			s.overflow[mk] = o
-		}
-		return o
-	}
-	ser := &series{attrs: append([]attribute.KeyValue(nil), x.Attrs[:x.NAttr]...)}
-	var kv []attribute.KeyValue
-	if s.processes != nil {
-		kv = append(kv, s.processes.Lookup(k.pid).Attributes()...)
-	}
-	kv = append(kv, ser.attrs...)
-	if c.Role == l7.RoleClient && c.Peer.IsValid() && !hasKey(x.Attrs[:x.NAttr], keyServerAddress) {
-		kv = append(kv, keyServerAddress.String(c.Peer.Addr().String()), keyServerPort.Int(int(c.Peer.Port())))
+// newSeries renders the attributes of k's series once: kept unless the
+// table is full (then the metric's overflow series records it; its spans
+// keep their attributes).
+func (s *Sink) newSeries(k seriesKey, c *l7.Conn, x *l7.Exchange) *sinkSeries {
+	own := x.Attrs[:x.NAttr]
+	n := x.NAttr + 4
+	point := append(make([]attribute.KeyValue, 0, n), own...)
+	span := append(make([]attribute.KeyValue, 0, n), own...)
+	if c.Role == l7.RoleClient && c.Peer.IsValid() && !hasKey(own, keyServerAddress) {
+		addr := []attribute.KeyValue{keyServerAddress.String(c.Peer.Addr().String()), keyServerPort.Int(int(c.Peer.Port()))}
+		point = append(point, addr...)
+		span = append(span, addr...)
 	}
 	if !c.Peer.IsValid() {
-		kv = append(kv, keyTransport.String("unix"))
+		point = append(point, keyTransport.String("unix"))
 	}
 	if k.err != "" {
-		kv = append(kv, keyErrorType.String(k.err))
+		point = append(point, keyErrorType.String(k.err))
+		span = append(span, keyErrorType.String(k.err))
 	}
-	ser.set = attribute.NewSet(kv...)
-	s.series[k] = ser
-	return ser
+	return s.series.Add(k, k.pid, s.groups[metricKey{k.role, k.metric}], series.Attrs{Point: point, Span: span})
 }
 
 // span starts and ends the span of a sampled exchange (unsampled: only the
-// decision is paid) and returns its context, for the exemplar.
-func (s *Sink) span(c *l7.Conn, x *l7.Exchange) trace.SpanContext {
+// decision is paid) and returns its context, for the exemplar. Its
+// attributes are its series' (identity included, rendered once) and the
+// exchange's span-only ones.
+func (s *Sink) span(c *l7.Conn, x *l7.Exchange, ser *sinkSeries) trace.SpanContext {
 	kind := trace.SpanKindClient
 	ctx := context.Background()
 	if c.Role == l7.RoleServer {
@@ -287,22 +291,10 @@ func (s *Sink) span(c *l7.Conn, x *l7.Exchange) trace.SpanContext {
 		return trace.SpanContext{}
 	}
 	_, sp := s.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithTimestamp(s.eng.Wall(x.Start)))
-	var ident []attribute.KeyValue
-	if s.processes != nil {
-		// the service's identity: the span path takes its resource from it
-		ident = s.processes.Lookup(s.processes.Owner(c.PID)).Attributes()
+	sp.SetAttributes(ser.Span...)
+	if x.NSpanAttr > 0 {
+		sp.SetAttributes(x.SpanAttrs[:x.NSpanAttr]...)
 	}
-	kv := make([]attribute.KeyValue, 0, len(ident)+x.NAttr+x.NSpanAttr+4)
-	kv = append(kv, ident...)
-	kv = append(kv, x.Attrs[:x.NAttr]...)
-	kv = append(kv, x.SpanAttrs[:x.NSpanAttr]...)
-	if c.Role == l7.RoleClient && c.Peer.IsValid() && !hasKey(x.Attrs[:x.NAttr], keyServerAddress) {
-		kv = append(kv, keyServerAddress.String(c.Peer.Addr().String()), keyServerPort.Int(int(c.Peer.Port())))
-	}
-	if x.Error != "" {
-		kv = append(kv, keyErrorType.String(x.Error))
-	}
-	sp.SetAttributes(kv...)
 	if x.StatusError {
 		sp.SetStatus(codes.Error, "")
 	}
@@ -328,25 +320,7 @@ func (s *Sink) Drop(c *l7.Conn, reason string, n int) {
 
 // Housekeep forgets the series of processes gone for retainDead.
 func (s *Sink) Housekeep(isDead func(uint32) bool, now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k := range s.series {
-		if !isDead(k.pid) {
-			delete(s.dead, k.pid) // a reused pid starts anew
-			continue
-		}
-		since, ok := s.dead[k.pid]
-		if !ok {
-			s.dead[k.pid] = now
-		} else if now.Sub(since) >= retainDead {
-			delete(s.series, k)
-		}
-	}
-	for pid, since := range s.dead {
-		if now.Sub(since) >= retainDead {
-			delete(s.dead, pid)
-		}
-	}
+	s.series.Housekeep(isDead, now)
 }
 
 // Produce implements sdkmetric.Producer: every declared metric, one point
@@ -354,50 +328,60 @@ func (s *Sink) Housekeep(isDead func(uint32) bool, now time.Time) {
 func (s *Sink) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, error) {
 	now := time.Now()
 	start := s.eng.Start()
-	var ms []metricdata.Metrics
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	type metricPoints struct {
+		spec *l7.MetricSpec
+		dur  *aggregate.Collection[float64]
+		sum  metricdata.Sum[int64]
+	}
+	byGroup := make([]metricPoints, len(s.groups))
+	var order []int
 	for _, role := range []l7.Role{l7.RoleServer, l7.RoleClient} {
-		for _, spec := range s.specs[role] {
-			mk := metricKey{role, spec.Index}
-			var sers []*series
-			for k, ser := range s.series {
-				if k.role == role && k.metric == spec.Index {
-					sers = append(sers, ser)
-				}
-			}
-			if o := s.overflow[mk]; o != nil {
-				sers = append(sers, o)
-			}
-			if len(sers) == 0 {
-				continue
-			}
+		for i := range s.specs[role] {
+			spec := &s.specs[role][i]
+			g := s.groups[metricKey{role, spec.Index}]
+			mp := &byGroup[g]
+			mp.spec = spec
 			switch spec.Kind {
 			case l7.Duration:
 				b := spec.Buckets
 				if b == nil {
 					b = defaultDurationBuckets
 				}
-				col := aggregate.Collect[float64](ctx, b, start, now)
-				for _, ser := range sers {
-					if ser.dur.Count() > 0 {
-						col.Add(&ser.dur, ser.set)
-					}
-				}
-				if col.Len() > 0 {
-					ms = append(ms, col.Metric(spec.Name, spec.Unit, spec.Description))
-				}
+				mp.dur = aggregate.Collect[float64](ctx, b, start, now)
 			case l7.MessageCount:
-				sum := metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
-				for _, ser := range sers {
-					if ser.sum > 0 {
-						sum.DataPoints = append(sum.DataPoints, metricdata.DataPoint[int64]{
-							Attributes: ser.set, StartTime: start, Time: now, Value: ser.sum})
-					}
-				}
-				if len(sum.DataPoints) > 0 {
-					ms = append(ms, metricdata.Metrics{Name: spec.Name, Unit: spec.Unit, Description: spec.Description, Data: sum})
-				}
+				mp.sum = metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
+			}
+			order = append(order, g)
+		}
+	}
+	s.series.Each(func(ser *sinkSeries) {
+		mp := &byGroup[ser.Group]
+		if mp.spec == nil {
+			return
+		}
+		switch mp.spec.Kind {
+		case l7.Duration:
+			if ser.M.dur.Count() > 0 {
+				mp.dur.Add(&ser.M.dur, ser.Set)
+			}
+		case l7.MessageCount:
+			if ser.M.sum > 0 {
+				mp.sum.DataPoints = append(mp.sum.DataPoints, metricdata.DataPoint[int64]{
+					Attributes: ser.Set, StartTime: start, Time: now, Value: ser.M.sum})
+			}
+		}
+	})
+	var ms []metricdata.Metrics
+	for _, g := range order {
+		mp := &byGroup[g]
+		switch mp.spec.Kind {
+		case l7.Duration:
+			if mp.dur.Len() > 0 {
+				ms = append(ms, mp.dur.Metric(mp.spec.Name, mp.spec.Unit, mp.spec.Description))
+			}
+		case l7.MessageCount:
+			if len(mp.sum.DataPoints) > 0 {
+				ms = append(ms, metricdata.Metrics{Name: mp.spec.Name, Unit: mp.spec.Unit, Description: mp.spec.Description, Data: mp.sum})
 			}
 		}
 	}

@@ -103,8 +103,8 @@ func TestSinkSeriesOverflowAndRetirement(t *testing.T) {
 		t.Fatal("series retired at once")
 	}
 	s.Housekeep(dead, now.Add(retainDead))
-	if len(s.series) != 0 {
-		t.Errorf("%d series of an exited process after %v", len(s.series), retainDead)
+	if s.series.Len() != 0 {
+		t.Errorf("%d series of an exited process after %v", s.series.Len(), retainDead)
 	}
 }
 
@@ -115,8 +115,8 @@ func TestSinkErrorTypeAndDrops(t *testing.T) {
 	s.Exchange(c, op(&x, "GET", 1, 2))
 	op(&x, "GET", 1, 2).Error = "WRONGTYPE"
 	s.Exchange(c, &x)
-	if len(s.series) != 2 {
-		t.Errorf("%d series, want 2 (error.type apart)", len(s.series))
+	if s.series.Len() != 2 {
+		t.Errorf("%d series, want 2 (error.type apart)", s.series.Len())
 	}
 	x.Reset()
 	x.Metric = 9 // not declared
