@@ -665,31 +665,39 @@ func (c *Conn) beginMessage(s *stream, t callTimes) {
 func (c *Conn) headBytes(s *stream, data []byte, t callTimes) []byte {
 	for len(data) > 0 {
 		i := bytes.IndexByte(data, '\n')
-		chunk := data
-		if i >= 0 {
-			chunk = data[:i]
-		}
-		if n := copy(s.line[s.lineLen:], chunk); n < len(chunk) {
-			s.lineTrunc = true
-			s.lineLen += n
-			// keep the line's last bytes for an overlong request line
-			if len(chunk) >= len(s.tail) {
-				s.tailLen = copy(s.tail[:], chunk[len(chunk)-len(s.tail):])
-			}
+		var line []byte
+		trunc := false
+		if i >= 0 && s.lineLen == 0 && i <= len(s.line) {
+			// The whole line is in this call and fits: parsed where it
+			// is, not copied (most lines of most heads).
+			line = data[:i]
 		} else {
-			s.lineLen += n
-		}
-		if i < 0 {
-			return nil
+			chunk := data
+			if i >= 0 {
+				chunk = data[:i]
+			}
+			if n := copy(s.line[s.lineLen:], chunk); n < len(chunk) {
+				s.lineTrunc = true
+				s.lineLen += n
+				// keep the line's last bytes for an overlong request line
+				if len(chunk) >= len(s.tail) {
+					s.tailLen = copy(s.tail[:], chunk[len(chunk)-len(s.tail):])
+				}
+			} else {
+				s.lineLen += n
+			}
+			if i < 0 {
+				return nil
+			}
+			line = s.line[:s.lineLen]
+			trunc = s.lineTrunc
+			s.lineLen = 0
+			s.lineTrunc = false
 		}
 		data = data[i+1:]
-		line := s.line[:s.lineLen]
 		if len(line) > 0 && line[len(line)-1] == '\r' {
 			line = line[:len(line)-1]
 		}
-		trunc := s.lineTrunc
-		s.lineLen = 0
-		s.lineTrunc = false
 		if s.firstLine {
 			s.firstLine = false
 			if !c.startLine(s, line, trunc) {
@@ -809,10 +817,12 @@ func (c *Conn) header(s *stream, line []byte) {
 		return
 	}
 	name := line[:colon]
-	val := bytes.TrimSpace(line[colon+1:])
+	// the value is trimmed only for the headers read (most are not)
+	val := line[colon+1:]
 	switch len(name) {
 	case len(hdrContentLength):
 		if bytes.EqualFold(name, hdrContentLength) {
+			val = bytes.TrimSpace(val)
 			var n int64
 			for _, ch := range val {
 				if ch < '0' || ch > '9' || n > 1<<50 {
@@ -826,6 +836,7 @@ func (c *Conn) header(s *stream, line []byte) {
 		}
 	case len(hdrTransferEncoding):
 		if bytes.EqualFold(name, hdrTransferEncoding) {
+			val = bytes.TrimSpace(val)
 			// chunked is last when present
 			if len(val) >= 7 && bytes.EqualFold(val[len(val)-7:], []byte("chunked")) {
 				s.chunked = true
@@ -833,19 +844,19 @@ func (c *Conn) header(s *stream, line []byte) {
 		}
 	case len(hdrTraceparent):
 		if !s.response && bytes.EqualFold(name, hdrTraceparent) {
-			s.hasParent = parseTraceparent(val, &s.traceID, &s.spanID, &s.traceFlags)
+			s.hasParent = parseTraceparent(bytes.TrimSpace(val), &s.traceID, &s.spanID, &s.traceFlags)
 		}
 	case len(hdrUpgrade):
 		if !s.response && bytes.EqualFold(name, hdrUpgrade) {
-			s.upgrade = parseUpgrade(val)
+			s.upgrade = parseUpgrade(bytes.TrimSpace(val))
 		}
 	case len(hdrHost):
 		if p := s.cur; p != nil && !s.response && !s.cutLine && p.hostLen == 0 && bytes.EqualFold(name, hdrHost) {
-			p.hostLen = uint16(copy(p.host[:], val))
+			p.hostLen = uint16(copy(p.host[:], bytes.TrimSpace(val)))
 		}
 	case len(hdrUserAgent):
 		if p := s.cur; p != nil && !s.response && !s.cutLine && p.uaLen == 0 && bytes.EqualFold(name, hdrUserAgent) {
-			p.uaLen = uint16(copy(p.ua[:], val))
+			p.uaLen = uint16(copy(p.ua[:], bytes.TrimSpace(val)))
 		}
 	}
 }
