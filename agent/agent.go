@@ -50,6 +50,9 @@ const cardinalityLimit = 20000
 // Run starts the agent and blocks until ctx is done.
 func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	log := logger.With("component", "agent")
+	for _, d := range cfg.Deprecated {
+		log.Warn(d)
+	}
 	if cfg.Export.Disabled {
 		// The specification's "disable the SDK for all signals": nothing to
 		// produce telemetry for, so nothing is loaded.

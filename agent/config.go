@@ -39,6 +39,9 @@ import (
 type Config struct {
 	// ConfigFile is the YAML file read (--config).
 	ConfigFile string
+	// Deprecated are the deprecated setting names given, one message each
+	// (Run logs them as warnings).
+	Deprecated []string
 	Collectors []string
 	Prometheus PrometheusConfig
 	OTLP       OTLPConfig
@@ -209,6 +212,7 @@ func LoadConfig(args []string, getenv func(string) (string, bool), stderr io.Wri
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}
+	cfg.Deprecated = settings.Deprecations(table)
 	return cfg, nil
 }
 

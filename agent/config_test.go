@@ -130,8 +130,8 @@ func TestConfigErrors(t *testing.T) {
 		{"dns timeout bounds", []string{"--dns.timeout=1ms"}, nil, "dns.timeout must be between 10ms and 10m"},
 		{"dns names bounds", []string{"--dns.max-names=0"}, nil, "dns.max_names_per_service must be between 1 and 100000"},
 		{"dns env timeout", nil, map[string]string{"OTELBEE_DNS_TIMEOUT": "soon"}, `invalid value "soon" for dns.timeout`},
-		{"http capture bounds", []string{"--http.capture-bytes=8"}, nil, "http.capture_bytes must be between 64 and 4096"},
-		{"http env capture", nil, map[string]string{"OTELBEE_HTTP_CAPTURE_BYTES": "100000"}, "http.capture_bytes must be between"},
+		{"http capture bounds", []string{"--http.capture-bytes=8"}, nil, "l7.capture_bytes must be between 64 and 4096"},
+		{"http env capture", nil, map[string]string{"OTELBEE_HTTP_CAPTURE_BYTES": "100000"}, "l7.capture_bytes must be between"},
 		{"http bad route", []string{"--http.routes=users/{id}"}, nil, `route pattern "users/{id}" must start with /`},
 		// Settings that used to hang, crash or lie (issue 17, item 7).
 		{"config is a device", []string{"--config=/dev/zero"}, nil, "not a regular file (Dc"},

@@ -29,7 +29,7 @@ func Markdown(table []Setting) string {
 		if s.Flag != "" {
 			flag = code("--" + s.Flag)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", flag, cell(strings.Join(env, ", ")), code(s.Key), cell(s.defaultText(true)), cell(s.Help))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", flag, cell(strings.Join(env, ", ")), code(s.Key), cell(s.defaultText(true)), cell(s.help()))
 	}
 	return b.String()
 }
@@ -116,6 +116,6 @@ func WriteHelp(w io.Writer, table []Setting) {
 		if len(also) > 0 {
 			fmt.Fprintf(w, "  (%s)", strings.Join(also, "; "))
 		}
-		fmt.Fprintf(w, "\n      %s\n", plain(s.Help))
+		fmt.Fprintf(w, "\n      %s\n", plain(s.help()))
 	}
 }

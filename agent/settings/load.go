@@ -93,6 +93,9 @@ func ApplyGiven(table []Setting, given Given) error {
 			if err := table[i].Apply(src); err != nil {
 				return err
 			}
+			if table[i].Deprecated != "" {
+				table[i].given = src.From
+			}
 		}
 	}
 	return nil
@@ -175,6 +178,9 @@ func decodeMapping(n *yaml.Node, path string, byKey map[string]*Setting, childre
 					return fmt.Errorf("%s: %s", full, strings.Join(te.Errors, "; "))
 				}
 				return fmt.Errorf("%s: %s", full, oneLine(err))
+			}
+			if s.Deprecated != "" {
+				s.given = "file key " + full
 			}
 			continue
 		}

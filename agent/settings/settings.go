@@ -45,6 +45,56 @@ type Setting struct {
 	// Check, when set, runs after every source is applied; its error is
 	// prefixed with the setting's name.
 	Check func() error
+	// Deprecated names the setting that replaced this one (its flag, else
+	// its key): this one is an old name bound to the same field, still
+	// applied, and Deprecations reports where it was used. Declare it
+	// before its replacement, so that the new name wins where both are
+	// given the same way. Its help may be empty (it says what replaced it).
+	Deprecated string
+
+	given string // where a deprecated setting was given ("--x", a variable, "file key x")
+}
+
+// help is the help text the table and --help show.
+func (s *Setting) help() string {
+	if s.Deprecated == "" {
+		return s.Help
+	}
+	h := "deprecated: use `" + s.Deprecated + "`"
+	if s.Help != "" {
+		h += "; " + s.Help
+	}
+	return h
+}
+
+// Deprecations are one message per deprecated setting that was given,
+// naming its replacement in the same form (flag, variable or file key).
+func Deprecations(table []Setting) []string {
+	var out []string
+	for i := range table {
+		s := &table[i]
+		if s.Deprecated == "" || s.given == "" {
+			continue
+		}
+		var repl *Setting
+		for j := range table {
+			if t := &table[j]; t.Deprecated == "" && (t.Flag == s.Deprecated || t.Key == s.Deprecated) {
+				repl = t
+			}
+		}
+		use := s.Deprecated
+		switch {
+		case repl == nil:
+		case strings.HasPrefix(s.given, "--") && repl.Flag != "":
+			use = "--" + repl.Flag
+		case strings.HasPrefix(s.given, "file key ") && repl.Key != "":
+			use = "file key " + repl.Key
+		case !strings.HasPrefix(s.given, "-") && !strings.HasPrefix(s.given, "file key ") && len(repl.Env) > 0:
+			use = repl.Env[0]
+		}
+		out = append(out, s.given+" is deprecated: use "+use)
+	}
+	return out
 }
 
 // Name is how messages name the setting: its flag, else its file key, else
@@ -114,7 +164,7 @@ func Validate(table []Setting) error {
 		if s.Flag == "" && s.Key == "" && len(s.Env) == 0 && len(s.OtherEnv) == 0 {
 			return fmt.Errorf("setting %d has no flag, key or variable", i)
 		}
-		if s.Help == "" {
+		if s.Help == "" && s.Deprecated == "" {
 			return fmt.Errorf("setting %s has no help text", s.Name())
 		}
 		if s.Value == nil && (s.Flag != "" || s.Key != "" || len(s.Env) > 0) {

@@ -85,13 +85,13 @@ func DefaultConfig() Config {
 // Validate reports a setting that cannot work.
 func (c Config) Validate() error {
 	if c.CaptureBytes < 64 || c.CaptureBytes > 4096 {
-		return fmt.Errorf("http.capture_bytes must be between 64 and 4096, got %d", c.CaptureBytes)
+		return fmt.Errorf("l7.capture_bytes must be between 64 and 4096, got %d", c.CaptureBytes)
 	}
 	if c.MaxConnections < 64 || c.MaxConnections > 1<<22 {
-		return fmt.Errorf("http.max_connections must be between 64 and 4194304, got %d", c.MaxConnections)
+		return fmt.Errorf("l7.max_connections must be between 64 and 4194304, got %d", c.MaxConnections)
 	}
 	if r := c.RingBufferBytes; r < 64<<10 || r > 1<<30 || r&(r-1) != 0 {
-		return fmt.Errorf("http.ring_buffer_bytes must be a power of two between 65536 and 1073741824, got %d", r)
+		return fmt.Errorf("l7.ring_buffer_bytes must be a power of two between 65536 and 1073741824, got %d", r)
 	}
 	if c.MaxRoutes < 1 || c.MaxRoutes > 100000 {
 		return fmt.Errorf("http.max_routes must be between 1 and 100000, got %d", c.MaxRoutes)
