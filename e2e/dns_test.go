@@ -403,7 +403,7 @@ func TestDNSTimeoutsFreeState(t *testing.T) {
 	dnsWaitLookups(t, agent, map[string]bool{"dns-dig-timeout": true}, map[string]uint64{
 		dnsOutcomeKey("dns-dig-timeout", "web."+dnsDomain, "A", "timeout", "udp"): n,
 	})
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		mfs := dnsScrapeFamilies(t, agent.MetricsURL)
 		kernel := dnsFamilySum(mfs, "otelbee_dns_queries_pending", map[string]string{"location": "kernel"})
@@ -451,7 +451,7 @@ print(n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		mfs := dnsScrapeFamilies(t, agent.MetricsURL)
 		bad := dnsFamilySum(mfs, "otelbee_dns_packets_total", map[string]string{"otelbee_dns_message_type": "query", "outcome": "unparseable"})
@@ -668,7 +668,7 @@ print(f"{total:.6f}")
 		counts map[string]uint64
 		sums   map[string]float64
 	)
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		counts, sums, _ = dnsDurations(dnsScrapeFamilies(t, agent.MetricsURL), services)
 		if dnsEqualUint(counts, want) {
@@ -768,7 +768,7 @@ print(["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"][r[3] &
 
 	var counts map[string]uint64
 	var bounds [][]float64
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		counts, _, bounds = dnsDurations(dnsScrapeFamilies(t, agent.MetricsURL), map[string]bool{"dns-errtypes": true})
 		if dnsEqualUint(counts, want) {

@@ -398,7 +398,7 @@ func TestHTTP2ConnectionBeforeAgent(t *testing.T) {
 		ofPID := func(l map[string]string) bool { return strings.HasSuffix(l["instance"], ":"+strconv.Itoa(side.pid)) }
 		var got map[string]int
 		var job string
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(300 * time.Millisecond) {
 			mfs := rpScrape(t, agent.MetricsURL)
 			if got = rpcCountsOf(mfs, side.metric, ofPID); got[m+"OK"] >= 30 {
 				break

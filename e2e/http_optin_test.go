@@ -51,7 +51,7 @@ func TestHTTPOptInSwitches(t *testing.T) {
 				t.Fatalf("server counted %d requests, want %d", served, n)
 			}
 			var mfs map[string]*dto.MetricFamily
-			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 				mfs = rpScrape(t, agent.MetricsURL)
 				s, _ := rpHist(mfs, "http_server_request_duration_seconds", map[string]string{"job": srv})
 				c, _ := rpHist(mfs, "http_client_request_duration_seconds", map[string]string{"job": cli})

@@ -265,7 +265,7 @@ func startHTTPLoadServer(t *testing.T, bin, service string) (addr string, stop f
 	var stdout strings.Builder
 	cmd.Stdout = &stdout
 	p := harness.StartProcess(t, service, cmd)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if b, err := os.ReadFile(addrFile); err == nil && len(b) > 0 {
 			addr = string(b)
@@ -578,7 +578,7 @@ func TestHTTPShapes(t *testing.T) {
 		}
 		// nginx logs a request after its client may have read the response.
 		var server map[string]int
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 			if server, _, _ = ng.accessCounts(t); server["GET 200 /static/big.bin"] == 3 {
 				break
 			}

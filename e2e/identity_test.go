@@ -261,7 +261,7 @@ func serverCountsByService(t *testing.T, a *harness.Agent, pids []int, want uint
 	}
 	var got map[string]uint64
 	var total uint64
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		got, total = map[string]uint64{}, 0
 		mf := dnsScrapeFamilies(t, a.MetricsURL)["http_server_request_duration_seconds"]

@@ -129,7 +129,7 @@ func TestChartCapabilities(t *testing.T) {
 		cmd := withCaps(caps, bin, "--collectors=tcp", "--prometheus.listen="+promAddr)
 		p := harness.StartProcess(t, "otelbee-caps", cmd)
 		defer p.Stop()
-		deadline := time.Now().Add(30 * time.Second)
+		deadline := time.Now().Add(120 * time.Second)
 		for !strings.Contains(p.Log(), "otelbee running") {
 			if time.Now().After(deadline) {
 				t.Fatalf("agent did not start:\n%s", p.LogTail(20))
