@@ -111,6 +111,21 @@ func runClients(t *testing.T, svc, url string, n int) {
 	}
 }
 
+// clientsByJob sums the client requests to port by service.
+func clientsByJob(text string, port int) map[string]float64 {
+	byJob := map[string]float64{}
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "http_client_request_duration_seconds_count{") && strings.Contains(line, fmt.Sprintf(`server_port="%d"`, port)) {
+			_, rest, _ := strings.Cut(line, `job="`)
+			job, _, _ := strings.Cut(rest, `"`)
+			f := strings.Fields(line)
+			n, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			byJob[job] += n
+		}
+	}
+	return byJob
+}
+
 // TestInstanceFolding (issue 16): 3,000 short-lived curl processes of one
 // service add no series beyond the ones a single curl made, and their
 // requests and connections are counted exactly (3,000, on both sides); an
@@ -144,12 +159,16 @@ func TestInstanceFolding(t *testing.T) {
 					if strings.HasPrefix(line, "http_client_request_duration_seconds_count{") && strings.Contains(line, fmt.Sprintf(`server_port="%d"`, port)) {
 						t.Logf("client series to the server: %s", line)
 					}
+					if strings.HasPrefix(line, "otelbee_events_") && strings.Contains(line, `collector="process"`) {
+						t.Logf("exec watcher: %s", line) // ringbuf and late_exec
+					}
 				}
 				t.Fatalf("%s: %v", what, err)
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
 	}
+	var lostBefore float64 // otelbee_http_requests_dropped_total before the clients
 	exact := func(n int) func(string) error {
 		return func(text string) error {
 			// Every connection once, on both sides, whichever service it
@@ -163,22 +182,30 @@ func TestInstanceFolding(t *testing.T) {
 			if v := textSum(text, "otelbee_tcp_connection_closed_total", fmt.Sprintf(`job=%q`, serverSvc), `otelbee_network_connection_direction="inbound"`); v != float64(n+1) {
 				return fmt.Errorf("server connections = %v, want %d", v, n+1)
 			}
-			// HTTP: no request counted twice. (Under a loaded host the
-			// HTTP capture can lose a request of these 3,000 on main too,
-			// counted in otelbee_http_requests_dropped_total: exactness
-			// is the kernel counters' above.)
+			// HTTP: every request once, each client's on its own
+			// service (issue 16: one whose exec the agent handled after
+			// its traffic used to land on unknown_service or curl). What
+			// the capture lost on this shared host is counted in
+			// otelbee_http_requests_dropped_total (host-wide): with no
+			// loss the counts are exact.
+			lost := int(textSum(text, "otelbee_http_requests_dropped_total") - lostBefore)
 			for _, s := range [][]string{
 				{"http_server_request_duration_seconds_count", fmt.Sprintf(`job=%q`, serverSvc)},
 				{"http_client_request_duration_seconds_count", to},
 			} {
-				if v := textSum(text, s[0], s[1:]...); v > float64(n) || v < float64(n)*0.99 {
-					return fmt.Errorf("%v = %v, want %d", s, v, n)
+				if v := int(textSum(text, s[0], s[1:]...)); v > n || v < n-lost {
+					return fmt.Errorf("%v = %v, want %d (%d lost)", s, v, n, lost)
 				}
+			}
+			all := textSum(text, "http_client_request_duration_seconds_count", to)
+			if mine := textSum(text, "http_client_request_duration_seconds_count", to, fmt.Sprintf(`job=%q`, clientSvc)); mine != all {
+				return fmt.Errorf("%v of the %v client requests credited to %s; by service: %v", mine, all, clientSvc, clientsByJob(text, port))
 			}
 			return nil
 		}
 	}
 
+	lostBefore = textSum(metricsText(t, agent.MetricsURL), "otelbee_http_requests_dropped_total")
 	runClients(t, clientSvc, url, 1)
 	one := wait("one client", exact(1))
 	seriesOne, instOne := seriesOf(one, clientSvc)
@@ -221,24 +248,16 @@ func TestInstanceFolding(t *testing.T) {
 		t.Errorf("3,000 short-lived clients: %d series in %d instances %v; one client made %d in %v; series added %v, gone %v",
 			seriesMany, len(instMany), instMany, seriesOne, instOne, unexpected, gone)
 	}
-	if v := textSum(many, "http_client_request_duration_seconds_count", fmt.Sprintf(`job=%q`, clientSvc)); v < 2950 {
-		byJob := map[string]float64{}
-		for _, line := range strings.Split(many, "\n") {
-			if strings.HasPrefix(line, "http_client_request_duration_seconds_count{") && strings.Contains(line, fmt.Sprintf(`server_port="%d"`, port)) {
-				_, rest, _ := strings.Cut(line, `job="`)
-				job, _, _ := strings.Cut(rest, `"`)
-				f := strings.Fields(line)
-				n, _ := strconv.ParseFloat(f[len(f)-1], 64)
-				byJob[job] += n
-			}
-		}
-		t.Errorf("only %v of 3,000 requests credited to %s; by service: %v", v, clientSvc, byJob)
-	}
 	want := hostname() + ":" + clientSvc
 	if !instMany[want] {
 		t.Errorf("the clients' instance is %v, want %s", instMany, want)
 	}
 	t.Logf("one client: %d series; 3,000 clients: %d series (of them added by churn: %v), instance %v", seriesOne, seriesMany, added, instMany)
+	for _, line := range strings.Split(many, "\n") {
+		if strings.HasPrefix(line, "otelbee_events_") && strings.Contains(line, `stage="late_exec"`) {
+			t.Logf("exec watcher: %s", line) // lookups that waited for a late exec
+		}
+	}
 
 	// nginx with 4 workers: one instance, the master's.
 	if _, err := exec.LookPath("nginx"); err != nil {

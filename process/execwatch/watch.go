@@ -60,6 +60,9 @@ func NewWatcher(res *identity.Resolver, probes *hook.Probes, reg *hook.Registry,
 		loader.Close()
 		return nil, fmt.Errorf("opening exec_events ring buffer: %w", err)
 	}
+	// Lookups of processes gone before their exec was handled wait for
+	// this backlog (identity.SetExecBacklog).
+	res.SetExecBacklog(rd.AvailableBytes)
 	return &Watcher{resolver: res, loader: loader, reader: rd, counters: loader.Map(execMapExecCounters)}, nil
 }
 
@@ -70,6 +73,7 @@ func (w *Watcher) Name() string { return WatcherName }
 func (w *Watcher) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { w.reader.Close() })
 	defer stop()
+	defer w.resolver.SetExecBacklog(nil)
 	var rec ringbuf.Record
 	for {
 		if err := w.reader.ReadInto(&rec); err != nil {
@@ -117,16 +121,26 @@ func decodeExec(raw []byte) (tgid uint32, env []byte, ok bool) {
 // PipelineStats reports the exec events handled and lost.
 func (w *Watcher) PipelineStats() []collectors.StageStats {
 	sums := hook.SumCounters(w.counters, 2)
+	waited, resolved, unresolved := w.resolver.LateExecStats()
 	return []collectors.StageStats{{
 		Stage:     "ringbuf",
 		Produced:  sums[0] + sums[1],
 		Delivered: w.received.Load(),
 		Dropped:   sums[1],
+	}, {
+		// First lookups of a process already gone that waited for its
+		// exec: named by it (delivered), or not (dropped: named by what
+		// /proc still showed, often unknown_service).
+		Stage:     "late_exec",
+		Produced:  uint64(waited),
+		Delivered: uint64(resolved),
+		Dropped:   uint64(unresolved),
 	}}
 }
 
 // Close detaches the hook and ends Run.
 func (w *Watcher) Close() error {
+	w.resolver.SetExecBacklog(nil)
 	w.reader.Close()
 	return w.loader.Close()
 }

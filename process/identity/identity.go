@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -63,6 +64,10 @@ type Process struct {
 	// OTEL_SERVICE_NAME would be missed for good. Such an identity is read
 	// again on lookup until this time.
 	provisionalUntil time.Time
+	// unresolved: read from /proc without its environment, because the
+	// process was gone (or a zombie, or inside exec) and no exec event had
+	// brought the environment it was started with.
+	unresolved bool
 
 	ppid uint32 // the parent's pid when read
 	// owner: the id its metric series are keyed by (Owner); 0 not yet
@@ -139,6 +144,13 @@ type Resolver struct {
 
 	subs subscribers
 
+	// Late execs (SetExecBacklog): a process looked up for the first time
+	// that is gone already (a short-lived client whose traffic is handled
+	// before its exec) waits for the exec watcher to bring its identity.
+	execBacklog atomic.Pointer[func() int]
+	refreshing  atomic.Int32
+	lateWaited, lateResolved, lateUnresolved atomic.Int64
+
 	// The state file (Persist); stateMu is taken before mu.
 	stateMu     sync.Mutex
 	statePath   string
@@ -175,6 +187,11 @@ func (r *Resolver) Lookup(pid uint32) *Process {
 		return p
 	}
 	fresh := r.read(pid, !ok, nil)
+	if !ok && fresh.unresolved {
+		if p := r.awaitExec(pid); p != nil {
+			return p
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	existing, ok := r.cache[pid]
@@ -213,6 +230,8 @@ func (r *Resolver) RefreshExec(pid uint32, execEnv []byte) *Process {
 	if pid == 0 {
 		return r.unknown
 	}
+	r.refreshing.Add(1)
+	defer r.refreshing.Add(-1)
 	p := r.read(pid, true, execEnv)
 	r.mu.Lock()
 	r.insert(pid, p)
@@ -365,7 +384,11 @@ func (r *Resolver) read(pid uint32, waitForExec bool, execEnv []byte) *Process {
 		p.otelEnv = otelVars(env)
 		if len(env) == 0 {
 			p.provisionalUntil = time.Now().Add(provisionalFor)
+			// A kernel thread (kthreadd's child) has no environment.
+			p.unresolved = pid != 2 && ppid != 2
 		}
+	} else {
+		p.unresolved = true
 	}
 	p.envService = p.ServiceName != ""
 	if !p.envService && execEnv == nil {
@@ -383,6 +406,69 @@ func (r *Resolver) read(pid uint32, waitForExec bool, execEnv []byte) *Process {
 	}
 	p.buildAttributes(r.host, r.resourceAttrs())
 	return p
+}
+
+// lateExecWait bounds how long a lookup waits for the exec watcher.
+const lateExecWait = time.Second
+
+// SetExecBacklog tells the resolver how many bytes of exec events the exec
+// watcher has not handled yet. A process's exec comes before its traffic,
+// so a process found gone at its first lookup whose exec is still in that
+// backlog gets its identity from it: the lookup waits (at most
+// lateExecWait) until the watcher has handled the pid's exec or caught up.
+// Without it such a process is named by what /proc still shows (its
+// executable at best, unknown_service at worst), and since a process's
+// instance is chosen once, its traffic stays there.
+// nil: no watcher (any more).
+func (r *Resolver) SetExecBacklog(backlog func() int) {
+	if backlog == nil {
+		r.execBacklog.Store(nil)
+		return
+	}
+	r.execBacklog.Store(&backlog)
+}
+
+// LateExecStats returns how many first lookups of a process already gone
+// waited for the exec watcher, how many of those got their identity from
+// it, and how many did not (the watcher had no exec for the pid: it was
+// lost, or came before the agent started).
+func (r *Resolver) LateExecStats() (waited, resolved, unresolved int64) {
+	return r.lateWaited.Load(), r.lateResolved.Load(), r.lateUnresolved.Load()
+}
+
+// awaitExec waits for pid's exec to be handled: it returns the identity
+// RefreshExec cached, or nil when the watcher has caught up (twice in a
+// row, so that an exec read but still being handled is not missed)
+// without one, or after lateExecWait.
+func (r *Resolver) awaitExec(pid uint32) *Process {
+	backlog := r.execBacklog.Load()
+	if backlog == nil {
+		return nil
+	}
+	r.lateWaited.Add(1)
+	deadline := time.Now().Add(lateExecWait)
+	for idle := 0; ; {
+		r.mu.Lock()
+		p, ok := r.cache[pid]
+		r.mu.Unlock()
+		if ok && !p.unresolved {
+			r.lateResolved.Add(1)
+			return p
+		}
+		if (*backlog)() == 0 && r.refreshing.Load() == 0 {
+			if idle++; idle > 2 {
+				break
+			}
+		} else {
+			idle = 0
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	r.lateUnresolved.Add(1)
+	return nil
 }
 
 // inherit gives a forked child that did not exec (same executable as its
