@@ -147,8 +147,8 @@ type Resolver struct {
 	// Late execs (SetExecBacklog): a process looked up for the first time
 	// that is gone already (a short-lived client whose traffic is handled
 	// before its exec) waits for the exec watcher to bring its identity.
-	execBacklog atomic.Pointer[func() int]
-	refreshing  atomic.Int32
+	execBacklog                              atomic.Pointer[func() int]
+	refreshing                               atomic.Int32
 	lateWaited, lateResolved, lateUnresolved atomic.Int64
 
 	// The state file (Persist); stateMu is taken before mu.
