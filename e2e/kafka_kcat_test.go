@@ -100,36 +100,9 @@ func TestKafkaKcat(t *testing.T) {
 	mu.Lock()
 	wantReqs := sum(handled)
 	mu.Unlock()
-	reqs := func(mfs map[string]*dto.MetricFamily) map[string]uint64 {
-		m := map[string]uint64{}
-		if mf := mfs["messaging_client_operation_duration_seconds"]; mf != nil {
-			for _, x := range mf.GetMetric() {
-				if !rpMatch(x, map[string]string{"messaging_system": "kafka"}) || !(rpMatch(x, svc(prod)) || rpMatch(x, svc(cons))) {
-					continue
-				}
-				for _, l := range x.GetLabel() {
-					if l.GetName() == "messaging_operation_name" {
-						m[l.GetValue()] += x.GetHistogram().GetSampleCount()
-					}
-				}
-			}
-		}
-		return m
-	}
+	reqs := func(mfs map[string]*dto.MetricFamily) map[string]uint64 { return kafkaRequests(mfs, prod, cons) }
 	msgs := func(mfs map[string]*dto.MetricFamily, name, service string) map[string]uint64 {
-		m := map[string]uint64{}
-		if mf := mfs[name]; mf != nil {
-			for _, x := range mf.GetMetric() {
-				if rpMatch(x, svc(service, "messaging_destination_name", "events")) {
-					for _, l := range x.GetLabel() {
-						if l.GetName() == "messaging_destination_partition_id" {
-							m[l.GetValue()] += uint64(x.GetCounter().GetValue())
-						}
-					}
-				}
-			}
-		}
-		return m
+		return kafkaMessages(mfs, name, service, "events")
 	}
 	// Every request (the consumer's last Fetch given up at its close
 	// counts as one) and every message, both sides: the counters can reach
