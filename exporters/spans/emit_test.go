@@ -141,3 +141,39 @@ func TestEmitAllocs(t *testing.T) {
 		t.Errorf("%v allocations per span, want 0", n)
 	}
 }
+
+type ctxKey struct{}
+
+// TestStartContext: the context Start returns (the span itself) holds the
+// span, answers for its parent context and parents a child span.
+func TestStartContext(t *testing.T) {
+	if spanKey == nil {
+		t.Fatal("the trace API's context key was not learnt: Start allocates a context per span")
+	}
+	c := &capture{}
+	p := NewTracerProvider(c, agentResource(), nil, otlp.QueueSettings{ScheduleDelay: time.Hour})
+	defer p.Shutdown(context.Background())
+	tr := p.Tracer("t")
+	parent, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "v"))
+	ctx, sp := tr.Start(parent, "parent")
+	if trace.SpanFromContext(ctx) != sp || ctx.Value(ctxKey{}) != "v" {
+		t.Errorf("span %v, value %v", trace.SpanFromContext(ctx), ctx.Value(ctxKey{}))
+	}
+	_, child := tr.Start(ctx, "child")
+	child.End()
+	sp.End()
+	cancel()
+	select {
+	case <-ctx.Done():
+	default:
+		t.Error("the parent's cancellation does not reach the span's context")
+	}
+	if ctx.Err() != context.Canceled {
+		t.Errorf("Err %v", ctx.Err())
+	}
+	p.ForceFlush(context.Background())
+	spans := c.all()[0].ScopeSpans[0].Spans
+	if len(spans) != 2 || string(spans[0].ParentSpanId) != string(spans[1].SpanId) || string(spans[0].TraceId) != string(spans[1].TraceId) {
+		t.Errorf("child %v not under parent %v", spans[0], spans[1])
+	}
+}

@@ -533,8 +533,8 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	for _, l := range cfg.Links() {
 		rec.addLink(l)
 	}
-	s := &span{t: t, sc: sc, parent: parent, kind: kind, name: name, start: start.UnixNano(), rec: rec}
-	return trace.ContextWithSpan(ctx, s), s
+	s := &span{parentCtx: ctx, t: t, sc: sc, parent: parent, kind: kind, name: name, start: start.UnixNano(), rec: rec}
+	return s.context(), s
 }
 
 // sample draws the ids of a span child of parent (invalid: a root) and asks

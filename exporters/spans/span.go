@@ -1,6 +1,7 @@
 package spans
 
 import (
+	"context"
 	"hash/maphash"
 	"reflect"
 	"sync"
@@ -66,13 +67,17 @@ const maxPooledBuf = 64 << 10
 
 // span is a recording span. Its record is released at End; the span
 // itself stays valid (SpanContext, IsRecording) for whoever still holds it.
+//
+// A span is also the context Start returns (its parent context with the
+// span in it), which saves the trace API's context allocation per span.
 type span struct {
 	embedded.Span
-	t      *tracer
-	sc     trace.SpanContext
-	parent trace.SpanContext
-	kind   trace.SpanKind
-	start  int64
+	parentCtx context.Context
+	t         *tracer
+	sc        trace.SpanContext
+	parent    trace.SpanContext
+	kind      trace.SpanKind
+	start     int64
 
 	mu     sync.Mutex
 	rec    *record // nil once ended
@@ -82,6 +87,54 @@ type span struct {
 }
 
 var _ trace.Span = (*span)(nil)
+
+// spanKey is the key under which trace.SpanFromContext looks for the
+// span, learnt by asking it once; nil: not learnt, Start then wraps the
+// context as trace.ContextWithSpan does.
+var spanKey = func() any {
+	var k keySpy
+	trace.SpanFromContext(&k)
+	return k.key
+}()
+
+func init() {
+	// the key must be answered, and the span found: else the API's way
+	probe := &span{parentCtx: context.Background()}
+	if spanKey != nil && trace.SpanFromContext(probe) != probe {
+		spanKey = nil
+	}
+}
+
+type keySpy struct {
+	context.Context
+	key any
+}
+
+func (k *keySpy) Value(key any) any {
+	if k.key == nil {
+		k.key = key
+	}
+	return nil
+}
+
+// context returns the context holding s: s itself when spanKey is known.
+func (s *span) context() context.Context {
+	if spanKey == nil {
+		return trace.ContextWithSpan(s.parentCtx, s)
+	}
+	return s
+}
+
+// Deadline, Done, Err and Value make s the context.Context Start returns.
+func (s *span) Deadline() (time.Time, bool) { return s.parentCtx.Deadline() }
+func (s *span) Done() <-chan struct{}       { return s.parentCtx.Done() }
+func (s *span) Err() error                  { return s.parentCtx.Err() }
+func (s *span) Value(key any) any {
+	if key == spanKey && spanKey != nil {
+		return s
+	}
+	return s.parentCtx.Value(key)
+}
 
 func (s *span) SpanContext() trace.SpanContext { return s.sc }
 
