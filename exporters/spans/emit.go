@@ -110,7 +110,7 @@ func (t *tracer) Emit(ctx context.Context, f Finished) trace.SpanContext {
 		h.status = codes.Ok
 	}
 	p := t.p
-	rec := p.records.Get().(*record)
+	rec := p.record()
 	series := f.Series
 	rec.attrs = append(rec.attrs[:0], f.Attrs...)
 	if series != nil && (series.p != p || !series.separate(f.Attrs)) {
@@ -145,11 +145,33 @@ func (a *Attributes) separate(own []attribute.KeyValue) bool {
 	return true
 }
 
-// release puts rec back into the pool, unless it grew too large to keep.
+// maxFree bounds the records kept for reuse: more than the spans live at
+// once on a busy agent, few enough to be small (a few hundred kB).
+const maxFree = 256
+
+// record returns a free record, or a new one.
+func (p *TracerProvider) record() *record {
+	p.freeMu.Lock()
+	if n := len(p.free); n > 0 {
+		r := p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+		p.freeMu.Unlock()
+		return r
+	}
+	p.freeMu.Unlock()
+	return new(record)
+}
+
+// release keeps rec for reuse, unless it grew too large or enough are kept.
 func (p *TracerProvider) release(rec *record) {
 	if cap(rec.buf) > maxPooledBuf || cap(rec.attrs) > 4*maxAttributes {
 		return
 	}
 	rec.reset()
-	p.records.Put(rec)
+	p.freeMu.Lock()
+	if len(p.free) < maxFree {
+		p.free = append(p.free, rec)
+	}
+	p.freeMu.Unlock()
 }

@@ -122,9 +122,6 @@ func TestEmitUnsampled(t *testing.T) {
 
 // TestEmitAllocs: a warm span through Emit allocates nothing.
 func TestEmitAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("sync.Pool drops items at random under the race detector")
-	}
 	p := NewTracerProvider(&discard{}, agentResource(), nil, otlp.QueueSettings{MaxQueueSize: 1 << 20, MaxExportBatchSize: 1 << 20, ScheduleDelay: time.Hour})
 	defer p.Shutdown(context.Background())
 	em := p.Tracer("t").(Emitter)

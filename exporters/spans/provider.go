@@ -73,7 +73,12 @@ type TracerProvider struct {
 	maxQueue  int
 	delay     time.Duration
 	timeout   time.Duration
-	records   sync.Pool
+
+	// Records of ended spans, kept for the next ones with their buffers'
+	// capacity (a sync.Pool would drop them at every other collection, and
+	// with them their grown buffers).
+	freeMu sync.Mutex
+	free   []*record
 
 	tracersMu sync.Mutex
 	tracers   map[scopeKey]*tracer
@@ -168,7 +173,6 @@ func NewTracerProvider(exp Exporter, res *resource.Resource, sampler sdktrace.Sa
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
-	p.records.New = func() any { return new(record) }
 	p.agent = &service{resource: resourceField(res), schema: res.SchemaURL()}
 	go p.run()
 	return p
@@ -528,12 +532,13 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	if start.IsZero() {
 		start = time.Now()
 	}
-	rec := t.p.records.Get().(*record)
+	rec := t.p.record()
+	rec.head = head{parent: parent, kind: kind, name: name, start: start.UnixNano()}
 	rec.attrs = append(rec.attrs[:0], cfg.Attributes()...)
 	for _, l := range cfg.Links() {
 		rec.addLink(l)
 	}
-	s := &span{parentCtx: ctx, t: t, sc: sc, parent: parent, kind: kind, name: name, start: start.UnixNano(), rec: rec}
+	s := &span{parentCtx: ctx, t: t, sc: sc, rec: rec}
 	return s.context(), s
 }
 

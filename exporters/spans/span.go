@@ -28,6 +28,10 @@ type record struct {
 
 	ident []attribute.KeyValue // identity attributes, at End
 	buf   []byte               // the encoded span, at End
+
+	// what the encoding takes besides (the span handle keeps only its
+	// span context: it outlives the record)
+	head head
 }
 
 type event struct {
@@ -60,6 +64,7 @@ func (r *record) reset() {
 	r.ident = r.ident[:0]
 	r.droppedEvents, r.droppedLinks = 0, 0
 	r.buf = r.buf[:0]
+	r.head = head{}
 }
 
 // maxPooledBuf keeps a span with a huge attribute from pinning its buffer.
@@ -75,15 +80,9 @@ type span struct {
 	parentCtx context.Context
 	t         *tracer
 	sc        trace.SpanContext
-	parent    trace.SpanContext
-	kind      trace.SpanKind
-	start     int64
 
-	mu     sync.Mutex
-	rec    *record // nil once ended
-	name   string
-	status codes.Code
-	desc   string
+	mu  sync.Mutex
+	rec *record // nil once ended
 }
 
 var _ trace.Span = (*span)(nil)
@@ -155,7 +154,7 @@ func (s *span) SetAttributes(kv ...attribute.KeyValue) {
 func (s *span) SetName(name string) {
 	s.mu.Lock()
 	if s.rec != nil {
-		s.name = name
+		s.rec.head.name = name
 	}
 	s.mu.Unlock()
 }
@@ -165,13 +164,14 @@ func (s *span) SetName(name string) {
 func (s *span) SetStatus(code codes.Code, description string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.rec == nil || code == codes.Unset || s.status == codes.Ok {
+	if s.rec == nil || code == codes.Unset || s.rec.head.status == codes.Ok {
 		return
 	}
-	s.status = code
-	s.desc = ""
+	h := &s.rec.head
+	h.status = code
+	h.desc = ""
 	if code == codes.Error {
-		s.desc = description
+		h.desc = description
 	}
 }
 
@@ -256,8 +256,8 @@ type head struct {
 
 // encode writes the span into rec.buf.
 func (s *span) encode(rec *record, end int64) {
-	h := head{sc: s.sc, parent: s.parent, kind: s.kind, name: s.name, start: s.start, end: end, status: s.status, desc: s.desc}
-	encodeSpan(rec, &h, nil)
+	rec.head.sc, rec.head.end = s.sc, end
+	encodeSpan(rec, &rec.head, nil)
 }
 
 // encodeSpan writes the span into rec.buf as a ScopeSpans.spans field,
