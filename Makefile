@@ -86,11 +86,10 @@ bench: build
 	# Process churn (issue 16): series, /metrics size, scrape time, RSS; the per-process identity of before.
 	$(GO) run ./bench/churn -agent $(BIN)
 	$(GO) run ./bench/churn -agent $(BIN) -instance pid
-	$(GO) run ./bench/httpoverhead -agent $(BIN) -svg docs/http-overhead.svg
-	$(GO) run ./bench/httpoverhead -agent $(BIN) -sampler parentbased_traceidratio -sampler-arg 0.01 -svg docs/http-overhead-sampled.svg
-	# As users run the agent: without --bpf.stats (its two clock reads per program run).
-	$(GO) run ./bench/httpoverhead -agent $(BIN) -bpf-stats=false -otelhttp=false -svg /dev/null
-	$(GO) run ./bench/httpoverhead -agent $(BIN) -bpf-stats=false -otelhttp=false -sampler parentbased_traceidratio -sampler-arg 0.01 -svg /dev/null
+	# HTTP overhead (issue 15): 1 % and every request a span, each with and without --bpf.stats (as users
+	# run the agent: no two clock reads per program run), Go server and nginx, all in the same alternating
+	# rounds: the ratios, CPU, BPF runs against the floor, RSS under load (anon + file) and peak, both charts.
+	$(GO) run ./bench/httpoverhead -agent $(BIN) -matrix -svg docs/http-overhead.svg -svg-sampled docs/http-overhead-sampled.svg
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/local/bin/otelbee

@@ -10,8 +10,13 @@
 //
 // It reports throughput, p50/p99 latency and CPU per request (agent, BPF
 // run time from bpf_stats, and the server's extra CPU over the baseline),
-// prints a Markdown table and writes an SVG chart. Run as root by
-// `make bench` (after `make build`).
+// the agent's resident set under load (anonymous and file-backed) and its
+// peak, the BPF program runs per request against the floor of one program
+// entry each, prints Markdown tables and writes SVG charts. With -matrix
+// the agent runs with 1 % of requests sampled and with every request a
+// span, each with and without --bpf.stats, all in the same rounds: the
+// table of issue 15 in one run. Run as root by `make bench` (after
+// `make build`).
 package main
 
 import (
@@ -19,6 +24,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"html"
 	"io"
 	"log"
 	"math"
@@ -36,17 +42,87 @@ import (
 	"time"
 )
 
-type setup string
+// kind is what a setup runs.
+type kind string
 
 const (
-	baseline setup = "baseline"
-	otelbee  setup = "otelbee"
+	baseline kind = "baseline"
+	otelbee  kind = "otelbee"
 	// otelbee-prev: another agent binary (-compare-agent), run in the same
 	// alternating rounds, so a before/after comparison shares the
 	// machine's moment (its load moves throughput by ±50 % between runs).
-	otelbeePrev setup = "otelbee-prev"
-	otelhttp    setup = "otelhttp"
+	otelbeePrev kind = "otelbee-prev"
+	otelhttp    kind = "otelhttp"
 )
+
+// setup is one configuration run in every round: its kind, and the
+// sampler and --bpf.stats of the agent (or the otelhttp server's SDK).
+type setup struct {
+	name                string
+	kind                kind
+	sampler, samplerArg string
+	bpfStats            bool
+}
+
+// sampling names a setup's sampler as the tables do.
+func (s setup) sampling() string {
+	if s.samplerArg != "" {
+		if r, err := strconv.ParseFloat(s.samplerArg, 64); err == nil {
+			return strconv.FormatFloat(r*100, 'g', -1, 64) + " %"
+		}
+		return s.sampler + " " + s.samplerArg
+	}
+	if s.sampler == "parentbased_always_on" || s.sampler == "always_on" {
+		return "every request"
+	}
+	return s.sampler
+}
+
+func (s setup) samplerEnv() []string {
+	env := []string{"OTEL_TRACES_SAMPLER=" + s.sampler}
+	if s.samplerArg != "" {
+		env = append(env, "OTEL_TRACES_SAMPLER_ARG="+s.samplerArg)
+	}
+	return env
+}
+
+// setups lists what runs against target: the baseline, then the agent
+// (and -compare-agent's) and otelhttp with -sampler and -bpf-stats, or
+// with -matrix in every combination of 1 % and every request a span, with
+// and without --bpf.stats.
+func setups(target string) []setup {
+	out := []setup{{name: "baseline", kind: baseline}}
+	type samp struct{ name, arg string }
+	samplers := []samp{{*sampler, *samplerArg}}
+	stats := []bool{*bpfStats}
+	if *matrix {
+		samplers = []samp{{"parentbased_traceidratio", "0.01"}, {"parentbased_always_on", ""}}
+		stats = []bool{true, false}
+	}
+	for _, sm := range samplers {
+		for _, st := range stats {
+			suffix := ""
+			if *matrix {
+				suffix = " " + setup{sampler: sm.name, samplerArg: sm.arg}.sampling()
+				if !st {
+					suffix += " nostats"
+				}
+			}
+			out = append(out, setup{name: "otelbee" + suffix, kind: otelbee, sampler: sm.name, samplerArg: sm.arg, bpfStats: st})
+			if *prevBin != "" {
+				out = append(out, setup{name: "otelbee-prev" + suffix, kind: otelbeePrev, sampler: sm.name, samplerArg: sm.arg, bpfStats: st})
+			}
+		}
+		if target == "go" && *withSDK {
+			suffix := ""
+			if *matrix {
+				suffix = " " + setup{sampler: sm.name, samplerArg: sm.arg}.sampling()
+			}
+			out = append(out, setup{name: "otelhttp" + suffix, kind: otelhttp, sampler: sm.name, samplerArg: sm.arg})
+		}
+	}
+	return out
+}
 
 // result is one wrk run.
 type result struct {
@@ -58,8 +134,13 @@ type result struct {
 	bpfRun        float64 // seconds of BPF program run time during the run
 	bpfByProgram  map[string]float64
 	agentRSSBytes float64
+	bpfRuns       float64 // runs of every program during the run (bpf_stats)
 	uprobeRuns    float64 // runs of the TLS uprobe programs (tls_*) during the run
 	uprobeTime    float64 // their run time, seconds
+	// the agent's largest resident set under load, and its anonymous and
+	// file-backed parts (ring buffers are file-backed: their data pages
+	// are mapped twice, and count twice)
+	loadRSS, loadAnon, loadFile float64
 }
 
 var (
@@ -77,6 +158,10 @@ var (
 	samplerArg = flag.String("sampler-arg", "", "OTEL_TRACES_SAMPLER_ARG")
 	bpfStats   = flag.Bool("bpf-stats", true, "run the agent with --bpf.stats (BPF run time per request; adds two clock reads to every program run)")
 	withSDK    = flag.Bool("otelhttp", true, "include the otelhttp (in-process SDK) setup for the Go server")
+	matrix     = flag.Bool("matrix", false, "run 1 % sampling and every request a span, each with and without --bpf.stats, in the same rounds (overrides -sampler and -bpf-stats); -svg is then the every-request chart and -svg-sampled the 1 % one")
+	entryNs    = flag.Float64("entry-ns", 250, "the cost of one BPF program entry on this machine (ns), for the floor")
+	svgSampled = flag.String("svg-sampled", "docs/http-overhead-sampled.svg", "with -matrix: the 1 % sampling chart")
+	load       = flag.String("load-note", "", "what else ran on the machine, printed with the tables (default: the load average before and after)")
 	useTLS     = flag.Bool("tls", false, "HTTPS: both servers with a certificate made by openssl req, wrk over TLS (the agent reads the plaintext through its TLS uprobes)")
 )
 
@@ -88,14 +173,6 @@ func scheme() string {
 		return "https://"
 	}
 	return "http://"
-}
-
-func samplerEnv() []string {
-	env := []string{"OTEL_TRACES_SAMPLER=" + *sampler}
-	if *samplerArg != "" {
-		env = append(env, "OTEL_TRACES_SAMPLER_ARG="+*samplerArg)
-	}
-	return env
 }
 
 func main() {
@@ -135,16 +212,12 @@ func main() {
 	if _, err := exec.LookPath("nginx"); err == nil && !*noNginx {
 		targets = append(targets, "nginx")
 	}
-	all := map[string]map[setup][]result{}
+	loadBefore := loadAvg()
+	began := time.Now()
+	all := map[string]map[string][]result{}
 	for _, target := range targets {
-		all[target] = map[setup][]result{}
-		setups := []setup{baseline, otelbee, otelhttp}
-		if target == "nginx" || !*withSDK {
-			setups = []setup{baseline, otelbee}
-		}
-		if *prevBin != "" {
-			setups = append(setups, otelbeePrev)
-		}
+		all[target] = map[string][]result{}
+		setups := setups(target)
 		for r := 0; r < *rounds; r++ {
 			// alternate the order so drift does not favour one setup
 			order := setups
@@ -153,14 +226,19 @@ func main() {
 			}
 			for _, s := range order {
 				res := run(target, s, serverBin, sink, tmp)
-				log.Printf("%s/%s round %d: %.0f req/s p50 %.0fµs p99 %.0fµs agent %.2fµs/req bpf %.2fµs/req server %.2fµs/req",
-					target, s, r+1, res.rps, res.p50*1e6, res.p99*1e6,
-					perReq(res.agentCPU, res), perReq(res.bpfRun, res), perReq(res.serverCPU, res))
-				all[target][s] = append(all[target][s], res)
+				log.Printf("%s/%s round %d: %.0f req/s p50 %.0fµs p99 %.0fµs agent %.2fµs/req bpf %.2fµs/req server %.2fµs/req rss %.0f MiB (anon %.0f, file %.0f) peak %.0f MiB, load %s",
+					target, s.name, r+1, res.rps, res.p50*1e6, res.p99*1e6,
+					perReq(res.agentCPU, res), perReq(res.bpfRun, res), perReq(res.serverCPU, res),
+					res.loadRSS/(1<<20), res.loadAnon/(1<<20), res.loadFile/(1<<20), res.agentRSSBytes/(1<<20), loadAvg())
+				all[target][s.name] = append(all[target][s.name], res)
 			}
 		}
 	}
-	report(targets, all)
+	note := *load
+	if note == "" {
+		note = fmt.Sprintf("load average %s before, %s after (%s)", loadBefore, loadAvg(), time.Since(began).Round(time.Second))
+	}
+	report(targets, all, note)
 	sinkRequests.Range(func(k, v any) bool {
 		fmt.Printf("\nOTLP sink: %d requests to %s over the whole run (every setup).\n", v.(*atomic.Int64).Load(), k)
 		return true
@@ -213,19 +291,19 @@ func freeAddr() string {
 func run(target string, s setup, serverBin, sink, tmp string) result {
 	var agent *exec.Cmd
 	promAddr := freeAddr()
-	if s == otelbee || s == otelbeePrev {
+	if s.kind == otelbee || s.kind == otelbeePrev {
 		bin := *agentBin
-		if s == otelbeePrev {
+		if s.kind == otelbeePrev {
 			bin = *prevBin
 		}
-		agent = exec.Command(bin, "--collectors="+*collectors, "--bpf.stats="+strconv.FormatBool(*bpfStats), "--prometheus.listen="+promAddr,
+		agent = exec.Command(bin, "--collectors="+*collectors, "--bpf.stats="+strconv.FormatBool(s.bpfStats), "--prometheus.listen="+promAddr,
 			"--log.level=warn", "--otlp.endpoint="+sink, "--otlp.protocol=http/protobuf",
 			// the load generator and this harness (the OTLP sink) stand for
 			// other machines: the server is what is observed
 			"--http.exclude-executables=wrk,httpoverhead")
 		agent.Args = append(agent.Args, strings.Fields(*agentArgs)...)
 		agent.Stderr = os.Stderr
-		agent.Env = append(os.Environ(), samplerEnv()...)
+		agent.Env = append(os.Environ(), s.samplerEnv()...)
 		if err := agent.Start(); err != nil {
 			log.Fatal(err)
 		}
@@ -244,14 +322,14 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 		addrFile := filepath.Join(tmp, "addr")
 		os.Remove(addrFile)
 		mode := "plain"
-		if s == otelhttp {
+		if s.kind == otelhttp {
 			mode = "otelhttp"
 		}
 		server = exec.Command(serverBin, "-mode", mode, "-addr-file", addrFile)
 		if *useTLS {
 			server.Args = append(server.Args, "-cert", cert, "-key", key)
 		}
-		server.Env = append(append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT="+sink, "OTEL_SERVICE_NAME=hello"), samplerEnv()...)
+		server.Env = append(append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT="+sink, "OTEL_SERVICE_NAME=hello"), s.samplerEnv()...)
 		server.Stderr = os.Stderr
 		if err := server.Start(); err != nil {
 			log.Fatal(err)
@@ -281,12 +359,38 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 	if agent != nil {
 		runsBefore = bpfRunCounts("http://" + promAddr + "/metrics")
 	}
+	// The agent's memory under load: sampled through the run, the
+	// largest resident set and its split at that moment.
+	var mem memSample
+	stopMem := make(chan struct{})
+	memDone := make(chan struct{})
+	go func() {
+		defer close(memDone)
+		if agent == nil {
+			return
+		}
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopMem:
+				return
+			case <-t.C:
+				if m := readMem(agent.Process.Pid); m.rss > mem.rss {
+					mem = m
+				}
+			}
+		}
+	}()
 	out, err := exec.Command("wrk", "-t"+strconv.Itoa(*threads), "-c"+strconv.Itoa(*conns),
 		"-d"+duration.String(), "--latency", url).CombinedOutput()
+	close(stopMem)
+	<-memDone
 	if err != nil {
 		log.Fatalf("wrk: %v\n%s", err, out)
 	}
 	res := parseWrk(string(out))
+	res.loadRSS, res.loadAnon, res.loadFile = mem.rss, mem.anon, mem.file
 	res.serverCPU = treeCPU(server.Process.Pid) - srvBefore
 	if agent != nil {
 		// let the agent drain what the run produced
@@ -300,6 +404,7 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 		}
 		res.agentRSSBytes = rss(agent.Process.Pid)
 		for p, v := range bpfRunCounts("http://" + promAddr + "/metrics") {
+			res.bpfRuns += v - runsBefore[p]
 			if strings.HasPrefix(p, "tls_") {
 				res.uprobeRuns += v - runsBefore[p]
 				res.uprobeTime += res.bpfByProgram[p]
@@ -397,6 +502,40 @@ func treeCPU(pid int) float64 {
 	return total
 }
 
+type memSample struct{ rss, anon, file float64 }
+
+// readMem reads pid's resident set and its split from /proc.
+func readMem(pid int) memSample {
+	var m memSample
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || len(strings.Fields(v)) == 0 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(strings.Fields(v)[0], 64)
+		switch k {
+		case "VmRSS":
+			m.rss = kb * 1024
+		case "RssAnon":
+			m.anon = kb * 1024
+		case "RssFile":
+			m.file = kb * 1024
+		}
+	}
+	return m
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// rss is pid's peak resident set (VmHWM), startup included.
 func rss(pid int) float64 {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	for _, l := range strings.Split(string(b), "\n") {
@@ -521,20 +660,24 @@ type row struct {
 	agent, bpf    float64 // µs per request
 	serverExtra   float64 // µs per request over the baseline
 	total         float64
-	rssMiB        float64
+	rssMiB        float64 // peak (VmHWM), startup included
+	loadMiB       float64 // largest under load
+	anonMiB       float64 // its anonymous part
+	fileMiB       float64 // its file-backed part
+	runsPerReq    float64 // BPF program runs per request (every program)
 	topPrograms   string
 	serverPerReq  float64
 	baselinePerRq float64
 }
 
-func report(targets []string, all map[string]map[setup][]result) {
+func report(targets []string, all map[string]map[string][]result, note string) {
 	var rows []row
 	for _, target := range targets {
-		base := all[target][baseline]
+		base := all[target]["baseline"]
 		baseRPS := med(base, func(r result) float64 { return r.rps })
 		baseSrv := med(base, func(r result) float64 { return perReq(r.serverCPU, r) })
-		for _, s := range []setup{baseline, otelbeePrev, otelbee, otelhttp} {
-			rs := all[target][s]
+		for _, s := range setups(target) {
+			rs := all[target][s.name]
 			if len(rs) == 0 {
 				continue
 			}
@@ -552,45 +695,114 @@ func report(targets []string, all map[string]map[setup][]result) {
 			// own system calls; the agent's CPU and the BPF time are added
 			// as measured, the server's extra only where it exceeds BPF.
 			rw.total = rw.agent + rw.bpf + math.Max(0, rw.serverExtra-rw.bpf)
-			if s == otelhttp {
+			if s.kind == otelhttp {
 				rw.total = math.Max(0, rw.serverExtra)
 			}
-			rw.rssMiB = med(rs, func(r result) float64 { return r.agentRSSBytes / (1 << 20) })
-			if s == otelbee {
+			if s.kind == otelbee || s.kind == otelbeePrev {
+				// peaks: the largest of the rounds, not their median
+				for _, r := range rs {
+					rw.rssMiB = math.Max(rw.rssMiB, r.agentRSSBytes/(1<<20))
+					if r.loadRSS/(1<<20) > rw.loadMiB {
+						rw.loadMiB, rw.anonMiB, rw.fileMiB = r.loadRSS/(1<<20), r.loadAnon/(1<<20), r.loadFile/(1<<20)
+					}
+				}
+				rw.runsPerReq = med(rs, func(r result) float64 { return r.bpfRuns / r.requests })
+			}
+			if s.kind == otelbee {
 				rw.topPrograms = topPrograms(rs)
 			}
 			rows = append(rows, rw)
 		}
 	}
-	stats := "with --bpf.stats"
-	if !*bpfStats {
-		stats = "without --bpf.stats (BPF time not measured: 0)"
+	fmt.Printf("wrk -t%d -c%d -d%s, %d alternating rounds, medians (RSS: the largest of the rounds); agent --collectors=%s; %s.\n\n",
+		*threads, *conns, *duration, *rounds, *collectors, note)
+	if *matrix {
+		fmt.Printf("| target | sampled as spans | --bpf.stats | req/s vs baseline | agent µs/req | BPF µs/req | agent RSS under load MiB (anon + file) | agent peak RSS MiB |\n")
+		fmt.Printf("|---|---|---|---|---|---|---|---|\n")
+		for _, stats := range []bool{true, false} {
+			for _, r := range rows {
+				if r.setup.kind != otelbee || r.setup.bpfStats != stats {
+					continue
+				}
+				bpf := "–"
+				if stats {
+					bpf = fmt.Sprintf("%.2f", r.bpf)
+				}
+				fmt.Printf("| %s | %s | %s | %.2f× | %.2f | %s | %.0f (%.0f + %.0f) | %.0f |\n",
+					r.target, r.setup.sampling(), onOff(stats), r.rel, r.agent, bpf, r.loadMiB, r.anonMiB, r.fileMiB, r.rssMiB)
+			}
+		}
+		fmt.Println()
 	}
-	fmt.Printf("Sampler: %s %s; agent %s; wrk -t%d -c%d -d%s, %d alternating rounds, medians.\n\n", *sampler, *samplerArg, stats, *threads, *conns, *duration, *rounds)
-	fmt.Printf("| target | setup | req/s (median) | vs baseline | p50 µs | p99 µs | agent CPU µs/req | BPF µs/req | server CPU µs/req (extra) | total µs/req | agent peak RSS MiB |\n")
-	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Printf("| target | setup | sampled as spans | --bpf.stats | req/s (median) | vs baseline | p50 µs | p99 µs | agent CPU µs/req | BPF µs/req | server CPU µs/req (extra) | total µs/req | agent RSS under load MiB (anon + file) | agent peak RSS MiB |\n")
+	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
-		fmt.Printf("| %s | %s | %.0f | %.3f× | %.0f | %.0f | %.2f | %.2f | %.2f (%+.2f) | %.2f | %.0f |\n",
-			r.target, r.setup, r.rps, r.rel, r.p50, r.p99, r.agent, r.bpf, r.serverPerReq, r.serverExtra, r.total, r.rssMiB)
+		samp, stats, mem := "", "", ""
+		if r.setup.kind != baseline {
+			samp = r.setup.sampling()
+		}
+		if r.setup.kind == otelbee || r.setup.kind == otelbeePrev {
+			stats = onOff(r.setup.bpfStats)
+			mem = fmt.Sprintf("%.0f (%.0f + %.0f)", r.loadMiB, r.anonMiB, r.fileMiB)
+		}
+		fmt.Printf("| %s | %s | %s | %s | %.0f | %.3f× | %.0f | %.0f | %.2f | %.2f | %.2f (%+.2f) | %.2f | %s | %.0f |\n",
+			r.target, r.setup.name, samp, stats, r.rps, r.rel, r.p50, r.p99, r.agent, r.bpf, r.serverPerReq, r.serverExtra, r.total, mem, r.rssMiB)
 	}
 	for _, r := range rows {
 		if r.topPrograms != "" {
-			fmt.Printf("\n%s/otelbee, BPF run time per request by program (median run): %s\n", r.target, r.topPrograms)
+			fmt.Printf("\n%s/%s, BPF run time per request by program (median run): %s\n", r.target, r.setup.name, r.topPrograms)
+		}
+	}
+	// The floor: a program entry costs about -entry-ns on this machine even
+	// when the program returns at once, so the runs per request times that
+	// is what any hook placement with these runs would cost.
+	for _, r := range rows {
+		if r.setup.kind == otelbee && r.setup.bpfStats && r.runsPerReq > 0 {
+			floor := r.runsPerReq * *entryNs / 1000
+			fmt.Printf("\n%s/%s: %.1f BPF program runs per request (both sides, every collector); floor at %.0f ns per entry %.2f µs/req; BPF measured %.2f µs/req (%.1f× the floor), agent %.2f µs/req on top\n",
+				r.target, r.setup.name, r.runsPerReq, *entryNs, floor, r.bpf, r.bpf/floor, r.agent)
 		}
 	}
 	if *useTLS {
 		for _, target := range targets {
-			rs := all[target][otelbee]
-			fmt.Printf("\n%s/otelbee, TLS uprobes per request (median): %.2f runs, %.2f µs of BPF\n", target,
-				med(rs, func(r result) float64 { return r.uprobeRuns / r.requests }),
-				med(rs, func(r result) float64 { return r.uprobeTime / r.requests * 1e6 }))
+			for _, s := range setups(target) {
+				if s.kind != otelbee {
+					continue
+				}
+				rs := all[target][s.name]
+				fmt.Printf("\n%s/%s, TLS uprobes per request (median): %.2f runs, %.2f µs of BPF\n", target, s.name,
+					med(rs, func(r result) float64 { return r.uprobeRuns / r.requests }),
+					med(rs, func(r result) float64 { return r.uprobeTime / r.requests * 1e6 }))
+			}
 		}
 	}
-	if err := os.WriteFile(*svgOut, []byte(chart(rows)), 0o644); err != nil {
-		log.Printf("writing %s: %v", *svgOut, err)
-	} else {
-		log.Printf("wrote %s", *svgOut)
+	charts := map[string][]row{*svgOut: rows}
+	if *matrix {
+		charts = map[string][]row{}
+		for _, r := range rows {
+			every := r.setup.sampling() == "every request"
+			if r.setup.kind == baseline || every {
+				charts[*svgOut] = append(charts[*svgOut], r)
+			}
+			if r.setup.kind == baseline || !every {
+				charts[*svgSampled] = append(charts[*svgSampled], r)
+			}
+		}
 	}
+	for path, rs := range charts {
+		if err := os.WriteFile(path, []byte(chart(rs, note)), 0o644); err != nil {
+			log.Printf("writing %s: %v", path, err)
+		} else {
+			log.Printf("wrote %s", path)
+		}
+	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func topPrograms(rs []result) string {
@@ -620,24 +832,34 @@ func topPrograms(rs []result) string {
 
 // chart draws two bar groups: throughput relative to the baseline and CPU
 // per request, per target and setup.
-func chart(rows []row) string {
-	const w, h = 760, 320
+func chart(rows []row, note string) string {
+	const barW, step, gap = 30, 38, 20
+	targets := 0
+	prev := ""
+	for _, r := range rows {
+		if r.target != prev {
+			targets++
+			prev = r.target
+		}
+	}
+	panelW := 20 + len(rows)*step + (targets-1)*gap
+	w, h := 2*panelW+60, 380
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", w, h)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
-	colors := map[setup]string{baseline: "#888888", otelbee: "#f2a900", otelhttp: "#4a7bd0", otelbeePrev: "#c9a66b"}
+	colors := map[kind]string{baseline: "#888888", otelbee: "#f2a900", otelhttp: "#4a7bd0", otelbeePrev: "#c9a66b"}
 	panel := func(x0 int, title string, val func(row) float64, max float64, format string) {
 		fmt.Fprintf(&b, `<text x="%d" y="20" font-weight="bold">%s</text>`+"\n", x0, title)
-		top, bottom := 40, h-60
-		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0, bottom, x0+340, bottom)
+		top, bottom := 40, h-110
+		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0, bottom, x0+panelW, bottom)
 		x := x0 + 10
 		prev := ""
 		for _, r := range rows {
 			if prev != "" && prev != r.target {
-				x += 20
+				x += gap
 			}
 			if prev != r.target {
-				fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", x, bottom+35, r.target)
+				fmt.Fprintf(&b, `<text x="%d" y="%d" font-weight="bold">%s</text>`+"\n", x, h-30, r.target)
 			}
 			prev = r.target
 			v := val(r)
@@ -645,10 +867,15 @@ func chart(rows []row) string {
 			if bh < 0 {
 				bh = 0
 			}
-			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="34" height="%d" fill="%s"/>`+"\n", x, bottom-bh, bh, colors[r.setup])
+			fill := colors[r.setup.kind]
+			opacity := 1.0
+			if (r.setup.kind == otelbee || r.setup.kind == otelbeePrev) && !r.setup.bpfStats {
+				opacity = 0.55 // without --bpf.stats
+			}
+			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s" fill-opacity="%.2f"/>`+"\n", x, bottom-bh, barW, bh, fill, opacity)
 			fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="10">`+format+`</text>`+"\n", x, bottom-bh-3, v)
-			fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="9">%s</text>`+"\n", x, bottom+14, r.setup)
-			x += 44
+			fmt.Fprintf(&b, `<text font-size="9" transform="translate(%d,%d) rotate(40)">%s</text>`+"\n", x+4, bottom+10, r.setup.name)
+			x += step
 		}
 	}
 	maxCPU := 0.0
@@ -656,13 +883,14 @@ func chart(rows []row) string {
 		maxCPU = math.Max(maxCPU, r.total)
 	}
 	panel(10, "Throughput vs baseline (wrk, median)", func(r row) float64 { return r.rel }, 1.15, "%.2f")
-	panel(400, "Added CPU per request (µs, median)", func(r row) float64 {
-		if r.setup == baseline {
+	panel(panelW+50, "Added CPU per request (µs, median)", func(r row) float64 {
+		if r.setup.kind == baseline {
 			return 0
 		}
 		return r.total
 	}, math.Max(maxCPU*1.15, 1), "%.1f")
-	fmt.Fprintf(&b, `<text x="10" y="%d" font-size="10">grey: no instrumentation · orange: otelbee (all collectors, OTLP export) · tan: otelbee-prev (-compare-agent) · blue: otelhttp middleware + OTel SDK</text>`+"\n", h-8)
+	fmt.Fprintf(&b, `<text x="10" y="%d" font-size="10">grey: no instrumentation · orange: otelbee (all collectors, OTLP export; pale: without --bpf.stats) · tan: otelbee-prev · blue: otelhttp middleware + OTel SDK</text>`+"\n", h-14)
+	fmt.Fprintf(&b, `<text x="10" y="%d" font-size="10">%s</text>`+"\n", h-2, html.EscapeString(note))
 	b.WriteString("</svg>\n")
 	return b.String()
 }
