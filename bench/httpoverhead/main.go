@@ -137,7 +137,7 @@ type result struct {
 	bpfRuns       float64 // runs of every program during the run (bpf_stats)
 	uprobeRuns    float64 // runs of the TLS uprobe programs (tls_*) during the run
 	uprobeTime    float64 // their run time, seconds
-	// the agent's largest resident set under load, and its anonymous and
+	// the agent's median resident set under load, and its anonymous and
 	// file-backed parts (ring buffers are file-backed: their data pages
 	// are mapped twice, and count twice)
 	loadRSS, loadAnon, loadFile float64
@@ -359,9 +359,10 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 	if agent != nil {
 		runsBefore = bpfRunCounts("http://" + promAddr + "/metrics")
 	}
-	// The agent's memory under load: sampled through the run, the
-	// largest resident set and its split at that moment.
-	var mem memSample
+	// The agent's memory under load: sampled through the run, the median
+	// resident set and its split at that moment (the peak, startup
+	// included, is VmHWM below).
+	var mems []memSample
 	stopMem := make(chan struct{})
 	memDone := make(chan struct{})
 	go func() {
@@ -376,9 +377,7 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 			case <-stopMem:
 				return
 			case <-t.C:
-				if m := readMem(agent.Process.Pid); m.rss > mem.rss {
-					mem = m
-				}
+				mems = append(mems, readMem(agent.Process.Pid))
 			}
 		}
 	}()
@@ -390,7 +389,11 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 		log.Fatalf("wrk: %v\n%s", err, out)
 	}
 	res := parseWrk(string(out))
-	res.loadRSS, res.loadAnon, res.loadFile = mem.rss, mem.anon, mem.file
+	if len(mems) > 0 {
+		sort.Slice(mems, func(i, j int) bool { return mems[i].rss < mems[j].rss })
+		m := mems[len(mems)/2]
+		res.loadRSS, res.loadAnon, res.loadFile = m.rss, m.anon, m.file
+	}
 	res.serverCPU = treeCPU(server.Process.Pid) - srvBefore
 	if agent != nil {
 		// let the agent drain what the run produced
@@ -661,7 +664,7 @@ type row struct {
 	serverExtra   float64 // µs per request over the baseline
 	total         float64
 	rssMiB        float64 // peak (VmHWM), startup included
-	loadMiB       float64 // largest under load
+	loadMiB       float64 // under load (the median sample of the round with the largest)
 	anonMiB       float64 // its anonymous part
 	fileMiB       float64 // its file-backed part
 	runsPerReq    float64 // BPF program runs per request (every program)
@@ -699,7 +702,8 @@ func report(targets []string, all map[string]map[string][]result, note string) {
 				rw.total = math.Max(0, rw.serverExtra)
 			}
 			if s.kind == otelbee || s.kind == otelbeePrev {
-				// peaks: the largest of the rounds, not their median
+				// the peak: the largest of the rounds; under load: the
+				// round with the largest median
 				for _, r := range rs {
 					rw.rssMiB = math.Max(rw.rssMiB, r.agentRSSBytes/(1<<20))
 					if r.loadRSS/(1<<20) > rw.loadMiB {
@@ -714,7 +718,7 @@ func report(targets []string, all map[string]map[string][]result, note string) {
 			rows = append(rows, rw)
 		}
 	}
-	fmt.Printf("wrk -t%d -c%d -d%s, %d alternating rounds, medians (RSS: the largest of the rounds); agent --collectors=%s; %s.\n\n",
+	fmt.Printf("wrk -t%d -c%d -d%s, %d alternating rounds, medians (RSS under load: the median sample of a run, the largest of the rounds; peak RSS: VmHWM, startup included, the largest of the rounds); agent --collectors=%s; %s.\n\n",
 		*threads, *conns, *duration, *rounds, *collectors, note)
 	if *matrix {
 		fmt.Printf("| target | sampled as spans | --bpf.stats | req/s vs baseline | agent µs/req | BPF µs/req | agent RSS under load MiB (anon + file) | agent peak RSS MiB |\n")
