@@ -173,7 +173,8 @@ type nodeRouteStats struct {
 // in one tick, which Node corks into one writev of three chunks; writes over
 // time; server-sent events; NDJSON; a 1 MiB chunked download) fetched by curl
 // and by Node's fetch. Server side, every response's body size is exactly
-// what Node wrote and its duration what Node measured; client side, every
+// what Node wrote and its duration within what the clients measured around
+// it and at least what Node's timers take; client side, every
 // request is counted with a duration within what the client measured, and a
 // body whose chunk framing was not captured is counted (framing.lost
 // reason=body_size), never reported with a wrong size.
@@ -238,6 +239,8 @@ func TestHTTPStreamsRealPrograms(t *testing.T) {
 		n, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server))
 		return n >= uint64(total)
 	})
+	// what streams.js's timers take at least
+	floor := map[string]float64{"/corked": 0.4, "/sse": 0.3, "/ndjson": 0.1, "/big": 0}
 	for _, r := range routes {
 		st := served[r]
 		if st.N != perCurl+2 {
@@ -249,12 +252,18 @@ func TestHTTPStreamsRealPrograms(t *testing.T) {
 		if n != uint64(st.N) || int64(body) != st.Bytes {
 			t.Errorf("server %s: %d requests, %v body bytes; node served %d, %d bytes", r, n, body, st.N, st.Bytes)
 		}
-		// Node measures from the request's callback to the response's
-		// last write: the agent from the request's read to the same write.
-		if dur < st.Seconds-0.002*float64(st.N) || dur > st.Seconds+0.02*float64(st.N) {
-			t.Errorf("server %s: duration sum %.4fs, node measured %.4fs", r, dur, st.Seconds)
+		// The agent measures from the request's read to the response's
+		// last write: within what the clients measured around the same
+		// requests, and at least what streams.js's timers take. (Node's
+		// own figure, from its callback to its 'finish' event, is close on
+		// a quiet machine; under load a preemption on either side of
+		// those syscalls moves it by tens of milliseconds either way:
+		// 33 ms under the agent's over 5 requests at load 20.)
+		clients := curlRuns[r].seconds + fetched[r].Seconds
+		if dur < floor[r]*float64(st.N) || dur > clients {
+			t.Errorf("server %s: duration sum %.4fs, not within the timers' floor %.4fs and the clients' %.4fs (node measured %.4fs)", r, dur, floor[r]*float64(st.N), clients, st.Seconds)
 		}
-		t.Logf("server %s: %d requests, %.0f bytes, %.4fs (node: %.4fs)", r, n, body, dur, st.Seconds)
+		t.Logf("server %s: %d requests, %.0f bytes, %.4fs (node: %.4fs, clients %.4fs)", r, n, body, dur, st.Seconds, clients)
 	}
 	checkClient := func(service string, n int, bytes int64, clientSeconds, minSeconds float64) {
 		t.Helper()
@@ -289,8 +298,6 @@ func TestHTTPStreamsRealPrograms(t *testing.T) {
 		}
 		t.Logf("client %s: %d requests, %d sized (%.0f bytes of %d), %.4fs (client %.4fs, floor %.4fs)", service, got, sized, body, bytes, dur, clientSeconds, minSeconds)
 	}
-	// what streams.js's timers take at least
-	floor := map[string]float64{"/corked": 0.4, "/sse": 0.3, "/ndjson": 0.1, "/big": 0}
 	var fetchN int
 	var fetchBytes int64
 	var fetchSecs, fetchServer float64
