@@ -26,7 +26,7 @@
 // protocol's capture policy keeps: HTTP/1 a bounded prefix and, where the
 // call moved more, small segments past it (the first bytes of each further
 // iovec, chunk-size lines found by walking the chunked body, the call's last
-// bytes); HTTP/2 whole frames (l7/http2.h); the databases, caches and Kafka
+// bytes); HTTP/2 every frame but DATA payloads (l7/http2.h); the databases, caches and Kafka
 // the prefix and the call's last bytes (a terminator at the end of a long
 // response). A 101 response ends HTTP/1 on the connection. Framing is left
 // to the parsers in user space, which know every call's total length even
@@ -1053,7 +1053,7 @@ __noinline __u32 capture_call(__u64 key, __u64 meta, __u64 ptr, __u64 ret)
 		end = captured;
 		if (!captured) {
 		} else if (proto == L7_PROTO_HTTP2) {
-			end = capture_h2(key, ptr, ret, captured, dir);
+			// l7_capture walks the frames (capture_h2)
 		} else if (!http1) {
 			if (captured < ret)
 				end = capture_tail(ptr, ret, captured);
@@ -1222,6 +1222,15 @@ __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 ent
 		return 0;
 	}
 	__u8 proto = ci->proto;
+	if (proto == L7_PROTO_HTTP2) {
+		// The frame walk (l7/http2.h), called here rather than from
+		// capture_call to keep it off the deepest call chain; ptr 0 for
+		// an iovec call: it walks the prefix only.
+		end = capture_h2(key, ((meta >> 8) & 0xff) == CALL_BUF ? ptr : 0, ret, captured, dir);
+		asm volatile("%[e] &= 8191" : [e] "+r"(end));
+		if (end < captured)
+			end = captured;
+	}
 	ev->type = EVENT_DATA;
 	ev->dir = dir;
 	ev->role = ci->role;

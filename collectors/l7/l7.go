@@ -100,9 +100,36 @@ type Record struct {
 	// (policies that keep head and tail, for a terminator at the end of a
 	// long response); nil otherwise. Valid only during Feed.
 	Tail []byte
+	// Segs is what the policy kept of the call past Data, in call order
+	// (HTTP/2's frame headers and header blocks further in a long call);
+	// empty otherwise. Valid only during Feed.
+	Segs Segs
 	// Start and End are CLOCK_MONOTONIC nanoseconds: the call's entry and
 	// return.
 	Start, End uint64
+}
+
+// Segs is a record's segments past its prefix as the kernel wrote them
+// (bpf/l7.c seg_out): each an offset in the call (u32 LE), a length (u16
+// LE) and that many bytes.
+type Segs []byte
+
+// SegHdr is the size of a segment's descriptor.
+const SegHdr = 6
+
+// Next returns the first segment, its offset in the call and bytes, and the
+// segments after it; ok is false at the end or when the rest is
+// malformed (a length past the record).
+func (s Segs) Next() (off uint64, b []byte, rest Segs, ok bool) {
+	if len(s) < SegHdr {
+		return 0, nil, nil, false
+	}
+	off = uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24
+	n := int(s[4]) | int(s[5])<<8
+	if len(s) < SegHdr+n {
+		return 0, nil, nil, false
+	}
+	return off, s[SegHdr : SegHdr+n : SegHdr+n], s[SegHdr+n:], true
 }
 
 // Parser turns one connection's records into exchanges. The layer calls it

@@ -136,6 +136,33 @@ type l7GoOffsets struct {
 	NetfdSysfd uint64
 }
 
+type l7H2Scratch struct {
+	_        structs.HostLayout
+	W        l7H2Walk
+	Ptr      uint64
+	Total    uint64
+	Pos      uint64
+	Lastc    uint64
+	Last     uint64
+	Cur      uint32
+	Captured uint32
+	H        [8]uint8
+}
+
+type l7H2Walk struct {
+	_       structs.HostLayout
+	StartNs uint64
+	D       [2]struct {
+		_     structs.HostLayout
+		Next  uint32
+		Copy  uint32
+		Hn    uint8
+		Known uint8
+		Pad   [2]uint8
+		Hdr   [24]uint8
+	}
+}
+
 type l7HttpConnState uint32
 
 const (
@@ -302,6 +329,8 @@ const (
 	l7MapFilterPort            = "filter_port"
 	l7MapGoCalls               = "go_calls"
 	l7MapGoFdOffsets           = "go_fd_offsets"
+	l7MapH2Scratch             = "h2_scratch"
+	l7MapH2Walks               = "h2_walks"
 	l7MapInherit               = "inherit"
 	l7MapOwners                = "owners"
 	l7MapProtoPolicy           = "proto_policy"
@@ -369,6 +398,8 @@ const (
 	l7VarUnusedFilterAction    = "unused_filter_action"
 	l7VarUnusedGoExe           = "unused_go_exe"
 	l7VarUnusedGoOffsets       = "unused_go_offsets"
+	l7VarUnusedH2Scratch       = "unused_h2_scratch"
+	l7VarUnusedH2Walk          = "unused_h2_walk"
 	l7VarUnusedHttpConnState   = "unused_http_conn_state"
 	l7VarUnusedHttpCounter     = "unused_http_counter"
 	l7VarUnusedHttpDir         = "unused_http_dir"
@@ -487,6 +518,8 @@ type l7MapSpecs struct {
 	FilterPort   *ebpf.MapSpec `ebpf:"filter_port"`
 	GoCalls      *ebpf.MapSpec `ebpf:"go_calls"`
 	GoFdOffsets  *ebpf.MapSpec `ebpf:"go_fd_offsets"`
+	H2Scratch    *ebpf.MapSpec `ebpf:"h2_scratch"`
+	H2Walks      *ebpf.MapSpec `ebpf:"h2_walks"`
 	Inherit      *ebpf.MapSpec `ebpf:"inherit"`
 	Owners       *ebpf.MapSpec `ebpf:"owners"`
 	ProtoPolicy  *ebpf.MapSpec `ebpf:"proto_policy"`
@@ -516,6 +549,8 @@ type l7VariableSpecs struct {
 	UnusedFilterAction   *ebpf.VariableSpec `ebpf:"unused_filter_action"`
 	UnusedGoExe          *ebpf.VariableSpec `ebpf:"unused_go_exe"`
 	UnusedGoOffsets      *ebpf.VariableSpec `ebpf:"unused_go_offsets"`
+	UnusedH2Scratch      *ebpf.VariableSpec `ebpf:"unused_h2_scratch"`
+	UnusedH2Walk         *ebpf.VariableSpec `ebpf:"unused_h2_walk"`
 	UnusedHttpConnState  *ebpf.VariableSpec `ebpf:"unused_http_conn_state"`
 	UnusedHttpCounter    *ebpf.VariableSpec `ebpf:"unused_http_counter"`
 	UnusedHttpDir        *ebpf.VariableSpec `ebpf:"unused_http_dir"`
@@ -562,6 +597,8 @@ type l7Maps struct {
 	FilterPort   *ebpf.Map `ebpf:"filter_port"`
 	GoCalls      *ebpf.Map `ebpf:"go_calls"`
 	GoFdOffsets  *ebpf.Map `ebpf:"go_fd_offsets"`
+	H2Scratch    *ebpf.Map `ebpf:"h2_scratch"`
+	H2Walks      *ebpf.Map `ebpf:"h2_walks"`
 	Inherit      *ebpf.Map `ebpf:"inherit"`
 	Owners       *ebpf.Map `ebpf:"owners"`
 	ProtoPolicy  *ebpf.Map `ebpf:"proto_policy"`
@@ -588,6 +625,8 @@ func (m *l7Maps) Close() error {
 		m.FilterPort,
 		m.GoCalls,
 		m.GoFdOffsets,
+		m.H2Scratch,
+		m.H2Walks,
 		m.Inherit,
 		m.Owners,
 		m.ProtoPolicy,
@@ -618,6 +657,8 @@ type l7Variables struct {
 	UnusedFilterAction   *ebpf.Variable `ebpf:"unused_filter_action"`
 	UnusedGoExe          *ebpf.Variable `ebpf:"unused_go_exe"`
 	UnusedGoOffsets      *ebpf.Variable `ebpf:"unused_go_offsets"`
+	UnusedH2Scratch      *ebpf.Variable `ebpf:"unused_h2_scratch"`
+	UnusedH2Walk         *ebpf.Variable `ebpf:"unused_h2_walk"`
 	UnusedHttpConnState  *ebpf.Variable `ebpf:"unused_http_conn_state"`
 	UnusedHttpCounter    *ebpf.Variable `ebpf:"unused_http_counter"`
 	UnusedHttpDir        *ebpf.Variable `ebpf:"unused_http_dir"`

@@ -38,6 +38,7 @@ func (h *protocolHandler) Data(c *Conn, r *Record) {
 		Data:  r.Data,
 		Total: r.Total,
 		Tail:  Tail(r.Segs, r.Total),
+		Segs:  l7.Segs(r.Segs),
 		Start: r.EnterNs,
 		End:   r.ExitNs,
 	}

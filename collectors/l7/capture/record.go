@@ -161,24 +161,22 @@ func Decode(b []byte, r *Record) error {
 	return errUnknown
 }
 
-// segHdr is a segment descriptor's size: offset in the call (u32 LE),
-// length (u16 LE), then its bytes (bpf/l7.c seg_out).
-const segHdr = 6
-
 // Tail returns the segment that ends the call (the call's last bytes), or
 // nil: what a head-and-tail capture policy kept past the prefix.
 func Tail(segs []byte, total uint64) []byte {
 	var tail []byte
-	for len(segs) >= segHdr {
-		off := binary.LittleEndian.Uint32(segs)
-		n := int(binary.LittleEndian.Uint16(segs[4:]))
-		if len(segs) < segHdr+n {
-			return nil
+	s := l7.Segs(segs)
+	for {
+		off, b, rest, ok := s.Next()
+		if !ok {
+			if len(s) >= l7.SegHdr {
+				return nil // a length past the record
+			}
+			return tail
 		}
-		if uint64(off)+uint64(n) == total {
-			tail = segs[segHdr : segHdr+n]
+		if off+uint64(len(b)) == total {
+			tail = b
 		}
-		segs = segs[segHdr+n:]
+		s = rest
 	}
-	return tail
 }

@@ -198,12 +198,20 @@ func (p *Parser) Stats() Stats { return p.stats }
 // bytes captured, total the call's full length (total > len(data) when the
 // capture kept only a prefix).
 func (p *Parser) Feed(dir Dir, data []byte, total uint64, t Times) {
+	p.FeedSegs(dir, data, nil, total, t)
+}
+
+// FeedSegs is Feed for a call of which the capture kept, past the prefix
+// data, the segments segs (each at its offset in the call): the bytes
+// between them count as missing, as the bytes after the prefix do in Feed.
+func (p *Parser) FeedSegs(dir Dir, data []byte, segs l7.Segs, total uint64, t Times) {
 	if dir > FromServer {
 		return
 	}
 	if total < uint64(len(data)) {
 		total = uint64(len(data))
 	}
+	callEnd := total
 	p.now = t
 	r := &p.dirs[dir]
 	if !r.started && p.joined {
@@ -256,7 +264,27 @@ func (p *Parser) Feed(dir Dir, data []byte, total uint64, t Times) {
 		r.resync()
 	}
 	r.consume(data)
-	if missing := total - uint64(len(data)); missing > 0 {
+	// pos: where the bytes consumed end in the call
+	pos := callEnd - total + uint64(len(data))
+	for {
+		off, b, rest, ok := segs.Next()
+		if !ok {
+			break
+		}
+		segs = rest
+		end := off + uint64(len(b))
+		if end <= pos || end > callEnd {
+			continue // not after what was consumed, or past the call: not the kernel's
+		}
+		if off < pos {
+			b = b[pos-off:]
+		} else if off > pos {
+			r.skip(off - pos)
+		}
+		r.consume(b)
+		pos = end
+	}
+	if missing := callEnd - pos; missing > 0 {
 		r.skip(missing)
 	}
 }

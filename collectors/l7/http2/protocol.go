@@ -249,7 +249,7 @@ func (k *cached) hit(v []byte) bool {
 // Feed implements l7.Parser.
 func (cp *conn) Feed(r *l7.Record, out l7.Sink) {
 	cp.out = out
-	cp.eng.Feed(r.Dir, r.Data, r.Total, Times{Start: int64(r.Start), End: int64(r.End)})
+	cp.eng.FeedSegs(r.Dir, r.Data, r.Segs, r.Total, Times{Start: int64(r.Start), End: int64(r.End)})
 	cp.drops()
 	cp.out = nil
 }

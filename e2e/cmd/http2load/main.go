@@ -75,6 +75,7 @@ func main() {
 	addrFile := flag.String("addr-file", "", "server: write the bound address here")
 	grpcAddr := flag.String("grpc-addr", "", "client: the gRPC server")
 	workers := flag.Int("workers", 2, "client: concurrent workers, on one connection")
+	size := flag.Int("size", 0, "client: message size (requests and responses up to it; 0: small unary calls, 2000-byte streamed messages)")
 	hold := flag.String("hold", "", "client: make -calls unary calls, wait until this file exists, make -calls more")
 	calls := flag.Int("calls", 20, "client with -hold: calls before and after")
 	flag.Parse()
@@ -86,7 +87,7 @@ func main() {
 	case *grpcAddr != "" && *hold != "":
 		holdClient(*grpcAddr, *hold, *calls)
 	case *grpcAddr != "":
-		workload(*grpcAddr, *workers)
+		workload(*grpcAddr, *workers, *size)
 	default:
 		log.Fatal("need -grpc-listen, -h2c-listen or -grpc-addr")
 	}
@@ -241,7 +242,11 @@ func dial(addr string) *grpc.ClientConn {
 // workload makes every kind of call on one connection: unary (OK,
 // NotFound, Internal, DeadlineExceeded), server-, client- and bidirectional
 // streaming, and a method the server lacks.
-func workload(addr string, workers int) {
+func workload(addr string, workers, size int) {
+	unarySize, streamSize := func(i int) int { return 10 * i }, 2000
+	if size > 0 {
+		unarySize, streamSize = func(i int) int { return size * i / 20 }, size
+	}
 	conn := dial(addr)
 	cl := testpb.NewTestServiceClient(conn)
 	cnt := &counter{m: map[string]int{}}
@@ -254,7 +259,8 @@ func workload(addr string, workers int) {
 			defer wg.Done()
 			unary := []codes.Code{codes.OK, codes.OK, codes.OK, codes.NotFound, codes.Internal}
 			for i := 0; i < 20; i++ {
-				_, err := cl.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: int32(10 * i), ResponseStatus: echo(unary[i%len(unary)])})
+				_, err := cl.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: int32(unarySize(i)), ResponseStatus: echo(unary[i%len(unary)]),
+					Payload: &testpb.Payload{Body: make([]byte, unarySize(20-i))}})
 				add("UnaryCall", err)
 			}
 			for i := 0; i < 2; i++ {
@@ -265,7 +271,7 @@ func workload(addr string, workers int) {
 			}
 			for i := 0; i < 6; i++ {
 				s, err := cl.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{
-					ResponseParameters: []*testpb.ResponseParameters{{Size: 10}, {Size: 2000}, {Size: 5}},
+					ResponseParameters: []*testpb.ResponseParameters{{Size: 10}, {Size: int32(streamSize)}, {Size: 5}},
 					ResponseStatus:     echo([]codes.Code{codes.OK, codes.NotFound}[i%2])})
 				for err == nil {
 					_, err = s.Recv()
