@@ -102,7 +102,7 @@ func TestKVLocalClientCountedOnce(t *testing.T) {
 	if out, err := exec.Command("cp", bench, exe).CombinedOutput(); err != nil {
 		t.Fatalf("copying redis-benchmark: %v: %s", err, out)
 	}
-	agent := harness.StartAgent(t, nil, "--collectors=redis", "--http.exclude-executables="+excluded)
+	agent := harness.StartAgent(t, nil, "--collectors=redis", "--l7.exclude-executables="+excluded)
 	for _, tc := range []struct {
 		name     string
 		netns    bool // the client in the namespace, the server on the host's veth address

@@ -105,7 +105,7 @@ func kvNoDrops(t *testing.T, mfs map[string]*dto.MetricFamily, service string) {
 func kvBigRing(t *testing.T) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "otelbee.yaml")
-	if err := os.WriteFile(p, []byte("http:\n  ring_buffer_bytes: 67108864\n"), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte("l7:\n  ring_buffer_bytes: 67108864\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -164,7 +164,7 @@ type Protocol interface {
 // on.
 type Capture struct {
 	// Bytes is how much of each call's start the kernel keeps (at most
-	// 4096); 0: the layer's shared setting (http.capture_bytes).
+	// 4096); 0: the layer's shared setting (l7.capture_bytes).
 	Bytes int
 	// ClientSide: an exchange is recorded once, from the client's side
 	// when the client is on this host. The kernel gives up the server side

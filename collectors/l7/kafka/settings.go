@@ -21,7 +21,7 @@ func Settings(c *Config) []settings.Setting {
 			Help: "distinct `messaging.destination.name` values per process; the rest are `_OTHER`, counted on `otelbee.kafka.destination.overflow`"},
 		{Flag: "kafka.capture-bytes", Env: []string{"OTELBEE_KAFKA_CAPTURE_BYTES"}, Key: "kafka.capture_bytes", Value: settings.Int(&c.CaptureBytes),
 			Check: settings.Between(&c.CaptureBytes, 64, 4096),
-			Help:  "bytes of each read/write of a Kafka connection copied from the kernel (64 to 4096; Kafka's own, not `http.capture_bytes`): Produce and Fetch message counts need the record batch headers within it"},
+			Help:  "bytes of each read/write of a Kafka connection copied from the kernel (64 to 4096; Kafka's own, not `l7.capture_bytes`): Produce and Fetch message counts need the record batch headers within it"},
 	}
 }
 
