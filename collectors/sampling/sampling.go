@@ -54,9 +54,9 @@ func Parse(name, arg string) (sdktrace.Sampler, error) {
 			return nil, err
 		}
 		if name == "traceidratio" {
-			return sdktrace.TraceIDRatioBased(r), nil
+			return newRatio(sdktrace.TraceIDRatioBased(r), r), nil
 		}
-		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(r)), nil
+		return newRatio(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(r)), r), nil
 	}
 	return nil, fmt.Errorf("unknown OTEL_TRACES_SAMPLER %q (valid: always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio)", name)
 }
@@ -118,6 +118,16 @@ func Decide(s sdktrace.Sampler, parent context.Context, name string, kind trace.
 	tid := psc.TraceID()
 	root := !psc.IsValid()
 	if root {
+		if r, ok := s.(*ratio); ok {
+			// The SDK's own arithmetic, without its call (most requests
+			// carry no parent), on the half of the trace id it reads,
+			// drawn first: the other half only for a sampled span.
+			tid, ok := r.root()
+			if !ok {
+				return parent, false
+			}
+			return WithTraceID(parent, tid), true
+		}
 		tid = NewTraceID()
 	}
 	res := s.ShouldSample(sdktrace.SamplingParameters{ParentContext: parent, TraceID: tid, Name: name, Kind: kind})
@@ -128,4 +138,47 @@ func Decide(s sdktrace.Sampler, parent context.Context, name string, kind trace.
 		return WithTraceID(parent, tid), true
 	}
 	return parent, true
+}
+
+// ratio is a TraceIDRatioBased sampler (as the root of ParentBased, or
+// alone) that Decide can apply to a root span without calling it: the SDK's
+// test on the trace id's low 63 bits against fraction × 2^63
+// (sdktrace.TraceIDRatioBased). A span with a parent is the SDK's to
+// decide. ShouldSample and Description are the SDK sampler's.
+type ratio struct {
+	sdktrace.Sampler
+	bound uint64
+}
+
+func newRatio(s sdktrace.Sampler, fraction float64) sdktrace.Sampler {
+	if fraction >= 1 {
+		return s // AlwaysSample: nothing to gain
+	}
+	// ParentBased or not, a root span's decision is the root sampler's.
+	r := &ratio{Sampler: s}
+	if fraction > 0 {
+		r.bound = uint64(fraction * (1 << 63))
+	}
+	return r
+}
+
+func (r *ratio) sampledRoot(tid trace.TraceID) bool {
+	return binary.BigEndian.Uint64(tid[8:16])>>1 < r.bound
+}
+
+// root draws a root span's trace id as far as the decision needs: the
+// bytes the SDK tests, then, if sampled, the rest.
+func (r *ratio) root() (trace.TraceID, bool) {
+	lo := rand.Uint64()
+	if lo>>1 >= r.bound {
+		return trace.TraceID{}, false
+	}
+	var tid trace.TraceID
+	binary.BigEndian.PutUint64(tid[8:], lo)
+	for {
+		binary.LittleEndian.PutUint64(tid[:8], rand.Uint64())
+		if tid.IsValid() {
+			return tid, true
+		}
+	}
 }

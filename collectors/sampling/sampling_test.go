@@ -2,6 +2,7 @@ package sampling
 
 import (
 	"context"
+	"encoding/binary"
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -103,5 +104,70 @@ func TestIDGeneratorWithoutTraceID(t *testing.T) {
 	}
 	if tid2, _ := (IDGenerator{}).NewIDs(context.Background()); tid2 == tid {
 		t.Fatal("the same trace id twice")
+	}
+}
+
+// TestRatioRootsAsTheSDK: the samplers Parse builds with a ratio decide a
+// root span in Decide without the SDK's call, and exactly as the SDK's
+// ShouldSample does on the same trace id; spans with a parent still go to
+// the SDK (a sampled remote parent is sampled whatever the ratio).
+func TestRatioRootsAsTheSDK(t *testing.T) {
+	for _, tc := range []struct{ name, arg string }{
+		{"parentbased_traceidratio", "0.01"}, {"traceidratio", "0.3"}, {"parentbased_traceidratio", "0"},
+		{"traceidratio", "0.999999"}, {"parentbased_traceidratio", "1"},
+	} {
+		s, err := Parse(tc.name, tc.arg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		sampled := 0
+		for i := 0; i < 20000; i++ {
+			dctx, ok := Decide(s, ctx, "GET", trace.SpanKindServer)
+			tid, _ := dctx.Value(traceIDKey{}).(trace.TraceID)
+			if ok != tid.IsValid() {
+				t.Fatalf("%s %s: sampled %v, trace id in the context %v", tc.name, tc.arg, ok, tid)
+			}
+			if !ok {
+				continue
+			}
+			if binary.LittleEndian.Uint64(tid[:8]) == 0 {
+				t.Fatalf("%s %s: trace id %s: half of it not drawn", tc.name, tc.arg, tid)
+			}
+			sampled++
+			if res := s.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: tid, Name: "GET"}); res.Decision != sdktrace.RecordAndSample {
+				t.Fatalf("%s %s: trace id %s sampled here, not by the SDK", tc.name, tc.arg, tid)
+			}
+		}
+		// and the ones not sampled: the SDK on ids drawn the same way
+		for i := 0; i < 20000; i++ {
+			tid := NewTraceID()
+			r, fast := s.(*ratio)
+			if !fast {
+				break
+			}
+			want := s.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: tid, Name: "GET"}).Decision == sdktrace.RecordAndSample
+			if r.sampledRoot(tid) != want {
+				t.Fatalf("%s %s: trace id %s: %v here, %v by the SDK", tc.name, tc.arg, tid, !want, want)
+			}
+		}
+		t.Logf("%s %s: %d of 20000 sampled", tc.name, tc.arg, sampled)
+	}
+	// a sampled remote parent: the SDK's rule (ParentBased samples it)
+	s, _ := Parse("parentbased_traceidratio", "0")
+	parent := trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: NewTraceID(), SpanID: newSpanID(), TraceFlags: trace.FlagsSampled, Remote: true}))
+	if _, ok := Decide(s, parent, "GET", trace.SpanKindServer); !ok {
+		t.Fatal("a sampled remote parent's child not sampled by parentbased_traceidratio 0")
+	}
+}
+
+// BenchmarkDecide is the decision per request at 1 % (no parent).
+func BenchmarkDecide(b *testing.B) {
+	s, _ := Parse("parentbased_traceidratio", "0.01")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		Decide(s, ctx, "GET", trace.SpanKindServer)
 	}
 }
