@@ -56,11 +56,14 @@ func BenchmarkUprobeTrap(b *testing.B) {
 	for _, tc := range []struct {
 		name, fn string
 		off      uint64
-		kind     string // "", "uprobe", "uretprobe", "multi"
+		kind     string // "", "uprobe", "uretprobe", "multi", "multi-other-pid"
 	}{
 		{"none", "at_sub", 0, ""},
 		{"sub/uprobe", "at_sub", 0, "uprobe"},
 		{"sub/uprobe_multi", "at_sub", 0, "multi"},
+		// A link for another process (uprobe_multi's pid filter): the kernel
+		// does not install the breakpoint in this one at all.
+		{"sub/uprobe_multi-other-pid", "at_sub", 0, "multi-other-pid"},
 		{"sub/uretprobe", "at_sub", 0, "uretprobe"},
 		{"cmp/uprobe_multi", "at_cmp", 0, "multi"},
 		{"ret/uprobe_multi", "at_ret", 3, "multi"},
@@ -80,6 +83,8 @@ func BenchmarkUprobeTrap(b *testing.B) {
 				l, err = ex.Uretprobe(tc.fn, perf, nil)
 			case "multi":
 				l, err = ex.UprobeMulti([]string{tc.fn}, multi, &link.UprobeMultiOptions{Offsets: []uint64{tc.off}})
+			case "multi-other-pid":
+				l, err = ex.UprobeMulti([]string{tc.fn}, multi, &link.UprobeMultiOptions{Offsets: []uint64{tc.off}, PID: uint32(os.Getpid())})
 			}
 			if err != nil {
 				b.Fatal(err)
