@@ -281,6 +281,17 @@ struct {
 	__type(value, struct conn_info);
 } conns SEC(".maps");
 
+// Tracked connections by socket (struct sock *) -> their conns key, for the
+// kernel-function source (l7/kfunc.h), which sees the socket, not the
+// descriptor. Filled wherever a connection is tracked; never deleted (a
+// socket's memory is reused: the source checks conn_info.sk), so LRU.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} sock_keys SEC(".maps");
+
 // Arguments of the read/write call in flight on each thread.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -600,6 +611,7 @@ static __always_inline void track(__u32 fd, __u8 role)
 	bump(&counters, HC_CONNS_TRACKED);
 	if (role == ROLE_CLIENT)
 		remember_client_end(&ci);
+	bpf_map_update_elem(&sock_keys, &ci.sk, &key, BPF_ANY);
 	if (role == ROLE_SERVER) {
 		// A child forked later may serve it.
 		__u32 tgid = current_tgid();
@@ -681,29 +693,38 @@ int http_accept_exit(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
+static __always_inline void connect_enter(__u32 fd)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct call_args a = { .fd = fd, .kind = CALL_CONNECT };
+	if (bpf_map_update_elem(&calls, &tid, &a, BPF_ANY))
+		bump(&counters, HC_DROP_ARGS_FULL);
+}
+
+static __always_inline void connect_exit(long ret)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct call_args *a = bpf_map_lookup_elem(&calls, &tid);
+	if (!a)
+		return;
+	__u32 fd = a->fd;
+	__u8 kind = a->kind;
+	bpf_map_delete_elem(&calls, &tid);
+	if (kind == CALL_CONNECT && (ret == 0 || ret == -EINPROGRESS_))
+		track(fd, ROLE_CLIENT);
+}
+
 SEC("tracepoint/syscalls/sys_enter_connect")
 int http_connect_enter(struct trace_event_raw_sys_enter *ctx)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct call_args a = { .fd = ctx->args[0], .kind = CALL_CONNECT };
-	if (bpf_map_update_elem(&calls, &tid, &a, BPF_ANY))
-		bump(&counters, HC_DROP_ARGS_FULL);
+	connect_enter(ctx->args[0]);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_connect")
 int http_connect_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct call_args *a = bpf_map_lookup_elem(&calls, &tid);
-	if (!a)
-		return 0;
-	__u32 fd = a->fd;
-	__u8 kind = a->kind;
-	bpf_map_delete_elem(&calls, &tid);
-	long ret = ctx->ret;
-	if (kind == CALL_CONNECT && (ret == 0 || ret == -EINPROGRESS_))
-		track(fd, ROLE_CLIENT);
+	connect_exit(ctx->ret);
 	return 0;
 }
 
@@ -754,14 +775,12 @@ static __always_inline void count_none(struct conn_info *ci, __u32 what)
 	count_unobserved(what);
 }
 
-SEC("tracepoint/syscalls/sys_enter_close")
-int http_close_enter(struct trace_event_raw_sys_enter *ctx)
+static __always_inline void close_fd(__u32 fd)
 {
-	__u32 fd = ctx->args[0];
 	__u64 key = conn_key(fd);
 	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
 	if (!ci)
-		return 0;
+		return;
 	if (ci->lost_start) {
 		// The request whose first record was dropped was cut off by the
 		// close, not lost: counted here, even if the close record is lost.
@@ -778,6 +797,12 @@ int http_close_enter(struct trace_event_raw_sys_enter *ctx)
 		bpf_map_delete_elem(&self_ends, &e);
 	}
 	bpf_map_delete_elem(&conns, &key);
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int http_close_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	close_fd(ctx->args[0]);
 	return 0;
 }
 
@@ -1524,3 +1549,7 @@ EXIT1(sendto, DIR_WRITE, CALL_BUF, 0)
 EXIT1(writev, DIR_WRITE, CALL_IOV, 0)
 EXIT1(sendmsg, DIR_WRITE, CALL_MSG, 0)
 EXIT1(sendfile64, DIR_WRITE, CALL_SENDFILE, 0)
+
+// The kernel-function source (fentry/fexit, kprobes): the socket send and
+// receive functions and the connection lifecycle, where the kernel has them.
+#include "l7/kfunc.h"

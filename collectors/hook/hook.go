@@ -166,7 +166,7 @@ type Options struct {
 	// without such a link are unaffected.
 	Force Mode
 	// Strict makes Force exclusive: a hook that declares the forced mode
-	// uses only that link and fails rather than fall back. The kernel-matrix
+	// uses only its links of that mode and fails rather than fall back. The kernel-matrix
 	// tests use it to prove every link on its own.
 	Strict bool
 	// MaxEntries overrides the size of maps by name (0 keeps the default).
@@ -262,23 +262,11 @@ func (l *Loader) Map(name string) *ebpf.Map { return l.maps[name] }
 // could be attached.
 func (l *Loader) Attach(h Hook) (Status, error) {
 	st := Status{Collector: l.collector, Hook: h.Name}
-	links := h.Links
+	var links []Link
 	for _, lk := range h.Links {
 		st.Declared = append(st.Declared, lk.Mode)
 	}
-	if l.opts.Force != "" {
-		for i, lk := range h.Links {
-			if lk.Mode != l.opts.Force {
-				continue
-			}
-			if l.opts.Strict {
-				links = []Link{lk}
-			} else {
-				links = append([]Link{lk}, append(append([]Link{}, h.Links[:i]...), h.Links[i+1:]...)...)
-			}
-			break
-		}
-	}
+	links = order(h.Links, l.opts.Force, l.opts.Strict)
 	for _, lk := range links {
 		err := l.probes.Supports(lk.Mode)
 		if err == nil {
@@ -303,6 +291,31 @@ func (l *Loader) Attach(h Hook) (Status, error) {
 	}
 	l.logger.Info("hook attached", "hook", h.Name, "mode", st.Mode)
 	return st, nil
+}
+
+// order is the chain as tried: with force, its links of that mode first
+// (in their order: a mode may have several, e.g. with and without an
+// optional program), then the others; strict, only those. A chain without
+// a link of the forced mode is left as it is.
+func order(links []Link, force Mode, strict bool) []Link {
+	if force == "" {
+		return links
+	}
+	var forced, rest []Link
+	for _, lk := range links {
+		if lk.Mode == force {
+			forced = append(forced, lk)
+		} else {
+			rest = append(rest, lk)
+		}
+	}
+	if len(forced) == 0 {
+		return links
+	}
+	if strict {
+		return forced
+	}
+	return append(forced, rest...)
 }
 
 func joinAttempts(as []Attempt) error {

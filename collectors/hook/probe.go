@@ -160,3 +160,21 @@ func IsUnsupported(err error) bool {
 	return errors.Is(err, ErrUnavailable) || errors.Is(err, ebpf.ErrNotSupported) ||
 		errors.Is(err, btf.ErrNotFound) || errors.Is(err, os.ErrNotExist)
 }
+
+// KernelFunctionExists says before loading whether the running kernel has a
+// function of that name in its BTF (fentry/fexit targets; a kprobe target
+// too, where the kernel has BTF): a function a kernel version removed
+// (tcp_sendpage in 6.5) reads as "not on this kernel", not as a failed load.
+func KernelFunctionExists(name string) func() error {
+	return func() error {
+		spec, err := btf.LoadKernelSpec()
+		if err != nil {
+			return fmt.Errorf("%w: kernel has no BTF to look %s up in: %w", ErrUnavailable, name, err)
+		}
+		var fn *btf.Func
+		if err := spec.TypeByName(name, &fn); err != nil {
+			return fmt.Errorf("%w: kernel function %s is not on this kernel: %w", ErrUnavailable, name, err)
+		}
+		return nil
+	}
+}

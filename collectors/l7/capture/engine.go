@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,63 +34,148 @@ import (
 	"github.com/otelbee/otelbee/collectors/l7"
 )
 
-// Hooks is the attach plan: one set of programs for every protocol. Socket
-// tracking (accept, connect, close) is required; each read/write hook that
-// fails only loses that call's traffic. A read/write hook is one program at
-// the syscall's exit reading the call's arguments from the task's saved
-// registers (bpf_task_pt_regs, 5.15+), else a pair of tracepoints (entry
-// remembers the buffer, exit knows the length): the single program spares
-// the entry program every read and write on the host would run.
+// Hooks is the attach plan: one set of programs for every protocol, each
+// hook taking the best data source the kernel allows. Kernel functions
+// first (fentry/fexit, then kprobes: bpf/l7/kfunc.h): the system call
+// functions for the lifecycle, the socket layer's send and receive
+// functions for the data, so that no syscalls:* tracepoint is attached,
+// which would put every system call of every process on the kernel's slow
+// path. Then the syscall tracepoints: a read/write program at the syscall's
+// exit reading the call's arguments from the task's saved registers
+// (bpf_task_pt_regs, 5.15+), else the pairs (entry remembers the buffer,
+// exit knows the length). Socket tracking (accept, connect, close) is
+// required; send and recv lose only their traffic when they fail. Each of
+// send and recv is one source or none (two sources would see each call
+// twice); they and the lifecycle hooks may take different sources, since
+// every source tracks connections into the same table.
 func Hooks() []hook.Hook {
 	tp := func(name string) hook.AttachFunc { return hook.Tracepoint("syscalls", name) }
-	rw := func(name, one, enter, exit string) hook.Hook {
+	tr := hook.Tracing()
+	sys := func(name string) string { return syscallPrefix + name }
+	// sendfile before 6.5 went through tcp_sendpage and unix_stream_sendpage
+	// (from 6.5 a sendmsg of kernel pages); the send links with them come
+	// first, those without them serve the kernels that removed them.
+	sendpage := func(fentry bool) []hook.Program {
+		req, ureq := hook.KernelFunctionExists("tcp_sendpage"), hook.KernelFunctionExists("unix_stream_sendpage")
+		if fentry {
+			return []hook.Program{
+				{Name: l7ProgL7SendpageFentry, Attach: tr, Requires: req},
+				{Name: l7ProgL7UsendpageFentry, Attach: tr, Requires: ureq},
+				{Name: l7ProgL7SendpageFexit, Attach: tr},
+				{Name: l7ProgL7UsendpageFexit, Attach: tr},
+			}
+		}
+		return []hook.Program{
+			{Name: l7ProgL7SendpageKprobe, Attach: hook.Kprobe("tcp_sendpage"), Requires: req},
+			{Name: l7ProgL7UsendpageKprobe, Attach: hook.Kprobe("unix_stream_sendpage"), Requires: ureq},
+			{Name: l7ProgL7SendpageKretprobe, Attach: hook.Kretprobe("tcp_sendpage")},
+			{Name: l7ProgL7UsendpageKretprobe, Attach: hook.Kretprobe("unix_stream_sendpage")},
+		}
+	}
+	sendF := []hook.Program{
+		{Name: l7ProgL7SendFentry, Attach: tr}, {Name: l7ProgL7SendFexit, Attach: tr},
+		{Name: l7ProgL7UsendFentry, Attach: tr}, {Name: l7ProgL7UsendFexit, Attach: tr},
+	}
+	sendK := []hook.Program{
+		{Name: l7ProgL7SendKprobe, Attach: hook.Kprobe("tcp_sendmsg")},
+		{Name: l7ProgL7SendKretprobe, Attach: hook.Kretprobe("tcp_sendmsg")},
+		{Name: l7ProgL7UsendKprobe, Attach: hook.Kprobe("unix_stream_sendmsg")},
+		{Name: l7ProgL7UsendKretprobe, Attach: hook.Kretprobe("unix_stream_sendmsg")},
+	}
+	recvF := []hook.Program{
+		{Name: l7ProgL7Recv4Fentry, Attach: tr}, {Name: l7ProgL7Recv4Fexit, Attach: tr},
+		{Name: l7ProgL7Recv6Fentry, Attach: tr}, {Name: l7ProgL7Recv6Fexit, Attach: tr},
+		{Name: l7ProgL7UrecvFentry, Attach: tr}, {Name: l7ProgL7UrecvFexit, Attach: tr},
+	}
+	recvK := []hook.Program{
+		{Name: l7ProgL7Recv4Kprobe, Attach: hook.Kprobe("inet_recvmsg")},
+		{Name: l7ProgL7Recv4Kretprobe, Attach: hook.Kretprobe("inet_recvmsg")},
+		{Name: l7ProgL7Recv6Kprobe, Attach: hook.Kprobe("inet6_recvmsg")},
+		{Name: l7ProgL7Recv6Kretprobe, Attach: hook.Kretprobe("inet6_recvmsg")},
+		{Name: l7ProgL7UrecvKprobe, Attach: hook.Kprobe("unix_stream_recvmsg")},
+		{Name: l7ProgL7UrecvKretprobe, Attach: hook.Kretprobe("unix_stream_recvmsg")},
+	}
+	// the syscall tracepoints of a direction: single programs, else pairs
+	type rw struct{ call, one, enter, exit string }
+	syscalls := func(calls ...rw) []hook.Link {
+		single := hook.Link{Mode: hook.ModeTracepoint}
+		pairs := hook.Link{Mode: hook.ModeTracepoint}
+		for _, c := range calls {
+			single.Programs = append(single.Programs, hook.Program{Name: c.one, Attach: tp("sys_exit_" + c.call), Requires: haveTaskPtRegs})
+			pairs.Programs = append(pairs.Programs,
+				hook.Program{Name: c.enter, Attach: tp("sys_enter_" + c.call)},
+				hook.Program{Name: c.exit, Attach: tp("sys_exit_" + c.call)})
+		}
+		if os.Getenv("OTELBEE_L7_SYSCALL_PAIRS") != "" {
+			// measurements and the kernel matrix: the pairs' path where
+			// the single programs would load
+			return []hook.Link{pairs}
+		}
+		return []hook.Link{single, pairs}
+	}
+	lifecycle := func(name string, fentry, kprobe []hook.Program, tracepoint ...hook.Program) hook.Hook {
 		return hook.Hook{Name: name, Links: []hook.Link{
-			{Mode: hook.ModeTracepoint, Programs: []hook.Program{{Name: one, Attach: tp("sys_exit_" + name), Requires: haveTaskPtRegs}}},
-			{Mode: hook.ModeTracepoint, Programs: []hook.Program{
-				{Name: enter, Attach: tp("sys_enter_" + name)},
-				{Name: exit, Attach: tp("sys_exit_" + name)},
-			}},
+			{Mode: hook.ModeFentry, Programs: fentry},
+			{Mode: hook.ModeKprobe, Programs: kprobe},
+			{Mode: hook.ModeTracepoint, Programs: tracepoint},
 		}}
 	}
-	pair := func(name, enter, exit string) hook.Hook {
-		return hook.Hook{Name: name, Links: []hook.Link{{Mode: hook.ModeTracepoint, Programs: []hook.Program{
-			{Name: enter, Attach: tp("sys_enter_" + name)},
-			{Name: exit, Attach: tp("sys_exit_" + name)},
-		}}}}
-	}
-	one := func(name, prog, event string) hook.Hook {
-		return hook.Hook{Name: name, Links: []hook.Link{{Mode: hook.ModeTracepoint, Programs: []hook.Program{
-			{Name: prog, Attach: tp(event)},
-		}}}}
-	}
-	hooks := []hook.Hook{
-		one("accept4", l7ProgHttpAccept4Exit, "sys_exit_accept4"),
-		one("accept", l7ProgHttpAcceptExit, "sys_exit_accept"),
-		pair("connect", l7ProgHttpConnectEnter, l7ProgHttpConnectExit),
-		one("close", l7ProgHttpCloseEnter, "sys_enter_close"),
+	return []hook.Hook{
+		{Name: "accept", Links: []hook.Link{
+			{Mode: hook.ModeFentry, Programs: []hook.Program{
+				{Name: l7ProgL7Accept4Fexit, Attach: tr}, {Name: l7ProgL7AcceptFexit, Attach: tr},
+			}},
+			{Mode: hook.ModeFentry, Programs: []hook.Program{{Name: l7ProgL7SysAccept4Fexit, Attach: tr}}},
+			{Mode: hook.ModeKprobe, Programs: []hook.Program{
+				{Name: l7ProgL7Accept4Kretprobe, Attach: hook.Kretprobe(sys("accept4"))},
+				{Name: l7ProgL7AcceptKretprobe, Attach: hook.Kretprobe(sys("accept"))},
+			}},
+			{Mode: hook.ModeTracepoint, Programs: []hook.Program{
+				{Name: l7ProgHttpAccept4Exit, Attach: tp("sys_exit_accept4")},
+				{Name: l7ProgHttpAcceptExit, Attach: tp("sys_exit_accept")},
+			}},
+		}},
+		{Name: "connect", Links: []hook.Link{
+			{Mode: hook.ModeFentry, Programs: []hook.Program{{Name: l7ProgL7ConnectFexit, Attach: tr}}},
+			{Mode: hook.ModeFentry, Programs: []hook.Program{{Name: l7ProgL7SysConnectFexit, Attach: tr}}},
+			{Mode: hook.ModeKprobe, Programs: []hook.Program{
+				{Name: l7ProgL7ConnectKprobe, Attach: hook.Kprobe(sys("connect"))},
+				{Name: l7ProgL7ConnectKretprobe, Attach: hook.Kretprobe(sys("connect"))},
+			}},
+			{Mode: hook.ModeTracepoint, Programs: []hook.Program{
+				{Name: l7ProgHttpConnectEnter, Attach: tp("sys_enter_connect")},
+				{Name: l7ProgHttpConnectExit, Attach: tp("sys_exit_connect")},
+			}},
+		}},
+		lifecycle("close",
+			[]hook.Program{{Name: l7ProgL7CloseFentry, Attach: tr}},
+			[]hook.Program{{Name: l7ProgL7CloseKprobe, Attach: hook.Kprobe(sys("close"))}},
+			hook.Program{Name: l7ProgHttpCloseEnter, Attach: tp("sys_enter_close")}),
 		{Name: "fork", Links: []hook.Link{{Mode: hook.ModeTracepoint, Programs: []hook.Program{
 			{Name: l7ProgHttpFork, Attach: hook.Tracepoint("sched", "sched_process_fork")},
 		}}}},
-		rw("read", l7ProgHttpReadExit1, l7ProgHttpReadEnter, l7ProgHttpReadExit),
-		rw("recvfrom", l7ProgHttpRecvfromExit1, l7ProgHttpRecvfromEnter, l7ProgHttpRecvfromExit),
-		rw("readv", l7ProgHttpReadvExit1, l7ProgHttpReadvEnter, l7ProgHttpReadvExit),
-		rw("recvmsg", l7ProgHttpRecvmsgExit1, l7ProgHttpRecvmsgEnter, l7ProgHttpRecvmsgExit),
-		rw("write", l7ProgHttpWriteExit1, l7ProgHttpWriteEnter, l7ProgHttpWriteExit),
-		rw("sendto", l7ProgHttpSendtoExit1, l7ProgHttpSendtoEnter, l7ProgHttpSendtoExit),
-		rw("writev", l7ProgHttpWritevExit1, l7ProgHttpWritevEnter, l7ProgHttpWritevExit),
-		rw("sendmsg", l7ProgHttpSendmsgExit1, l7ProgHttpSendmsgEnter, l7ProgHttpSendmsgExit),
-		rw("sendfile64", l7ProgHttpSendfile64Exit1, l7ProgHttpSendfileEnter, l7ProgHttpSendfileExit),
+		{Name: "send", Links: append([]hook.Link{
+			{Mode: hook.ModeFentry, Programs: append(sendpage(true), sendF...)},
+			{Mode: hook.ModeFentry, Programs: sendF},
+			{Mode: hook.ModeKprobe, Programs: append(sendpage(false), sendK...)},
+			{Mode: hook.ModeKprobe, Programs: sendK},
+		}, syscalls(
+			rw{"write", l7ProgHttpWriteExit1, l7ProgHttpWriteEnter, l7ProgHttpWriteExit},
+			rw{"sendto", l7ProgHttpSendtoExit1, l7ProgHttpSendtoEnter, l7ProgHttpSendtoExit},
+			rw{"writev", l7ProgHttpWritevExit1, l7ProgHttpWritevEnter, l7ProgHttpWritevExit},
+			rw{"sendmsg", l7ProgHttpSendmsgExit1, l7ProgHttpSendmsgEnter, l7ProgHttpSendmsgExit},
+			rw{"sendfile64", l7ProgHttpSendfile64Exit1, l7ProgHttpSendfileEnter, l7ProgHttpSendfileExit},
+		)...)},
+		{Name: "recv", Links: append([]hook.Link{
+			{Mode: hook.ModeFentry, Programs: recvF},
+			{Mode: hook.ModeKprobe, Programs: recvK},
+		}, syscalls(
+			rw{"read", l7ProgHttpReadExit1, l7ProgHttpReadEnter, l7ProgHttpReadExit},
+			rw{"recvfrom", l7ProgHttpRecvfromExit1, l7ProgHttpRecvfromEnter, l7ProgHttpRecvfromExit},
+			rw{"readv", l7ProgHttpReadvExit1, l7ProgHttpReadvEnter, l7ProgHttpReadvExit},
+			rw{"recvmsg", l7ProgHttpRecvmsgExit1, l7ProgHttpRecvmsgEnter, l7ProgHttpRecvmsgExit},
+		)...)},
 	}
-	if os.Getenv("OTELBEE_L7_SYSCALL_PAIRS") != "" {
-		// measurements and the kernel matrix: the pairs' path where the
-		// single programs would load
-		for i := range hooks {
-			if len(hooks[i].Links) == 2 {
-				hooks[i].Links = hooks[i].Links[1:]
-			}
-		}
-	}
-	return hooks
 }
 
 // haveTaskPtRegs says whether tracepoint programs may read a task's saved
@@ -105,7 +191,11 @@ func haveTaskPtRegs() error {
 	return nil
 }
 
-var requiredHooks = map[string]bool{"accept4": true, "connect": true, "close": true}
+// syscallPrefix names the system call functions the kernel-function
+// source's lifecycle programs attach to (their sections say the same).
+var syscallPrefix = map[string]string{"amd64": "__x64_sys_", "arm64": "__arm64_sys_"}[runtime.GOARCH]
+
+var requiredHooks = map[string]bool{"accept": true, "connect": true, "close": true}
 
 // afUnix is AF_UNIX, as the kernel reports a connection's family.
 const afUnix = 1
@@ -180,6 +270,19 @@ type Engine struct {
 	unhandled atomic.Uint64           // records of a protocol no handler took
 
 	tls *tlsState // the HTTPS plaintext source (tls.go), when on
+
+	sources map[string]hook.Mode // each hook's attached mode ("": none), set at load
+}
+
+// Source is the mode a hook of Hooks() attached in ("" before the load or
+// when it did not attach): for "send" and "recv", the data source.
+func (e *Engine) Source(hookName string) hook.Mode { return e.sources[hookName] }
+
+// KernelFunctions reports whether the layer takes its data from kernel
+// functions (fentry or kprobes) rather than from syscall tracepoints.
+func (e *Engine) KernelFunctions() bool {
+	kf := func(m hook.Mode) bool { return m == hook.ModeFentry || m == hook.ModeKprobe }
+	return kf(e.sources["send"]) && kf(e.sources["recv"])
 }
 
 // NewEngine returns an unloaded engine.
@@ -323,8 +426,9 @@ func (e *Engine) load(ctx context.Context) error {
 	}
 	opts := e.deps.Attach
 	opts.MaxEntries = map[string]uint32{
-		l7MapConns:  e.cfg.MaxConnections,
-		l7MapEvents: e.cfg.RingBufferBytes,
+		l7MapConns:    e.cfg.MaxConnections,
+		l7MapSockKeys: e.cfg.MaxConnections,
+		l7MapEvents:   e.cfg.RingBufferBytes,
 	}
 	// The hooks are registered under the first protocol's collector name
 	// ("http" when it runs: --collectors=http reads as it always did).
@@ -356,14 +460,19 @@ func (e *Engine) load(ctx context.Context) error {
 			return fail(err)
 		}
 	}
+	e.sources = map[string]hook.Mode{}
 	for _, h := range Hooks() {
-		if _, err := e.loader.Attach(h); err != nil {
+		st, err := e.loader.Attach(h)
+		e.sources[h.Name] = st.Mode
+		if err != nil {
 			if requiredHooks[h.Name] {
 				return fail(err)
 			}
 			e.log.Warn("running degraded: a hook could not be attached", "hook", h.Name, "error", err)
 		}
 	}
+	e.log.Info("l7 data source", "send", e.sources["send"], "recv", e.sources["recv"],
+		"lifecycle", e.sources["accept"], "kernel_functions", e.KernelFunctions())
 	e.counters = e.loader.Map(l7MapCounters)
 	e.startTLS()
 	e.reader, err = ringbuf.NewReader(e.loader.Map(l7MapEvents))

@@ -336,6 +336,7 @@ const (
 	l7MapProtoPolicy           = "proto_policy"
 	l7MapScratch               = "scratch"
 	l7MapSelfEnds              = "self_ends"
+	l7MapSockKeys              = "sock_keys"
 	l7MapSslCalls              = "ssl_calls"
 	l7MapSslFds                = "ssl_fds"
 	l7MapTlsCounters           = "tls_counters"
@@ -374,6 +375,45 @@ const (
 	l7ProgHttpWritevEnter      = "http_writev_enter"
 	l7ProgHttpWritevExit       = "http_writev_exit"
 	l7ProgHttpWritevExit1      = "http_writev_exit1"
+	l7ProgL7Accept4Fexit       = "l7_accept4_fexit"
+	l7ProgL7Accept4Kretprobe   = "l7_accept4_kretprobe"
+	l7ProgL7AcceptFexit        = "l7_accept_fexit"
+	l7ProgL7AcceptKretprobe    = "l7_accept_kretprobe"
+	l7ProgL7CloseFentry        = "l7_close_fentry"
+	l7ProgL7CloseKprobe        = "l7_close_kprobe"
+	l7ProgL7ConnectFexit       = "l7_connect_fexit"
+	l7ProgL7ConnectKprobe      = "l7_connect_kprobe"
+	l7ProgL7ConnectKretprobe   = "l7_connect_kretprobe"
+	l7ProgL7Recv4Fentry        = "l7_recv4_fentry"
+	l7ProgL7Recv4Fexit         = "l7_recv4_fexit"
+	l7ProgL7Recv4Kprobe        = "l7_recv4_kprobe"
+	l7ProgL7Recv4Kretprobe     = "l7_recv4_kretprobe"
+	l7ProgL7Recv6Fentry        = "l7_recv6_fentry"
+	l7ProgL7Recv6Fexit         = "l7_recv6_fexit"
+	l7ProgL7Recv6Kprobe        = "l7_recv6_kprobe"
+	l7ProgL7Recv6Kretprobe     = "l7_recv6_kretprobe"
+	l7ProgL7SendFentry         = "l7_send_fentry"
+	l7ProgL7SendFexit          = "l7_send_fexit"
+	l7ProgL7SendKprobe         = "l7_send_kprobe"
+	l7ProgL7SendKretprobe      = "l7_send_kretprobe"
+	l7ProgL7SendpageFentry     = "l7_sendpage_fentry"
+	l7ProgL7SendpageFexit      = "l7_sendpage_fexit"
+	l7ProgL7SendpageKprobe     = "l7_sendpage_kprobe"
+	l7ProgL7SendpageKretprobe  = "l7_sendpage_kretprobe"
+	l7ProgL7SysAccept4Fexit    = "l7_sys_accept4_fexit"
+	l7ProgL7SysConnectFexit    = "l7_sys_connect_fexit"
+	l7ProgL7UrecvFentry        = "l7_urecv_fentry"
+	l7ProgL7UrecvFexit         = "l7_urecv_fexit"
+	l7ProgL7UrecvKprobe        = "l7_urecv_kprobe"
+	l7ProgL7UrecvKretprobe     = "l7_urecv_kretprobe"
+	l7ProgL7UsendFentry        = "l7_usend_fentry"
+	l7ProgL7UsendFexit         = "l7_usend_fexit"
+	l7ProgL7UsendKprobe        = "l7_usend_kprobe"
+	l7ProgL7UsendKretprobe     = "l7_usend_kretprobe"
+	l7ProgL7UsendpageFentry    = "l7_usendpage_fentry"
+	l7ProgL7UsendpageFexit     = "l7_usendpage_fexit"
+	l7ProgL7UsendpageKprobe    = "l7_usendpage_kprobe"
+	l7ProgL7UsendpageKretprobe = "l7_usendpage_kretprobe"
 	l7ProgTlsGoReadCopy        = "tls_go_read_copy"
 	l7ProgTlsGoReadEnter       = "tls_go_read_enter"
 	l7ProgTlsGoReadExit        = "tls_go_read_exit"
@@ -489,6 +529,45 @@ type l7ProgramSpecs struct {
 	HttpWritevEnter      *ebpf.ProgramSpec `ebpf:"http_writev_enter"`
 	HttpWritevExit       *ebpf.ProgramSpec `ebpf:"http_writev_exit"`
 	HttpWritevExit1      *ebpf.ProgramSpec `ebpf:"http_writev_exit1"`
+	L7Accept4Fexit       *ebpf.ProgramSpec `ebpf:"l7_accept4_fexit"`
+	L7Accept4Kretprobe   *ebpf.ProgramSpec `ebpf:"l7_accept4_kretprobe"`
+	L7AcceptFexit        *ebpf.ProgramSpec `ebpf:"l7_accept_fexit"`
+	L7AcceptKretprobe    *ebpf.ProgramSpec `ebpf:"l7_accept_kretprobe"`
+	L7CloseFentry        *ebpf.ProgramSpec `ebpf:"l7_close_fentry"`
+	L7CloseKprobe        *ebpf.ProgramSpec `ebpf:"l7_close_kprobe"`
+	L7ConnectFexit       *ebpf.ProgramSpec `ebpf:"l7_connect_fexit"`
+	L7ConnectKprobe      *ebpf.ProgramSpec `ebpf:"l7_connect_kprobe"`
+	L7ConnectKretprobe   *ebpf.ProgramSpec `ebpf:"l7_connect_kretprobe"`
+	L7Recv4Fentry        *ebpf.ProgramSpec `ebpf:"l7_recv4_fentry"`
+	L7Recv4Fexit         *ebpf.ProgramSpec `ebpf:"l7_recv4_fexit"`
+	L7Recv4Kprobe        *ebpf.ProgramSpec `ebpf:"l7_recv4_kprobe"`
+	L7Recv4Kretprobe     *ebpf.ProgramSpec `ebpf:"l7_recv4_kretprobe"`
+	L7Recv6Fentry        *ebpf.ProgramSpec `ebpf:"l7_recv6_fentry"`
+	L7Recv6Fexit         *ebpf.ProgramSpec `ebpf:"l7_recv6_fexit"`
+	L7Recv6Kprobe        *ebpf.ProgramSpec `ebpf:"l7_recv6_kprobe"`
+	L7Recv6Kretprobe     *ebpf.ProgramSpec `ebpf:"l7_recv6_kretprobe"`
+	L7SendFentry         *ebpf.ProgramSpec `ebpf:"l7_send_fentry"`
+	L7SendFexit          *ebpf.ProgramSpec `ebpf:"l7_send_fexit"`
+	L7SendKprobe         *ebpf.ProgramSpec `ebpf:"l7_send_kprobe"`
+	L7SendKretprobe      *ebpf.ProgramSpec `ebpf:"l7_send_kretprobe"`
+	L7SendpageFentry     *ebpf.ProgramSpec `ebpf:"l7_sendpage_fentry"`
+	L7SendpageFexit      *ebpf.ProgramSpec `ebpf:"l7_sendpage_fexit"`
+	L7SendpageKprobe     *ebpf.ProgramSpec `ebpf:"l7_sendpage_kprobe"`
+	L7SendpageKretprobe  *ebpf.ProgramSpec `ebpf:"l7_sendpage_kretprobe"`
+	L7SysAccept4Fexit    *ebpf.ProgramSpec `ebpf:"l7_sys_accept4_fexit"`
+	L7SysConnectFexit    *ebpf.ProgramSpec `ebpf:"l7_sys_connect_fexit"`
+	L7UrecvFentry        *ebpf.ProgramSpec `ebpf:"l7_urecv_fentry"`
+	L7UrecvFexit         *ebpf.ProgramSpec `ebpf:"l7_urecv_fexit"`
+	L7UrecvKprobe        *ebpf.ProgramSpec `ebpf:"l7_urecv_kprobe"`
+	L7UrecvKretprobe     *ebpf.ProgramSpec `ebpf:"l7_urecv_kretprobe"`
+	L7UsendFentry        *ebpf.ProgramSpec `ebpf:"l7_usend_fentry"`
+	L7UsendFexit         *ebpf.ProgramSpec `ebpf:"l7_usend_fexit"`
+	L7UsendKprobe        *ebpf.ProgramSpec `ebpf:"l7_usend_kprobe"`
+	L7UsendKretprobe     *ebpf.ProgramSpec `ebpf:"l7_usend_kretprobe"`
+	L7UsendpageFentry    *ebpf.ProgramSpec `ebpf:"l7_usendpage_fentry"`
+	L7UsendpageFexit     *ebpf.ProgramSpec `ebpf:"l7_usendpage_fexit"`
+	L7UsendpageKprobe    *ebpf.ProgramSpec `ebpf:"l7_usendpage_kprobe"`
+	L7UsendpageKretprobe *ebpf.ProgramSpec `ebpf:"l7_usendpage_kretprobe"`
 	TlsGoReadCopy        *ebpf.ProgramSpec `ebpf:"tls_go_read_copy"`
 	TlsGoReadEnter       *ebpf.ProgramSpec `ebpf:"tls_go_read_enter"`
 	TlsGoReadExit        *ebpf.ProgramSpec `ebpf:"tls_go_read_exit"`
@@ -525,6 +604,7 @@ type l7MapSpecs struct {
 	ProtoPolicy  *ebpf.MapSpec `ebpf:"proto_policy"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	SelfEnds     *ebpf.MapSpec `ebpf:"self_ends"`
+	SockKeys     *ebpf.MapSpec `ebpf:"sock_keys"`
 	SslCalls     *ebpf.MapSpec `ebpf:"ssl_calls"`
 	SslFds       *ebpf.MapSpec `ebpf:"ssl_fds"`
 	TlsCounters  *ebpf.MapSpec `ebpf:"tls_counters"`
@@ -604,6 +684,7 @@ type l7Maps struct {
 	ProtoPolicy  *ebpf.Map `ebpf:"proto_policy"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	SelfEnds     *ebpf.Map `ebpf:"self_ends"`
+	SockKeys     *ebpf.Map `ebpf:"sock_keys"`
 	SslCalls     *ebpf.Map `ebpf:"ssl_calls"`
 	SslFds       *ebpf.Map `ebpf:"ssl_fds"`
 	TlsCounters  *ebpf.Map `ebpf:"tls_counters"`
@@ -632,6 +713,7 @@ func (m *l7Maps) Close() error {
 		m.ProtoPolicy,
 		m.Scratch,
 		m.SelfEnds,
+		m.SockKeys,
 		m.SslCalls,
 		m.SslFds,
 		m.TlsCounters,
@@ -710,6 +792,45 @@ type l7Programs struct {
 	HttpWritevEnter      *ebpf.Program `ebpf:"http_writev_enter"`
 	HttpWritevExit       *ebpf.Program `ebpf:"http_writev_exit"`
 	HttpWritevExit1      *ebpf.Program `ebpf:"http_writev_exit1"`
+	L7Accept4Fexit       *ebpf.Program `ebpf:"l7_accept4_fexit"`
+	L7Accept4Kretprobe   *ebpf.Program `ebpf:"l7_accept4_kretprobe"`
+	L7AcceptFexit        *ebpf.Program `ebpf:"l7_accept_fexit"`
+	L7AcceptKretprobe    *ebpf.Program `ebpf:"l7_accept_kretprobe"`
+	L7CloseFentry        *ebpf.Program `ebpf:"l7_close_fentry"`
+	L7CloseKprobe        *ebpf.Program `ebpf:"l7_close_kprobe"`
+	L7ConnectFexit       *ebpf.Program `ebpf:"l7_connect_fexit"`
+	L7ConnectKprobe      *ebpf.Program `ebpf:"l7_connect_kprobe"`
+	L7ConnectKretprobe   *ebpf.Program `ebpf:"l7_connect_kretprobe"`
+	L7Recv4Fentry        *ebpf.Program `ebpf:"l7_recv4_fentry"`
+	L7Recv4Fexit         *ebpf.Program `ebpf:"l7_recv4_fexit"`
+	L7Recv4Kprobe        *ebpf.Program `ebpf:"l7_recv4_kprobe"`
+	L7Recv4Kretprobe     *ebpf.Program `ebpf:"l7_recv4_kretprobe"`
+	L7Recv6Fentry        *ebpf.Program `ebpf:"l7_recv6_fentry"`
+	L7Recv6Fexit         *ebpf.Program `ebpf:"l7_recv6_fexit"`
+	L7Recv6Kprobe        *ebpf.Program `ebpf:"l7_recv6_kprobe"`
+	L7Recv6Kretprobe     *ebpf.Program `ebpf:"l7_recv6_kretprobe"`
+	L7SendFentry         *ebpf.Program `ebpf:"l7_send_fentry"`
+	L7SendFexit          *ebpf.Program `ebpf:"l7_send_fexit"`
+	L7SendKprobe         *ebpf.Program `ebpf:"l7_send_kprobe"`
+	L7SendKretprobe      *ebpf.Program `ebpf:"l7_send_kretprobe"`
+	L7SendpageFentry     *ebpf.Program `ebpf:"l7_sendpage_fentry"`
+	L7SendpageFexit      *ebpf.Program `ebpf:"l7_sendpage_fexit"`
+	L7SendpageKprobe     *ebpf.Program `ebpf:"l7_sendpage_kprobe"`
+	L7SendpageKretprobe  *ebpf.Program `ebpf:"l7_sendpage_kretprobe"`
+	L7SysAccept4Fexit    *ebpf.Program `ebpf:"l7_sys_accept4_fexit"`
+	L7SysConnectFexit    *ebpf.Program `ebpf:"l7_sys_connect_fexit"`
+	L7UrecvFentry        *ebpf.Program `ebpf:"l7_urecv_fentry"`
+	L7UrecvFexit         *ebpf.Program `ebpf:"l7_urecv_fexit"`
+	L7UrecvKprobe        *ebpf.Program `ebpf:"l7_urecv_kprobe"`
+	L7UrecvKretprobe     *ebpf.Program `ebpf:"l7_urecv_kretprobe"`
+	L7UsendFentry        *ebpf.Program `ebpf:"l7_usend_fentry"`
+	L7UsendFexit         *ebpf.Program `ebpf:"l7_usend_fexit"`
+	L7UsendKprobe        *ebpf.Program `ebpf:"l7_usend_kprobe"`
+	L7UsendKretprobe     *ebpf.Program `ebpf:"l7_usend_kretprobe"`
+	L7UsendpageFentry    *ebpf.Program `ebpf:"l7_usendpage_fentry"`
+	L7UsendpageFexit     *ebpf.Program `ebpf:"l7_usendpage_fexit"`
+	L7UsendpageKprobe    *ebpf.Program `ebpf:"l7_usendpage_kprobe"`
+	L7UsendpageKretprobe *ebpf.Program `ebpf:"l7_usendpage_kretprobe"`
 	TlsGoReadCopy        *ebpf.Program `ebpf:"tls_go_read_copy"`
 	TlsGoReadEnter       *ebpf.Program `ebpf:"tls_go_read_enter"`
 	TlsGoReadExit        *ebpf.Program `ebpf:"tls_go_read_exit"`
@@ -758,6 +879,45 @@ func (p *l7Programs) Close() error {
 		p.HttpWritevEnter,
 		p.HttpWritevExit,
 		p.HttpWritevExit1,
+		p.L7Accept4Fexit,
+		p.L7Accept4Kretprobe,
+		p.L7AcceptFexit,
+		p.L7AcceptKretprobe,
+		p.L7CloseFentry,
+		p.L7CloseKprobe,
+		p.L7ConnectFexit,
+		p.L7ConnectKprobe,
+		p.L7ConnectKretprobe,
+		p.L7Recv4Fentry,
+		p.L7Recv4Fexit,
+		p.L7Recv4Kprobe,
+		p.L7Recv4Kretprobe,
+		p.L7Recv6Fentry,
+		p.L7Recv6Fexit,
+		p.L7Recv6Kprobe,
+		p.L7Recv6Kretprobe,
+		p.L7SendFentry,
+		p.L7SendFexit,
+		p.L7SendKprobe,
+		p.L7SendKretprobe,
+		p.L7SendpageFentry,
+		p.L7SendpageFexit,
+		p.L7SendpageKprobe,
+		p.L7SendpageKretprobe,
+		p.L7SysAccept4Fexit,
+		p.L7SysConnectFexit,
+		p.L7UrecvFentry,
+		p.L7UrecvFexit,
+		p.L7UrecvKprobe,
+		p.L7UrecvKretprobe,
+		p.L7UsendFentry,
+		p.L7UsendFexit,
+		p.L7UsendKprobe,
+		p.L7UsendKretprobe,
+		p.L7UsendpageFentry,
+		p.L7UsendpageFexit,
+		p.L7UsendpageKprobe,
+		p.L7UsendpageKretprobe,
 		p.TlsGoReadCopy,
 		p.TlsGoReadEnter,
 		p.TlsGoReadExit,

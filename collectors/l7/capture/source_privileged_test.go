@@ -1,0 +1,328 @@
+package capture
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/otelbee/otelbee/collectors"
+	"github.com/otelbee/otelbee/collectors/collectortest"
+	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/l7"
+)
+
+// startSource loads an engine with one probe protocol, as startProbes, and
+// returns the attach registry too.
+func startSource(t *testing.T, name string) (*Engine, *probe, *collectortest.Env) {
+	t.Helper()
+	p := &probe{name: name}
+	var eng *Engine
+	_, env := collectortest.Start(t, name, func(d collectors.Deps) collectors.Collector {
+		cfg := DefaultConfig()
+		cfg.ObserveSelf = true
+		cfg.PickUpExisting = false
+		eng = NewEngine(d, cfg)
+		eng.SelfComms = []string{}
+		c, err := NewCollector(eng, d, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &group{eng: eng, cols: []*Collector{c}}
+	}, collectortest.Options{})
+	return eng, p, env
+}
+
+// TestPrivilegedDataSourceChosen: every hook of the layer takes the first
+// source of kernel functions (fentry, then kprobes), then syscall
+// tracepoints, that the kernel allows; the ones passed over are reported
+// as not available here, and a layer on kernel functions loaded no syscall
+// tracepoint program. On a kernel that refuses fentry and has no kprobes
+// (the development machine) this is the fallback to the tracepoints.
+func TestPrivilegedDataSourceChosen(t *testing.T) {
+	eng, _, env := startSource(t, "redis")
+	chain := []hook.Mode{hook.ModeFentry, hook.ModeKprobe, hook.ModeTracepoint}
+	want := env.Force
+	if want == "" {
+		probes := hook.NewProbes()
+		for _, m := range chain {
+			if probes.Supports(m) == nil {
+				want = m
+				break
+			}
+		}
+	}
+	statuses := map[string]hook.Status{}
+	for _, st := range env.Registry.Statuses() {
+		statuses[st.Hook] = st
+	}
+	for _, name := range []string{"accept", "connect", "close", "send", "recv"} {
+		st, ok := statuses[name]
+		if !ok {
+			t.Fatalf("hook %s: no status", name)
+		}
+		if st.Mode != want {
+			t.Errorf("hook %s: attached %q, want %q (attempts %v)", name, st.Mode, want, st.Attempts)
+		}
+		if got := eng.Source(name); got != st.Mode {
+			t.Errorf("engine reports hook %s in %q, the registry %q", name, got, st.Mode)
+		}
+		for _, a := range st.Attempts {
+			// Modes before the chosen one: unavailable here. Links of
+			// the chosen mode before the one attached name functions this
+			// kernel lacks (tcp_sendpage, gone in 6.5) or lists twice.
+			if a.Mode == want {
+				continue
+			}
+			if env.Force == "" && !hook.IsUnsupported(a.Err) {
+				t.Errorf("hook %s: %s passed over for another reason than the kernel lacking it: %v", name, a.Mode, a.Err)
+			}
+		}
+		t.Logf("hook %s: %s (passed over: %v)", name, st.Mode, st.Attempts)
+	}
+	kernelFunctions := want == hook.ModeFentry || want == hook.ModeKprobe
+	if eng.KernelFunctions() != kernelFunctions {
+		t.Errorf("KernelFunctions() = %v with the data hooks in %s", eng.KernelFunctions(), want)
+	}
+	if kernelFunctions {
+		for _, p := range env.Registry.Programs() {
+			if strings.HasPrefix(p.Name, "http_") && p.Name != "http_fork" {
+				t.Errorf("on kernel functions, syscall tracepoint program %s was loaded", p.Name)
+			}
+		}
+	}
+}
+
+// TestPrivilegedDataSourceCalls moves bytes through every kind of call the
+// sources tell apart (write/read, writev/readv with several iovecs,
+// sendmsg/recvmsg, sendto/recvfrom with a MSG_PEEK first, sendfile), over
+// TCP and a Unix stream socket, and checks that both ends' parsers got
+// exactly the bytes moved, each direction, whichever source is attached.
+func TestPrivilegedDataSourceCalls(t *testing.T) {
+	_, p, _ := startSource(t, "redis")
+	file := filepath.Join(t.TempDir(), "body")
+	body := bytes.Repeat([]byte("0123456789abcdef"), 700) // 11200 bytes: several pages
+	if err := os.WriteFile(file, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var sent [2]uint64 // by direction, per connection
+	for _, network := range []string{"tcp4", "unix"} {
+		addr := "127.0.0.1:0"
+		if network == "unix" {
+			addr = filepath.Join(t.TempDir(), "s")
+		}
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errc := make(chan error, 1)
+		var server [2]uint64
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer c.Close()
+			server, err = serveCalls(c, file, len(body))
+			errc <- err
+		}()
+		c, err := net.Dial(network, ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		client, err := clientCalls(c, len(body))
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		ln.Close()
+		if client != server {
+			t.Fatalf("%s: the ends disagree: client %v, server %v", network, client, server)
+		}
+		sent[0] += client[0]
+		sent[1] += client[1]
+	}
+	want := [2]uint64{sent[0], sent[1]}
+	deadline := time.Now().Add(10 * time.Second)
+	var conns [3]int
+	var got [3][2]uint64
+	for time.Now().Before(deadline) {
+		if conns, got = p.snapshot(); got[l7.RoleClient] == want && got[l7.RoleServer] == want {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // nothing more may come
+	conns, got = p.snapshot()
+	if conns[l7.RoleClient] != 2 || conns[l7.RoleServer] != 2 {
+		t.Errorf("connections client %d server %d, want 2 each (TCP and Unix)", conns[l7.RoleClient], conns[l7.RoleServer])
+	}
+	for _, role := range []l7.Role{l7.RoleClient, l7.RoleServer} {
+		if got[role] != want {
+			t.Errorf("role %d: bytes [to server, to client] = %v, want %v", role, got[role], want)
+		}
+	}
+}
+
+var ping = []byte("*1\r\n$4\r\nPING\r\n")
+
+// clientCalls: write (decides the connection), sendmsg with three iovecs,
+// sendto; reads with read, readv, recvmsg (the sendfile'd body). It returns
+// the bytes it moved [to server, to client].
+func clientCalls(c net.Conn, bodyLen int) ([2]uint64, error) {
+	var n [2]uint64
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return n, err
+	}
+	// write
+	w, err := c.Write(ping)
+	n[0] += uint64(w)
+	if err != nil {
+		return n, err
+	}
+	// read the answer: +PONG\r\n
+	buf := make([]byte, 7)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return n, err
+	}
+	n[1] += 7
+	// sendmsg, three iovecs
+	msg := [][]byte{ping[:5], ping[5:9], ping[9:]}
+	if err := rawWrite(rc, func(fd int) (int, error) { return unix.SendmsgBuffers(fd, msg, nil, nil, 0) }, &n[0]); err != nil {
+		return n, err
+	}
+	// sendto
+	if err := rawWrite(rc, func(fd int) (int, error) { return len(ping), unix.Sendto(fd, ping, 0, nil) }, &n[0]); err != nil {
+		return n, err
+	}
+	// the answers: readv into two iovecs, then recvmsg, until the body is in
+	want := 7 + 7 + bodyLen
+	got := 0
+	for i := 0; got < want; i++ {
+		a, b := make([]byte, 5), make([]byte, 4096)
+		var r int
+		read := func(fd int) (int, error) { return unix.Readv(fd, [][]byte{a, b}) }
+		if i%2 == 1 {
+			read = func(fd int) (int, error) {
+				r, _, _, _, err := unix.RecvmsgBuffers(fd, [][]byte{a, b}, nil, 0)
+				return r, err
+			}
+		}
+		if err := rawRead(rc, read, &r); err != nil {
+			return n, err
+		}
+		if r == 0 {
+			return n, io.ErrUnexpectedEOF
+		}
+		got += r
+	}
+	n[1] += uint64(got)
+	return n, nil
+}
+
+// serveCalls answers clientCalls: read, write; then (recvfrom with
+// MSG_PEEK first, recvfrom) for the sendmsg and the sendto; then writev of
+// two iovecs, write, and sendfile of the body.
+func serveCalls(c net.Conn, file string, bodyLen int) ([2]uint64, error) {
+	var n [2]uint64
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return n, err
+	}
+	buf := make([]byte, len(ping))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return n, err
+	}
+	n[0] += uint64(len(ping))
+	w, err := c.Write([]byte("+PONG\r\n"))
+	n[1] += uint64(w)
+	if err != nil {
+		return n, err
+	}
+	for got := 0; got < 2*len(ping); {
+		peek := make([]byte, 64)
+		var r int
+		if err := rawRead(rc, func(fd int) (int, error) {
+			r, _, err := unix.Recvfrom(fd, peek, unix.MSG_PEEK)
+			return r, err
+		}, &r); err != nil {
+			return n, err
+		}
+		if r == 0 {
+			return n, io.ErrUnexpectedEOF
+		}
+		b := make([]byte, 2*len(ping)-got)
+		if err := rawRead(rc, func(fd int) (int, error) {
+			r, _, err := unix.Recvfrom(fd, b, 0)
+			return r, err
+		}, &r); err != nil {
+			return n, err
+		}
+		got += r
+		n[0] += uint64(r)
+	}
+	if err := rawWrite(rc, func(fd int) (int, error) { return unix.Writev(fd, [][]byte{[]byte("+PO"), []byte("NG\r\n")}) }, &n[1]); err != nil {
+		return n, err
+	}
+	w, err = c.Write([]byte("+PONG\r\n"))
+	n[1] += uint64(w)
+	if err != nil {
+		return n, err
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return n, err
+	}
+	defer f.Close()
+	var off int64
+	for off < int64(bodyLen) {
+		if err := rawWrite(rc, func(fd int) (int, error) {
+			return unix.Sendfile(fd, int(f.Fd()), &off, bodyLen-int(off))
+		}, nil); err != nil {
+			return n, err
+		}
+	}
+	n[1] += uint64(off)
+	return n, nil
+}
+
+// rawWrite runs one write call on the socket, waiting while it would block,
+// and adds what it moved to *n (nil: the call keeps its own count).
+func rawWrite(rc syscall.RawConn, call func(fd int) (int, error), n *uint64) error {
+	var werr error
+	err := rc.Write(func(fd uintptr) bool {
+		var w int
+		w, werr = call(int(fd))
+		if errors.Is(werr, unix.EAGAIN) {
+			return false
+		}
+		if n != nil && w > 0 {
+			*n += uint64(w)
+		}
+		return true
+	})
+	return errors.Join(err, werr)
+}
+
+// rawRead runs one read call on the socket, waiting until there is data.
+func rawRead(rc syscall.RawConn, call func(fd int) (int, error), n *int) error {
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		*n, rerr = call(int(fd))
+		return !errors.Is(rerr, unix.EAGAIN)
+	})
+	return errors.Join(err, rerr)
+}
