@@ -161,10 +161,14 @@ func printHooks(w io.Writer, reg *hook.Registry) {
 	}
 }
 
+// joinModes shows a chain's modes in order, a mode once where it has
+// several links in a row (the L7 send hook: with and without sendpage).
 func joinModes(ms []hook.Mode) string {
-	s := make([]string, len(ms))
+	s := make([]string, 0, len(ms))
 	for i, m := range ms {
-		s[i] = string(m)
+		if i == 0 || ms[i-1] != m {
+			s = append(s, string(m))
+		}
 	}
 	return strings.Join(s, " -> ")
 }

@@ -1,8 +1,8 @@
 // The L7 capture: protocol-neutral connection tracking and capture for every
 // L7 protocol (HTTP/1 and HTTP/2, PostgreSQL, MySQL, Redis, Memcached,
 // Kafka), written once and fed by every data source: the read/write system
-// calls here, the TLS libraries' plaintext (l7/tls.h), kernel functions
-// later. One object, one set of hooks, whichever protocols are enabled.
+// calls here, the TLS libraries' plaintext (l7/tls.h), the kernel's socket
+// functions (l7/kfunc.h). One object, one set of hooks, whichever protocols are enabled.
 //
 // Sockets are tracked from accept/accept4 (server role) and connect (client
 // role), by (process, fd), in the process that owns them; the include and
@@ -1160,7 +1160,9 @@ __noinline int filter_first_call(__u64 key)
 // for the first call, classifies an undecided connection, captures by the
 // protocol's policy and sends the record. A global function: each program
 // that calls it is verified with it once. TLS sources call it from their
-// uprobes (l7/tls.h) with their source: the connection is then theirs.
+// uprobes (l7/tls.h) with their source: the connection is then theirs. The
+// socket's own sources (SOURCE_SYSCALL, SOURCE_KERNEL: l7/kfunc.h) leave a
+// TLS source's connection alone.
 __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 enter_ns)
 {
 	__u32 dir = meta & 1;
@@ -1171,7 +1173,7 @@ __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 ent
 	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
 	if (!ci)
 		return 0;
-	if (source != SOURCE_SYSCALL) {
+	if (source == SOURCE_OPENSSL || source == SOURCE_GOTLS) {
 		if (!(ci->flags & CONN_TLS_PLAINTEXT)) {
 			// From now on the plaintext is the TLS source's; what the
 			// syscalls saw of the handshake decided nothing.

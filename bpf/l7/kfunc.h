@@ -26,9 +26,10 @@
 // buffer, with several as the system call's own user iovec array or
 // msghdr, found in the task's saved registers (the iov_iter's array is the
 // kernel's copy, and the capture reads user memory); anything else
-// (ITER_BVEC: sendfile's pages) as bytes counted, none captured. The return program knows the byte count and hands
-// the call to l7_capture, as the syscall pairs do (through calls, by
-// thread), with the call's real entry time.
+// (ITER_BVEC: sendfile's pages) as bytes counted, none captured. The
+// return program knows the byte count and hands the call to l7_capture
+// (SOURCE_KERNEL), as the syscall pairs do (through calls, by thread), with
+// the call's real entry time.
 //
 // Not covered here: connections open before the agent started (user space
 // puts them in conns by descriptor; their socket is not known, so no
@@ -174,6 +175,26 @@ static __always_inline void kf_enter(struct sock *sk, struct msghdr *msg)
 		bump(&counters, HC_DROP_ARGS_FULL);
 }
 
+// kf_exit hands the call in flight on this thread, if kf_enter kept one,
+// to l7_capture once its byte count is known (as handle_exit does for the
+// syscall pairs, with this source).
+static __always_inline void kf_exit(long ret, __u8 dir)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct call_args *ap = bpf_map_lookup_elem(&calls, &tid);
+	if (!ap)
+		return;
+	struct call_args a = *ap;
+	bpf_map_delete_elem(&calls, &tid);
+	if (a.kind == CALL_CONNECT)
+		return; // a kprobe connect's, left by a connect that never returned
+	if (ret < 0)
+		emit_call_error(a.fd, ret, dir, a.enter_ns);
+	if (ret <= 0)
+		return;
+	l7_capture(conn_key(a.fd), l7_meta(dir, a.kind, SOURCE_KERNEL, a.count), a.ptr, ret, a.enter_ns);
+}
+
 static __always_inline struct sock *kf_sock(struct socket *sock)
 {
 	return BPF_CORE_READ(sock, sk);
@@ -242,7 +263,7 @@ int BPF_PROG(l7_send_fentry, struct sock *sk, struct msghdr *msg)
 SEC("fexit/tcp_sendmsg")
 int BPF_PROG(l7_send_fexit, struct sock *sk, struct msghdr *msg, size_t size, int ret)
 {
-	handle_exit(ret, DIR_WRITE);
+	kf_exit(ret, DIR_WRITE);
 	return 0;
 }
 
@@ -256,7 +277,7 @@ int BPF_PROG(l7_usend_fentry, struct socket *sock, struct msghdr *msg)
 SEC("fexit/unix_stream_sendmsg")
 int BPF_PROG(l7_usend_fexit, struct socket *sock, struct msghdr *msg, size_t len, int ret)
 {
-	handle_exit(ret, DIR_WRITE);
+	kf_exit(ret, DIR_WRITE);
 	return 0;
 }
 
@@ -270,7 +291,7 @@ int BPF_PROG(l7_sendpage_fentry, struct sock *sk)
 SEC("fexit/tcp_sendpage")
 int BPF_PROG(l7_sendpage_fexit, struct sock *sk, struct page *page, int offset, size_t size, int flags, int ret)
 {
-	handle_exit(ret, DIR_WRITE);
+	kf_exit(ret, DIR_WRITE);
 	return 0;
 }
 
@@ -285,7 +306,7 @@ SEC("fexit/unix_stream_sendpage")
 int BPF_PROG(l7_usendpage_fexit, struct socket *sock, struct page *page, int offset, size_t size, int flags,
 	     int ret)
 {
-	handle_exit(ret, DIR_WRITE);
+	kf_exit(ret, DIR_WRITE);
 	return 0;
 }
 
@@ -302,7 +323,7 @@ int BPF_PROG(l7_usendpage_fexit, struct socket *sock, struct page *page, int off
 	int BPF_PROG(l7_##name##_fexit, struct socket *sock, struct msghdr *msg, size_t size, int flags, \
 		     int ret)                                                                         \
 	{                                                                                             \
-		handle_exit(ret, DIR_READ);                                                           \
+		kf_exit(ret, DIR_READ);                                                           \
 		return 0;                                                                             \
 	}
 
@@ -367,7 +388,7 @@ int BPF_KPROBE(l7_close_kprobe)
 	SEC("kretprobe/" #fn)                                                                         \
 	int BPF_KRETPROBE(l7_##name##_kretprobe, int ret)                                             \
 	{                                                                                             \
-		handle_exit(ret, DIR_WRITE);                                                          \
+		kf_exit(ret, DIR_WRITE);                                                          \
 		return 0;                                                                             \
 	}
 
@@ -382,7 +403,7 @@ int BPF_KPROBE(l7_close_kprobe)
 	SEC("kretprobe/" #fn)                                                                         \
 	int BPF_KRETPROBE(l7_##name##_kretprobe, int ret)                                             \
 	{                                                                                             \
-		handle_exit(ret, DIR_READ);                                                           \
+		kf_exit(ret, DIR_READ);                                                           \
 		return 0;                                                                             \
 	}
 
@@ -412,7 +433,7 @@ int BPF_KPROBE(l7_sendpage_kprobe, struct sock *sk)
 SEC("kretprobe/tcp_sendpage")
 int BPF_KRETPROBE(l7_sendpage_kretprobe, int ret)
 {
-	handle_exit(ret, DIR_WRITE);
+	kf_exit(ret, DIR_WRITE);
 	return 0;
 }
 
@@ -426,6 +447,6 @@ int BPF_KPROBE(l7_usendpage_kprobe, struct socket *sock)
 SEC("kretprobe/unix_stream_sendpage")
 int BPF_KRETPROBE(l7_usendpage_kretprobe, int ret)
 {
-	handle_exit(ret, DIR_WRITE);
+	kf_exit(ret, DIR_WRITE);
 	return 0;
 }

@@ -20,11 +20,26 @@ import (
 	"github.com/otelbee/otelbee/collectors/l7"
 )
 
+// sourceProbe is a probe that also counts its connections' sources.
+type sourceProbe struct {
+	*probe
+	sources map[l7.Source]int // of this process's connections
+}
+
+func (p *sourceProbe) NewParser(c *l7.Conn) l7.Parser {
+	if c.PID == uint32(os.Getpid()) {
+		p.mu.Lock()
+		p.sources[c.Source]++
+		p.mu.Unlock()
+	}
+	return p.probe.NewParser(c)
+}
+
 // startSource loads an engine with one probe protocol, as startProbes, and
 // returns the attach registry too.
-func startSource(t *testing.T, name string) (*Engine, *probe, *collectortest.Env) {
+func startSource(t *testing.T, name string) (*Engine, *sourceProbe, *collectortest.Env) {
 	t.Helper()
-	p := &probe{name: name}
+	p := &sourceProbe{probe: &probe{name: name}, sources: map[l7.Source]int{}}
 	var eng *Engine
 	_, env := collectortest.Start(t, name, func(d collectors.Deps) collectors.Collector {
 		cfg := DefaultConfig()
@@ -107,7 +122,7 @@ func TestPrivilegedDataSourceChosen(t *testing.T) {
 // TCP and a Unix stream socket, and checks that both ends' parsers got
 // exactly the bytes moved, each direction, whichever source is attached.
 func TestPrivilegedDataSourceCalls(t *testing.T) {
-	_, p, _ := startSource(t, "redis")
+	eng, p, _ := startSource(t, "redis")
 	file := filepath.Join(t.TempDir(), "body")
 	body := bytes.Repeat([]byte("0123456789abcdef"), 700) // 11200 bytes: several pages
 	if err := os.WriteFile(file, body, 0o600); err != nil {
@@ -173,6 +188,15 @@ func TestPrivilegedDataSourceCalls(t *testing.T) {
 		if got[role] != want {
 			t.Errorf("role %d: bytes [to server, to client] = %v, want %v", role, got[role], want)
 		}
+	}
+	source := l7.SourceSyscall
+	if eng.KernelFunctions() {
+		source = l7.SourceKernelFunc
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sources[source] != 4 || len(p.sources) != 1 {
+		t.Errorf("connections by source %v, want 4 from %s", p.sources, source)
 	}
 }
 
