@@ -208,6 +208,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Probes:         hook.NewProbes(),
 		Hooks:          hook.NewRegistry(),
 		Attach:         hook.Options{Force: force, Strict: cfg.AttachModeStrict},
+		SeriesBudget:   seriesBudget(cfg.Series.MaxSeries),
 	}
 	deps.Processes.Retention = cfg.Process.Retention
 	deps.Processes.InstanceMode, _ = identity.ParseInstanceMode(cfg.Process.Instance) // validated with the config
@@ -267,6 +268,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			return out
 		},
 		processes: deps.Processes,
+		budget:    budgetOf(deps.SeriesBudget),
 		exporters: exporters,
 		bpfStats:  cfg.BPFStats,
 	})

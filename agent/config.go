@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/otelbee/otelbee/agent/settings"
+	"github.com/otelbee/otelbee/collectors/budget"
 	"github.com/otelbee/otelbee/collectors/dns"
 	"github.com/otelbee/otelbee/collectors/hook"
 	httpc "github.com/otelbee/otelbee/collectors/http"
@@ -60,6 +61,8 @@ type Config struct {
 	// OTEL_METRICS_EXPORTER and OTEL_TRACES_EXPORTER (see resolveExport).
 	Export ExportConfig
 	TCP    tcp.Config
+	// Series is the agent-wide series budget (package budget).
+	Series budget.Config
 	DNS    dns.Config
 	HTTP   httpc.Config
 	HTTP2  http2.Config
@@ -139,6 +142,7 @@ func DefaultConfig() Config {
 		LogLevel:        "info",
 		ShutdownTimeout: 5 * time.Second,
 		TCP:             tcp.DefaultConfig(),
+		Series:          budget.DefaultConfig(),
 		DNS:             dns.DefaultConfig(),
 		HTTP:            httpc.DefaultConfig(),
 		HTTP2:           http2.DefaultConfig(),
@@ -511,6 +515,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TCP.MaxPeersPerProcess > maxPeersPerProcess {
 		return usageErrorf("tcp.max_peers_per_process must be at most %d, got %d", maxPeersPerProcess, c.TCP.MaxPeersPerProcess)
+	}
+	if err := c.Series.Validate(); err != nil {
+		return usageErrorf("%w", err)
 	}
 	if err := c.TCP.Validate(); err != nil {
 		return &UsageError{Err: err}

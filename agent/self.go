@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"github.com/otelbee/otelbee/collectors/budget"
 	"os"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ type selfSources struct {
 	hooks     *hook.Registry
 	reporters func() []reporter
 	processes *identity.Resolver
+	budget    *budget.Budget // nil: none
 	exporters []exportCounter
 	bpfStats  bool
 }
@@ -143,6 +145,21 @@ func registerSelfMetrics(m metric.Meter, src selfSources) (metric.Registration, 
 	if err != nil {
 		return nil, err
 	}
+	budgetKept, err := m.Int64ObservableGauge("otelbee.series.budget.used", metric.WithUnit("{series}"),
+		metric.WithDescription("Metric series kept under the agent-wide series budget, by collector."))
+	if err != nil {
+		return nil, err
+	}
+	budgetLimit, err := m.Int64ObservableGauge("otelbee.series.budget.limit", metric.WithUnit("{series}"),
+		metric.WithDescription("The agent-wide series budget (series.budget)."))
+	if err != nil {
+		return nil, err
+	}
+	budgetRefused, err := m.Int64ObservableCounter("otelbee.series.budget.refused", metric.WithUnit("{series}"),
+		metric.WithDescription("New metric series the series budget sent to their collector's otel.metric.overflow series, by collector."))
+	if err != nil {
+		return nil, err
+	}
 	processes, err := m.Int64ObservableGauge("otelbee.process.cache.size", metric.WithUnit("{process}"),
 		metric.WithDescription("Observed processes whose identity is cached."))
 	if err != nil {
@@ -212,13 +229,21 @@ func registerSelfMetrics(m metric.Meter, src selfSources) (metric.Registration, 
 			}
 		}
 		o.ObserveInt64(processes, int64(src.processes.Len()))
+		if src.budget != nil {
+			o.ObserveInt64(budgetLimit, int64(src.budget.Max()))
+			for _, st := range src.budget.Stats() {
+				attrs := metric.WithAttributes(attribute.String("collector", st.Table))
+				o.ObserveInt64(budgetKept, st.Kept, attrs)
+				o.ObserveInt64(budgetRefused, st.Refused, attrs)
+			}
+		}
 		if u, err := selfUsage(); err == nil {
 			o.ObserveFloat64(cpu, u.user, cpuModeUser)
 			o.ObserveFloat64(cpu, u.system, cpuModeSystem)
 			o.ObserveInt64(rss, u.rssBytes)
 		}
 		return nil
-	}, attached, runTime, runCount, produced, delivered, dropped, exportFailures,
+	}, attached, runTime, runCount, produced, delivered, dropped, exportFailures, budgetKept, budgetLimit, budgetRefused,
 		spansExported, spansDropped, pointsExported, pointsDropped, processes, cpu, rss)
 }
 

@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/otelbee/otelbee/agent/settings"
+	"github.com/otelbee/otelbee/collectors/budget"
 	"github.com/otelbee/otelbee/collectors/dns"
 	httpc "github.com/otelbee/otelbee/collectors/http"
 	"github.com/otelbee/otelbee/collectors/l7/http2"
@@ -24,6 +25,7 @@ func (c *Config) Settings() []settings.Setting {
 	for _, group := range [][]settings.Setting{
 		c.agentSettings(),
 		tcp.Settings(&c.TCP),
+		budget.Settings(&c.Series),
 		dns.Settings(&c.DNS),
 		httpc.Settings(&c.HTTP),
 		http2.Settings(&c.HTTP2),
@@ -46,7 +48,7 @@ func (c *Config) agentSettings() []settings.Setting {
 		{Flag: "collectors", Env: []string{"OTELBEE_COLLECTORS"}, Key: "collectors", Value: settings.List(&c.Collectors),
 			Help: "comma list of `" + strings.Join(CollectorNames(), "`, `") + "`, or `all`"},
 		{Flag: "prometheus.listen", Env: []string{"OTELBEE_PROMETHEUS_LISTEN"}, Key: "prometheus.listen", Value: settings.String(&c.Prometheus.Listen),
-			Help: "`/metrics` endpoint; empty string turns it off; an address on every interface (`:9464`, `0.0.0.0:9464`) is logged as such. At most 64 connections (at the cap the oldest idle one is closed), 4 scrapes rendering at once, each rendered into memory first so a client that does not read holds no slot; timeouts: 5 s for the request header, 30 s to write the answer, 90 s idle"},
+			Help: "`/metrics` endpoint; empty string turns it off; an address on every interface (`:9464`, `0.0.0.0:9464`) is logged as such. At most 64 connections (at the cap the oldest idle one is closed), 4 scrapes collecting at once; the answer is streamed in 32 kB chunks, each to be taken by the client within 5 s (protobuf: rendered into memory first), so a client that does not read holds no slot; timeouts: 5 s for the request header, 30 s to write the answer, 90 s idle"},
 		{Flag: "prometheus.resource-labels", Env: []string{"OTELBEE_PROMETHEUS_RESOURCE_LABELS"}, Key: "prometheus.resource_labels", Value: settings.List(&c.Prometheus.ResourceLabels),
 			Help: "resource attributes copied as labels onto every series besides `job`/`instance` (e.g. `service.name` → `service_name`), `*` for all; default: on `target_info` only"},
 		{Flag: "otlp.endpoint", Env: []string{"OTELBEE_OTLP_ENDPOINT"}, OtherEnv: []string{"OTEL_EXPORTER_OTLP_(METRICS_|TRACES_)ENDPOINT"},

@@ -133,13 +133,15 @@ type Collector struct {
 	reg   metric.Registration
 	start time.Time // start of the cumulative histograms
 
-	mu      sync.Mutex
-	series  map[tcpConnKey]*seriesAttrs      // kernel key -> its series
-	shared  map[tcpConnKey]*seriesAttrs      // by instance (owner) key
-	idle    map[*seriesAttrs]struct{}        // series no kernel key feeds
-	peers   map[uint32]map[[16]byte]struct{} // distinct peers per process
-	folded  atomic.Uint64                    // kernel series folded into _OTHER
-	retired map[uint32]time.Time             // pid -> when it was seen gone
+	mu     sync.Mutex
+	series map[tcpConnKey]*seriesAttrs // kernel key -> its series
+	shared map[tcpConnKey]*seriesAttrs // by instance (owner) key
+	// overflow gathers the series the series budget refused.
+	overflow *seriesAttrs
+	idle     map[*seriesAttrs]struct{}        // series no kernel key feeds
+	peers    map[uint32]map[[16]byte]struct{} // distinct peers per process
+	folded   atomic.Uint64                    // kernel series folded into _OTHER
+	retired  map[uint32]time.Time             // pid -> when it was seen gone
 
 	closeOnce sync.Once
 }
@@ -380,10 +382,28 @@ func (c *Collector) sharedAttrs(k tcpConnKey) *seriesAttrs {
 	if a, ok := c.shared[sk]; ok {
 		return a
 	}
+	// The agent-wide series budget (collectors/budget) past the kernel
+	// map's own cap: refused series are counted together, exactly, in
+	// one otel.metric.overflow series.
+	if b := c.deps.SeriesBudget; b != nil && !b.Admit(Name, sk.Tgid) {
+		if c.overflow == nil {
+			c.overflow = c.buildAttrsFrom([]attribute.KeyValue{attribute.Bool("otel.metric.overflow", true)})
+		}
+		return c.overflow
+	}
 	a := c.buildAttrs(sk)
 	a.key = sk
 	c.shared[sk] = a
 	return a
+}
+
+// forget drops a series from the shared ones and gives it back to the
+// budget; c.mu is held.
+func (c *Collector) forget(a *seriesAttrs) {
+	delete(c.shared, a.key)
+	if b := c.deps.SeriesBudget; b != nil && a != c.overflow {
+		b.Release(Name, a.key.Tgid, 1)
+	}
 }
 
 // unref drops kernel key k's reference to its series, keeping what it
@@ -410,8 +430,10 @@ func (c *Collector) unref(k tcpConnKey, sum *tcpConnCounters, h *tcpConnHist) {
 	case a.refs > 0:
 	case a.key.Tgid == k.Tgid:
 		// Its own process's series (not shared): that process is gone.
-		delete(c.shared, a.key)
+		c.forget(a)
 	default:
+		// Also the budget's overflow series (owner 0, always alive):
+		// what it counted stays reported.
 		c.idle[a] = struct{}{}
 	}
 }
@@ -426,7 +448,7 @@ func (c *Collector) forgetIdle() {
 		}
 		if !c.deps.Processes.Alive(a.key.Tgid) {
 			delete(c.idle, a)
-			delete(c.shared, a.key)
+			c.forget(a)
 		}
 	}
 }
@@ -446,7 +468,11 @@ func addCounters(dst, src *tcpConnCounters) {
 
 func (c *Collector) buildAttrs(k tcpConnKey) *seriesAttrs {
 	proc := c.deps.Processes.Lookup(k.Tgid)
-	kv := append(append([]attribute.KeyValue{}, proc.Attributes()...), keyAttributes(k)...)
+	return c.buildAttrsFrom(append(append([]attribute.KeyValue{}, proc.Attributes()...), keyAttributes(k)...))
+}
+
+// buildAttrsFrom makes a series of the attributes kv.
+func (c *Collector) buildAttrsFrom(kv []attribute.KeyValue) *seriesAttrs {
 	set := attribute.NewSet(kv...)
 	with := func(extra attribute.KeyValue) metric.ObserveOption {
 		return metric.WithAttributeSet(attribute.NewSet(append(kv[:len(kv):len(kv)], extra)...))

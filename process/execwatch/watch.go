@@ -32,6 +32,7 @@ type Watcher struct {
 	reader   *ringbuf.Reader
 	counters *ebpf.Map
 	received atomic.Uint64
+	handled  atomic.Uint64 // bytes of the ring buffer handled
 }
 
 // WatcherName labels the watcher's self-metrics.
@@ -60,10 +61,11 @@ func NewWatcher(res *identity.Resolver, probes *hook.Probes, reg *hook.Registry,
 		loader.Close()
 		return nil, fmt.Errorf("opening exec_events ring buffer: %w", err)
 	}
+	w := &Watcher{resolver: res, loader: loader, reader: rd, counters: loader.Map(execMapExecCounters)}
 	// Lookups of processes gone before their exec was handled wait for
-	// this backlog (identity.SetExecBacklog).
-	res.SetExecBacklog(rd.AvailableBytes)
-	return &Watcher{resolver: res, loader: loader, reader: rd, counters: loader.Map(execMapExecCounters)}, nil
+	// the watcher to get through its backlog (identity.SetExecProgress).
+	res.SetExecProgress(w)
+	return w, nil
 }
 
 // Name implements the agent's self-metric reporter.
@@ -73,7 +75,7 @@ func (w *Watcher) Name() string { return WatcherName }
 func (w *Watcher) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { w.reader.Close() })
 	defer stop()
-	defer w.resolver.SetExecBacklog(nil)
+	defer w.resolver.SetExecProgress(nil)
 	var rec ringbuf.Record
 	for {
 		if err := w.reader.ReadInto(&rec); err != nil {
@@ -84,12 +86,20 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		w.received.Add(1)
 		tgid, env, ok := decodeExec(rec.RawSample)
-		if !ok {
-			continue
+		if ok {
+			w.resolver.RefreshExec(tgid, env)
 		}
-		w.resolver.RefreshExec(tgid, env)
+		// A record takes its 8-byte header and its data rounded up to 8
+		// in the ring.
+		w.handled.Add(uint64(8 + (len(rec.RawSample)+7)&^7))
 	}
 }
+
+// Pending is how many bytes of exec events wait in the ring buffer.
+func (w *Watcher) Pending() int { return w.reader.AvailableBytes() }
+
+// Handled is how many bytes of exec events were read and handled.
+func (w *Watcher) Handled() uint64 { return w.handled.Load() }
 
 // execHeaderSize is struct exec_event up to its env array.
 const execHeaderSize = int(unsafe.Offsetof(execExecEvent{}.Env))
@@ -140,7 +150,7 @@ func (w *Watcher) PipelineStats() []collectors.StageStats {
 
 // Close detaches the hook and ends Run.
 func (w *Watcher) Close() error {
-	w.resolver.SetExecBacklog(nil)
+	w.resolver.SetExecProgress(nil)
 	w.reader.Close()
 	return w.loader.Close()
 }

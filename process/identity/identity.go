@@ -144,10 +144,10 @@ type Resolver struct {
 
 	subs subscribers
 
-	// Late execs (SetExecBacklog): a process looked up for the first time
+	// Late execs (SetExecProgress): a process looked up for the first time
 	// that is gone already (a short-lived client whose traffic is handled
 	// before its exec) waits for the exec watcher to bring its identity.
-	execBacklog                              atomic.Pointer[func() int]
+	execProgress                             atomic.Pointer[ExecProgress]
 	refreshing                               atomic.Int32
 	lateWaited, lateResolved, lateUnresolved atomic.Int64
 
@@ -411,21 +411,28 @@ func (r *Resolver) read(pid uint32, waitForExec bool, execEnv []byte) *Process {
 // lateExecWait bounds how long a lookup waits for the exec watcher.
 const lateExecWait = time.Second
 
-// SetExecBacklog tells the resolver how many bytes of exec events the exec
-// watcher has not handled yet. A process's exec comes before its traffic,
-// so a process found gone at its first lookup whose exec is still in that
-// backlog gets its identity from it: the lookup waits (at most
-// lateExecWait) until the watcher has handled the pid's exec or caught up.
-// Without it such a process is named by what /proc still shows (its
-// executable at best, unknown_service at worst), and since a process's
-// instance is chosen once, its traffic stays there.
-// nil: no watcher (any more).
-func (r *Resolver) SetExecBacklog(backlog func() int) {
-	if backlog == nil {
-		r.execBacklog.Store(nil)
+// ExecProgress is the exec watcher's progress through its events, in
+// bytes of its ring buffer: Pending is what it has not read yet, Handled
+// what it has read and handled (RefreshExec returned) so far.
+type ExecProgress interface {
+	Pending() int
+	Handled() uint64
+}
+
+// SetExecProgress tells the resolver how far the exec watcher is (nil: no
+// watcher, any more). A process's exec comes before its traffic, so a
+// process found gone at its first lookup whose exec was still pending
+// then gets its identity from it: the lookup waits (at most lateExecWait)
+// until the watcher has handled what was pending when it started, or the
+// pid's exec. Without it such a process is named by what /proc still
+// shows (its executable at best, unknown_service at worst), and since a
+// process's instance is chosen once, its traffic stays there.
+func (r *Resolver) SetExecProgress(p ExecProgress) {
+	if p == nil {
+		r.execProgress.Store(nil)
 		return
 	}
-	r.execBacklog.Store(&backlog)
+	r.execProgress.Store(&p)
 }
 
 // LateExecStats returns how many first lookups of a process already gone
@@ -437,17 +444,19 @@ func (r *Resolver) LateExecStats() (waited, resolved, unresolved int64) {
 }
 
 // awaitExec waits for pid's exec to be handled: it returns the identity
-// RefreshExec cached, or nil when the watcher has caught up (twice in a
-// row, so that an exec read but still being handled is not missed)
-// without one, or after lateExecWait.
+// RefreshExec cached, or nil once the watcher has handled everything that
+// was pending when the wait began without bringing one, or after
+// lateExecWait.
 func (r *Resolver) awaitExec(pid uint32) *Process {
-	backlog := r.execBacklog.Load()
-	if backlog == nil {
+	pp := r.execProgress.Load()
+	if pp == nil {
 		return nil
 	}
+	prog := *pp
 	r.lateWaited.Add(1)
+	target := prog.Handled() + uint64(prog.Pending())
 	deadline := time.Now().Add(lateExecWait)
-	for idle := 0; ; {
+	for {
 		r.mu.Lock()
 		p, ok := r.cache[pid]
 		r.mu.Unlock()
@@ -455,17 +464,10 @@ func (r *Resolver) awaitExec(pid uint32) *Process {
 			r.lateResolved.Add(1)
 			return p
 		}
-		if (*backlog)() == 0 && r.refreshing.Load() == 0 {
-			if idle++; idle > 2 {
-				break
-			}
-		} else {
-			idle = 0
-		}
-		if time.Now().After(deadline) {
+		if (prog.Handled() >= target && r.refreshing.Load() == 0) || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(200 * time.Microsecond)
 	}
 	r.lateUnresolved.Add(1)
 	return nil

@@ -26,13 +26,14 @@ func goneProcess(t *testing.T) uint32 {
 func TestLookupWaitsForLateExec(t *testing.T) {
 	r := NewResolver("/proc", "node-1")
 	pid := goneProcess(t)
-	var pending atomic.Int64
-	pending.Store(1)
-	r.SetExecBacklog(func() int { return int(pending.Load()) })
+	w := &fakeWatcher{}
+	w.pending.Store(64)
+	r.SetExecProgress(w)
 	go func() {
 		time.Sleep(30 * time.Millisecond) // the watcher gets to the exec
 		r.RefreshExec(pid, []byte("PATH=/bin\x00OTEL_SERVICE_NAME=late-client\x00"))
-		pending.Store(0)
+		w.handled.Add(64)
+		w.pending.Store(0)
 	}()
 	p := r.Lookup(pid)
 	if p.ServiceName != "late-client" {
@@ -58,12 +59,40 @@ func TestLookupWaitsForLateExec(t *testing.T) {
 		t.Errorf("LateExecStats = %d waited, %d resolved, %d not; want 2, 1, 1", w, ok, no)
 	}
 
+	// Events pending but none for the pid: the lookup waits only until
+	// the watcher has handled them.
+	w.pending.Store(128)
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		w.handled.Add(128)
+		w.pending.Store(0)
+	}()
+	start = time.Now()
+	if p := r.Lookup(goneProcess(t)); p.ServiceName != UnknownService {
+		t.Errorf("gone, its exec not among the pending ones: %q", p.ServiceName)
+	}
+	if d := time.Since(start); d < 20*time.Millisecond || d > lateExecWait/2 {
+		t.Errorf("the lookup waited %s for a backlog handled in 20ms", d)
+	}
+	if w, ok, no := r.LateExecStats(); w != 3 || ok != 1 || no != 2 {
+		t.Errorf("LateExecStats = %d waited, %d resolved, %d not; want 3, 1, 2", w, ok, no)
+	}
+
 	// No watcher: nothing to wait for.
-	r.SetExecBacklog(nil)
+	r.SetExecProgress(nil)
 	if p := r.Lookup(goneProcess(t)); p.ServiceName != UnknownService {
 		t.Errorf("without a watcher: %q", p.ServiceName)
 	}
-	if w, _, _ := r.LateExecStats(); w != 2 {
-		t.Errorf("waited %d times, want still 2", w)
+	if w, _, _ := r.LateExecStats(); w != 3 {
+		t.Errorf("waited %d times, want still 3", w)
 	}
 }
+
+// fakeWatcher is the exec watcher's progress.
+type fakeWatcher struct {
+	pending atomic.Int64
+	handled atomic.Uint64
+}
+
+func (w *fakeWatcher) Pending() int    { return int(w.pending.Load()) }
+func (w *fakeWatcher) Handled() uint64 { return w.handled.Load() }
