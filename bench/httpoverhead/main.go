@@ -406,16 +406,21 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 			res.bpfByProgram[p] = v - bpfProgBefore[p]
 		}
 		res.agentRSSBytes = rss(agent.Process.Pid)
+		var byProbe []string // runs per request of each TLS program: which probe the data costs
 		for p, v := range bpfRunCounts("http://" + promAddr + "/metrics") {
 			res.bpfRuns += v - runsBefore[p]
 			if strings.HasPrefix(p, "tls_") {
 				res.uprobeRuns += v - runsBefore[p]
 				res.uprobeTime += res.bpfByProgram[p]
+				if d := (v - runsBefore[p]) / res.requests; d >= 0.01 {
+					byProbe = append(byProbe, fmt.Sprintf("%s %.2f", p, d))
+				}
 			}
 		}
 		if *useTLS {
-			log.Printf("%s: TLS uprobe runs %.2f per request, %.2f µs per request", target,
-				res.uprobeRuns/res.requests, res.uprobeTime/res.requests*1e6)
+			sort.Strings(byProbe)
+			log.Printf("%s: TLS uprobe runs %.2f per request (%s), %.2f µs per request", target,
+				res.uprobeRuns/res.requests, strings.Join(byProbe, ", "), res.uprobeTime/res.requests*1e6)
 		}
 	}
 	return res
