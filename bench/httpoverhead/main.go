@@ -873,6 +873,8 @@ func chart(rows []row, note string) string {
 			prev = r.target
 			v := val(r)
 			bh := int(float64(bottom-top) * v / max)
+			// a ratio past the scale (a collapsed baseline) stays on the chart
+			bh = min(bh, bottom-top+20)
 			if bh < 0 {
 				bh = 0
 			}

@@ -31,7 +31,7 @@ func main() { os.Exit(run(os.Args[1:])) }
 // double past before collecting: a limit of memoryFloor collects it
 // instead. Where the live heap is large (many series), the limit follows
 // it at twice the live heap plus the runtime's other memory, so the
-// collector never runs back to back (docs/benchmarks.md "Memory").
+// collector never runs back to back (docs/benchmarks.md "Second pass").
 const (
 	memoryFloor   = 48 << 20
 	memoryRetune  = 10 * time.Second

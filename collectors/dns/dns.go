@@ -66,7 +66,7 @@ func DefaultConfig() Config {
 		Timeout:            5 * time.Second,
 		MaxNamesPerService: 100,
 		MaxPending:         16384,
-		RingBufferBytes:    2 << 20, // docs/benchmarks.md "Memory"
+		RingBufferBytes:    2 << 20, // docs/benchmarks.md "Second pass"
 		RetireAfter:        2 * time.Minute,
 		MaxSeries:          20000,
 		DurationBuckets:    slices.Clone(conventionDurationBuckets),

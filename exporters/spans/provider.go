@@ -17,6 +17,11 @@
 // the OTLP exporter's own client (retries, timeout, compression, headers and
 // TLS from the OTEL_EXPORTER_OTLP_* variables).
 //
+// A collector holding a finished exchange can skip the trace API's option
+// values, context and span handle: Emitter (emit.go) takes the whole span
+// in one call, with a series' attributes encoded once, and allocates
+// nothing.
+//
 // Every sampled span that ends is, exactly once: exported, counted dropped
 // by the exporter (a failed request), dropped because the queue was full
 // (OTEL_BSP_MAX_QUEUE_SIZE spans pending) or dropped at shutdown.

@@ -45,7 +45,7 @@ func DefaultConfig() Config {
 	return Config{
 		CaptureBytes:    1024,
 		MaxConnections:  65536,
-		RingBufferBytes: 4 << 20, // docs/benchmarks.md "Memory": 8 MiB cost 16 MiB of RSS
+		RingBufferBytes: 4 << 20, // docs/benchmarks.md "Second pass": 8 MiB cost 16 MiB of RSS
 		PickUpExisting:  true,
 		MaxSeries:       20000,
 		Spans:           true,
