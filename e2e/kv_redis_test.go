@@ -120,8 +120,8 @@ func sum(m map[string]uint64) (s uint64) {
 
 // TestKVRedisBenchmark: redis-benchmark against redis-server with the agent
 // running: per command, the client's series equal what the server counted
-// it ran (INFO commandstats), pipelined (-P 16, 100,000 requests per test)
-// and one command at a time; no command given up.
+// it ran (INFO commandstats), pipelined (-P 16, 100,000 requests per test),
+// one command at a time, and inline PINGs; no command given up.
 func TestKVRedisBenchmark(t *testing.T) {
 	harness.RequireRoot(t)
 	for _, bin := range []string{"redis-server", "redis-cli", "redis-benchmark"} {
@@ -136,6 +136,9 @@ func TestKVRedisBenchmark(t *testing.T) {
 	}{
 		{"pipelined", []string{"-n", "100000", "-P", "16", "-c", "8", "-t", "ping_mbulk,set,get,incr,lpush,rpop,sadd,hset"}},
 		{"unpipelined", []string{"-n", "20000", "-c", "10", "-t", "set,get,lrange_100"}},
+		// inline commands ("PING\r\n"), which the kernel classifies as
+		// Redis by their PING
+		{"inline", []string{"-n", "20000", "-P", "16", "-c", "4", "-t", "ping_inline"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sfx := strconv.FormatInt(time.Now().UnixNano()%1e9, 10)

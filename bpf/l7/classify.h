@@ -89,9 +89,13 @@ static __always_inline int mysql_greeting(const __u8 *b, __u32 n, __u64 total)
 }
 
 // Redis: a RESP array of bulk strings ("*N\r\n$"), as every client sends
-// commands. Inline commands are not told apart from text.
+// commands, or an inline PING ("PING\r\n": redis-benchmark's ping_inline,
+// health checks over telnet or nc). Other inline commands are words too
+// common in text protocols to decide on.
 static __always_inline int redis_start(const __u8 *b, __u32 n)
 {
+	if (n >= 6 && b[0] == 'P' && b[1] == 'I' && b[2] == 'N' && b[3] == 'G' && b[4] == '\r' && b[5] == '\n')
+		return 1;
 	if (n < 5 || b[0] != '*' || b[1] < '1' || b[1] > '9')
 		return 0;
 	if (b[2] == '\r')

@@ -394,3 +394,24 @@ func TestPrivilegedClientSidePolicy(t *testing.T) {
 }
 
 func hookSum(e *Engine) []uint64 { return hook.SumCounters(e.Counters(), CounterSlots) }
+
+// TestPrivilegedRedisInlinePing: an inline PING ("PING\r\n", as
+// redis-benchmark's ping_inline sends) decides a connection as Redis.
+func TestPrivilegedRedisInlinePing(t *testing.T) {
+	_, probes := startProbes(t, "redis")
+	const n = 2
+	x := exchange{proto: "redis", first: []byte("PING\r\n"), then: []byte("+PONG\r\n")}
+	converse(t, x, n)
+	p := probes["redis"]
+	want := uint64(2 * n * len(x.first))
+	var c [3]int
+	var b [3][2]uint64
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if c, b = p.snapshot(); c[l7.RoleClient] >= n && c[l7.RoleServer] >= n && b[l7.RoleServer][l7.ToServer] >= want {
+			break
+		}
+	}
+	if c[l7.RoleClient] != n || c[l7.RoleServer] != n || b[l7.RoleClient][l7.ToServer] != want || b[l7.RoleServer][l7.ToServer] != want {
+		t.Errorf("inline PING: connections %v, bytes %v; want %d of each role and %d bytes to the server", c, b, n, want)
+	}
+}
