@@ -203,11 +203,7 @@ func TestTLSRunningBeforeAgent(t *testing.T) {
 	prom := harness.StartPrometheus(t, []string{agent.PromAddr}, time.Second)
 	// Found by the start-up scan, not by an exec event: the server's exec
 	// was before the agent.
-	for deadline := time.Now().Add(15 * time.Second); uprobeLinksOn(t, agent.Pid(), bin) == 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the running server's file is not instrumented 15 s after the agent's start:\n%s", agent.LogTail(40))
-		}
-	}
+	waitUprobes(t, agent, bin)
 	plan := "GET /users/1*4,GET /users/abc12345*2,POST /users/9*3,GET /fail*2,GET /zzz"
 	client := parseHTTPReport(t, runClient(t, "tls-before-client-"+sfx, bin, "-url", "https://"+addr, "-plan", plan, "-body", "300"))
 	server.Cmd.Process.Signal(os.Interrupt)
