@@ -102,12 +102,12 @@ s.close()
 	if mf := mfs["otelbee_bpf_program_attached"]; mf != nil {
 		n := 0
 		for _, m := range mf.GetMetric() {
-			if rpMatch(m, map[string]string{"program": "read"}) && m.GetGauge().GetValue() > 0 {
+			if rpMatch(m, map[string]string{"program": "recv"}) && m.GetGauge().GetValue() > 0 {
 				n++
 			}
 		}
 		if n != 1 {
-			t.Errorf("the read hook attached %d times, want once", n)
+			t.Errorf("the recv hook attached %d times, want once", n)
 		}
 	} else {
 		t.Error("no otelbee_bpf_program_attached")
