@@ -28,7 +28,8 @@
 // iovec, chunk-size lines found by walking the chunked body, the call's last
 // bytes); HTTP/2 every frame but DATA payloads (l7/http2.h); the databases, caches and Kafka
 // the prefix and the call's last bytes (a terminator at the end of a long
-// response). A 101 response ends HTTP/1 on the connection. Framing is left
+// response). A 101 response ends HTTP/1 on the connection (an h2c upgrade
+// continues as HTTP/2 when that is on: l7/http2.h). Framing is left
 // to the parsers in user space, which know every call's total length even
 // where they see only a part of its bytes.
 #include "common.h"
@@ -1281,9 +1282,16 @@ __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 ent
 		ci->lost_start = 0;
 		if (proto == L7_PROTO_HTTP1 && is_switching(ev->data, captured)) {
 			// HTTP/1 ends with this record (user space counts the
-			// upgrade from it).
-			ci->state = STATE_UPGRADED;
+			// upgrade from it); an h2c upgrade continues as HTTP/2
+			// when that is on (l7/http2.h).
 			bump(&counters, HC_CONNS_UPGRADED);
+			if ((proto_mask & (1 << L7_PROTO_HTTP2)) && h2c_switch(ev, captured)) {
+				ci->proto = L7_PROTO_HTTP2;
+				apply_policy(ci, L7_PROTO_HTTP2);
+				bump(&counters, HC_PROTO_CONNS(L7_PROTO_HTTP2));
+			} else {
+				ci->state = STATE_UPGRADED;
+			}
 		}
 	}
 	__u64 size = DATA_HDR_SIZE + (__u64)end;

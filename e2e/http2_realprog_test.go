@@ -554,3 +554,65 @@ func TestHTTP2Spans(t *testing.T) {
 		t.Errorf("%d spans of unknown methods named grpc, want %d", len(g["grpc"]), cl.Counts["_OTHER UNIMPLEMENTED"])
 	}
 }
+
+// TestHTTP2CurlUpgrade: curl --http2 upgrades each connection from HTTP/1.1
+// (Upgrade: h2c, answered 101) and makes its next requests over HTTP/2 on
+// it. With the http and http2 collectors on, the kernel re-decides the
+// connection at the 101 and the layer hands it from the HTTP/1 parser to
+// the HTTP/2 one: every response is recorded once, with its real status
+// and network.protocol.version=2 (the upgrade request as stream 1), none
+// as a 101. (With --collectors=http alone the upgrade stays a 101:
+// TestHTTPMethodsUpgradesAndUnseen/h2c.)
+func TestHTTP2CurlUpgrade(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("skipping: curl not installed")
+	}
+	agent := harness.StartAgent(t, nil, "--collectors=http,http2")
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	server, client := "h2cup-srv-"+sfx, "h2cup-"+sfx
+	addr, stop := h2Server(t, server, "h2c")
+	got := map[string]int{}
+	const conns = 4
+	for i := 0; i < conns; i++ {
+		// three transfers on one connection: the first upgrades it
+		urls := []string{"http://" + addr + "/ok?token=s3cret", "http://" + addr + "/missing", "http://" + addr + "/fail"}
+		if i%2 == 1 {
+			urls[0], urls[2] = urls[2], urls[0]
+		}
+		addCounts(got, curlCounts(t, client, []string{"--http2"}, urls...))
+	}
+	sv := stop()
+	// Go's h2c handler gives the upgrade request (stream 1) ProtoMajor 1
+	served := func(k string) int { return sv.Counts[k+" 1"] + sv.Counts[k+" 2"] }
+	if got["GET 200"] != conns || got["GET 404"] != conns || got["GET 500"] != conns ||
+		served("GET 200 /ok") != conns || served("GET 404 /missing") != conns || served("GET 500 /fail") != conns {
+		t.Fatalf("curl %v, server %v", got, sv.Counts)
+	}
+	want := map[string]int{"200": conns, "404": conns, "500": conns}
+	total := uint64(3 * conns)
+	v2 := func(mfs map[string]*dto.MetricFamily, metric, service string, kv ...string) uint64 {
+		n, _ := rpHist(mfs, metric, svc(service, append([]string{"network_protocol_version", "2"}, kv...)...))
+		return n
+	}
+	mfs := rpWait(t, agent, "the upgraded requests", func(mfs map[string]*dto.MetricFamily) bool {
+		return v2(mfs, "http_server_request_duration_seconds", server) >= total &&
+			v2(mfs, "http_client_request_duration_seconds", client) >= total
+	})
+	time.Sleep(500 * time.Millisecond) // anything extra would show up too
+	mfs = rpScrape(t, agent.MetricsURL)
+	for _, side := range []struct{ metric, service string }{
+		{"http_server_request_duration_seconds", server}, {"http_client_request_duration_seconds", client},
+	} {
+		for st, n := range want {
+			if got := v2(mfs, side.metric, side.service, "http_response_status_code", st); got != uint64(n) {
+				t.Errorf("%s status %s: %d over HTTP/2, want %d", side.service, st, got, n)
+			}
+		}
+		if all, _ := rpHist(mfs, side.metric, svc(side.service)); all != total {
+			t.Errorf("%s: %d requests recorded, want %d (none as HTTP/1's 101)", side.service, all, total)
+		}
+		if d := h2Dropped(mfs, side.service); d != 0 {
+			t.Errorf("%s: %v streams dropped", side.service, d)
+		}
+	}
+}

@@ -97,7 +97,9 @@ type Collector struct {
 	series *series.Table[seriesKey, histograms]
 	start  time.Time
 	cur    *connState
-	sinkFn func(*Exchange)
+	// curConn is the layer's connection of cur (an h2c upgrade is noted on it).
+	curConn *capture.Conn
+	sinkFn  func(*Exchange)
 
 	statsMu sync.Mutex
 	procs   map[uint32]*procStats // per process: drops, incomplete, malformed
@@ -265,13 +267,13 @@ func (c *Collector) Data(cc *capture.Conn, r *capture.Record) {
 	if st == nil {
 		return
 	}
-	c.cur = st
+	c.cur, c.curConn = st, cc
 	if r.Total == 0 && r.Errno != 0 { // the call failed: transport.go
 		st.parser.Fail(r.Errno, r.ExitNs)
 	} else {
 		st.parser.FeedSegments(r.Read, r.Data, r.Segs, r.Total, callTimes{enter: r.EnterNs, exit: r.ExitNs})
 	}
-	c.cur = nil
+	c.cur, c.curConn = nil, nil
 }
 
 // Lost implements capture.Handler.

@@ -10,6 +10,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/aggregate"
 	"github.com/otelbee/otelbee/collectors/attrs"
 	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/collectors/l7"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/series"
 	"go.opentelemetry.io/otel/attribute"
@@ -270,6 +271,10 @@ func (c *Collector) onExchange(ex *Exchange) {
 	st := c.cur
 	if st == nil {
 		return
+	}
+	if ex.Status == 101 && ex.Upgrade == UpgradeH2C && c.curConn != nil &&
+		c.curConn.SetUpgrade(l7.Upgrade{Method: ex.MethodRaw, Target: ex.Path, Host: ex.Host, Start: ex.Start, End: ex.End}) {
+		return // the http2 collector takes the connection over: this request is its stream 1
 	}
 	var route string
 	if st.lastLen == len(ex.Path) && string(st.lastPath[:st.lastLen]) == string(ex.Path) {

@@ -180,6 +180,28 @@ type CapturePolicy interface {
 	Capture() Capture
 }
 
+// Upgrade is the request that switched its connection to another
+// protocol: an HTTP/1.1 request with "Upgrade: h2c" answered 101, which
+// HTTP/2 takes as its stream 1. Its slices are valid during Upgraded only.
+type Upgrade struct {
+	// Method, Target (its query string cut) and Host are the request's.
+	Method, Target, Host []byte
+	// Start is the request's first call's entry, End the 101's return
+	// (monotonic ns).
+	Start, End uint64
+	// Rest is what the call that carried the 101 moved after its head:
+	// the new protocol's first bytes from the server.
+	Rest []byte
+}
+
+// Upgrader is a Protocol that takes over connections another protocol
+// upgraded to it (the layer hands an h2c upgrade from HTTP/1 to HTTP/2).
+type Upgrader interface {
+	// Upgraded returns the parser of connection c from the upgrade on;
+	// the records after the upgrade follow.
+	Upgraded(c *Conn, u *Upgrade) Parser
+}
+
 // MetricKind is how an exchange is recorded on a metric.
 type MetricKind uint8
 

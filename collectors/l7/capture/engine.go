@@ -225,6 +225,10 @@ type Conn struct {
 	h        Handler
 	nextSeq  uint32
 	respSeen uint32 // records of the response direction received
+	// h2Upgrade: an HTTP/2 handler takes an h2c upgrade over; upgrade is
+	// the request noted at the 101 (upgrade.go).
+	h2Upgrade bool
+	upgrade   *pendingUpgrade
 }
 
 // Engine is the L7 capture of one agent: one kernel object, one ring
@@ -262,12 +266,13 @@ type Engine struct {
 	nextID uint64
 	rec    l7.Record // the record handed to adapted parsers
 
-	received  atomic.Uint64
-	malformed atomic.Uint64
-	orphans   atomic.Uint64 // data of connections whose open was lost
-	connsOver atomic.Uint64
-	records   [protoMax]atomic.Uint64 // data records received, by protocol
-	unhandled atomic.Uint64           // records of a protocol no handler took
+	received   atomic.Uint64
+	malformed  atomic.Uint64
+	orphans    atomic.Uint64 // data of connections whose open was lost
+	connsOver  atomic.Uint64
+	records    [protoMax]atomic.Uint64 // data records received, by protocol
+	unhandled  atomic.Uint64           // records of a protocol no handler took
+	handedOver atomic.Uint64           // h2c upgrades handed from HTTP/1 to HTTP/2
 
 	tls *tlsState // the HTTPS plaintext source (tls.go), when on
 
@@ -723,7 +728,13 @@ func (e *Engine) Handle(r *Record) {
 		if r.Source != 0 {
 			c.Source = r.Source
 		}
+		if r.Proto == ProtoHTTP2 && c.Proto == ProtoHTTP1 {
+			e.handOver(c, r.EnterNs) // h2c: the kernel re-decided it at the 101
+		}
 		c.h.Data(c, r)
+		if c.upgrade != nil {
+			c.noteRest(r)
+		}
 	case TypeClose:
 		if c == nil {
 			return
@@ -771,6 +782,8 @@ func (e *Engine) fill(c *Conn, r *Record) {
 	c.Proto = r.Proto
 	c.nextSeq = r.Seq + 1
 	c.respSeen = 0
+	c.h2Upgrade = e.handlers[ProtoHTTP2] != nil
+	c.upgrade = nil
 }
 
 // identityOf is the process a connection's requests are credited to: the

@@ -45,6 +45,23 @@ func (h *protocolHandler) Data(c *Conn, r *Record) {
 	p.Feed(&h.rec, h.sink)
 }
 
+// OpenUpgraded implements Upgrading: a connection another protocol's
+// handler upgraded to this one. The bytes after the upgrade's head, in the
+// call that carried it, are the first record.
+func (h *protocolHandler) OpenUpgraded(c *Conn, u *l7.Upgrade) {
+	up, ok := h.p.(l7.Upgrader)
+	if !ok {
+		h.Open(c, nil)
+		return
+	}
+	p := up.Upgraded(&c.Conn, u)
+	c.State = p
+	if len(u.Rest) > 0 {
+		h.rec = l7.Record{Dir: l7.ToClient, Data: u.Rest, Total: uint64(len(u.Rest)), Start: u.End, End: u.End}
+		p.Feed(&h.rec, h.sink)
+	}
+}
+
 // Lost tells the parser both directions lost records: the engine knows a
 // sequence gap, not which direction it was in.
 func (h *protocolHandler) Lost(c *Conn) {

@@ -151,6 +151,16 @@ func (p *Protocol) NewUpgradedParser(c *l7.Conn, req Upgraded, t Times) l7.Parse
 	return p.newConn(c, &req, t)
 }
 
+// Upgraded implements l7.Upgrader: an h2c upgrade, its request stream 1.
+func (p *Protocol) Upgraded(c *l7.Conn, u *l7.Upgrade) l7.Parser {
+	scheme := "http"
+	if c.Source.TLS() {
+		scheme = "https"
+	}
+	return p.newConn(c, &Upgraded{Method: u.Method, Path: u.Target, Authority: u.Host, Scheme: []byte(scheme)},
+		Times{Start: int64(u.Start), End: int64(u.End)})
+}
+
 // routeKey names the set of routes a connection's paths are capped in: a
 // server's listening port, or the server a client calls. The route table
 // never forgets a key, so it must not be the process (a host runs ever new
