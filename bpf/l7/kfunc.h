@@ -31,10 +31,10 @@
 // (SOURCE_KERNEL), as the syscall pairs do (through calls, by thread), with
 // the call's real entry time.
 //
-// Not covered here: connections open before the agent started (user space
-// puts them in conns by descriptor; their socket is not known, so no
-// sock_keys entry), accept/connect made through io_uring (their data would
-// be seen once tracked), and SOCK_SEQPACKET Unix sockets (never tracked).
+// Connections open before the agent started get their socket from an
+// iterator over every process's descriptors (l7_existing_socks). Not
+// covered: accept/connect made through io_uring (their data would be seen
+// once tracked), and SOCK_SEQPACKET Unix sockets (never tracked).
 #pragma once
 
 #if defined(__TARGET_ARCH_x86)
@@ -330,6 +330,40 @@ int BPF_PROG(l7_usendpage_fexit, struct socket *sock, struct page *page, int off
 KF_RECV(recv4, inet_recvmsg)
 KF_RECV(recv6, inet6_recvmsg)
 KF_RECV(urecv, unix_stream_recvmsg)
+
+// ---- connections open before the agent started
+//
+// User space puts them in conns by (process, descriptor) from /proc, which
+// does not give their socket; this iterator, run once after that, walks
+// every process's descriptors and gives each such entry its socket and
+// its sock_keys entry, so the data programs find it.
+#define S_IFMT_ 00170000
+#define S_IFSOCK_ 0140000
+
+SEC("iter/task_file")
+int l7_existing_socks(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	if (!task || !file)
+		return 0;
+	struct inode *ino = BPF_CORE_READ(file, f_inode);
+	if (!ino || (BPF_CORE_READ(ino, i_mode) & S_IFMT_) != S_IFSOCK_)
+		return 0;
+	__u64 key = (__u64)BPF_CORE_READ(task, tgid) << 32 | ctx->fd;
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+	if (!ci || ci->sk || !ci->midstream)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	if (!sock)
+		return 0;
+	__u64 sk = (__u64)BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return 0;
+	ci->sk = sk;
+	bpf_map_update_elem(&sock_keys, &sk, &key, BPF_ANY);
+	return 0;
+}
 
 // ---- kprobes: the same, where fentry is refused (a kretprobe does not see
 // the arguments: the lifecycle's connect goes through calls like the data)

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sys/unix"
@@ -283,6 +285,38 @@ type Engine struct {
 // when it did not attach): for "send" and "recv", the data source.
 func (e *Engine) Source(hookName string) hook.Mode { return e.sources[hookName] }
 
+// kernelData reports whether some data hook runs on kernel functions, which
+// find a connection by its socket.
+func (e *Engine) kernelData() bool {
+	kf := func(m hook.Mode) bool { return m == hook.ModeFentry || m == hook.ModeKprobe }
+	return kf(e.sources["send"]) || kf(e.sources["recv"])
+}
+
+// socketsOfExisting runs the kernel's iterator over every process's
+// descriptors that gives the connections pickUpExisting put in the table
+// their socket (bpf/l7/kfunc.h l7_existing_socks): the kernel-function
+// source finds connections by socket, /proc gives only the descriptor.
+func (e *Engine) socketsOfExisting() error {
+	prog, err := e.loader.LoadProgram(l7ProgL7ExistingSocks)
+	if err != nil {
+		return err
+	}
+	it, err := link.AttachIter(link.IterOptions{Program: prog})
+	if err != nil {
+		return fmt.Errorf("attaching the descriptor iterator: %w", err)
+	}
+	defer it.Close()
+	rd, err := it.Open()
+	if err != nil {
+		return fmt.Errorf("running the descriptor iterator: %w", err)
+	}
+	defer rd.Close()
+	if _, err := io.Copy(io.Discard, rd); err != nil {
+		return fmt.Errorf("running the descriptor iterator: %w", err)
+	}
+	return nil
+}
+
 // KernelFunctions reports whether the layer takes its data from kernel
 // functions (fentry or kprobes) rather than from syscall tracepoints.
 func (e *Engine) KernelFunctions() bool {
@@ -500,6 +534,11 @@ func (e *Engine) load(ctx context.Context) error {
 			e.log.Warn("connections open before the start are not parsed", "error", err)
 		} else {
 			e.log.Debug("picked up connections open before the start", "connections", n)
+			if n > 0 && e.kernelData() {
+				if err := e.socketsOfExisting(); err != nil {
+					e.log.Warn("connections open before the start are not parsed: their sockets could not be found for the kernel-function source", "error", err)
+				}
+			}
 		}
 	}
 	return nil

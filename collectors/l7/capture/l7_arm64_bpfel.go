@@ -384,6 +384,7 @@ const (
 	l7ProgL7ConnectFexit       = "l7_connect_fexit"
 	l7ProgL7ConnectKprobe      = "l7_connect_kprobe"
 	l7ProgL7ConnectKretprobe   = "l7_connect_kretprobe"
+	l7ProgL7ExistingSocks      = "l7_existing_socks"
 	l7ProgL7Recv4Fentry        = "l7_recv4_fentry"
 	l7ProgL7Recv4Fexit         = "l7_recv4_fexit"
 	l7ProgL7Recv4Kprobe        = "l7_recv4_kprobe"
@@ -538,6 +539,7 @@ type l7ProgramSpecs struct {
 	L7ConnectFexit       *ebpf.ProgramSpec `ebpf:"l7_connect_fexit"`
 	L7ConnectKprobe      *ebpf.ProgramSpec `ebpf:"l7_connect_kprobe"`
 	L7ConnectKretprobe   *ebpf.ProgramSpec `ebpf:"l7_connect_kretprobe"`
+	L7ExistingSocks      *ebpf.ProgramSpec `ebpf:"l7_existing_socks"`
 	L7Recv4Fentry        *ebpf.ProgramSpec `ebpf:"l7_recv4_fentry"`
 	L7Recv4Fexit         *ebpf.ProgramSpec `ebpf:"l7_recv4_fexit"`
 	L7Recv4Kprobe        *ebpf.ProgramSpec `ebpf:"l7_recv4_kprobe"`
@@ -801,6 +803,7 @@ type l7Programs struct {
 	L7ConnectFexit       *ebpf.Program `ebpf:"l7_connect_fexit"`
 	L7ConnectKprobe      *ebpf.Program `ebpf:"l7_connect_kprobe"`
 	L7ConnectKretprobe   *ebpf.Program `ebpf:"l7_connect_kretprobe"`
+	L7ExistingSocks      *ebpf.Program `ebpf:"l7_existing_socks"`
 	L7Recv4Fentry        *ebpf.Program `ebpf:"l7_recv4_fentry"`
 	L7Recv4Fexit         *ebpf.Program `ebpf:"l7_recv4_fexit"`
 	L7Recv4Kprobe        *ebpf.Program `ebpf:"l7_recv4_kprobe"`
@@ -888,6 +891,7 @@ func (p *l7Programs) Close() error {
 		p.L7ConnectFexit,
 		p.L7ConnectKprobe,
 		p.L7ConnectKretprobe,
+		p.L7ExistingSocks,
 		p.L7Recv4Fentry,
 		p.L7Recv4Fexit,
 		p.L7Recv4Kprobe,

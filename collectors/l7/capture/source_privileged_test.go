@@ -39,12 +39,17 @@ func (p *sourceProbe) NewParser(c *l7.Conn) l7.Parser {
 // returns the attach registry too.
 func startSource(t *testing.T, name string) (*Engine, *sourceProbe, *collectortest.Env) {
 	t.Helper()
+	return startSourceWith(t, name, false)
+}
+
+func startSourceWith(t *testing.T, name string, pickUp bool) (*Engine, *sourceProbe, *collectortest.Env) {
+	t.Helper()
 	p := &sourceProbe{probe: &probe{name: name}, sources: map[l7.Source]int{}}
 	var eng *Engine
 	_, env := collectortest.Start(t, name, func(d collectors.Deps) collectors.Collector {
 		cfg := DefaultConfig()
 		cfg.ObserveSelf = true
-		cfg.PickUpExisting = false
+		cfg.PickUpExisting = pickUp
 		eng = NewEngine(d, cfg)
 		eng.SelfComms = []string{}
 		c, err := NewCollector(eng, d, p)
@@ -349,4 +354,89 @@ func rawRead(rc syscall.RawConn, call func(fd int) (int, error), n *int) error {
 		return !errors.Is(rerr, unix.EAGAIN)
 	})
 	return errors.Join(err, rerr)
+}
+
+// TestPrivilegedDataSourceExisting: a connection open before the engine
+// loaded (picked up from /proc, by descriptor) is parsed from its next
+// request on, both ends, with whichever source: the kernel functions find
+// it by its socket, which the descriptor iterator gave it.
+func TestPrivilegedDataSourceExisting(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	client, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	defer server.Close()
+
+	eng, p, _ := startSourceWith(t, "redis", true)
+	if eng.kernelData() {
+		// the iterator gave the picked-up entry its socket
+		rc, err := client.(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fd uintptr
+		rc.Control(func(f uintptr) { fd = f })
+		var info l7ConnInfo
+		if err := eng.Loader().Map(l7MapConns).Lookup(uint64(os.Getpid())<<32|uint64(fd), &info); err != nil {
+			t.Fatalf("the client end was not picked up: %v", err)
+		}
+		if info.Sk == 0 || info.Midstream == 0 {
+			t.Errorf("picked-up client end: socket %#x midstream %d, want a socket, midstream", info.Sk, info.Midstream)
+		}
+	}
+	const rounds = 2
+	pong := []byte("+PONG\r\n")
+	for i := 0; i < rounds; i++ {
+		if _, err := client.Write(ping); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(server, make([]byte, len(ping))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := server.Write(pong); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(client, make([]byte, len(pong))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := [2]uint64{rounds * uint64(len(ping)), rounds * uint64(len(pong))}
+	deadline := time.Now().Add(10 * time.Second)
+	var conns [3]int
+	var got [3][2]uint64
+	for time.Now().Before(deadline) {
+		if conns, got = p.snapshot(); got[l7.RoleClient] == want && got[l7.RoleServer] == want {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // nothing more may come
+	conns, got = p.snapshot()
+	if conns[l7.RoleClient] != 1 || conns[l7.RoleServer] != 1 {
+		t.Errorf("connections client %d server %d, want 1 each", conns[l7.RoleClient], conns[l7.RoleServer])
+	}
+	for _, role := range []l7.Role{l7.RoleClient, l7.RoleServer} {
+		if got[role] != want {
+			t.Errorf("role %d: bytes [to server, to client] = %v, want %v", role, got[role], want)
+		}
+	}
 }
