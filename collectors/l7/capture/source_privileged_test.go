@@ -20,10 +20,12 @@ import (
 	"github.com/otelbee/otelbee/collectors/l7"
 )
 
-// sourceProbe is a probe that also counts its connections' sources.
+// sourceProbe is a probe that also counts its connections' sources and
+// keeps the captured bytes, by role and direction.
 type sourceProbe struct {
 	*probe
 	sources map[l7.Source]int // of this process's connections
+	data    [3][2][]byte
 }
 
 func (p *sourceProbe) NewParser(c *l7.Conn) l7.Parser {
@@ -32,7 +34,22 @@ func (p *sourceProbe) NewParser(c *l7.Conn) l7.Parser {
 		p.sources[c.Source]++
 		p.mu.Unlock()
 	}
-	return p.probe.NewParser(c)
+	return &dataParser{Parser: p.probe.NewParser(c), p: p, c: c}
+}
+
+type dataParser struct {
+	l7.Parser
+	p *sourceProbe
+	c *l7.Conn
+}
+
+func (dp *dataParser) Feed(r *l7.Record, out l7.Sink) {
+	if dp.c.PID == uint32(os.Getpid()) {
+		dp.p.mu.Lock()
+		dp.p.data[dp.c.Role][r.Dir] = append(dp.p.data[dp.c.Role][r.Dir], r.Data...)
+		dp.p.mu.Unlock()
+	}
+	dp.Parser.Feed(r, out)
 }
 
 // startSource loads an engine with one probe protocol, as startProbes, and
@@ -202,6 +219,20 @@ func TestPrivilegedDataSourceCalls(t *testing.T) {
 	defer p.mu.Unlock()
 	if p.sources[source] != 4 || len(p.sources) != 1 {
 		t.Errorf("connections by source %v, want 4 from %s", p.sources, source)
+	}
+	// The bytes captured, not only counted: every call of the client's
+	// requests (write, a sendmsg of three iovecs, sendto) seen by both ends,
+	// and the server's answers (write, a writev of two iovecs, write; the
+	// sendfile'd body is counted, not captured), per connection.
+	toServer := bytes.Repeat(ping, 3)
+	toClient := bytes.Repeat([]byte("+PONG\r\n"), 3)
+	for _, role := range []l7.Role{l7.RoleClient, l7.RoleServer} {
+		if got, want := p.data[role][l7.ToServer], bytes.Repeat(toServer, 2); !bytes.Equal(got, want) {
+			t.Errorf("role %d: captured to the server %q, want %q", role, got, want)
+		}
+	}
+	if got, want := p.data[l7.RoleServer][l7.ToClient], bytes.Repeat(toClient, 2); !bytes.Equal(got, want) {
+		t.Errorf("server: captured to the client %q, want %q", got, want)
 	}
 }
 
