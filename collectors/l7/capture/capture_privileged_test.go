@@ -118,12 +118,22 @@ func startProbes(t *testing.T, names ...string) (*Engine, map[string]*probe) {
 // startProbesWith is startProbes with capture policies by protocol.
 func startProbesWith(t *testing.T, pols map[string]l7.Capture, names ...string) (*Engine, map[string]*probe) {
 	t.Helper()
+	return startProbesConfig(t, nil, pols, names...)
+}
+
+// startProbesConfig is startProbesWith with the engine's configuration
+// adjusted by tune (nil: the defaults).
+func startProbesConfig(t *testing.T, tune func(*Config), pols map[string]l7.Capture, names ...string) (*Engine, map[string]*probe) {
+	t.Helper()
 	probes := map[string]*probe{}
 	var g *group
 	collectortest.Start(t, names[0], func(d collectors.Deps) collectors.Collector {
 		cfg := DefaultConfig()
 		cfg.ObserveSelf = true
 		cfg.PickUpExisting = false
+		if tune != nil {
+			tune(&cfg)
+		}
 		g = &group{eng: NewEngine(d, cfg)}
 		g.eng.SelfComms = []string{}
 		for _, n := range names {
@@ -351,7 +361,15 @@ func unobservedOf(t *testing.T, e *Engine) [l7HttpUnobservedUNOBSERVED_MAX]uint6
 // after the one that decided the connection.
 func TestPrivilegedClientSidePolicy(t *testing.T) {
 	pols := map[string]l7.Capture{"redis": {ClientSide: true, Bytes: 3000}}
-	eng, probes := startProbesWith(t, pols, "redis", "memcached")
+	// The counters are host-wide: only this test's process is observed, so
+	// that other packages' Redis tests running beside it in CI (and their
+	// local clients' server ends) are not counted here.
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := func(c *Config) { c.Include.Executables = []string{strings.TrimSpace(string(comm))} }
+	eng, probes := startProbesConfig(t, self, pols, "redis", "memcached")
 	const n = 3
 	long := exchange{proto: "redis", first: []byte("*1\r\n$2000\r\n" + strings.Repeat("x", 2000) + "\r\n"), then: []byte("+OK\r\n")}
 	converse(t, long, n)
