@@ -235,7 +235,10 @@ struct data_event {
 	__u32 seg_bytes; // bytes of data[] after the prefix: segment descriptors and bytes
 	__u8 proto;      // enum l7_proto
 	__u8 source;     // enum l7_source
-	__u8 _pad[6];
+	__u8 _pad[2];
+	// response-direction records of the connection before this one
+	// (emitted or dropped): with seq, says which direction a gap lost
+	__u32 resp_records;
 	// Four times the capture: offset (< MAX_CAPTURE) and length (masked to
 	// < 2 * MAX_CAPTURE) stay inside whatever the verifier can prove.
 	__u8 data[MAX_CAPTURE * 4];
@@ -940,6 +943,7 @@ static __always_inline void emit_call_error(__u32 fd, long ret, __u8 dir, __u64 
 	ev->total = 0;
 	ev->seq = ci->seq;
 	ev->seg_bytes = 0;
+	ev->resp_records = ci->resp_records;
 	ev->proto = ci->proto;
 	ev->source = SOURCE_SYSCALL;
 	ci->seq++;
@@ -1272,6 +1276,7 @@ __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 ent
 	ev->total = ret;
 	ev->seq = ci->seq;
 	ev->seg_bytes = end - captured;
+	ev->resp_records = ci->resp_records;
 	ev->proto = proto;
 	ev->source = source;
 	ci->seq++;

@@ -227,6 +227,7 @@ type Conn struct {
 	h        Handler
 	nextSeq  uint32
 	respSeen uint32 // records of the response direction received
+	respData uint32 // the kernel's resp_records as of the next data record
 	// h2Upgrade: an HTTP/2 handler takes an h2c upgrade over; upgrade is
 	// the request noted at the 101 (upgrade.go).
 	h2Upgrade bool
@@ -758,11 +759,16 @@ func (e *Engine) Handle(r *Record) {
 			e.records[r.Proto].Add(1)
 		}
 		if r.Seq != c.nextSeq {
-			c.h.Lost(c)
+			e.lost(c, r)
 		}
 		c.nextSeq = r.Seq + 1
+		// the kernel's count of response records after this one
+		c.respData = r.RespRecords
 		if r.Dir() == l7.ToClient {
 			c.respSeen++
+			if r.Total > 0 {
+				c.respData++
+			}
 		}
 		if r.Source != 0 {
 			c.Source = r.Source
@@ -821,6 +827,7 @@ func (e *Engine) fill(c *Conn, r *Record) {
 	c.Proto = r.Proto
 	c.nextSeq = r.Seq + 1
 	c.respSeen = 0
+	c.respData = 0
 	c.h2Upgrade = e.handlers[ProtoHTTP2] != nil
 	c.upgrade = nil
 }

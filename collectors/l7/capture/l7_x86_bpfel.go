@@ -79,24 +79,25 @@ type l7ConnInfo struct {
 }
 
 type l7DataEvent struct {
-	_        structs.HostLayout
-	Type     uint8
-	Dir      uint8
-	Role     uint8
-	Err      uint8
-	Tgid     uint32
-	Fd       uint32
-	Captured uint32
-	StartNs  uint64
-	EnterNs  uint64
-	ExitNs   uint64
-	Total    uint64
-	Seq      uint32
-	SegBytes uint32
-	Proto    uint8
-	Source   uint8
-	Pad      [6]uint8
-	Data     [16384]uint8
+	_           structs.HostLayout
+	Type        uint8
+	Dir         uint8
+	Role        uint8
+	Err         uint8
+	Tgid        uint32
+	Fd          uint32
+	Captured    uint32
+	StartNs     uint64
+	EnterNs     uint64
+	ExitNs      uint64
+	Total       uint64
+	Seq         uint32
+	SegBytes    uint32
+	Proto       uint8
+	Source      uint8
+	Pad         [2]uint8
+	RespRecords uint32
+	Data        [16384]uint8
 }
 
 type l7FilterAction uint32

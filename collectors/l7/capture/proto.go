@@ -64,8 +64,8 @@ type Handler interface {
 	// Data takes the connection's next record.
 	Data(c *Conn, r *Record)
 	// Lost says records of the connection were lost before the next Data
-	// or Close (the ring buffer was full); the engine cannot tell their
-	// direction.
+	// or Close (the ring buffer was full), in either direction (a
+	// DirLoser is told which, where the engine can tell).
 	Lost(c *Conn)
 	// End ends the connection at end (monotonic ns): closed, or its
 	// process exited (exited). lostStart: its last request start was
@@ -74,4 +74,11 @@ type Handler interface {
 	// Housekeep runs every housekeeping interval, on the Run goroutine:
 	// retire what exited processes left (isDead reports a process gone).
 	Housekeep(isDead func(uint32) bool, now time.Time)
+}
+
+// DirLoser is a Handler told which directions lost records: the data
+// records carry the count of response-direction records before them, so a
+// sequence gap says how many of each direction it took.
+type DirLoser interface {
+	LostDirs(c *Conn, toServer, toClient bool)
 }

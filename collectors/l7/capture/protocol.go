@@ -71,6 +71,19 @@ func (h *protocolHandler) Lost(c *Conn) {
 	}
 }
 
+// LostDirs implements DirLoser: only the directions that lost records
+// are resynchronised (HTTP/2 keeps the other direction's HPACK table).
+func (h *protocolHandler) LostDirs(c *Conn, toServer, toClient bool) {
+	if p, ok := c.State.(l7.Parser); ok {
+		if toServer {
+			p.Lost(l7.ToServer, h.sink)
+		}
+		if toClient {
+			p.Lost(l7.ToClient, h.sink)
+		}
+	}
+}
+
 func (h *protocolHandler) End(c *Conn, end uint64, _, _ bool) {
 	if p, ok := c.State.(l7.Parser); ok {
 		p.Close(end, h.sink)

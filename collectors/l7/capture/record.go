@@ -31,7 +31,7 @@ var (
 		unsafe.Offsetof(l7ConnEvent{}.Midstream),
 	}
 	offData = struct {
-		dir, role, err, tgid, fd, captured, startNs, enterNs, exitNs, total, seq, segBytes, proto, source uintptr
+		dir, role, err, tgid, fd, captured, startNs, enterNs, exitNs, total, seq, segBytes, proto, source, respRecords uintptr
 	}{
 		unsafe.Offsetof(l7DataEvent{}.Dir), unsafe.Offsetof(l7DataEvent{}.Role),
 		unsafe.Offsetof(l7DataEvent{}.Err), unsafe.Offsetof(l7DataEvent{}.Tgid),
@@ -40,6 +40,7 @@ var (
 		unsafe.Offsetof(l7DataEvent{}.ExitNs), unsafe.Offsetof(l7DataEvent{}.Total),
 		unsafe.Offsetof(l7DataEvent{}.Seq), unsafe.Offsetof(l7DataEvent{}.SegBytes),
 		unsafe.Offsetof(l7DataEvent{}.Proto), unsafe.Offsetof(l7DataEvent{}.Source),
+		unsafe.Offsetof(l7DataEvent{}.RespRecords),
 	}
 )
 
@@ -75,8 +76,9 @@ type Record struct {
 	Local     [16]byte
 	PeerPort  uint16
 	LocalPort uint16
-	// close: records of the response direction emitted or dropped, and
-	// whether the last request start was dropped with no response since
+	// close: records of the response direction emitted or dropped (data:
+	// before this one), and whether the last request start was dropped
+	// with no response since
 	RespRecords uint32
 	LostStart   bool
 	Midstream   bool  // open: the connection existed before the agent
@@ -151,6 +153,7 @@ func Decode(b []byte, r *Record) error {
 		segBytes := u32(o.segBytes)
 		r.Proto = Proto(b[o.proto])
 		r.Source = l7.Source(b[o.source])
+		r.RespRecords = u32(o.respRecords)
 		if uint64(captured)+uint64(segBytes) > uint64(len(b)-DataHdrSize) || uint64(captured) > r.Total {
 			return errShort
 		}

@@ -71,3 +71,21 @@ func (e *Engine) handOver(c *Conn, end uint64) {
 	}
 	h.Open(c, nil)
 }
+
+// lost tells c's handler that records were lost before r: by direction
+// when the handler takes that (DirLoser) and r says (its count of
+// response-direction records before it, against those received).
+func (e *Engine) lost(c *Conn, r *Record) {
+	dl, ok := c.h.(DirLoser)
+	if !ok || r.Total == 0 {
+		c.h.Lost(c)
+		return
+	}
+	gap := r.Seq - c.nextSeq
+	resp := r.RespRecords - c.respData
+	if r.Seq < c.nextSeq || r.RespRecords < c.respData || resp > gap {
+		dl.LostDirs(c, true, true) // not consistent: both
+		return
+	}
+	dl.LostDirs(c, gap > resp, resp > 0)
+}

@@ -32,6 +32,7 @@ type upProto struct {
 	upgraded []string
 	opened   int
 	fed      [][]byte
+	lost     []l7.Dir
 }
 
 func (p *upProto) Name() string                    { return "http2" }
@@ -47,8 +48,8 @@ type upParser upProto
 func (p *upParser) Feed(r *l7.Record, _ l7.Sink) {
 	p.fed = append(p.fed, append([]byte(nil), r.Data...))
 }
-func (p *upParser) Lost(l7.Dir, l7.Sink)  {}
-func (p *upParser) Close(uint64, l7.Sink) {}
+func (p *upParser) Lost(d l7.Dir, _ l7.Sink) { p.lost = append(p.lost, d) }
+func (p *upParser) Close(uint64, l7.Sink)    {}
 
 // TestH2CHandOver: a connection the kernel re-decided as HTTP/2 at a 101
 // (its records' proto changes) goes from the HTTP/1 handler, which ends
@@ -86,5 +87,40 @@ func TestH2CHandOver(t *testing.T) {
 		if len(p.fed) != 2 || string(p.fed[0]) != "SETTINGS" || string(p.fed[1]) != "PRI * HTTP/2.0" {
 			t.Fatalf("fed %q", p.fed)
 		}
+	}
+}
+
+// TestLostByDirection: a sequence gap is told to the parser for the
+// directions it took, from the data records' count of response-direction
+// records before them: a lost response does not resynchronise the request
+// direction (HTTP/2's HPACK table of the other direction survives).
+func TestLostByDirection(t *testing.T) {
+	e := NewEngine(collectors.Deps{}, DefaultConfig())
+	p := &upProto{}
+	e.Register(ProtoHTTP2, &protocolHandler{p: p, sink: NewSink(e, p)})
+	// a client: its writes are requests, its reads responses
+	rec := func(typ uint8, seq, resp uint32, read bool) *Record {
+		return &Record{Type: typ, TGID: 7, FD: 3, StartNs: 1, Seq: seq, RespRecords: resp, Proto: ProtoHTTP2,
+			Read: read, Role: uint8(l7HttpRoleROLE_CLIENT), Data: []byte("x"), Total: 1}
+	}
+	e.Handle(rec(TypeOpen, 0, 0, false))
+	e.Handle(rec(TypeData, 1, 0, false)) // request
+	e.Handle(rec(TypeData, 2, 0, true))  // response
+	// seq 3 (a response) lost
+	e.Handle(rec(TypeData, 4, 2, false))
+	if len(p.lost) != 1 || p.lost[0] != l7.ToClient {
+		t.Fatalf("a lost response: lost %v", p.lost)
+	}
+	// seq 5 (a request) lost
+	p.lost = nil
+	e.Handle(rec(TypeData, 6, 2, true))
+	if len(p.lost) != 1 || p.lost[0] != l7.ToServer {
+		t.Fatalf("a lost request: lost %v", p.lost)
+	}
+	// seq 7 and 8, one of each, lost
+	p.lost = nil
+	e.Handle(rec(TypeData, 9, 4, false))
+	if len(p.lost) != 2 {
+		t.Fatalf("both lost: lost %v", p.lost)
 	}
 }

@@ -326,9 +326,19 @@ func TestPrivilegedGRPCLongCalls(t *testing.T) {
 	tp := startTap(t)
 	want := grpcCalls(grpcTarget(t), 4, 12000)
 	tp.waitFor(t, sum(want))
+	// A call cancelled at its 40 ms deadline is DEADLINE_EXCEEDED or
+	// CANCELLED by a few milliseconds (docs/http2.md): on a loaded machine
+	// the client's own verdict and the wire's may differ; the rest is exact.
+	deadline := func(m map[string]int) map[string]int {
+		m = maps.Clone(m)
+		m["UnaryCall at the deadline"] = m["grpc.testing.TestService/UnaryCall DEADLINE_EXCEEDED"] + m["grpc.testing.TestService/UnaryCall CANCELLED"]
+		delete(m, "grpc.testing.TestService/UnaryCall DEADLINE_EXCEEDED")
+		delete(m, "grpc.testing.TestService/UnaryCall CANCELLED")
+		return m
+	}
 	for _, role := range []l7.Role{l7.RoleServer, l7.RoleClient} {
 		got, drops := tp.snapshot(role)
-		if !maps.Equal(got, want) || len(drops) != 0 {
+		if !maps.Equal(deadline(got), deadline(want)) || len(drops) != 0 {
 			t.Errorf("role %d:\n got %v\nwant %v\ndrops %v", role, got, want, drops)
 		}
 		t.Logf("role %d: %d of %d recorded, drops %v", role, sum(got), sum(want), drops)
