@@ -20,11 +20,18 @@ enum exec_flags {
 	EXEC_ENV_UNREADABLE = 2,
 };
 
+// EXE_MAX: bytes of the executable's file name kept (NUL included).
+#define EXE_MAX 64
+
 struct exec_event {
 	__u32 tgid;
 	__u32 flags;
 	__u32 env_len;
 	__u32 pad;
+	// The base name of the file the process runs (what /proc/<pid>/exe
+	// points to): a process that exits before user space handles its exec
+	// has no /proc entry left to read it from.
+	__u8 exe[EXE_MAX];
 	__u8 env[ENV_MAX];
 };
 
@@ -68,6 +75,10 @@ static __always_inline void on_exec(void)
 
 	// Field by field through CO-RE: the new mm, now current's.
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	const unsigned char *exe = BPF_CORE_READ(task, mm, exe_file, f_path.dentry, d_name.name);
+	ev->exe[0] = 0;
+	if (exe)
+		bpf_probe_read_kernel_str(ev->exe, sizeof(ev->exe), exe);
 	unsigned long start = BPF_CORE_READ(task, mm, env_start);
 	unsigned long end = BPF_CORE_READ(task, mm, env_end);
 	__u64 len = end > start ? end - start : 0;

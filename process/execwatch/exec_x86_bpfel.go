@@ -19,6 +19,7 @@ type execExecEvent struct {
 	Flags  uint32
 	EnvLen uint32
 	Pad    uint32
+	Exe    [64]uint8
 	Env    [16384]uint8
 }
 

@@ -85,9 +85,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 			return fmt.Errorf("reading exec_events: %w", err)
 		}
 		w.received.Add(1)
-		tgid, env, ok := decodeExec(rec.RawSample)
+		tgid, exe, env, ok := decodeExec(rec.RawSample)
 		if ok {
-			w.resolver.RefreshExec(tgid, env)
+			w.resolver.RefreshExec(tgid, exe, env)
 		}
 		// A record takes its 8-byte header and its data rounded up to 8
 		// in the ring.
@@ -104,19 +104,27 @@ func (w *Watcher) Handled() uint64 { return w.handled.Load() }
 // execHeaderSize is struct exec_event up to its env array.
 const execHeaderSize = int(unsafe.Offsetof(execExecEvent{}.Env))
 
+// execExeOffset is where the executable's name starts in an event.
+const execExeOffset = int(unsafe.Offsetof(execExecEvent{}.Exe))
+
 // decodeExec reads an exec event: the process and the environment it was
 // exec'd with. env is nil when the kernel could not copy it, or cut it short
 // before any OTEL_ variable: the resolver then reads /proc, which shows
 // the whole environment unless the program rewrote it.
-func decodeExec(raw []byte) (tgid uint32, env []byte, ok bool) {
+func decodeExec(raw []byte) (tgid uint32, exe string, env []byte, ok bool) {
 	if len(raw) < execHeaderSize {
-		return 0, nil, false
+		return 0, "", nil, false
 	}
 	tgid = binary.LittleEndian.Uint32(raw)
+	name := raw[execExeOffset : execExeOffset+len(execExecEvent{}.Exe)]
+	if i := bytes.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
+	exe = string(name)
 	flags := execExecFlags(binary.LittleEndian.Uint32(raw[4:]))
 	n := int(binary.LittleEndian.Uint32(raw[8:]))
 	if n > len(raw)-execHeaderSize {
-		return tgid, nil, true
+		return tgid, exe, nil, true
 	}
 	env = raw[execHeaderSize : execHeaderSize+n]
 	switch {
@@ -125,7 +133,7 @@ func decodeExec(raw []byte) (tgid uint32, env []byte, ok bool) {
 	case flags&execExecFlagsEXEC_ENV_TRUNCATED != 0 && !bytes.Contains(env, []byte("OTEL_")):
 		env = nil
 	}
-	return tgid, env, true
+	return tgid, exe, env, true
 }
 
 // PipelineStats reports the exec events handled and lost.

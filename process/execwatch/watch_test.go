@@ -10,6 +10,7 @@ func execRecord(tgid uint32, flags execExecFlags, env string) []byte {
 	binary.LittleEndian.PutUint32(b, tgid)
 	binary.LittleEndian.PutUint32(b[4:], uint32(flags))
 	binary.LittleEndian.PutUint32(b[8:], uint32(len(env)))
+	copy(b[execExeOffset:], "curl")
 	copy(b[execHeaderSize:], env)
 	return b
 }
@@ -32,15 +33,15 @@ func TestDecodeExec(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tgid, got, ok := decodeExec(tt.raw)
+			tgid, exe, got, ok := decodeExec(tt.raw)
 			if ok != tt.ok {
 				t.Fatalf("ok %v, want %v", ok, tt.ok)
 			}
 			if !ok {
 				return
 			}
-			if tgid != 7 {
-				t.Fatalf("tgid %d", tgid)
+			if tgid != 7 || exe != "curl" {
+				t.Fatalf("tgid %d, executable %q", tgid, exe)
 			}
 			gotS := "<nil>"
 			if got != nil {
@@ -57,7 +58,7 @@ func FuzzDecodeExec(f *testing.F) {
 	f.Add(execRecord(1, 0, "A=b\x00"))
 	f.Add(execRecord(1, execExecFlagsEXEC_ENV_TRUNCATED, "OTEL_SERVICE_NAME=x"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		_, env, _ := decodeExec(raw)
+		_, _, env, _ := decodeExec(raw)
 		if len(env) > len(raw) {
 			t.Fatal("environment longer than the record")
 		}

@@ -186,7 +186,7 @@ func (r *Resolver) Lookup(pid uint32) *Process {
 	if ok && !dead && (p.provisionalUntil.IsZero() || time.Now().After(p.provisionalUntil)) {
 		return p
 	}
-	fresh := r.read(pid, !ok, nil)
+	fresh := r.read(pid, !ok, "", nil)
 	if !ok && fresh.unresolved {
 		if p := r.awaitExec(pid); p != nil {
 			return p
@@ -226,13 +226,13 @@ func (r *Resolver) Lookup(pid uint32) *Process {
 // kernel captured it before the program ran (nil: read it from /proc): a
 // process may rewrite its environment area later, for its process title,
 // and its forked children show the rewritten one.
-func (r *Resolver) RefreshExec(pid uint32, execEnv []byte) *Process {
+func (r *Resolver) RefreshExec(pid uint32, exe string, execEnv []byte) *Process {
 	if pid == 0 {
 		return r.unknown
 	}
 	r.refreshing.Add(1)
 	defer r.refreshing.Add(-1)
-	p := r.read(pid, true, execEnv)
+	p := r.read(pid, true, exe, execEnv)
 	r.mu.Lock()
 	r.insert(pid, p)
 	delete(r.dead, pid)
@@ -357,7 +357,7 @@ func (r *Resolver) Len() int {
 	return len(r.cache)
 }
 
-func (r *Resolver) read(pid uint32, waitForExec bool, execEnv []byte) *Process {
+func (r *Resolver) read(pid uint32, waitForExec bool, execExe string, execEnv []byte) *Process {
 	dir := filepath.Join(r.procRoot, strconv.FormatUint(uint64(pid), 10))
 	p := &Process{PID: pid}
 	var ppid uint32
@@ -373,6 +373,11 @@ func (r *Resolver) read(pid uint32, waitForExec bool, execEnv []byte) *Process {
 		if comm, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
 			p.ExecutableName = strings.TrimSpace(string(comm))
 		}
+	}
+	if p.ExecutableName == "" {
+		// The process is gone (no /proc entry left): the name its exec
+		// event carried.
+		p.ExecutableName = execExe
 	}
 	if execEnv != nil {
 		p.ServiceName, p.ServiceNamespace = serviceFromEnviron(execEnv)
