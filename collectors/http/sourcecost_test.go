@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -68,7 +69,10 @@ func TestSourceCost(t *testing.T) {
 	}
 	type sample struct{ rps, bpfNs float64 }
 	results := map[hook.Mode][]sample{}
-	const rounds = 3
+	rounds := 3
+	if n, err := strconv.Atoi(os.Getenv("OTELBEE_SOURCE_COST_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
 	for round := 0; round < rounds; round++ {
 		for _, m := range modes {
 			var c *Collector
