@@ -4,13 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/otelbee/otelbee/e2e/harness"
 )
@@ -64,22 +61,7 @@ func TestKafkaFranzGo(t *testing.T) {
 	harness.RequireRoot(t)
 	client := buildTool(t, "./e2e/cmd/kafkaclient")
 	agent := harness.StartAgent(t, nil, "--collectors=kafka")
-	port := harness.FreePort(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(3, "orders"))
-	if err != nil {
-		t.Fatalf("starting kfake: %v", err)
-	}
-	t.Cleanup(c.Close)
-	var mu sync.Mutex
-	handled := map[string]uint64{}
-	c.Control(func(r kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		mu.Lock()
-		handled[kafkaOpName(r.Key())]++
-		mu.Unlock()
-		return nil, nil, false
-	})
-	broker := fmt.Sprintf("127.0.0.1:%d", port)
+	broker, handled := startKfake(t, "orders")
 	sfx := strconv.FormatInt(time.Now().UnixNano()%1e9, 10)
 	prod, cons := "franzp-"+sfx, "franzc-"+sfx
 	const n = 600
@@ -97,9 +79,7 @@ func TestKafkaFranzGo(t *testing.T) {
 	}
 	sent := counts(prod, "-mode", "produce")
 	consumed := counts(cons, "-mode", "consume", "-group", "g-"+sfx)
-	mu.Lock()
-	wantReqs := sum(handled)
-	mu.Unlock()
+	wantReqs := sum(handled())
 	// A request in flight when the consumer closed (a long-poll Fetch) was
 	// handled by the broker and given up by the agent at the close
 	// (counted as incomplete). The wait covers every request and both
@@ -120,11 +100,9 @@ func TestKafkaFranzGo(t *testing.T) {
 		t.Errorf("%v of the consumer's requests given up, want at most its last Fetch", inflight)
 	}
 	got["poll"] += inflight
-	mu.Lock()
-	if got, want := fmt.Sprint(got), fmt.Sprint(handled); got != want {
+	if got, want := fmt.Sprint(got), fmt.Sprint(handled()); got != want {
 		t.Errorf("requests per API: agent %s\nbroker %s", got, want)
 	}
-	mu.Unlock()
 	for _, op := range []string{"send", "poll", "metadata", "find_coordinator", "join_group", "sync_group", "heartbeat", "offset_fetch", "commit", "leave_group"} {
 		if got[op] == 0 {
 			t.Errorf("no %s requests recorded", op)

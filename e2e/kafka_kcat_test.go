@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -15,6 +16,33 @@ import (
 
 	"github.com/otelbee/otelbee/e2e/harness"
 )
+
+// startKfake runs a one-broker kfake cluster with topic (3 partitions)
+// on a free port: its address, and what the broker has handled so far per
+// API (the ground truth the Kafka tests compare with).
+func startKfake(t *testing.T, topic string) (broker string, handled func() map[string]uint64) {
+	t.Helper()
+	port := harness.FreePort(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(3, topic))
+	if err != nil {
+		t.Fatalf("starting kfake: %v", err)
+	}
+	t.Cleanup(c.Close)
+	var mu sync.Mutex
+	seen := map[string]uint64{}
+	c.Control(func(r kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		mu.Lock()
+		seen[kafkaOpName(r.Key())]++
+		mu.Unlock()
+		return nil, nil, false
+	})
+	return fmt.Sprintf("127.0.0.1:%d", port), func() map[string]uint64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(seen)
+	}
+}
 
 // kafkaOpName is the agent's messaging.operation.name of a Kafka API.
 func kafkaOpName(key int16) string {
@@ -56,22 +84,7 @@ func TestKafkaKcat(t *testing.T) {
 	// The defaults: Kafka's own capture (kafka.capture_bytes, 4 KiB) keeps
 	// the record batch headers the message counts come from.
 	agent := harness.StartAgent(t, nil, "--collectors=kafka")
-	port := harness.FreePort(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(3, "events"))
-	if err != nil {
-		t.Fatalf("starting kfake: %v", err)
-	}
-	t.Cleanup(c.Close)
-	var mu sync.Mutex
-	handled := map[string]uint64{}
-	c.Control(func(r kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		mu.Lock()
-		handled[kafkaOpName(r.Key())]++
-		mu.Unlock()
-		return nil, nil, false
-	})
-	broker := fmt.Sprintf("127.0.0.1:%d", port)
+	broker, handled := startKfake(t, "events")
 	sfx := strconv.FormatInt(time.Now().UnixNano()%1e9, 10)
 	prod, cons := "kcatp-"+sfx, "kcatc-"+sfx
 	const n = 300
@@ -97,9 +110,7 @@ func TestKafkaKcat(t *testing.T) {
 	if len(strings.Fields(out)) != n {
 		t.Fatalf("kcat consumed %d of %d", len(strings.Fields(out)), n)
 	}
-	mu.Lock()
-	wantReqs := sum(handled)
-	mu.Unlock()
+	wantReqs := sum(handled())
 	reqs := func(mfs map[string]*dto.MetricFamily) map[string]uint64 { return kafkaRequests(mfs, prod, cons) }
 	msgs := func(mfs map[string]*dto.MetricFamily, name, service string) map[string]uint64 {
 		return kafkaMessages(mfs, name, service, "events")
@@ -121,11 +132,9 @@ func TestKafkaKcat(t *testing.T) {
 		t.Errorf("%v of the consumer's requests given up, want at most its last Fetch", inflight)
 	}
 	got["poll"] += inflight
-	mu.Lock()
-	if got, want := fmt.Sprint(got), fmt.Sprint(handled); got != want {
+	if got, want := fmt.Sprint(got), fmt.Sprint(handled()); got != want {
 		t.Errorf("requests per API: agent %s\nbroker %s", got, want)
 	}
-	mu.Unlock()
 	if got, want := fmt.Sprint(msgs(mfs, "messaging_client_sent_messages_total", prod)), fmt.Sprint(perPart); got != want {
 		t.Errorf("sent messages per partition: agent %s\nread back %s", got, want)
 	}
