@@ -30,7 +30,8 @@ type h2Report struct {
 	Errors int            `json:"errors"`
 }
 
-// h2Server starts http2load in a server mode as a service and returns its
+// h2Server starts http2load in a server mode ("grpc", "h2c", or "tls grpc"
+// for gRPC over TLS) as a service and returns its
 // address and a function that stops it and returns its report.
 func h2Server(t *testing.T, service, mode string) (string, func() h2Report) {
 	addr, stop, _ := h2ServerProcess(t, service, mode)
@@ -42,7 +43,11 @@ func h2ServerProcess(t *testing.T, service, mode string) (string, func() h2Repor
 	t.Helper()
 	bin := buildTool(t, "./e2e/cmd/http2load")
 	addrFile := filepath.Join(t.TempDir(), "addr")
-	cmd := exec.Command(bin, "-"+mode+"-listen", "127.0.0.1:0", "-addr-file", addrFile)
+	args := []string{"-addr-file", addrFile}
+	if m, ok := strings.CutPrefix(mode, "tls "); ok {
+		mode, args = m, append(args, "-tls")
+	}
+	cmd := exec.Command(bin, append(args, "-"+mode+"-listen", "127.0.0.1:0")...)
 	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
 	var stdout strings.Builder
 	cmd.Stdout = &stdout
@@ -131,74 +136,108 @@ func h2Dropped(mfs map[string]*dto.MetricFamily, service string, kv ...string) f
 func TestHTTP2GRPC(t *testing.T) {
 	agent := harness.StartAgent(t, nil, "--collectors=http2")
 	sfx := strconv.Itoa(rand.IntN(1 << 30))
-	for _, tc := range []struct {
-		name    string
-		workers int
-		size    int
-	}{{"sequential", 1, 0}, {"multiplexed", 4, 12000}} {
-		t.Run(tc.name, func(t *testing.T) {
-			server, client := "grpcsrv-"+tc.name+"-"+sfx, "grpccl-"+tc.name+"-"+sfx
-			addr, stop := h2Server(t, server, "grpc")
-			var cl h2Report
-			if err := json.Unmarshal([]byte(runClient(t, client, buildTool(t, "./e2e/cmd/http2load"), "-grpc-addr", addr, "-workers", strconv.Itoa(tc.workers), "-size", strconv.Itoa(tc.size))), &cl); err != nil {
-				t.Fatal(err)
+	for _, tc := range []grpcCase{{"sequential", 1, 0, false}, {"multiplexed", 4, 12000, false}} {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, agent, sfx) })
+	}
+}
+
+// TestHTTP2GRPCTLS: TestHTTP2GRPC's programs over TLS (h2 by ALPN, a
+// self-signed certificate): the plaintext comes from the Go crypto/tls
+// uprobes on both ends, and the counts per rpc.method and
+// rpc.response.status_code are the programs' own on each side, exactly.
+func TestHTTP2GRPCTLS(t *testing.T) {
+	harness.RequireRoot(t)
+	agent := harness.StartAgent(t, nil, "--collectors=http2")
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	for _, tc := range []grpcCase{{"sequential", 1, 0, true}, {"multiplexed", 4, 12000, true}} {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, agent, sfx) })
+	}
+}
+
+// grpcCase is one run of http2load's gRPC workload, server and client.
+type grpcCase struct {
+	name    string
+	workers int
+	size    int
+	tls     bool
+}
+
+func (tc grpcCase) run(t *testing.T, agent *harness.Agent, sfx string) {
+	server, client := "grpcsrv-"+tc.name+"-"+sfx, "grpccl-"+tc.name+"-"+sfx
+	bin := buildTool(t, "./e2e/cmd/http2load")
+	mode := "grpc"
+	args := []string{"-grpc-addr", "", "-workers", strconv.Itoa(tc.workers), "-size", strconv.Itoa(tc.size)}
+	if tc.tls {
+		server, client = "grpcsrv-tls-"+tc.name+"-"+sfx, "grpccl-tls-"+tc.name+"-"+sfx
+		mode = "tls grpc"
+		args = append(args, "-tls")
+	}
+	addr, stop := h2Server(t, server, mode)
+	if tc.tls {
+		// The client lives for less than the agent takes to
+		// instrument a new executable: the server, the same file,
+		// has it instrumented already once its probes are on.
+		waitUprobes(t, agent, bin)
+	}
+	args[1] = addr
+	var cl h2Report
+	if err := json.Unmarshal([]byte(runClient(t, client, append([]string{bin}, args...)...)), &cl); err != nil {
+		t.Fatal(err)
+	}
+	sv := stop()
+	total := sumCounts(cl.Counts)
+	if total != tc.workers*41 || !equalCounts(sv.Counts, cl.Counts) {
+		t.Fatalf("the programs disagree: server %v, client %v", sv.Counts, cl.Counts)
+	}
+	seen := func(mfs map[string]*dto.MetricFamily, metric, s string) int {
+		return sumCounts(rpcCounts(mfs, metric, s)) + int(h2Dropped(mfs, s))
+	}
+	mfs := rpWait(t, agent, "the gRPC calls", func(mfs map[string]*dto.MetricFamily) bool {
+		return seen(mfs, "rpc_server_call_duration_seconds", server) >= total &&
+			seen(mfs, "rpc_client_call_duration_seconds", client) >= total
+	})
+	time.Sleep(time.Second) // anything extra would show up too
+	mfs = rpScrape(t, agent.MetricsURL)
+	for _, side := range []struct {
+		metric, service string
+		want            map[string]int
+	}{{"rpc_server_call_duration_seconds", server, sv.Counts}, {"rpc_client_call_duration_seconds", client, cl.Counts}} {
+		got := rpcCounts(mfs, side.metric, side.service)
+		dropped := int(h2Dropped(mfs, side.service))
+		if !equalCounts(got, side.want) || dropped != 0 {
+			t.Errorf("%s\n got %v (%d dropped)\nwant %v", side.service, got, dropped, side.want)
+		}
+		for k, n := range got {
+			if n > side.want[k] {
+				t.Errorf("%s: %d calls recorded as %q, the program counted %d", side.service, n, k, side.want[k])
 			}
-			sv := stop()
-			total := sumCounts(cl.Counts)
-			if total != tc.workers*41 || !equalCounts(sv.Counts, cl.Counts) {
-				t.Fatalf("the programs disagree: server %v, client %v", sv.Counts, cl.Counts)
-			}
-			seen := func(mfs map[string]*dto.MetricFamily, metric, s string) int {
-				return sumCounts(rpcCounts(mfs, metric, s)) + int(h2Dropped(mfs, s))
-			}
-			mfs := rpWait(t, agent, "the gRPC calls", func(mfs map[string]*dto.MetricFamily) bool {
-				return seen(mfs, "rpc_server_call_duration_seconds", server) >= total &&
-					seen(mfs, "rpc_client_call_duration_seconds", client) >= total
-			})
-			time.Sleep(time.Second) // anything extra would show up too
-			mfs = rpScrape(t, agent.MetricsURL)
-			for _, side := range []struct {
-				metric, service string
-				want            map[string]int
-			}{{"rpc_server_call_duration_seconds", server, sv.Counts}, {"rpc_client_call_duration_seconds", client, cl.Counts}} {
-				got := rpcCounts(mfs, side.metric, side.service)
-				dropped := int(h2Dropped(mfs, side.service))
-				if !equalCounts(got, side.want) || dropped != 0 {
-					t.Errorf("%s\n got %v (%d dropped)\nwant %v", side.service, got, dropped, side.want)
-				}
-				for k, n := range got {
-					if n > side.want[k] {
-						t.Errorf("%s: %d calls recorded as %q, the program counted %d", side.service, n, k, side.want[k])
-					}
-				}
-				if sumCounts(got)+dropped != total {
-					t.Errorf("%s: %d recorded + %d dropped, want %d calls", side.service, sumCounts(got), dropped, total)
-				}
-				t.Logf("%s: %d of %d recorded, %d dropped", side.service, sumCounts(got), total, dropped)
-				if n, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(side.service)); n != 0 {
-					t.Errorf("%s: %d gRPC calls also recorded as HTTP", side.service, n)
-				}
-			}
-			// The client's series name the server it called.
-			if n, _ := rpHist(mfs, "rpc_client_call_duration_seconds", svc(client, "server_address", "127.0.0.1")); n != uint64(total) {
-				t.Errorf("client calls with server.address=127.0.0.1: %d of %d", n, total)
-			}
-			// Errors as the gRPC conventions list them per side.
-			for _, c := range []struct {
-				metric, service, code, errorType string
-			}{
-				{"rpc_server_call_duration_seconds", server, "NOT_FOUND", ""},
-				{"rpc_server_call_duration_seconds", server, "INTERNAL", "INTERNAL"},
-				{"rpc_client_call_duration_seconds", client, "NOT_FOUND", "NOT_FOUND"},
-				{"rpc_client_call_duration_seconds", client, "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"},
-			} {
-				all, _ := rpHist(mfs, c.metric, svc(c.service, "rpc_response_status_code", c.code))
-				typed, _ := rpHist(mfs, c.metric, svc(c.service, "rpc_response_status_code", c.code, "error_type", c.errorType))
-				if all == 0 || typed != all {
-					t.Errorf("%s %s: %d of %d with error.type %q", c.service, c.code, typed, all, c.errorType)
-				}
-			}
-		})
+		}
+		if sumCounts(got)+dropped != total {
+			t.Errorf("%s: %d recorded + %d dropped, want %d calls", side.service, sumCounts(got), dropped, total)
+		}
+		t.Logf("%s: %d of %d recorded, %d dropped", side.service, sumCounts(got), total, dropped)
+		if n, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(side.service)); n != 0 {
+			t.Errorf("%s: %d gRPC calls also recorded as HTTP", side.service, n)
+		}
+	}
+	// The client's series name the server it called.
+	if n, _ := rpHist(mfs, "rpc_client_call_duration_seconds", svc(client, "server_address", "127.0.0.1")); n != uint64(total) {
+		t.Errorf("client calls with server.address=127.0.0.1: %d of %d", n, total)
+	}
+	// Errors as the gRPC conventions list them per side.
+	for _, c := range []struct {
+		metric, service, code, errorType string
+	}{
+		{"rpc_server_call_duration_seconds", server, "NOT_FOUND", ""},
+		{"rpc_server_call_duration_seconds", server, "INTERNAL", "INTERNAL"},
+		{"rpc_client_call_duration_seconds", client, "NOT_FOUND", "NOT_FOUND"},
+		{"rpc_client_call_duration_seconds", client, "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"},
+	} {
+		all, _ := rpHist(mfs, c.metric, svc(c.service, "rpc_response_status_code", c.code))
+		typed, _ := rpHist(mfs, c.metric, svc(c.service, "rpc_response_status_code", c.code, "error_type", c.errorType))
+		if all == 0 || typed != all {
+			t.Errorf("%s %s: %d of %d with error.type %q", c.service, c.code, typed, all, c.errorType)
+		}
 	}
 }
 
@@ -610,6 +649,142 @@ func TestHTTP2CurlUpgrade(t *testing.T) {
 		}
 		if all, _ := rpHist(mfs, side.metric, svc(side.service)); all != total {
 			t.Errorf("%s: %d requests recorded, want %d (none as HTTP/1's 101)", side.service, all, total)
+		}
+		if d := h2Dropped(mfs, side.service); d != 0 {
+			t.Errorf("%s: %v streams dropped", side.service, d)
+		}
+	}
+}
+
+// startH2Nginx is Debian's nginx serving HTTP/2 over TLS (`listen ... ssl
+// http2`, ALPN h2) on loopback, /h2load answered 200 by nginx itself, with
+// an access log of "METHOD URI STATUS PROTOCOL" lines.
+func startH2Nginx(t *testing.T, service, cert, key string) *nginx {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Skip("skipping: nginx not installed (Debian nginx-light; `make deps`)")
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	n := &nginx{Port: harness.FreePort(t), AccessLog: filepath.Join(dir, "access.log")}
+	// keepalive_requests: h2load's 2,000 requests per connection on one
+	// connection each (nginx's default of 1,000 would GOAWAY half way).
+	conf := fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+env OTEL_SERVICE_NAME;
+events { worker_connections 256; }
+http {
+    log_format e2e '$request_method $uri $status $server_protocol';
+    access_log %[1]s/access.log e2e;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    keepalive_requests 100000;
+    ssl_certificate %[3]s;
+    ssl_certificate_key %[4]s;
+    server {
+        listen 127.0.0.1:%[2]d ssl http2;
+        location = /h2load { return 200 "ok\n"; }
+        location = /missing { return 404 "missing\n"; }
+    }
+}
+`, dir, n.Port, cert, key)
+	confPath := filepath.Join(dir, "nginx.conf")
+	os.WriteFile(confPath, []byte(conf), 0o644)
+	cmd := exec.Command(bin, "-p", dir, "-c", confPath)
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
+	n.proc = harness.StartProcess(t, "nginx", cmd)
+	waitPort(t, fmt.Sprintf("127.0.0.1:%d", n.Port))
+	n.ServiceName = service
+	return n
+}
+
+// h2AccessCounts reads startH2Nginx's access log as "METHOD STATUS URI PROTOCOL".
+func h2AccessCounts(t *testing.T, n *nginx) map[string]int {
+	t.Helper()
+	b, err := os.ReadFile(n.AccessLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(line); len(f) == 4 {
+			out[f[0]+" "+f[2]+" "+f[1]+" "+f[3]]++
+		}
+	}
+	return out
+}
+
+// TestHTTP2H2loadTLS: h2load (nghttp2, Debian's libssl) against nginx with
+// `listen ... ssl http2` (Debian's nginx and libssl), 20,000 requests over
+// 10 connections, 10 streams at a time: the plaintext of both ends comes
+// from the OpenSSL uprobes; nginx's side equals its access log, h2load's
+// its own report, exactly, all with url.scheme=https (the client's with
+// --http.client-url-scheme) and network.protocol.version=2.
+func TestHTTP2H2loadTLS(t *testing.T) {
+	harness.RequireRoot(t)
+	for _, tool := range []string{"h2load", "openssl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("skipping: %s not installed", tool)
+		}
+	}
+	agent := harness.StartAgent(t, nil, "--collectors=http2", "--http.client-url-scheme")
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	server, client := "h2nginx-"+sfx, "h2load-tls-"+sfx
+	cert, key := tlsCert(t)
+	ng := startH2Nginx(t, server, cert, key)
+	// nginx's libssl instrumented before the first request; h2load's is
+	// the same file (the host's, pinned at the agent's start).
+	waitLibUprobes(t, agent, ng.proc.Pid(), "libssl.so")
+	out := runClient(t, client, "h2load", "-n", "20000", "-c", "10", "-m", "10", fmt.Sprintf("https://127.0.0.1:%d/h2load", ng.Port))
+	m := regexp.MustCompile(`status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx`).FindStringSubmatch(out)
+	if m == nil || m[1] != "20000" || !strings.Contains(out, "Application protocol: h2") {
+		t.Fatalf("h2load did not report 20000 2xx over h2:\n%s", out)
+	}
+	// A second, small run: a status other than 200 on both sides.
+	out = runClient(t, client, "h2load", "-n", "30", "-c", "1", "-m", "3", fmt.Sprintf("https://127.0.0.1:%d/missing", ng.Port))
+	if m := regexp.MustCompile(`status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx`).FindStringSubmatch(out); m == nil || m[3] != "30" {
+		t.Fatalf("h2load did not report 30 4xx:\n%s", out)
+	}
+	var log map[string]int
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		// nginx writes its log line after the response
+		if log = h2AccessCounts(t, ng); sumCounts(log) >= 20030 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if log["GET 200 /h2load HTTP/2.0"] != 20000 || log["GET 404 /missing HTTP/2.0"] != 30 || len(log) != 2 {
+		t.Fatalf("nginx access log %v", log)
+	}
+	want := map[string]uint64{"200": 20000, "404": 30}
+	match := func(s, status string) map[string]string {
+		return svc(s, "http_response_status_code", status, "network_protocol_version", "2", "http_request_method", "GET", "url_scheme", "https")
+	}
+	mfs := rpWait(t, agent, "the h2load requests", func(mfs map[string]*dto.MetricFamily) bool {
+		s, _ := rpHist(mfs, "http_server_request_duration_seconds", svc(server))
+		c, _ := rpHist(mfs, "http_client_request_duration_seconds", svc(client))
+		return s >= 20030 && c >= 20030
+	})
+	time.Sleep(time.Second) // anything extra would show up too
+	mfs = rpScrape(t, agent.MetricsURL)
+	for _, side := range []struct{ metric, service string }{
+		{"http_server_request_duration_seconds", server}, {"http_client_request_duration_seconds", client},
+	} {
+		all, _ := rpHist(mfs, side.metric, svc(side.service))
+		for st, n := range want {
+			if got, _ := rpHist(mfs, side.metric, match(side.service, st)); got != n {
+				t.Errorf("%s: %d %s over HTTP/2 with url.scheme=https, want %d", side.service, got, st, n)
+			}
+		}
+		if all != 20030 {
+			t.Errorf("%s: %d requests recorded, want 20030", side.service, all)
 		}
 		if d := h2Dropped(mfs, side.service); d != 0 {
 			t.Errorf("%s: %v streams dropped", side.service, d)

@@ -133,6 +133,44 @@ func TestProtocolAttributes(t *testing.T) {
 			},
 		},
 		{
+			// url.scheme from the record's source: https over OpenSSL
+			// whatever the request's :scheme lacks (a proxy's other scheme
+			// stays the client's: the original request's, as the
+			// conventions ask of a server).
+			name:   "http server over TLS: url.scheme https from the source",
+			role:   l7.RoleServer,
+			source: l7.SourceOpenSSL,
+			step: func(cl, sv *wire, out *[]chunk) {
+				cl.headers(1, true, 0, 0, ":method", "GET", ":scheme", "https", ":authority", "svc", ":path", "/health")
+				cl.headers(3, true, 0, 0, ":method", "GET", ":authority", "svc", ":path", "/health")
+				cl.headers(5, true, 0, 0, ":method", "GET", ":scheme", "ftp", ":authority", "svc", ":path", "/health")
+				*out = append(*out, chunk{FromClient, cl.take()})
+				sv.headers(1, true, 0, 0, ":status", "200")
+				sv.headers(3, true, 0, 0, ":status", "200")
+				sv.headers(5, true, 0, 0, ":status", "200")
+				*out = append(*out, chunk{FromServer, sv.take()})
+			},
+			want: []string{
+				`0 "GET /health" | http.request.method=GET http.response.status_code=200 network.protocol.version=2 url.scheme=https http.route=/health | err=/false`,
+				`0 "GET /health" | http.request.method=GET http.response.status_code=200 network.protocol.version=2 url.scheme=https http.route=/health | err=/false`,
+				`0 "GET /health" | http.request.method=GET http.response.status_code=200 network.protocol.version=2 url.scheme=https http.route=/health | err=/false`,
+			},
+		},
+		{
+			name:   "http server over the syscalls: url.scheme http without an http(s) :scheme",
+			role:   l7.RoleServer,
+			source: l7.SourceSyscall,
+			step: func(cl, sv *wire, out *[]chunk) {
+				cl.headers(1, true, 0, 0, ":method", "GET", ":authority", "svc", ":path", "/health")
+				*out = append(*out, chunk{FromClient, cl.take()})
+				sv.headers(1, true, 0, 0, ":status", "200")
+				*out = append(*out, chunk{FromServer, sv.take()})
+			},
+			want: []string{
+				`0 "GET /health" | http.request.method=GET http.response.status_code=200 network.protocol.version=2 url.scheme=http http.route=/health | err=/false`,
+			},
+		},
+		{
 			name: "grpc server: trailers, trailers-only, unimplemented, bad path",
 			role: l7.RoleServer,
 			step: func(cl, sv *wire, out *[]chunk) {

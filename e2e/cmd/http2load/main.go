@@ -8,6 +8,8 @@
 //	http2load -grpc-addr 127.0.0.1:5000 -workers 3           # gRPC client: the workload below
 //	http2load -grpc-addr ... -hold /tmp/go -calls 20         # one connection: 20 calls, /tmp/go.ready, wait for /tmp/go, 20 more
 //	http2load -h2c-listen 127.0.0.1:0 -addr-file /tmp/b      # h2c server: /ok 200, /missing 404, /fail 500
+//	http2load -tls ...                                       # gRPC over TLS (h2 by ALPN): a self-signed
+//	                                                         # certificate made at start; the client does not verify it
 //
 // Reports count "method code" for gRPC (method fully qualified without the
 // leading slash, code as rpc.response.status_code names it) and
@@ -16,12 +18,19 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -34,6 +43,7 @@ import (
 	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
@@ -78,6 +88,7 @@ func main() {
 	size := flag.Int("size", 0, "client: message size (requests and responses up to it; 0: small unary calls, 2000-byte streamed messages)")
 	hold := flag.String("hold", "", "client: make -calls unary calls, wait until this file exists, make -calls more")
 	calls := flag.Int("calls", 20, "client with -hold: calls before and after")
+	flag.BoolVar(&useTLS, "tls", false, "gRPC over TLS (server: a self-signed certificate; client: not verified)")
 	flag.Parse()
 	switch {
 	case *grpcListen != "":
@@ -91,6 +102,32 @@ func main() {
 	default:
 		log.Fatal("need -grpc-listen, -h2c-listen or -grpc-addr")
 	}
+}
+
+// useTLS: gRPC over TLS, both ends.
+var useTLS bool
+
+// selfSigned makes a certificate for localhost and 127.0.0.1, valid a day.
+func selfSigned() tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		log.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 func listen(addr, addrFile string) net.Listener {
@@ -204,10 +241,14 @@ func (s *grpcServer) FullDuplexCall(st grpc.BidiStreamingServer[testpb.Streaming
 
 func serveGRPC(addr, addrFile string) {
 	cnt := &counter{m: map[string]int{}}
-	s := grpc.NewServer(grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
+	opts := []grpc.ServerOption{grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
 		cnt.add("_OTHER UNIMPLEMENTED")
 		return status.Error(codes.Unimplemented, "unknown method")
-	}))
+	})}
+	if useTLS {
+		opts = append(opts, grpc.Creds(credentials.NewServerTLSFromCert(ptr(selfSigned()))))
+	}
+	s := grpc.NewServer(opts...)
 	testpb.RegisterTestServiceServer(s, &grpcServer{cnt: cnt})
 	go s.Serve(listen(addr, addrFile))
 	waitSignal()
@@ -231,8 +272,14 @@ func echo(c codes.Code) *testpb.EchoStatus {
 	return &testpb.EchoStatus{Code: int32(c), Message: c.String()}
 }
 
+func ptr[T any](v T) *T { return &v }
+
 func dial(addr string) *grpc.ClientConn {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if useTLS {
+		creds = credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		log.Fatal(err)
 	}
