@@ -24,7 +24,7 @@ func Inspect(path string) *Target {
 func inspect(open, name string, openELF func(string) (*elf.File, error)) (t *Target) {
 	t = &Target{Path: name}
 	defer func() {
-		// debug/elf and debug/gosym trust their input; a corrupt file must
+		// debug/elf, debug/dwarf and the pclntab reader trust their input; a corrupt file must
 		// cost one target, never the agent.
 		if r := recover(); r != nil {
 			*t = Target{Path: name, ID: t.ID, Reason: ReasonUnreadable, Detail: fmt.Sprintf("malformed file: %v", r)}
@@ -64,7 +64,7 @@ func inspect(open, name string, openELF func(string) (*elf.File, error)) (t *Tar
 			}
 			return t
 		}
-		if !inspectGo(f, bi.GoVersion, t) {
+		if !inspectGo(file, f, bi.GoVersion, t) {
 			*t = Target{Path: t.Path, ID: t.ID, Arch: t.Arch}
 		}
 		return t

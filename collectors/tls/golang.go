@@ -1,10 +1,17 @@
 package tls
 
 import (
+	"bufio"
+	"bytes"
 	"debug/dwarf"
 	"debug/elf"
-	"debug/gosym"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -22,9 +29,9 @@ const (
 // hundred bytes), so a corrupt pclntab cannot make us allocate gigabytes.
 const maxFuncSize = 1 << 20
 
-// inspectGo fills t for a Go executable whose build info gave goVersion,
-// or reports false when it does not link crypto/tls.
-func inspectGo(f *elf.File, goVersion string, t *Target) bool {
+// inspectGo fills t for a Go executable (open as file) whose build info
+// gave goVersion, or reports false when it does not link crypto/tls.
+func inspectGo(file *os.File, f *elf.File, goVersion string, t *Target) bool {
 	pcln := f.Section(".gopclntab")
 	if pcln == nil {
 		pcln = f.Section(".data.rel.ro.gopclntab")
@@ -35,18 +42,35 @@ func inspectGo(f *elf.File, goVersion string, t *Target) bool {
 		t.Stack, t.Version, t.Reason, t.Detail = StackGo, goVersion, ReasonNoSymbols, "no .gopclntab section"
 		return true
 	}
-	data, err := pcln.Data()
+	data, release, err := mapSection(file, pcln)
 	if err != nil {
-		t.Stack, t.Version, t.Reason, t.Detail = StackGo, goVersion, ReasonUnreadable, fmt.Sprintf("reading .gopclntab: %v", err)
+		// Not mappable (a file system without mmap): read it, at the cost
+		// of the section on the heap for the look-up.
+		if data, err = pcln.Data(); err != nil {
+			t.Stack, t.Version, t.Reason, t.Detail = StackGo, goVersion, ReasonUnreadable, fmt.Sprintf("reading .gopclntab: %v", err)
+			return true
+		}
+		release = func() {}
+	}
+	// The file truncated under the mapping faults: a panic inspect recovers,
+	// not the agent's death.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer release()
+	tab, err := parsePclntab(data, textStart(f, data))
+	if errors.Is(err, errPclnFormat) {
+		if !bytes.Contains(data, []byte(goRead+"\x00")) {
+			return false
+		}
+		t.Stack, t.Version, t.Reason, t.Detail = StackGo, goVersion, ReasonNoSymbols, "parsing .gopclntab: "+err.Error()
 		return true
 	}
-	tab, err := gosym.NewTable(nil, gosym.NewLineTable(data, textStart(f, data)))
 	if err != nil {
-		t.Stack, t.Version, t.Reason, t.Detail = StackGo, goVersion, ReasonNoSymbols, fmt.Sprintf("parsing .gopclntab: %v", err)
+		t.Stack, t.Version, t.Reason, t.Detail = StackGo, goVersion, ReasonNoSymbols, err.Error()
 		return true
 	}
-	read, write := tab.LookupFunc(goRead), tab.LookupFunc(goWrite)
-	if read == nil && write == nil {
+	found := tab.lookup(goRead, goWrite, "runtime.memmove")
+	read, write, memmove := found[0], found[1], found[2]
+	if read.Name == "" && write.Name == "" {
 		return false // a Go program without crypto/tls
 	}
 	t.Stack, t.Version, t.Static = StackGo, goVersion, true
@@ -56,8 +80,8 @@ func inspectGo(f *elf.File, goVersion string, t *Target) bool {
 		return true
 	}
 	t.RegABI = true
-	for _, fn := range []*gosym.Func{read, write} {
-		if fn == nil {
+	for _, fn := range []pcFunc{read, write} {
+		if fn.Name == "" {
 			t.Reason, t.Detail = ReasonMissingSymbol, "crypto/tls.(*Conn).Read or Write missing"
 			return true
 		}
@@ -84,11 +108,9 @@ func inspectGo(f *elf.File, goVersion string, t *Target) bool {
 			rets[i] += off
 		}
 		gf := Func{Name: fn.Name, Addr: fn.Entry, Offset: off, Returns: rets}
-		if fn == read && t.Arch == "amd64" {
-			if mm := tab.LookupFunc("runtime.memmove"); mm != nil {
-				if at, ok := onlyCallTo(code, fn.Entry, mm.Entry); ok {
-					gf.Copy = off + uint64(at)
-				}
+		if fn.Name == goRead && t.Arch == "amd64" && memmove.Name != "" {
+			if at, ok := onlyCallTo(code, fn.Entry, memmove.Entry); ok {
+				gf.Copy = off + uint64(at)
 			}
 		}
 		// Past the stack check (cmp rsp, [r14+16]; single-stepped) to its
@@ -177,20 +199,30 @@ func returns(arch string, code []byte) ([]uint64, error) {
 	return out, nil
 }
 
-// typeDWARF opens only the DWARF sections type entries need: f.DWARF()
-// would also decompress the line, location and range tables, most of the
-// debug data, which struct offsets never use.
-func typeDWARF(f *elf.File) (*dwarf.Data, error) {
+// maxDWARFUnit bounds the one compilation unit held at a time (Go's
+// runtime unit, which holds every type, is a few MB in a large binary), so
+// a corrupt length cannot make discovery allocate gigabytes.
+const maxDWARFUnit = 64 << 20
+
+// goFDFromDWARF reads the field offsets of GoFD from the binary's DWARF.
+//
+// .debug_info (decompressed: tens of MB in a large binary) is streamed one
+// compilation unit at a time through one reused buffer, and the search
+// stops at the unit that completes it (Go's linker puts every type in the
+// runtime unit, one of the first): f.DWARF() would decompress all of it,
+// and the line, location and range tables too, which struct offsets never
+// use.
+func goFDFromDWARF(f *elf.File) (*GoFD, error) {
+	info := f.Section(".debug_info")
+	if info == nil || info.Type == elf.SHT_NOBITS {
+		return nil, errors.New("reading DWARF: no .debug_info")
+	}
 	data := func(name string) ([]byte, error) {
 		s := f.Section(name)
-		if s == nil {
+		if s == nil || s.Type == elf.SHT_NOBITS {
 			return nil, nil
 		}
 		return s.Data() // decompresses SHF_COMPRESSED sections
-	}
-	info, err := data(".debug_info")
-	if err != nil || info == nil {
-		return nil, fmt.Errorf("reading DWARF: no .debug_info (%v)", err)
 	}
 	abbrev, err := data(".debug_abbrev")
 	if err != nil {
@@ -200,69 +232,153 @@ func typeDWARF(f *elf.File) (*dwarf.Data, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading DWARF: %w", err)
 	}
-	d, err := dwarf.New(abbrev, nil, nil, info, nil, nil, nil, str)
-	if err != nil {
-		return nil, fmt.Errorf("reading DWARF: %w", err)
-	}
+	extra := map[string][]byte{}
 	for _, name := range []string{".debug_addr", ".debug_str_offsets", ".debug_line_str"} {
-		if b, err := data(name); err == nil && b != nil {
-			if err := d.AddSection(name, b); err != nil {
-				return nil, fmt.Errorf("reading DWARF %s: %w", name, err)
-			}
-		}
-	}
-	return d, nil
-}
-
-// goFDFromDWARF reads the field offsets of GoFD from the binary's DWARF.
-func goFDFromDWARF(f *elf.File) (*GoFD, error) {
-	d, err := typeDWARF(f)
-	if err != nil {
-		return nil, err
-	}
-	type field struct{ typ, member string }
-	want := map[field]*uint64{}
-	fd := &GoFD{IfaceData: 8, Source: "dwarf"}
-	want[field{"crypto/tls.Conn", "conn"}] = &fd.ConnConn
-	want[field{"net.TCPConn", "conn"}] = &fd.TCPConnConn
-	want[field{"net.conn", "fd"}] = &fd.ConnFD
-	want[field{"net.netFD", "pfd"}] = &fd.NetFDPfd
-	want[field{"internal/poll.FD", "Sysfd"}] = &fd.FDSysfd
-	types := map[string]bool{}
-	for k := range want {
-		types[k.typ] = true
-	}
-	found := 0
-	r := d.Reader()
-	for found < len(want) {
-		e, err := r.Next()
+		b, err := data(name)
 		if err != nil {
-			return nil, fmt.Errorf("reading DWARF: %w", err)
+			return nil, fmt.Errorf("reading DWARF %s: %w", name, err)
 		}
-		if e == nil {
+		if b != nil {
+			extra[name] = b
+		}
+	}
+	s := newFDSearch()
+	// Go's linker puts every type in the runtime unit: the other units'
+	// entries (functions, their variables: most of the section) are
+	// skipped unparsed, unless the runtime unit does not complete the
+	// search (another linker), when a second pass reads every unit.
+	for _, runtimeOnly := range []bool{true, false} {
+		if err := s.pass(info, f.ByteOrder, abbrev, str, extra, runtimeOnly); err != nil {
+			return nil, err
+		}
+		if s.done() {
 			break
 		}
-		if e.Tag == dwarf.TagCompileUnit {
-			continue
+	}
+	if !s.done() {
+		return nil, fmt.Errorf("DWARF lacks %d of the tls.Conn-to-fd fields", len(s.want)-s.found)
+	}
+	return s.fd, nil
+}
+
+// pass streams .debug_info through one reused buffer and searches each
+// unit (only the one named runtime when runtimeOnly).
+func (s *fdSearch) pass(info *elf.Section, order binary.ByteOrder, abbrev, str []byte, extra map[string][]byte, runtimeOnly bool) error {
+	r := bufio.NewReaderSize(info.Open(), 64<<10)
+	var unit []byte
+	for !s.done() {
+		var err error
+		unit, err = nextDWARFUnit(r, order, unit[:0])
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		d, err := dwarf.New(abbrev, nil, nil, unit, nil, nil, nil, str)
+		if err != nil {
+			return fmt.Errorf("reading DWARF: %w", err)
+		}
+		for name, b := range extra {
+			if err := d.AddSection(name, b); err != nil {
+				return fmt.Errorf("reading DWARF %s: %w", name, err)
+			}
+		}
+		if err := s.unit(d.Reader(), runtimeOnly); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nextDWARFUnit appends the next whole compilation unit of .debug_info
+// (its length field included) to buf; io.EOF at the section's end.
+func nextDWARFUnit(r io.Reader, order binary.ByteOrder, buf []byte) ([]byte, error) {
+	var hdr [12]byte
+	if _, err := io.ReadFull(r, hdr[:4]); err != nil {
+		if errors.Is(err, io.EOF) {
+			return buf, io.EOF
+		}
+		return buf, fmt.Errorf("reading DWARF unit header: %w", err)
+	}
+	n, hl := uint64(order.Uint32(hdr[:4])), 4
+	if n == 0xffffffff { // 64-bit DWARF
+		if _, err := io.ReadFull(r, hdr[4:12]); err != nil {
+			return buf, fmt.Errorf("reading DWARF unit header: %w", err)
+		}
+		n, hl = order.Uint64(hdr[4:12]), 12
+	}
+	if n > maxDWARFUnit {
+		return buf, fmt.Errorf("reading DWARF: a %d-byte unit (more than %d)", n, maxDWARFUnit)
+	}
+	buf = append(buf, hdr[:hl]...)
+	buf = slices.Grow(buf, int(n))[:hl+int(n)]
+	if _, err := io.ReadFull(r, buf[hl:]); err != nil {
+		return buf, fmt.Errorf("reading DWARF unit: %w", err)
+	}
+	return buf, nil
+}
+
+// fdSearch collects GoFD's offsets from the struct types it meets.
+type fdSearch struct {
+	fd    *GoFD
+	want  map[[2]string]*uint64 // {type, member}
+	types map[string]bool       // types not yet seen
+	found int
+}
+
+func newFDSearch() *fdSearch {
+	fd := &GoFD{IfaceData: 8, Source: "dwarf"}
+	s := &fdSearch{fd: fd, want: map[[2]string]*uint64{
+		{"crypto/tls.Conn", "conn"}:   &fd.ConnConn,
+		{"net.TCPConn", "conn"}:       &fd.TCPConnConn,
+		{"net.conn", "fd"}:            &fd.ConnFD,
+		{"net.netFD", "pfd"}:          &fd.NetFDPfd,
+		{"internal/poll.FD", "Sysfd"}: &fd.FDSysfd,
+	}, types: map[string]bool{}}
+	for k := range s.want {
+		s.types[k[0]] = true
+	}
+	return s
+}
+
+func (s *fdSearch) done() bool { return s.found == len(s.want) }
+
+// unit reads one unit's entries, the top-level ones and the members of the
+// types sought; only the unit named runtime when runtimeOnly.
+func (s *fdSearch) unit(r *dwarf.Reader, runtimeOnly bool) error {
+	for !s.done() {
+		e, err := r.Next()
+		if err != nil {
+			return fmt.Errorf("reading DWARF: %w", err)
+		}
+		if e == nil {
+			return nil
 		}
 		name, _ := e.Val(dwarf.AttrName).(string)
-		if e.Tag != dwarf.TagStructType || !types[name] {
+		if e.Tag == dwarf.TagCompileUnit {
+			if runtimeOnly && name != "runtime" {
+				return nil
+			}
+			continue
+		}
+		if e.Tag != dwarf.TagStructType || !s.types[name] {
 			if e.Children {
 				r.SkipChildren()
 			}
 			continue
 		}
-		delete(types, name) // each type once, even if repeated per unit
+		delete(s.types, name) // each type once, even if repeated per unit
 		for e.Children {
 			m, err := r.Next()
 			if err != nil || m == nil || m.Tag == 0 {
 				break
 			}
 			mname, _ := m.Val(dwarf.AttrName).(string)
-			if p, ok := want[field{name, mname}]; ok {
+			if p, ok := s.want[[2]string{name, mname}]; ok {
 				if loc, ok := m.Val(dwarf.AttrDataMemberLoc).(int64); ok {
 					*p = uint64(loc)
-					found++
+					s.found++
 				}
 			}
 			if m.Children {
@@ -270,8 +386,5 @@ func goFDFromDWARF(f *elf.File) (*GoFD, error) {
 			}
 		}
 	}
-	if found < len(want) {
-		return nil, fmt.Errorf("DWARF lacks %d of the tls.Conn-to-fd fields", len(want)-found)
-	}
-	return fd, nil
+	return nil
 }
