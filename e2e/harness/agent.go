@@ -1,8 +1,10 @@
 package harness
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,6 +77,13 @@ func StartAgent(t testing.TB, env []string, args ...string) *Agent {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	a.Process = StartProcess(t, "otelbee", cmd)
+	// Registered after the process's own cleanup, so it runs first, while
+	// the agent still serves: a failed test says what the agent gave up.
+	t.Cleanup(func() {
+		if t.Failed() && a.MetricsURL != "" {
+			t.Logf("agent's non-zero loss counters at the end of the test:\n%s", a.lossCounters())
+		}
+	})
 	// Loading takes a few seconds on a quiet machine; the verifier's work
 	// on the L7 programs grows with the machine's load (30 s was passed at
 	// load 29).
@@ -96,4 +105,37 @@ func StartAgent(t testing.TB, env []string, args ...string) *Agent {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return a
+}
+
+// lossCounters returns the agent's non-zero self-metric lines that count
+// something given up (dropped, lost, undecodable, overflow, unobserved), so
+// a failing exact-count test shows where the difference went.
+func (a *Agent) lossCounters() string {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(a.MetricsURL)
+	if err != nil {
+		return "scraping: " + err.Error()
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "otelbee_") || strings.HasSuffix(line, " 0") {
+			continue
+		}
+		name, _, _ := strings.Cut(line, "{")
+		for _, w := range []string{"dropped", "lost", "undecodable", "overflow", "unobserved", "gave_up", "given_up", "errors"} {
+			if strings.Contains(name, w) {
+				b.WriteString(line)
+				b.WriteByte('\n')
+				break
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		b.WriteString("reading: " + err.Error())
+	}
+	return b.String()
 }
