@@ -172,7 +172,7 @@ func Run(ctx context.Context, jf *JobsFile, opts Options) (*Report, error) {
 				res.LogPath = filepath.Join(runDir, HostKernel+".log")
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				runHost(ctx, jobs, res, opts)
+				runHost(ctx, jobsOn(jobs, HostKernel), res, opts)
 				return
 			}
 			// Fetch outside the semaphore: downloads overlap with other kernels' boots.
@@ -188,7 +188,7 @@ func Run(ctx context.Context, jf *JobsFile, opts Options) (*Report, error) {
 			logKernelFeatures(log, k)
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			runVM(ctx, k, initrd, initrdSize, jobs, res, opts)
+			runVM(ctx, k, initrd, initrdSize, jobsOn(jobs, k.Label), res, opts)
 		}()
 	}
 	wg.Wait()
@@ -312,15 +312,17 @@ func guestDeadline(jobs []preparedJob) time.Duration {
 func guestSpec(jobs []preparedJob, host bool) *jobrun.Spec {
 	spec := &jobrun.Spec{DeadlineMS: guestDeadline(jobs).Milliseconds()}
 	for _, j := range jobs {
-		bin := j.guestBinary
+		bin, kernels := j.guestBinary, j.Kernels
 		if host {
-			bin = j.hostBinary
+			// The host's list is already the host's jobs.
+			bin, kernels = j.hostBinary, nil
 		}
 		spec.Jobs = append(spec.Jobs, jobrun.Job{
 			Name:      j.Name,
 			Argv:      append([]string{bin}, j.args...),
 			Env:       j.Env,
 			TimeoutMS: j.timeout().Milliseconds(),
+			Kernels:   kernels,
 		})
 	}
 	return spec
@@ -601,6 +603,17 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// jobsOn returns the jobs that run on the kernel labelled label, in order.
+func jobsOn(jobs []preparedJob, label string) []preparedJob {
+	var out []preparedJob
+	for _, j := range jobs {
+		if j.runsOn(label) {
+			out = append(out, j)
+		}
+	}
+	return out
 }
 
 func jobNames(jobs []preparedJob) []string {

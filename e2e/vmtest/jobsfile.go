@@ -49,7 +49,14 @@ type JobDef struct {
 	Args    []string          `json:"args,omitempty"`
 	Env     map[string]string `json:"env,omitempty"`
 	Timeout Duration          `json:"timeout,omitempty"`
+	// Kernels limits the job to these kernel labels ("5.10", "6.1", "6.12", "host"); empty
+	// means every kernel of the run. The matrix forces each attach mode on the kernels where
+	// it tells something new rather than on all of them: it keeps `make test` within its time.
+	Kernels []string `json:"kernels,omitempty"`
 }
+
+// runsOn reports whether the job runs on the kernel with this label.
+func (j JobDef) runsOn(label string) bool { return jobrun.OnKernel(j.Kernels, label) }
 
 // DefaultJobTimeout applies to jobs without a timeout.
 const DefaultJobTimeout = 2 * time.Minute
@@ -112,6 +119,11 @@ func (jf *JobsFile) Validate() error {
 		}
 		if j.Timeout < 0 {
 			errs = append(errs, fmt.Errorf("job %q: negative timeout", j.Name))
+		}
+		for _, k := range j.Kernels {
+			if k == "" || strings.ContainsAny(k, ", \x00") {
+				errs = append(errs, fmt.Errorf("job %q: bad kernel label %q", j.Name, k))
+			}
 		}
 		for k := range j.Env {
 			if k == "" || strings.ContainsAny(k, "= \x00") {

@@ -23,6 +23,7 @@ func TestLoadJobsFile(t *testing.T) {
 		{"numeric duration", `{"jobs":[{"name":"a","binary":"y","timeout":90}]}`, "duration"},
 		{"bad env", `{"jobs":[{"name":"a","binary":"y","env":{"A=B":"c"}}]}`, "environment"},
 		{"empty", `{"jobs":[]}`, "no jobs"},
+		{"bad kernel label", `{"jobs":[{"name":"a","binary":"y","kernels":["5.10,6.1"]}]}`, "kernel label"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,6 +61,19 @@ func TestGoTestArgs(t *testing.T) {
 	for _, tt := range tests {
 		if got := goTestArgs(tt.args, time.Minute); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("goTestArgs(%q) = %q, want %q", tt.args, got, tt.want)
+		}
+	}
+}
+
+func TestJobsOn(t *testing.T) {
+	jobs := []preparedJob{
+		{JobDef: JobDef{Name: "all"}},
+		{JobDef: JobDef{Name: "old", Kernels: []string{"5.10", "6.1"}}},
+		{JobDef: JobDef{Name: "host", Kernels: []string{HostKernel}}},
+	}
+	for label, want := range map[string]string{"5.10": "all old", "6.12": "all", HostKernel: "all host"} {
+		if got := strings.Join(jobNames(jobsOn(jobs, label)), " "); got != want {
+			t.Errorf("jobs on %s: %q, want %q", label, got, want)
 		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -69,6 +70,29 @@ type Job struct {
 	TimeoutMS int64 `json:"timeout_ms"`
 	// Dir is the working directory; empty means the runner's default (a scratch directory).
 	Dir string `json:"dir,omitempty"`
+	// Kernels, when set, lists the kernel labels (major.minor of the release) the job runs
+	// on; elsewhere the runner leaves it out without a marker (the harness does not expect it).
+	Kernels []string `json:"kernels,omitempty"`
+}
+
+// OnKernel reports whether a job limited to kernels runs on the kernel labelled label
+// (every kernel when kernels is empty).
+func OnKernel(kernels []string, label string) bool {
+	return len(kernels) == 0 || slices.Contains(kernels, label)
+}
+
+// ReleaseLabel is a kernel release's major.minor ("6.1.0-57-cloud-amd64" -> "6.1"), the
+// label the harness gives the kernels it knows.
+func ReleaseLabel(release string) string {
+	parts := strings.SplitN(release, ".", 3)
+	if len(parts) < 2 {
+		return release
+	}
+	minor := parts[1]
+	if i := strings.IndexFunc(minor, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+		minor = minor[:i]
+	}
+	return parts[0] + "." + minor
 }
 
 var jobNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/+-]*$`)
@@ -135,6 +159,9 @@ func Run(ctx context.Context, spec *Spec, opts Options, out io.Writer) error {
 		if ctx.Err() != nil {
 			lw.marker(MarkerDeadline)
 			return ctx.Err()
+		}
+		if !OnKernel(job.Kernels, ReleaseLabel(opts.KernelRelease)) {
+			continue
 		}
 		runOne(ctx, job, opts, lw)
 	}

@@ -92,3 +92,38 @@ func TestValidate(t *testing.T) {
 		t.Errorf("Deadline = %s", d)
 	}
 }
+
+func TestReleaseLabel(t *testing.T) {
+	for _, tt := range []struct{ release, want string }{
+		{"5.10.0-32-cloud-amd64", "5.10"},
+		{"6.1.0-57-cloud-amd64", "6.1"},
+		{"6.12.117+deb12-cloud-amd64", "6.12"},
+		{"6.18.44-fc-v1045", "6.18"},
+		{"6.1-rc3", "6.1"},
+		{"unknown", "unknown"},
+	} {
+		if got := ReleaseLabel(tt.release); got != tt.want {
+			t.Errorf("ReleaseLabel(%q) = %q, want %q", tt.release, got, tt.want)
+		}
+	}
+}
+
+// TestRunOnlyTheKernelsJobs: a job limited to other kernels is left out
+// without a marker; one limited to this kernel, and one not limited, run.
+func TestRunOnlyTheKernelsJobs(t *testing.T) {
+	spec := &Spec{Jobs: []Job{
+		sh("everywhere", "true", 10*time.Second),
+		sh("here", "true", 10*time.Second),
+		sh("elsewhere", "true", 10*time.Second),
+	}}
+	spec.Jobs[1].Kernels = []string{"5.10", "6.1"}
+	spec.Jobs[2].Kernels = []string{"6.12", "host"}
+	var out bytes.Buffer
+	if err := Run(context.Background(), spec, Options{KernelRelease: "6.1.0-57-cloud-amd64", DefaultDir: t.TempDir()}, &out); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	if !strings.Contains(got, "BEGIN everywhere") || !strings.Contains(got, "BEGIN here") || strings.Contains(got, "elsewhere") {
+		t.Errorf("want everywhere and here, not elsewhere:\n%s", got)
+	}
+}
