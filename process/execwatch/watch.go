@@ -104,8 +104,14 @@ func (w *Watcher) Handled() uint64 { return w.handled.Load() }
 // execHeaderSize is struct exec_event up to its env array.
 const execHeaderSize = int(unsafe.Offsetof(execExecEvent{}.Env))
 
-// execExeOffset is where the executable's name starts in an event.
-const execExeOffset = int(unsafe.Offsetof(execExecEvent{}.Exe))
+// The header's fields, from the generated type: the event is read in place
+// (it is up to 16 kB of environment), not copied into the struct.
+const (
+	execExeOffset    = int(unsafe.Offsetof(execExecEvent{}.Exe))
+	execTgidOffset   = int(unsafe.Offsetof(execExecEvent{}.Tgid))
+	execFlagsOffset  = int(unsafe.Offsetof(execExecEvent{}.Flags))
+	execEnvLenOffset = int(unsafe.Offsetof(execExecEvent{}.EnvLen))
+)
 
 // decodeExec reads an exec event: the process and the environment it was
 // exec'd with. env is nil when the kernel could not copy it, or cut it short
@@ -115,14 +121,14 @@ func decodeExec(raw []byte) (tgid uint32, exe string, env []byte, ok bool) {
 	if len(raw) < execHeaderSize {
 		return 0, "", nil, false
 	}
-	tgid = binary.LittleEndian.Uint32(raw)
+	tgid = binary.LittleEndian.Uint32(raw[execTgidOffset:])
 	name := raw[execExeOffset : execExeOffset+len(execExecEvent{}.Exe)]
 	if i := bytes.IndexByte(name, 0); i >= 0 {
 		name = name[:i]
 	}
 	exe = string(name)
-	flags := execExecFlags(binary.LittleEndian.Uint32(raw[4:]))
-	n := int(binary.LittleEndian.Uint32(raw[8:]))
+	flags := execExecFlags(binary.LittleEndian.Uint32(raw[execFlagsOffset:]))
+	n := int(binary.LittleEndian.Uint32(raw[execEnvLenOffset:]))
 	if n > len(raw)-execHeaderSize {
 		return tgid, exe, nil, true
 	}

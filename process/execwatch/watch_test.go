@@ -7,9 +7,9 @@ import (
 
 func execRecord(tgid uint32, flags execExecFlags, env string) []byte {
 	b := make([]byte, execHeaderSize+len(env))
-	binary.LittleEndian.PutUint32(b, tgid)
-	binary.LittleEndian.PutUint32(b[4:], uint32(flags))
-	binary.LittleEndian.PutUint32(b[8:], uint32(len(env)))
+	binary.LittleEndian.PutUint32(b[execTgidOffset:], tgid)
+	binary.LittleEndian.PutUint32(b[execFlagsOffset:], uint32(flags))
+	binary.LittleEndian.PutUint32(b[execEnvLenOffset:], uint32(len(env)))
 	copy(b[execExeOffset:], "curl")
 	copy(b[execHeaderSize:], env)
 	return b
