@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"os/exec"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/otelbee/otelbee/collectors/l7/dbwire/dbtest"
 
 	"github.com/otelbee/otelbee/e2e/harness"
 )
@@ -41,30 +42,7 @@ func TestKVGoRedis(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			c := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), Protocol: proto, PoolSize: 4})
-			for round := 0; round < 15; round++ {
-				cmds, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-					for i := 0; i < 10; i++ {
-						k := fmt.Sprintf("k%d", round*10+i)
-						p.Set(ctx, k, strings.Repeat("v", i), 0)
-						p.Get(ctx, k)
-					}
-					return nil
-				})
-				if err != nil || len(cmds) != 20 {
-					t.Fatalf("pipeline: %d commands, %v", len(cmds), err)
-				}
-			}
-			if _, err := c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-				p.Incr(ctx, "n")
-				p.HSet(ctx, "h", "f", "v")
-				p.HGetAll(ctx, "h")
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.LPush(ctx, "h", "x").Err(); err == nil || !strings.HasPrefix(err.Error(), "WRONGTYPE") {
-				t.Fatalf("LPUSH on a hash: %v", err)
-			}
+			dbtest.GoRedisCommands(t, ctx, c)
 			c.Close()
 			calls, errs := redisStats(t, port)
 			// this process's series accumulate over the subtests

@@ -16,6 +16,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/otelbee/otelbee/collectors/l7/dbwire/dbtest"
 	"github.com/otelbee/otelbee/collectors/l7/internal/relay"
 )
 
@@ -286,33 +287,9 @@ func TestRealGoRedis(t *testing.T) {
 			r := relay.Start(t, srv.addr, New(), tally, relay.Kernel)
 			ctx := context.Background()
 			c := goredis.NewClient(&goredis.Options{Addr: r.Addr, Protocol: proto, PoolSize: 4})
-			// Pipelines: 15 × 20 commands, each pipeline in one write
-			// within the default 1 KiB capture.
-			for round := 0; round < 15; round++ {
-				cmds, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-					for i := 0; i < 10; i++ {
-						k := fmt.Sprintf("k%d", round*10+i)
-						p.Set(ctx, k, strings.Repeat("v", i), 0)
-						p.Get(ctx, k)
-					}
-					return nil
-				})
-				if err != nil || len(cmds) != 20 {
-					t.Fatalf("pipeline: %d commands, %v", len(cmds), err)
-				}
-			}
-			// A transaction, and an error inside one.
-			if _, err := c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-				p.Incr(ctx, "n")
-				p.HSet(ctx, "h", "f", "v")
-				p.HGetAll(ctx, "h")
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.LPush(ctx, "h", "x").Err(); err == nil || !strings.HasPrefix(err.Error(), "WRONGTYPE") {
-				t.Fatalf("LPUSH on a hash: %v", err)
-			}
+			// Pipelines (each in one write within the default 1 KiB capture),
+			// a transaction and an error.
+			dbtest.GoRedisCommands(t, ctx, c)
 			// A large value: its middle is past the capture.
 			big := strings.Repeat("b", 300<<10)
 			if err := c.Set(ctx, "big", big, 0).Err(); err != nil {
