@@ -21,11 +21,11 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
+	"github.com/otelbee/otelbee/exporters/spans"
 )
 
 // Name is the collector's name on the command line.
@@ -206,9 +206,10 @@ type Collector struct {
 	// cgroup_skb, where queries are keyed by socket cookie.
 	errorsAttached, releaseAttached bool
 
-	inst   instruments
-	reg    metric.Registration
-	tracer trace.Tracer
+	inst instruments
+	reg  metric.Registration
+	// emitter makes the spans (nil: off)
+	emitter spans.Emitter
 
 	// Owned by the Run goroutine.
 	st *state
@@ -322,7 +323,7 @@ func (c *Collector) Load(ctx context.Context) error {
 		return err
 	}
 	if c.cfg.Spans && c.deps.TracerProvider != nil {
-		c.tracer = c.deps.TracerProvider.Tracer("github.com/otelbee/otelbee/collectors/dns")
+		c.emitter = spans.EmitterOf(c.deps.TracerProvider.Tracer("github.com/otelbee/otelbee/collectors/dns"))
 	}
 	c.st = newState(c)
 	c.start = time.Now()

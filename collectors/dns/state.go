@@ -17,6 +17,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/aggregate"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/series"
+	"github.com/otelbee/otelbee/exporters/spans"
 	"github.com/otelbee/otelbee/process/identity"
 )
 
@@ -352,8 +353,8 @@ func (s *state) endSocket(ctx context.Context, cookie uint64, outcome uint16, at
 func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs uint64, answers int64, endNs uint64) {
 	sr := s.seriesFor(e, outcome)
 	var sc trace.SpanContext
-	if s.c.tracer != nil {
-		sc = s.span(ctx, e, sr, outcome, answers, endNs)
+	if s.c.emitter != nil {
+		sc = s.span(e, sr, outcome, answers, endNs)
 	}
 	d := float64(durNs) / 1e9
 	if sr.Overflowed {
@@ -375,22 +376,16 @@ func (s *state) record(ctx context.Context, e *pendEntry, outcome uint16, durNs 
 	}
 }
 
-// span ends the lookup's span if it is sampled, and returns its context.
-// Its attributes are its series' (rendered once) and its own, from a
-// buffer reused from span to span (the span copies them).
-func (s *state) span(ctx context.Context, e *pendEntry, sr *dnsSeries, outcome uint16, answers int64, endNs uint64) trace.SpanContext {
+// span emits the lookup's span if it is sampled, and returns its context.
+// Its attributes are its series' (prepared once) and its own, from a
+// buffer reused from span to span (Emit reads them, keeps none).
+func (s *state) span(e *pendEntry, sr *dnsSeries, outcome uint16, answers int64, endNs uint64) trace.SpanContext {
 	name := sr.Name
-	// Unsampled lookups never reach the SDK (package sampling).
-	ctx, sampled := sampling.Decide(s.c.deps.Sampler, ctx, name, trace.SpanKindClient)
+	// Unsampled lookups cost only the decision (package sampling).
+	tid, sampled := sampling.Decide(s.c.deps.Sampler, trace.SpanContext{}, name, trace.SpanKindClient)
 	if !sampled {
 		return trace.SpanContext{}
 	}
-	start := s.wall(e.tsNs)
-	end := s.wall(endNs)
-	_, sp := s.c.tracer.Start(ctx, name,
-		trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithTimestamp(start))
-	sp.SetAttributes(sr.Span...)
 	kvs := s.spanKVs[:0]
 	if answers >= 0 {
 		kvs = append(kvs, keyAnswerCount.Int64(answers))
@@ -399,15 +394,14 @@ func (s *state) span(ctx context.Context, e *pendEntry, sr *dnsSeries, outcome u
 		// Per-process detail stays on spans.
 		kvs = append(kvs, identity.KeyProcessPID.Int64(int64(e.tgid)))
 	}
-	if len(kvs) > 0 {
-		sp.SetAttributes(kvs...)
-	}
-	s.spanKVs = kvs[:0]
+	f := spans.Finished{Name: name, Kind: trace.SpanKindClient, Start: s.wall(e.tsNs), End: s.wall(endNs),
+		TraceID: tid, Series: sr.SpanAttributes(s.c.emitter), Attrs: kvs}
 	if et := errorType(outcome); et != "" {
-		sp.SetStatus(codes.Error, et)
+		f.Status, f.Description = codes.Error, et
 	}
-	sp.End(trace.WithTimestamp(end))
-	return sp.SpanContext()
+	sc := s.c.emitter.Emit(f)
+	s.spanKVs = kvs[:0]
+	return sc
 }
 
 // wall turns a kernel monotonic timestamp into wall-clock time.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/collectortest"
+	"github.com/otelbee/otelbee/exporters/spans"
 	"github.com/otelbee/otelbee/process/identity"
 )
 
@@ -231,7 +232,7 @@ func TestSpansOptIn(t *testing.T) {
 	c, reader := unitCollector(t, cfg)
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	c.tracer = tp.Tracer("test")
+	c.emitter = spans.EmitterOf(tp.Tracer("test"))
 	pid := uint32(os.Getpid())
 	feed(c, record(dnsDnsKindKIND_QUERY, 1_000_000, 0, 5, pid, buildQuery(1, "span.test.", dnsmessage.TypeSRV)))
 	feed(c, record(dnsDnsKindKIND_RESPONSE, 3_000_000, 1_000_000, 5, pid, response(1, "span.test.", dnsmessage.TypeSRV, 0, 2)))
@@ -272,7 +273,7 @@ func TestSpansOptIn(t *testing.T) {
 	}
 	// Off by default: no tracer, no span.
 	c2, _ := unitCollector(t, DefaultConfig())
-	if c2.tracer != nil {
+	if c2.emitter != nil {
 		t.Error("spans on by default")
 	}
 }
@@ -315,7 +316,7 @@ func TestErrorTypes(t *testing.T) {
 	cfg.Timeout = time.Second
 	c, reader := unitCollector(t, cfg)
 	rec := tracetest.NewSpanRecorder()
-	c.tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)).Tracer("test")
+	c.emitter = spans.EmitterOf(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)).Tracer("test"))
 	pid := uint32(os.Getpid())
 	codes := []dnsmessage.RCode{dnsmessage.RCodeSuccess, dnsmessage.RCodeNameError, dnsmessage.RCodeServerFailure,
 		dnsmessage.RCodeRefused, dnsmessage.RCodeNameError, dnsmessage.RCodeFormatError}

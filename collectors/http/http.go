@@ -20,13 +20,13 @@ import (
 	"github.com/cilium/ebpf"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/l7/capture"
 	"github.com/otelbee/otelbee/collectors/series"
+	"github.com/otelbee/otelbee/exporters/spans"
 )
 
 // Name is the collector's name on the command line.
@@ -66,6 +66,9 @@ type connState struct {
 	hostName     string
 	hostPort     uint16
 	hostOverflow bool
+	// the last sampled span's Host and User-Agent values, as strings: a
+	// connection mostly sends the same ones, so a span rarely allocates them
+	spanHost, spanUserAgent string
 }
 
 // Collector is the HTTP collector.
@@ -85,9 +88,10 @@ type Collector struct {
 
 	reg           metric.Registration
 	unobservedReg metric.Registration
-	tracer        trace.Tracer
+	emitter       spans.Emitter // nil: no spans
 	spans         chan spanRecord
 	spanKVs       []attribute.KeyValue // the span worker's (endSpan)
+	spanBuf       []byte               // the span worker's: its strings' bytes
 	wg            sync.WaitGroup
 
 	// Owned by the Run goroutine.
@@ -213,7 +217,7 @@ func (c *Collector) setupTracing() {
 	if _, ok := tp.(noop.TracerProvider); ok {
 		return
 	}
-	c.tracer = tp.Tracer("github.com/otelbee/otelbee/collectors/http")
+	c.emitter = spans.EmitterOf(tp.Tracer("github.com/otelbee/otelbee/collectors/http"))
 	c.spans = make(chan spanRecord, c.cfg.SpanQueue)
 }
 

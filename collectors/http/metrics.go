@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/otelbee/otelbee/collectors/aggregate"
 	"github.com/otelbee/otelbee/collectors/attrs"
@@ -13,6 +14,7 @@ import (
 	"github.com/otelbee/otelbee/collectors/l7"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/series"
+	"github.com/otelbee/otelbee/exporters/spans"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -308,11 +310,30 @@ func (c *Collector) onExchange(ex *Exchange) {
 			}
 			name = s.Name
 		}
-		_, span := c.startSpan(context.Background(), s, name, ex)
-		if span.IsRecording() {
-			sc = span.SpanContext()
-			rec := spanRecord{span: span, s: s, end: ex.End, reqBody: -1, respBody: -1,
-				peer: st.peer, peerPort: st.peerPort}
+		kind := trace.SpanKindClient
+		var parent trace.SpanContext
+		if st.server {
+			kind = trace.SpanKindServer
+			if ex.HasParent {
+				parent = trace.NewSpanContext(trace.SpanContextConfig{
+					TraceID:    ex.TraceID,
+					SpanID:     ex.ParentSpanID,
+					TraceFlags: trace.TraceFlags(ex.TraceFlags),
+					Remote:     true,
+				})
+			}
+		}
+		// An unsampled request costs only the decision (package sampling).
+		// A sampled one's ids are drawn here, for its exemplar; the span
+		// worker emits it.
+		if tid, sampled := sampling.Decide(c.deps.Sampler, parent, name, kind); sampled {
+			sid := sampling.NewSpanID()
+			sc = trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: parent.TraceFlags() | trace.FlagsSampled})
+			rec := spanRecord{s: s, name: name, start: ex.Start, end: ex.End, traceID: tid, spanID: sid,
+				reqBody: -1, respBody: -1, peer: st.peer, peerPort: st.peerPort}
+			if parent.IsValid() {
+				rec.parentID, rec.parentFlags, rec.hasParent = ex.ParentSpanID, ex.TraceFlags, true
+			}
 			if !s.Key.server && route != OverflowRoute {
 				rec.template = route // the client span's url.template
 			}
@@ -320,13 +341,14 @@ func (c *Collector) onExchange(ex *Exchange) {
 				rec.reqBody, rec.respBody = ex.ReqBody, ex.RespBody
 			}
 			rec.pathLen = uint16(copy(rec.path[:], ex.Path))
-			// Sampled spans only: the strings are made here, off the
-			// unsampled path, and the queue keeps no per-request buffers.
+			// Sampled spans only, off the unsampled path: the strings are
+			// the connection's last ones unless they changed, and the
+			// queue keeps no per-request buffers.
 			if len(ex.Host) > 0 {
-				rec.host = attrs.String(ex.Host)
+				rec.host = lastString(&st.spanHost, ex.Host)
 			}
 			if st.server && len(ex.UserAgent) > 0 {
-				rec.userAgent = attrs.String(ex.UserAgent)
+				rec.userAgent = lastString(&st.spanUserAgent, ex.UserAgent)
 			}
 			if c.cfg.URLQuery && len(ex.Query) > 0 {
 				rec.query = string(appendRedactedQuery(make([]byte, 0, 2*len(ex.Query)), ex.Query))
@@ -338,7 +360,8 @@ func (c *Collector) onExchange(ex *Exchange) {
 			case c.spans <- rec:
 				c.spansQueued.Add(1)
 			default:
-				// Never ended, so never exported.
+				// Never emitted, so never exported: no exemplar either.
+				sc = trace.SpanContext{}
 				c.spanDrops.Add(1)
 				if st.stats != nil {
 					st.stats.spanDrops.Add(1)
@@ -349,27 +372,13 @@ func (c *Collector) onExchange(ex *Exchange) {
 	c.record(s, sc, ex.End, ex.End-ex.Start, ex.ReqBody, ex.RespBody)
 }
 
-// startSpan starts the span of ex if it is to be sampled, else returns a
-// non-recording span without asking the SDK (see package sampling).
-func (c *Collector) startSpan(ctx context.Context, s *httpSeries, name string, ex *Exchange) (context.Context, trace.Span) {
-	kind := trace.SpanKindClient
-	if s.Key.server {
-		kind = trace.SpanKindServer
-		if ex.HasParent {
-			sc := trace.NewSpanContext(trace.SpanContextConfig{
-				TraceID:    ex.TraceID,
-				SpanID:     ex.ParentSpanID,
-				TraceFlags: trace.TraceFlags(ex.TraceFlags),
-				Remote:     true,
-			})
-			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
-		}
+// lastString returns b as a valid UTF-8 string: *last when it is the same,
+// else a new one, kept in *last.
+func lastString(last *string, b []byte) string {
+	if *last != string(b) {
+		*last = attrs.String(b)
 	}
-	ctx, sampled := sampling.Decide(c.deps.Sampler, ctx, name, kind)
-	if !sampled {
-		return ctx, trace.SpanFromContext(context.Background())
-	}
-	return c.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithTimestamp(c.wall(ex.Start)))
+	return *last
 }
 
 // record adds one exchange to its series. durNs is from kernel timestamps;
@@ -459,15 +468,22 @@ func (c *Collector) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, err
 
 // spanRecord is a sampled span waiting for its attributes and its end.
 type spanRecord struct {
-	span     trace.Span
-	s        *httpSeries
-	end      uint64
-	reqBody  int64
-	respBody int64
-	peer     netip.Addr
-	peerPort uint16
-	template string // client: url.template ("" past the route cap)
-	host     string // the Host header, valid UTF-8 ("": none)
+	s          *httpSeries
+	name       string
+	start, end uint64
+	// the span's ids, drawn with the sampling decision (its exemplar's),
+	// and its remote parent's (hasParent)
+	traceID     trace.TraceID
+	spanID      trace.SpanID
+	parentID    trace.SpanID
+	parentFlags uint8
+	hasParent   bool
+	reqBody     int64
+	respBody    int64
+	peer        netip.Addr
+	peerPort    uint16
+	template    string // client: url.template ("" past the route cap)
+	host        string // the Host header, valid UTF-8 ("": none)
 	// server: user_agent.original; the redacted query with http.url_query
 	userAgent string
 	query     string
@@ -486,39 +502,68 @@ func (c *Collector) spanWorker(ctx context.Context) {
 	}
 }
 
-// endSpan sets a sampled span's attributes and ends it: its series'
-// (identity included, rendered once) as they are, then its own from a
-// buffer the worker reuses (the span copies them), so neither allocates.
+// endSpan emits a sampled span: its series' attributes (identity
+// included, prepared once) and its own, built in a buffer the span worker
+// reuses, their strings views of the worker's byte buffer (Emit encodes
+// them before it returns): no allocation.
 func (c *Collector) endSpan(rec *spanRecord) {
 	s := rec.s
-	rec.span.SetAttributes(s.Span...)
 	kvs := c.spanKVs[:0]
-	var path [maxPath]byte
-	kvs = append(kvs, keyPath.String(string(CleanPath(path[:0], rec.path[:rec.pathLen]))))
+	if c.spanBuf == nil {
+		c.spanBuf = make([]byte, 0, spanBufSize)
+	}
+	buf := c.spanBuf[:0]
+	at := len(buf)
+	buf = CleanPath(buf, rec.path[:rec.pathLen])
+	kvs = append(kvs, keyPath.String(view(buf[at:])))
 	if rec.template != "" {
 		kvs = append(kvs, keyURLTemplate.String(rec.template))
 	}
-	kvs = c.spanURLAttrs(kvs, rec, s.Key.server)
-	kvs = spanTransportAttrs(kvs, rec, s.Key.server)
-	rec.span.SetAttributes(kvs...)
+	kvs, buf = c.spanURLAttrs(kvs, buf, rec, s.Key.server)
+	kvs, buf = spanTransportAttrs(kvs, buf, rec, s.Key.server)
+	kind := trace.SpanKindClient
+	if s.Key.server {
+		kind = trace.SpanKindServer
+	}
+	f := spans.Finished{Name: rec.name, Kind: kind, Start: c.wall(rec.start), End: c.wall(rec.end),
+		TraceID: rec.traceID, SpanID: rec.spanID, Series: s.SpanAttributes(c.emitter), Attrs: kvs}
+	if rec.hasParent {
+		f.Parent = trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: rec.traceID, SpanID: rec.parentID, TraceFlags: trace.TraceFlags(rec.parentFlags), Remote: true,
+		})
+	}
+	if s.Err {
+		f.Status = codes.Error
+	}
+	c.emitter.Emit(f)
 	clear(kvs) // the buffer keeps no strings alive
 	c.spanKVs = kvs[:0]
-	if s.Err {
-		rec.span.SetStatus(codes.Error, "")
+	if cap(buf) <= spanBufSize {
+		c.spanBuf = buf[:0]
 	}
-	rec.span.End(trace.WithTimestamp(c.wall(rec.end)))
+}
+
+// spanBufSize holds a span's own strings: url.path, url.full (authority,
+// path, query), the peer's address, the original method.
+const spanBufSize = 4 * (maxPath + 2*maxValue)
+
+// view is b as a string without a copy: for attribute values Emit reads
+// before b is reused.
+func view(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // spanURLAttrs adds what a span says about the request's URL and its
 // server, from its own headers: a client span's url.full and
 // server.address/.port (the Host header, the socket peer without one); a
 // server span's server.address/.port (Host) and user_agent.original; the
-// redacted url.query when it is enabled.
-func (c *Collector) spanURLAttrs(kvs []attribute.KeyValue, rec *spanRecord, server bool) []attribute.KeyValue {
-	host, port, hostOK := splitHost([]byte(rec.host))
+// redacted url.query when it is enabled. New strings are views of buf.
+func (c *Collector) spanURLAttrs(kvs []attribute.KeyValue, buf []byte, rec *spanRecord, server bool) ([]attribute.KeyValue, []byte) {
+	rawHost := unsafe.Slice(unsafe.StringData(rec.host), len(rec.host)) // read only
+	host, port, hostOK := splitHost(rawHost)
 	if server {
 		if hostOK {
-			kvs = append(kvs, keyServerAddress.String(string(host)), keyServerPort.Int(int(port)))
+			kvs = append(kvs, keyServerAddress.String(view(host)), keyServerPort.Int(int(port)))
 		}
 		if rec.userAgent != "" {
 			kvs = append(kvs, keyUserAgent.String(rec.userAgent))
@@ -526,25 +571,27 @@ func (c *Collector) spanURLAttrs(kvs []attribute.KeyValue, rec *spanRecord, serv
 		if rec.query != "" {
 			kvs = append(kvs, keyURLQuery.String(rec.query))
 		}
-		return kvs
+		return kvs, buf
 	}
-	var full [maxValue + maxPath + 2*maxValue + 16]byte
-	authority := []byte(rec.host)
+	authority := rawHost
 	if !hostOK {
 		authority = nil
 	}
-	u := appendURLFull(full[:0], authority, rec.peer, rec.peerPort, rec.path[:rec.pathLen], nil)
+	at := len(buf)
+	buf = appendURLFull(buf, authority, rec.peer, rec.peerPort, rec.path[:rec.pathLen], nil)
 	if rec.query != "" {
-		u = append(append(u, '?'), rec.query...)
+		buf = append(append(buf, '?'), rec.query...)
 	}
-	kvs = append(kvs, keyURLFull.String(string(u)))
+	kvs = append(kvs, keyURLFull.String(view(buf[at:])))
 	switch {
 	case hostOK:
-		kvs = append(kvs, keyServerAddress.String(string(host)), keyServerPort.Int(int(port)))
+		kvs = append(kvs, keyServerAddress.String(view(host)), keyServerPort.Int(int(port)))
 	case rec.peer.IsValid():
-		kvs = append(kvs, keyServerAddress.String(rec.peer.String()), keyServerPort.Int(int(rec.peerPort)))
+		at = len(buf)
+		buf = rec.peer.AppendTo(buf)
+		kvs = append(kvs, keyServerAddress.String(view(buf[at:])), keyServerPort.Int(int(rec.peerPort)))
 	}
-	return kvs
+	return kvs, buf
 }
 
 // serverAddress sets the connection's server.address and server.port for

@@ -258,8 +258,8 @@ func (c *Collector) registerUnobserved() error {
 var keyTransportUnix = attribute.String("network.transport", "unix")
 
 // spanTransportAttrs adds a finished span's body sizes (when known), peer
-// and original method.
-func spanTransportAttrs(attrs []attribute.KeyValue, rec *spanRecord, server bool) []attribute.KeyValue {
+// and original method; new strings are views of buf (endSpan).
+func spanTransportAttrs(attrs []attribute.KeyValue, buf []byte, rec *spanRecord, server bool) ([]attribute.KeyValue, []byte) {
 	if rec.reqBody >= 0 {
 		attrs = append(attrs, keyReqBodySize.Int64(rec.reqBody))
 	}
@@ -267,7 +267,9 @@ func spanTransportAttrs(attrs []attribute.KeyValue, rec *spanRecord, server bool
 		attrs = append(attrs, keyRespBodySize.Int64(rec.respBody))
 	}
 	if rec.peer.IsValid() {
-		peer := rec.peer.String() // once: both attributes share it
+		at := len(buf)
+		buf = rec.peer.AppendTo(buf)
+		peer := view(buf[at:]) // once: both attributes share it
 		attrs = append(attrs, keyPeerAddress.String(peer), keyPeerPort.Int(int(rec.peerPort)))
 		if server {
 			attrs = append(attrs, keyClientAddress.String(peer))
@@ -276,7 +278,10 @@ func spanTransportAttrs(attrs []attribute.KeyValue, rec *spanRecord, server bool
 		attrs = append(attrs, keyTransportUnix)
 	}
 	if rec.methodLen > 0 {
-		attrs = append(attrs, attribute.String("http.request.method_original", string(rec.method[:rec.methodLen])))
+		// copied: a view of rec would move the worker's record to the heap
+		at := len(buf)
+		buf = append(buf, rec.method[:rec.methodLen]...)
+		attrs = append(attrs, attribute.String("http.request.method_original", view(buf[at:])))
 	}
-	return attrs
+	return attrs, buf
 }

@@ -1,11 +1,12 @@
 // Package sampling lets a collector take the trace sampling decision before
-// it starts a span. The SDK's Tracer.Start costs ~0.6 µs and five
+// it makes a span. The SDK's Tracer.Start costs ~0.6 µs and five
 // allocations even for a span it then drops (the span start options, the
 // non-recording span, its context), which at 1 % sampling is most of the
 // agent's work per HTTP request. A collector that holds the provider's
-// Sampler asks it first, with a trace id it draws itself, and calls Start
-// only for the requests that will be sampled, passing that trace id in the
-// context; the provider's IDGenerator (this package's) uses it, so the SDK,
+// Sampler asks it first (Decide), with a trace id it draws itself, and
+// makes a span only for the requests that will be sampled, giving it that
+// trace id (spans.Finished.TraceID; through the trace API, WithTraceID in
+// the context, which the IDGenerator here honours), so the provider,
 // asking the same sampler about the same trace id, decides the same.
 package sampling
 
@@ -16,6 +17,8 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -81,7 +84,8 @@ func NewTraceID() trace.TraceID {
 	return id
 }
 
-func newSpanID() trace.SpanID {
+// NewSpanID draws a random span id.
+func NewSpanID() trace.SpanID {
 	var id trace.SpanID
 	for id == (trace.SpanID{}) {
 		binary.LittleEndian.PutUint64(id[:], rand.Uint64())
@@ -89,7 +93,24 @@ func newSpanID() trace.SpanID {
 	return id
 }
 
-// IDGenerator is an sdktrace.IDGenerator that honours WithTraceID.
+type spanIDKey struct{}
+
+// WithSpanID asks the IDGenerator to give the span started with ctx this
+// span id, drawn beforehand (NewSpanID) so that what is recorded before the
+// span starts (an exemplar) can name it.
+func WithSpanID(ctx context.Context, id trace.SpanID) context.Context {
+	return context.WithValue(ctx, spanIDKey{}, id)
+}
+
+func spanIDFrom(ctx context.Context) trace.SpanID {
+	if id, ok := ctx.Value(spanIDKey{}).(trace.SpanID); ok && id.IsValid() {
+		return id
+	}
+	return NewSpanID()
+}
+
+// IDGenerator is an sdktrace.IDGenerator that honours WithTraceID and
+// WithSpanID.
 type IDGenerator struct{}
 
 var _ sdktrace.IDGenerator = IDGenerator{}
@@ -97,47 +118,117 @@ var _ sdktrace.IDGenerator = IDGenerator{}
 // NewIDs implements sdktrace.IDGenerator.
 func (IDGenerator) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
 	if id, ok := ctx.Value(traceIDKey{}).(trace.TraceID); ok && id.IsValid() {
-		return id, newSpanID()
+		return id, spanIDFrom(ctx)
 	}
-	return NewTraceID(), newSpanID()
+	return NewTraceID(), spanIDFrom(ctx)
 }
 
 // NewSpanID implements sdktrace.IDGenerator.
-func (IDGenerator) NewSpanID(context.Context, trace.TraceID) trace.SpanID { return newSpanID() }
+func (IDGenerator) NewSpanID(ctx context.Context, _ trace.TraceID) trace.SpanID {
+	return spanIDFrom(ctx)
+}
 
-// Decide asks s whether a span named name of the given kind, child of the
-// span context in parent (if any), would be sampled, and returns the context
-// to start it with: carrying the trace id the decision was taken on, when it
-// is a root span. A nil s always says yes and changes nothing, leaving the
-// decision to Tracer.Start.
-func Decide(s sdktrace.Sampler, parent context.Context, name string, kind trace.SpanKind) (context.Context, bool) {
+// Decide asks s whether a span named name of the given kind, child of
+// parent (invalid: a root span), would be sampled, and returns the span's
+// trace id: parent's, or for a root the one the decision was taken on, to
+// be given to the span (spans.Finished.TraceID, or WithTraceID for
+// Tracer.Start) so the provider, asking the same sampler about the same
+// trace id, decides the same. A nil s always says yes. Nothing is
+// allocated: a parent reaches the sampler in a pooled Context.
+func Decide(s sdktrace.Sampler, parent trace.SpanContext, name string, kind trace.SpanKind) (trace.TraceID, bool) {
+	root := !parent.IsValid()
 	if s == nil {
-		return parent, true
+		if root {
+			return NewTraceID(), true
+		}
+		return parent.TraceID(), true
 	}
-	psc := trace.SpanContextFromContext(parent)
-	tid := psc.TraceID()
-	root := !psc.IsValid()
 	if root {
 		if r, ok := s.(*ratio); ok {
 			// The SDK's own arithmetic, without its call (most requests
 			// carry no parent), on the half of the trace id it reads,
 			// drawn first: the other half only for a sampled span.
-			tid, ok := r.root()
-			if !ok {
-				return parent, false
-			}
-			return WithTraceID(parent, tid), true
+			return r.root()
 		}
-		tid = NewTraceID()
+		tid := NewTraceID()
+		res := s.ShouldSample(sdktrace.SamplingParameters{ParentContext: context.Background(), TraceID: tid, Name: name, Kind: kind})
+		return tid, res.Decision != sdktrace.Drop
 	}
-	res := s.ShouldSample(sdktrace.SamplingParameters{ParentContext: parent, TraceID: tid, Name: name, Kind: kind})
-	if res.Decision == sdktrace.Drop {
-		return parent, false
+	pc := contexts.Get().(*Context)
+	res := s.ShouldSample(sdktrace.SamplingParameters{ParentContext: pc.With(parent), TraceID: parent.TraceID(), Name: name, Kind: kind})
+	pc.With(trace.SpanContext{})
+	contexts.Put(pc)
+	return parent.TraceID(), res.Decision != sdktrace.Drop
+}
+
+var contexts = sync.Pool{New: func() any { return new(Context) }}
+
+// Context is a context.Context holding one span context as its current
+// span's, as trace.ContextWithSpanContext makes, but reusable: a sampler
+// is asked about a remote parent without a context and a span value
+// allocated per span. Keep one per goroutine (or pool them).
+type Context struct {
+	span ctxSpan
+}
+
+// ctxSpan is the span Context holds: only its span context is real (the
+// rest are a non-recording span's no-ops), which is all a sampler reads.
+type ctxSpan struct {
+	trace.Span
+	sc trace.SpanContext
+}
+
+func (s *ctxSpan) SpanContext() trace.SpanContext { return s.sc }
+
+// spanKey is the key trace.SpanFromContext asks a context for, learnt by
+// asking once; nil if the API's context does not work so (With then makes
+// the API's context).
+var spanKey = func() any {
+	var k keySpy
+	trace.SpanFromContext(&k)
+	return k.key
+}()
+
+func init() {
+	probe := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}, Remote: true})
+	if spanKey != nil && !trace.SpanContextFromContext(new(Context).With(probe)).Equal(probe) {
+		spanKey = nil
 	}
-	if root {
-		return WithTraceID(parent, tid), true
+}
+
+type keySpy struct {
+	context.Context
+	key any
+}
+
+func (k *keySpy) Value(key any) any {
+	if k.key == nil {
+		k.key = key
 	}
-	return parent, true
+	return nil
+}
+
+// With makes c hold sc (the zero span context: none) and returns it, as
+// trace.ContextWithSpanContext(context.Background(), sc) would be.
+func (c *Context) With(sc trace.SpanContext) context.Context {
+	if c.span.Span == nil {
+		c.span.Span = trace.SpanFromContext(context.Background())
+	}
+	c.span.sc = sc
+	if spanKey == nil {
+		return trace.ContextWithSpanContext(context.Background(), sc)
+	}
+	return c
+}
+
+func (c *Context) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *Context) Done() <-chan struct{}       { return nil }
+func (c *Context) Err() error                  { return nil }
+func (c *Context) Value(key any) any {
+	if key == spanKey && spanKey != nil {
+		return &c.span
+	}
+	return nil
 }
 
 // ratio is a TraceIDRatioBased sampler (as the root of ParentBased, or

@@ -51,13 +51,12 @@ func TestDecideAgreesWithSDK(t *testing.T) {
 	const n = 20000
 	sampled := 0
 	for range n {
-		ctx, ok := Decide(s, context.Background(), "GET /", trace.SpanKindServer)
-		want := ctx.Value(traceIDKey{})
+		want, ok := Decide(s, trace.SpanContext{}, "GET /", trace.SpanKindServer)
 		if !ok {
 			continue
 		}
 		sampled++
-		_, span := tr.Start(ctx, "GET /", trace.WithSpanKind(trace.SpanKindServer))
+		_, span := tr.Start(WithTraceID(context.Background(), want), "GET /", trace.WithSpanKind(trace.SpanKindServer))
 		sc := span.SpanContext()
 		if !sc.IsSampled() || sc.TraceID() != want {
 			t.Fatalf("Decide sampled trace %v, the SDK made %v sampled=%v", want, sc.TraceID(), sc.IsSampled())
@@ -73,12 +72,12 @@ func TestDecideAgreesWithSDK(t *testing.T) {
 	for _, flags := range []trace.TraceFlags{0, trace.FlagsSampled} {
 		psc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{9}, SpanID: trace.SpanID{8}, TraceFlags: flags, Remote: true})
 		parent := trace.ContextWithRemoteSpanContext(context.Background(), psc)
-		ctx, ok := Decide(s, parent, "GET /", trace.SpanKindServer)
-		if ok != psc.IsSampled() {
-			t.Fatalf("parent sampled=%v, Decide said %v", psc.IsSampled(), ok)
+		tid, ok := Decide(s, psc, "GET /", trace.SpanKindServer)
+		if ok != psc.IsSampled() || tid != psc.TraceID() {
+			t.Fatalf("parent sampled=%v, Decide said %v, trace %v", psc.IsSampled(), ok, tid)
 		}
 		if ok {
-			_, span := tr.Start(ctx, "GET /")
+			_, span := tr.Start(parent, "GET /")
 			if span.SpanContext().TraceID() != psc.TraceID() || !span.SpanContext().IsSampled() {
 				t.Fatalf("child of a sampled parent: %v", span.SpanContext())
 			}
@@ -89,11 +88,63 @@ func TestDecideAgreesWithSDK(t *testing.T) {
 func TestDecideDropAllocs(t *testing.T) {
 	s := sdktrace.ParentBased(sdktrace.NeverSample())
 	if n := testing.AllocsPerRun(1000, func() {
-		if _, ok := Decide(s, context.Background(), "GET /", trace.SpanKindServer); ok {
+		if _, ok := Decide(s, trace.SpanContext{}, "GET /", trace.SpanKindServer); ok {
 			t.Fatal("sampled by a never sampler")
 		}
 	}); n != 0 {
 		t.Fatalf("%v allocations per dropped span, want 0", n)
+	}
+}
+
+// TestDecideParentAllocs: a remote parent reaches the sampler in a pooled
+// context: no allocation per span, sampled or not, and the parent decides.
+func TestDecideParentAllocs(t *testing.T) {
+	s := sdktrace.ParentBased(sdktrace.NeverSample())
+	for _, flags := range []trace.TraceFlags{0, trace.FlagsSampled} {
+		psc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{9}, SpanID: trace.SpanID{8}, TraceFlags: flags, Remote: true})
+		if n := testing.AllocsPerRun(1000, func() {
+			if _, ok := Decide(s, psc, "GET /", trace.SpanKindServer); ok != psc.IsSampled() {
+				t.Fatalf("parent sampled=%v, Decide said %v", psc.IsSampled(), ok)
+			}
+		}); n != 0 {
+			t.Fatalf("%v allocations per span with a parent, want 0", n)
+		}
+	}
+}
+
+// TestContextAsTheAPIs: a Context holds a span context as
+// trace.ContextWithSpanContext does, for the samplers that read it.
+func TestContextAsTheAPIs(t *testing.T) {
+	if spanKey == nil {
+		t.Fatal("the trace API's context key was not learnt: every parent costs a context")
+	}
+	var c Context
+	for _, sc := range []trace.SpanContext{
+		{},
+		trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled, Remote: true}),
+		trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{3}, SpanID: trace.SpanID{4}}),
+	} {
+		ctx := c.With(sc)
+		want := trace.ContextWithSpanContext(context.Background(), sc)
+		if got := trace.SpanContextFromContext(ctx); !got.Equal(trace.SpanContextFromContext(want)) {
+			t.Errorf("span context %v, want %v", got, sc)
+		}
+		if trace.SpanFromContext(ctx).IsRecording() {
+			t.Error("a recording span")
+		}
+	}
+}
+
+// TestWithSpanID: the IDGenerator gives a span the span id drawn for it.
+func TestWithSpanID(t *testing.T) {
+	sid := NewSpanID()
+	ctx := WithSpanID(WithTraceID(context.Background(), trace.TraceID{5}), sid)
+	tid, got := IDGenerator{}.NewIDs(ctx)
+	if tid != (trace.TraceID{5}) || got != sid {
+		t.Errorf("ids %v %v, want %v %v", tid, got, trace.TraceID{5}, sid)
+	}
+	if got := (IDGenerator{}).NewSpanID(ctx, tid); got != sid {
+		t.Errorf("child span id %v, want %v", got, sid)
 	}
 }
 
@@ -123,10 +174,9 @@ func TestRatioRootsAsTheSDK(t *testing.T) {
 		ctx := context.Background()
 		sampled := 0
 		for i := 0; i < 20000; i++ {
-			dctx, ok := Decide(s, ctx, "GET", trace.SpanKindServer)
-			tid, _ := dctx.Value(traceIDKey{}).(trace.TraceID)
+			tid, ok := Decide(s, trace.SpanContext{}, "GET", trace.SpanKindServer)
 			if ok != tid.IsValid() {
-				t.Fatalf("%s %s: sampled %v, trace id in the context %v", tc.name, tc.arg, ok, tid)
+				t.Fatalf("%s %s: sampled %v, trace id %v", tc.name, tc.arg, ok, tid)
 			}
 			if !ok {
 				continue
@@ -155,8 +205,8 @@ func TestRatioRootsAsTheSDK(t *testing.T) {
 	}
 	// a sampled remote parent: the SDK's rule (ParentBased samples it)
 	s, _ := Parse("parentbased_traceidratio", "0")
-	parent := trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
-		TraceID: NewTraceID(), SpanID: newSpanID(), TraceFlags: trace.FlagsSampled, Remote: true}))
+	parent := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: NewTraceID(), SpanID: NewSpanID(), TraceFlags: trace.FlagsSampled, Remote: true})
 	if _, ok := Decide(s, parent, "GET", trace.SpanKindServer); !ok {
 		t.Fatal("a sampled remote parent's child not sampled by parentbased_traceidratio 0")
 	}
@@ -165,9 +215,8 @@ func TestRatioRootsAsTheSDK(t *testing.T) {
 // BenchmarkDecide is the decision per request at 1 % (no parent).
 func BenchmarkDecide(b *testing.B) {
 	s, _ := Parse("parentbased_traceidratio", "0.01")
-	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		Decide(s, ctx, "GET", trace.SpanKindServer)
+		Decide(s, trace.SpanContext{}, "GET", trace.SpanKindServer)
 	}
 }

@@ -14,7 +14,8 @@
 // recorded on.
 //
 // Concurrency: one goroutine (the collector's event loop) writes: Get, Add
-// and Housekeep. Get takes no lock (only the writer changes the map); Add and
+// and Housekeep. A series' prepared span attributes (SpanAttributes) are
+// the goroutine's that makes the collector's spans. Get takes no lock (only the writer changes the map); Add and
 // Housekeep take it to change the map; the writer takes it (Lock, Unlock)
 // around recording on M; readers (Each, at collection time) hold it.
 package series
@@ -25,6 +26,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/otelbee/otelbee/exporters/spans"
 	"github.com/otelbee/otelbee/process/identity"
 )
 
@@ -72,7 +74,8 @@ type Config struct {
 // carry, and the metrics it records on (its own, or its group's overflow
 // metrics). Key, Owner, Group, Set, Span, IdentLen, Folded and Overflowed
 // never change after Add; M is guarded by the table's lock; Name, NameFor
-// and Err are the writer's (the protocol's span name cache and status).
+// and Err are the writer's (the protocol's span name cache and status);
+// the prepared span attributes are the span maker's (SpanAttributes).
 type Series[K comparable, M any] struct {
 	Key   K
 	Owner uint32
@@ -95,6 +98,19 @@ type Series[K comparable, M any] struct {
 	Name       string
 	NameFor    string
 	Err        bool
+
+	prepared *spans.Attributes
+}
+
+// SpanAttributes returns Span prepared for em (spans.Emitter.Prepare): at
+// the series' first span, then kept, so a span encodes only its own
+// attributes. A collector has one Emitter, and only the goroutine that
+// makes its spans calls this.
+func (s *Series[K, M]) SpanAttributes(em spans.Emitter) *spans.Attributes {
+	if s.prepared == nil {
+		s.prepared = em.Prepare(s.Span...)
+	}
+	return s.prepared
 }
 
 // Attrs is what the protocol renders for a new series, past its owner's

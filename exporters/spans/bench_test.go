@@ -97,7 +97,7 @@ func BenchmarkHTTPServerSpanEmit(b *testing.B) {
 		if i%50 == 0 {
 			f.Status = codes.Error
 		}
-		tr.Emit(context.Background(), f)
+		tr.Emit(f)
 	}
 	b.StopTimer()
 	p.ForceFlush(context.Background())

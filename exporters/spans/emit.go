@@ -2,30 +2,31 @@ package spans
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/exporters/perservice"
 )
 
 // Emitter is what this package's tracers offer beyond trace.Tracer: a
 // collector that holds a finished exchange hands the whole span over in
 // one call. Through the trace API a span costs the start and end options'
-// values, the variadic slices holding them, the returned context and the
-// span handle (7 allocations, ~400 B, mostly in the caller); Emit takes
-// none, and a series' attributes, prepared once, are encoded once rather
-// than for every span. A collector type-asserts its trace.Tracer to
-// Emitter and keeps the trace API for any other provider (the console
-// exporter's SDK).
+// values, the variadic slices holding them, the contexts carrying its
+// parent and trace id, the returned context and the span handle (7
+// allocations, ~400 B, mostly in the caller); Emit takes none, and a
+// series' attributes, prepared once, are encoded once rather than for
+// every span. A collector takes EmitterOf its trace.Tracer: any other
+// provider's (the console exporter's SDK) is driven through the trace API.
 type Emitter interface {
 	// Emit records the finished span f as Start, SetAttributes, SetStatus
 	// and End would, and returns its span context (invalid fields: not
-	// sampled). ctx is what Start would be given: the parent span context,
-	// sampling.WithTraceID's trace id.
-	Emit(ctx context.Context, f Finished) trace.SpanContext
+	// sampled).
+	Emit(f Finished) trace.SpanContext
 	// Prepare returns kvs, the attributes every span of a series shares
 	// (the observed service's identity among them), encoded for Emit. The
 	// result may be kept and used from any goroutine; kvs are copied.
@@ -37,10 +38,21 @@ type Finished struct {
 	Name       string
 	Kind       trace.SpanKind // unspecified: internal
 	Start, End time.Time
+	// Parent is the span's parent (a remote one, from a traceparent
+	// header), or invalid: a root span.
+	Parent trace.SpanContext
+	// TraceID is a root span's trace id, the one sampling.Decide took its
+	// decision on (zero: a new one). A child's is its parent's.
+	TraceID trace.TraceID
+	// SpanID is the span's id when the caller drew it beforehand
+	// (sampling.NewSpanID: an exemplar recorded before the span is emitted
+	// names it); zero: a new one.
+	SpanID trace.SpanID
 	// Series are the attributes shared with the other spans of the
 	// series (nil: none); they come first.
 	Series *Attributes
-	// Attrs are this span's own; they are read during Emit, not kept.
+	// Attrs are this span's own; they are read during Emit, not kept, so
+	// their strings may be views of the caller's reused buffers.
 	Attrs       []attribute.KeyValue
 	Status      codes.Code
 	Description string // with codes.Error
@@ -86,14 +98,27 @@ func (t *tracer) Prepare(kvs ...attribute.KeyValue) *Attributes {
 }
 
 // Emit implements Emitter.
-func (t *tracer) Emit(ctx context.Context, f Finished) trace.SpanContext {
-	parent := trace.SpanContextFromContext(ctx)
+func (t *tracer) Emit(f Finished) trace.SpanContext {
 	kind := f.Kind
 	if kind == trace.SpanKindUnspecified {
 		kind = trace.SpanKindInternal
 	}
-	sc, keep := t.sample(ctx, ctx, parent, f.Name, kind, nil, nil)
+	parent := f.Parent
+	tid, sid := f.TraceID, f.SpanID
+	if parent.IsValid() {
+		tid = parent.TraceID()
+	} else if !tid.IsValid() {
+		tid = sampling.NewTraceID()
+	}
+	if !sid.IsValid() {
+		sid = sampling.NewSpanID()
+	}
+	p := t.p
+	rec := p.record()
+	// The sampler reads the parent from a context: the record's own.
+	sc, keep := t.sample(rec.parent.With(parent), parent, tid, sid, f.Name, kind, nil, nil)
 	if !keep {
+		p.release(rec)
 		return sc
 	}
 	h := head{sc: sc, parent: parent, kind: kind, name: f.Name, start: f.Start.UnixNano(), end: f.End.UnixNano()}
@@ -109,8 +134,6 @@ func (t *tracer) Emit(ctx context.Context, f Finished) trace.SpanContext {
 	case codes.Ok:
 		h.status = codes.Ok
 	}
-	p := t.p
-	rec := p.record()
 	series := f.Series
 	rec.attrs = append(rec.attrs[:0], f.Attrs...)
 	if series != nil && (series.p != p || !series.separate(f.Attrs)) {
@@ -127,6 +150,55 @@ func (t *tracer) Emit(ctx context.Context, f Finished) trace.SpanContext {
 	p.enqueue(t, rec, series)
 	p.release(rec)
 	return sc
+}
+
+// EmitterOf returns tr's Emitter: tr itself when it is this package's,
+// else one making each span through tr's trace API (the SDK's, behind the
+// console exporter), with copies of the span's own strings (Finished.Attrs
+// may be views of the caller's buffers; the SDK keeps what it is given).
+func EmitterOf(tr trace.Tracer) Emitter {
+	if e, ok := tr.(Emitter); ok {
+		return e
+	}
+	return apiEmitter{tr}
+}
+
+type apiEmitter struct{ tr trace.Tracer }
+
+func (a apiEmitter) Prepare(kvs ...attribute.KeyValue) *Attributes {
+	return &Attributes{kvs: append([]attribute.KeyValue(nil), kvs...)}
+}
+
+func (a apiEmitter) Emit(f Finished) trace.SpanContext {
+	ctx := context.Background()
+	switch {
+	case f.Parent.IsValid():
+		ctx = trace.ContextWithRemoteSpanContext(ctx, f.Parent)
+	case f.TraceID.IsValid():
+		ctx = sampling.WithTraceID(ctx, f.TraceID)
+	}
+	if f.SpanID.IsValid() {
+		ctx = sampling.WithSpanID(ctx, f.SpanID)
+	}
+	_, sp := a.tr.Start(ctx, f.Name, trace.WithSpanKind(f.Kind), trace.WithTimestamp(f.Start))
+	if f.Series != nil {
+		sp.SetAttributes(f.Series.kvs...)
+	}
+	if len(f.Attrs) > 0 {
+		own := make([]attribute.KeyValue, len(f.Attrs))
+		for i, kv := range f.Attrs {
+			own[i] = kv
+			if kv.Value.Type() == attribute.STRING {
+				own[i] = kv.Key.String(strings.Clone(kv.Value.AsString()))
+			}
+		}
+		sp.SetAttributes(own...)
+	}
+	if f.Status != codes.Unset {
+		sp.SetStatus(f.Status, f.Description)
+	}
+	sp.End(trace.WithTimestamp(f.End))
+	return sp.SpanContext()
 }
 
 // separate reports whether own, a span's attributes, can follow a's

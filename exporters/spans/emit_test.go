@@ -4,9 +4,12 @@ import (
 	"context"
 	"testing"
 	"time"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
@@ -68,8 +71,14 @@ func TestEmitEncodesAsTheTraceAPI(t *testing.T) {
 			sp.SetAttributes(append(append([]attribute.KeyValue(nil), tt.series...), tt.own...)...)
 			sp.SetStatus(tt.status, tt.desc)
 			sp.End(trace.WithTimestamp(end))
-			sc := em.Emit(ctx, Finished{Name: "GET /items/{id}", Kind: trace.SpanKindServer, Start: start, End: end,
-				Series: series, Attrs: tt.own, Status: tt.status, Description: tt.desc})
+			f := Finished{Name: "GET /items/{id}", Kind: trace.SpanKindServer, Start: start, End: end,
+				Series: series, Attrs: tt.own, Status: tt.status, Description: tt.desc}
+			if tt.remoteParent {
+				f.Parent = parent
+			} else {
+				f.TraceID = tid
+			}
+			sc := em.Emit(f)
 			if !sc.IsSampled() || !sc.IsValid() {
 				t.Fatalf("Emit returned %v", sc)
 			}
@@ -106,7 +115,7 @@ func TestEmitUnsampled(t *testing.T) {
 	p := NewTracerProvider(c, agentResource(), nil, otlp.QueueSettings{ScheduleDelay: time.Hour})
 	em := p.Tracer("t").(Emitter)
 	unsampled := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, Remote: true})
-	sc := em.Emit(trace.ContextWithRemoteSpanContext(context.Background(), unsampled), Finished{Name: "op"})
+	sc := em.Emit(Finished{Name: "op", Parent: unsampled})
 	if sc.IsSampled() || sc.TraceID() != unsampled.TraceID() {
 		t.Errorf("span context %v, want the parent's trace, not sampled", sc)
 	}
@@ -115,7 +124,7 @@ func TestEmitUnsampled(t *testing.T) {
 		t.Errorf("queued %d, %d requests", p.Queued(), len(c.requests))
 	}
 	p.Shutdown(context.Background())
-	if sc := em.Emit(context.Background(), Finished{Name: "late"}); !sc.IsSampled() || p.DroppedBy(otlp.ReasonShutdown) != 1 {
+	if sc := em.Emit(Finished{Name: "late"}); !sc.IsSampled() || p.DroppedBy(otlp.ReasonShutdown) != 1 {
 		t.Errorf("after shutdown: %v, dropped %d, want sampled and counted dropped", sc, p.DroppedBy(otlp.ReasonShutdown))
 	}
 }
@@ -129,13 +138,105 @@ func TestEmitAllocs(t *testing.T) {
 	own := make([]attribute.KeyValue, 0, 10)
 	start := time.Now()
 	emit := func() {
-		em.Emit(context.Background(), Finished{Name: "GET", Kind: trace.SpanKindServer, Start: start, End: start, Series: series, Attrs: ownAttrs(own[:0], 1)})
+		em.Emit(Finished{Name: "GET", Kind: trace.SpanKindServer, Start: start, End: start, Series: series, Attrs: ownAttrs(own[:0], 1)})
+	}
+	parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled, Remote: true})
+	child := func() {
+		em.Emit(Finished{Name: "GET", Kind: trace.SpanKindServer, Start: start, End: start, Parent: parent, Series: series, Attrs: ownAttrs(own[:0], 1)})
 	}
 	for range 20000 { // the service's buffer grows to its size
 		emit()
 	}
 	if n := testing.AllocsPerRun(1000, emit); n != 0 {
 		t.Errorf("%v allocations per span, want 0", n)
+	}
+	if n := testing.AllocsPerRun(1000, child); n != 0 {
+		t.Errorf("%v allocations per span with a remote parent, want 0", n)
+	}
+}
+
+// TestEmitterOfSDKCopiesStrings: the SDK keeps a span's attributes until
+// it exports them: EmitterOf's spans hold copies, not views of the
+// caller's reused buffer.
+func TestEmitterOfSDKCopiesStrings(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithIDGenerator(sampling.IDGenerator{}))
+	em := EmitterOf(tp.Tracer("t"))
+	buf := []byte("/items/42")
+	sid := sampling.NewSpanID()
+	sc := em.Emit(Finished{Name: "GET", Kind: trace.SpanKindServer, TraceID: trace.TraceID{4}, SpanID: sid,
+		Series: em.Prepare(attribute.String("http.route", "/items/{id}")),
+		Attrs:  []attribute.KeyValue{attribute.String("url.path", unsafe.String(&buf[0], len(buf)))}})
+	copy(buf, "XXXXXXXXX")
+	got := exp.GetSpans()
+	if len(got) != 1 || sc.SpanID() != sid || got[0].SpanContext.SpanID() != sid || got[0].SpanContext.TraceID() != (trace.TraceID{4}) {
+		t.Fatalf("spans %v, span context %v", got, sc)
+	}
+	want := []attribute.KeyValue{attribute.String("http.route", "/items/{id}"), attribute.String("url.path", "/items/42")}
+	if a := got[0].Attributes; len(a) != 2 || a[0] != want[0] || a[1] != want[1] {
+		t.Errorf("attributes %v, want %v", a, want)
+	}
+}
+
+// apiOnly hides a tracer's Emitter: EmitterOf drives it through the trace
+// API, as it does the SDK's.
+type apiOnly struct{ trace.Tracer }
+
+// TestEmitterOfTheTraceAPI: a tracer without Emit (the SDK's) gets the
+// same spans through EmitterOf as this package's Emit makes, ids given
+// beforehand included, and keeps no view of the caller's buffer.
+func TestEmitterOfTheTraceAPI(t *testing.T) {
+	c := &capture{}
+	p := NewTracerProvider(c, agentResource(), nil, otlp.QueueSettings{ScheduleDelay: time.Hour})
+	defer p.Shutdown(context.Background())
+	tr := p.Tracer("t")
+	if _, ok := EmitterOf(tr).(*tracer); !ok {
+		t.Fatal("EmitterOf does not return this package's tracer itself")
+	}
+	api := EmitterOf(apiOnly{tr})
+	if _, ok := api.(apiEmitter); !ok {
+		t.Fatal("a tracer without Emit not driven through the trace API")
+	}
+	direct := tr.(Emitter)
+	start := time.Unix(1700000000, 5)
+	parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1, 2}, SpanID: trace.SpanID{3}, TraceFlags: trace.FlagsSampled, Remote: true})
+	for i, f := range []Finished{
+		{Name: "root", Kind: trace.SpanKindClient, TraceID: trace.TraceID{7}, SpanID: trace.SpanID{8}, Status: codes.Error, Description: "SERVFAIL"},
+		{Name: "child", Kind: trace.SpanKindServer, Parent: parent, SpanID: trace.SpanID{9}},
+		{Name: "internal"},
+	} {
+		buf := []byte("/items/42")
+		f.Start, f.End = start, start.Add(time.Millisecond)
+		f.Attrs = []attribute.KeyValue{attribute.String("url.path", unsafe.String(&buf[0], len(buf))), attribute.Int("n", i)}
+		viaAPI, viaSeries := f, f
+		viaAPI.Series = api.Prepare(seriesAttrs()...)
+		viaSeries.Series = direct.Prepare(seriesAttrs()...)
+		scAPI := api.Emit(viaAPI)
+		copy(buf, "XXXXXXXXX") // the caller reuses its buffer
+		buf = []byte("/items/42")
+		viaSeries.Attrs = []attribute.KeyValue{attribute.String("url.path", unsafe.String(&buf[0], len(buf))), attribute.Int("n", i)}
+		sc := direct.Emit(viaSeries)
+		if f.SpanID.IsValid() && (sc.SpanID() != f.SpanID || scAPI.SpanID() != f.SpanID) {
+			t.Errorf("%s: span ids %v and %v, want %v", f.Name, scAPI.SpanID(), sc.SpanID(), f.SpanID)
+		}
+		if sc.TraceID() != scAPI.TraceID() && (f.TraceID.IsValid() || f.Parent.IsValid()) {
+			t.Errorf("%s: trace ids %v and %v", f.Name, scAPI.TraceID(), sc.TraceID())
+		}
+	}
+	p.ForceFlush(context.Background())
+	rss := c.all()
+	if len(rss) != 1 || len(rss[0].ScopeSpans) != 1 || len(rss[0].ScopeSpans[0].Spans) != 6 {
+		t.Fatalf("want 6 spans under one resource and scope, got %v", rss)
+	}
+	spans := rss[0].ScopeSpans[0].Spans
+	for i := 0; i < 6; i += 2 {
+		want, got := spans[i], spans[i+1]
+		if i == 4 { // drawn by each
+			want.TraceId, got.TraceId, want.SpanId, got.SpanId = nil, nil, nil, nil
+		}
+		if !proto.Equal(want, got) {
+			t.Errorf("Emit's span\n%v\nthe trace API's\n%v", got, want)
+		}
 	}
 }
 

@@ -334,12 +334,12 @@ func TestSamplerDecidesAsSampling(t *testing.T) {
 	tr := p.Tracer("t")
 	decided, recorded := 0, 0
 	for range 2000 {
-		ctx, ok := sampling.Decide(s, context.Background(), "op", trace.SpanKindServer)
+		tid, ok := sampling.Decide(s, trace.SpanContext{}, "op", trace.SpanKindServer)
 		if !ok {
 			continue
 		}
 		decided++
-		_, sp := tr.Start(ctx, "op")
+		_, sp := tr.Start(sampling.WithTraceID(context.Background(), tid), "op")
 		if sp.IsRecording() && sp.SpanContext().IsSampled() {
 			recorded++
 		}

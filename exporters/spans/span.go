@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace/embedded"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/exporters/perservice"
 )
 
@@ -32,6 +33,9 @@ type record struct {
 	// what the encoding takes besides (the span handle keeps only its
 	// span context: it outlives the record)
 	head head
+
+	// parent holds Emit's parent span context for the sampler
+	parent sampling.Context
 }
 
 type event struct {

@@ -14,12 +14,14 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otelbee/otelbee/collectors/aggregate"
 	"github.com/otelbee/otelbee/collectors/l7"
 	"github.com/otelbee/otelbee/collectors/sampling"
 	"github.com/otelbee/otelbee/collectors/series"
+	"github.com/otelbee/otelbee/exporters/spans"
 	"github.com/otelbee/otelbee/process/identity"
 )
 
@@ -71,8 +73,8 @@ type Sink struct {
 	proto     l7.Protocol
 	eng       *Engine
 	processes *identity.Resolver
-	sampler   samplerFunc
-	tracer    trace.Tracer
+	sampler   sdktrace.Sampler
+	emitter   spans.Emitter // nil: no spans
 	specs     map[l7.Role][]l7.MetricSpec
 	groups    map[metricKey]int // a metric's overflow group in the table
 	seed      maphash.Seed
@@ -90,8 +92,6 @@ type metricKey struct {
 	role   l7.Role
 	metric int
 }
-
-type samplerFunc func(ctx context.Context, name string, kind trace.SpanKind) (context.Context, bool)
 
 type dropKey struct {
 	svc, ns, reason string
@@ -122,11 +122,8 @@ func NewSink(e *Engine, p l7.Protocol) *Sink {
 		Processes: e.deps.Processes, Budget: e.deps.SeriesBudget, RetainDead: retainDead,
 	})
 	if tp := e.deps.TracerProvider; tp != nil && e.cfg.Spans {
-		s.tracer = tp.Tracer("github.com/otelbee/otelbee/collectors/l7/" + p.Name())
-		sampler := e.deps.Sampler
-		s.sampler = func(ctx context.Context, name string, kind trace.SpanKind) (context.Context, bool) {
-			return sampling.Decide(sampler, ctx, name, kind)
-		}
+		s.emitter = spans.EmitterOf(tp.Tracer("github.com/otelbee/otelbee/collectors/l7/" + p.Name()))
+		s.sampler = e.deps.Sampler
 	}
 	return s
 }
@@ -202,21 +199,12 @@ func (s *Sink) Exchange(c *l7.Conn, x *l7.Exchange) {
 		s.Drop(c, "malformed", 1)
 		return
 	}
-	// one series per instance (a worker pool's server, a service's
-	// short-lived processes folded), not per process: process/identity.Owner
-	k := seriesKey{pid: s.processes.Owner(c.PID), role: c.Role, metric: x.Metric, err: x.Error, hash: s.hashAttrs(x), nattr: x.NAttr}
-	if c.Role == l7.RoleClient {
-		k.peer = c.Peer
-	}
-	ser := s.series.Get(k)
-	if ser == nil || !sameAttrs(ser, x) {
-		ser = s.newSeries(k, c, x)
-	}
+	ser := s.seriesOf(c, x)
 	if ser.Overflowed {
 		s.seriesOverflow.Add(1)
 	}
 	var sc trace.SpanContext
-	if s.tracer != nil {
+	if s.emitter != nil {
 		sc = s.span(c, x, ser)
 	}
 	s.series.Lock()
@@ -243,6 +231,21 @@ func (s *Sink) Exchange(c *l7.Conn, x *l7.Exchange) {
 	s.recorded.Add(1)
 }
 
+// seriesOf returns the series of x on c: the table's, or a new one.
+func (s *Sink) seriesOf(c *l7.Conn, x *l7.Exchange) *sinkSeries {
+	// one series per instance (a worker pool's server, a service's
+	// short-lived processes folded), not per process: process/identity.Owner
+	k := seriesKey{pid: s.processes.Owner(c.PID), role: c.Role, metric: x.Metric, err: x.Error, hash: s.hashAttrs(x), nattr: x.NAttr}
+	if c.Role == l7.RoleClient {
+		k.peer = c.Peer
+	}
+	ser := s.series.Get(k)
+	if ser == nil || !sameAttrs(ser, x) {
+		ser = s.newSeries(k, c, x)
+	}
+	return ser
+}
+
 // newSeries renders the attributes of k's series once: kept unless the
 // table is full (then the metric's overflow series records it; its spans
 // keep their attributes).
@@ -266,40 +269,35 @@ func (s *Sink) newSeries(k seriesKey, c *l7.Conn, x *l7.Exchange) *sinkSeries {
 	return s.series.Add(k, k.pid, s.groups[metricKey{k.role, k.metric}], series.Attrs{Point: point, Span: span})
 }
 
-// span starts and ends the span of a sampled exchange (unsampled: only the
-// decision is paid) and returns its context, for the exemplar. Its
-// attributes are its series' (identity included, rendered once) and the
-// exchange's span-only ones.
+// span emits the span of a sampled exchange (unsampled: only the decision
+// is paid) and returns its context, for the exemplar. Its attributes are
+// its series' (identity included, prepared once) and the exchange's
+// span-only ones.
 func (s *Sink) span(c *l7.Conn, x *l7.Exchange, ser *sinkSeries) trace.SpanContext {
 	kind := trace.SpanKindClient
-	ctx := context.Background()
 	if c.Role == l7.RoleServer {
 		kind = trace.SpanKindServer
 	}
+	var parent trace.SpanContext
 	if x.HasParent {
-		psc := trace.NewSpanContext(trace.SpanContextConfig{
+		parent = trace.NewSpanContext(trace.SpanContextConfig{
 			TraceID: x.TraceID, SpanID: x.ParentSpanID, TraceFlags: trace.TraceFlags(x.TraceFlags), Remote: true,
 		})
-		ctx = trace.ContextWithRemoteSpanContext(ctx, psc)
 	}
 	name := x.SpanName
 	if name == "" {
 		name = s.proto.Name()
 	}
-	ctx, sampled := s.sampler(ctx, name, kind)
+	tid, sampled := sampling.Decide(s.sampler, parent, name, kind)
 	if !sampled {
 		return trace.SpanContext{}
 	}
-	_, sp := s.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithTimestamp(s.eng.Wall(x.Start)))
-	sp.SetAttributes(ser.Span...)
-	if x.NSpanAttr > 0 {
-		sp.SetAttributes(x.SpanAttrs[:x.NSpanAttr]...)
-	}
+	f := spans.Finished{Name: name, Kind: kind, Start: s.eng.Wall(x.Start), End: s.eng.Wall(x.End),
+		Parent: parent, TraceID: tid, Series: ser.SpanAttributes(s.emitter), Attrs: x.SpanAttrs[:x.NSpanAttr]}
 	if x.StatusError {
-		sp.SetStatus(codes.Error, "")
+		f.Status = codes.Error
 	}
-	sp.End(trace.WithTimestamp(s.eng.Wall(x.End)))
-	return sp.SpanContext()
+	return s.emitter.Emit(f)
 }
 
 // Drop implements l7.Sink: counted per service and reason.
