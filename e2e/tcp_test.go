@@ -170,6 +170,9 @@ func testTCPGroundTruth(t *testing.T, proto string) {
 
 	out := fmt.Sprintf(`job=%q,otelbee_network_connection_direction="outbound",server_port=%q`, clientSvc, port)
 	in := fmt.Sprintf(`job=%q,otelbee_network_connection_direction="inbound",server_port=%q`, serverSvc, port)
+	// The histograms are per instance and direction (docs/metrics.md):
+	// the client's outbound connections are all to the server's port.
+	outHist := fmt.Sprintf(`job=%q,otelbee_network_connection_direction="outbound"`, clientSvc)
 
 	// While the long connection is open, its bytes are already reported:
 	// the short exchanges are done and the long one has moved some chunks.
@@ -200,7 +203,8 @@ func testTCPGroundTruth(t *testing.T, proto string) {
 		{fmt.Sprintf(`sum(otelbee_tcp_connection_active{%s})`, out), 0},
 		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="transmit"})`, out), float64(client.BytesSent)},
 		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, out), float64(client.BytesReceived)},
-		{fmt.Sprintf(`sum(otelbee_tcp_connection_duration_seconds_count{%s})`, out), conns},
+		{fmt.Sprintf(`sum(otelbee_tcp_connection_duration_seconds_count{%s})`, outHist), conns},
+		{fmt.Sprintf(`count(otelbee_tcp_connection_duration_seconds_count{%s})`, outHist), 1},
 		{fmt.Sprintf(`sum(otelbee_tcp_connection_opened_total{%s})`, in), float64(server.Connections)},
 		{fmt.Sprintf(`sum(otelbee_tcp_connection_closed_total{%s})`, in), float64(server.Connections)},
 		{fmt.Sprintf(`sum(otelbee_tcp_connection_io_bytes_total{%s,network_io_direction="receive"})`, in), float64(server.BytesReceived)},

@@ -67,3 +67,15 @@ func peerString(k tcpConnKey) string {
 	addr := netip.AddrFrom16(k.Peer).Unmap()
 	return addr.String() + ":" + strconv.Itoa(int(k.ServerPort))
 }
+
+// groupAttributes are the non-identity attributes of a histogram series
+// (histGroup): the direction, and with perPeer the series' own.
+func groupAttributes(k tcpConnKey, perPeer bool) []attribute.KeyValue {
+	if perPeer {
+		return keyAttributes(k)
+	}
+	return []attribute.KeyValue{
+		keyDirection.String(directionName(k.Direction)),
+		keyTransport.String("tcp"),
+	}
+}

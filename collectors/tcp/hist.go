@@ -51,52 +51,44 @@ func setBounds(spec *ebpf.CollectionSpec) error {
 func (c *Collector) Produce(context.Context) ([]metricdata.ScopeMetrics, error) {
 	now := time.Now()
 	var (
-		key  tcpConnKey
-		h    tcpConnHist
 		dur  []metricdata.HistogramDataPoint[float64]
 		rtts []metricdata.HistogramDataPoint[float64]
 	)
-	// Kernel series folded into one _OTHER peer are summed first.
-	// So are the series of one instance's processes, with what their
-	// retired kernel series left (carriedHist).
-	totals := map[*seriesAttrs]*tcpConnHist{}
-	var order []*seriesAttrs
-	start := func(a *seriesAttrs) *tcpConnHist {
-		t := &tcpConnHist{}
-		if a.carriedHist != nil {
-			*t = *a.carriedHist
-		}
-		totals[a] = t
-		order = append(order, a)
-		return t
-	}
+	// The kernel series of a histogram series (histGroup: its instance's
+	// processes, peers and ports, or with PeerHistograms one counter
+	// series' processes) are summed, with what their retired kernel
+	// series left (histGroup.carried).
+	totals := map[*histGroup]*tcpConnHist{}
 	c.mu.Lock()
-	for a := range c.idle {
-		start(a)
+	order := make([]*histGroup, 0, len(c.groups)+1)
+	for _, g := range c.groups {
+		t := g.carried
+		totals[g] = &t
+		order = append(order, g)
 	}
 	c.mu.Unlock()
-	it := c.hists.Iterate()
-	for it.Next(&key, &h) {
-		a := c.attrsFor(key)
-		t, ok := totals[a]
+	err := c.histsReader.each(func(key *tcpConnKey, h []tcpConnHist) {
+		g := c.attrsFor(*key).group
+		t, ok := totals[g]
 		if !ok {
-			c.mu.Lock()
-			t = start(a)
-			c.mu.Unlock()
+			// Made since the snapshot above: nothing carried yet.
+			t = &tcpConnHist{}
+			totals[g] = t
+			order = append(order, g)
 		}
-		addHist(t, &h)
+		addHist(t, &h[0])
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading conn_hists: %w", err)
 	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterating conn_hists: %w", err)
-	}
-	for _, a := range order {
-		h := totals[a]
+	for _, g := range order {
+		h := totals[g]
 		if p, ok := histPoint(h.Duration[:], durationBounds[:], float64(h.DurationSumNs)/1e9); ok {
-			p.Attributes, p.StartTime, p.Time = a.set, c.start, now
+			p.Attributes, p.StartTime, p.Time = g.set, c.start, now
 			dur = append(dur, p)
 		}
 		if p, ok := histPoint(h.Rtt[:], rttBounds[:], float64(h.RttSumUs)/1e6); ok {
-			p.Attributes, p.StartTime, p.Time = a.set, c.start, now
+			p.Attributes, p.StartTime, p.Time = g.set, c.start, now
 			rtts = append(rtts, p)
 		}
 	}

@@ -53,8 +53,6 @@ func (c *Collector) instruments() error {
 // collection (scrape or export), not per event.
 func (c *Collector) observe(obs metric.Observer, o observables) error {
 	var (
-		key    tcpConnKey
-		perCPU []tcpConnCounters
 		retire []retiring
 		totals = map[*seriesAttrs]*tcpConnCounters{}
 		order  []*seriesAttrs
@@ -77,13 +75,12 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 	}
 	c.mu.Unlock()
 
-	it := c.stats.Iterate()
-	for it.Next(&key, &perCPU) {
+	err := c.statsReader.each(func(key *tcpConnKey, perCPU []tcpConnCounters) {
 		var sum tcpConnCounters
 		for i := range perCPU {
 			addCounters(&sum, &perCPU[i])
 		}
-		a := c.attrsFor(key)
+		a := c.attrsFor(*key)
 		t, ok := totals[a]
 		if !ok {
 			c.mu.Lock()
@@ -96,7 +93,7 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 		addCounters(t, &sum)
 		if st, ok := retired[key.Tgid]; ok && st != retireKeep {
 			if sum.Opened == sum.Closed {
-				retire = append(retire, retiring{key, sum})
+				retire = append(retire, retiring{*key, sum})
 				retired[key.Tgid] = retireDone
 			} else {
 				// A connection outlived its process (passed to a child):
@@ -104,9 +101,9 @@ func (c *Collector) observe(obs metric.Observer, o observables) error {
 				retired[key.Tgid] = retireKeep
 			}
 		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterating conn_stats: %w", err)
+	})
+	if err != nil {
+		return fmt.Errorf("reading conn_stats: %w", err)
 	}
 	// Kernel series folded into one series (_OTHER peer, one instance's
 	// processes) are observed once, summed.

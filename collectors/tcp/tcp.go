@@ -38,6 +38,11 @@ type Config struct {
 	// RetireAfter is how long the series of an exited process keep being
 	// reported before they are dropped from the kernel map.
 	RetireAfter time.Duration
+	// PeerHistograms keeps the duration and RTT histograms per series
+	// (peer address and server port), as the counters; by default they
+	// are per instance and direction (histGroup), since two histograms
+	// are 47 of a series' 55 exposition lines.
+	PeerHistograms bool
 }
 
 // DefaultConfig matches the map sizes compiled into bpf/tcp.c.
@@ -129,6 +134,9 @@ type Collector struct {
 	// count per process, forgotten with the process's series.
 	peerSet    *ebpf.Map
 	peerCounts *ebpf.Map
+	// Readers of stats and hists at each collection.
+	statsReader *mapReader[tcpConnKey, tcpConnCounters]
+	histsReader *mapReader[tcpConnKey, tcpConnHist]
 
 	reg   metric.Registration
 	start time.Time // start of the cumulative histograms
@@ -139,6 +147,7 @@ type Collector struct {
 	// overflow gathers the series the series budget refused.
 	overflow *seriesAttrs
 	idle     map[*seriesAttrs]struct{}        // series no kernel key feeds
+	groups   map[groupKey]*histGroup          // the histograms' series
 	peers    map[uint32]map[[16]byte]struct{} // distinct peers per process
 	folded   atomic.Uint64                    // kernel series folded into _OTHER
 	retired  map[uint32]time.Time             // pid -> when it was seen gone
@@ -155,6 +164,7 @@ func New(deps collectors.Deps, cfg Config) *Collector {
 		series:  map[tcpConnKey]*seriesAttrs{},
 		shared:  map[tcpConnKey]*seriesAttrs{},
 		idle:    map[*seriesAttrs]struct{}{},
+		groups:  map[groupKey]*histGroup{},
 		peers:   map[uint32]map[[16]byte]struct{}{},
 		retired: map[uint32]time.Time{},
 	}
@@ -207,6 +217,13 @@ func (c *Collector) Load(ctx context.Context) error {
 	c.socks = c.loader.Map(tcpMapSocks)
 	c.peerSet = c.loader.Map(tcpMapPeers)
 	c.peerCounts = c.loader.Map(tcpMapPeerCounts)
+	if c.statsReader, err = newMapReader[tcpConnKey, tcpConnCounters](c.stats); err == nil {
+		c.histsReader, err = newMapReader[tcpConnKey, tcpConnHist](c.hists)
+	}
+	if err != nil {
+		c.loader.Close()
+		return err
+	}
 	c.seedListeners()
 	c.recordExisting()
 	c.start = time.Now()
@@ -331,9 +348,31 @@ type seriesAttrs struct {
 	// What kernel series retired since were worth: a pid's series are
 	// deleted from the kernel when it exits, but the instance's series
 	// goes on (other processes of it still feed it), so their last values
-	// stay in it, exactly, not lost and not counted twice.
-	carried     tcpConnCounters
-	carriedHist *tcpConnHist
+	// stay in it, exactly, not lost and not counted twice. Their
+	// histograms stay in the series' histGroup.
+	carried tcpConnCounters
+	group   *histGroup
+}
+
+// histGroup is the series of the duration and RTT histograms: by default
+// one per instance and direction, which several counter series (its
+// peers and server ports) feed, so that a peer costs its eight counters
+// in the exposition, not two histograms of 43 buckets more
+// (docs/metrics.md); with Config.PeerHistograms one per counter series.
+type histGroup struct {
+	set attribute.Set
+	// Under Collector.mu:
+	key     groupKey
+	refs    int         // counter series (seriesAttrs) in it
+	carried tcpConnHist // what retired kernel series counted
+}
+
+// groupKey names a histGroup: the instance's series key with the peer
+// and port cleared unless Config.PeerHistograms; overflow for the
+// budget's overflow series.
+type groupKey struct {
+	key      tcpConnKey
+	overflow bool
 }
 
 // otherPeer marks the series that gathers a process's peers beyond
@@ -387,20 +426,47 @@ func (c *Collector) sharedAttrs(k tcpConnKey) *seriesAttrs {
 	// one otel.metric.overflow series.
 	if b := c.deps.SeriesBudget; b != nil && !b.Admit(Name, sk.Tgid) {
 		if c.overflow == nil {
-			c.overflow = c.buildAttrsFrom([]attribute.KeyValue{attribute.Bool("otel.metric.overflow", true)})
+			kv := []attribute.KeyValue{attribute.Bool("otel.metric.overflow", true)}
+			c.overflow = c.buildAttrsFrom(kv)
+			c.overflow.group = c.groupOf(groupKey{overflow: true}, kv)
 		}
 		return c.overflow
 	}
-	a := c.buildAttrs(sk)
+	proc := c.deps.Processes.Lookup(sk.Tgid).Attributes()
+	a := c.buildAttrsFrom(append(append([]attribute.KeyValue{}, proc...), keyAttributes(sk)...))
 	a.key = sk
+	gk := groupKey{key: sk}
+	if !c.cfg.PeerHistograms {
+		gk.key = tcpConnKey{Tgid: sk.Tgid, Direction: sk.Direction}
+	}
+	a.group = c.groupOf(gk, append(append([]attribute.KeyValue{}, proc...), groupAttributes(gk.key, c.cfg.PeerHistograms)...))
 	c.shared[sk] = a
 	return a
+}
+
+// groupOf returns the histogram series gk, made of kv if new, with one
+// more reference; c.mu is held.
+func (c *Collector) groupOf(gk groupKey, kv []attribute.KeyValue) *histGroup {
+	g := c.groups[gk]
+	if g == nil {
+		g = &histGroup{set: attribute.NewSet(kv...), key: gk}
+		c.groups[gk] = g
+	}
+	g.refs++
+	return g
 }
 
 // forget drops a series from the shared ones and gives it back to the
 // budget; c.mu is held.
 func (c *Collector) forget(a *seriesAttrs) {
 	delete(c.shared, a.key)
+	// Its group's last series gone (they share its owner), the group
+	// goes too: its values were reported.
+	if g := a.group; g != nil && a != c.overflow {
+		if g.refs--; g.refs <= 0 {
+			delete(c.groups, g.key)
+		}
+	}
 	if b := c.deps.SeriesBudget; b != nil && a != c.overflow {
 		b.Release(Name, a.key.Tgid, 1)
 	}
@@ -420,10 +486,7 @@ func (c *Collector) unref(k tcpConnKey, sum *tcpConnCounters, h *tcpConnHist) {
 		addCounters(&a.carried, sum)
 	}
 	if h != nil {
-		if a.carriedHist == nil {
-			a.carriedHist = &tcpConnHist{}
-		}
-		addHist(a.carriedHist, h)
+		addHist(&a.group.carried, h)
 	}
 	a.refs--
 	switch {
@@ -464,11 +527,6 @@ func addCounters(dst, src *tcpConnCounters) {
 	dst.Retransmits += src.Retransmits
 	dst.ResetsSent += src.ResetsSent
 	dst.ResetsReceived += src.ResetsReceived
-}
-
-func (c *Collector) buildAttrs(k tcpConnKey) *seriesAttrs {
-	proc := c.deps.Processes.Lookup(k.Tgid)
-	return c.buildAttrsFrom(append(append([]attribute.KeyValue{}, proc.Attributes()...), keyAttributes(k)...))
 }
 
 // buildAttrsFrom makes a series of the attributes kv.

@@ -22,8 +22,13 @@ import (
 // collectortest: OTELBEE_ATTACH_MODE, skips, PROGSTAT lines).
 func startCollector(t *testing.T) (*Collector, *sdkmetric.ManualReader) {
 	t.Helper()
+	return startCollectorReader(t, DefaultConfig())
+}
+
+func startCollectorReader(t *testing.T, cfg Config) (*Collector, *sdkmetric.ManualReader) {
+	t.Helper()
 	c, env := collectortest.Start(t, Name, func(d collectors.Deps) collectors.Collector {
-		return New(d, DefaultConfig())
+		return New(d, cfg)
 	}, collectortest.Options{})
 	return c.(*Collector), env.Reader
 }
@@ -128,7 +133,17 @@ func waitFor(t *testing.T, c *Collector, cond func(map[tcpConnKey]tcpConnCounter
 }
 
 func TestPrivilegedExactLoopbackCounts(t *testing.T) {
-	c, reader := startCollector(t)
+	for _, perPeer := range []bool{false, true} {
+		t.Run(fmt.Sprintf("peer_histograms=%v", perPeer), func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.PeerHistograms = perPeer
+			exactLoopbackCounts(t, cfg)
+		})
+	}
+}
+
+func exactLoopbackCounts(t *testing.T, cfg Config) {
+	c, reader := startCollectorReader(t, cfg)
 	const (
 		conns = 25
 		send  = 70001
@@ -157,15 +172,33 @@ func TestPrivilegedExactLoopbackCounts(t *testing.T) {
 	if err := reader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
+	pid := fmt.Sprint(os.Getpid())
 	got := sumWhere(rm, "otelbee.tcp.connection.io", map[string]string{
 		"otelbee.network.connection.direction": "outbound", "network.io.direction": "transmit",
-		"server.port": fmt.Sprint(port), "process.pid": fmt.Sprint(os.Getpid()),
+		"server.port": fmt.Sprint(port), "process.pid": pid,
 	})
 	if got != conns*send {
 		t.Errorf("otelbee.tcp.connection.io outbound transmit = %v, want %d", got, conns*send)
 	}
-	if n := histCount(rm, "otelbee.tcp.connection.duration", fmt.Sprint(port)); n != 2*conns {
-		t.Errorf("otelbee.tcp.connection.duration count for port %d = %d, want %d (both ends)", port, n, 2*conns)
+	for _, name := range []string{"otelbee.tcp.connection.duration", "otelbee.tcp.connection.rtt"} {
+		if cfg.PeerHistograms {
+			// Per series: the port's, both ends.
+			if n := histCount(rm, name, map[string]string{"server.port": fmt.Sprint(port), "network.peer.address": "127.0.0.1"}); n != 2*conns {
+				t.Errorf("%s count for port %d = %d, want %d (both ends)", name, port, n, 2*conns)
+			}
+			continue
+		}
+		// Per instance (this process: the only one making connections
+		// in this collector's maps) and direction, without the peer's
+		// attributes.
+		for _, dir := range []string{"outbound", "inbound"} {
+			if n := histCount(rm, name, map[string]string{"otelbee.network.connection.direction": dir, "process.pid": pid}); n != conns {
+				t.Errorf("%s count for %s = %d, want %d", name, dir, n, conns)
+			}
+		}
+		if n := histCount(rm, name, map[string]string{"server.port": ""}) + histCount(rm, name, map[string]string{"network.peer.address": ""}); n != 0 {
+			t.Errorf("%s: %d connections in points with a peer address or server port", name, n)
+		}
 	}
 }
 
@@ -236,7 +269,9 @@ func sumWhere(rm metricdata.ResourceMetrics, name string, attrs map[string]strin
 	return total
 }
 
-func histCount(rm metricdata.ResourceMetrics, name, port string) uint64 {
+// histCount sums the counts of name's points that carry attrs (a value
+// "" matches any value of the key).
+func histCount(rm metricdata.ResourceMetrics, name string, attrs map[string]string) uint64 {
 	var n uint64
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
@@ -253,10 +288,15 @@ func histCount(rm metricdata.ResourceMetrics, name, port string) uint64 {
 			if m.Name != name || !ok {
 				continue
 			}
+		points:
 			for _, dp := range h.DataPoints {
-				if v, ok := dp.Attributes.Value("server.port"); ok && v.Emit() == port {
-					n += dp.Count
+				for k, want := range attrs {
+					v, ok := dp.Attributes.Value(attributeKey(k))
+					if !ok || (want != "" && v.Emit() != want) {
+						continue points
+					}
 				}
+				n += dp.Count
 			}
 		}
 	}
