@@ -1217,7 +1217,7 @@ __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 ent
 			bump(&counters, HC_CONNS_SELF);
 			return 0;
 		}
-		__u32 c = l7_classify(captured, ret, request_dir);
+		__u32 c = l7_classify(captured, ret, request_dir, ci->midstream);
 		if (c == CLASS_TLS) {
 			count_ciphertext(ci);
 			return 0;

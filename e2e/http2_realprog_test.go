@@ -379,9 +379,10 @@ func checkHTTP2Statuses(t *testing.T, agent *harness.Agent, server, client strin
 }
 
 // TestHTTP2ConnectionBeforeAgent: the agent starts while a gRPC
-// connection is open and warm (every header indexed): its calls after the
-// start are either recorded with their real method and status or dropped
-// as undecodable, never misnamed; a new connection's calls are exact.
+// connection is open and warm (every header indexed): each of its 30 calls
+// after the start is either recorded with its real method and status or
+// dropped as undecodable, never misnamed, on both sides; a new
+// connection's calls are exact.
 func TestHTTP2ConnectionBeforeAgent(t *testing.T) {
 	harness.RequireRoot(t)
 	sfx := strconv.Itoa(rand.IntN(1 << 30))
@@ -464,9 +465,8 @@ func TestHTTP2ConnectionBeforeAgent(t *testing.T) {
 		undecodable := h2Dropped(mfs, job, "reason", "undecodable")
 		// The new connection's 30 OK are exact; of the old connection's 30,
 		// whatever was recorded is what the client got, and the rest is
-		// dropped as undecodable (or not seen at all: the kernel
-		// classifies HTTP/2 by its preface, which a connection open
-		// before the agent has already sent).
+		// dropped as undecodable (their header blocks name entries of
+		// the HPACK table from before the agent).
 		old := map[string]int{}
 		for k, v := range got {
 			if k == m+"OK" {
@@ -479,8 +479,14 @@ func TestHTTP2ConnectionBeforeAgent(t *testing.T) {
 				old[k] = v
 			}
 		}
-		if n := sumCounts(old) + int(undecodable); n > 30 {
-			t.Errorf("%s: %d old-connection calls recorded and %v undecodable: more than the 30 made", side.service, sumCounts(old), undecodable)
+		// Every call on the old connection after the start is seen: the
+		// kernel decides the connection as HTTP/2 at its first call that
+		// is a chain of client frames (bpf/l7/classify.h).
+		if n := sumCounts(old) + int(undecodable); n != 30 {
+			t.Errorf("%s: %d old-connection calls recorded and %v undecodable, want 30 in all", side.service, sumCounts(old), undecodable)
+		}
+		if d := h2Dropped(mfs, job); d != undecodable {
+			t.Errorf("%s: %v streams dropped, %v of them undecodable: want none other", side.service, d, undecodable)
 		}
 		t.Logf("%s: new connection %d OK; old connection: %v recorded, %v undecodable", side.service, got[m+"OK"]-old[m+"OK"], old, undecodable)
 	}

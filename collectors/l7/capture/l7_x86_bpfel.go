@@ -343,6 +343,7 @@ const (
 	l7MapTlsCounters           = "tls_counters"
 	l7MapTlsTgids              = "tls_tgids"
 	l7MapUnobserved            = "unobserved"
+	l7ProgClassifyTest         = "classify_test"
 	l7ProgHttpAccept4Exit      = "http_accept4_exit"
 	l7ProgHttpAcceptExit       = "http_accept_exit"
 	l7ProgHttpCloseEnter       = "http_close_enter"
@@ -498,6 +499,7 @@ type l7Specs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type l7ProgramSpecs struct {
+	ClassifyTest         *ebpf.ProgramSpec `ebpf:"classify_test"`
 	HttpAccept4Exit      *ebpf.ProgramSpec `ebpf:"http_accept4_exit"`
 	HttpAcceptExit       *ebpf.ProgramSpec `ebpf:"http_accept_exit"`
 	HttpCloseEnter       *ebpf.ProgramSpec `ebpf:"http_close_enter"`
@@ -762,6 +764,7 @@ type l7Variables struct {
 //
 // It can be passed to loadL7Objects or ebpf.CollectionSpec.LoadAndAssign.
 type l7Programs struct {
+	ClassifyTest         *ebpf.Program `ebpf:"classify_test"`
 	HttpAccept4Exit      *ebpf.Program `ebpf:"http_accept4_exit"`
 	HttpAcceptExit       *ebpf.Program `ebpf:"http_accept_exit"`
 	HttpCloseEnter       *ebpf.Program `ebpf:"http_close_enter"`
@@ -850,6 +853,7 @@ type l7Programs struct {
 
 func (p *l7Programs) Close() error {
 	return _L7Close(
+		p.ClassifyTest,
 		p.HttpAccept4Exit,
 		p.HttpAcceptExit,
 		p.HttpCloseEnter,
