@@ -1,8 +1,8 @@
 package http2
 
-// Real programs talk HTTP/2 through a TCP relay that hands each direction's
-// bytes to a parser in the chunks it read them, standing in for the kernel
-// capture. Ground truth is what the programs themselves counted.
+// Real programs talk HTTP/2 through the layer's TCP relay, which hands each
+// direction's bytes to a parser in the chunks it read them, standing in for
+// the kernel capture. Ground truth is what the programs themselves counted.
 
 import (
 	"bufio"
@@ -31,67 +31,62 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+
+	"github.com/otelbee/otelbee/collectors/l7"
+	l7relay "github.com/otelbee/otelbee/collectors/l7/internal/relay"
 )
 
-// relay forwards TCP connections to target, feeding a parser per
-// connection while feeding is on.
+// relay is the layer's test relay (collectors/l7/internal/relay) with this
+// package's frame and stream parser behind it, one per connection, fed
+// every read whole, before it is forwarded. What each connection was fed is
+// recorded, with when, for replays cut another way; feeding may begin
+// mid-connection (feed off, then on: a connection joined in the middle) or
+// after an HTTP/1.1 101 (upgrade).
 type relay struct {
-	t      *testing.T
-	ln     net.Listener
-	target string
-	feed   atomic.Bool
+	t     *testing.T
+	relay *l7relay.Relay
+	feed  atomic.Bool
 	// upgrade: connections start as HTTP/1.1 and are handed to the parser
 	// after a 101, as the HTTP/1 parser will do.
 	upgrade bool
-	wg      sync.WaitGroup
 
 	mu     sync.Mutex
 	counts map[string]int // "method path status grpc-status" → exchanges
 	exs    []string
 	stats  Stats
 	record [][]chunk   // per connection, what was fed
-	times  [][]int64   // per connection, when each chunk was read (ns since its accept)
+	times  [][]int64   // per connection, when each chunk was read (ns, the relay's clock)
 	ups    []*Upgraded // per connection, its upgrade request (upgrade relays)
 }
 
 func newRelay(t *testing.T, target string, feeding bool) *relay {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{t: t, ln: ln, target: target, counts: map[string]int{}}
+	r := &relay{t: t, counts: map[string]int{}}
 	r.feed.Store(feeding)
-	go r.accept()
-	t.Cleanup(func() { ln.Close() })
+	// Whole reads of up to 32 KiB: the parser's own cutting is what the
+	// replays test.
+	r.relay = l7relay.Listen(t, r, &nopSink{}, l7relay.Capture{Head: 1 << 30}) // the parsers report through Emit and Stats
+	r.relay.BufSize = 32 << 10
+	r.relay.Serve(t, func() (net.Conn, error) { return net.Dial("tcp", target) })
 	return r
 }
 
-func (r *relay) addr() string { return r.ln.Addr().String() }
+func (r *relay) addr() string { return r.relay.Addr }
 
-func (r *relay) accept() {
-	for {
-		c, err := r.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", r.target)
-		if err != nil {
-			r.t.Errorf("dialing upstream: %v", err)
-			c.Close()
-			continue
-		}
-		r.wg.Add(1)
-		go r.serve(c.(*net.TCPConn), up.(*net.TCPConn))
+// wait waits until every connection through the relay ended (and its
+// parser with it).
+func (r *relay) wait() {
+	if !r.relay.Idle(10 * time.Second) {
+		r.t.Error("relayed connections still open after 10s")
 	}
 }
 
-func (r *relay) serve(c, up *net.TCPConn) {
-	defer r.wg.Done()
-	var mu sync.Mutex // one parser, two directions
-	var rec []chunk
-	var times []int64
-	var upReq *Upgraded
-	p := NewParser(ParserConfig{Emit: func(e *Exchange) {
+// The relay's l7.Protocol: a relayConn per connection.
+func (r *relay) Name() string                    { return "http2-relay" }
+func (r *relay) Metrics(l7.Role) []l7.MetricSpec { return nil }
+
+func (r *relay) NewParser(*l7.Conn) l7.Parser {
+	c := &relayConn{r: r}
+	c.p = NewParser(ParserConfig{Emit: func(e *Exchange) {
 		k := fmt.Sprintf("%s %s %d %d", e.Method, e.Path, e.Status, e.GRPCStatus)
 		if e.Reset && e.GRPCStatus < 0 {
 			k = fmt.Sprintf("%s %s RST", e.Method, e.Path)
@@ -101,59 +96,48 @@ func (r *relay) serve(c, up *net.TCPConn) {
 		r.exs = append(r.exs, fmt.Sprintf("%d %s", e.StreamID, k))
 		r.mu.Unlock()
 	}})
-	start := time.Now()
-	var upgraded bool
-	var reqHead, respHead []byte
-	pipe := func(dst, src *net.TCPConn, dir Dir, done *sync.WaitGroup) {
-		defer done.Done()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				mu.Lock()
-				if r.upgrade && !upgraded {
-					t := time.Since(start).Nanoseconds()
-					if upgraded = r.handOff(p, dir, buf[:n], &reqHead, &respHead, t, &upReq); upgraded {
-						if i := bytes.Index(respHead, []byte("\r\n\r\n")); i+4 < len(respHead) {
-							rec = append(rec, chunk{FromServer, append([]byte(nil), respHead[i+4:]...)})
-							times = append(times, t)
-						}
-					}
-				} else if r.feed.Load() {
-					t := time.Since(start).Nanoseconds()
-					p.Feed(dir, buf[:n], uint64(n), Times{Start: t, End: t})
-					rec = append(rec, chunk{dir, append([]byte(nil), buf[:n]...)})
-					times = append(times, t)
-				}
-				mu.Unlock()
-				// Fed before it is forwarded: the peer cannot answer bytes
-				// the parser has not seen, so the feed order is causal.
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				dst.CloseWrite()
-				return
+	return c
+}
+
+// relayConn is one relayed connection; the shared relay calls it for one
+// connection at a time.
+type relayConn struct {
+	r                 *relay
+	p                 *Parser
+	rec               []chunk
+	times             []int64
+	up                *Upgraded
+	upgraded          bool
+	reqHead, respHead []byte
+}
+
+func (c *relayConn) Feed(rec *l7.Record, _ l7.Sink) {
+	r, b, t := c.r, rec.Data, int64(rec.End)
+	switch {
+	case r.upgrade && !c.upgraded:
+		if c.upgraded = r.handOff(c.p, rec.Dir, b, &c.reqHead, &c.respHead, t, &c.up); c.upgraded {
+			if i := bytes.Index(c.respHead, []byte("\r\n\r\n")); i+4 < len(c.respHead) {
+				c.rec = append(c.rec, chunk{FromServer, append([]byte(nil), c.respHead[i+4:]...)})
+				c.times = append(c.times, t)
 			}
 		}
+	case r.feed.Load():
+		c.p.Feed(rec.Dir, b, uint64(len(b)), Times{Start: t, End: t})
+		c.rec = append(c.rec, chunk{rec.Dir, append([]byte(nil), b...)})
+		c.times = append(c.times, t)
 	}
-	var done sync.WaitGroup
-	done.Add(2)
-	go pipe(up, c, FromClient, &done)
-	go pipe(c, up, FromServer, &done)
-	done.Wait()
-	c.Close()
-	up.Close()
-	mu.Lock()
-	p.Close()
-	s := p.Stats()
-	mu.Unlock()
+}
+
+func (c *relayConn) Lost(l7.Dir, l7.Sink) {}
+
+func (c *relayConn) Close(uint64, l7.Sink) {
+	c.p.Close()
+	r := c.r
 	r.mu.Lock()
-	addStats(&r.stats, s)
-	r.record = append(r.record, rec)
-	r.times = append(r.times, times)
-	r.ups = append(r.ups, upReq)
+	addStats(&r.stats, c.p.Stats())
+	r.record = append(r.record, c.rec)
+	r.times = append(r.times, c.times)
+	r.ups = append(r.ups, c.up)
 	r.mu.Unlock()
 }
 
@@ -203,12 +187,6 @@ func addStats(dst *Stats, s Stats) {
 	dst.Joined += s.Joined
 	dst.SkippedBytes += s.SkippedBytes
 	dst.DecoderResets += s.DecoderResets
-}
-
-// wait closes the relay and waits until every connection through it ended.
-func (r *relay) wait() {
-	r.ln.Close()
-	r.wg.Wait()
 }
 
 // replay feeds the recorded connections again, cut into pieces.
