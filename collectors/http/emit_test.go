@@ -4,15 +4,19 @@ import (
 	"context"
 	"net/netip"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/attrs"
 	"github.com/otelbee/otelbee/collectors/sampling"
+	"github.com/otelbee/otelbee/exporters/otlp"
+	"github.com/otelbee/otelbee/exporters/spans"
 	"github.com/otelbee/otelbee/exporters/spans/spanstest"
 	"github.com/otelbee/otelbee/process/identity"
 )
@@ -267,5 +271,37 @@ func TestSampledRequestAllocs(t *testing.T) {
 	}
 	if q := p.Queued(); q != c.spansQueued.Load() || q < 42000 {
 		t.Errorf("%d spans queued by the provider, %d by the collector", q, c.spansQueued.Load())
+	}
+}
+
+// discard is a span exporter that accepts everything.
+type discard struct{}
+
+func (discard) ExportResourceSpans(context.Context, [][]byte, int) error { return nil }
+func (discard) Shutdown(context.Context) error                           { return nil }
+
+// BenchmarkSampledRequest is the collector's work for a request that
+// becomes a span (the default sampler: every request), from the exchange
+// to its span encoded and queued for export (onExchange and the span
+// worker's endSpan, run in turn): wrk's request to bench/httpoverhead's Go
+// server, the server side.
+func BenchmarkSampledRequest(b *testing.B) {
+	sampler, _ := sampling.Parse("parentbased_always_on", "")
+	p := spans.NewTracerProvider(discard{}, resource.Empty(), sampler, otlp.QueueSettings{MaxQueueSize: 1 << 16, MaxExportBatchSize: 512, ScheduleDelay: time.Second})
+	defer p.Shutdown(context.Background())
+	c := emitCollector(b, DefaultConfig(), p)
+	st := c.newConn(connKey{tgid: 1, fd: 3, start: 1})
+	st.server, st.svc, st.stats, st.lastLen = true, "/unit", c.statsFor(1), -1
+	st.peer, st.peerPort = netip.MustParseAddr("127.0.0.1"), 40000
+	c.cur = st
+	ex := &Exchange{Method: MethodGet, Status: 200, Minor: 1, Path: []byte("/"), Host: []byte("127.0.0.1:18080"), RespBody: 13, Start: 1000, End: 43000}
+	b.ReportAllocs()
+	for b.Loop() {
+		c.onExchange(ex)
+		drainSpans(c)
+	}
+	b.StopTimer()
+	if p.Queued()+p.Dropped() != c.spansQueued.Load() {
+		b.Fatalf("%d spans queued, %d dropped, %d made", p.Queued(), p.Dropped(), c.spansQueued.Load())
 	}
 }
