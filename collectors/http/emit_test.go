@@ -305,3 +305,29 @@ func BenchmarkSampledRequest(b *testing.B) {
 		b.Fatalf("%d spans queued, %d dropped, %d made", p.Queued(), p.Dropped(), c.spansQueued.Load())
 	}
 }
+
+// TestSpanWorkerBatches: the span worker, polling the queue instead of
+// waiting on it, emits every span queued, the last ones when the queue is
+// closed (shutdown) included.
+func TestSpanWorkerBatches(t *testing.T) {
+	p := spanstest.New(t, nil)
+	c := emitCollector(t, DefaultConfig(), p)
+	st := c.newConn(connKey{tgid: 1, fd: 3, start: 1})
+	st.server, st.svc, st.stats, st.lastLen = true, "/unit", c.statsFor(1), -1
+	c.cur = st
+	c.wg.Add(1)
+	go c.spanWorker(context.Background())
+	ex := &Exchange{Method: MethodGet, Status: 200, Minor: 1, Path: []byte("/users/12"), Start: 1000, End: 43000}
+	const n = 3000
+	for i := range n {
+		c.onExchange(ex)
+		if i%1000 == 0 {
+			time.Sleep(3 * spanDrainEvery) // between batches
+		}
+	}
+	close(c.spans)
+	c.wg.Wait()
+	if got := spanstest.Count(p.ResourceSpans(t)); got != n || c.spansQueued.Load() != n || c.spanDrops.Load() != 0 {
+		t.Errorf("%d spans exported, %d queued, %d dropped, want %d", got, c.spansQueued.Load(), c.spanDrops.Load(), n)
+	}
+}

@@ -494,11 +494,29 @@ type spanRecord struct {
 	method    [maxMethod]byte
 }
 
-// spanWorker completes sampled spans off the event loop.
+// spanDrainEvery is how often the span worker empties the span queue. A
+// worker blocked on the queue is woken by nearly every span queued at low
+// rates: a futex wake and a thread handoff, ~10 µs of agent CPU per span
+// in a profile at 1 % sampling (~0.1 µs per request). The queue
+// (http.span_queue, 8192) holds 10 ms of ~800,000 spans/s.
+const spanDrainEvery = 10 * time.Millisecond
+
+// spanWorker completes sampled spans off the event loop, in batches: the
+// queue is emptied every spanDrainEvery, and once more when it is closed.
 func (c *Collector) spanWorker(ctx context.Context) {
 	defer c.wg.Done()
-	for rec := range c.spans {
-		c.endSpan(&rec)
+	tick := time.NewTicker(spanDrainEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case rec, ok := <-c.spans:
+			if !ok {
+				return
+			}
+			c.endSpan(&rec)
+		default:
+			<-tick.C
+		}
 	}
 }
 

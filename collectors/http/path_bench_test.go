@@ -4,9 +4,8 @@ import (
 	"bytes"
 	"testing"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-
 	"github.com/otelbee/otelbee/collectors/l7/capture"
+	"github.com/otelbee/otelbee/collectors/sampling"
 )
 
 // wrkRequest and goResponse are what bench/httpoverhead's wrk sends and its
@@ -32,7 +31,10 @@ func BenchmarkRequestPath(b *testing.B) {
 		{"nginx", nginxReq, nginxResp, uint64(bytes.Index(nginxResp, []byte("\r\n\r\n"))) + 4 + 615},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			c, _ := unitCollector(b, sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01)))
+			// the agent's sampler (sampling.Parse: its own arithmetic for
+			// a root span), not the SDK's
+			sampler, _ := sampling.Parse("parentbased_traceidratio", "0.01")
+			c, _ := unitCollector(b, sampler)
 			st := c.cur
 			c.cur = nil
 			st.parser.Reset(true, &Stats{}, c.sinkFn)
