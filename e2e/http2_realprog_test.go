@@ -698,6 +698,7 @@ http {
     server {
         listen 127.0.0.1:%[2]d ssl http2;
         location = /h2load { return 200 "ok\n"; }
+        location = /ok { return 200 "ok\n"; }
         location = /missing { return 404 "missing\n"; }
     }
 }
@@ -794,6 +795,72 @@ func TestHTTP2H2loadTLS(t *testing.T) {
 		}
 		if d := h2Dropped(mfs, side.service); d != 0 {
 			t.Errorf("%s: %v streams dropped", side.service, d)
+		}
+	}
+}
+
+// TestHTTP2SpansTLS: curl --http2 (Debian's libssl) against nginx `ssl
+// http2`: each request is a server span (nginx) and a client span (curl),
+// children of the request's traceparent, with url.scheme=https from the
+// TLS data source (the client's with --http.client-url-scheme) and
+// network.protocol.version=2.
+func TestHTTP2SpansTLS(t *testing.T) {
+	harness.RequireRoot(t)
+	for _, tool := range []string{"curl", "openssl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("skipping: %s not installed", tool)
+		}
+	}
+	col := harness.StartCollector(t)
+	env := []string{"OTEL_TRACES_SAMPLER=always_on", "OTEL_BSP_SCHEDULE_DELAY=1000"}
+	agent := harness.StartAgent(t, env, "--collectors=http2", "--http.routes=/ok", "--http.client-url-scheme",
+		"--otlp.endpoint=http://"+col.HTTPEndpoint, "--otlp.protocol=http/protobuf")
+	sfx := strconv.Itoa(rand.IntN(1 << 30))
+	cert, key := tlsCert(t)
+	ng := startH2Nginx(t, "h2span-nginx-"+sfx, cert, key)
+	waitLibUprobes(t, agent, ng.proc.Pid(), "libssl.so")
+	const tid, sid = "5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8"
+	base := fmt.Sprintf("https://127.0.0.1:%d", ng.Port)
+	got := curlCounts(t, "h2span-curl-"+sfx, []string{"--http2", "--cacert", cert, "-H", "traceparent: 00-" + tid + "-" + sid + "-01"},
+		base+"/ok?token=s3cret", base+"/missing")
+	if got["GET 200"] != 1 || got["GET 404"] != 1 {
+		t.Fatalf("curl %v", got)
+	}
+	mine := func(ss []harness.Span, kind string) map[string]harness.Span {
+		out := map[string]harness.Span{}
+		for _, s := range ss {
+			if s.Kind == kind && s.TraceID == tid && s.Scope == "github.com/otelbee/otelbee/collectors/l7/http2" {
+				out[s.Attributes["http.response.status_code"]] = s
+			}
+		}
+		return out
+	}
+	col.WaitForSpans(t, func(ss []harness.Span) bool {
+		return len(mine(ss, "Server")) == 2 && len(mine(ss, "Client")) == 2
+	}, 60*time.Second)
+	time.Sleep(2 * time.Second) // nothing more may come
+	spans, err := col.Spans()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range spans {
+		if s.TraceID == tid {
+			n++
+		}
+	}
+	if n != 4 {
+		t.Errorf("%d spans of the trace, want 4 (a server and a client span per request)", n)
+	}
+	for _, kind := range []string{"Server", "Client"} {
+		for st, name := range map[string]string{"200": "GET /ok", "404": "GET"} {
+			s, ok := mine(spans, kind)[st]
+			if kind == "Client" && st == "404" {
+				name = "GET /missing"
+			}
+			if !ok || s.Name != name || s.Attributes["url.scheme"] != "https" || s.Attributes["network.protocol.version"] != "2" || s.ParentSpanID != sid && kind == "Server" {
+				t.Errorf("%s span %s: %q %v parent %s, want %q with url.scheme https", kind, st, s.Name, s.Attributes, s.ParentSpanID, name)
+			}
 		}
 	}
 }
