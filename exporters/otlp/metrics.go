@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
@@ -12,10 +13,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-
-	"github.com/otelbee/otelbee/exporters/perservice"
 )
 
 // MetricExporter is an sdkmetric.Exporter sending one OTLP ResourceMetrics
@@ -29,6 +27,10 @@ type MetricExporter struct {
 	exported atomic.Int64 // data points accepted by the receiver
 	dropped  drops        // data points in failed requests, by reason
 	log      *failureLog
+
+	mu    sync.Mutex // one Export at a time (the SDK makes it so, too)
+	enc   *metricEncoder
+	parts []*tracepb.ResourceSpans // one per service, reused
 }
 
 var _ sdkmetric.Exporter = (*MetricExporter)(nil)
@@ -74,7 +76,8 @@ func NewMetricExporter(ctx context.Context, cfg Config) (*MetricExporter, error)
 	if err := client.Start(ctx); err != nil {
 		return nil, fmt.Errorf("starting otlp %s metric client: %w", proto, err)
 	}
-	return &MetricExporter{inner: inner, client: client, protocol: proto, log: newFailureLog(cfg.Logger, "metric points")}, nil
+	return &MetricExporter{inner: inner, client: client, protocol: proto, log: newFailureLog(cfg.Logger, "metric points"),
+		enc: newMetricEncoder()}, nil
 }
 
 // Protocol returns the protocol in use ("grpc" or "http/protobuf"), for the
@@ -95,33 +98,31 @@ func (e *MetricExporter) Aggregation(k sdkmetric.InstrumentKind) sdkmetric.Aggre
 
 // Export sends rm in one request, one ResourceMetrics per observed
 // service (package perservice): an export is one request whatever the
-// number of services. A failure is counted and logged here, once per
-// interval; the error returned wraps ErrReported.
+// number of services. The request is encoded from rm by metricEncoder, into
+// buffers reused from one export to the next. A failure is counted and
+// logged here, once per interval; the error returned wraps ErrReported.
 func (e *MetricExporter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
-	var (
-		parts []*tracepb.ResourceSpans
-		n     int64
-	)
-	for _, part := range perservice.SplitMetrics(rm) {
-		pts := int64(perservice.CountDataPoints(part))
-		if pts == 0 {
-			continue // nothing to send
-		}
-		b, err := proto.Marshal(resourceMetricsPB(part))
-		if err != nil {
-			return fmt.Errorf("encoding metrics: %w", err)
-		}
-		// The encoded ResourceMetrics travels as the unknown fields of
-		// an element of the request's field 1 (transport.go).
-		msg := &tracepb.ResourceSpans{}
-		msg.ProtoReflect().SetUnknown(protoreflect.RawFields(b))
-		parts = append(parts, msg)
-		n += pts
-	}
-	if len(parts) == 0 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := int64(e.enc.encode(rm))
+	services := len(e.enc.spans) - 1
+	if n == 0 || services <= 0 {
 		return nil // an empty request only costs
 	}
-	if err := e.client.UploadTraces(ctx, parts); err != nil {
+	// Each encoded ResourceMetrics travels as the unknown fields of an
+	// element of the request's field 1 (transport.go).
+	for len(e.parts) < services {
+		e.parts = append(e.parts, &tracepb.ResourceSpans{})
+	}
+	parts := e.parts[:services]
+	for i, msg := range parts {
+		msg.ProtoReflect().SetUnknown(protoreflect.RawFields(e.enc.out[e.enc.spans[i]:e.enc.spans[i+1]]))
+	}
+	err := e.client.UploadTraces(ctx, parts)
+	for _, msg := range parts {
+		msg.ProtoReflect().SetUnknown(nil) // the buffer is the next export's
+	}
+	if err != nil {
 		reason := reasonFor(ctx)
 		e.failures.Add(1)
 		e.dropped.add(reason, n)

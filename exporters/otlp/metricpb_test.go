@@ -8,11 +8,10 @@ import (
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 )
 
-// The OTLP metric exporters of the Go SDK take one ResourceMetrics per
-// request, and keep their conversion to protobuf to themselves; sending
-// every service's metrics in one request needs this conversion here. It
-// follows theirs: the same fields, the same handling of optional min, max
-// and sum.
+// The reference metricEncoder is tested against: protobuf objects built as
+// the Go SDK's OTLP metric exporters build theirs (the same fields, the
+// same handling of optional min, max and sum), which the exporter sent
+// before it encoded the request itself.
 
 func resourceMetricsPB(rm *metricdata.ResourceMetrics) *metricpb.ResourceMetrics {
 	out := &metricpb.ResourceMetrics{}
@@ -69,16 +68,6 @@ func metricPB(m metricdata.Metrics) *metricpb.Metric {
 		return nil // unknown aggregation: as the SDK's exporter, leave it out
 	}
 	return out
-}
-
-func temporalityPB(t metricdata.Temporality) metricpb.AggregationTemporality {
-	switch t {
-	case metricdata.DeltaTemporality:
-		return metricpb.AggregationTemporality_AGGREGATION_TEMPORALITY_DELTA
-	case metricdata.CumulativeTemporality:
-		return metricpb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE
-	}
-	return metricpb.AggregationTemporality_AGGREGATION_TEMPORALITY_UNSPECIFIED
 }
 
 func unixNano(t interface{ UnixNano() int64 }, zero bool) uint64 {
