@@ -332,6 +332,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		}
 	}
 	log.Info("otelbee running", "version", Version, "collectors", cfg.Collectors)
+	go releaseStartupMemory(runCtx, startupSettle, log)
 
 	<-ctx.Done()
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)

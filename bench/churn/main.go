@@ -30,6 +30,7 @@ func main() {
 		instance  = flag.String("instance", "service", "--process.instance of the agent")
 		retention = flag.Duration("retention", 30*time.Second, "--process.retention of the agent")
 		settle    = flag.Duration("settle", 150*time.Second, "wait after the churn before the last row (retention + the collectors' retirement)")
+		warmup    = flag.Duration("warmup", 20*time.Second, "wait after the agent's start before the idle row (the agent gives start-up's memory back 2 s after its collectors run, and discovery of the running processes settles)")
 	)
 	flag.Parse()
 	promAddr := freeAddr()
@@ -72,16 +73,19 @@ func main() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(5 * time.Second) // the agent's start-up series settle
+	time.Sleep(*warmup) // the agent's start-up series and memory settle
 
 	pid := agent.Process.Pid
 	fmt.Printf("--process.instance=%s, %d short-lived curl processes (%d loops), --collectors=all\n\n", *instance, *procs, *parallel)
-	fmt.Println("| load | series in /metrics (the clients') | /metrics size | scrape time | agent RSS | agent peak RSS |")
+	fmt.Println("| load | series in /metrics (the clients') | /metrics size | scrape time | agent RSS MiB (anon + file) | agent peak RSS MiB |")
 	fmt.Println("|---|---|---|---|---|---|")
 	row := func(name string) {
+		// RSS before the scrape: the steady state, not the scrape's own
+		// buffers.
+		rss, anon, file := status(pid, "VmRSS"), status(pid, "RssAnon"), status(pid, "RssFile")
 		series, clients, size, took := scrape(url)
-		fmt.Printf("| %s | %d (%d) | %.1f kB | %.0f ms | %.0f MB | %.0f MB |\n", name, series, clients, float64(size)/1e3,
-			float64(took.Microseconds())/1e3, status(pid, "VmRSS")/1024, status(pid, "VmHWM")/1024)
+		fmt.Printf("| %s | %d (%d) | %.1f kB | %.0f ms | %.0f (%.0f + %.0f) | %.0f |\n", name, series, clients, float64(size)/1e3,
+			float64(took.Microseconds())/1e3, rss/1024, anon/1024, file/1024, status(pid, "VmHWM")/1024)
 	}
 	row("idle")
 

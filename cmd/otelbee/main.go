@@ -13,8 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
-	"runtime/metrics"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -23,42 +21,6 @@ import (
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
-
-// The soft limit on the Go runtime's memory, unless GOMEMLIMIT sets one.
-// The agent's live heap is ~10-20 MB on a small host, but discovery (the
-// TLS collector reading binaries' symbol tables) makes tens of MB of
-// garbage at once, which the default pacing (GOGC=100) lets the heap
-// double past before collecting: a limit of memoryFloor collects it
-// instead. Where the live heap is large (many series), the limit follows
-// it at twice the live heap plus the runtime's other memory, so the
-// collector never runs back to back (docs/benchmarks.md "Second pass").
-const (
-	memoryFloor   = 48 << 20
-	memoryRetune  = 10 * time.Second
-	runtimeExtras = 16 << 20 // stacks, runtime metadata, fragmentation
-)
-
-// memoryLimit is the limit for a live heap of live bytes.
-func memoryLimit(live uint64) int64 {
-	return max(memoryFloor, int64(2*live)+runtimeExtras)
-}
-
-// setMemoryLimit applies memoryLimit from now on, unless GOMEMLIMIT is set.
-func setMemoryLimit() {
-	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
-		return
-	}
-	debug.SetMemoryLimit(memoryFloor)
-	go func() {
-		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-		for range time.Tick(memoryRetune) {
-			metrics.Read(sample)
-			if sample[0].Value.Kind() == metrics.KindUint64 {
-				debug.SetMemoryLimit(memoryLimit(sample[0].Value.Uint64()))
-			}
-		}
-	}()
-}
 
 func run(args []string) int {
 	cmd := "run"
@@ -103,8 +65,9 @@ func run(args []string) int {
 			}
 		}()
 	}
-	setMemoryLimit()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: agent.LogLevel(cfg.LogLevel)}))
+	setGCPercent()
+	setMemoryLimit(logger)
 	// The agent keeps to --shutdown-timeout; this is the backstop should a
 	// step ignore its deadline.
 	go func() {
