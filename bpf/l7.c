@@ -252,6 +252,7 @@ enum call_kind {
 	CALL_MSG = 2,
 	CALL_SENDFILE = 3,
 	CALL_CONNECT = 4,
+	CALL_TLS_MARK = 5, // followed to its exit for the TLS source only (L7_TLS_SYSCALL_DONE)
 };
 
 struct call_args {
@@ -779,6 +780,8 @@ static __always_inline void count_none(struct conn_info *ci, __u32 what)
 	count_unobserved(what);
 }
 
+static __always_inline void tls_close_hook(__u64 key);
+
 static __always_inline void close_fd(__u32 fd)
 {
 	__u64 key = conn_key(fd);
@@ -795,6 +798,7 @@ static __always_inline void close_fd(__u32 fd)
 		emit_conn_event(EVENT_CLOSE, fd, ci);
 	else if (ci->state == STATE_UNDECIDED && ci->probes && !ci->midstream)
 		count_none(ci, UNOBSERVED_UNKNOWN); // closed within the budget
+	tls_close_hook(key); // l7/tls.h: what a TLS source learned of the descriptor
 	if (ci->role == ROLE_SELF) {
 		struct self_end e = { .port = ci->local_port };
 		__builtin_memcpy(e.addr, ci->local, 16);
@@ -1332,7 +1336,9 @@ static __always_inline void save_call(__u32 fd, __u64 ptr, __u64 count, __u8 kin
 	if (!ci)
 		return;
 #ifdef L7_TLS_SYSCALL_HOOK
-	L7_TLS_SYSCALL_HOOK(fd, ci);
+	if (L7_TLS_SYSCALL_HOOK(fd, ci))
+		kind = CALL_TLS_MARK; // a TLS connection: skipped, but its result is wanted
+	else
 #endif
 	if (skipped(ci))
 		return;
@@ -1356,6 +1362,12 @@ static __always_inline void handle_exit(long ret, __u8 dir)
 		return;
 	struct call_args a = *ap;
 	bpf_map_delete_elem(&calls, &tid);
+#ifdef L7_TLS_SYSCALL_DONE
+	if (a.kind == CALL_TLS_MARK) {
+		L7_TLS_SYSCALL_DONE(a.fd, dir, ret);
+		return;
+	}
+#endif
 	if (ret < 0 && a.kind != CALL_CONNECT)
 		emit_call_error(a.fd, ret, dir, a.enter_ns);
 	if (ret <= 0 || a.kind == CALL_CONNECT)
@@ -1517,7 +1529,8 @@ static __always_inline void handle_exit1(long ret, __u8 dir, __u8 kind, __u64 fd
 	if (!ci)
 		return;
 #ifdef L7_TLS_SYSCALL_HOOK
-	L7_TLS_SYSCALL_HOOK(fd, ci);
+	if (L7_TLS_SYSCALL_HOOK(fd, ci))
+		L7_TLS_SYSCALL_DONE(fd, dir, ret);
 #endif
 	if (skipped(ci))
 		return;

@@ -161,14 +161,17 @@ static __always_inline void kf_enter(struct sock *sk, struct msghdr *msg)
 		ci = inherited(fd, key);
 	if (!ci || ci->sk != skp)
 		return;
+	__u8 mark = 0;
 #ifdef L7_TLS_SYSCALL_HOOK
 	// a TLS library's call in flight on this thread takes the descriptor
-	L7_TLS_SYSCALL_HOOK(fd, ci);
+	mark = L7_TLS_SYSCALL_HOOK(fd, ci);
 #endif
-	if (skipped(ci))
+	if (!mark && skipped(ci))
 		return;
 	struct call_args a = { .enter_ns = bpf_ktime_get_ns(), .fd = fd, .kind = CALL_SENDFILE };
-	if (msg)
+	if (mark)
+		a.kind = CALL_TLS_MARK; // a memory-BIO TLS read's result (l7/tls.h)
+	else if (msg)
 		kf_buffer(msg, fd, &a);
 	__u64 tid = bpf_get_current_pid_tgid();
 	if (bpf_map_update_elem(&calls, &tid, &a, BPF_ANY))
@@ -188,6 +191,12 @@ static __always_inline void kf_exit(long ret, __u8 dir)
 	bpf_map_delete_elem(&calls, &tid);
 	if (a.kind == CALL_CONNECT)
 		return; // a kprobe connect's, left by a connect that never returned
+#ifdef L7_TLS_SYSCALL_DONE
+	if (a.kind == CALL_TLS_MARK) {
+		L7_TLS_SYSCALL_DONE(a.fd, dir, ret);
+		return;
+	}
+#endif
 	if (ret < 0)
 		emit_call_error(a.fd, ret, dir, a.enter_ns);
 	if (ret <= 0)

@@ -35,7 +35,12 @@ enum tls_counter {
 	TLS_DROP_ARGS_FULL = 2, // no room to remember a call in flight
 	TLS_DROP_NO_OFFSETS = 3, // a Go executable without its offsets in go_fd_offsets
 	TLS_DROP_BAD_FD = 4,    // a Go connection whose descriptor could not be read
-	TLS_COUNTER_MAX = 5,
+	// Memory-BIO programs (Node): an SSL call on an SSL* known on one
+	// connection entered right after a read on another (the ordering the
+	// descriptor is learned from did not hold; nothing is changed).
+	TLS_MEMBIO_MISMATCH = 5,
+	TLS_MEMBIO_LEARNED = 6, // SSL* -> fd learned from the read before the SSL call
+	TLS_COUNTER_MAX = 7,
 };
 
 const enum tls_counter *unused_tls_counter __attribute__((unused));
@@ -85,23 +90,122 @@ struct {
 	__type(value, __u32);
 } ssl_fds SEC(".maps");
 
-// tls_syscall_hook runs at the entry of every read/write family call on a
-// tracked connection: inside an SSL call on this thread, the call takes the
-// descriptor.
-static __always_inline void tls_syscall_hook(__u32 fd)
+// Memory-BIO programs (Node's TLSWrap, Python's asyncio): OpenSSL reads
+// and writes memory, the program moves the ciphertext with its own system
+// calls outside the SSL calls, so no socket call is made inside one. On
+// input the order is synchronous: libuv's uv__read makes read(fd) and hands
+// the ciphertext to that stream's TLSWrap, whose Cycle calls SSL_write
+// (ClearIn: cleartext written before the handshake ended) and SSL_read
+// (ClearOut) for that stream on the same thread, before the event loop
+// makes any other read. So the connection of the last read that returned
+// ciphertext outside an SSL call on a thread (membio_reads) is taken, once,
+// by the thread's next SSL call: an SSL* without a descriptor gets that
+// read's (ssl_fds, and fd_ssls to forget it at the connection's close).
+// Anything else leaves the SSL* as it was; a write's descriptor is never
+// guessed from the write. A process is handled so (membio_tgids) after its
+// first SSL call that made no system call and whose SSL* had no descriptor.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} membio_tgids SEC(".maps");
+
+// The descriptor of the last read with ciphertext outside an SSL call, by
+// thread; taken (deleted) by the thread's next SSL call.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); // pid_tgid
+	__type(value, __u32);
+} membio_reads SEC(".maps");
+
+// The SSL* learned for a connection (tgid << 32 | fd), so that its close
+// forgets the SSL*'s descriptor: a freed SSL*'s address, reused by a
+// later connection, must not inherit it.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} fd_ssls SEC(".maps");
+
+// tls_syscall_hook runs for every read/write family call on a tracked
+// connection (at its entry; on kernels with one program per call, at its
+// exit): inside an SSL call on this thread, the call takes the descriptor.
+// It returns 1 for a call on a TLS connection of a memory-BIO process made
+// outside any SSL call, whose result tls_syscall_done wants.
+static __always_inline int tls_syscall_hook(__u32 fd, const struct conn_info *ci)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct ssl_call *c = bpf_map_lookup_elem(&ssl_calls, &tid);
-	if (!c)
-		return;
-	c->fd = fd;
-	c->has_fd = 1;
+	if (c) {
+		c->fd = fd;
+		c->has_fd = 1;
+		return 0;
+	}
+	if (ci->state != STATE_TLS && !(ci->flags & CONN_TLS_PLAINTEXT))
+		return 0;
+	__u32 tgid = tid >> 32;
+	return bpf_map_lookup_elem(&membio_tgids, &tgid) != 0;
 }
 
-#define L7_TLS_SYSCALL_HOOK(fd, ci) tls_syscall_hook(fd)
+// tls_syscall_done: a call tls_syscall_hook chose returned ret. A read
+// with bytes leaves its descriptor for the thread's next SSL call; any
+// other outcome (nothing read, a write: the input's SSL_read would have
+// come before it) leaves nothing.
+static __always_inline void tls_syscall_done(__u32 fd, __u8 dir, long ret)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	if (dir == DIR_READ && ret > 0)
+		bpf_map_update_elem(&membio_reads, &tid, &fd, BPF_ANY);
+	else
+		bpf_map_delete_elem(&membio_reads, &tid);
+}
+
+// tls_close_hook: a tracked connection closes; the SSL* learned for it
+// forgets its descriptor.
+static __always_inline void tls_close_hook(__u64 key)
+{
+	__u64 *ssl = bpf_map_lookup_elem(&fd_ssls, &key);
+	if (!ssl)
+		return;
+	struct ssl_key k = {.ssl = *ssl, .tgid = key >> 32};
+	__u32 *fd = bpf_map_lookup_elem(&ssl_fds, &k);
+	if (fd && *fd == (__u32)key)
+		bpf_map_delete_elem(&ssl_fds, &k);
+	bpf_map_delete_elem(&fd_ssls, &key);
+}
+
+#define L7_TLS_SYSCALL_HOOK(fd, ci) tls_syscall_hook(fd, ci)
+#define L7_TLS_SYSCALL_DONE(fd, dir, ret) tls_syscall_done(fd, dir, ret)
+
+// membio_learn: at an SSL call's entry, the descriptor of the read just
+// before it on this thread (if any) is taken; an SSL* without one gets it.
+static __always_inline void membio_learn(__u64 ssl)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u32 *fp = bpf_map_lookup_elem(&membio_reads, &tid);
+	if (!fp)
+		return;
+	__u32 fd = *fp;
+	bpf_map_delete_elem(&membio_reads, &tid);
+	struct ssl_key k = {.ssl = ssl, .tgid = tid >> 32};
+	__u32 *known = bpf_map_lookup_elem(&ssl_fds, &k);
+	if (known) {
+		if (*known != fd)
+			bump(&tls_counters, TLS_MEMBIO_MISMATCH);
+		return;
+	}
+	__u64 key = (tid & 0xffffffff00000000ULL) | fd;
+	bpf_map_update_elem(&ssl_fds, &k, &fd, BPF_ANY);
+	bpf_map_update_elem(&fd_ssls, &key, &ssl, BPF_ANY);
+	bump(&tls_counters, TLS_MEMBIO_LEARNED);
+}
 
 static __always_inline void ssl_enter(__u64 ssl, __u64 buf, __u64 size_ptr)
 {
+	membio_learn(ssl);
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct ssl_call c = {
 		.ssl = ssl,
@@ -111,6 +215,22 @@ static __always_inline void ssl_enter(__u64 ssl, __u64 buf, __u64 size_ptr)
 	};
 	if (bpf_map_update_elem(&ssl_calls, &tid, &c, BPF_ANY))
 		bump(&tls_counters, TLS_DROP_ARGS_FULL);
+}
+
+// membio_mark: an SSL call made no system call and its SSL* has no
+// descriptor: the process drives OpenSSL through memory BIOs. It is in
+// tls_tgids from now on too: Node's client makes its ClientHello in an
+// SSL_read (no SSL_do_handshake), and a process younger than user space's
+// look at it would otherwise have that ciphertext, written right after,
+// counted as unobserved TLS, and the connection never held as TLS.
+static __always_inline void membio_mark(const struct ssl_key *k)
+{
+	if (bpf_map_lookup_elem(&membio_tgids, &k->tgid) || bpf_map_lookup_elem(&ssl_fds, k))
+		return;
+	__u8 one = 1;
+	bpf_map_update_elem(&membio_tgids, &k->tgid, &one, BPF_NOEXIST);
+	if (!bpf_map_lookup_elem(&tls_tgids, &k->tgid))
+		bpf_map_update_elem(&tls_tgids, &k->tgid, &one, BPF_NOEXIST);
 }
 
 static __always_inline void ssl_exit(int rc, __u32 dir)
@@ -126,6 +246,8 @@ static __always_inline void ssl_exit(int rc, __u32 dir)
 	__u32 fd = cp->fd;
 	__u8 has_fd = cp->has_fd;
 	bpf_map_delete_elem(&ssl_calls, &tid);
+	if (!has_fd && rc <= 0)
+		membio_mark(&k);
 	__u64 n = rc;
 	if (size_ptr) {
 		// SSL_read_ex/SSL_write_ex (1 on success) and the inner
@@ -139,12 +261,22 @@ static __always_inline void ssl_exit(int rc, __u32 dir)
 	if (n == 0)
 		return;
 	__u32 *known = bpf_map_lookup_elem(&ssl_fds, &k);
+	if (has_fd && known && *known != fd) {
+		// A descriptor learned from a memory BIO's read stays: a socket
+		// call inside its SSL call is the program's (a callback into
+		// JavaScript), not the SSL*'s.
+		__u64 owner = (tid & 0xffffffff00000000ULL) | *known;
+		__u64 *s = bpf_map_lookup_elem(&fd_ssls, &owner);
+		if (s && *s == k.ssl)
+			has_fd = 0;
+	}
 	if (has_fd) {
 		if (!known || *known != fd)
 			bpf_map_update_elem(&ssl_fds, &k, &fd, BPF_ANY);
 	} else if (known) {
 		fd = *known;
 	} else {
+		membio_mark(&k);
 		bump(&tls_counters, TLS_DROP_NO_FD);
 		return;
 	}

@@ -311,7 +311,9 @@ const (
 	l7TlsCounterTLS_DROP_ARGS_FULL  l7TlsCounter = 2
 	l7TlsCounterTLS_DROP_NO_OFFSETS l7TlsCounter = 3
 	l7TlsCounterTLS_DROP_BAD_FD     l7TlsCounter = 4
-	l7TlsCounterTLS_COUNTER_MAX     l7TlsCounter = 5
+	l7TlsCounterTLS_MEMBIO_MISMATCH l7TlsCounter = 5
+	l7TlsCounterTLS_MEMBIO_LEARNED  l7TlsCounter = 6
+	l7TlsCounterTLS_COUNTER_MAX     l7TlsCounter = 7
 )
 
 // Names of all BPF objects in the ELF.
@@ -325,6 +327,7 @@ const (
 	l7MapCounters              = "counters"
 	l7MapDrops                 = "drops"
 	l7MapEvents                = "events"
+	l7MapFdSsls                = "fd_ssls"
 	l7MapFilterCgroup          = "filter_cgroup"
 	l7MapFilterComm            = "filter_comm"
 	l7MapFilterPort            = "filter_port"
@@ -333,6 +336,8 @@ const (
 	l7MapH2Scratch             = "h2_scratch"
 	l7MapH2Walks               = "h2_walks"
 	l7MapInherit               = "inherit"
+	l7MapMembioReads           = "membio_reads"
+	l7MapMembioTgids           = "membio_tgids"
 	l7MapOwners                = "owners"
 	l7MapProtoPolicy           = "proto_policy"
 	l7MapScratch               = "scratch"
@@ -597,6 +602,7 @@ type l7MapSpecs struct {
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Drops        *ebpf.MapSpec `ebpf:"drops"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	FdSsls       *ebpf.MapSpec `ebpf:"fd_ssls"`
 	FilterCgroup *ebpf.MapSpec `ebpf:"filter_cgroup"`
 	FilterComm   *ebpf.MapSpec `ebpf:"filter_comm"`
 	FilterPort   *ebpf.MapSpec `ebpf:"filter_port"`
@@ -605,6 +611,8 @@ type l7MapSpecs struct {
 	H2Scratch    *ebpf.MapSpec `ebpf:"h2_scratch"`
 	H2Walks      *ebpf.MapSpec `ebpf:"h2_walks"`
 	Inherit      *ebpf.MapSpec `ebpf:"inherit"`
+	MembioReads  *ebpf.MapSpec `ebpf:"membio_reads"`
+	MembioTgids  *ebpf.MapSpec `ebpf:"membio_tgids"`
 	Owners       *ebpf.MapSpec `ebpf:"owners"`
 	ProtoPolicy  *ebpf.MapSpec `ebpf:"proto_policy"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
@@ -677,6 +685,7 @@ type l7Maps struct {
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Drops        *ebpf.Map `ebpf:"drops"`
 	Events       *ebpf.Map `ebpf:"events"`
+	FdSsls       *ebpf.Map `ebpf:"fd_ssls"`
 	FilterCgroup *ebpf.Map `ebpf:"filter_cgroup"`
 	FilterComm   *ebpf.Map `ebpf:"filter_comm"`
 	FilterPort   *ebpf.Map `ebpf:"filter_port"`
@@ -685,6 +694,8 @@ type l7Maps struct {
 	H2Scratch    *ebpf.Map `ebpf:"h2_scratch"`
 	H2Walks      *ebpf.Map `ebpf:"h2_walks"`
 	Inherit      *ebpf.Map `ebpf:"inherit"`
+	MembioReads  *ebpf.Map `ebpf:"membio_reads"`
+	MembioTgids  *ebpf.Map `ebpf:"membio_tgids"`
 	Owners       *ebpf.Map `ebpf:"owners"`
 	ProtoPolicy  *ebpf.Map `ebpf:"proto_policy"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
@@ -706,6 +717,7 @@ func (m *l7Maps) Close() error {
 		m.Counters,
 		m.Drops,
 		m.Events,
+		m.FdSsls,
 		m.FilterCgroup,
 		m.FilterComm,
 		m.FilterPort,
@@ -714,6 +726,8 @@ func (m *l7Maps) Close() error {
 		m.H2Scratch,
 		m.H2Walks,
 		m.Inherit,
+		m.MembioReads,
+		m.MembioTgids,
 		m.Owners,
 		m.ProtoPolicy,
 		m.Scratch,

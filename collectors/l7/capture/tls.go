@@ -83,7 +83,7 @@ func (e *Engine) startTLS() {
 	if e.deps.RootLogger != nil {
 		log = e.deps.RootLogger.With("component", "tls")
 	}
-	k := &tlsKernel{tgids: e.loader.Map(l7MapTlsTgids), offsets: e.loader.Map(l7MapGoFdOffsets)}
+	k := &tlsKernel{tgids: e.loader.Map(l7MapTlsTgids), offsets: e.loader.Map(l7MapGoFdOffsets), membio: e.loader.Map(l7MapMembioTgids)}
 	a, err := tlsc.NewAttacher(e.cfg.TLS.AttachConfig(), progs, e.deps.Processes, k, log)
 	if err != nil {
 		e.log.Warn("HTTPS plaintext unavailable", "error", err)
@@ -149,20 +149,30 @@ func (st *tlsState) registerCounters(m metric.Meter) error {
 		{l7TlsCounterTLS_DROP_NO_OFFSETS, attribute.NewSet(attribute.String("reason", "no_offsets"))},
 		{l7TlsCounterTLS_DROP_BAD_FD, attribute.NewSet(attribute.String("reason", "bad_fd"))},
 	}
+	membio, err := m.Int64ObservableCounter("otelbee.tls.membio.descriptors", metric.WithUnit("{event}"),
+		metric.WithDescription("Memory-BIO TLS programs (Node): SSL objects given the descriptor of the read before their SSL_read (learned), and SSL_reads of a known SSL object that followed a read on another connection (mismatch)."))
+	if err != nil {
+		return err
+	}
+	learned := attribute.NewSet(attribute.String("outcome", "learned"))
+	mismatch := attribute.NewSet(attribute.String("outcome", "mismatch"))
 	st.reg2, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		k := hook.SumCounters(st.counters, int(l7TlsCounterTLS_COUNTER_MAX))
 		o.ObserveInt64(calls, int64(k[l7TlsCounterTLS_CALLS]))
 		for _, r := range reasons {
 			o.ObserveInt64(dropped, int64(k[r.slot]), metric.WithAttributeSet(r.reason))
 		}
+		o.ObserveInt64(membio, int64(k[l7TlsCounterTLS_MEMBIO_LEARNED]), metric.WithAttributeSet(learned))
+		o.ObserveInt64(membio, int64(k[l7TlsCounterTLS_MEMBIO_MISMATCH]), metric.WithAttributeSet(mismatch))
 		return nil
-	}, calls, dropped)
+	}, calls, dropped, membio)
 	return err
 }
 
 // tlsKernel keeps the attacher's results in the object's maps.
 type tlsKernel struct {
 	tgids, offsets *ebpf.Map
+	membio         *ebpf.Map // processes the kernel found driving OpenSSL through memory BIOs (l7/tls.h)
 }
 
 func goExe(id tlsc.FileID) l7GoExe {
@@ -188,5 +198,7 @@ func (k *tlsKernel) SetProcess(pid int, on bool) {
 		k.tgids.Put(uint32(pid), uint8(1))
 	} else {
 		k.tgids.Delete(uint32(pid))
+		// gone: a later process of the same id starts unmarked
+		k.membio.Delete(uint32(pid))
 	}
 }
