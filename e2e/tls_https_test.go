@@ -96,7 +96,7 @@ http {
 }
 
 // TestTLSNginxGroundTruth: nginx (Debian, OpenSSL 3 in libssl), curl,
-// Python urllib, a Go client, openssl s_client with a hand-written
+// Python urllib, Node's fetch, a Go client, openssl s_client with a hand-written
 // request and gnutls-cli. nginx's server series, with url.scheme=https,
 // equal its access log per route and status; every client's series equal
 // its own count; gnutls-cli, whose TLS cannot be read, is counted as
@@ -145,6 +145,13 @@ func TestTLSNginxGroundTruth(t *testing.T) {
 	urllib := parseHTTPReport(t, pyEnv(svc("urllib"), py, testdata(t, "urlclient.py"),
 		base+"/static/index.html", base+"/api/items/9", base+"/api/fail", base+"/static/nothing",
 		"POST "+base+"/api/items/10"))
+	// Node's fetch (undici; OpenSSL built into node, on memory BIOs), 4
+	// keep-alive connections at once.
+	var fetch nodeReport
+	if node, err := exec.LookPath("node"); err == nil {
+		fetch = parseNodeReport(t, "fetch", pyEnv(svc("fetch"), node, testdata(t, "tlsnode.js"), "fetch", base, "4",
+			"GET /static/index.html*6,GET /api/items/5*6,GET /api/fail*3,GET /static/missing.txt*2,POST /api/items/6*3"))
+	}
 	// A Go client lives a few milliseconds, less than the agent takes to
 	// read and instrument a new executable after its exec: a server of the
 	// same file (one uprobe set per file) has it instrumented already, as
@@ -187,10 +194,14 @@ func TestTLSNginxGroundTruth(t *testing.T) {
 	}()
 	waitPromCounts(t, prom, "http_server_request_duration_seconds", ng.Service+`,url_scheme="https"`, serverLabels, server)
 	waitPromCounts(t, prom, "http_server_request_duration_seconds", ng.Service, serverLabels, server)
-	for name, want := range map[string]map[string]int{
+	clients := map[string]map[string]int{
 		"curl": curl, "urllib": urllib.Counts, "goclient": gocl.Counts,
 		"sclient": {"GET 200": 1},
-	} {
+	}
+	if fetch.Counts != nil {
+		clients["fetch"] = fetch.Counts
+	}
+	for name, want := range clients {
 		waitPromCounts(t, prom, "http_client_request_duration_seconds", fmt.Sprintf(`job=%q,url_scheme="https"`, svc(name)), clientLabels, want)
 	}
 	waitProm(t, prom, fmt.Sprintf(`sum(otelbee_tls_processes_unobserved_total{job=%q,reason="unsupported_stack",otelbee_tls_stack="gnutls"})`, svc("gnutls")), 1)

@@ -233,6 +233,24 @@ static __always_inline void membio_mark(const struct ssl_key *k)
 		bpf_map_update_elem(&tls_tgids, &k->tgid, &one, BPF_NOEXIST);
 }
 
+// ssl_learn_nested: an SSL call made a socket call: its descriptor is the
+// SSL*'s, and the process uses socket BIOs (whatever an earlier call
+// without a system call suggested): no longer handled as a memory BIO's.
+static __always_inline void ssl_learn_nested(const struct ssl_key *k, __u32 fd)
+{
+	bpf_map_update_elem(&ssl_fds, k, &fd, BPF_ANY);
+	bpf_map_delete_elem(&membio_tgids, &k->tgid);
+}
+
+// membio_owned: the SSL*'s descriptor fd was learned from a memory BIO's
+// read (fd_ssls), not from a socket call inside its SSL call.
+static __always_inline int membio_owned(const struct ssl_key *k, __u32 fd)
+{
+	__u64 owner = (__u64)k->tgid << 32 | fd;
+	__u64 *s = bpf_map_lookup_elem(&fd_ssls, &owner);
+	return s && *s == k->ssl;
+}
+
 static __always_inline void ssl_exit(int rc, __u32 dir)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
@@ -261,22 +279,20 @@ static __always_inline void ssl_exit(int rc, __u32 dir)
 	if (n == 0)
 		return;
 	__u32 *known = bpf_map_lookup_elem(&ssl_fds, &k);
-	if (has_fd && known && *known != fd) {
-		// A descriptor learned from a memory BIO's read stays: a socket
-		// call inside its SSL call is the program's (a callback into
-		// JavaScript), not the SSL*'s.
-		__u64 owner = (tid & 0xffffffff00000000ULL) | *known;
-		__u64 *s = bpf_map_lookup_elem(&fd_ssls, &owner);
-		if (s && *s == k.ssl)
-			has_fd = 0;
-	}
+	// A descriptor learned from a memory BIO's read stays: a socket call
+	// inside its SSL call is the program's (a callback into JavaScript),
+	// not the SSL*'s.
+	if (has_fd && known && *known != fd && membio_owned(&k, *known))
+		has_fd = 0;
 	if (has_fd) {
 		if (!known || *known != fd)
-			bpf_map_update_elem(&ssl_fds, &k, &fd, BPF_ANY);
+			ssl_learn_nested(&k, fd);
 	} else if (known) {
 		fd = *known;
 	} else {
-		membio_mark(&k);
+		// Not a sign of a memory BIO: a socket BIO's SSL_read served from
+		// what an unprobed call (SSL_peek, a handshake without its return
+		// probe) read is the same.
 		bump(&tls_counters, TLS_DROP_NO_FD);
 		return;
 	}
@@ -329,14 +345,42 @@ int tls_ssl_write_exit(struct pt_regs *ctx)
 // At SSL_do_handshake's entry (SSL_connect and SSL_accept call it too) the
 // process is known to use an instrumented libssl before its handshake's
 // ciphertext reaches the syscall programs: one map update per connection.
+// The handshake is an SSL call in flight too (ssl_calls, no buffer): the
+// socket calls it makes give the SSL* its descriptor, so that an
+// SSL_read served from what the handshake read (TLS 1.3: a request sent
+// with the client's Finished) finds it.
 SEC("uprobe")
 int tls_ssl_handshake_enter(struct pt_regs *ctx)
 {
-	__u32 tgid = current_tgid();
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u32 tgid = tid >> 32;
 	if (!bpf_map_lookup_elem(&tls_tgids, &tgid)) {
 		__u8 one = 1;
 		bpf_map_update_elem(&tls_tgids, &tgid, &one, BPF_NOEXIST);
 	}
+	struct ssl_call c = {.ssl = PT_REGS_PARM1(ctx)};
+	if (bpf_map_update_elem(&ssl_calls, &tid, &c, BPF_ANY))
+		bump(&tls_counters, TLS_DROP_ARGS_FULL);
+	return 0;
+}
+
+SEC("uretprobe")
+int tls_ssl_handshake_exit(struct pt_regs *ctx)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct ssl_call *cp = bpf_map_lookup_elem(&ssl_calls, &tid);
+	if (!cp)
+		return 0;
+	struct ssl_key k = {.ssl = cp->ssl, .tgid = tid >> 32};
+	__u32 fd = cp->fd;
+	__u8 has_fd = cp->has_fd;
+	bpf_map_delete_elem(&ssl_calls, &tid);
+	if (!has_fd)
+		return 0;
+	__u32 *known = bpf_map_lookup_elem(&ssl_fds, &k);
+	if (known && (*known == fd || membio_owned(&k, *known)))
+		return 0;
+	ssl_learn_nested(&k, fd);
 	return 0;
 }
 

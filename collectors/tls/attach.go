@@ -25,8 +25,10 @@ type Programs struct {
 	SSLReadEntry, SSLReadExEntry, SSLReadReturn    *ebpf.Program
 	SSLWriteEntry, SSLWriteExEntry, SSLWriteReturn *ebpf.Program
 	// SSLHandshakeEntry marks the process before its handshake's
-	// ciphertext (SSL_connect and SSL_accept call SSL_do_handshake).
-	SSLHandshakeEntry *ebpf.Program
+	// ciphertext (SSL_connect and SSL_accept call SSL_do_handshake);
+	// with SSLHandshakeReturn, the handshake's socket calls give the SSL*
+	// its descriptor.
+	SSLHandshakeEntry, SSLHandshakeReturn *ebpf.Program
 	// Go crypto/tls: an entry probe, and one probe per return instruction
 	// (uretprobes would corrupt moving goroutine stacks).
 	GoReadEntry, GoReadReturn, GoWriteEntry, GoWriteReturn *ebpf.Program
@@ -96,6 +98,7 @@ func plan(t *Target, p *Programs) []probe {
 		}
 		if f := t.Func("SSL_do_handshake"); f != nil && len(out) > 0 {
 			add(f.EntryProbe(), p.SSLHandshakeEntry, false)
+			add(f.EntryProbe(), p.SSLHandshakeReturn, true)
 		}
 	case StackGo:
 		for _, fn := range []struct {

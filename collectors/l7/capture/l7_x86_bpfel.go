@@ -427,6 +427,7 @@ const (
 	l7ProgTlsGoReadExit        = "tls_go_read_exit"
 	l7ProgTlsGoWriteEnter      = "tls_go_write_enter"
 	l7ProgTlsSslHandshakeEnter = "tls_ssl_handshake_enter"
+	l7ProgTlsSslHandshakeExit  = "tls_ssl_handshake_exit"
 	l7ProgTlsSslReadEnter      = "tls_ssl_read_enter"
 	l7ProgTlsSslReadExEnter    = "tls_ssl_read_ex_enter"
 	l7ProgTlsSslReadExit       = "tls_ssl_read_exit"
@@ -583,6 +584,7 @@ type l7ProgramSpecs struct {
 	TlsGoReadExit        *ebpf.ProgramSpec `ebpf:"tls_go_read_exit"`
 	TlsGoWriteEnter      *ebpf.ProgramSpec `ebpf:"tls_go_write_enter"`
 	TlsSslHandshakeEnter *ebpf.ProgramSpec `ebpf:"tls_ssl_handshake_enter"`
+	TlsSslHandshakeExit  *ebpf.ProgramSpec `ebpf:"tls_ssl_handshake_exit"`
 	TlsSslReadEnter      *ebpf.ProgramSpec `ebpf:"tls_ssl_read_enter"`
 	TlsSslReadExEnter    *ebpf.ProgramSpec `ebpf:"tls_ssl_read_ex_enter"`
 	TlsSslReadExit       *ebpf.ProgramSpec `ebpf:"tls_ssl_read_exit"`
@@ -857,6 +859,7 @@ type l7Programs struct {
 	TlsGoReadExit        *ebpf.Program `ebpf:"tls_go_read_exit"`
 	TlsGoWriteEnter      *ebpf.Program `ebpf:"tls_go_write_enter"`
 	TlsSslHandshakeEnter *ebpf.Program `ebpf:"tls_ssl_handshake_enter"`
+	TlsSslHandshakeExit  *ebpf.Program `ebpf:"tls_ssl_handshake_exit"`
 	TlsSslReadEnter      *ebpf.Program `ebpf:"tls_ssl_read_enter"`
 	TlsSslReadExEnter    *ebpf.Program `ebpf:"tls_ssl_read_ex_enter"`
 	TlsSslReadExit       *ebpf.Program `ebpf:"tls_ssl_read_exit"`
@@ -946,6 +949,7 @@ func (p *l7Programs) Close() error {
 		p.TlsGoReadExit,
 		p.TlsGoWriteEnter,
 		p.TlsSslHandshakeEnter,
+		p.TlsSslHandshakeExit,
 		p.TlsSslReadEnter,
 		p.TlsSslReadExEnter,
 		p.TlsSslReadExit,

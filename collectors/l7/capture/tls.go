@@ -37,6 +37,7 @@ func tlsPrograms(p *tlsc.Programs) map[string]**ebpf.Program {
 		"tls_ssl_write_ex_enter":  &p.SSLWriteExEntry,
 		"tls_ssl_write_exit":      &p.SSLWriteReturn,
 		"tls_ssl_handshake_enter": &p.SSLHandshakeEntry,
+		"tls_ssl_handshake_exit":  &p.SSLHandshakeReturn,
 		"tls_go_read_enter":       &p.GoReadEntry,
 		"tls_go_read_exit":        &p.GoReadReturn,
 		"tls_go_read_copy":        &p.GoReadCopy,
