@@ -334,6 +334,43 @@ struct {
 	__type(value, __u8);
 } tls_tgids SEC(".maps");
 
+// The path from a *tls.Conn to its descriptor, as sums of collectors/tls
+// GoFD's offsets: *(conn + conn_iface) is the *net.TCPConn, *(that +
+// tcpconn_fd) the *net.netFD, *(int32 *)(that + netfd_sysfd) the fd.
+struct go_offsets {
+	__u64 conn_iface;
+	__u64 tcpconn_fd;
+	__u64 netfd_sysfd;
+};
+
+// Executables by identity: the kernel's device number (MKDEV: major << 20 |
+// minor) and inode of the file.
+struct go_exe {
+	__u64 ino;
+	__u32 dev;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct go_exe);
+	__type(value, struct go_offsets);
+} go_fd_offsets SEC(".maps");
+
+// current_go_offsets returns the descriptor path of the current process's
+// executable when it is a Go executable whose crypto/tls is instrumented
+// (user space fills go_fd_offsets before it attaches the file's probes).
+static __always_inline struct go_offsets *current_go_offsets(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct go_exe exe = {
+		.ino = BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino),
+		.dev = BPF_CORE_READ(task, mm, exe_file, f_inode, i_sb, s_dev),
+	};
+	return bpf_map_lookup_elem(&go_fd_offsets, &exe);
+}
+
 // Dropped request starts and their refunds per process, for the
 // per-service drop counters (touched only when a record is dropped).
 struct tgid_drops {
@@ -1126,6 +1163,15 @@ static __always_inline void count_ciphertext(struct conn_info *ci)
 {
 	__u32 tgid = current_tgid();
 	if (bpf_map_lookup_elem(&tls_tgids, &tgid)) {
+		ci->state = STATE_TLS;
+		return;
+	}
+	// A new process of a Go executable already instrumented: its plaintext
+	// comes from the file's probes even before user space has handled its
+	// exec (a short-lived client's whole life can fit in that gap).
+	if (current_go_offsets()) {
+		__u8 one = 1;
+		bpf_map_update_elem(&tls_tgids, &tgid, &one, BPF_NOEXIST);
 		ci->state = STATE_TLS;
 		return;
 	}

@@ -405,29 +405,8 @@ int tls_ssl_handshake_exit(struct pt_regs *ctx)
 #define GO_G(x) ((x)->regs[28])
 #endif
 
-// The path from a *tls.Conn to its descriptor, as sums of collectors/tls
-// GoFD's offsets: *(conn + conn_iface) is the *net.TCPConn, *(that +
-// tcpconn_fd) the *net.netFD, *(int32 *)(that + netfd_sysfd) the fd.
-struct go_offsets {
-	__u64 conn_iface;
-	__u64 tcpconn_fd;
-	__u64 netfd_sysfd;
-};
-
-// Executables by identity: the kernel's device number (MKDEV: major << 20 |
-// minor) and inode of the file.
-struct go_exe {
-	__u64 ino;
-	__u32 dev;
-	__u32 _pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
-	__type(key, struct go_exe);
-	__type(value, struct go_offsets);
-} go_fd_offsets SEC(".maps");
+// struct go_offsets, struct go_exe and go_fd_offsets are in bpf/l7.c, beside
+// tls_tgids: the syscall side reads them too (count_ciphertext).
 
 struct go_call {
 	__u64 buf;
@@ -459,12 +438,7 @@ const struct go_exe *unused_go_exe __attribute__((unused));
 // is not tracked (not TCP, not observed).
 static __always_inline __u64 go_conn_key(__u64 conn)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct go_exe exe = {
-		.ino = BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino),
-		.dev = BPF_CORE_READ(task, mm, exe_file, f_inode, i_sb, s_dev),
-	};
-	struct go_offsets *o = bpf_map_lookup_elem(&go_fd_offsets, &exe);
+	struct go_offsets *o = current_go_offsets();
 	if (!o) {
 		bump(&tls_counters, TLS_DROP_NO_OFFSETS);
 		return 0;

@@ -539,6 +539,13 @@ func (a *Attacher) release(pid int) {
 	defer a.mu.Unlock()
 	pf, ok := a.pids[pid]
 	if !ok {
+		// The kernel marks some processes itself before this attacher has
+		// seen them (an OpenSSL handshake, a new process of an instrumented
+		// Go executable): a process gone before its scan is unmarked too,
+		// so the mark neither outlives it nor fills the map.
+		if a.kernel != nil {
+			a.kernel.SetProcess(pid, false)
+		}
 		return
 	}
 	for _, id := range pf.files {

@@ -76,3 +76,24 @@ func TestPlan(t *testing.T) {
 		})
 	}
 }
+
+// markKernel records SetProcess calls.
+type markKernel struct{ marks map[int]bool }
+
+func (k *markKernel) SetGoFD(FileID, *GoFD) error { return nil }
+func (k *markKernel) DeleteGoFD(FileID)           {}
+func (k *markKernel) SetProcess(pid int, on bool) { k.marks[pid] = on }
+
+// TestReleaseUnmarksUnscannedProcess: the kernel marks some processes
+// itself (an OpenSSL handshake, a new process of an instrumented Go
+// executable) before the attacher has scanned them; one that exits before
+// its scan must be unmarked all the same, or its mark outlives it (a later
+// process with its pid inherits it) and fills the kernel's map.
+func TestReleaseUnmarksUnscannedProcess(t *testing.T) {
+	k := &markKernel{marks: map[int]bool{}}
+	a := &Attacher{kernel: k, pids: map[int]*procFiles{}}
+	a.release(4242)
+	if on, ok := k.marks[4242]; !ok || on {
+		t.Errorf("exit of a process never scanned: kernel marks %v, want 4242 unmarked", k.marks)
+	}
+}
