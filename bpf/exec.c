@@ -28,6 +28,10 @@ struct exec_event {
 	__u32 flags;
 	__u32 env_len;
 	__u32 pad;
+	// The process's cgroup (v2) id at exec: a process that exits before
+	// user space handles its exec has no /proc/<pid>/cgroup left, and its
+	// container is found from this (the cgroup's directory inode).
+	__u64 cgroup_id;
 	// The base name of the file the process runs (what /proc/<pid>/exe
 	// points to): a process that exits before user space handles its exec
 	// has no /proc entry left to read it from.
@@ -72,6 +76,7 @@ static __always_inline void on_exec(void)
 	ev->tgid = current_tgid();
 	ev->flags = 0;
 	ev->env_len = 0;
+	ev->cgroup_id = bpf_get_current_cgroup_id();
 
 	// Field by field through CO-RE: the new mm, now current's.
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();

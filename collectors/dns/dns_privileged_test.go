@@ -554,7 +554,7 @@ func TestPrivilegedFoldedLookupsExact(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		env.Processes.RefreshExec(uint32(cmd.Process.Pid), "", []byte("OTEL_SERVICE_NAME="+svc+"\x00")) // as the exec watcher does, with the environment captured at exec
+		env.Processes.RefreshExec(uint32(cmd.Process.Pid), "", []byte("OTEL_SERVICE_NAME="+svc+"\x00"), 0) // as the exec watcher does, with the environment captured at exec
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("running the client: %v", err)
 		}

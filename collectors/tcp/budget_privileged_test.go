@@ -61,7 +61,7 @@ func TestPrivilegedSeriesBudget(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		c.deps.Processes.RefreshExec(uint32(cmd.Process.Pid), "", []byte("OTEL_SERVICE_NAME="+svc+"\x00"))
+		c.deps.Processes.RefreshExec(uint32(cmd.Process.Pid), "", []byte("OTEL_SERVICE_NAME="+svc+"\x00"), 0)
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("running the client: %v", err)
 		}

@@ -120,7 +120,7 @@ func TestPrivilegedFoldedInstanceExact(t *testing.T) {
 			t.Fatal(err)
 		}
 		// As the exec watcher does at exec.
-		c.deps.Processes.RefreshExec(uint32(cmd.Process.Pid), "", []byte("OTEL_SERVICE_NAME="+svc+"\x00"))
+		c.deps.Processes.RefreshExec(uint32(cmd.Process.Pid), "", []byte("OTEL_SERVICE_NAME="+svc+"\x00"), 0)
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("running the client: %v", err)
 		}

@@ -475,7 +475,7 @@ func TestAttachAtExec(t *testing.T) {
 	}
 	g := startGated(t, b.stripped, "-n", "7")
 	// What the exec watcher does for every exec.
-	procs.RefreshExec(uint32(g.cmd.Process.Pid), "", nil)
+	procs.RefreshExec(uint32(g.cmd.Process.Pid), "", nil, 0)
 	a.drain()
 	if a.Instrumented()[b.stripped] != 1 {
 		t.Fatalf("not instrumented at exec: %v", a.Instrumented())

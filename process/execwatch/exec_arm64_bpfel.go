@@ -14,13 +14,14 @@ import (
 )
 
 type execExecEvent struct {
-	_      structs.HostLayout
-	Tgid   uint32
-	Flags  uint32
-	EnvLen uint32
-	Pad    uint32
-	Exe    [64]uint8
-	Env    [16384]uint8
+	_        structs.HostLayout
+	Tgid     uint32
+	Flags    uint32
+	EnvLen   uint32
+	Pad      uint32
+	CgroupId uint64
+	Exe      [64]uint8
+	Env      [16384]uint8
 }
 
 type execExecFlags uint32

@@ -85,9 +85,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 			return fmt.Errorf("reading exec_events: %w", err)
 		}
 		w.received.Add(1)
-		tgid, exe, env, ok := decodeExec(rec.RawSample)
+		tgid, exe, env, cgroup, ok := decodeExec(rec.RawSample)
 		if ok {
-			w.resolver.RefreshExec(tgid, exe, env)
+			w.resolver.RefreshExec(tgid, exe, env, cgroup)
 		}
 		// A record takes its 8-byte header and its data rounded up to 8
 		// in the ring.
@@ -111,15 +111,16 @@ const (
 	execTgidOffset   = int(unsafe.Offsetof(execExecEvent{}.Tgid))
 	execFlagsOffset  = int(unsafe.Offsetof(execExecEvent{}.Flags))
 	execEnvLenOffset = int(unsafe.Offsetof(execExecEvent{}.EnvLen))
+	execCgroupOffset = int(unsafe.Offsetof(execExecEvent{}.CgroupId))
 )
 
 // decodeExec reads an exec event: the process and the environment it was
 // exec'd with. env is nil when the kernel could not copy it, or cut it short
 // before any OTEL_ variable: the resolver then reads /proc, which shows
 // the whole environment unless the program rewrote it.
-func decodeExec(raw []byte) (tgid uint32, exe string, env []byte, ok bool) {
+func decodeExec(raw []byte) (tgid uint32, exe string, env []byte, cgroup uint64, ok bool) {
 	if len(raw) < execHeaderSize {
-		return 0, "", nil, false
+		return 0, "", nil, 0, false
 	}
 	tgid = binary.LittleEndian.Uint32(raw[execTgidOffset:])
 	name := raw[execExeOffset : execExeOffset+len(execExecEvent{}.Exe)]
@@ -127,10 +128,11 @@ func decodeExec(raw []byte) (tgid uint32, exe string, env []byte, ok bool) {
 		name = name[:i]
 	}
 	exe = string(name)
+	cgroup = binary.LittleEndian.Uint64(raw[execCgroupOffset:])
 	flags := execExecFlags(binary.LittleEndian.Uint32(raw[execFlagsOffset:]))
 	n := int(binary.LittleEndian.Uint32(raw[execEnvLenOffset:]))
 	if n > len(raw)-execHeaderSize {
-		return tgid, exe, nil, true
+		return tgid, exe, nil, cgroup, true
 	}
 	env = raw[execHeaderSize : execHeaderSize+n]
 	switch {
@@ -139,7 +141,7 @@ func decodeExec(raw []byte) (tgid uint32, exe string, env []byte, ok bool) {
 	case flags&execExecFlagsEXEC_ENV_TRUNCATED != 0 && !bytes.Contains(env, []byte("OTEL_")):
 		env = nil
 	}
-	return tgid, exe, env, true
+	return tgid, exe, env, cgroup, true
 }
 
 // PipelineStats reports the exec events handled and lost.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +33,19 @@ func TestMain(m *testing.M) {
 		fmt.Println(os.Getpid())
 		time.Sleep(30 * time.Second)
 		os.Exit(0)
+	}
+	if dir, ok := strings.CutPrefix(os.Getenv(helperEnv), "cgroup:"); ok {
+		// Into the cgroup, then exec'd again inside it (no shell in the
+		// test VMs), to exit at once.
+		if err := os.WriteFile(dir+"/cgroup.procs", []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		env := []string{"OTEL_SERVICE_NAME=" + os.Getenv("OTEL_SERVICE_NAME")}
+		if err := syscall.Exec(os.Args[0], []string{os.Args[0], "-test.run=^$"}, env); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
 	os.Exit(m.Run())
 }
@@ -196,5 +210,50 @@ func TestPrivilegedForkedChildInherits(t *testing.T) {
 		if p := res.Lookup(pid); p.ServiceName != "rewriter" || p.ServiceNamespace != "titles" {
 			t.Errorf("process %d (pid %d): service %q namespace %q, want rewriter/titles", i, pid, p.ServiceName, p.ServiceNamespace)
 		}
+	}
+}
+
+// TestPrivilegedContainerOfExitedProcess: a process that runs in a
+// container's cgroup and exits before the watcher handles its exec (the
+// watcher starts reading only after it is gone, as on a busy agent) still
+// gets its container id: the exec event carries its cgroup id.
+func TestPrivilegedContainerOfExitedProcess(t *testing.T) {
+	var v2 string
+	if b, err := os.ReadFile("/proc/self/mounts"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 3 && f[2] == "cgroup2" && (v2 == "" || len(f[1]) < len(v2)) {
+				v2 = f[1]
+			}
+		}
+	}
+	if v2 == "" {
+		t.Skip("skipping: cgroup2 not mounted")
+	}
+	res := identity.NewResolver("/proc", "testhost")
+	run := startWatcher(t, res)
+	const id = "feedface0123456789abcdef0123456789abcdef0123456789abcdef01234567"
+	slice := fmt.Sprintf("%s/otelbee-execwatch-%d.slice", v2, os.Getpid())
+	dir := slice + "/cri-containerd-" + id + ".scope"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Skipf("skipping: creating a cgroup: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(dir); os.Remove(slice) })
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=cgroup:"+dir, "OTEL_SERVICE_NAME=shortjob")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	pid := uint32(cmd.Process.Pid)
+	run() // the process is gone: only its exec events say where it ran
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p := res.Lookup(pid)
+		if p.ContainerID == id && p.ServiceName == "shortjob" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exited process %d: service %q container %q, want shortjob in %s", pid, p.ServiceName, p.ContainerID, id)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

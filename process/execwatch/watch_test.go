@@ -11,6 +11,7 @@ func execRecord(tgid uint32, flags execExecFlags, env string) []byte {
 	binary.LittleEndian.PutUint32(b[execFlagsOffset:], uint32(flags))
 	binary.LittleEndian.PutUint32(b[execEnvLenOffset:], uint32(len(env)))
 	copy(b[execExeOffset:], "curl")
+	binary.LittleEndian.PutUint64(b[execCgroupOffset:], 0x1234)
 	copy(b[execHeaderSize:], env)
 	return b
 }
@@ -33,15 +34,15 @@ func TestDecodeExec(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tgid, exe, got, ok := decodeExec(tt.raw)
+			tgid, exe, got, cgroup, ok := decodeExec(tt.raw)
 			if ok != tt.ok {
 				t.Fatalf("ok %v, want %v", ok, tt.ok)
 			}
 			if !ok {
 				return
 			}
-			if tgid != 7 || exe != "curl" {
-				t.Fatalf("tgid %d, executable %q", tgid, exe)
+			if tgid != 7 || exe != "curl" || cgroup != 0x1234 {
+				t.Fatalf("tgid %d, executable %q, cgroup %#x", tgid, exe, cgroup)
 			}
 			gotS := "<nil>"
 			if got != nil {
@@ -58,7 +59,7 @@ func FuzzDecodeExec(f *testing.F) {
 	f.Add(execRecord(1, 0, "A=b\x00"))
 	f.Add(execRecord(1, execExecFlagsEXEC_ENV_TRUNCATED, "OTEL_SERVICE_NAME=x"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		_, _, env, _ := decodeExec(raw)
+		_, _, env, _, _ := decodeExec(raw)
 		if len(env) > len(raw) {
 			t.Fatal("environment longer than the record")
 		}

@@ -128,6 +128,7 @@ type Resolver struct {
 	InstanceMode InstanceMode
 
 	listeners listenCache
+	cgroups   cgroupNames
 
 	mu    sync.Mutex
 	base  []attribute.KeyValue // SetResourceAttributes
@@ -186,7 +187,7 @@ func (r *Resolver) Lookup(pid uint32) *Process {
 	if ok && !dead && (p.provisionalUntil.IsZero() || time.Now().After(p.provisionalUntil)) {
 		return p
 	}
-	fresh := r.read(pid, !ok, "", nil)
+	fresh := r.read(pid, !ok, "", nil, 0)
 	if !ok && fresh.unresolved {
 		if p := r.awaitExec(pid); p != nil {
 			return p
@@ -226,13 +227,16 @@ func (r *Resolver) Lookup(pid uint32) *Process {
 // kernel captured it before the program ran (nil: read it from /proc): a
 // process may rewrite its environment area later, for its process title,
 // and its forked children show the rewritten one.
-func (r *Resolver) RefreshExec(pid uint32, exe string, execEnv []byte) *Process {
+//
+// cgroup is the process's cgroup v2 id at exec (0: unknown): what finds its
+// container when the process is gone before this reads /proc/<pid>/cgroup.
+func (r *Resolver) RefreshExec(pid uint32, exe string, execEnv []byte, cgroup uint64) *Process {
 	if pid == 0 {
 		return r.unknown
 	}
 	r.refreshing.Add(1)
 	defer r.refreshing.Add(-1)
-	p := r.read(pid, true, exe, execEnv)
+	p := r.read(pid, true, exe, execEnv, cgroup)
 	r.mu.Lock()
 	r.insert(pid, p)
 	delete(r.dead, pid)
@@ -357,7 +361,7 @@ func (r *Resolver) Len() int {
 	return len(r.cache)
 }
 
-func (r *Resolver) read(pid uint32, waitForExec bool, execExe string, execEnv []byte) *Process {
+func (r *Resolver) read(pid uint32, waitForExec bool, execExe string, execEnv []byte, cgroup uint64) *Process {
 	dir := filepath.Join(r.procRoot, strconv.FormatUint(uint64(pid), 10))
 	p := &Process{PID: pid}
 	var ppid uint32
@@ -401,6 +405,8 @@ func (r *Resolver) read(pid uint32, waitForExec bool, execExe string, execEnv []
 	}
 	if cg, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
 		p.ContainerID = ContainerIDFromCgroup(cg)
+	} else if cgroup != 0 {
+		p.ContainerID = r.cgroups.containerID(cgroup)
 	}
 	r.applyContainer(p)
 	if p.ServiceName == "" {

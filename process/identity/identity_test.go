@@ -161,10 +161,10 @@ func TestResolverForkedChildInherits(t *testing.T) {
 	proc(20, 1, "/usr/sbin/nginx", "nginx: master process\x00")
 	proc(21, 20, "/usr/sbin/nginx", title)
 	r := NewResolver(root, "h")
-	if p := r.RefreshExec(10, "", []byte("PATH=/bin\x00OTEL_SERVICE_NAME=web\x00OTEL_RESOURCE_ATTRIBUTES=service.namespace=shop\x00")); p.ServiceName != "web" {
+	if p := r.RefreshExec(10, "", []byte("PATH=/bin\x00OTEL_SERVICE_NAME=web\x00OTEL_RESOURCE_ATTRIBUTES=service.namespace=shop\x00"), 0); p.ServiceName != "web" {
 		t.Fatalf("parent from its exec environment: %+v", p)
 	}
-	r.RefreshExec(20, "", []byte("PATH=/bin\x00"))
+	r.RefreshExec(20, "", []byte("PATH=/bin\x00"), 0)
 	tests := []struct {
 		pid    uint32
 		name   string
@@ -194,7 +194,7 @@ func TestResolverPublishesExecAndExit(t *testing.T) {
 	r := NewResolver("/proc", "h")
 	var got []Event
 	unsubscribe := r.Subscribe(func(e Event) { got = append(got, e) })
-	r.RefreshExec(pid, "", nil)
+	r.RefreshExec(pid, "", nil, 0)
 	r.Sweep()
 	cmd.Process.Kill()
 	cmd.Wait()
@@ -209,7 +209,7 @@ func TestResolverPublishesExecAndExit(t *testing.T) {
 		}
 	}
 	unsubscribe()
-	r.RefreshExec(pid, "", nil)
+	r.RefreshExec(pid, "", nil, 0)
 	r.Retention = 0
 	r.Sweep()
 	if len(got) != 2 {
@@ -229,7 +229,7 @@ func TestResolverRunForgetsExited(t *testing.T) {
 		if err := cmd.Run(); err != nil {
 			t.Fatal(err)
 		}
-		r.RefreshExec(uint32(cmd.Process.Pid), "", []byte("OTEL_SERVICE_NAME=short\x00"))
+		r.RefreshExec(uint32(cmd.Process.Pid), "", []byte("OTEL_SERVICE_NAME=short\x00"), 0)
 	}
 	if r.Len() < n {
 		t.Fatalf("cache %d after %d execs", r.Len(), n)
@@ -322,7 +322,7 @@ func BenchmarkRefreshExec(b *testing.B) {
 	env = append(env, "OTEL_SERVICE_NAME=bench\x00"...)
 	b.ReportAllocs()
 	for b.Loop() {
-		r.RefreshExec(pid, "", env)
+		r.RefreshExec(pid, "", env, 0)
 	}
 }
 
@@ -393,11 +393,11 @@ func TestRefreshExecOfExitedProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := NewResolver("/proc", "h")
-	p := r.RefreshExec(uint32(cmd.Process.Pid), "true", []byte("PATH=/bin\x00"))
+	p := r.RefreshExec(uint32(cmd.Process.Pid), "true", []byte("PATH=/bin\x00"), 0)
 	if p.ExecutableName != "true" || p.ServiceName != "true" {
 		t.Fatalf("executable %q, service %q; want true, true", p.ExecutableName, p.ServiceName)
 	}
-	p = r.RefreshExec(uint32(cmd.Process.Pid), "true", []byte("OTEL_SERVICE_NAME=web\x00"))
+	p = r.RefreshExec(uint32(cmd.Process.Pid), "true", []byte("OTEL_SERVICE_NAME=web\x00"), 0)
 	if p.ExecutableName != "true" || p.ServiceName != "web" {
 		t.Fatalf("executable %q, service %q; want true, web", p.ExecutableName, p.ServiceName)
 	}

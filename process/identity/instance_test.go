@@ -40,7 +40,7 @@ func TestOwnerFoldsShortLivedProcesses(t *testing.T) {
 		pid := uint32(cmd.Process.Pid)
 		// As the exec watcher does, with the environment the kernel
 		// captured at exec: the process may be gone already.
-		r.RefreshExec(pid, "", []byte("OTEL_SERVICE_NAME="+svc+"\x00"))
+		r.RefreshExec(pid, "", []byte("OTEL_SERVICE_NAME="+svc+"\x00"), 0)
 		if err := cmd.Wait(); err != nil {
 			t.Fatal(err)
 		}
@@ -145,8 +145,8 @@ func TestOwnerPoolIsItsServer(t *testing.T) {
 	masterA, workersA := poolServer(t, svc, 4)
 	masterB, workersB := poolServer(t, svc, 4)
 	r := NewResolver("/proc", "host1")
-	r.RefreshExec(masterA, "", nil)
-	r.RefreshExec(masterB, "", nil)
+	r.RefreshExec(masterA, "", nil, 0)
+	r.RefreshExec(masterB, "", nil, 0)
 	// Workers are looked up first, as their series usually come first.
 	for _, w := range workersA {
 		if o := r.Owner(w); o != masterA {

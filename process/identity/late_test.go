@@ -31,7 +31,7 @@ func TestLookupWaitsForLateExec(t *testing.T) {
 	r.SetExecProgress(w)
 	go func() {
 		time.Sleep(30 * time.Millisecond) // the watcher gets to the exec
-		r.RefreshExec(pid, "", []byte("PATH=/bin\x00OTEL_SERVICE_NAME=late-client\x00"))
+		r.RefreshExec(pid, "", []byte("PATH=/bin\x00OTEL_SERVICE_NAME=late-client\x00"), 0)
 		w.handled.Add(64)
 		w.pending.Store(0)
 	}()

@@ -108,7 +108,7 @@ func (r *Resolver) restore(path string) (restored, stale int, err error) {
 			stale++
 			continue
 		}
-		p := r.read(sp.PID, false, "", []byte(sp.Env))
+		p := r.read(sp.PID, false, "", []byte(sp.Env), 0)
 		if p.startTime != sp.Start || p.ExecutableName != sp.Executable {
 			stale++
 			continue

@@ -76,7 +76,7 @@ func TestPersistAcrossRestart(t *testing.T) {
 	if err := r1.Persist(path, discard()); err != nil {
 		t.Fatal(err)
 	}
-	r1.RefreshExec(10, "", []byte("OTEL_SERVICE_NAME=web\x00OTEL_RESOURCE_ATTRIBUTES=service.namespace=shop,deployment.environment.name=prod\x00"))
+	r1.RefreshExec(10, "", []byte("OTEL_SERVICE_NAME=web\x00OTEL_RESOURCE_ATTRIBUTES=service.namespace=shop,deployment.environment.name=prod\x00"), 0)
 	for _, pid := range []uint32{11, 30, 40} {
 		r1.Lookup(pid)
 	}
@@ -151,7 +151,7 @@ func TestPersistIgnoresStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, pid := range []uint32{10, 20, 30} {
-		r1.RefreshExec(pid, "", []byte("OTEL_SERVICE_NAME=web\x00"))
+		r1.RefreshExec(pid, "", []byte("OTEL_SERVICE_NAME=web\x00"), 0)
 	}
 	if err := r1.save(); err != nil {
 		t.Fatal(err)
@@ -198,7 +198,7 @@ func TestPersistBoundedAndRobust(t *testing.T) {
 		t.Fatal(err)
 	}
 	for pid := uint32(10); pid < 15; pid++ {
-		r.RefreshExec(pid, "", []byte("OTEL_SERVICE_NAME=web\x00"))
+		r.RefreshExec(pid, "", []byte("OTEL_SERVICE_NAME=web\x00"), 0)
 	}
 	if err := r.save(); err != nil {
 		t.Fatal(err)
