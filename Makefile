@@ -86,6 +86,8 @@ bench: build
 	# Process churn (issue 16): series, /metrics size, scrape time, RSS; the per-process identity of before.
 	$(GO) run ./bench/churn -agent $(BIN)
 	$(GO) run ./bench/churn -agent $(BIN) -instance pid
+	# Sizing a node (issue 16): agent CPU and RSS at three points of connections/s, requests/s, processes/min, series.
+	$(GO) run ./bench/sizing -agent $(BIN)
 	# HTTP overhead (issue 15): 1 % and every request a span, each with and without --bpf.stats (as users
 	# run the agent: no two clock reads per program run), Go server and nginx, all in the same alternating
 	# rounds: the ratios, CPU, BPF runs against the floor, RSS under load (anon + file) and peak, both charts.
