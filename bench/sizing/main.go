@@ -50,6 +50,8 @@ var (
 	reqConns     = flag.Int("request-connections", 16, "keep-alive connections the requests are spread over")
 	procRates    = flag.String("processes", "600,3000,12000", "target short-lived processes per minute")
 	seriesPoints = flag.String("series", "250,1000,4000", "TCP series to create (two per listening port: its client and server side)")
+	quietLoad    = flag.Float64("quiet-load", 2, "before each dimension, wait for the 1-minute load average to fall below this ...")
+	quietWait    = flag.Duration("quiet-wait", 60*time.Second, "... for at most this long")
 	seriesBudget = flag.Int("series-budget", 8000, "--series.budget of the series dimension's agent (the default, 1,000, would fold the larger points into overflow)")
 )
 
@@ -79,6 +81,12 @@ func main() {
 	var rows []row
 	var notes []string
 	for _, d := range strings.Split(*dims, ",") {
+		// the previous dimension's own load out of the load average (the
+		// 1-minute average decays in about a minute), so that "before"
+		// says whether something else runs
+		for t0 := time.Now(); proc.LoadAvg() > *quietLoad && time.Since(t0) < *quietWait; {
+			time.Sleep(5 * time.Second)
+		}
 		before := proc.LoadAvg()
 		var r []row
 		switch strings.TrimSpace(d) {
