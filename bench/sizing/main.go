@@ -50,6 +50,7 @@ var (
 	reqConns     = flag.Int("request-connections", 16, "keep-alive connections the requests are spread over")
 	procRates    = flag.String("processes", "600,3000,12000", "target short-lived processes per minute")
 	seriesPoints = flag.String("series", "250,1000,4000", "TCP series to create (two per listening port: its client and server side)")
+	noise        = flag.Float64("noise", 0.5, "a point's CPU within this many % of a core of the idle row's has no per-unit cost to compare")
 	quietLoad    = flag.Float64("quiet-load", 2, "before each dimension, wait for the 1-minute load average to fall below this ...")
 	quietWait    = flag.Duration("quiet-wait", 60*time.Second, "... for at most this long")
 	seriesBudget = flag.Int("series-budget", 8000, "--series.budget of the series dimension's agent (the default, 1,000, would fold the larger points into overflow)")
@@ -142,32 +143,45 @@ type row struct {
 }
 
 // linearity says whether the CPU per unit stays within ±20 % of the first
-// loaded point's, or at which point it leaves that band.
+// measurable point's, or at which point it leaves that band. A point whose
+// CPU is within -noise of the idle row's has no per-unit cost to compare.
 func linearity(rows []row) string {
 	var pts []row
+	var idle float64
 	for _, r := range rows {
-		if !r.idle {
+		if r.idle {
+			idle = r.cpuPct
+		} else {
 			pts = append(pts, r)
 		}
 	}
 	if len(pts) < 2 {
 		return "too few points"
 	}
-	ref := pts[0].perUnit
 	var per []string
 	for _, p := range pts {
 		per = append(per, fmt.Sprintf("%.2f", p.perUnit))
 	}
 	s := "µs per unit " + strings.Join(per, " / ")
-	if ref <= 0 {
-		return s + ": the first point's CPU is within the idle row's, no per-unit cost to compare"
-	}
-	for _, p := range pts[1:] {
-		if dev := p.perUnit/ref - 1; dev > 0.2 || dev < -0.2 {
-			return fmt.Sprintf("%s: not linear from %s on (%+.0f %% against %s)", s, p.label, dev*100, pts[0].label)
+	ref := -1
+	for i, p := range pts {
+		if p.cpuPct-idle > *noise {
+			ref = i
+			break
 		}
 	}
-	return s + ": linear (within ±20 % of the first point)"
+	switch {
+	case ref < 0:
+		return fmt.Sprintf("%s: the agent's CPU does not grow measurably (every point within %.1f %% of a core of the idle row)", s, *noise)
+	case ref == len(pts)-1:
+		return fmt.Sprintf("%s: only the last point is above the idle row by more than %.1f %% of a core", s, *noise)
+	}
+	for _, p := range pts[ref+1:] {
+		if dev := p.perUnit/pts[ref].perUnit - 1; dev > 0.2 || dev < -0.2 {
+			return fmt.Sprintf("%s: not linear from %s on (%+.0f %% against %s)", s, p.label, dev*100, pts[ref].label)
+		}
+	}
+	return fmt.Sprintf("%s: linear from %s on (within ±20 %%)", s, pts[ref].label)
 }
 
 // agent is one run of the agent under measurement.
