@@ -21,7 +21,8 @@ const batchSize = 512
 // reader collect independently): one read at a time.
 type mapReader[K, V any] struct {
 	m      *ebpf.Map
-	perKey int // values per key: the possible CPUs of a per-CPU map, else 1
+	perKey int  // values per key: the possible CPUs of a per-CPU map, else 1
+	perCPU bool // a per-CPU map takes a slice even with one possible CPU
 
 	mu      sync.Mutex
 	keys    []K
@@ -36,7 +37,7 @@ func newMapReader[K, V any](m *ebpf.Map) (*mapReader[K, V], error) {
 		if err != nil {
 			return nil, fmt.Errorf("counting possible CPUs: %w", err)
 		}
-		r.perKey = n
+		r.perKey, r.perCPU = n, true
 	}
 	return r, nil
 }
@@ -58,7 +59,7 @@ func (r *mapReader[K, V]) each(fn func(k *K, v []V)) error {
 		v = make([]V, r.perKey)
 	)
 	var into any = &v
-	if r.perKey == 1 {
+	if !r.perCPU {
 		into = &v[0]
 	}
 	it := r.m.Iterate()

@@ -409,7 +409,9 @@ func QEMUArgs(accel string, memMB int, vmlinuz, initrd string) []string {
 // vmMemoryMB sizes the VM: the initramfs is held twice during boot (the image and the
 // unpacked files, both in RAM), and the tests need room of their own.
 func vmMemoryMB(initrdSize int64) int {
-	mb := int(2*initrdSize>>20) + 192
+	// 2× was short once the test binaries reached 183 MB ("Initramfs unpacking failed: write
+	// error"): the unpacked files sit in a tmpfs that may use only half of the RAM by default.
+	mb := int(3*initrdSize>>20) + 256
 	return max(256, (mb+63)/64*64)
 }
 

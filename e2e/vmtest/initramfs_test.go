@@ -124,7 +124,7 @@ func TestVMMemory(t *testing.T) {
 	for _, tt := range []struct {
 		initrdMB int64
 		want     int
-	}{{8, 256}, {40, 320}, {100, 448}} {
+	}{{8, 320}, {40, 384}, {100, 576}, {183, 832}} {
 		if got := vmMemoryMB(tt.initrdMB << 20); got != tt.want {
 			t.Errorf("vmMemoryMB(%d MB) = %d, want %d", tt.initrdMB, got, tt.want)
 		}
