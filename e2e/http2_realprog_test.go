@@ -667,31 +667,14 @@ func TestHTTP2CurlUpgrade(t *testing.T) {
 // an access log of "METHOD URI STATUS PROTOCOL" lines.
 func startH2Nginx(t *testing.T, service, cert, key string) *nginx {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		t.Skip("skipping: nginx not installed (Debian nginx-light; `make deps`)")
-	}
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	n := &nginx{Port: harness.FreePort(t), AccessLog: filepath.Join(dir, "access.log")}
 	// keepalive_requests: h2load's 2,000 requests per connection on one
 	// connection each (nginx's default of 1,000 would GOAWAY half way).
-	conf := fmt.Sprintf(`daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log warn;
-env OTEL_SERVICE_NAME;
-events { worker_connections 256; }
-http {
+	n.proc = runNginx(t, dir, service, n.Port, nginxSetup{KeepEnv: true, HTTP: fmt.Sprintf(`
     log_format e2e '$request_method $uri $status $server_protocol';
-    access_log %[1]s/access.log e2e;
-    client_body_temp_path %[1]s/body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
+    access_log %[1]s e2e;
     keepalive_requests 100000;
     ssl_certificate %[3]s;
     ssl_certificate_key %[4]s;
@@ -700,15 +683,7 @@ http {
         location = /h2load { return 200 "ok\n"; }
         location = /ok { return 200 "ok\n"; }
         location = /missing { return 404 "missing\n"; }
-    }
-}
-`, dir, n.Port, cert, key)
-	confPath := filepath.Join(dir, "nginx.conf")
-	os.WriteFile(confPath, []byte(conf), 0o644)
-	cmd := exec.Command(bin, "-p", dir, "-c", confPath)
-	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
-	n.proc = harness.StartProcess(t, "nginx", cmd)
-	waitPort(t, fmt.Sprintf("127.0.0.1:%d", n.Port))
+    }`, n.AccessLog, n.Port, cert, key)})
 	n.ServiceName = service
 	return n
 }

@@ -54,10 +54,7 @@ type nginx struct {
 
 func startNginx(t *testing.T, service string, backendPort int) *nginx {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		t.Skip("skipping: nginx not installed (Debian nginx-light; `make deps`)")
-	}
+	nginxBinary(t)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	root := filepath.Join(dir, "html")
@@ -69,23 +66,10 @@ func startNginx(t *testing.T, service string, backendPort int) *nginx {
 	}
 	os.WriteFile(filepath.Join(root, "static", "big.bin"), big, 0o644)
 	n := &nginx{Port: harness.FreePort(t), AccessLog: filepath.Join(dir, "access.log"), Root: root}
-	conf := fmt.Sprintf(`daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log warn;
-env OTEL_SERVICE_NAME;
-events { worker_connections 256; }
-http {
+	n.proc = runNginx(t, dir, service, n.Port, nginxSetup{KeepEnv: true, HTTP: fmt.Sprintf(`
     types { text/html html; application/octet-stream bin; }
     log_format e2e '$request_method $uri $status $upstream_status';
-    access_log %[1]s/access.log e2e;
-    client_body_temp_path %[1]s/body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
+    access_log %[1]s e2e;
     sendfile on;
     keepalive_requests 1000;
     server {
@@ -95,15 +79,7 @@ http {
         location /api/ {
             proxy_pass http://127.0.0.1:%[4]d;
         }
-    }
-}
-`, dir, n.Port, root, backendPort)
-	confPath := filepath.Join(dir, "nginx.conf")
-	os.WriteFile(confPath, []byte(conf), 0o644)
-	cmd := exec.Command(bin, "-p", dir, "-c", confPath)
-	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
-	n.proc = harness.StartProcess(t, "nginx", cmd)
-	waitPort(t, fmt.Sprintf("127.0.0.1:%d", n.Port))
+    }`, n.AccessLog, n.Port, root, backendPort)})
 	n.ServiceName = service
 	n.Service = n.selector(t)
 	return n

@@ -186,40 +186,16 @@ func TestProcessCacheBounded(t *testing.T) {
 // longer shows the variable; its workers are forked, never exec'd.
 func startNginxWorkers(t *testing.T, service string, workers int) (port int, master *harness.Process, workerPids []int) {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		t.Skip("skipping: nginx not installed (Debian nginx-light; `make deps`)")
-	}
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	os.WriteFile(filepath.Join(dir, "index.html"), []byte("<html>hello</html>\n"), 0o644)
 	port = harness.FreePort(t)
-	conf := fmt.Sprintf(`daemon off;
-master_process on;
-worker_processes %[3]d;
-user root;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log warn;
-events { worker_connections 64; }
-http {
+	master = runNginx(t, dir, service, port, nginxSetup{Workers: workers, HTTP: fmt.Sprintf(`
     access_log off;
-    client_body_temp_path %[1]s/body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
     server {
         listen 127.0.0.1:%[2]d;
         root %[1]s;
-    }
-}
-`, dir, port, workers)
-	confPath := filepath.Join(dir, "nginx.conf")
-	os.WriteFile(confPath, []byte(conf), 0o644)
-	cmd := exec.Command(bin, "-p", dir, "-c", confPath)
-	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
-	master = harness.StartProcess(t, "nginx", cmd)
-	waitPort(t, fmt.Sprintf("127.0.0.1:%d", port))
+    }`, dir, port)})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", master.Pid(), master.Pid()))

@@ -84,13 +84,6 @@ func spanCollector(tb testing.TB) (*Collector, *sdkmetric.ManualReader, *tracete
 	return c, reader, exp
 }
 
-func drainSpans(c *Collector) {
-	for len(c.spans) > 0 {
-		rec := <-c.spans
-		c.endSpan(&rec)
-	}
-}
-
 // TestSecretParamsNotExported: a session id in a path parameter reaches no
 // route, span name, url.path or metric attribute, on either side.
 func TestSecretParamsNotExported(t *testing.T) {
@@ -101,7 +94,7 @@ func TestSecretParamsNotExported(t *testing.T) {
 		c.onExchange(&Exchange{Method: MethodGet, Status: 200, Minor: 1,
 			Path: []byte("/anything/semi;jsessionid=SECRET"), Start: 1, End: 2})
 	}
-	drainSpans(c)
+	c.drainSpans()
 	spans := exp.GetSpans()
 	if len(spans) != 2 {
 		t.Fatalf("%d spans, want 2", len(spans))
@@ -198,7 +191,7 @@ func FuzzAttributesValidUTF8(f *testing.F) {
 		st.parser.Feed(server, req, uint64(len(req)), callTimes{1, 2})
 		st.parser.Feed(!server, resp, uint64(len(resp)), callTimes{3, 4})
 		st.parser.Close()
-		drainSpans(c)
+		c.drainSpans()
 		for _, s := range exp.GetSpans() {
 			if !utf8.ValidString(s.Name) {
 				t.Fatalf("span name %q", s.Name)

@@ -227,7 +227,7 @@ func TestEmitAsTheTraceAPI(t *testing.T) {
 					c.cur = st
 					c.onExchange(ex)
 					n++
-					drainSpans(c)
+					c.drainSpans()
 				})
 			}
 			want := before.ResourceSpans(t)
@@ -258,7 +258,7 @@ func TestSampledRequestAllocs(t *testing.T) {
 		UserAgent: []byte("wrk/4.2"), Start: 1000, End: 43000}
 	request := func() {
 		c.onExchange(ex)
-		drainSpans(c)
+		c.drainSpans()
 	}
 	for _, parent := range []bool{false, true} {
 		ex.HasParent, ex.TraceID, ex.ParentSpanID, ex.TraceFlags = parent, [16]byte{1}, [8]byte{2}, 1
@@ -298,7 +298,7 @@ func BenchmarkSampledRequest(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c.onExchange(ex)
-		drainSpans(c)
+		c.drainSpans()
 	}
 	b.StopTimer()
 	if p.Queued()+p.Dropped() != c.spansQueued.Load() {
@@ -306,9 +306,9 @@ func BenchmarkSampledRequest(b *testing.B) {
 	}
 }
 
-// TestSpanWorkerBatches: the span worker, polling the queue instead of
-// waiting on it, emits every span queued, the last ones when the queue is
-// closed (shutdown) included.
+// TestSpanWorkerBatches: the span worker emits every span queued, in
+// bursts and after idle gaps (where it blocks on the queue), the last ones
+// when the queue is closed (shutdown) included.
 func TestSpanWorkerBatches(t *testing.T) {
 	p := spanstest.New(t, nil)
 	c := emitCollector(t, DefaultConfig(), p)

@@ -155,7 +155,7 @@ func TestClientServerAddressFromHost(t *testing.T) {
 	send("c.example.test", 2)
 	send("d.example.test", 1) // the fourth name: past the cap of 3
 	send("e.example.test:81", 2)
-	drainSpans(c)
+	c.drainSpans()
 	got := uniquePoints(t, reader)["http.client.request.duration"]
 	want := map[string]uint64{
 		"api.example.test 80": 3, "api.example.test 8443": 2, "10.0.0.9 18080": 1,
@@ -212,7 +212,7 @@ func TestServerSpanHostUserAgentQuery(t *testing.T) {
 		c.cfg.URLQuery = query
 		c.onExchange(&Exchange{Method: MethodGet, Status: 200, Minor: 1, Path: []byte("/search"),
 			Host: []byte("api.example.test:8080"), UserAgent: []byte("curl/8.1 \xff"), Query: []byte("q=secret&page=2&x"), Start: 1, End: 2})
-		drainSpans(c)
+		c.drainSpans()
 		spans := exp.GetSpans()
 		if len(spans) != 1 {
 			t.Fatalf("%d spans", len(spans))
