@@ -211,6 +211,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		SeriesBudget:   seriesBudget(cfg.Series.MaxSeries),
 	}
 	deps.Processes.Retention = cfg.Process.Retention
+	deps.Processes.ReleaseMemory = func() { releaseMemory(log, "a burst of processes forgotten") }
 	deps.Processes.InstanceMode, _ = identity.ParseInstanceMode(cfg.Process.Instance) // validated with the config
 	// Before anything looks a process up: identities learned at exec by a
 	// previous run, which /proc may no longer show.

@@ -32,13 +32,22 @@ func releaseStartupMemory(ctx context.Context, after time.Duration, logger *slog
 		return
 	case <-time.After(after):
 	}
+	releaseMemory(logger, "start-up")
+}
+
+// releaseMemory gives back the heap the runtime holds free and the
+// executable's pages a passing load faulted in: after start-up, and after
+// the process identities' sweep forgot a burst of short-lived processes
+// (identity.Resolver.ReleaseMemory), whose discovery ran code (reading
+// /proc, exec events, the instance folding) that idle does not.
+func releaseMemory(logger *slog.Logger, after string) {
 	before := rssKB()
 	debug.FreeOSMemory()
 	n, err := releaseExecutablePages()
 	if err != nil {
 		logger.Debug("releasing the executable's pages", "error", err)
 	}
-	logger.Debug("start-up memory released", "rss_before_kb", before, "rss_after_kb", rssKB(), "executable_mappings", n)
+	logger.Debug("memory released", "after", after, "rss_before_kb", before, "rss_after_kb", rssKB(), "executable_mappings", n)
 }
 
 // releaseExecutablePages drops the agent's page-table entries for its own

@@ -1,10 +1,14 @@
 // Command churn measures what a host's process churn costs the agent (issue
 // 16): with every collector on, a server and thousands of short-lived curl
 // processes, one HTTP request each, it prints the series in /metrics, the
-// size and time of one scrape and the agent's RSS (and peak) idle, after
-// the churn, and once the exited processes' series have been retired. Run
-// by `make bench` as root; -instance=pid shows the per-process identity
-// of before.
+// size and time of one scrape and the agent's RSS idle, after the churn,
+// and once the exited processes' series have been retired; then the
+// memory summary the issue's targets are about: the baseline (idle), the
+// steady RSS under the churn (the median of samples every 100 ms while it
+// runs), its peak (VmHWM, reset when the churn starts), the RSS after the
+// retention, and the two ratios peak/steady and after/baseline. Run by
+// `make bench` as root; -instance=pid shows the per-process identity of
+// before.
 package main
 
 import (
@@ -16,43 +20,50 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/otelbee/otelbee/bench/internal/proc"
 )
 
 func main() {
 	var (
-		agentBin  = flag.String("agent", "build/bin/otelbee", "agent binary")
-		procs     = flag.Int("processes", 3000, "short-lived client processes")
-		parallel  = flag.Int("parallel", 4, "client loops running at once")
-		instance  = flag.String("instance", "service", "--process.instance of the agent")
-		retention = flag.Duration("retention", 30*time.Second, "--process.retention of the agent")
-		settle    = flag.Duration("settle", 150*time.Second, "wait after the churn before the last row (retention + the collectors' retirement)")
-		warmup    = flag.Duration("warmup", 20*time.Second, "wait after the agent's start before the idle row (the agent gives start-up's memory back 2 s after its collectors run, and discovery of the running processes settles)")
+		agentBin   = flag.String("agent", "build/bin/otelbee", "agent binary")
+		procs      = flag.Int("processes", 3000, "short-lived client processes")
+		parallel   = flag.Int("parallel", 4, "client loops running at once")
+		instance   = flag.String("instance", "service", "--process.instance of the agent")
+		retention  = flag.Duration("retention", 30*time.Second, "--process.retention of the agent")
+		settle     = flag.Duration("settle", 150*time.Second, "wait after the churn before the last row (retention + the collectors' retirement)")
+		warmup     = flag.Duration("warmup", 20*time.Second, "wait after the agent's start before the idle row (the agent gives start-up's memory back 2 s after its collectors run, and discovery of the running processes settles)")
+		memProfile = flag.String("memprofile", "", "write the agent's heap profile at its exit (after the last row) to this file (OTELBEE_MEMPROFILE)")
+		logLevel   = flag.String("log-level", "warn", "the agent's --log.level (debug logs the Go runtime's memory every 10 s)")
 	)
 	flag.Parse()
+	fmt.Printf("load average %.2f at the start\n", proc.LoadAvg())
 	promAddr := freeAddr()
-	agent := exec.Command(*agentBin, "--collectors=all", "--prometheus.listen="+promAddr, "--log.level=warn",
+	agent := exec.Command(*agentBin, "--collectors=all", "--prometheus.listen="+promAddr, "--log.level="+*logLevel,
 		"--state-dir=", "--process.instance="+*instance, "--process.retention="+retention.String())
 	agent.Stderr = os.Stderr
+	if *memProfile != "" {
+		agent.Env = append(os.Environ(), "OTELBEE_MEMPROFILE="+*memProfile)
+	}
 	if err := agent.Start(); err != nil {
 		log.Fatal(err)
 	}
-	defer func() {
-		agent.Process.Signal(os.Interrupt)
-		agent.Wait()
-	}()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			agent.Process.Signal(os.Interrupt)
+			agent.Wait()
+		}
+	}
+	defer stop()
 	url := "http://" + promAddr + "/metrics"
-	for i := 0; ; i++ {
-		if _, err := http.Get(url); err == nil {
-			break
-		}
-		if i > 100 {
-			log.Fatal("agent did not start")
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := proc.WaitHTTP(url, 10*time.Second); err != nil {
+		log.Fatal("agent did not start: ", err)
 	}
 
 	srvAddr := freeAddr()
@@ -76,19 +87,50 @@ func main() {
 	time.Sleep(*warmup) // the agent's start-up series and memory settle
 
 	pid := agent.Process.Pid
+	mib := func(field string) float64 { return proc.StatusKB(pid, field) / 1024 }
 	fmt.Printf("--process.instance=%s, %d short-lived curl processes (%d loops), --collectors=all\n\n", *instance, *procs, *parallel)
 	fmt.Println("| load | series in /metrics (the clients') | /metrics size | scrape time | agent RSS MiB (anon + file) | agent peak RSS MiB |")
 	fmt.Println("|---|---|---|---|---|---|")
-	row := func(name string) {
+	row := func(name string, peak float64) float64 {
 		// RSS before the scrape: the steady state, not the scrape's own
 		// buffers.
-		rss, anon, file := status(pid, "VmRSS"), status(pid, "RssAnon"), status(pid, "RssFile")
+		rss, anon, file := mib("VmRSS"), mib("RssAnon"), mib("RssFile")
 		series, clients, size, took := scrape(url)
+		if peak == 0 {
+			peak = mib("VmHWM")
+		}
 		fmt.Printf("| %s | %d (%d) | %.1f kB | %.0f ms | %.0f (%.0f + %.0f) | %.0f |\n", name, series, clients, float64(size)/1e3,
-			float64(took.Microseconds())/1e3, rss/1024, anon/1024, file/1024, status(pid, "VmHWM")/1024)
+			float64(took.Microseconds())/1e3, rss, anon, file, peak)
+		return rss
 	}
-	row("idle")
+	baseline := row("idle", 0)
 
+	// The peak under the churn is its own, not start-up's: VmHWM is reset
+	// (clear_refs 5) as the churn starts, and RSS sampled meanwhile.
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		log.Printf("resetting the agent's VmHWM: %v (the peak includes start-up's)", err)
+	}
+	var (
+		samplesMu sync.Mutex
+		samples   []float64
+		done      = make(chan struct{})
+		sampled   = make(chan struct{})
+	)
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				samplesMu.Lock()
+				samples = append(samples, mib("VmRSS"))
+				samplesMu.Unlock()
+			}
+		}
+	}()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for l := range *parallel {
@@ -109,10 +151,29 @@ func main() {
 	}
 	wg.Wait()
 	took := time.Since(start)
-	time.Sleep(3 * time.Second)
-	row(fmt.Sprintf("+ %d short-lived processes (%.0f/min)", *procs, float64(*procs)/took.Minutes()))
+	time.Sleep(3 * time.Second) // the last exits reach the agent
+	churnPeak := mib("VmHWM")
+	close(done)
+	<-sampled
+	steady := median(samples)
+	row(fmt.Sprintf("+ %d short-lived processes (%.0f/min)", *procs, float64(*procs)/took.Minutes()), churnPeak)
 	time.Sleep(*settle)
-	row(fmt.Sprintf("%s later (retention)", settle.Round(time.Second)))
+	after := row(fmt.Sprintf("%s later (retention)", settle.Round(time.Second)), 0)
+	fmt.Printf("\nload average %.2f at the end\n\n", proc.LoadAvg())
+	fmt.Println("| baseline (idle) MiB | steady under the churn MiB (median of samples every 100 ms) | peak under the churn MiB | peak / steady | after the retention MiB | after / baseline |")
+	fmt.Println("|---|---|---|---|---|---|")
+	fmt.Printf("| %.0f | %.0f | %.0f | %.2f× | %.0f | %.2f× |\n", baseline, steady, churnPeak, churnPeak/steady, after, after/baseline)
+	stop() // the heap profile, if asked, is written at the agent's exit
+}
+
+// median of xs (0 for none).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // scrape returns the sample lines (all; the churn clients'), bytes and
@@ -141,23 +202,10 @@ func scrape(url string) (series, clients, size int, took time.Duration) {
 	return series, clients, len(b), took
 }
 
-// status reads a kB field of /proc/<pid>/status.
-func status(pid int, field string) float64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return f
-		}
-	}
-	return 0
-}
-
 func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := proc.FreeAddr()
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }

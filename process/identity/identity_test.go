@@ -405,3 +405,46 @@ func TestRefreshExecOfExitedProcess(t *testing.T) {
 		t.Errorf("attributes %v lack process.executable.name", p.Attributes())
 	}
 }
+
+// TestResolverReleasesAfterBurstOverSweeps: a burst of 1,500 short-lived
+// processes forgotten over three sweeps (500 each, fewer than releaseAfter)
+// gives the memory back once, at the sweep that brings the cache down to a
+// quarter of its peak (before: never, as no one sweep forgot 1,024).
+func TestResolverReleasesAfterBurstOverSweeps(t *testing.T) {
+	r := NewResolver("/proc", "h")
+	r.Retention = time.Hour
+	released := 0
+	r.ReleaseMemory = func() { released++ }
+	const n = 1500
+	pids := make([]uint32, 0, n)
+	for range n {
+		cmd := exec.Command("/bin/true")
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		pid := uint32(cmd.Process.Pid)
+		r.RefreshExec(pid, "", []byte("OTEL_SERVICE_NAME=burst\x00"), 0)
+		pids = append(pids, pid)
+	}
+	r.Sweep() // every one found gone, none forgotten yet
+	if released != 0 {
+		t.Fatalf("released %d times before the retention", released)
+	}
+	for batch := range 3 {
+		r.mu.Lock()
+		for _, pid := range pids[batch*500 : (batch+1)*500] {
+			if _, ok := r.dead[pid]; ok {
+				r.dead[pid] = time.Now().Add(-2 * time.Hour) // its retention is over
+			}
+		}
+		r.mu.Unlock()
+		r.Sweep()
+		want := 0
+		if batch == 2 {
+			want = 1
+		}
+		if released != want {
+			t.Fatalf("after forgetting batch %d (cache %d): released %d times, want %d", batch, r.Len(), released, want)
+		}
+	}
+}
