@@ -125,7 +125,11 @@ enum http_counter {
 	HC_CONNS_SELF = 10,   // connections of otelbee processes, or whose peer is one
 	HC_CONNS_UPGRADED = 11,  // 101 seen: HTTP/1 records stopped
 	HC_CONNS_INHERITED = 12, // served by a forked child of the process that accepted
-	HC_MAX = 13,
+	// socket calls on a tracked connection the socket-tracepoint source
+	// could not attribute to a read/write system call (io_uring, splice,
+	// sendmmsg...): bytes neither captured nor guessed (l7/socktp.h)
+	HC_SOCK_CALLS_SKIPPED = 13,
+	HC_MAX = 14,
 };
 
 // Per-protocol counter slots after HC_MAX: connections decided as the
@@ -1566,13 +1570,16 @@ static __always_inline struct pt_regs *call_regs(void)
 	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 
-static __always_inline void handle_exit1(long ret, __u8 dir, __u8 kind, __u64 fd, __u64 ptr, __u64 count)
+// handle_exit1 hands one call that returned ret on descriptor fd to
+// l7_capture; sk, when not 0, is the socket the call moved bytes through
+// (the socket tracepoints: l7/socktp.h), which the connection's must be.
+static __always_inline void handle_exit1(long ret, __u8 dir, __u8 kind, __u64 fd, __u64 ptr, __u64 count, __u64 sk)
 {
 	__u64 key = conn_key(fd);
 	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
 	if (!ci)
 		ci = inherited(fd, key);
-	if (!ci)
+	if (!ci || (sk && ci->sk != sk))
 		return;
 #ifdef L7_TLS_SYSCALL_HOOK
 	if (L7_TLS_SYSCALL_HOOK(fd, ci))
@@ -1610,7 +1617,7 @@ static __always_inline void handle_exit1(long ret, __u8 dir, __u8 kind, __u64 fd
 			ptr = 0;                                                                      \
 			count = 0;                                                                    \
 		}                                                                                     \
-		handle_exit1(ctx->ret, dir, kind, (__u32)fd, ptr, count);                             \
+		handle_exit1(ctx->ret, dir, kind, (__u32)fd, ptr, count, 0);                          \
 		return 0;                                                                             \
 	}
 
@@ -1627,3 +1634,7 @@ EXIT1(sendfile64, DIR_WRITE, CALL_SENDFILE, 0)
 // The kernel-function source (fentry/fexit, kprobes): the socket send and
 // receive functions and the connection lifecycle, where the kernel has them.
 #include "l7/kfunc.h"
+
+// The socket tracepoints (tp_btf sock_send_length/sock_recv_length, 6.5+):
+// one program per socket call, none on other reads and writes.
+#include "l7/socktp.h"

@@ -42,7 +42,10 @@ import (
 // functions for the lifecycle, the socket layer's send and receive
 // functions for the data, so that no syscalls:* tracepoint is attached,
 // which would put every system call of every process on the kernel's slow
-// path. Then the syscall tracepoints: a read/write program at the syscall's
+// path. For the data, between fentry and kprobes, the socket tracepoints
+// (tp_btf sock_send_length/sock_recv_length, 6.5+: bpf/l7/socktp.h): one
+// program per socket call, none on other reads and writes, where a kprobe
+// pair costs two runs and the calls map. Then the syscall tracepoints: a read/write program at the syscall's
 // exit reading the call's arguments from the task's saved registers
 // (bpf_task_pt_regs, 5.15+), else the pairs (entry remembers the buffer,
 // exit knows the length). Socket tracking (accept, connect, close) is
@@ -159,6 +162,7 @@ func Hooks() []hook.Hook {
 		{Name: "send", Links: append([]hook.Link{
 			{Mode: hook.ModeFentry, Programs: append(sendpage(true), sendF...)},
 			{Mode: hook.ModeFentry, Programs: sendF},
+			{Mode: hook.ModeTPBTF, Programs: []hook.Program{{Name: l7ProgL7SockSend, Attach: tr, Requires: sockTracepoints}}},
 			{Mode: hook.ModeKprobe, Programs: append(sendpage(false), sendK...)},
 			{Mode: hook.ModeKprobe, Programs: sendK},
 		}, syscalls(
@@ -170,6 +174,7 @@ func Hooks() []hook.Hook {
 		)...)},
 		{Name: "recv", Links: append([]hook.Link{
 			{Mode: hook.ModeFentry, Programs: recvF},
+			{Mode: hook.ModeTPBTF, Programs: []hook.Program{{Name: l7ProgL7SockRecv, Attach: tr, Requires: sockTracepoints}}},
 			{Mode: hook.ModeKprobe, Programs: recvK},
 		}, syscalls(
 			rw{"read", l7ProgHttpReadExit1, l7ProgHttpReadEnter, l7ProgHttpReadExit},
@@ -178,6 +183,20 @@ func Hooks() []hook.Hook {
 			rw{"recvmsg", l7ProgHttpRecvmsgExit1, l7ProgHttpRecvmsgEnter, l7ProgHttpRecvmsgExit},
 		)...)},
 	}
+}
+
+// sockTracepoints says whether the socket tracepoints see every call on a
+// socket (bpf/l7/socktp.h): they exist (6.3+) and sendfile goes through
+// them (6.5+: before, it went through tcp_sendpage and
+// unix_stream_sendpage, which they do not see).
+func sockTracepoints() error {
+	if err := hook.TracepointExists("sock", "sock_send_length")(); err != nil {
+		return err
+	}
+	if hook.KernelFunctionExists("tcp_sendpage")() == nil {
+		return fmt.Errorf("%w: sendfile goes through tcp_sendpage here, which the socket tracepoints do not see (before 6.5)", hook.ErrUnavailable)
+	}
+	return nil
 }
 
 // haveTaskPtRegs says whether tracepoint programs may read a task's saved
@@ -286,10 +305,10 @@ type Engine struct {
 // when it did not attach): for "send" and "recv", the data source.
 func (e *Engine) Source(hookName string) hook.Mode { return e.sources[hookName] }
 
-// kernelData reports whether some data hook runs on kernel functions, which
-// find a connection by its socket.
+// kernelData reports whether some data hook runs on kernel functions or the
+// socket tracepoints, which find (or check) a connection by its socket.
 func (e *Engine) kernelData() bool {
-	kf := func(m hook.Mode) bool { return m == hook.ModeFentry || m == hook.ModeKprobe }
+	kf := func(m hook.Mode) bool { return m == hook.ModeFentry || m == hook.ModeKprobe || m == hook.ModeTPBTF }
 	return kf(e.sources["send"]) || kf(e.sources["recv"])
 }
 
@@ -923,10 +942,11 @@ func (e *Engine) Alive(tgid uint32) bool {
 
 // Kernel counter slots (bpf/l7.c enum http_counter).
 const (
-	CounterEventsSubmitted = int(l7HttpCounterHC_EVENTS_SUBMITTED)
-	CounterDropRingbufFull = int(l7HttpCounterHC_DROP_RINGBUF_FULL)
-	CounterDropConnsFull   = int(l7HttpCounterHC_DROP_CONNS_FULL)
-	CounterDropArgsFull    = int(l7HttpCounterHC_DROP_ARGS_FULL)
+	CounterEventsSubmitted  = int(l7HttpCounterHC_EVENTS_SUBMITTED)
+	CounterDropRingbufFull  = int(l7HttpCounterHC_DROP_RINGBUF_FULL)
+	CounterDropConnsFull    = int(l7HttpCounterHC_DROP_CONNS_FULL)
+	CounterDropArgsFull     = int(l7HttpCounterHC_DROP_ARGS_FULL)
+	CounterSockCallsSkipped = int(l7HttpCounterHC_SOCK_CALLS_SKIPPED)
 	// CounterSlots is the counter array's length: the named counters, then
 	// per protocol the connections decided and the records dropped.
 	// server-side connections given up because their client end records
@@ -955,6 +975,9 @@ func (e *Engine) PipelineStats() []collectors.StageStats {
 		{Stage: "decode", Produced: recv, Delivered: recv - e.malformed.Load(), Dropped: e.malformed.Load()},
 		{Stage: "conns_map", Dropped: k[CounterDropConnsFull] + e.connsOver.Load()},
 		{Stage: "calls_map", Dropped: k[CounterDropArgsFull]},
+		// socket calls the socket tracepoints could not attribute to a
+		// read/write system call (io_uring, splice, sendmmsg): not captured
+		{Stage: "sock_calls", Dropped: k[CounterSockCallsSkipped]},
 	}
 }
 

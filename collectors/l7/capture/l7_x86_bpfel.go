@@ -190,7 +190,8 @@ const (
 	l7HttpCounterHC_CONNS_SELF          l7HttpCounter = 10
 	l7HttpCounterHC_CONNS_UPGRADED      l7HttpCounter = 11
 	l7HttpCounterHC_CONNS_INHERITED     l7HttpCounter = 12
-	l7HttpCounterHC_MAX                 l7HttpCounter = 13
+	l7HttpCounterHC_SOCK_CALLS_SKIPPED  l7HttpCounter = 13
+	l7HttpCounterHC_MAX                 l7HttpCounter = 14
 )
 
 type l7HttpDir uint32
@@ -408,6 +409,8 @@ const (
 	l7ProgL7SendpageFexit      = "l7_sendpage_fexit"
 	l7ProgL7SendpageKprobe     = "l7_sendpage_kprobe"
 	l7ProgL7SendpageKretprobe  = "l7_sendpage_kretprobe"
+	l7ProgL7SockRecv           = "l7_sock_recv"
+	l7ProgL7SockSend           = "l7_sock_send"
 	l7ProgL7SysAccept4Fexit    = "l7_sys_accept4_fexit"
 	l7ProgL7SysConnectFexit    = "l7_sys_connect_fexit"
 	l7ProgL7UrecvFentry        = "l7_urecv_fentry"
@@ -565,6 +568,8 @@ type l7ProgramSpecs struct {
 	L7SendpageFexit      *ebpf.ProgramSpec `ebpf:"l7_sendpage_fexit"`
 	L7SendpageKprobe     *ebpf.ProgramSpec `ebpf:"l7_sendpage_kprobe"`
 	L7SendpageKretprobe  *ebpf.ProgramSpec `ebpf:"l7_sendpage_kretprobe"`
+	L7SockRecv           *ebpf.ProgramSpec `ebpf:"l7_sock_recv"`
+	L7SockSend           *ebpf.ProgramSpec `ebpf:"l7_sock_send"`
 	L7SysAccept4Fexit    *ebpf.ProgramSpec `ebpf:"l7_sys_accept4_fexit"`
 	L7SysConnectFexit    *ebpf.ProgramSpec `ebpf:"l7_sys_connect_fexit"`
 	L7UrecvFentry        *ebpf.ProgramSpec `ebpf:"l7_urecv_fentry"`
@@ -840,6 +845,8 @@ type l7Programs struct {
 	L7SendpageFexit      *ebpf.Program `ebpf:"l7_sendpage_fexit"`
 	L7SendpageKprobe     *ebpf.Program `ebpf:"l7_sendpage_kprobe"`
 	L7SendpageKretprobe  *ebpf.Program `ebpf:"l7_sendpage_kretprobe"`
+	L7SockRecv           *ebpf.Program `ebpf:"l7_sock_recv"`
+	L7SockSend           *ebpf.Program `ebpf:"l7_sock_send"`
 	L7SysAccept4Fexit    *ebpf.Program `ebpf:"l7_sys_accept4_fexit"`
 	L7SysConnectFexit    *ebpf.Program `ebpf:"l7_sys_connect_fexit"`
 	L7UrecvFentry        *ebpf.Program `ebpf:"l7_urecv_fentry"`
@@ -930,6 +937,8 @@ func (p *l7Programs) Close() error {
 		p.L7SendpageFexit,
 		p.L7SendpageKprobe,
 		p.L7SendpageKretprobe,
+		p.L7SockRecv,
+		p.L7SockSend,
 		p.L7SysAccept4Fexit,
 		p.L7SysConnectFexit,
 		p.L7UrecvFentry,

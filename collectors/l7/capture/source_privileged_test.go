@@ -86,17 +86,26 @@ func startSourceWith(t *testing.T, name string, pickUp bool) (*Engine, *sourcePr
 // (the development machine) this is the fallback to the tracepoints.
 func TestPrivilegedDataSourceChosen(t *testing.T) {
 	eng, _, env := startSource(t, "redis")
-	chain := []hook.Mode{hook.ModeFentry, hook.ModeKprobe, hook.ModeTracepoint}
-	want := env.Force
-	if want == "" {
-		probes := hook.NewProbes()
+	probes := hook.NewProbes()
+	first := func(chain ...hook.Mode) hook.Mode {
 		for _, m := range chain {
-			if probes.Supports(m) == nil {
-				want = m
-				break
+			if m == env.Force {
+				return m
 			}
 		}
+		for _, m := range chain {
+			if m == hook.ModeTPBTF && sockTracepoints() != nil {
+				continue
+			}
+			if probes.Supports(m) == nil {
+				return m
+			}
+		}
+		return ""
 	}
+	// the lifecycle has no socket-tracepoint link; the data hooks do
+	lifecycle := first(hook.ModeFentry, hook.ModeKprobe, hook.ModeTracepoint)
+	data := first(hook.ModeFentry, hook.ModeTPBTF, hook.ModeKprobe, hook.ModeTracepoint)
 	statuses := map[string]hook.Status{}
 	for _, st := range env.Registry.Statuses() {
 		statuses[st.Hook] = st
@@ -105,6 +114,10 @@ func TestPrivilegedDataSourceChosen(t *testing.T) {
 		st, ok := statuses[name]
 		if !ok {
 			t.Fatalf("hook %s: no status", name)
+		}
+		want := lifecycle
+		if name == "send" || name == "recv" {
+			want = data
 		}
 		if st.Mode != want {
 			t.Errorf("hook %s: attached %q, want %q (attempts %v)", name, st.Mode, want, st.Attempts)
@@ -125,9 +138,20 @@ func TestPrivilegedDataSourceChosen(t *testing.T) {
 		}
 		t.Logf("hook %s: %s (passed over: %v)", name, st.Mode, st.Attempts)
 	}
-	kernelFunctions := want == hook.ModeFentry || want == hook.ModeKprobe
+	kernelFunctions := data == hook.ModeFentry || data == hook.ModeKprobe
 	if eng.KernelFunctions() != kernelFunctions {
-		t.Errorf("KernelFunctions() = %v with the data hooks in %s", eng.KernelFunctions(), want)
+		t.Errorf("KernelFunctions() = %v with the data hooks in %s", eng.KernelFunctions(), data)
+	}
+	if data == hook.ModeTPBTF {
+		for _, p := range env.Registry.Programs() {
+			lifecycle := false
+			for _, l := range []string{"accept", "connect", "close", "fork"} {
+				lifecycle = lifecycle || strings.Contains(p.Name, l)
+			}
+			if strings.HasPrefix(p.Name, "http_") && !lifecycle {
+				t.Errorf("on the socket tracepoints, syscall data program %s was loaded", p.Name)
+			}
+		}
 	}
 	if kernelFunctions {
 		for _, p := range env.Registry.Programs() {
@@ -468,6 +492,119 @@ func TestPrivilegedDataSourceExisting(t *testing.T) {
 	for _, role := range []l7.Role{l7.RoleClient, l7.RoleServer} {
 		if got[role] != want {
 			t.Errorf("role %d: bytes [to server, to client] = %v, want %v", role, got[role], want)
+		}
+	}
+}
+
+// TestPrivilegedSocketCallsSkipped: on the socket tracepoints, a socket
+// call that is not a read/write system call (here splice from a pipe into
+// the connection) is counted, once per call, and its bytes are neither
+// captured nor put on the descriptor; the calls around it are captured as
+// usual. Only this test's port is observed, so the count is this test's.
+func TestPrivilegedSocketCallsSkipped(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p := &sourceProbe{probe: &probe{name: "redis"}, sources: map[l7.Source]int{}}
+	var eng *Engine
+	collectortest.Start(t, "redis", func(d collectors.Deps) collectors.Collector {
+		cfg := DefaultConfig()
+		cfg.ObserveSelf = true
+		cfg.PickUpExisting = false
+		cfg.Include.Ports = []int{ln.Addr().(*net.TCPAddr).Port}
+		eng = NewEngine(d, cfg)
+		eng.SelfComms = []string{}
+		c, err := NewCollector(eng, d, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &group{eng: eng, cols: []*Collector{c}}
+	}, collectortest.Options{})
+	if eng.Source("send") != hook.ModeTPBTF {
+		t.Skipf("skipping: the send hook is on %q, not the socket tracepoints", eng.Source("send"))
+	}
+	skippedNow := func() uint64 { return hook.SumCounters(eng.counters, CounterSlots)[CounterSockCallsSkipped] }
+	before := skippedNow()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	client, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	defer server.Close()
+	pong := []byte("+PONG\r\n")
+	var pipe [2]int
+	if err := unix.Pipe(pipe[:]); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pipe[0])
+	defer unix.Close(pipe[1])
+	const splices = 2
+	buf := make([]byte, 64)
+	for i := 0; i < splices; i++ {
+		if _, err := client.Write(ping); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(server, buf[:len(ping)]); err != nil {
+			t.Fatal(err)
+		}
+		// one answer by write, one by splice
+		if _, err := server.Write(pong); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Write(pipe[1], pong); err != nil {
+			t.Fatal(err)
+		}
+		rc, err := server.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		var serr error
+		if err := rc.Write(func(fd uintptr) bool {
+			n, serr = unix.Splice(pipe[0], nil, int(fd), nil, len(pong), 0)
+			return !errors.Is(serr, unix.EAGAIN)
+		}); err != nil || serr != nil || n != int64(len(pong)) {
+			t.Fatalf("splice: %d, %v %v", n, err, serr)
+		}
+		if _, err := io.ReadFull(client, buf[:2*len(pong)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// the server's side has its written answers only; the client reads
+	// both (its reads are read calls)
+	var want [3][2]uint64
+	want[l7.RoleServer] = [2]uint64{splices * uint64(len(ping)), splices * uint64(len(pong))}
+	want[l7.RoleClient] = [2]uint64{splices * uint64(len(ping)), 2 * splices * uint64(len(pong))}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, got := p.snapshot(); got == want && skippedNow()-before == splices {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // nothing more may come
+	if got := skippedNow() - before; got != splices {
+		t.Errorf("socket calls skipped: %d, want %d (the splices)", got, splices)
+	}
+	_, got := p.snapshot()
+	for _, role := range []l7.Role{l7.RoleClient, l7.RoleServer} {
+		if got[role] != want[role] {
+			t.Errorf("role %d: bytes [to server, to client] = %v, want %v", role, got[role], want[role])
 		}
 	}
 }
