@@ -406,6 +406,22 @@ func hostLibssl(t *testing.T) string {
 	return "/usr/lib/" + filepath.Base(filepath.Dir(p)) + "/" + filepath.Base(f[2])
 }
 
+// waitChildren waits until process pid has n children.
+func waitChildren(t *testing.T, pid, n int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if len(strings.Fields(string(b))) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d has children %q, want %d", pid, b, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestAttachPerFile: nginx's master and workers, curl and an openssl
 // s_server share one uprobe set on libssl; a copy of node and node itself
 // get one each (OpenSSL built in); gnutls-cli is counted unobserved for its
@@ -432,7 +448,10 @@ events {} http { access_log off; server { listen 127.0.0.1:%d ssl; ssl_certifica
 	}
 	node, _ := start(t, "up", nodeCopy, "-e", "console.log('up'); setInterval(() => {}, 1000)")
 	start(t, "Handshake was completed", "gnutls-cli", "--insecure", "-p", port, "127.0.0.1")
-	time.Sleep(300 * time.Millisecond) // nginx's workers forked, gnutls-cli's libraries mapped
+	// The start-up scan must find nginx's workers: a fixed pause was not
+	// always long enough on a loaded machine (the scan then saw 1 user of
+	// libssl of the 4).
+	waitChildren(t, nginx.Process.Pid, 2)
 
 	procs := identity.NewResolver("/proc", "test")
 	a := newTestAttacher(t, c.progs, procs, []string{})
