@@ -2,7 +2,6 @@ package otlp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -10,6 +9,8 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/otelbee/otelbee/exporters/perservice"
 )
@@ -18,8 +19,8 @@ import (
 // spans under that service's resource. Register it with
 // sdktrace.NewBatchSpanProcessor.
 type TraceExporter struct {
-	inner    *otlptrace.Exporter // the SDK's spans (ExportSpans: the console's path)
-	sender   *sender             // encoded spans (ExportResourceSpans)
+	inner    *otlptrace.Exporter
+	client   otlptrace.Client
 	protocol string
 
 	failures atomic.Int64 // failed requests
@@ -63,11 +64,7 @@ func NewTraceExporter(ctx context.Context, cfg Config) (*TraceExporter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating otlp %s trace exporter: %w", proto, err)
 	}
-	snd, err := newSender(cfg, tracesSignal, proto)
-	if err != nil {
-		return nil, fmt.Errorf("creating otlp %s trace sender: %w", proto, err)
-	}
-	return &TraceExporter{inner: inner, sender: snd, protocol: proto, log: newFailureLog(cfg.Logger, "spans")}, nil
+	return &TraceExporter{inner: inner, client: client, protocol: proto, log: newFailureLog(cfg.Logger, "spans")}, nil
 }
 
 // Protocol returns the protocol in use ("grpc" or "http/protobuf").
@@ -96,39 +93,34 @@ func (e *TraceExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOn
 
 // ExportResourceSpans sends already encoded ResourceSpans messages (their
 // bodies: package spans writes them) in one request holding spans spans,
-// through the sender (sender.go): the traces variables' endpoint, headers,
-// timeout, compression and TLS, retries, partial success.
+// through the OTLP exporter's own client, so that its retries, timeout,
+// compression, headers and TLS apply. Each body travels as the unknown
+// fields of an empty ResourceSpans, which protobuf writes out as they are:
+// the request on the wire is the one its fields would make.
 func (e *TraceExporter) ExportResourceSpans(ctx context.Context, resourceSpans [][]byte, spans int) error {
 	if len(resourceSpans) == 0 {
 		return nil
 	}
-	req := e.sender.request()
-	for _, b := range resourceSpans {
-		req = appendRequestField(req, b)
+	msgs := make([]tracepb.ResourceSpans, len(resourceSpans))
+	ptrs := make([]*tracepb.ResourceSpans, len(resourceSpans))
+	for i, b := range resourceSpans {
+		msgs[i].ProtoReflect().SetUnknown(protoreflect.RawFields(b))
+		ptrs[i] = &msgs[i]
 	}
-	n := int64(spans)
-	res, err := e.sender.send(ctx, req)
-	if err != nil {
+	if err := e.client.UploadTraces(ctx, ptrs); err != nil {
 		e.failures.Add(1)
-		e.dropped.add(reasonFor(ctx), n)
+		e.dropped.add(reasonFor(ctx), int64(spans))
 		err = fmt.Errorf("exporting spans over otlp %s: %w", e.protocol, err)
-		e.log.failure(err, 1, n)
+		e.log.failure(err, 1, int64(spans))
 		return fmt.Errorf("%w: %w", ErrReported, err)
 	}
-	rejected := min(res.rejected, n)
-	if rejected > 0 || res.message != "" {
-		e.dropped.add(ReasonRejected, rejected)
-		e.log.partial(rejected, res.message)
-	}
-	e.exported.Add(n - rejected)
+	e.exported.Add(int64(spans))
 	e.log.success()
 	return nil
 }
 
-// Shutdown closes the sender's connections and the OTLP exporter.
-func (e *TraceExporter) Shutdown(ctx context.Context) error {
-	return errors.Join(e.sender.close(), e.inner.Shutdown(ctx))
-}
+// Shutdown delegates to the OTLP exporter.
+func (e *TraceExporter) Shutdown(ctx context.Context) error { return e.inner.Shutdown(ctx) }
 
 // Failures returns the number of failed export requests so far.
 func (e *TraceExporter) Failures() int64 { return e.failures.Load() }
