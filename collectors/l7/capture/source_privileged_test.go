@@ -421,25 +421,7 @@ func TestPrivilegedDataSourceExisting(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	client, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, ok := <-accepted
-	if !ok {
-		t.Fatal("accept failed")
-	}
-	defer server.Close()
+	client, server := loopbackPair(t, ln)
 
 	eng, p, _ := startSourceWith(t, "redis", true)
 	if eng.kernelData() {
@@ -527,25 +509,7 @@ func TestPrivilegedSocketCallsSkipped(t *testing.T) {
 	}
 	skippedNow := func() uint64 { return hook.SumCounters(eng.counters, CounterSlots)[CounterSockCallsSkipped] }
 	before := skippedNow()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	client, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, ok := <-accepted
-	if !ok {
-		t.Fatal("accept failed")
-	}
-	defer server.Close()
+	client, server := loopbackPair(t, ln)
 	pong := []byte("+PONG\r\n")
 	var pipe [2]int
 	if err := unix.Pipe(pipe[:]); err != nil {
@@ -607,4 +571,30 @@ func TestPrivilegedSocketCallsSkipped(t *testing.T) {
 			t.Errorf("role %d: bytes [to server, to client] = %v, want %v", role, got[role], want[role])
 		}
 	}
+}
+
+// loopbackPair is a connected TCP pair on ln: the client's end and the
+// accepted one, closed at the test's end.
+func loopbackPair(t *testing.T, ln net.Listener) (client, server net.Conn) {
+	t.Helper()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	client, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
 }
