@@ -183,8 +183,17 @@ struct conn_info {
 	__u8 state;
 	__u8 family;
 	__u8 lost_start;   // the last request start was dropped, no response record since
-	__u32 seq;         // records emitted (or dropped) on this connection
-	__u32 resp_records; // of them, records of the response direction
+	// Records emitted (or dropped) on this connection, per direction. One
+	// counter per direction, each moved only by the calls of its own
+	// direction: a process that reads and writes one connection on two
+	// CPUs at once (HTTP/2, gRPC, Kafka clients) would otherwise number two
+	// records alike, or see them reach the ring out of their order, and
+	// user space would take that for lost records. A program serialises
+	// the calls of one direction itself (Go's fd locks, one reader or
+	// writer per connection), and a record is in the ring before its call
+	// returns.
+	__u32 req_records;
+	__u32 resp_records;
 	__u64 sk;          // the socket: a forked child's descriptor names the same one
 	__u8 midstream;    // existed before the agent: wait for a request start
 	__u8 unfiltered;   // inserted by user space: the filters are applied at the first call
@@ -208,7 +217,7 @@ struct conn_event {
 	__u8 lost_start;
 	__u32 tgid;
 	__u32 fd;
-	__u32 seq;
+	__u32 req_records; // conn_info's counts when it was emitted
 	__u64 start_ns;
 	__u64 ts_ns;
 	__u8 peer[16];
@@ -235,13 +244,14 @@ struct data_event {
 	__u64 enter_ns;
 	__u64 exit_ns;
 	__u64 total; // bytes the call moved
-	__u32 seq;
+	// conn_info's counts before this record: the one of its own direction
+	// is its number in that direction, the other direction's as this CPU
+	// saw it (a record of it may still be on its way to the ring)
+	__u32 req_records;
 	__u32 seg_bytes; // bytes of data[] after the prefix: segment descriptors and bytes
 	__u8 proto;      // enum l7_proto
 	__u8 source;     // enum l7_source
 	__u8 _pad[2];
-	// response-direction records of the connection before this one
-	// (emitted or dropped): with seq, says which direction a gap lost
 	__u32 resp_records;
 	// Four times the capture: offset (< MAX_CAPTURE) and length (masked to
 	// < 2 * MAX_CAPTURE) stay inside whatever the verifier can prove.
@@ -783,7 +793,7 @@ static __always_inline void fill_conn_event(struct conn_event *ev, __u8 type, __
 	ev->lost_start = ci->lost_start;
 	ev->tgid = current_tgid();
 	ev->fd = fd;
-	ev->seq = ci->seq;
+	ev->req_records = ci->req_records;
 	ev->start_ns = ci->start_ns;
 	ev->ts_ns = bpf_ktime_get_ns();
 	__builtin_memcpy(ev->peer, ci->peer, 16);
@@ -800,14 +810,14 @@ static __always_inline void fill_conn_event(struct conn_event *ev, __u8 type, __
 
 static __always_inline void emit_conn_event(__u8 type, __u32 fd, struct conn_info *ci)
 {
+	// Open and close records are not numbered: a lost open is made up from
+	// conns by user space at the connection's first data record.
 	struct conn_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
-		ci->seq++;
 		bump(&counters, HC_DROP_RINGBUF_FULL);
 		return;
 	}
 	fill_conn_event(ev, type, fd, ci);
-	ci->seq++;
 	bpf_ringbuf_submit(ev, wakeup_flags());
 	bump(&counters, HC_EVENTS_SUBMITTED);
 }
@@ -878,7 +888,7 @@ __noinline int make_inherited(__u64 key)
 	if (ci.family != AF_UNIX_ && ci.local_port != BPF_CORE_READ(sk, __sk_common.skc_num))
 		return 0; // a socket since made at that address
 	ci.start_ns = bpf_ktime_get_ns();
-	ci.seq = 0;
+	ci.req_records = 0;
 	ci.resp_records = 0;
 	ci.lost_start = 0;
 	if (bpf_map_update_elem(&conns, &key, &ci, BPF_NOEXIST))
@@ -956,6 +966,15 @@ __noinline __u32 capture_iov(__u64 iovp, __u64 iovcnt, __u64 total, __u32 cap)
 	return off;
 }
 
+// count_record numbers a record (emitted or dropped) in its direction.
+static __always_inline void count_record(struct conn_info *ci, int request_dir)
+{
+	if (request_dir)
+		ci->req_records++;
+	else
+		ci->resp_records++;
+}
+
 // emit_call_error sends a header-only data record (total 0, err set) when a
 // read or write on an HTTP connection fails in a way that ends it: the
 // requests waiting there failed with that transport error (a reset before
@@ -969,9 +988,10 @@ static __always_inline void emit_call_error(__u32 fd, long ret, __u8 dir, __u64 
 	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
 	if (!ci || ci->state != STATE_DECIDED || (ci->flags & CONN_TLS_PLAINTEXT))
 		return;
+	int request_dir = (ci->role == ROLE_SERVER) == (dir == DIR_READ);
 	struct data_event *ev = bpf_ringbuf_reserve(&events, DATA_HDR_SIZE, 0);
 	if (!ev) {
-		ci->seq++;
+		count_record(ci, request_dir);
 		bump(&counters, HC_DROP_RINGBUF_FULL);
 		return;
 	}
@@ -986,12 +1006,12 @@ static __always_inline void emit_call_error(__u32 fd, long ret, __u8 dir, __u64 
 	ev->enter_ns = enter_ns;
 	ev->exit_ns = bpf_ktime_get_ns();
 	ev->total = 0;
-	ev->seq = ci->seq;
+	ev->req_records = ci->req_records;
 	ev->seg_bytes = 0;
 	ev->resp_records = ci->resp_records;
 	ev->proto = ci->proto;
 	ev->source = SOURCE_SYSCALL;
-	ci->seq++;
+	count_record(ci, request_dir);
 	bpf_ringbuf_submit(ev, wakeup_flags());
 	bump(&counters, HC_EVENTS_SUBMITTED);
 }
@@ -1328,16 +1348,15 @@ __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 ent
 	ev->enter_ns = enter_ns;
 	ev->exit_ns = bpf_ktime_get_ns();
 	ev->total = ret;
-	ev->seq = ci->seq;
+	ev->req_records = ci->req_records;
 	ev->seg_bytes = end - captured;
 	ev->resp_records = ci->resp_records;
 	ev->proto = proto;
 	ev->source = source;
-	ci->seq++;
+	count_record(ci, request_dir);
 	if (!request_dir) {
-		// Tells user space at close whether response records were lost,
-		// and that a dropped request start was answered (or not).
-		ci->resp_records++;
+		// A dropped request start was answered: user space learns at
+		// close whether the last one was (or not).
 		ci->lost_start = 0;
 		if (proto == L7_PROTO_HTTP1 && is_switching(ev->data, captured)) {
 			// HTTP/1 ends with this record (user space counts the

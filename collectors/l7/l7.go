@@ -173,6 +173,13 @@ type Capture struct {
 	// sent; a client not tracked (remote, or left out by the filters) is
 	// recorded from the server's side with the client as the peer.
 	ClientSide bool
+	// Multiplexed: a connection's requests and responses may be read and
+	// written at the same time, by two threads (HTTP/2 and gRPC, Kafka
+	// clients), each response paired by its stream or correlation id. The
+	// layer then learns a direction's lost records from that direction's
+	// own records only: what one direction's record says of the other may
+	// be ahead of a record still on its way.
+	Multiplexed bool
 }
 
 // CapturePolicy is implemented by a protocol with capture needs of its own.

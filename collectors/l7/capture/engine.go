@@ -242,11 +242,12 @@ type Conn struct {
 	// State is the handler's per-connection state (a parser), set in Open.
 	State any
 
-	key      connKey
-	h        Handler
-	nextSeq  uint32
-	respSeen uint32 // records of the response direction received
-	respData uint32 // the kernel's resp_records as of the next data record
+	key connKey
+	h   Handler
+	// recv is the number each direction's next record has (request,
+	// response): the kernel numbers the directions apart (bpf/l7.c
+	// conn_info.req_records).
+	recv [2]uint32
 	// h2Upgrade: an HTTP/2 handler takes an h2c upgrade over; upgrade is
 	// the request noted at the 101 (upgrade.go).
 	h2Upgrade bool
@@ -268,6 +269,8 @@ type Engine struct {
 	enabled    uint32 // protocols classified in the kernel (bits by Proto)
 	policies   [protoMax]l7.Capture
 	clientSide atomic.Uint32 // bits by Proto: policies[p].ClientSide (read by the self-metrics)
+	// bits by Proto: policies[p].Multiplexed (read by Handle)
+	multiplexed atomic.Uint32
 
 	mu      sync.Mutex // Acquire, Release, Run
 	refs    int
@@ -377,6 +380,11 @@ func (e *Engine) SetCapture(p Proto, pol l7.Capture) error {
 		e.clientSide.Or(1 << p)
 	} else {
 		e.clientSide.And(^uint32(1 << p))
+	}
+	if pol.Multiplexed {
+		e.multiplexed.Or(1 << p)
+	} else {
+		e.multiplexed.And(^uint32(1 << p))
 	}
 	if e.loader == nil {
 		return nil
@@ -740,16 +748,10 @@ func (e *Engine) Handle(r *Record) {
 			open.Role, open.Peer, open.PeerPort, open.LocalPort = info.Role, info.Peer, info.PeerPort, info.LocalPort
 			open.Local, open.Family, open.Owner = info.Local, info.Family, info.Owner
 			open.Proto, open.Source, open.Midstream = Proto(info.Proto), l7.Source(info.Source), info.Midstream != 0
-			open.Seq = r.Seq - 1 // the data record's own sequence is checked below
+			// the counts before this record (open.ReqRecords and
+			// RespRecords are its): nothing lost up to it
 			e.Handle(&open)
-			if c = e.conns[k]; c != nil {
-				// response records so far, less this one if it is one
-				// (counted below)
-				c.respSeen = info.RespRecords
-				if r.Dir() == l7.ToClient && c.respSeen > 0 {
-					c.respSeen--
-				}
-			}
+			c = e.conns[k]
 		}
 	}
 	switch r.Type {
@@ -777,18 +779,7 @@ func (e *Engine) Handle(r *Record) {
 		if r.Proto < protoMax {
 			e.records[r.Proto].Add(1)
 		}
-		if r.Seq != c.nextSeq {
-			e.lost(c, r)
-		}
-		c.nextSeq = r.Seq + 1
-		// the kernel's count of response records after this one
-		c.respData = r.RespRecords
-		if r.Dir() == l7.ToClient {
-			c.respSeen++
-			if r.Total > 0 {
-				c.respData++
-			}
-		}
+		e.sequence(c, r)
 		if r.Source != 0 {
 			c.Source = r.Source
 		}
@@ -803,10 +794,10 @@ func (e *Engine) Handle(r *Record) {
 		if c == nil {
 			return
 		}
-		// Records were lost since the last one seen. If none of them was a
-		// response record, the requests waiting never got an answer: they
-		// are incomplete (Close counts them), not lost.
-		if r.Seq != c.nextSeq && r.RespRecords != c.respSeen {
+		// Response records were lost since the last one seen. If only
+		// request records were, the requests waiting never got an answer:
+		// they are incomplete (Close counts them), not lost.
+		if r.RespRecords > c.recv[1] {
 			c.h.Lost(c)
 		}
 		c.h.End(c, r.ExitNs, r.LostStart, false)
@@ -844,9 +835,7 @@ func (e *Engine) fill(c *Conn, r *Record) {
 		c.Source = l7.SourceSyscall
 	}
 	c.Proto = r.Proto
-	c.nextSeq = r.Seq + 1
-	c.respSeen = 0
-	c.respData = 0
+	c.recv = [2]uint32{r.ReqRecords, r.RespRecords}
 	c.h2Upgrade = e.handlers[ProtoHTTP2] != nil
 	c.upgrade = nil
 }

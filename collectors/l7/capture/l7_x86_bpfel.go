@@ -36,7 +36,7 @@ type l7ConnEvent struct {
 	LostStart   uint8
 	Tgid        uint32
 	Fd          uint32
-	Seq         uint32
+	ReqRecords  uint32
 	StartNs     uint64
 	TsNs        uint64
 	Peer        [16]uint8
@@ -62,7 +62,7 @@ type l7ConnInfo struct {
 	State       uint8
 	Family      uint8
 	LostStart   uint8
-	Seq         uint32
+	ReqRecords  uint32
 	RespRecords uint32
 	Sk          uint64
 	Midstream   uint8
@@ -91,7 +91,7 @@ type l7DataEvent struct {
 	EnterNs     uint64
 	ExitNs      uint64
 	Total       uint64
-	Seq         uint32
+	ReqRecords  uint32
 	SegBytes    uint32
 	Proto       uint8
 	Source      uint8

@@ -76,9 +76,8 @@ type Handler interface {
 	Housekeep(isDead func(uint32) bool, now time.Time)
 }
 
-// DirLoser is a Handler told which directions lost records: the data
-// records carry the count of response-direction records before them, so a
-// sequence gap says how many of each direction it took.
+// DirLoser is a Handler told which directions lost records: the kernel
+// numbers each direction's records apart (Engine.sequence).
 type DirLoser interface {
 	LostDirs(c *Conn, toServer, toClient bool)
 }

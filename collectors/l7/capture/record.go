@@ -17,12 +17,12 @@ var (
 
 var (
 	offConn = struct {
-		role, family, lostStart, tgid, fd, seq, startNs, tsNs, peer, local,
+		role, family, lostStart, tgid, fd, reqRecords, startNs, tsNs, peer, local,
 		peerPort, localPort, respRecords, owner, proto, source, midstream uintptr
 	}{
 		unsafe.Offsetof(l7ConnEvent{}.Role), unsafe.Offsetof(l7ConnEvent{}.Family),
 		unsafe.Offsetof(l7ConnEvent{}.LostStart), unsafe.Offsetof(l7ConnEvent{}.Tgid),
-		unsafe.Offsetof(l7ConnEvent{}.Fd), unsafe.Offsetof(l7ConnEvent{}.Seq),
+		unsafe.Offsetof(l7ConnEvent{}.Fd), unsafe.Offsetof(l7ConnEvent{}.ReqRecords),
 		unsafe.Offsetof(l7ConnEvent{}.StartNs), unsafe.Offsetof(l7ConnEvent{}.TsNs),
 		unsafe.Offsetof(l7ConnEvent{}.Peer), unsafe.Offsetof(l7ConnEvent{}.Local),
 		unsafe.Offsetof(l7ConnEvent{}.PeerPort), unsafe.Offsetof(l7ConnEvent{}.LocalPort),
@@ -31,14 +31,14 @@ var (
 		unsafe.Offsetof(l7ConnEvent{}.Midstream),
 	}
 	offData = struct {
-		dir, role, err, tgid, fd, captured, startNs, enterNs, exitNs, total, seq, segBytes, proto, source, respRecords uintptr
+		dir, role, err, tgid, fd, captured, startNs, enterNs, exitNs, total, reqRecords, segBytes, proto, source, respRecords uintptr
 	}{
 		unsafe.Offsetof(l7DataEvent{}.Dir), unsafe.Offsetof(l7DataEvent{}.Role),
 		unsafe.Offsetof(l7DataEvent{}.Err), unsafe.Offsetof(l7DataEvent{}.Tgid),
 		unsafe.Offsetof(l7DataEvent{}.Fd), unsafe.Offsetof(l7DataEvent{}.Captured),
 		unsafe.Offsetof(l7DataEvent{}.StartNs), unsafe.Offsetof(l7DataEvent{}.EnterNs),
 		unsafe.Offsetof(l7DataEvent{}.ExitNs), unsafe.Offsetof(l7DataEvent{}.Total),
-		unsafe.Offsetof(l7DataEvent{}.Seq), unsafe.Offsetof(l7DataEvent{}.SegBytes),
+		unsafe.Offsetof(l7DataEvent{}.ReqRecords), unsafe.Offsetof(l7DataEvent{}.SegBytes),
 		unsafe.Offsetof(l7DataEvent{}.Proto), unsafe.Offsetof(l7DataEvent{}.Source),
 		unsafe.Offsetof(l7DataEvent{}.RespRecords),
 	}
@@ -67,7 +67,6 @@ type Record struct {
 	Source    l7.Source
 	TGID      uint32
 	FD        uint32
-	Seq       uint32
 	StartNs   uint64 // when the kernel began tracking the connection
 	EnterNs   uint64
 	ExitNs    uint64 // data: call exit; open/close: when emitted
@@ -76,16 +75,18 @@ type Record struct {
 	Local     [16]byte
 	PeerPort  uint16
 	LocalPort uint16
-	// close: records of the response direction emitted or dropped (data:
-	// before this one), and whether the last request start was dropped
-	// with no response since
-	RespRecords uint32
-	LostStart   bool
-	Midstream   bool  // open: the connection existed before the agent
-	Errno       uint8 // data with Total 0: the call failed with this errno
-	Owner       uint32
-	Data        []byte
-	Segs        []byte // data: segments past the prefix (Tail)
+	// The connection's records of each direction emitted or dropped (the
+	// kernel numbers each direction on its own): open and close, so far;
+	// data, before this one, its own direction's count being its number
+	// there and the other's what its CPU saw (one may be on its way).
+	ReqRecords, RespRecords uint32
+	// close: the last request start was dropped with no response since
+	LostStart bool
+	Midstream bool  // open: the connection existed before the agent
+	Errno     uint8 // data with Total 0: the call failed with this errno
+	Owner     uint32
+	Data      []byte
+	Segs      []byte // data: segments past the prefix (Tail)
 }
 
 // Server reports whether the observed end accepted the connection.
@@ -119,7 +120,7 @@ func Decode(b []byte, r *Record) error {
 		r.LostStart = b[o.lostStart] != 0
 		r.TGID = u32(o.tgid)
 		r.FD = u32(o.fd)
-		r.Seq = u32(o.seq)
+		r.ReqRecords = u32(o.reqRecords)
 		r.StartNs = u64(o.startNs)
 		r.ExitNs = u64(o.tsNs)
 		r.EnterNs = r.ExitNs
@@ -149,7 +150,7 @@ func Decode(b []byte, r *Record) error {
 		r.EnterNs = u64(o.enterNs)
 		r.ExitNs = u64(o.exitNs)
 		r.Total = u64(o.total)
-		r.Seq = u32(o.seq)
+		r.ReqRecords = u32(o.reqRecords)
 		segBytes := u32(o.segBytes)
 		r.Proto = Proto(b[o.proto])
 		r.Source = l7.Source(b[o.source])

@@ -22,7 +22,7 @@ func TestDecodeData(t *testing.T) {
 	seg := []byte{5, 0, 0, 0, 4, 0, 't', 'a', 'i', 'l'}
 	b := dataRecord(t, l7DataEvent{
 		Type: TypeData, Dir: uint8(l7HttpDirDIR_READ), Role: RoleServer, Tgid: 7, Fd: 3,
-		Captured: 5, StartNs: 11, EnterNs: 12, ExitNs: 13, Total: 9, Seq: 4, SegBytes: uint32(len(seg)),
+		Captured: 5, StartNs: 11, EnterNs: 12, ExitNs: 13, Total: 9, ReqRecords: 4, RespRecords: 3, SegBytes: uint32(len(seg)),
 		Proto: uint8(ProtoRedis), Source: uint8(l7.SourceOpenSSL),
 	}, append([]byte("hello"), seg...))
 	var r Record
@@ -30,7 +30,7 @@ func TestDecodeData(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !r.Read || r.Dir() != l7.ToServer || r.TGID != 7 || r.FD != 3 || string(r.Data) != "hello" || r.Total != 9 ||
-		r.EnterNs != 12 || r.ExitNs != 13 || r.StartNs != 11 || r.Seq != 4 || r.Proto != ProtoRedis || r.Source != l7.SourceOpenSSL {
+		r.EnterNs != 12 || r.ExitNs != 13 || r.StartNs != 11 || r.ReqRecords != 4 || r.RespRecords != 3 || r.Proto != ProtoRedis || r.Source != l7.SourceOpenSSL {
 		t.Fatalf("%+v", r)
 	}
 	if tail := Tail(r.Segs, r.Total); string(tail) != "tail" {
@@ -49,7 +49,7 @@ func TestDecodeData(t *testing.T) {
 }
 
 func TestDecodeConn(t *testing.T) {
-	ev := l7ConnEvent{Type: TypeOpen, Role: RoleClient, Family: 2, Tgid: 9, Fd: 4, Seq: 1, StartNs: 5, TsNs: 6,
+	ev := l7ConnEvent{Type: TypeOpen, Role: RoleClient, Family: 2, Tgid: 9, Fd: 4, ReqRecords: 1, RespRecords: 2, StartNs: 5, TsNs: 6,
 		PeerPort: 6379, LocalPort: 40000, Owner: 8, Proto: uint8(ProtoMySQL), Source: uint8(l7.SourceSyscall), Midstream: 1}
 	ev.Peer[15] = 1
 	var b bytes.Buffer
@@ -63,7 +63,7 @@ func TestDecodeConn(t *testing.T) {
 	if err := Decode(b.Bytes(), &r); err != nil {
 		t.Fatal(err)
 	}
-	if r.Server() || r.TGID != 9 || r.FD != 4 || r.PeerPort != 6379 || r.LocalPort != 40000 || r.Owner != 8 ||
+	if r.Server() || r.TGID != 9 || r.FD != 4 || r.PeerPort != 6379 || r.LocalPort != 40000 || r.Owner != 8 || r.ReqRecords != 1 || r.RespRecords != 2 ||
 		r.Proto != ProtoMySQL || !r.Midstream || r.Peer[15] != 1 || r.ExitNs != 6 {
 		t.Fatalf("%+v", r)
 	}

@@ -72,20 +72,36 @@ func (e *Engine) handOver(c *Conn, end uint64) {
 	h.Open(c, nil)
 }
 
-// lost tells c's handler that records were lost before r: by direction
-// when the handler takes that (DirLoser) and r says (its count of
-// response-direction records before it, against those received).
-func (e *Engine) lost(c *Conn, r *Record) {
-	dl, ok := c.h.(DirLoser)
-	if !ok || r.Total == 0 {
-		c.h.Lost(c)
+// sequence checks data record r against the records c received before
+// it and tells c's handler of any lost: by direction when the handler
+// takes that (DirLoser). A gap in r's own direction is a loss for sure (a
+// program's calls of one direction come one after another, each record in
+// the ring before its call returns). The other direction's count is what
+// r's CPU saw: on a connection read and written at once (a multiplexed
+// protocol) a record of it may still be on its way, so only a protocol
+// that answers in order (a request's response comes after it) is told of
+// a gap there, before r reaches its parser, which then pairs r right.
+func (e *Engine) sequence(c *Conn, r *Record) {
+	own, other, d := r.ReqRecords, r.RespRecords, 0
+	if r.Dir() == l7.ToClient {
+		own, other, d = r.RespRecords, r.ReqRecords, 1
+	}
+	lostOwn := own > c.recv[d]
+	lostOther := other > c.recv[1-d] && e.multiplexed.Load()&(1<<c.Proto) == 0
+	if own >= c.recv[d] {
+		c.recv[d] = own + 1
+	} // else a record the other direction's count had already given up
+	if lostOther {
+		c.recv[1-d] = other
+	}
+	if !lostOwn && !lostOther {
 		return
 	}
-	gap := r.Seq - c.nextSeq
-	resp := r.RespRecords - c.respData
-	if r.Seq < c.nextSeq || r.RespRecords < c.respData || resp > gap {
-		dl.LostDirs(c, true, true) // not consistent: both
+	lost := [2]bool{}
+	lost[d], lost[1-d] = lostOwn, lostOther
+	if dl, ok := c.h.(DirLoser); ok {
+		dl.LostDirs(c, lost[0], lost[1])
 		return
 	}
-	dl.LostDirs(c, gap > resp, resp > 0)
+	c.h.Lost(c)
 }

@@ -64,20 +64,21 @@ func TestH2CHandOver(t *testing.T) {
 		if withH2 {
 			e.Register(ProtoHTTP2, &protocolHandler{p: p, sink: NewSink(e, p)})
 		}
-		rec := func(typ uint8, seq uint32, proto Proto, read bool, data string) *Record {
-			return &Record{Type: typ, TGID: 7, FD: 3, StartNs: 1, Seq: seq, Proto: proto, Read: read,
+		// req, resp: the records of each direction before this one
+		rec := func(typ uint8, req, resp uint32, proto Proto, read bool, data string) *Record {
+			return &Record{Type: typ, TGID: 7, FD: 3, StartNs: 1, ReqRecords: req, RespRecords: resp, Proto: proto, Read: read,
 				Role: uint8(l7HttpRoleROLE_CLIENT), Data: []byte(data), Total: uint64(len(data))}
 		}
-		e.Handle(rec(TypeOpen, 0, ProtoHTTP1, false, ""))
-		e.Handle(rec(TypeData, 1, ProtoHTTP1, false, "GET /ok HTTP/1.1\r\nUpgrade: h2c\r\n\r\n"))
-		e.Handle(rec(TypeData, 2, ProtoHTTP1, true, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\nSETTINGS"))
+		e.Handle(rec(TypeOpen, 0, 0, ProtoHTTP1, false, ""))
+		e.Handle(rec(TypeData, 0, 0, ProtoHTTP1, false, "GET /ok HTTP/1.1\r\nUpgrade: h2c\r\n\r\n"))
+		e.Handle(rec(TypeData, 1, 0, ProtoHTTP1, true, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\nSETTINGS"))
 		if !withH2 {
 			if h1.took || h1.data != 2 {
 				t.Fatalf("without http2: the upgrade taken (%v), %d records", h1.took, h1.data)
 			}
 			continue
 		}
-		e.Handle(rec(TypeData, 3, ProtoHTTP2, false, "PRI * HTTP/2.0"))
+		e.Handle(rec(TypeData, 1, 1, ProtoHTTP2, false, "PRI * HTTP/2.0"))
 		if !h1.took || h1.ended != 1 || h1.data != 2 {
 			t.Fatalf("HTTP/1: took %v, ended %d, %d records", h1.took, h1.ended, h1.data)
 		}
@@ -90,37 +91,92 @@ func TestH2CHandOver(t *testing.T) {
 	}
 }
 
-// TestLostByDirection: a sequence gap is told to the parser for the
-// directions it took, from the data records' count of response-direction
-// records before them: a lost response does not resynchronise the request
-// direction (HTTP/2's HPACK table of the other direction survives).
+// TestLostByDirection: the kernel numbers each direction's records apart;
+// a gap is told to the parser for the direction it is in. A gap in the
+// other direction's count a record carries is told before the record to a
+// protocol that answers in order, and never to a multiplexed one, whose
+// other direction may have a record still on its way (a server reading
+// and writing one connection on two CPUs at once): that record, arriving
+// after, is no loss.
 func TestLostByDirection(t *testing.T) {
-	e := NewEngine(collectors.Deps{}, DefaultConfig())
-	p := &upProto{}
-	e.Register(ProtoHTTP2, &protocolHandler{p: p, sink: NewSink(e, p)})
-	// a client: its writes are requests, its reads responses
-	rec := func(typ uint8, seq, resp uint32, read bool) *Record {
-		return &Record{Type: typ, TGID: 7, FD: 3, StartNs: 1, Seq: seq, RespRecords: resp, Proto: ProtoHTTP2,
-			Read: read, Role: uint8(l7HttpRoleROLE_CLIENT), Data: []byte("x"), Total: 1}
+	type step struct {
+		read      bool   // a client: its writes are requests, its reads responses
+		req, resp uint32 // the records of each direction before it
+		close     bool
+		lost      []l7.Dir // told before this record
+		ended     bool     // close: the handler told both lost (a response lost)
 	}
-	e.Handle(rec(TypeOpen, 0, 0, false))
-	e.Handle(rec(TypeData, 1, 0, false)) // request
-	e.Handle(rec(TypeData, 2, 0, true))  // response
-	// seq 3 (a response) lost
-	e.Handle(rec(TypeData, 4, 2, false))
-	if len(p.lost) != 1 || p.lost[0] != l7.ToClient {
-		t.Fatalf("a lost response: lost %v", p.lost)
+	req := func(req, resp uint32, lost ...l7.Dir) step { return step{req: req, resp: resp, lost: lost} }
+	resp := func(req, resp uint32, lost ...l7.Dir) step { return step{read: true, req: req, resp: resp, lost: lost} }
+	for _, tc := range []struct {
+		name        string
+		multiplexed bool
+		steps       []step
+	}{
+		{"in order", false, []step{
+			req(0, 0), resp(1, 0),
+			req(2, 1, l7.ToServer), // request 1 lost
+			resp(3, 1),
+			resp(3, 3, l7.ToClient), // response 2 lost
+			resp(5, 4, l7.ToServer), // requests 3 and 4 lost, seen from the response
+			req(4, 5),               // request 4 arrives after all: no loss twice
+			req(5, 5),
+			req(7, 5, l7.ToServer),               // request 6 lost
+			resp(9, 7, l7.ToServer, l7.ToClient), // one of each
+		}},
+		{"multiplexed", true, []step{
+			req(0, 0), req(1, 0), resp(2, 0),
+			resp(3, 1), // request 2 still on its way: not lost
+			req(2, 1),  // ... here it is
+			req(3, 2),
+			resp(5, 3, l7.ToClient), // response 2 lost
+			req(5, 3, l7.ToServer),  // request 4 lost
+			resp(9, 4),              // requests 6-8 ahead, all on their way
+			req(6, 3), req(7, 5), req(8, 5),
+		}},
+		{"close after a lost request", false, []step{
+			req(0, 0), resp(1, 0), {close: true, req: 3, resp: 1},
+		}},
+		{"close after a lost response", true, []step{
+			req(0, 0), resp(1, 0), {close: true, req: 1, resp: 2, ended: true},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewEngine(collectors.Deps{}, DefaultConfig())
+			p := &upProto{}
+			e.Register(ProtoHTTP2, &protocolHandler{p: p, sink: NewSink(e, p)})
+			if err := e.SetCapture(ProtoHTTP2, l7.Capture{Multiplexed: tc.multiplexed}); err != nil {
+				t.Fatal(err)
+			}
+			e.Handle(&Record{Type: TypeOpen, TGID: 7, FD: 3, StartNs: 1, Proto: ProtoHTTP2, Role: uint8(l7HttpRoleROLE_CLIENT)})
+			for i, s := range tc.steps {
+				p.lost, p.fed = nil, nil
+				r := &Record{Type: TypeData, TGID: 7, FD: 3, StartNs: 1, ReqRecords: s.req, RespRecords: s.resp,
+					Proto: ProtoHTTP2, Read: s.read, Role: uint8(l7HttpRoleROLE_CLIENT), Data: []byte("x"), Total: 1}
+				if s.close {
+					r.Type, r.Data, r.Total = TypeClose, nil, 0
+				}
+				e.Handle(r)
+				want := s.lost
+				if s.ended {
+					want = []l7.Dir{l7.ToServer, l7.ToClient}
+				}
+				if len(p.lost) != len(want) || (len(want) > 0 && !slicesEqual(p.lost, want)) {
+					t.Fatalf("step %d %+v: lost %v, want %v", i, s, p.lost, want)
+				}
+				if !s.close && len(p.fed) != 1 {
+					t.Fatalf("step %d: fed %d records", i, len(p.fed))
+				}
+			}
+		})
 	}
-	// seq 5 (a request) lost
-	p.lost = nil
-	e.Handle(rec(TypeData, 6, 2, true))
-	if len(p.lost) != 1 || p.lost[0] != l7.ToServer {
-		t.Fatalf("a lost request: lost %v", p.lost)
+}
+
+func slicesEqual(a, b []l7.Dir) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
 	}
-	// seq 7 and 8, one of each, lost
-	p.lost = nil
-	e.Handle(rec(TypeData, 9, 4, false))
-	if len(p.lost) != 2 {
-		t.Fatalf("both lost: lost %v", p.lost)
-	}
+	return len(a) == len(b)
 }

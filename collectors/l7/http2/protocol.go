@@ -138,6 +138,11 @@ func (p *Protocol) Metrics(role l7.Role) []l7.MetricSpec {
 	}
 }
 
+// Capture implements l7.CapturePolicy: a server reads frames on one
+// thread while it writes others on another (Go's net/http, gRPC), the
+// streams paired by id (Multiplexed).
+func (p *Protocol) Capture() l7.Capture { return l7.Capture{Multiplexed: true} }
+
 // NewParser implements l7.Protocol.
 func (p *Protocol) NewParser(c *l7.Conn) l7.Parser {
 	return p.newConn(c, nil, Times{})

@@ -190,9 +190,11 @@ func (*Protocol) Metrics(l7.Role) []l7.MetricSpec {
 // the client's side when the client is on this host (the kernel gives up
 // the server side of such a connection), and each call's first
 // Options.CaptureBytes are kept (the record batch headers of Produce and
-// Fetch lie past the shared 1 KiB prefix).
+// Fetch lie past the shared 1 KiB prefix). Clients write requests while
+// reading earlier responses on another thread (Multiplexed), the responses
+// paired by correlation id.
 func (p *Protocol) Capture() l7.Capture {
-	return l7.Capture{ClientSide: true, Bytes: p.captureBytes}
+	return l7.Capture{ClientSide: true, Bytes: p.captureBytes, Multiplexed: true}
 }
 
 // NewParser implements l7.Protocol.
