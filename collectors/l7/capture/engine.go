@@ -794,14 +794,20 @@ func (e *Engine) Handle(r *Record) {
 		if c == nil {
 			return
 		}
-		// Response records were lost since the last one seen. If only
-		// request records were, the requests waiting never got an answer:
-		// they are incomplete (Close counts them), not lost.
-		if r.RespRecords > c.recv[1] {
-			c.h.Lost(c)
-		}
+		e.lostAtEnd(c, r.RespRecords)
 		c.h.End(c, r.ExitNs, r.LostStart, false)
 		e.release(c)
+	}
+}
+
+// lostAtEnd tells c's handler, as its connection ends, that response
+// records were lost since the last one received (resp: the kernel's count
+// then): the requests waiting lost their answers. When only request
+// records were lost, the requests waiting never got an answer: they are
+// incomplete (End counts them), not lost.
+func (e *Engine) lostAtEnd(c *Conn, resp uint32) {
+	if resp > c.recv[1] {
+		c.h.Lost(c)
 	}
 }
 
@@ -907,6 +913,7 @@ func (e *Engine) housekeeping() {
 		lostStart := false
 		if err := conns.Lookup(kkey, &info); err == nil && info.StartNs == k.start {
 			lostStart = info.LostStart != 0
+			e.lostAtEnd(c, info.RespRecords)
 			conns.Delete(kkey)
 		}
 		c.h.End(c, uint64(ts.Nano()), lostStart, true)
