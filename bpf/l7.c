@@ -355,6 +355,7 @@ struct go_offsets {
 	__u64 conn_iface;
 	__u64 tcpconn_fd;
 	__u64 netfd_sysfd;
+	__u64 read_recv_slot; // (*Conn).Read's receiver at its copy site: *(sp + this); 0 unknown (l7/tls.h)
 };
 
 // Executables by identity: the kernel's device number (MKDEV: major << 20 |

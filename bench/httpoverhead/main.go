@@ -137,6 +137,8 @@ type result struct {
 	bpfRuns       float64 // runs of every program during the run (bpf_stats)
 	uprobeRuns    float64 // runs of the TLS uprobe programs (tls_*) during the run
 	uprobeTime    float64 // their run time, seconds
+	wrkCPU        float64 // the load generator's CPU, seconds
+	idleCPU       float64 // the machine's idle CPU during the run, seconds
 	// the agent's median resident set under load, and its anonymous and
 	// file-backed parts (ring buffers are file-backed: their data pages
 	// are mapped twice, and count twice)
@@ -162,6 +164,8 @@ var (
 	entryNs    = flag.Float64("entry-ns", 40, "the cost one BPF program entry adds to a hooked call on this machine (ns), for the floor (BenchmarkHookCost in collectors/l7/capture measures it: ~40 ns on the 2-core VM)")
 	svgSampled = flag.String("svg-sampled", "docs/http-overhead-sampled.svg", "with -matrix: the 1 % sampling chart")
 	load       = flag.String("load-note", "", "what else ran on the machine, printed with the tables (default: the load average before and after)")
+	perfDir    = flag.String("perf", "", "a directory: record a perf profile (cpu-clock, call graphs) of the server process in every run, <target>-<setup>-<n>.data")
+	perfRuns   int
 	useTLS     = flag.Bool("tls", false, "HTTPS: both servers with a certificate made by openssl req, wrk over TLS (the agent reads the plaintext through its TLS uprobes)")
 )
 
@@ -226,9 +230,10 @@ func main() {
 			}
 			for _, s := range order {
 				res := run(target, s, serverBin, sink, tmp)
-				log.Printf("%s/%s round %d: %.0f req/s p50 %.0fµs p99 %.0fµs agent %.2fµs/req bpf %.2fµs/req server %.2fµs/req rss %.0f MiB (anon %.0f, file %.0f) peak %.0f MiB, load %s",
+				log.Printf("%s/%s round %d: %.0f req/s p50 %.0fµs p99 %.0fµs agent %.2fµs/req bpf %.2fµs/req server %.2fµs/req wrk %.2fµs/req idle %.2fµs/req rss %.0f MiB (anon %.0f, file %.0f) peak %.0f MiB, load %s",
 					target, s.name, r+1, res.rps, res.p50*1e6, res.p99*1e6,
 					perReq(res.agentCPU, res), perReq(res.bpfRun, res), perReq(res.serverCPU, res),
+					perReq(res.wrkCPU, res), perReq(res.idleCPU, res),
 					res.loadRSS/(1<<20), res.loadAnon/(1<<20), res.loadFile/(1<<20), res.agentRSSBytes/(1<<20), loadAvg())
 				all[target][s.name] = append(all[target][s.name], res)
 			}
@@ -381,14 +386,35 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 			}
 		}
 	}()
-	out, err := exec.Command("wrk", "-t"+strconv.Itoa(*threads), "-c"+strconv.Itoa(*conns),
-		"-d"+duration.String(), "--latency", url).CombinedOutput()
+	var prof *exec.Cmd
+	if *perfDir != "" {
+		// a profile of the server process through the run: where its
+		// extra CPU goes (traps, BPF, its own code)
+		perfRuns++
+		prof = exec.Command("perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "-g",
+			"-p", strconv.Itoa(server.Process.Pid), "-o",
+			filepath.Join(*perfDir, fmt.Sprintf("%s-%s-%d.data", target, s.name, perfRuns)),
+			"--", "sleep", strconv.FormatFloat(duration.Seconds(), 'f', 1, 64))
+		if err := prof.Start(); err != nil {
+			log.Fatalf("perf: %v", err)
+		}
+	}
+	idleBefore := idleCPU()
+	wrk := exec.Command("wrk", "-t"+strconv.Itoa(*threads), "-c"+strconv.Itoa(*conns),
+		"-d"+duration.String(), "--latency", url)
+	out, err := wrk.CombinedOutput()
+	idle := idleCPU() - idleBefore
+	if prof != nil {
+		prof.Wait()
+	}
 	close(stopMem)
 	<-memDone
 	if err != nil {
 		log.Fatalf("wrk: %v\n%s", err, out)
 	}
 	res := parseWrk(string(out))
+	res.wrkCPU = (wrk.ProcessState.UserTime() + wrk.ProcessState.SystemTime()).Seconds()
+	res.idleCPU = idle
 	if len(mems) > 0 {
 		sort.Slice(mems, func(i, j int) bool { return mems[i].rss < mems[j].rss })
 		m := mems[len(mems)/2]
@@ -406,21 +432,29 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 			res.bpfByProgram[p] = v - bpfProgBefore[p]
 		}
 		res.agentRSSBytes = rss(agent.Process.Pid)
-		var byProbe []string // runs per request of each TLS program: which probe the data costs
+		// runs and µs per request of each TLS program (which probe the
+		// data costs) and of every other program (what still runs on the
+		// TLS connections' ciphertext)
+		var byProbe, others []string
 		for p, v := range bpfRunCounts("http://" + promAddr + "/metrics") {
 			res.bpfRuns += v - runsBefore[p]
+			d := (v - runsBefore[p]) / res.requests
+			desc := fmt.Sprintf("%s %.2f (%.2f µs)", p, d, res.bpfByProgram[p]/res.requests*1e6)
 			if strings.HasPrefix(p, "tls_") {
 				res.uprobeRuns += v - runsBefore[p]
 				res.uprobeTime += res.bpfByProgram[p]
-				if d := (v - runsBefore[p]) / res.requests; d >= 0.01 {
-					byProbe = append(byProbe, fmt.Sprintf("%s %.2f", p, d))
+				if d >= 0.01 {
+					byProbe = append(byProbe, desc)
 				}
+			} else if d >= 0.01 {
+				others = append(others, desc)
 			}
 		}
 		if *useTLS {
 			sort.Strings(byProbe)
-			log.Printf("%s: TLS uprobe runs %.2f per request (%s), %.2f µs per request", target,
-				res.uprobeRuns/res.requests, strings.Join(byProbe, ", "), res.uprobeTime/res.requests*1e6)
+			sort.Strings(others)
+			log.Printf("%s: TLS uprobe runs %.2f per request (%s), %.2f µs per request; other programs per request: %s", target,
+				res.uprobeRuns/res.requests, strings.Join(byProbe, ", "), res.uprobeTime/res.requests*1e6, strings.Join(others, ", "))
 		}
 	}
 	return res
@@ -508,6 +542,23 @@ func treeCPU(pid int) float64 {
 		}
 	}
 	return total
+}
+
+// idleCPU is the machine's idle and iowait time so far, seconds
+// (/proc/stat): with the processes' CPU it tells whether the run was
+// CPU-bound.
+func idleCPU() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	if len(f) < 6 {
+		return 0
+	}
+	idle, _ := strconv.ParseFloat(f[4], 64)
+	iowait, _ := strconv.ParseFloat(f[5], 64)
+	return (idle + iowait) / 100 // USER_HZ
 }
 
 type memSample struct{ rss, anon, file float64 }

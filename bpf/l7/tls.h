@@ -137,6 +137,12 @@ struct {
 // outside any SSL call, whose result tls_syscall_done wants.
 static __always_inline int tls_syscall_hook(__u32 fd, const struct conn_info *ci)
 {
+	// A connection Go's crypto/tls feeds (decided on its plaintext): no
+	// OpenSSL call reads it and no memory BIO is behind it, so its
+	// ciphertext's calls stop here, after their one lookup (conns), and
+	// the syscall source skips them (CONN_TLS_PLAINTEXT).
+	if ((ci->flags & CONN_TLS_PLAINTEXT) && ci->source == SOURCE_GOTLS)
+		return 0;
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct ssl_call *c = bpf_map_lookup_elem(&ssl_calls, &tid);
 	if (c) {
@@ -436,13 +442,8 @@ const struct go_exe *unused_go_exe __attribute__((unused));
 // go_conn_key finds the tracked connection of a *tls.Conn: its key in
 // conns, or 0 when the executable's offsets are unknown or the connection
 // is not tracked (not TCP, not observed).
-static __always_inline __u64 go_conn_key(__u64 conn)
+static __always_inline __u64 go_conn_key_at(const struct go_offsets *o, __u64 conn)
 {
-	struct go_offsets *o = current_go_offsets();
-	if (!o) {
-		bump(&tls_counters, TLS_DROP_NO_OFFSETS);
-		return 0;
-	}
 	__u64 tcpconn = 0, netfd = 0;
 	__s32 fd = -1;
 	if (bpf_probe_read_user(&tcpconn, sizeof(tcpconn), (const void *)(conn + o->conn_iface)) || !tcpconn ||
@@ -455,6 +456,16 @@ static __always_inline __u64 go_conn_key(__u64 conn)
 	if (!bpf_map_lookup_elem(&conns, &key))
 		return 0;
 	return key;
+}
+
+static __always_inline __u64 go_conn_key(__u64 conn)
+{
+	struct go_offsets *o = current_go_offsets();
+	if (!o) {
+		bump(&tls_counters, TLS_DROP_NO_OFFSETS);
+		return 0;
+	}
+	return go_conn_key_at(o, conn);
 }
 
 SEC("uprobe")
@@ -510,6 +521,41 @@ int tls_go_read_copy(struct pt_regs *ctx)
 		return 0;
 	bump(&tls_counters, TLS_CALLS);
 	l7_capture((__u64)k.tgid << 32 | fd, l7_meta(DIR_READ, CALL_BUF, SOURCE_GOTLS, 0), GO_PARAM2(ctx), n, enter_ns);
+	return 0;
+}
+
+// tls_go_read_copy_slot is tls_go_read_copy without an entry probe: the
+// receiver is read from the stack slot Read spilled it to in its prologue
+// (go_offsets.read_recv_slot, from the stack pointer at the copy; user
+// space found by disassembly that the slot is written there only, on every
+// path, and that the stack pointer is the body's at the copy). The
+// destination is the caller's buffer (Read copies into b itself), the
+// count what Read returns. Read's entry probe is then not attached: net/http
+// makes two Reads per request (the request's and the background read that
+// ends in an error when the handler is done), so this is two traps and two
+// program runs fewer per request. The call's start is the copy's time, as
+// for the syscall source's one program per call.
+SEC("uprobe")
+int tls_go_read_copy_slot(struct pt_regs *ctx)
+{
+	__s64 n = GO_PARAM3(ctx);
+	if (n <= 0)
+		return 0;
+	struct go_offsets *o = current_go_offsets();
+	if (!o || !o->read_recv_slot) {
+		bump(&tls_counters, TLS_DROP_NO_OFFSETS);
+		return 0;
+	}
+	__u64 conn = 0;
+	if (bpf_probe_read_user(&conn, sizeof(conn), (const void *)(PT_REGS_SP(ctx) + o->read_recv_slot)) || !conn) {
+		bump(&tls_counters, TLS_DROP_BAD_FD);
+		return 0;
+	}
+	__u64 key = go_conn_key_at(o, conn);
+	if (!key)
+		return 0;
+	bump(&tls_counters, TLS_CALLS);
+	l7_capture(key, l7_meta(DIR_READ, CALL_BUF, SOURCE_GOTLS, 0), GO_PARAM2(ctx), n, bpf_ktime_get_ns());
 	return 0;
 }
 

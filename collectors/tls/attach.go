@@ -35,6 +35,10 @@ type Programs struct {
 	// GoReadCopy captures at Read's copy of the plaintext (Func.Copy), in
 	// place of the return probes.
 	GoReadCopy *ebpf.Program
+	// GoReadCopySlot captures at the copy too, with the receiver read from
+	// its stack slot (Func.CopyRecvSlot), in place of Read's entry probe
+	// as well.
+	GoReadCopySlot *ebpf.Program
 	// Multi: the programs were loaded for uprobe_multi links
 	// (ebpf.AttachTraceUprobeMulti), which the kernel removes concurrently;
 	// otherwise each probe is a perf-event uprobe.
@@ -109,6 +113,10 @@ func plan(t *Target, p *Programs) []probe {
 			if f == nil || fn.entry == nil {
 				continue
 			}
+			if fn.name == goRead && f.Copy != 0 && f.CopyRecvSlot != 0 && p.GoReadCopySlot != nil {
+				add(f.Copy, p.GoReadCopySlot, false) // the one probe of Read
+				continue
+			}
 			add(f.EntryProbe(), fn.entry, false)
 			if f.Copy != 0 && fn.name == goRead && p.GoReadCopy != nil {
 				add(f.Copy, p.GoReadCopy, false)
@@ -159,9 +167,10 @@ func DefaultAttachConfig() AttachConfig {
 // Kernel is what the kernel side keeps of the attacher's work.
 type Kernel interface {
 	// SetGoFD gives the socket-descriptor offsets of an instrumented Go
-	// executable (read by the executable's identity); DeleteGoFD forgets
-	// them when its probes go.
-	SetGoFD(id FileID, fd *GoFD) error
+	// executable (read by the executable's identity), and where its Read
+	// keeps its receiver at the copy (Func.CopyRecvSlot; 0 none);
+	// DeleteGoFD forgets them when its probes go.
+	SetGoFD(id FileID, fd *GoFD, readRecvSlot uint64) error
 	DeleteGoFD(id FileID)
 	// SetProcess says whether pid maps an instrumented file: its
 	// handshake's ciphertext is then held for the plaintext to come, not
@@ -605,7 +614,11 @@ func (a *Attacher) instrumentLocked(t *Target, open string) Reason {
 		return ReasonLimit
 	}
 	if t.Stack == StackGo && a.kernel != nil {
-		if err := a.kernel.SetGoFD(t.ID, t.FD); err != nil {
+		var slot uint64
+		if f := t.Func(goRead); f != nil {
+			slot = f.CopyRecvSlot
+		}
+		if err := a.kernel.SetGoFD(t.ID, t.FD, slot); err != nil {
 			a.logOnceLocked(t, ReasonAttachFailed, err.Error())
 			return ReasonAttachFailed
 		}

@@ -34,7 +34,7 @@ type counters struct {
 }
 
 var counterNames = []string{"ssl_read", "ssl_read_ex", "ssl_read_ret", "ssl_write", "ssl_write_ex", "ssl_write_ret",
-	"go_read", "go_read_ret", "go_write", "go_write_ret", "go_read_copy"}
+	"go_read", "go_read_ret", "go_write", "go_write_ret", "go_read_copy", "go_read_copy_slot"}
 
 func newCounters(t *testing.T) *counters {
 	t.Helper()
@@ -87,7 +87,7 @@ func newCounters(t *testing.T) *counters {
 		SSLReadEntry: progs["ssl_read"], SSLReadExEntry: progs["ssl_read_ex"], SSLReadReturn: progs["ssl_read_ret"],
 		SSLWriteEntry: progs["ssl_write"], SSLWriteExEntry: progs["ssl_write_ex"], SSLWriteReturn: progs["ssl_write_ret"],
 		GoReadEntry: progs["go_read"], GoReadReturn: progs["go_read_ret"], GoWriteEntry: progs["go_write"], GoWriteReturn: progs["go_write_ret"],
-		GoReadCopy: progs["go_read_copy"],
+		GoReadCopy: progs["go_read_copy"], GoReadCopySlot: progs["go_read_copy_slot"],
 	}
 	return c
 }
@@ -302,9 +302,18 @@ func TestAttachGoExact(t *testing.T) {
 			if runtime.GOARCH == "amd64" && !copies {
 				t.Fatalf("no copy call found in %s's Read", bin)
 			}
+			// With the receiver's stack slot known, the copy is Read's only
+			// probe.
+			slot := copies && tg.Func(goRead).CopyRecvSlot != 0
+			if runtime.GOARCH == "amd64" && !slot {
+				t.Fatalf("no receiver slot found in %s's Read", bin)
+			}
 			want := 2 + len(tg.Func(goRead).Returns) + len(tg.Func(goWrite).Returns)
 			if copies {
 				want = 2 + 1 + len(tg.Func(goWrite).Returns)
+			}
+			if slot {
+				want = 1 + 1 + len(tg.Func(goWrite).Returns)
 			}
 			s := a.Stats()
 			if s.Files != 1 || s.Probes != want {
@@ -325,6 +334,9 @@ func TestAttachGoExact(t *testing.T) {
 			if copies {
 				// Every Read but the last (io.EOF) copies one message out.
 				exp = map[string]uint64{"go_read": reads, "go_read_copy": reads - 1, "go_write": writes, "go_write_ret": writes}
+			}
+			if slot {
+				exp = map[string]uint64{"go_read_copy_slot": reads - 1, "go_write": writes, "go_write_ret": writes}
 			}
 			for _, k := range counterNames {
 				if got[k] != exp[k] {

@@ -316,6 +316,20 @@ func TestGoTLS(t *testing.T) {
 				if want := objdumpRets(t, b.full, name); len(want) == 0 || !slices.Equal(got, want) {
 					t.Errorf("%s: returns at %#x, objdump shows RET at %#x", name, got, want)
 				}
+				if name == goRead && arch == "amd64" {
+					// The receiver's slot at the copy: where the prologue
+					// spills ax, as objdump shows it.
+					if sf.CopyRecvSlot == 0 || sf.CopyRecvSlot != ff.CopyRecvSlot {
+						t.Errorf("%s: receiver slot stripped %#x, unstripped %#x", name, sf.CopyRecvSlot, ff.CopyRecvSlot)
+					}
+					out, err := exec.Command("go", "tool", "objdump", "-s", "^"+regexp.QuoteMeta(name)+"$", b.full).Output()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if spill := fmt.Sprintf("MOVQ AX, %#x(SP)", sf.CopyRecvSlot); !strings.Contains(string(out), spill) {
+						t.Errorf("%s: objdump shows no %q", name, spill)
+					}
+				}
 			}
 			if full.FD.Source != "dwarf" || stripped.FD.Source != "table" {
 				t.Fatalf("fd offsets from %s and %s, want dwarf and table", full.FD.Source, stripped.FD.Source)

@@ -111,6 +111,9 @@ func inspectGo(file *os.File, f *elf.File, goVersion string, t *Target) bool {
 		if fn.Name == goRead && t.Arch == "amd64" && memmove.Name != "" {
 			if at, ok := onlyCallTo(code, fn.Entry, memmove.Entry); ok {
 				gf.Copy = off + uint64(at)
+				if slot, ok := recvSlot(code); ok {
+					gf.CopyRecvSlot = slot
+				}
 			}
 		}
 		// Past the stack check (cmp rsp, [r14+16]; single-stepped) to its

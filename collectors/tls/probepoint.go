@@ -244,3 +244,140 @@ func onlyCallTo(code []byte, addr, target uint64) (off int, ok bool) {
 	}
 	return found, found >= 0
 }
+
+// recvSlot finds where Go's (*Conn).Read keeps its receiver at its copy of
+// the plaintext, so that the copy's probe needs no entry probe (two traps
+// and two program runs per net/http request: the request's Read and the
+// background read that ends in an error).
+//
+// Read calls other functions before the copy (the handshake, readRecord),
+// and Go keeps no register across a call, so the prologue spills the
+// receiver (ax) to a stack slot. The slot is taken when, in the
+// straight-line code from the entry (the stack check's branch to
+// morestack not taken: that path restarts the function), the frame is
+// made (push rbp; mov rbp, rsp; sub rsp, N) and ax, unchanged since the
+// entry, is stored at [rsp+d] before any other branch or call; when no
+// other instruction of the function writes to or takes the address of
+// bytes of that slot; and when nothing but the prologue and the epilogues
+// (add rsp, N before a return or tail jump) moves the stack pointer, so
+// that it is the body's at the copy. d is then the slot's place from the
+// stack pointer at the copy.
+func recvSlot(code []byte) (slot uint64, ok bool) {
+	var frame int64 = -1 // N: the body's stack pointer is entry - 8 - N
+	pushed, spill := false, int64(-1)
+	pc := 0
+prologue:
+	for n := 0; pc < len(code) && n < 2*maxPrologue; n++ {
+		inst, err := x86asm.Decode(code[pc:], 64)
+		if err != nil {
+			return 0, false
+		}
+		switch {
+		case inst.Op == x86asm.CMP || inst.Op == x86asm.TEST || inst.Op == x86asm.NOP:
+		case isJcc(inst.Op) && frame < 0: // the stack check's branch to morestack
+		case inst.Op == x86asm.PUSH && inst.Args[0] == x86asm.RBP && !pushed && frame < 0:
+			pushed = true
+		case inst.Op == x86asm.MOV && inst.Args[0] == x86asm.RBP && inst.Args[1] == x86asm.RSP && pushed && frame < 0:
+		case inst.Op == x86asm.SUB && inst.Args[0] == x86asm.RSP && pushed && frame < 0:
+			imm, isImm := inst.Args[1].(x86asm.Imm)
+			if !isImm || imm <= 0 {
+				return 0, false
+			}
+			frame = int64(imm)
+		case frame >= 0 && inst.Op == x86asm.MOV && inst.Args[1] == x86asm.RAX:
+			m, isMem := inst.Args[0].(x86asm.Mem)
+			if isMem && m.Base == x86asm.RSP && m.Index == 0 && m.Segment == 0 && m.Disp > 0 {
+				spill = m.Disp
+				pc += inst.Len
+				break prologue
+			}
+			// a store of ax elsewhere: harmless, ax is unchanged
+			if !isMem {
+				return 0, false
+			}
+		case frame >= 0 && harmless(inst, []x86asm.Reg{x86asm.RAX}, true):
+		case frame >= 0 && isStore(inst): // Go zeroes its locals (movq %xmm15, movups %xmm15)
+		default:
+			return 0, false
+		}
+		pc += inst.Len
+	}
+	if spill < 0 {
+		return 0, false
+	}
+	// The whole function: nothing else writes the slot's bytes, no address
+	// at or past the frame's end is taken (the arguments' spill area: a
+	// pointer into the frame's locals cannot reach it, Go being memory
+	// safe), and the stack pointer moves only in the prologue and the
+	// epilogues. rbp is the body's rsp + N.
+	overlaps := func(m x86asm.Mem, size int64) bool {
+		if m.Segment != 0 {
+			return false
+		}
+		switch m.Base {
+		case x86asm.RSP:
+			return m.Index != 0 || (m.Disp+size > spill && m.Disp < spill+8)
+		case x86asm.RBP:
+			return m.Index != 0 || (m.Disp+size > spill-frame && m.Disp < spill-frame+8)
+		}
+		return false
+	}
+	outside := func(m x86asm.Mem) bool {
+		return (m.Base == x86asm.RSP && m.Disp >= frame) || (m.Base == x86asm.RBP && m.Disp >= 0)
+	}
+	seenSpill := false
+	for pc := 0; pc < len(code); {
+		inst, err := x86asm.Decode(code[pc:], 64)
+		if err != nil {
+			return 0, false
+		}
+		next := pc + inst.Len
+		if m, isMem := inst.Args[0].(x86asm.Mem); isMem && inst.Op != x86asm.CMP && inst.Op != x86asm.TEST {
+			size := int64(inst.MemBytes)
+			if size == 0 {
+				size = 64
+			}
+			if inst.Op == x86asm.MOV && inst.Args[1] == x86asm.RAX && m.Base == x86asm.RSP && m.Disp == spill && !seenSpill {
+				seenSpill = true // the prologue's spill
+			} else if overlaps(m, size) {
+				return 0, false
+			}
+		}
+		if inst.Op == x86asm.LEA {
+			if m, isMem := inst.Args[1].(x86asm.Mem); isMem && outside(m) {
+				return 0, false
+			}
+		}
+		switch inst.Op {
+		case x86asm.PUSH, x86asm.POP, x86asm.PUSHF, x86asm.POPF, x86asm.ENTER, x86asm.LEAVE:
+			// the prologue's push rbp, the epilogues' pop rbp
+			if !(len(inst.Args) > 0 && inst.Args[0] == x86asm.RBP) {
+				return 0, false
+			}
+		default:
+			if r, isReg := inst.Args[0].(x86asm.Reg); isReg && full64(r) == x86asm.RSP && inst.Op != x86asm.CMP && inst.Op != x86asm.TEST {
+				imm, isImm := inst.Args[1].(x86asm.Imm)
+				if !isImm || int64(imm) != frame || (inst.Op != x86asm.SUB && inst.Op != x86asm.ADD) {
+					return 0, false
+				}
+			}
+		}
+		pc = next
+	}
+	if !seenSpill {
+		return 0, false
+	}
+	return uint64(spill), true
+}
+
+// isStore reports whether inst only stores a register to memory.
+func isStore(inst x86asm.Inst) bool {
+	switch inst.Op {
+	case x86asm.MOV, x86asm.MOVQ, x86asm.MOVD, x86asm.MOVUPS, x86asm.MOVAPS, x86asm.MOVDQU, x86asm.MOVDQA:
+	default:
+		return false
+	}
+	_, isMem := inst.Args[0].(x86asm.Mem)
+	_, isReg := inst.Args[1].(x86asm.Reg)
+	return isMem && isReg
+}

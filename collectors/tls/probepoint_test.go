@@ -142,3 +142,43 @@ func TestCheapHostLibssl(t *testing.T) {
 		}
 	}
 }
+
+// TestRecvSlot: where (*Conn).Read keeps its receiver at its copy, in code
+// shaped like go1.26's Read (its prologue, a spill of each argument, a
+// call, a reload, an epilogue), and each way the slot stops being certain.
+func TestRecvSlot(t *testing.T) {
+	const (
+		// cmp 0x10(%r14),%rsp; jbe; push %rbp; mov %rsp,%rbp; sub $0x58,%rsp;
+		// movq %xmm15,0x50(%rsp)
+		prologue = "493b6610" + "0f867a030000" + "55" + "4889e5" + "4883ec58" + "66440fd67c2450"
+		spillAX  = "4889442468" // mov %rax,0x68(%rsp)
+		spillCX  = "48894c2478" // mov %rcx,0x78(%rsp)
+		call     = "e800000000"
+		reload   = "488b742468" // mov 0x68(%rsp),%rsi
+		epilogue = "4883c458" + "5d" + "c3"
+	)
+	for _, tc := range []struct {
+		name string
+		code string
+		slot uint64
+		ok   bool
+	}{
+		{"go1.26's Read", prologue + spillAX + spillCX + call + reload + epilogue, 0x68, true},
+		{"the slot written again", prologue + spillAX + call + "48895c2468" + reload + epilogue, 0, false},
+		{"a 16-byte store over the slot", prologue + spillAX + call + "0f11442460" + epilogue, 0, false},
+		{"its address taken", prologue + spillAX + call + "488d442468" + epilogue, 0, false},
+		{"ax changed before the spill", prologue + "31c0" + spillAX + call + epilogue, 0, false},
+		{"a call before the spill", prologue + call + spillAX + epilogue, 0, false},
+		{"the stack pointer moved in the body", prologue + spillAX + "4883ec08" + call + epilogue, 0, false},
+		{"a push in the body", prologue + spillAX + "53" + call + epilogue, 0, false},
+		{"no frame", "493b6610" + "0f867a030000" + spillAX + call + "c3", 0, false},
+		{"no spill", prologue + spillCX + call + epilogue, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			slot, ok := recvSlot(unhex(t, tc.code))
+			if ok != tc.ok || slot != tc.slot {
+				t.Errorf("recvSlot = %#x, %v; want %#x, %v", slot, ok, tc.slot, tc.ok)
+			}
+		})
+	}
+}

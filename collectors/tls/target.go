@@ -67,6 +67,11 @@ type Func struct {
 	// (*Conn).Read that copies the plaintext out (runtime.memmove): probed
 	// instead of the returns (onlyCallTo).
 	Copy uint64
+	// CopyRecvSlot, when not 0, is where Read's receiver is at Copy: the
+	// stack slot, in bytes from the stack pointer, its prologue spilled it
+	// to and nothing else writes (recvSlot). The copy's probe then needs no
+	// entry probe.
+	CopyRecvSlot uint64
 	// Inner: not an exported function but the one the exported pair
 	// (SSL_read and SSL_read_ex) both call with the _ex arguments
 	// (ssl, buf, num, size_t *count), probed instead of them.

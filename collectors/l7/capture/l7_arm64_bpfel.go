@@ -131,10 +131,11 @@ type l7GoKey struct {
 }
 
 type l7GoOffsets struct {
-	_          structs.HostLayout
-	ConnIface  uint64
-	TcpconnFd  uint64
-	NetfdSysfd uint64
+	_            structs.HostLayout
+	ConnIface    uint64
+	TcpconnFd    uint64
+	NetfdSysfd   uint64
+	ReadRecvSlot uint64
 }
 
 type l7H2Scratch struct {
@@ -426,6 +427,7 @@ const (
 	l7ProgL7UsendpageKprobe    = "l7_usendpage_kprobe"
 	l7ProgL7UsendpageKretprobe = "l7_usendpage_kretprobe"
 	l7ProgTlsGoReadCopy        = "tls_go_read_copy"
+	l7ProgTlsGoReadCopySlot    = "tls_go_read_copy_slot"
 	l7ProgTlsGoReadEnter       = "tls_go_read_enter"
 	l7ProgTlsGoReadExit        = "tls_go_read_exit"
 	l7ProgTlsGoWriteEnter      = "tls_go_write_enter"
@@ -585,6 +587,7 @@ type l7ProgramSpecs struct {
 	L7UsendpageKprobe    *ebpf.ProgramSpec `ebpf:"l7_usendpage_kprobe"`
 	L7UsendpageKretprobe *ebpf.ProgramSpec `ebpf:"l7_usendpage_kretprobe"`
 	TlsGoReadCopy        *ebpf.ProgramSpec `ebpf:"tls_go_read_copy"`
+	TlsGoReadCopySlot    *ebpf.ProgramSpec `ebpf:"tls_go_read_copy_slot"`
 	TlsGoReadEnter       *ebpf.ProgramSpec `ebpf:"tls_go_read_enter"`
 	TlsGoReadExit        *ebpf.ProgramSpec `ebpf:"tls_go_read_exit"`
 	TlsGoWriteEnter      *ebpf.ProgramSpec `ebpf:"tls_go_write_enter"`
@@ -862,6 +865,7 @@ type l7Programs struct {
 	L7UsendpageKprobe    *ebpf.Program `ebpf:"l7_usendpage_kprobe"`
 	L7UsendpageKretprobe *ebpf.Program `ebpf:"l7_usendpage_kretprobe"`
 	TlsGoReadCopy        *ebpf.Program `ebpf:"tls_go_read_copy"`
+	TlsGoReadCopySlot    *ebpf.Program `ebpf:"tls_go_read_copy_slot"`
 	TlsGoReadEnter       *ebpf.Program `ebpf:"tls_go_read_enter"`
 	TlsGoReadExit        *ebpf.Program `ebpf:"tls_go_read_exit"`
 	TlsGoWriteEnter      *ebpf.Program `ebpf:"tls_go_write_enter"`
@@ -954,6 +958,7 @@ func (p *l7Programs) Close() error {
 		p.L7UsendpageKprobe,
 		p.L7UsendpageKretprobe,
 		p.TlsGoReadCopy,
+		p.TlsGoReadCopySlot,
 		p.TlsGoReadEnter,
 		p.TlsGoReadExit,
 		p.TlsGoWriteEnter,

@@ -41,6 +41,7 @@ func tlsPrograms(p *tlsc.Programs) map[string]**ebpf.Program {
 		"tls_go_read_enter":       &p.GoReadEntry,
 		"tls_go_read_exit":        &p.GoReadReturn,
 		"tls_go_read_copy":        &p.GoReadCopy,
+		"tls_go_read_copy_slot":   &p.GoReadCopySlot,
 		"tls_go_write_enter":      &p.GoWriteEntry,
 	}
 }
@@ -180,12 +181,12 @@ func goExe(id tlsc.FileID) l7GoExe {
 	return l7GoExe{Ino: id.Ino, Dev: tlsc.KernelDev(id.Dev)}
 }
 
-func (k *tlsKernel) SetGoFD(id tlsc.FileID, fd *tlsc.GoFD) error {
+func (k *tlsKernel) SetGoFD(id tlsc.FileID, fd *tlsc.GoFD, readRecvSlot uint64) error {
 	if fd == nil {
 		return fmt.Errorf("no descriptor offsets")
 	}
 	s := fd.Sums()
-	v := l7GoOffsets{ConnIface: s.Iface, TcpconnFd: s.TCPConnFD, NetfdSysfd: s.NetFDSysfd}
+	v := l7GoOffsets{ConnIface: s.Iface, TcpconnFd: s.TCPConnFD, NetfdSysfd: s.NetFDSysfd, ReadRecvSlot: readRecvSlot}
 	if err := k.offsets.Put(goExe(id), v); err != nil {
 		return fmt.Errorf("storing Go descriptor offsets: %w", err)
 	}
