@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,16 +24,47 @@ import (
 // loaded machine delays each scan.
 const uprobeWait = 30 * time.Second
 
-// waitUprobes waits until agent holds uprobe links on the file at path:
-// from then on every process mapping that file has its TLS read (one
-// uprobe set per file), from its first call.
+// waitUprobes waits until agent holds its whole uprobe set on the file at
+// path: from then on every process mapping that file has its TLS read (one
+// uprobe set per file), from its first call. The attacher makes the set's
+// links one at a time (a Go executable's Read and then its Write; ~100 ms
+// apart on a loaded machine) and logs the file, with the set's size, once
+// all are there: a test that went on at the first link had its client's
+// or server's first writes (HTTP/2's first header blocks, HPACK's table)
+// unseen now and then, its calls undecodable.
 func waitUprobes(t *testing.T, agent *harness.Agent, path string) {
 	t.Helper()
-	for deadline := time.Now().Add(uprobeWait); uprobeLinksOn(t, agent.Pid(), path) == 0; time.Sleep(20 * time.Millisecond) {
+	partial := time.Time{}
+	for deadline := time.Now().Add(uprobeWait); ; time.Sleep(20 * time.Millisecond) {
+		n := uprobeLinksOn(t, agent.Pid(), path)
+		if want := instrumentedProbes(agent.Log(), path); n > 0 && want > 0 && n >= want {
+			if !partial.IsZero() {
+				t.Logf("%s: %d of its uprobes were on %v before the rest", path, n, time.Since(partial).Round(time.Millisecond))
+			}
+			return
+		}
+		if n > 0 && partial.IsZero() {
+			partial = time.Now()
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not instrumented by the agent (pid %d) within %v", path, agent.Pid(), uprobeWait)
+			t.Fatalf("%s not instrumented by the agent (pid %d) within %v: %d uprobe links", path, agent.Pid(), uprobeWait, n)
 		}
 	}
+}
+
+// instrumentedRE is the attacher's line for a file whose uprobe set is on.
+var instrumentedRE = regexp.MustCompile(`msg="TLS plaintext instrumented" .*?\bpath=(\S+) .*?\bprobes=(\d+)`)
+
+// instrumentedProbes is the size of the uprobe set the agent's log last
+// said it put on the file at path (0: none yet).
+func instrumentedProbes(log, path string) int {
+	want := 0
+	for _, m := range instrumentedRE.FindAllStringSubmatch(log, -1) {
+		if m[1] == path {
+			want, _ = strconv.Atoi(m[2])
+		}
+	}
+	return want
 }
 
 // waitLibUprobes waits until agent instruments the shared library whose
