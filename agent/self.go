@@ -131,7 +131,7 @@ func registerSelfMetrics(m metric.Meter, src selfSources) (metric.Registration, 
 		return nil, err
 	}
 	spansDropped, err := m.Int64ObservableCounter("otelbee.exporter.spans.dropped", metric.WithUnit("{span}"),
-		metric.WithDescription("Spans that never reached the backend, by exporter and reason: export_failed (after retries), queue_full, shutdown."))
+		metric.WithDescription("Spans that never reached the backend, by exporter and reason: export_failed (after retries), queue_full, shutdown, rejected (by the receiver, a partial success)."))
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +141,7 @@ func registerSelfMetrics(m metric.Meter, src selfSources) (metric.Registration, 
 		return nil, err
 	}
 	pointsDropped, err := m.Int64ObservableCounter("otelbee.exporter.metric_points.dropped", metric.WithUnit("{data_point}"),
-		metric.WithDescription("Metric data points that never reached the backend, by exporter and reason: export_failed (after retries), shutdown."))
+		metric.WithDescription("Metric data points that never reached the backend, by exporter and reason: export_failed (after retries), shutdown, rejected (by the receiver, a partial success)."))
 	if err != nil {
 		return nil, err
 	}

@@ -1,16 +1,18 @@
 // Package otlp builds the agent's OTLP metric and trace exporters.
 //
-// It wraps the OpenTelemetry Go OTLP exporters' clients (gRPC or
-// HTTP/protobuf) so that the agent's single-resource telemetry leaves as one
-// resource per observed service (see package perservice), every service in
-// one request per export (transport.go; spans come encoded from package
-// spans), and counts failed exports for the agent's self-telemetry. Everything the OTLP exporters already read from
-// the environment (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _INSECURE,
-// _CERTIFICATE, _COMPRESSION, ...) is left to them; this package adds the
-// protocol choice, which they cannot make for themselves, the agent's
-// endpoint flag, and applies _METRICS_TEMPORALITY_PREFERENCE and
-// _METRICS_DEFAULT_HISTOGRAM_AGGREGATION to the metrics that do not come from
-// SDK instruments (temporality.go).
+// The agent's single-resource telemetry leaves as one resource per
+// observed service (see package perservice), every service in one request
+// per export, encoded by this module (metricenc.go; spans come encoded from
+// package spans) and sent by its own sender (sender.go) over OTLP/gRPC or
+// OTLP/HTTP with the standard OTEL_EXPORTER_OTLP_* settings (endpoint,
+// headers, timeout, compression, TLS), the specification's retries and
+// partial success; every failed export is counted for the agent's
+// self-telemetry. The OpenTelemetry SDK's OTLP exporters remain for what
+// they read from the environment (_METRICS_TEMPORALITY_PREFERENCE and
+// _METRICS_DEFAULT_HISTOGRAM_AGGREGATION, applied to the metrics that do not
+// come from SDK instruments too: temporality.go) and for the SDK's spans
+// when the console takes them too. This package adds the protocol choice
+// and the agent's endpoint flag.
 package otlp
 
 import (

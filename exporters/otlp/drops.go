@@ -23,11 +23,15 @@ const (
 	// ReasonShutdown: the agent was shutting down and the deadline
 	// (--shutdown-timeout) left no time to send it.
 	ReasonShutdown
+	// ReasonRejected: the receiver accepted the request but rejected
+	// these items (an OTLP partial success: rejected_data_points,
+	// rejected_spans), which are not retried.
+	ReasonRejected
 	numReasons
 )
 
 // Reasons lists every Reason, for self-telemetry.
-var Reasons = []Reason{ReasonExportFailed, ReasonQueueFull, ReasonShutdown}
+var Reasons = []Reason{ReasonExportFailed, ReasonQueueFull, ReasonShutdown, ReasonRejected}
 
 func (r Reason) String() string {
 	switch r {
@@ -37,6 +41,8 @@ func (r Reason) String() string {
 		return "queue_full"
 	case ReasonShutdown:
 		return "shutdown"
+	case ReasonRejected:
+		return "rejected"
 	}
 	return "unknown"
 }
@@ -90,12 +96,13 @@ type failureLog struct {
 	what     string // "spans" or "metric points"
 	interval time.Duration
 
-	mu        sync.Mutex
-	failing   bool
-	lastLog   time.Time
-	requests  int64 // failed requests since the last line
-	lost      int64 // items lost since the last line
-	lastError string
+	mu          sync.Mutex
+	failing     bool
+	lastLog     time.Time
+	lastPartial time.Time // the last partial success logged
+	requests    int64     // failed requests since the last line
+	lost        int64     // items lost since the last line
+	lastError   string
 }
 
 func newFailureLog(logger *slog.Logger, what string) *failureLog {
@@ -121,6 +128,20 @@ func (f *failureLog) failure(err error, requests, lost int64) {
 	}
 	f.logger.Warn(msg, "failed_requests", f.requests, "lost", f.lost, "next_log_in", f.interval, "error", f.lastError)
 	f.failing, f.lastLog, f.requests, f.lost = true, now, 0, 0
+}
+
+// partial logs a partial success (items the receiver rejected, or its
+// warning), at most once per interval.
+func (f *failureLog) partial(rejected int64, message string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	if !f.lastPartial.IsZero() && now.Sub(f.lastPartial) < f.interval {
+		return
+	}
+	f.lastPartial = now
+	f.logger.Warn("otlp receiver rejected part of a request; rejected "+f.what+" are counted in otelbee.exporter.*.dropped{reason=rejected}",
+		"rejected", rejected, "message", truncate(message, maxLoggedError), "next_log_in", f.interval)
 }
 
 func (f *failureLog) success() {

@@ -9,18 +9,15 @@ import (
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // MetricExporter is an sdkmetric.Exporter sending one OTLP ResourceMetrics
 // per observed service. Register it with sdkmetric.NewPeriodicReader.
 type MetricExporter struct {
 	inner    sdkmetric.Exporter // temporality and aggregation, from the environment
-	client   otlptrace.Client   // sends every service's metrics in one request (transport.go)
+	sender   *sender            // sends every service's metrics in one request (sender.go)
 	protocol string
 
 	failures atomic.Int64 // failed requests
@@ -28,9 +25,8 @@ type MetricExporter struct {
 	dropped  drops        // data points in failed requests, by reason
 	log      *failureLog
 
-	mu    sync.Mutex // one Export at a time (the SDK makes it so, too)
-	enc   *metricEncoder
-	parts []*tracepb.ResourceSpans // one per service, reused
+	mu  sync.Mutex // one Export at a time (the SDK makes it so, too)
+	enc *metricEncoder
 }
 
 var _ sdkmetric.Exporter = (*MetricExporter)(nil)
@@ -69,14 +65,11 @@ func NewMetricExporter(ctx context.Context, cfg Config) (*MetricExporter, error)
 			return nil, fmt.Errorf("creating otlp http metric exporter: %w", err)
 		}
 	}
-	client, err := newMetricsClient(cfg, proto)
+	snd, err := newSender(cfg, metricsSignal, proto)
 	if err != nil {
-		return nil, fmt.Errorf("creating otlp %s metric client: %w", proto, err)
+		return nil, fmt.Errorf("creating otlp %s metric sender: %w", proto, err)
 	}
-	if err := client.Start(ctx); err != nil {
-		return nil, fmt.Errorf("starting otlp %s metric client: %w", proto, err)
-	}
-	return &MetricExporter{inner: inner, client: client, protocol: proto, log: newFailureLog(cfg.Logger, "metric points"),
+	return &MetricExporter{inner: inner, sender: snd, protocol: proto, log: newFailureLog(cfg.Logger, "metric points"),
 		enc: newMetricEncoder()}, nil
 }
 
@@ -109,19 +102,11 @@ func (e *MetricExporter) Export(ctx context.Context, rm *metricdata.ResourceMetr
 	if n == 0 || services <= 0 {
 		return nil // an empty request only costs
 	}
-	// Each encoded ResourceMetrics travels as the unknown fields of an
-	// element of the request's field 1 (transport.go).
-	for len(e.parts) < services {
-		e.parts = append(e.parts, &tracepb.ResourceSpans{})
+	req := e.sender.request()
+	for i := range services {
+		req = appendRequestField(req, e.enc.out[e.enc.spans[i]:e.enc.spans[i+1]])
 	}
-	parts := e.parts[:services]
-	for i, msg := range parts {
-		msg.ProtoReflect().SetUnknown(protoreflect.RawFields(e.enc.out[e.enc.spans[i]:e.enc.spans[i+1]]))
-	}
-	err := e.client.UploadTraces(ctx, parts)
-	for _, msg := range parts {
-		msg.ProtoReflect().SetUnknown(nil) // the buffer is the next export's
-	}
+	res, err := e.sender.send(ctx, req)
 	if err != nil {
 		reason := reasonFor(ctx)
 		e.failures.Add(1)
@@ -130,7 +115,12 @@ func (e *MetricExporter) Export(ctx context.Context, rm *metricdata.ResourceMetr
 		e.log.failure(err, 1, n)
 		return fmt.Errorf("%w: %w", ErrReported, err)
 	}
-	e.exported.Add(n)
+	rejected := min(res.rejected, n)
+	if rejected > 0 || res.message != "" {
+		e.dropped.add(ReasonRejected, rejected)
+		e.log.partial(rejected, res.message)
+	}
+	e.exported.Add(n - rejected)
 	e.log.success()
 	return nil
 }
@@ -138,9 +128,9 @@ func (e *MetricExporter) Export(ctx context.Context, rm *metricdata.ResourceMetr
 // ForceFlush delegates to the OTLP exporter.
 func (e *MetricExporter) ForceFlush(ctx context.Context) error { return e.inner.ForceFlush(ctx) }
 
-// Shutdown stops the client and the OTLP exporter.
+// Shutdown closes the sender's connections and the OTLP exporter.
 func (e *MetricExporter) Shutdown(ctx context.Context) error {
-	return errors.Join(e.client.Stop(ctx), e.inner.Shutdown(ctx))
+	return errors.Join(e.sender.close(), e.inner.Shutdown(ctx))
 }
 
 // Failures returns the number of failed export requests so far.

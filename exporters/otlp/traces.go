@@ -2,6 +2,7 @@ package otlp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -9,8 +10,6 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/otelbee/otelbee/exporters/perservice"
 )
@@ -19,8 +18,8 @@ import (
 // spans under that service's resource. Register it with
 // sdktrace.NewBatchSpanProcessor.
 type TraceExporter struct {
-	inner    *otlptrace.Exporter
-	client   otlptrace.Client
+	inner    *otlptrace.Exporter // the SDK's spans (ExportSpans: the console's path)
+	sender   *sender             // encoded spans (ExportResourceSpans)
 	protocol string
 
 	failures atomic.Int64 // failed requests
@@ -64,7 +63,11 @@ func NewTraceExporter(ctx context.Context, cfg Config) (*TraceExporter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating otlp %s trace exporter: %w", proto, err)
 	}
-	return &TraceExporter{inner: inner, client: client, protocol: proto, log: newFailureLog(cfg.Logger, "spans")}, nil
+	snd, err := newSender(cfg, tracesSignal, proto)
+	if err != nil {
+		return nil, fmt.Errorf("creating otlp %s trace sender: %w", proto, err)
+	}
+	return &TraceExporter{inner: inner, sender: snd, protocol: proto, log: newFailureLog(cfg.Logger, "spans")}, nil
 }
 
 // Protocol returns the protocol in use ("grpc" or "http/protobuf").
@@ -93,34 +96,39 @@ func (e *TraceExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOn
 
 // ExportResourceSpans sends already encoded ResourceSpans messages (their
 // bodies: package spans writes them) in one request holding spans spans,
-// through the OTLP exporter's own client, so that its retries, timeout,
-// compression, headers and TLS apply. Each body travels as the unknown
-// fields of an empty ResourceSpans, which protobuf writes out as they are:
-// the request on the wire is the one its fields would make.
+// through the sender (sender.go): the traces variables' endpoint, headers,
+// timeout, compression and TLS, retries, partial success.
 func (e *TraceExporter) ExportResourceSpans(ctx context.Context, resourceSpans [][]byte, spans int) error {
 	if len(resourceSpans) == 0 {
 		return nil
 	}
-	msgs := make([]tracepb.ResourceSpans, len(resourceSpans))
-	ptrs := make([]*tracepb.ResourceSpans, len(resourceSpans))
-	for i, b := range resourceSpans {
-		msgs[i].ProtoReflect().SetUnknown(protoreflect.RawFields(b))
-		ptrs[i] = &msgs[i]
+	req := e.sender.request()
+	for _, b := range resourceSpans {
+		req = appendRequestField(req, b)
 	}
-	if err := e.client.UploadTraces(ctx, ptrs); err != nil {
+	n := int64(spans)
+	res, err := e.sender.send(ctx, req)
+	if err != nil {
 		e.failures.Add(1)
-		e.dropped.add(reasonFor(ctx), int64(spans))
+		e.dropped.add(reasonFor(ctx), n)
 		err = fmt.Errorf("exporting spans over otlp %s: %w", e.protocol, err)
-		e.log.failure(err, 1, int64(spans))
+		e.log.failure(err, 1, n)
 		return fmt.Errorf("%w: %w", ErrReported, err)
 	}
-	e.exported.Add(int64(spans))
+	rejected := min(res.rejected, n)
+	if rejected > 0 || res.message != "" {
+		e.dropped.add(ReasonRejected, rejected)
+		e.log.partial(rejected, res.message)
+	}
+	e.exported.Add(n - rejected)
 	e.log.success()
 	return nil
 }
 
-// Shutdown delegates to the OTLP exporter.
-func (e *TraceExporter) Shutdown(ctx context.Context) error { return e.inner.Shutdown(ctx) }
+// Shutdown closes the sender's connections and the OTLP exporter.
+func (e *TraceExporter) Shutdown(ctx context.Context) error {
+	return errors.Join(e.sender.close(), e.inner.Shutdown(ctx))
+}
 
 // Failures returns the number of failed export requests so far.
 func (e *TraceExporter) Failures() int64 { return e.failures.Load() }

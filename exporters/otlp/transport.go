@@ -1,7 +1,6 @@
 package otlp
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,26 +10,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 )
 
-// The metric exporter sends one request per export carrying every
-// service's ResourceMetrics. The SDK's metric exporters cannot (they take
-// one ResourceMetrics per call) and do not expose their client; their trace
-// counterparts do (otlptrace.Client), with the same retries, timeout,
-// compression, headers and TLS. An ExportTraceServiceRequest and an
-// ExportMetricsServiceRequest are the same on the wire (field 1 repeated,
-// each element an encoded message; the responses likewise: field 1 a
-// partial success whose fields 1 and 2 are a count and a message), so a
-// trace client posting to the metrics path (HTTP) or calling the metrics
-// service's method (gRPC) is a metrics client, configured here from the
-// metrics variables (OTEL_EXPORTER_OTLP_METRICS_*, then OTEL_EXPORTER_OTLP_*)
-// rather than the traces ones it would read by itself.
+// The exporters send one request per export carrying every service's
+// ResourceMetrics or ResourceSpans, encoded by this module (metricenc.go,
+// package spans), through a sender (sender.go) configured here from the
+// signal's variables (OTEL_EXPORTER_OTLP_METRICS_* or _TRACES_*, then
+// OTEL_EXPORTER_OTLP_*), as the specification defines them.
 
 const (
 	traceExportMethod   = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -113,15 +99,20 @@ func readTransportSettings(s signal) (transportSettings, error) {
 	return ts, nil
 }
 
-// metricsEndpointURL is the URL metrics go to: Config.Endpoint, else
-// OTEL_EXPORTER_OTLP_METRICS_ENDPOINT as it is, else
-// OTEL_EXPORTER_OTLP_ENDPOINT with /v1/metrics appended (HTTP).
-func (c Config) metricsEndpointURL(proto string) (string, error) {
+// signalEndpointURL is the URL signal s goes to: Config.Endpoint, else
+// the signal's variable (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) as it is, else
+// OTEL_EXPORTER_OTLP_ENDPOINT with /v1/<signal> appended (HTTP), else the
+// specification's localhost default.
+func (c Config) signalEndpointURL(s signal, proto string) (string, error) {
 	if c.Endpoint != "" {
-		return c.endpointURL(metricsSignal, proto)
+		return c.endpointURL(s, proto)
 	}
-	if v := strings.TrimSpace(os.Getenv(metricsSignal.envPrefix + "ENDPOINT")); v != "" {
-		return v, checkEndpointURL(v)
+	if v := strings.TrimSpace(os.Getenv(s.envPrefix + "ENDPOINT")); v != "" {
+		if err := checkEndpointURL(v); err != nil {
+			return "", fmt.Errorf("%sENDPOINT %s: %w", s.envPrefix, quote(v), err)
+		}
+		return v, nil
 	}
 	v := strings.TrimSpace(os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"))
 	if v == "" {
@@ -135,70 +126,8 @@ func (c Config) metricsEndpointURL(proto string) (string, error) {
 	}
 	if proto == ProtocolHTTPProtobuf {
 		u, _ := url.Parse(v)
-		u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/metrics"
+		u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/" + s.name
 		v = u.String()
 	}
 	return v, nil
-}
-
-// newMetricsClient returns a client sending ExportMetricsServiceRequest
-// bytes (see above) with the metrics variables' settings.
-func newMetricsClient(cfg Config, proto string) (otlptrace.Client, error) {
-	endpoint, err := cfg.metricsEndpointURL(proto)
-	if err != nil {
-		return nil, err
-	}
-	ts, err := readTransportSettings(metricsSignal)
-	if err != nil {
-		return nil, err
-	}
-	https := strings.HasPrefix(strings.ToLower(endpoint), "https://")
-	if proto == ProtocolGRPC {
-		opts := []otlptracegrpc.Option{
-			otlptracegrpc.WithEndpointURL(endpoint),
-			otlptracegrpc.WithHeaders(ts.headers),
-			otlptracegrpc.WithTimeout(ts.timeout),
-			otlptracegrpc.WithDialOption(grpc.WithChainUnaryInterceptor(toMetricsService)),
-		}
-		if ts.gzip {
-			opts = append(opts, otlptracegrpc.WithCompressor("gzip"))
-		}
-		if https {
-			tc := ts.tls
-			if tc == nil {
-				tc = &tls.Config{MinVersion: tls.VersionTLS12}
-			}
-			opts = append(opts, otlptracegrpc.WithTLSCredentials(credentials.NewTLS(tc)))
-		} else {
-			opts = append(opts, otlptracegrpc.WithInsecure())
-		}
-		return otlptracegrpc.NewClient(opts...), nil
-	}
-	opts := []otlptracehttp.Option{
-		otlptracehttp.WithEndpointURL(endpoint),
-		otlptracehttp.WithHeaders(ts.headers),
-		otlptracehttp.WithTimeout(ts.timeout),
-		otlptracehttp.WithCompression(otlptracehttp.NoCompression),
-	}
-	if ts.gzip {
-		opts = append(opts, otlptracehttp.WithCompression(otlptracehttp.GzipCompression))
-	}
-	if https {
-		tc := ts.tls
-		if tc == nil {
-			tc = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		opts = append(opts, otlptracehttp.WithTLSClientConfig(tc))
-	} else {
-		opts = append(opts, otlptracehttp.WithInsecure())
-	}
-	return otlptracehttp.NewClient(opts...), nil
-}
-
-// toMetricsService sends the trace client's call to the metrics service.
-func toMetricsService(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	if method == traceExportMethod {
-		method = metricsExportMethod
-	}
-	return invoker(ctx, method, req, reply, cc, opts...)
 }

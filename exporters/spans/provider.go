@@ -17,7 +17,7 @@
 // once per service) and appends the span's encoding to that service's
 // buffer when it ends; an export sends the pending spans of every service
 // in one request (of at most OTEL_BSP_MAX_EXPORT_BATCH_SIZE spans), through
-// the OTLP exporter's own client (retries, timeout, compression, headers and
+// the OTLP exporter's sender (package otlp: retries, timeout, compression, headers and
 // TLS from the OTEL_EXPORTER_OTLP_* variables).
 //
 // Every sampled span that ends is, exactly once: exported, counted dropped
