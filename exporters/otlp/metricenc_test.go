@@ -347,7 +347,8 @@ func benchmarkExportGRPC(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	// A Collector's gRPC receiver takes 4 MiB by default
-	// (max_recv_msg_size_mib); 50,000 series are 24 MB.
+	// (max_recv_msg_size_mib): the exporter splits larger exports between
+	// services, but a service of more than 4 MiB is one request.
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.ForceServerCodecV2(discardCodec{}),
 		grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
 			var m rawMessage

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // MetricExporter is an sdkmetric.Exporter sending one OTLP ResourceMetrics
@@ -25,9 +26,17 @@ type MetricExporter struct {
 	dropped  drops        // data points in failed requests, by reason
 	log      *failureLog
 
-	mu  sync.Mutex // one Export at a time (the SDK makes it so, too)
-	enc *metricEncoder
+	mu         sync.Mutex // one Export at a time (the SDK makes it so, too)
+	enc        *metricEncoder
+	maxRequest int // bytes: an export larger than this is split (maxRequestBytes)
 }
+
+// maxRequestBytes bounds one request: an export of more is split into
+// several, between services. A Collector's OTLP/gRPC receiver refuses
+// messages over 4 MiB by default (max_recv_msg_size_mib), its OTLP/HTTP
+// receiver bodies over 20 MiB (max_request_body_size); ~8,000 series of
+// a counter and a histogram each are 4 MiB.
+const maxRequestBytes = 4 << 20
 
 var _ sdkmetric.Exporter = (*MetricExporter)(nil)
 
@@ -70,7 +79,7 @@ func NewMetricExporter(ctx context.Context, cfg Config) (*MetricExporter, error)
 		return nil, fmt.Errorf("creating otlp %s metric sender: %w", proto, err)
 	}
 	return &MetricExporter{inner: inner, sender: snd, protocol: proto, log: newFailureLog(cfg.Logger, "metric points"),
-		enc: newMetricEncoder()}, nil
+		enc: newMetricEncoder(), maxRequest: maxRequestBytes}, nil
 }
 
 // Protocol returns the protocol in use ("grpc" or "http/protobuf"), for the
@@ -91,7 +100,8 @@ func (e *MetricExporter) Aggregation(k sdkmetric.InstrumentKind) sdkmetric.Aggre
 
 // Export sends rm in one request, one ResourceMetrics per observed
 // service (package perservice): an export is one request whatever the
-// number of services. The request is encoded from rm by metricEncoder, into
+// number of services, unless it is over maxRequestBytes (then several,
+// split between services; a service is never split). The request is encoded from rm by metricEncoder, into
 // buffers reused from one export to the next. A failure is counted and
 // logged here, once per interval; the error returned wraps ErrReported.
 func (e *MetricExporter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
@@ -102,25 +112,46 @@ func (e *MetricExporter) Export(ctx context.Context, rm *metricdata.ResourceMetr
 	if n == 0 || services <= 0 {
 		return nil // an empty request only costs
 	}
-	req := e.sender.request()
-	for i := range services {
-		req = appendRequestField(req, e.enc.out[e.enc.spans[i]:e.enc.spans[i+1]])
+	// One request for every service, unless that is larger than a
+	// receiver takes: then several, split between services.
+	var failed error
+	for i := 0; i < services; {
+		req := e.sender.request()
+		var points int64
+		j := i
+		for ; j < services; j++ {
+			body := e.enc.out[e.enc.spans[j]:e.enc.spans[j+1]]
+			if j > i && len(req)+len(body)+protowire.SizeVarint(uint64(len(body)))+1 > e.maxRequest {
+				break
+			}
+			req = appendRequestField(req, body)
+			points += int64(len(e.enc.active[j].refs))
+		}
+		i = j
+		if err := e.send(ctx, req, points); err != nil && failed == nil {
+			failed = err
+		}
 	}
+	return failed
+}
+
+// send sends one request of points data points and counts what became of
+// them.
+func (e *MetricExporter) send(ctx context.Context, req []byte, points int64) error {
 	res, err := e.sender.send(ctx, req)
 	if err != nil {
-		reason := reasonFor(ctx)
 		e.failures.Add(1)
-		e.dropped.add(reason, n)
-		err = fmt.Errorf("exporting metrics over otlp %s: %d points lost: %w", e.protocol, n, err)
-		e.log.failure(err, 1, n)
+		e.dropped.add(reasonFor(ctx), points)
+		err = fmt.Errorf("exporting metrics over otlp %s: %d points lost: %w", e.protocol, points, err)
+		e.log.failure(err, 1, points)
 		return fmt.Errorf("%w: %w", ErrReported, err)
 	}
-	rejected := min(res.rejected, n)
+	rejected := min(res.rejected, points)
 	if rejected > 0 || res.message != "" {
 		e.dropped.add(ReasonRejected, rejected)
 		e.log.partial(rejected, res.message)
 	}
-	e.exported.Add(n - rejected)
+	e.exported.Add(points - rejected)
 	e.log.success()
 	return nil
 }

@@ -397,3 +397,79 @@ func TestSenderTimeoutBoundsRetries(t *testing.T) {
 		t.Errorf("%d HTTP attempts, want 1: the next retry comes after the timeout", attempts)
 	}
 }
+
+// TestMetricExporterSplitsLargeExports: an export over the request limit
+// leaves in several requests, split between services, every point once;
+// when one of them fails, its points (and only those) are counted lost.
+func TestMetricExporterSplitsLargeExports(t *testing.T) {
+	clearOTLPEnv(t)
+	var (
+		mu       sync.Mutex
+		requests int
+		services int
+		points   int64
+	)
+	failSecond := false
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var req collmetricpb.ExportMetricsServiceRequest
+		if err := proto.Unmarshal(b, &req); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		requests++
+		if failSecond && requests == 2 {
+			http.Error(w, "refused", 400)
+			return
+		}
+		services += len(req.ResourceMetrics)
+		for _, rm := range req.ResourceMetrics {
+			for _, sm := range rm.ScopeMetrics {
+				for _, m := range sm.Metrics {
+					points += int64(pointsOf(m))
+				}
+			}
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rm := collectMetrics(t)
+	enc := newMetricEncoder()
+	n := int64(enc.encode(rm))
+	largest := 0
+	for i := range len(enc.spans) - 1 {
+		largest = max(largest, enc.spans[i+1]-enc.spans[i])
+	}
+	for _, fail := range []bool{false, true} {
+		mu.Lock()
+		requests, services, points, failSecond = 0, 0, 0, fail
+		mu.Unlock()
+		exp, err := NewMetricExporter(ctx, Config{Endpoint: srv.URL, Protocol: ProtocolHTTPProtobuf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		exp.maxRequest = largest + 8 // one service a request
+		err = exp.Export(ctx, rm)
+		exp.Shutdown(ctx)
+		mu.Lock()
+		if requests != 3 {
+			t.Errorf("fail=%v: %d requests, want 3 (one per service)", fail, requests)
+		}
+		if !fail {
+			if err != nil || services != 3 || points != n || exp.Exported() != n || exp.Dropped() != 0 {
+				t.Errorf("%d services, %d of %d points received; exported %d dropped %d; %v", services, points, n, exp.Exported(), exp.Dropped(), err)
+			}
+		} else {
+			lost := n - points
+			if err == nil || services != 2 || lost <= 0 || exp.Exported() != points || exp.DroppedBy(ReasonExportFailed) != lost || exp.Failures() != 1 {
+				t.Errorf("one request refused: %d services, %d points received; exported %d dropped %d failures %d; %v",
+					services, points, exp.Exported(), exp.Dropped(), exp.Failures(), err)
+			}
+		}
+		mu.Unlock()
+	}
+}
