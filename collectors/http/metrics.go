@@ -160,7 +160,7 @@ func (c *Collector) selfInstruments() error {
 		c.observeProcs(o, dropped, dropped, dropped, incomplete, malformed, overflow, spansDropped, addressOverflow)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_NOT_HTTP]), rNotHTTP)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_FILTERED]), rFiltered)
-		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_SELF]), rSelf)
+		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_SELF]+c.eng.SelfPickedUp()), rSelf)
 		o.ObserveInt64(observed, int64(k[httpHttpCounterHC_CONNS_HTTP]))
 		o.ObserveInt64(seriesOverflow, int64(c.seriesOverflow.Load()))
 		return nil

@@ -298,6 +298,8 @@ type Engine struct {
 	records    [protoMax]atomic.Uint64 // data records received, by protocol
 	unhandled  atomic.Uint64           // records of a protocol no handler took
 	handedOver atomic.Uint64           // h2c upgrades handed from HTTP/1 to HTTP/2
+	// selfPickedUp: the agents' connections open at the start, left out
+	selfPickedUp atomic.Uint64
 
 	tls *tlsState // the HTTPS plaintext source (tls.go), when on
 
@@ -640,18 +642,26 @@ func SelfComms(executable string) []string {
 // connections (a local collector receiving their export) is left out,
 // counted as connections ignored for reason "self" (bpf/l7.c, self_ends).
 func (e *Engine) fillSelf() error {
-	names := e.SelfComms
-	if names == nil && !e.cfg.ObserveSelf {
-		names = SelfComms("otelbee")
-	}
 	m := e.loader.Map(l7MapFilterComm)
-	for _, name := range names {
+	for _, name := range e.selfNames() {
 		if err := m.Put(commKey(name), uint8(l7FilterActionFILTER_SELF)); err != nil {
 			return fmt.Errorf("marking the agent's executable %q: %w", name, err)
 		}
 	}
 	return nil
 }
+
+// selfNames are the executables whose processes are agents.
+func (e *Engine) selfNames() []string {
+	if e.SelfComms == nil && !e.cfg.ObserveSelf {
+		return SelfComms("otelbee")
+	}
+	return e.SelfComms
+}
+
+// SelfPickedUp is how many connections of the agents open at the start
+// were left out (the kernel counts the later ones, CounterConnsSelf).
+func (e *Engine) SelfPickedUp() uint64 { return e.selfPickedUp.Load() }
 
 // syncClock measures wall - monotonic, to turn kernel timestamps into time.
 func (e *Engine) syncClock() {

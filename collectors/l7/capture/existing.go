@@ -43,93 +43,212 @@ type netTable struct {
 }
 
 // pickUpExisting puts the established TCP connections of every process
-// into the kernel's table; it returns how many.
+// into the kernel's table; it returns how many (the agents' own left out).
+//
+// The agents' own processes go first, and the client end of each of their
+// connections is remembered as an agent's (self_ends) right away, so the
+// server side of such a connection (a local collector receiving an agent's
+// export) is left out from its first call whichever end calls first.
+// Remembered only at the agent's first call, as the kernel does for the
+// unfiltered entries of other processes, a server reading a request the
+// agent had written just before the pick-up, or reading it before the
+// agent's write had returned, parsed the connection for good.
 func (e *Engine) pickUpExisting() (int, error) {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, fmt.Errorf("listing processes: %w", err)
 	}
-	conns := e.loader.Map(l7MapConns)
-	tables := map[string]*netTable{}
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return 0, fmt.Errorf("reading the monotonic clock: %w", err)
 	}
-	now := uint64(ts.Nano())
+	p := pickUp{
+		conns:    e.loader.Map(l7MapConns),
+		selfEnds: e.loader.Map(l7MapSelfEnds),
+		tables:   map[string]*netTable{},
+		now:      uint64(ts.Nano()),
+		max:      int(e.cfg.MaxConnections / 2), // leave room for the connections to come
+	}
 	self := uint32(os.Getpid())
 	if e.cfg.ObserveSelf {
 		self = 0
 	}
-	n := 0
-	for _, p := range procs {
-		pid, err := strconv.ParseUint(p.Name(), 10, 32)
-		if err != nil || uint32(pid) == self {
+	names := e.selfNames()
+	var agents, others []uint32
+	for _, d := range procs {
+		pid, err := strconv.ParseUint(d.Name(), 10, 32)
+		if err != nil {
 			continue
 		}
-		dir := "/proc/" + p.Name()
-		fds, err := os.ReadDir(dir + "/fd")
-		if err != nil {
-			continue // gone, or a kernel thread
-		}
-		var tbl *netTable
-		for _, fd := range fds {
-			link, err := os.Readlink(dir + "/fd/" + fd.Name())
-			if err != nil || !strings.HasPrefix(link, "socket:[") {
-				continue
-			}
-			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
-			if err != nil {
-				continue
-			}
-			if tbl == nil {
-				ns, err := os.Readlink(dir + "/ns/net")
-				if err != nil {
-					break
-				}
-				if tbl = tables[ns]; tbl == nil {
-					tbl = readNetTable(dir)
-					tables[ns] = tbl
-				}
-			}
-			sk, ok := tbl.established[ino]
-			if !ok {
-				continue
-			}
-			fdn, err := strconv.ParseUint(fd.Name(), 10, 32)
-			if err != nil {
-				continue
-			}
-			info := l7ConnInfo{
-				StartNs:    now,
-				Peer:       sk.peer,
-				Local:      sk.local,
-				PeerPort:   sk.peerPort,
-				LocalPort:  sk.localPort,
-				Role:       uint8(l7HttpRoleROLE_CLIENT),
-				Family:     unix.AF_INET,
-				Midstream:  1,
-				Unfiltered: 1,
-			}
-			if sk.v6 {
-				info.Family = unix.AF_INET6
-			}
-			if tbl.listening[sk.localPort] {
-				info.Role = uint8(l7HttpRoleROLE_SERVER)
-			}
-			key := uint64(pid)<<32 | fdn
-			if err := conns.Update(key, &info, ebpf.UpdateNoExist); err != nil {
-				if errors.Is(err, ebpf.ErrKeyExist) {
-					continue // tracked since the hooks were attached
-				}
-				return n, fmt.Errorf("adding an existing connection: %w", err)
-			}
-			n++
-			if uint32(n) >= e.cfg.MaxConnections/2 {
-				return n, nil // leave room for the connections to come
-			}
+		if uint32(pid) == self || isSelfComm(uint32(pid), names) {
+			agents = append(agents, uint32(pid))
+		} else {
+			others = append(others, uint32(pid))
 		}
 	}
-	return n, nil
+	for _, pid := range agents {
+		if err := p.process(pid, true); err != nil || p.full() {
+			e.selfPickedUp.Add(p.self)
+			return p.n, err
+		}
+	}
+	e.selfPickedUp.Add(p.self)
+	for _, pid := range others {
+		if err := p.process(pid, false); err != nil || p.full() {
+			return p.n, err
+		}
+	}
+	return p.n, nil
+}
+
+// isSelfComm reports whether process pid's executable name is one of an
+// agent's (the kernel compares each thread's comm with the same names).
+func isSelfComm(pid uint32, names []string) bool {
+	if len(names) == 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/comm")
+	if err != nil {
+		return false
+	}
+	comm := strings.TrimSuffix(string(b), "\n")
+	for _, n := range names {
+		if len(n) > 15 {
+			n = n[:15] // the kernel's comm is 15 bytes
+		}
+		if n != "" && n == comm {
+			return true
+		}
+	}
+	return false
+}
+
+// pickUp is one pick-up's state: the kernel's tables, each network
+// namespace's TCP sockets, and what was put in.
+type pickUp struct {
+	conns, selfEnds *ebpf.Map
+	tables          map[string]*netTable
+	now             uint64
+	max             int
+	n               int    // connections put in to be parsed
+	self            uint64 // the agents' connections left out
+}
+
+func (p *pickUp) full() bool { return p.n+int(p.self) >= p.max }
+
+// process puts in the established TCP connections of process pid: an
+// agent's (self) are left out, their client ends remembered.
+func (p *pickUp) process(pid uint32, self bool) error {
+	dir := "/proc/" + strconv.FormatUint(uint64(pid), 10)
+	fds, err := os.ReadDir(dir + "/fd")
+	if err != nil {
+		return nil // gone, or a kernel thread
+	}
+	var tbl *netTable
+	for _, fd := range fds {
+		link, err := os.Readlink(dir + "/fd/" + fd.Name())
+		if err != nil || !strings.HasPrefix(link, "socket:[") {
+			continue
+		}
+		ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
+		if err != nil {
+			continue
+		}
+		if tbl == nil {
+			ns, err := os.Readlink(dir + "/ns/net")
+			if err != nil {
+				return nil
+			}
+			if tbl = p.tables[ns]; tbl == nil {
+				tbl = readNetTable(dir)
+				p.tables[ns] = tbl
+			}
+		}
+		sk, ok := tbl.established[ino]
+		if !ok {
+			continue
+		}
+		fdn, err := strconv.ParseUint(fd.Name(), 10, 32)
+		if err != nil {
+			continue
+		}
+		key := uint64(pid)<<32 | fdn
+		server := tbl.listening[sk.localPort]
+		if self {
+			if !server {
+				if err := p.selfClient(key, sk); err != nil {
+					return err
+				}
+			}
+			p.self++
+		} else {
+			if err := p.parsed(key, sk, server); err != nil {
+				return err
+			}
+		}
+		if p.full() {
+			return nil
+		}
+	}
+	return nil
+}
+
+// parsed puts in a connection to be parsed from its next request on,
+// filtered at its first call (in the owning process).
+func (p *pickUp) parsed(key uint64, sk tcpSocket, server bool) error {
+	info := l7ConnInfo{
+		StartNs:    p.now,
+		Peer:       sk.peer,
+		Local:      sk.local,
+		PeerPort:   sk.peerPort,
+		LocalPort:  sk.localPort,
+		Role:       uint8(l7HttpRoleROLE_CLIENT),
+		Family:     family(sk),
+		Midstream:  1,
+		Unfiltered: 1,
+	}
+	if server {
+		info.Role = uint8(l7HttpRoleROLE_SERVER)
+	}
+	if err := p.conns.Update(key, &info, ebpf.UpdateNoExist); err != nil {
+		if errors.Is(err, ebpf.ErrKeyExist) {
+			return nil // tracked since the hooks were attached
+		}
+		return fmt.Errorf("adding an existing connection: %w", err)
+	}
+	p.n++
+	return nil
+}
+
+// selfClient remembers an agent's client end as the kernel's track_self
+// does at a connect: in self_ends, and in a never-parsed entry whose close
+// forgets it.
+func (p *pickUp) selfClient(key uint64, sk tcpSocket) error {
+	info := l7ConnInfo{
+		Local:     sk.local,
+		LocalPort: sk.localPort,
+		Role:      uint8(l7HttpRoleROLE_SELF),
+		State:     uint8(l7HttpConnStateSTATE_NONE),
+		Family:    family(sk),
+	}
+	if err := p.conns.Update(key, &info, ebpf.UpdateNoExist); err != nil {
+		if errors.Is(err, ebpf.ErrKeyExist) {
+			return nil // tracked since the hooks were attached
+		}
+		return fmt.Errorf("adding an agent's existing connection: %w", err)
+	}
+	end := l7SelfEnd{Addr: sk.local, Port: sk.localPort}
+	if err := p.selfEnds.Update(&end, uint8(1), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("remembering an agent's existing connection: %w", err)
+	}
+	return nil
+}
+
+func family(sk tcpSocket) uint8 {
+	if sk.v6 {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
 }
 
 // readNetTable reads the TCP tables of the network namespace of the process
