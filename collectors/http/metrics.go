@@ -160,7 +160,11 @@ func (c *Collector) selfInstruments() error {
 		c.observeProcs(o, dropped, dropped, dropped, incomplete, malformed, overflow, spansDropped, addressOverflow)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_NOT_HTTP]), rNotHTTP)
 		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_FILTERED]), rFiltered)
-		o.ObserveInt64(ignored, int64(k[httpHttpCounterHC_CONNS_SELF]+c.eng.SelfPickedUp()), rSelf)
+		self := k[httpHttpCounterHC_CONNS_SELF]
+		if c.eng != nil {
+			self += c.eng.SelfPickedUp() // the agents' connections open at the start
+		}
+		o.ObserveInt64(ignored, int64(self), rSelf)
 		o.ObserveInt64(observed, int64(k[httpHttpCounterHC_CONNS_HTTP]))
 		o.ObserveInt64(seriesOverflow, int64(c.seriesOverflow.Load()))
 		return nil
