@@ -142,9 +142,11 @@ func TestCollectorOutage(t *testing.T) {
 		return mine, others
 	}
 	time.Sleep(2 * time.Second)
+	// From before the stop: the exports in flight fail at once, and their
+	// lines are the outage's first.
+	logBefore := len(agent.Log())
 	col.Stop()
 	before, othersBefore := received()
-	logBefore := len(agent.Log())
 	time.Sleep(5 * time.Second)
 	// The exporters' and the SDK's lines (component otlp, otel), not the
 	// TLS source's: it logs each Go or OpenSSL executable that other
