@@ -522,9 +522,9 @@ func TestHTTP2Spans(t *testing.T) {
 		t.Fatal(err)
 	}
 	gstop()
-	// The spans carry no service of their own yet (every L7 span goes out
-	// under the agent's resource: see the report): this test's are told
-	// apart by the traceparent it sent and the gRPC test service's names.
+	// This test's spans are told apart by the traceparent it sent, and the
+	// gRPC server's by its service (other tests may run the same gRPC
+	// test service on this host at the same time).
 	byName := func(ss []harness.Span, kind string, mine func(harness.Span) bool) map[string][]harness.Span {
 		out := map[string][]harness.Span{}
 		for _, s := range ss {
@@ -536,7 +536,8 @@ func TestHTTP2Spans(t *testing.T) {
 	}
 	traced := func(s harness.Span) bool { return s.TraceID == tid }
 	grpcTest := func(s harness.Span) bool {
-		return strings.HasPrefix(s.Attributes["rpc.method"], "grpc.testing.") || s.Attributes["rpc.method_original"] == "grpc.testing.UnimplementedService/UnimplementedCall"
+		return s.Resource["service.name"] == gsrv && (strings.HasPrefix(s.Attributes["rpc.method"], "grpc.testing.") ||
+			s.Attributes["rpc.method_original"] == "grpc.testing.UnimplementedService/UnimplementedCall")
 	}
 	const unary = "grpc.testing.TestService/UnaryCall"
 	nUnary := cl.Counts[unary+" OK"] + cl.Counts[unary+" NOT_FOUND"] + cl.Counts[unary+" INTERNAL"] + cl.Counts[unary+" DEADLINE_EXCEEDED"]
