@@ -357,7 +357,8 @@ func writeInitramfs(path, initBin string, jobs []preparedJob) (int64, error) {
 	return n, nil
 }
 
-const qemuBinary = "qemu-system-x86_64"
+// qemuBinary is a variable for the tests (a fake QEMU).
+var qemuBinary = "qemu-system-x86_64"
 
 // detectAccel picks KVM only when the CPU advertises hardware virtualisation and /dev/kvm
 // opens; a /dev/kvm backed by a software hypervisor fails on stock kernels with emulation
@@ -419,7 +420,27 @@ func vmMemoryMB(initrdSize int64) int {
 // host's RAM. The log file gets everything.
 const maxConsole = 32 << 20
 
+// runVM runs the jobs in one VM. A VM whose guest never reached the job
+// runner (no kernel marker: the initramfs failed to unpack, "write error",
+// seen on a loaded host) is booted once more; a failure after the runner
+// started is the jobs' and stands.
 func runVM(ctx context.Context, k *Kernel, initrd string, initrdSize int64, jobs []preparedJob, res *KernelResult, opts Options) {
+	runVMOnce(ctx, k, initrd, initrdSize, jobs, res, opts)
+	if res.Err == nil || res.Boot != 0 || ctx.Err() != nil || res.Console == nil {
+		return
+	}
+	first := res.Err
+	firstLog := res.LogPath + ".boot1"
+	if err := os.Rename(res.LogPath, firstLog); err != nil {
+		firstLog = res.LogPath
+	}
+	opts.Logger.Warn("the guest never reached the job runner: booting it once more", "kernel", k.Label, "err", first)
+	res.Err, res.Boot, res.Wall, res.Console, res.Release, res.Warnings, res.Jobs = nil, 0, 0, nil, "", nil, nil
+	runVMOnce(ctx, k, initrd, initrdSize, jobs, res, opts)
+	res.Warnings = append(res.Warnings, fmt.Sprintf("the first boot never reached the job runner (%v; console in %s): booted again", firstLine(first.Error()), firstLog))
+}
+
+func runVMOnce(ctx context.Context, k *Kernel, initrd string, initrdSize int64, jobs []preparedJob, res *KernelResult, opts Options) {
 	log := opts.Logger.With("kernel", k.Label)
 	mem := opts.MemoryMB
 	if mem == 0 {
