@@ -537,14 +537,37 @@ static __always_inline int is_self(void)
 }
 
 // Wake the reader only once a batch has piled up: a wakeup per record costs
-// user space far more than the record itself. The reader also polls on a
-// short deadline, so a lone record waits at most that long.
+// user space far more than the record itself, and the producer too (a
+// wakeup is an interrupt the CPU sends itself: on a VM an exit, ~3 us).
+// So a record wakes the reader only when it takes the unread data past a
+// multiple of RINGBUF_WAKEUP_BYTES, not each record while that much is
+// unread (the reader, once woken, is busy or about to be: waking it again
+// before it has caught up gains nothing). Two CPUs crossing the same
+// multiple at once may both miss it: the next multiple, or the reader's
+// short deadline poll, covers that, so a lone record waits at most that long.
 #define RINGBUF_WAKEUP_BYTES (32 * 1024)
+#define RINGBUF_REC_HDR 8 // the ring's own header of each record
 
-static __always_inline __u64 wakeup_flags(void)
+static __always_inline __u64 wakeup_crossing(__u64 before, __u64 after)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= RINGBUF_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP :
-										     BPF_RB_NO_WAKEUP;
+	return (before ^ after) >= RINGBUF_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+// wakeup_flags is for a record of size bytes about to be output (not yet
+// in the ring).
+static __always_inline __u64 wakeup_flags(__u64 size)
+{
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	return wakeup_crossing(avail, avail + size + RINGBUF_REC_HDR);
+}
+
+// wakeup_flags_reserved is for a reserved record of size bytes (already
+// counted in the unread data).
+static __always_inline __u64 wakeup_flags_reserved(__u64 size)
+{
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	__u64 rec = size + RINGBUF_REC_HDR;
+	return wakeup_crossing(avail > rec ? avail - rec : 0, avail);
 }
 
 static __always_inline __u64 conn_key(__u32 fd)
@@ -819,7 +842,7 @@ static __always_inline void emit_conn_event(__u8 type, __u32 fd, struct conn_inf
 		return;
 	}
 	fill_conn_event(ev, type, fd, ci);
-	bpf_ringbuf_submit(ev, wakeup_flags());
+	bpf_ringbuf_submit(ev, wakeup_flags_reserved(sizeof(*ev)));
 	bump(&counters, HC_EVENTS_SUBMITTED);
 }
 
@@ -1013,7 +1036,7 @@ static __always_inline void emit_call_error(__u32 fd, long ret, __u8 dir, __u64 
 	ev->proto = ci->proto;
 	ev->source = SOURCE_SYSCALL;
 	count_record(ci, request_dir);
-	bpf_ringbuf_submit(ev, wakeup_flags());
+	bpf_ringbuf_submit(ev, wakeup_flags_reserved(DATA_HDR_SIZE));
 	bump(&counters, HC_EVENTS_SUBMITTED);
 }
 
@@ -1376,7 +1399,7 @@ __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 ent
 	__u64 size = DATA_HDR_SIZE + (__u64)end;
 	// as in read_user_at: bound the size where the helper sees it
 	asm volatile("%[s] &= 16383" : [s] "+r"(size));
-	if (bpf_ringbuf_output(&events, ev, size, wakeup_flags())) {
+	if (bpf_ringbuf_output(&events, ev, size, wakeup_flags(size))) {
 		bump(&counters, HC_DROP_RINGBUF_FULL);
 		bump(&counters, HC_PROTO_DROPS(proto & 7));
 		if (proto != L7_PROTO_HTTP1)
