@@ -538,7 +538,7 @@ static __always_inline int is_self(void)
 
 // Wake the reader only once a batch has piled up: a wakeup per record costs
 // user space far more than the record itself, and the producer too (a
-// wakeup is an interrupt the CPU sends itself: on a VM an exit, ~3 us).
+// wakeup is an interrupt the CPU sends itself: on this VM an exit, ~2.6 us).
 // So a record wakes the reader only when it takes the unread data past a
 // multiple of RINGBUF_WAKEUP_BYTES, not each record while that much is
 // unread (the reader, once woken, is busy or about to be: waking it again
