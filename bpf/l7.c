@@ -539,18 +539,25 @@ static __always_inline int is_self(void)
 // Wake the reader only once a batch has piled up: a wakeup per record costs
 // user space far more than the record itself, and the producer too (a
 // wakeup is an interrupt the CPU sends itself: on this VM an exit, ~2.6 us).
-// So a record wakes the reader only when it takes the unread data past a
+// So a record wakes the reader when it takes the unread data past a
 // multiple of RINGBUF_WAKEUP_BYTES, not each record while that much is
-// unread (the reader, once woken, is busy or about to be: waking it again
-// before it has caught up gains nothing). Two CPUs crossing the same
-// multiple at once may both miss it: the next multiple, or the reader's
-// short deadline poll, covers that, so a lone record waits at most that long.
+// unread (the reader, once woken, drains the ring: waking it again before
+// it has caught up gains nothing). Two CPUs crossing a multiple at once may
+// both miss it: the next multiple covers that in a large ring; in a small
+// one (ring_buffer_bytes) there may be none before it is full, so once half
+// the ring is unread every record wakes the reader, as all did before. The
+// reader also polls on a short deadline, so a lone record waits at most
+// that long.
 #define RINGBUF_WAKEUP_BYTES (32 * 1024)
 #define RINGBUF_REC_HDR 8 // the ring's own header of each record
 
 static __always_inline __u64 wakeup_crossing(__u64 before, __u64 after)
 {
-	return (before ^ after) >= RINGBUF_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if ((before ^ after) >= RINGBUF_WAKEUP_BYTES)
+		return BPF_RB_FORCE_WAKEUP;
+	if (after >= RINGBUF_WAKEUP_BYTES && after >= bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 2)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
 }
 
 // wakeup_flags is for a record of size bytes about to be output (not yet
