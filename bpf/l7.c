@@ -1266,9 +1266,9 @@ __noinline int filter_first_call(__u64 key)
 // l7_capture is the data sources' one entry point: one call that moved ret
 // bytes (> 0) through ptr on the connection key (tgid << 32 | fd, tracked
 // from accept/connect), described by meta (l7_meta: direction, buffer kind,
-// source, iovec count), entered at enter_ns. It applies the filters left
-// for the first call, classifies an undecided connection, captures by the
-// protocol's policy and sends the record. A global function: each program
+// source, iovec count), entered at enter_ns (0: when it returned). It
+// applies the filters left for the first call, classifies an undecided
+// connection, captures by the protocol's policy and sends the record. A global function: each program
 // that calls it is verified with it once. TLS sources call it from their
 // uprobes (l7/tls.h) with their source: the connection is then theirs. The
 // socket's own sources (SOURCE_SYSCALL, SOURCE_KERNEL: l7/kfunc.h) leave a
@@ -1376,8 +1376,9 @@ __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 ent
 	ev->fd = fd;
 	ev->captured = captured;
 	ev->start_ns = ci->start_ns;
-	ev->enter_ns = enter_ns;
-	ev->exit_ns = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_ns();
+	ev->enter_ns = enter_ns ? enter_ns : now;
+	ev->exit_ns = now;
 	ev->total = ret;
 	ev->req_records = ci->req_records;
 	ev->seg_bytes = end - captured;
@@ -1620,6 +1621,24 @@ static __always_inline struct pt_regs *call_regs(void)
 	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 
+// The call's arguments and number in call_regs' registers, loaded directly:
+// bpf_task_pt_regs returns a BTF pointer, which the program may read
+// without a bpf_probe_read_kernel call each (PT_REGS_*_CORE_SYSCALL make
+// one per register, ~20 ns here).
+#if defined(__TARGET_ARCH_x86)
+#define CALL_ARG1(r) ((r)->di)
+#define CALL_ARG2(r) ((r)->si)
+#define CALL_ARG3(r) ((r)->dx)
+#define CALL_ARG4(r) ((r)->r10)
+#define CALL_NR(r) ((r)->orig_ax)
+#elif defined(__TARGET_ARCH_arm64)
+#define CALL_ARG1(r) ((r)->orig_x0)
+#define CALL_ARG2(r) ((r)->regs[1])
+#define CALL_ARG3(r) ((r)->regs[2])
+#define CALL_ARG4(r) ((r)->regs[3])
+#define CALL_NR(r) ((r)->syscallno)
+#endif
+
 // handle_exit1 hands one call that returned ret on descriptor fd to
 // l7_capture; sk, when not 0, is the socket the call moved bytes through
 // (the socket tracepoints: l7/socktp.h), which the connection's must be.
@@ -1637,14 +1656,14 @@ static __always_inline void handle_exit1(long ret, __u8 dir, __u8 kind, __u64 fd
 #endif
 	if (skipped(ci))
 		return;
-	__u64 now = bpf_ktime_get_ns();
 	if (ret < 0) {
-		emit_call_error(fd, ret, dir, now);
+		emit_call_error(fd, ret, dir, bpf_ktime_get_ns());
 		return;
 	}
 	if (ret == 0)
 		return;
-	l7_capture(key, l7_meta(dir, kind, SOURCE_SYSCALL, count), ptr, ret, now);
+	// enter_ns 0: entered when it exits (l7_capture's one clock read)
+	l7_capture(key, l7_meta(dir, kind, SOURCE_SYSCALL, count), ptr, ret, 0);
 }
 
 #define EXIT1(name, dir, kind, peek)                                                                  \
@@ -1654,10 +1673,10 @@ static __always_inline void handle_exit1(long ret, __u8 dir, __u8 kind, __u64 fd
 		struct pt_regs *regs = call_regs();                                                   \
 		if (!regs)                                                                            \
 			return 0;                                                                     \
-		__u64 fd = PT_REGS_PARM1_CORE_SYSCALL(regs);                                          \
-		__u64 ptr = PT_REGS_PARM2_CORE_SYSCALL(regs);                                         \
-		__u64 count = PT_REGS_PARM3_CORE_SYSCALL(regs);                                       \
-		if (peek == 4 && (PT_REGS_PARM4_CORE_SYSCALL(regs) & MSG_PEEK_))                      \
+		__u64 fd = CALL_ARG1(regs);                                                           \
+		__u64 ptr = CALL_ARG2(regs);                                                          \
+		__u64 count = CALL_ARG3(regs);                                                        \
+		if (peek == 4 && (CALL_ARG4(regs) & MSG_PEEK_))                                       \
 			return 0;                                                                     \
 		if (peek == 3 && (count & MSG_PEEK_))                                                 \
 			return 0;                                                                     \

@@ -79,17 +79,17 @@ static __always_inline void socktp_call(struct sock *sk, int ret, __u8 dir)
 	struct pt_regs *regs = call_regs();
 	if (!regs)
 		return;
-	int kind = socktp_kind(SYSCALL_NR(regs), dir);
+	int kind = socktp_kind(CALL_NR(regs), dir);
 	if (kind < 0) {
 		socktp_skipped(sk, ret);
 		return;
 	}
-	__u64 fd = (__u32)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	__u64 fd = (__u32)CALL_ARG1(regs);
 	__u64 ptr = 0, count = 0;
 	if (kind != CALL_SENDFILE)
-		ptr = PT_REGS_PARM2_CORE_SYSCALL(regs);
+		ptr = CALL_ARG2(regs);
 	if (kind == CALL_IOV)
-		count = PT_REGS_PARM3_CORE_SYSCALL(regs);
+		count = CALL_ARG3(regs);
 	handle_exit1(ret, dir, kind, fd, ptr, count, (__u64)sk);
 }
 
