@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,12 +20,12 @@ func fakeQEMU(t *testing.T, consoles ...string) (boots func() int) {
 	count := filepath.Join(dir, "boots")
 	script := "#!/bin/sh\nn=$(cat " + count + " 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > " + count + "\n"
 	for i, c := range consoles {
-		f := filepath.Join(dir, "console"+string(rune('0'+i)))
+		f := filepath.Join(dir, "console"+strconv.Itoa(i))
 		if err := os.WriteFile(f, []byte(c), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		if i < len(consoles)-1 {
-			script += "if [ $n -eq " + string(rune('1'+i)) + " ]; then cat " + f + "; exit 0; fi\n"
+			script += "if [ $n -eq " + strconv.Itoa(i+1) + " ]; then cat " + f + "; exit 0; fi\n"
 		} else {
 			script += "cat " + f + "\n"
 		}
@@ -38,10 +39,7 @@ func fakeQEMU(t *testing.T, consoles ...string) (boots func() int) {
 	t.Cleanup(func() { qemuBinary = old })
 	return func() int {
 		b, _ := os.ReadFile(count)
-		n := 0
-		for _, c := range strings.TrimSpace(string(b)) {
-			n = n*10 + int(c-'0')
-		}
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 		return n
 	}
 }
