@@ -172,6 +172,12 @@ const volatile __u8 include_cgroup = 0;
 const volatile __u8 any_filter = 0;
 // The enabled protocols: bit 1 << enum l7_proto.
 const volatile __u32 proto_mask = 1 << L7_PROTO_HTTP1;
+// The unread bytes past which a data record is dropped (counted) rather than
+// written: the rest of the ring is kept for the open and close records. A
+// lost close record cannot be made up: the kernel's entry is gone with it, so
+// user space would never learn that the last response was lost (it would
+// call the request incomplete), nor when the connection ended. 0: no limit.
+const volatile __u32 data_room = 0;
 
 struct conn_info {
 	__u64 start_ns; // when tracking began: with (tgid, fd) it names the connection
@@ -560,12 +566,15 @@ static __always_inline __u64 wakeup_crossing(__u64 before, __u64 after)
 	return BPF_RB_NO_WAKEUP;
 }
 
-// wakeup_flags is for a record of size bytes about to be output (not yet
-// in the ring).
-static __always_inline __u64 wakeup_flags(__u64 size)
+// output_data writes a data record of size bytes, unless the unread data
+// would pass data_room; non-zero when it was not written.
+static __always_inline long output_data(void *ev, __u64 size)
 {
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	return wakeup_crossing(avail, avail + size + RINGBUF_REC_HDR);
+	__u64 after = avail + size + RINGBUF_REC_HDR;
+	if (data_room && after > data_room)
+		return -1;
+	return bpf_ringbuf_output(&events, ev, size, wakeup_crossing(avail, after));
 }
 
 // wakeup_flags_reserved is for a reserved record of size bytes (already
@@ -1407,7 +1416,7 @@ __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 ent
 	__u64 size = DATA_HDR_SIZE + (__u64)end;
 	// as in read_user_at: bound the size where the helper sees it
 	asm volatile("%[s] &= 16383" : [s] "+r"(size));
-	if (bpf_ringbuf_output(&events, ev, size, wakeup_flags(size))) {
+	if (output_data(ev, size)) {
 		bump(&counters, HC_DROP_RINGBUF_FULL);
 		bump(&counters, HC_PROTO_DROPS(proto & 7));
 		if (proto != L7_PROTO_HTTP1)

@@ -488,6 +488,7 @@ func (e *Engine) load(ctx context.Context) error {
 		l7VarIncludePort:   b2u(len(e.cfg.Include.Ports) > 0),
 		l7VarIncludeCgroup: b2u(len(e.cfg.Include.Cgroups) > 0),
 		l7VarProtoMask:     e.protoMask(),
+		l7VarDataRoom:      dataRoom(e.cfg.RingBufferBytes),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("setting %s: %w", name, err)
@@ -889,6 +890,12 @@ func (e *Engine) release(c *Conn) {
 		e.free = append(e.free, c)
 	}
 }
+
+// dataRoom is how much of a ring of ringBytes data records may fill: the
+// last sixteenth is kept for open and close records (bpf/l7.c data_room), so
+// that a full ring drops data, which is counted and told per connection, and
+// not the close record that says where a connection's records end.
+func dataRoom(ringBytes uint32) uint32 { return ringBytes - ringBytes/16 }
 
 // Conns is the number of connections in the table.
 func (e *Engine) Conns() int { return len(e.conns) }

@@ -441,6 +441,7 @@ const (
 	l7ProgTlsSslWriteExit      = "tls_ssl_write_exit"
 	l7VarAnyFilter             = "any_filter"
 	l7VarCaptureBytes          = "capture_bytes"
+	l7VarDataRoom              = "data_room"
 	l7VarIncludeCgroup         = "include_cgroup"
 	l7VarIncludeComm           = "include_comm"
 	l7VarIncludePort           = "include_port"
@@ -641,6 +642,7 @@ type l7MapSpecs struct {
 type l7VariableSpecs struct {
 	AnyFilter            *ebpf.VariableSpec `ebpf:"any_filter"`
 	CaptureBytes         *ebpf.VariableSpec `ebpf:"capture_bytes"`
+	DataRoom             *ebpf.VariableSpec `ebpf:"data_room"`
 	IncludeCgroup        *ebpf.VariableSpec `ebpf:"include_cgroup"`
 	IncludeComm          *ebpf.VariableSpec `ebpf:"include_comm"`
 	IncludePort          *ebpf.VariableSpec `ebpf:"include_port"`
@@ -757,6 +759,7 @@ func (m *l7Maps) Close() error {
 type l7Variables struct {
 	AnyFilter            *ebpf.Variable `ebpf:"any_filter"`
 	CaptureBytes         *ebpf.Variable `ebpf:"capture_bytes"`
+	DataRoom             *ebpf.Variable `ebpf:"data_room"`
 	IncludeCgroup        *ebpf.Variable `ebpf:"include_cgroup"`
 	IncludeComm          *ebpf.Variable `ebpf:"include_comm"`
 	IncludePort          *ebpf.Variable `ebpf:"include_port"`
