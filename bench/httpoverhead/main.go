@@ -21,6 +21,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"flag"
 	"fmt"
@@ -39,6 +40,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -97,7 +99,14 @@ func setups(target string) []setup {
 	stats := []bool{*bpfStats}
 	if *matrix {
 		samplers = []samp{{"parentbased_traceidratio", "0.01"}, {"parentbased_always_on", ""}}
-		stats = []bool{true, false}
+		switch *matrixStats {
+		case "on":
+			stats = []bool{true}
+		case "off":
+			stats = []bool{false}
+		default:
+			stats = []bool{true, false}
+		}
 	}
 	for _, sm := range samplers {
 		for _, st := range stats {
@@ -139,6 +148,10 @@ type result struct {
 	uprobeTime    float64 // their run time, seconds
 	wrkCPU        float64 // the load generator's CPU, seconds
 	idleCPU       float64 // the machine's idle CPU during the run, seconds
+	// where the machine's CPU went during the run (-account): the
+	// processes' user and system time, the machine's from /proc/stat,
+	// and the context switches
+	acct accounting
 	// the agent's median resident set under load, and its anonymous and
 	// file-backed parts (ring buffers are file-backed: their data pages
 	// are mapped twice, and count twice)
@@ -146,27 +159,34 @@ type result struct {
 }
 
 var (
-	agentBin   = flag.String("agent", "build/bin/otelbee", "agent binary")
-	prevBin    = flag.String("compare-agent", "", "a second agent binary (say, the previous version) run as setup otelbee-prev in the same rounds")
-	duration   = flag.Duration("duration", 5*time.Second, "wrk duration per run")
-	rounds     = flag.Int("rounds", 3, "alternating rounds per setup")
-	conns      = flag.Int("connections", 16, "wrk connections")
-	threads    = flag.Int("threads", 1, "wrk threads")
-	svgOut     = flag.String("svg", "docs/http-overhead.svg", "chart output")
-	collectors = flag.String("collectors", "all", "agent collectors in the otelbee setup")
-	noNginx    = flag.Bool("no-nginx", false, "skip the nginx target")
-	agentArgs  = flag.String("agent-args", "", "extra agent arguments, space-separated (e.g. --attach-mode=tracepoint)")
-	sampler    = flag.String("sampler", "parentbased_always_on", "OTEL_TRACES_SAMPLER for the agent and the otelhttp server")
-	samplerArg = flag.String("sampler-arg", "", "OTEL_TRACES_SAMPLER_ARG")
-	bpfStats   = flag.Bool("bpf-stats", true, "run the agent with --bpf.stats (BPF run time per request; adds two clock reads to every program run)")
-	withSDK    = flag.Bool("otelhttp", true, "include the otelhttp (in-process SDK) setup for the Go server")
-	matrix     = flag.Bool("matrix", false, "run 1 % sampling and every request a span, each with and without --bpf.stats, in the same rounds (overrides -sampler and -bpf-stats); -svg is then the every-request chart and -svg-sampled the 1 % one")
-	entryNs    = flag.Float64("entry-ns", 40, "the cost one BPF program entry adds to a hooked call on this machine (ns), for the floor (BenchmarkHookCost in collectors/l7/capture measures it: ~40 ns on the 2-core VM)")
-	svgSampled = flag.String("svg-sampled", "docs/http-overhead-sampled.svg", "with -matrix: the 1 % sampling chart")
-	load       = flag.String("load-note", "", "what else ran on the machine, printed with the tables (default: the load average before and after)")
-	perfDir    = flag.String("perf", "", "a directory: record a perf profile (cpu-clock, call graphs) of the server process in every run, <target>-<setup>-<n>.data")
-	perfRuns   int
-	useTLS     = flag.Bool("tls", false, "HTTPS: both servers with a certificate made by openssl req, wrk over TLS (the agent reads the plaintext through its TLS uprobes)")
+	agentBin    = flag.String("agent", "build/bin/otelbee", "agent binary")
+	prevBin     = flag.String("compare-agent", "", "a second agent binary (say, the previous version) run as setup otelbee-prev in the same rounds")
+	duration    = flag.Duration("duration", 5*time.Second, "wrk duration per run")
+	rounds      = flag.Int("rounds", 3, "alternating rounds per setup")
+	conns       = flag.Int("connections", 16, "wrk connections")
+	threads     = flag.Int("threads", 1, "wrk threads")
+	svgOut      = flag.String("svg", "docs/http-overhead.svg", "chart output")
+	collectors  = flag.String("collectors", "all", "agent collectors in the otelbee setup")
+	noNginx     = flag.Bool("no-nginx", false, "skip the nginx target")
+	agentArgs   = flag.String("agent-args", "", "extra agent arguments, space-separated (e.g. --attach-mode=tracepoint)")
+	sampler     = flag.String("sampler", "parentbased_always_on", "OTEL_TRACES_SAMPLER for the agent and the otelhttp server")
+	samplerArg  = flag.String("sampler-arg", "", "OTEL_TRACES_SAMPLER_ARG")
+	bpfStats    = flag.Bool("bpf-stats", true, "run the agent with --bpf.stats (BPF run time per request; adds two clock reads to every program run)")
+	withSDK     = flag.Bool("otelhttp", true, "include the otelhttp (in-process SDK) setup for the Go server")
+	matrix      = flag.Bool("matrix", false, "run 1 % sampling and every request a span, each with and without --bpf.stats, in the same rounds (overrides -sampler and -bpf-stats); -svg is then the every-request chart and -svg-sampled the 1 % one")
+	matrixStats = flag.String("matrix-stats", "both", "with -matrix: the --bpf.stats setups run, on, off or both")
+	entryNs     = flag.Float64("entry-ns", 40, "the cost one BPF program entry adds to a hooked call on this machine (ns), for the floor (BenchmarkHookCost in collectors/l7/capture measures it: ~40 ns on the 2-core VM)")
+	svgSampled  = flag.String("svg-sampled", "docs/http-overhead-sampled.svg", "with -matrix: the 1 % sampling chart")
+	load        = flag.String("load-note", "", "what else ran on the machine, printed with the tables (default: the load average before and after)")
+	perfDir     = flag.String("perf", "", "a directory: record a perf profile (cpu-clock, call graphs) of the server process in every run, <target>-<setup>-<n>.data")
+	perfRuns    int
+	profRuns    int
+	perfAll     = flag.Bool("perf-all", false, "with -perf: record every CPU (perf record -a) instead of the server process, the agent, wrk, softirqs and idle included")
+	cpuProfile  = flag.String("cpuprofile", "", "a directory: the agent of every run writes a Go CPU profile there (OTELBEE_CPUPROFILE), <target>-<setup>-<n>.pprof; it covers the agent's whole life, start-up included")
+	agentEnv    = flag.String("agent-env", "", "extra environment of the otelbee setup's agent, space-separated K=V (e.g. GOGC=100)")
+	prevEnv     = flag.String("prev-env", "", "extra environment of the otelbee-prev setup's agent, space-separated K=V")
+	account     = flag.Bool("account", true, "print where the machine's CPU went per request (user and system time of the server, the agent, wrk and this harness's OTLP sink; the machine's irq, softirq and idle; context switches)")
+	useTLS      = flag.Bool("tls", false, "HTTPS: both servers with a certificate made by openssl req, wrk over TLS (the agent reads the plaintext through its TLS uprobes)")
 )
 
 // cert and key are the servers' certificate with -tls.
@@ -309,6 +329,16 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 		agent.Args = append(agent.Args, strings.Fields(*agentArgs)...)
 		agent.Stderr = os.Stderr
 		agent.Env = append(os.Environ(), s.samplerEnv()...)
+		if s.kind == otelbeePrev {
+			agent.Env = append(agent.Env, strings.Fields(*prevEnv)...)
+		} else {
+			agent.Env = append(agent.Env, strings.Fields(*agentEnv)...)
+		}
+		if *cpuProfile != "" {
+			profRuns++
+			agent.Env = append(agent.Env, "OTELBEE_CPUPROFILE="+filepath.Join(*cpuProfile,
+				fmt.Sprintf("%s-%s-%d.pprof", target, strings.ReplaceAll(s.name, " ", "_"), profRuns)))
+		}
 		if err := agent.Start(); err != nil {
 			log.Fatal(err)
 		}
@@ -391,18 +421,30 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 		// a profile of the server process through the run: where its
 		// extra CPU goes (traps, BPF, its own code)
 		perfRuns++
-		prof = exec.Command("perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "-g",
-			"-p", strconv.Itoa(server.Process.Pid), "-o",
-			filepath.Join(*perfDir, fmt.Sprintf("%s-%s-%d.data", target, s.name, perfRuns)),
-			"--", "sleep", strconv.FormatFloat(duration.Seconds(), 'f', 1, 64))
+		scope := []string{"-p", strconv.Itoa(server.Process.Pid)}
+		if *perfAll {
+			scope = []string{"-a"}
+		}
+		prof = exec.Command("perf", append(append([]string{"record", "-q", "-e", "cpu-clock", "-F", "1999", "-g"}, scope...), "-o",
+			filepath.Join(*perfDir, fmt.Sprintf("%s-%s-%d.data", target, strings.ReplaceAll(s.name, " ", "_"), perfRuns)),
+			"--", "sleep", strconv.FormatFloat(duration.Seconds(), 'f', 1, 64))...)
 		if err := prof.Start(); err != nil {
 			log.Fatalf("perf: %v", err)
 		}
 	}
 	idleBefore := idleCPU()
+	agentPid := 0
+	if agent != nil {
+		agentPid = agent.Process.Pid
+	}
+	acctBefore := takeAccounting(server.Process.Pid, agentPid)
 	wrk := exec.Command("wrk", "-t"+strconv.Itoa(*threads), "-c"+strconv.Itoa(*conns),
 		"-d"+duration.String(), "--latency", url)
-	out, err := wrk.CombinedOutput()
+	var wrkOut bytes.Buffer
+	wrk.Stdout, wrk.Stderr = &wrkOut, &wrkOut
+	err := wrk.Run()
+	acctAfter := takeAccounting(server.Process.Pid, agentPid)
+	out := wrkOut.Bytes()
 	idle := idleCPU() - idleBefore
 	if prof != nil {
 		prof.Wait()
@@ -414,6 +456,11 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 	}
 	res := parseWrk(string(out))
 	res.wrkCPU = (wrk.ProcessState.UserTime() + wrk.ProcessState.SystemTime()).Seconds()
+	res.acct = acctAfter.minus(acctBefore)
+	res.acct.wrk = procAcct{user: wrk.ProcessState.UserTime().Seconds(), sys: wrk.ProcessState.SystemTime().Seconds()}
+	if ru, ok := wrk.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		res.acct.wrk.vcsw, res.acct.wrk.ivcsw = float64(ru.Nvcsw), float64(ru.Nivcsw)
+	}
 	res.idleCPU = idle
 	if len(mems) > 0 {
 		sort.Slice(mems, func(i, j int) bool { return mems[i].rss < mems[j].rss })
@@ -823,6 +870,9 @@ func report(targets []string, all map[string]map[string][]result, note string) {
 			fmt.Printf("\n%s/%s: %.1f BPF program runs per request (both sides, every collector); floor at %.0f ns per entry %.2f µs/req; BPF measured %.2f µs/req (%.1f× the floor), agent %.2f µs/req on top\n",
 				r.target, r.setup.name, r.runsPerReq, *entryNs, floor, r.bpf, r.bpf/floor, r.agent)
 		}
+	}
+	if *account {
+		printAccounting(targets, all)
 	}
 	if *useTLS {
 		for _, target := range targets {
