@@ -183,6 +183,7 @@ var (
 	profRuns    int
 	perfAll     = flag.Bool("perf-all", false, "with -perf: record every CPU (perf record -a) instead of the server process, the agent, wrk, softirqs and idle included")
 	cpuProfile  = flag.String("cpuprofile", "", "a directory: the agent of every run writes a Go CPU profile there (OTELBEE_CPUPROFILE), <target>-<setup>-<n>.pprof; it covers the agent's whole life, start-up included")
+	memProfile  = flag.String("memprofile", "", "a directory: the agent of every run writes its allocations at exit there (OTELBEE_MEMPROFILE), <target>-<setup>-<n>.pprof; start-up's included")
 	agentEnv    = flag.String("agent-env", "", "extra environment of the otelbee setup's agent, space-separated K=V (e.g. GOGC=100)")
 	prevEnv     = flag.String("prev-env", "", "extra environment of the otelbee-prev setup's agent, space-separated K=V")
 	account     = flag.Bool("account", true, "print where the machine's CPU went per request (user and system time of the server, the agent, wrk and this harness's OTLP sink; the machine's irq, softirq and idle; context switches)")
@@ -334,10 +335,15 @@ func run(target string, s setup, serverBin, sink, tmp string) result {
 		} else {
 			agent.Env = append(agent.Env, strings.Fields(*agentEnv)...)
 		}
-		if *cpuProfile != "" {
+		if *cpuProfile != "" || *memProfile != "" {
 			profRuns++
-			agent.Env = append(agent.Env, "OTELBEE_CPUPROFILE="+filepath.Join(*cpuProfile,
-				fmt.Sprintf("%s-%s-%d.pprof", target, strings.ReplaceAll(s.name, " ", "_"), profRuns)))
+			name := fmt.Sprintf("%s-%s-%d.pprof", target, strings.ReplaceAll(s.name, " ", "_"), profRuns)
+			if *cpuProfile != "" {
+				agent.Env = append(agent.Env, "OTELBEE_CPUPROFILE="+filepath.Join(*cpuProfile, name))
+			}
+			if *memProfile != "" {
+				agent.Env = append(agent.Env, "OTELBEE_MEMPROFILE="+filepath.Join(*memProfile, name))
+			}
 		}
 		if err := agent.Start(); err != nil {
 			log.Fatal(err)

@@ -27,7 +27,6 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sys/unix"
 
@@ -279,7 +278,7 @@ type Engine struct {
 
 	loader   *hook.Loader
 	tlsMulti bool // the TLS programs are loaded for uprobe_multi links
-	reader   *ringbuf.Reader
+	reader   *ring
 	counters *ebpf.Map
 	selfReg  metric.Registration
 	start    time.Time
@@ -545,9 +544,9 @@ func (e *Engine) load(ctx context.Context) error {
 		"lifecycle", e.sources["accept"], "kernel_functions", e.KernelFunctions())
 	e.counters = e.loader.Map(l7MapCounters)
 	e.startTLS()
-	e.reader, err = ringbuf.NewReader(e.loader.Map(l7MapEvents))
+	e.reader, err = newRing(e.loader.Map(l7MapEvents))
 	if err != nil {
-		return fail(fmt.Errorf("opening the l7 ring buffer: %w", err))
+		return fail(err)
 	}
 	if e.deps.Meter != nil {
 		if e.selfReg, err = e.selfMetrics(e.deps.Meter); err != nil {
@@ -704,44 +703,33 @@ func (e *Engine) Run(ctx context.Context) error {
 	return e.drain(ctx, reader)
 }
 
-func (e *Engine) drain(ctx context.Context, reader *ringbuf.Reader) error {
+func (e *Engine) drain(ctx context.Context, reader *ring) error {
 	stop := context.AfterFunc(ctx, func() { reader.Close() })
 	defer stop()
-	var (
-		rec ringbuf.Record
-		r   Record
-	)
-	housekeep := time.Now().Add(housekeepEvery)
-	// The kernel wakes us only for batches (bpf/l7.c wakeup_flags); the
-	// deadline bounds how long a lone record waits. ReadInto drains the ring
-	// without waiting, so the deadline is renewed only when it fired.
-	reader.SetDeadline(time.Now().Add(readPollInterval))
-	n := 0
-	for {
-		err := reader.ReadInto(&rec)
-		if n++; err != nil || n%8192 == 0 {
-			now := time.Now()
-			if now.After(housekeep) {
-				e.housekeeping()
-				housekeep = now.Add(housekeepEvery)
-			}
+	var r Record
+	handle := func(b []byte) {
+		e.received.Add(1)
+		if err := Decode(b, &r); err != nil {
+			e.malformed.Add(1)
+			return
 		}
+		e.Handle(&r)
+	}
+	housekeep := time.Now().Add(housekeepEvery)
+	for {
+		// The kernel wakes us only for batches (bpf/l7.c wakeup_flags);
+		// readPollInterval bounds how long a lone record waits.
+		_, err := reader.read(readPollInterval, handle)
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				reader.SetDeadline(time.Now().Add(readPollInterval))
-				continue
-			}
-			if errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed) {
+			if errors.Is(err, errRingClosed) {
 				return nil
 			}
 			return fmt.Errorf("reading l7 events: %w", err)
 		}
-		e.received.Add(1)
-		if err := Decode(rec.RawSample, &r); err != nil {
-			e.malformed.Add(1)
-			continue
+		if now := time.Now(); now.After(housekeep) {
+			e.housekeeping()
+			housekeep = now.Add(housekeepEvery)
 		}
-		e.Handle(&r)
 	}
 }
 
