@@ -3,13 +3,8 @@ package capture
 import (
 	"bytes"
 	"errors"
-	"os"
 	"testing"
 	"time"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 )
 
 // TestPrivilegedRingReader: the batch reader (ring.go) against the kernel's
@@ -20,66 +15,8 @@ import (
 // no one, come within the poll interval; and Close ends a read waiting
 // for more at once.
 func TestPrivilegedRingReader(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: loading BPF programs needs root")
-	}
-	spec, err := loadL7()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Maps[l7MapEvents].MaxEntries = 64 * 1024
-	var objs struct {
-		Enter    *ebpf.Program `ebpf:"http_write_enter"`
-		Exit     *ebpf.Program `ebpf:"http_write_exit"`
-		Conns    *ebpf.Map     `ebpf:"conns"`
-		Events   *ebpf.Map     `ebpf:"events"`
-		Counters *ebpf.Map     `ebpf:"counters"`
-	}
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		t.Fatalf("loading the write programs: %v", err)
-	}
-	defer objs.Enter.Close()
-	defer objs.Exit.Close()
-	defer objs.Conns.Close()
-	defer objs.Events.Close()
-	defer objs.Counters.Close()
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(p[0])
-	defer unix.Close(p[1])
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			if n, err := unix.Read(p[0], buf); n <= 0 || err != nil {
-				return
-			}
-		}
-	}()
-	key := uint64(os.Getpid())<<32 | uint64(p[1])
-	info := l7ConnInfo{
-		StartNs: uint64(time.Now().UnixNano()),
-		Role:    uint8(l7HttpRoleROLE_CLIENT),
-		Family:  unix.AF_INET,
-		State:   uint8(l7HttpConnStateSTATE_DECIDED),
-		Proto:   uint8(ProtoHTTP1),
-		Source:  uint8(l7L7SourceSOURCE_SYSCALL),
-	}
-	if err := objs.Conns.Update(key, &info, ebpf.UpdateNoExist); err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range []struct {
-		name string
-		prog *ebpf.Program
-	}{{"sys_enter_write", objs.Enter}, {"sys_exit_write", objs.Exit}} {
-		tp, err := link.Tracepoint("syscalls", l.name, l.prog, nil)
-		if err != nil {
-			t.Fatalf("attaching %s: %v", l.name, err)
-		}
-		defer tp.Close()
-	}
-	rd, err := newRing(objs.Events)
+	tp := newTracedPipe(t, 64*1024, 0, false)
+	rd, err := newRing(tp.events)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,23 +55,19 @@ func TestPrivilegedRingReader(t *testing.T) {
 			}
 		}
 	}()
-	for i := 0; i < writes; i++ {
-		if n, err := unix.Write(p[1], msg); n != size || err != nil {
-			t.Fatalf("write %d: %d, %v", i, n, err)
+	// Paced first: batches the ring holds, each read before the next, so
+	// that it goes round at least ten times whatever the scheduler does (a
+	// reader starved by the writing loop read 1,583 records once); then
+	// unpaced, so that it overflows too.
+	const paced, batch = 5000, 200
+	for i := 0; i < paced; i += batch {
+		tp.write(t, msg, batch)
+		for deadline := time.Now().Add(time.Second); rd.available() && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
 		}
 	}
-	sum := func(slot l7HttpCounter) uint64 {
-		var per []uint64
-		if err := objs.Counters.Lookup(uint32(slot), &per); err != nil {
-			t.Fatal(err)
-		}
-		var n uint64
-		for _, v := range per {
-			n += v
-		}
-		return n
-	}
-	submitted, dropped := sum(l7HttpCounterHC_EVENTS_SUBMITTED), sum(l7HttpCounterHC_DROP_RINGBUF_FULL)
+	tp.write(t, msg, writes-paced)
+	submitted, dropped := tp.counter(l7HttpCounterHC_EVENTS_SUBMITTED), tp.counter(l7HttpCounterHC_DROP_RINGBUF_FULL)
 	if submitted+dropped != writes {
 		t.Fatalf("%d records submitted and %d dropped, want %d in all", submitted, dropped, writes)
 	}
