@@ -10,8 +10,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 )
@@ -79,70 +77,7 @@ func TestPrivilegedRingWakeupsPerBatch(t *testing.T) {
 // testRingWakeups makes writes records of 200 bytes in a ring of ringBytes
 // (0: the object's) and wants them to wake the reader want times.
 func testRingWakeups(t *testing.T, ringBytes uint32, writes int, want uint64) {
-	spec, err := loadL7()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ringBytes != 0 {
-		spec.Maps[l7MapEvents].MaxEntries = ringBytes
-	}
-	// The entry+exit pair: every kernel has it (the single exit programs,
-	// the socket tracepoints and the TLS sources end in the same l7_capture).
-	var objs struct {
-		Enter    *ebpf.Program `ebpf:"http_write_enter"`
-		Exit     *ebpf.Program `ebpf:"http_write_exit"`
-		Conns    *ebpf.Map     `ebpf:"conns"`
-		Events   *ebpf.Map     `ebpf:"events"`
-		Counters *ebpf.Map     `ebpf:"counters"`
-	}
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		t.Fatalf("loading the write programs: %v", err)
-	}
-	defer objs.Enter.Close()
-	defer objs.Exit.Close()
-	defer objs.Conns.Close()
-	defer objs.Events.Close()
-	defer objs.Counters.Close()
-
-	// A pipe stands for the connection: the syscall source captures by
-	// descriptor, and a blocking raw descriptor keeps each write one call.
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(p[0])
-	defer unix.Close(p[1])
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			if n, err := unix.Read(p[0], buf); n <= 0 || err != nil {
-				return
-			}
-		}
-	}()
-	key := uint64(os.Getpid())<<32 | uint64(p[1])
-	info := l7ConnInfo{
-		StartNs: uint64(time.Now().UnixNano()),
-		Role:    uint8(l7HttpRoleROLE_CLIENT),
-		Family:  unix.AF_INET,
-		State:   uint8(l7HttpConnStateSTATE_DECIDED),
-		Proto:   uint8(ProtoHTTP1),
-		Source:  uint8(l7L7SourceSOURCE_SYSCALL),
-	}
-	if err := objs.Conns.Update(key, &info, ebpf.UpdateNoExist); err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range []struct {
-		name string
-		prog *ebpf.Program
-	}{{"sys_enter_write", objs.Enter}, {"sys_exit_write", objs.Exit}} {
-		tp, err := link.Tracepoint("syscalls", l.name, l.prog, nil)
-		if err != nil {
-			t.Fatalf("attaching %s: %v", l.name, err)
-		}
-		defer tp.Close()
-	}
-
+	tp := newTracedPipe(t, ringBytes, 0, false)
 	const size = 200
 	msg := []byte("POST /wakeups HTTP/1.1\r\nHost: x\r\nContent-Length: 160\r\n\r\n")
 	msg = append(msg, make([]byte, size-len(msg))...)
@@ -150,25 +85,13 @@ func testRingWakeups(t *testing.T, ringBytes uint32, writes int, want uint64) {
 	defer runtime.UnlockOSThread()
 	fd := irqWorkCounter(t)
 	before := readCounter(t, fd)
-	for i := 0; i < writes; i++ {
-		if n, err := unix.Write(p[1], msg); n != size || err != nil {
-			t.Fatalf("write %d: %d, %v", i, n, err)
-		}
-	}
+	tp.write(t, msg, writes)
 	wakeups := readCounter(t, fd) - before
 
-	var per []uint64
-	if err := objs.Counters.Lookup(uint32(l7HttpCounterHC_EVENTS_SUBMITTED), &per); err != nil {
-		t.Fatal(err)
-	}
-	var submitted uint64
-	for _, v := range per {
-		submitted += v
-	}
-	if submitted != uint64(writes) {
+	if submitted := tp.counter(l7HttpCounterHC_EVENTS_SUBMITTED); submitted != uint64(writes) {
 		t.Fatalf("%d records submitted, want %d", submitted, writes)
 	}
-	rd, err := ringbuf.NewReader(objs.Events)
+	rd, err := ringbuf.NewReader(tp.events)
 	if err != nil {
 		t.Fatal(err)
 	}
