@@ -381,7 +381,9 @@ struct {
 
 // current_go_offsets returns the descriptor path of the current process's
 // executable when it is a Go executable whose crypto/tls is instrumented
-// (user space fills go_fd_offsets before it attaches the file's probes).
+// (user space fills go_fd_offsets after it attached the file's last probe
+// and deletes it before it removes the first: every Go program looks it up,
+// so none acts on a file whose probes are only partly there).
 static __always_inline struct go_offsets *current_go_offsets(void)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();

@@ -40,7 +40,10 @@ enum tls_counter {
 	// descriptor is learned from did not hold; nothing is changed).
 	TLS_MEMBIO_MISMATCH = 5,
 	TLS_MEMBIO_LEARNED = 6, // SSL* -> fd learned from the read before the SSL call
-	TLS_COUNTER_MAX = 7,
+	// An OpenSSL call that entered while its file's probes were being
+	// attached or removed (tls_files): not followed, so never seen in part.
+	TLS_DROP_ATTACHING = 7,
+	TLS_COUNTER_MAX = 8,
 };
 
 const enum tls_counter *unused_tls_counter __attribute__((unused));
@@ -53,6 +56,43 @@ struct {
 } tls_counters SEC(".maps");
 
 // ---- OpenSSL
+
+// A file's probes are attached one link at a time (~100-200 ms apart under
+// load) and removed likewise: a call made while only some are there would
+// be seen in part (its entry without its return, a request without its
+// response), so garbage for the parsers. Each OpenSSL link carries its
+// file's slot here as its attach cookie; user space sets tls_files[slot]
+// to 1 after the file's last link and back to 0 before its first link is
+// closed, and the entry programs act only while it is 1. Cookie 0: a link
+// without a slot (not gated). Kernels without bpf_get_attach_cookie (before
+// 5.15) compile the check out: there only the link order (returns before
+// entries) limits the window. Go needs no gate: its programs all look up
+// go_fd_offsets, written after the last link and deleted before the first
+// is closed.
+#define TLS_FILE_SLOTS 256
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TLS_FILE_SLOTS);
+	__type(key, __u32);
+	__type(value, __u8);
+} tls_files SEC(".maps");
+
+// ssl_file_ready: the probe's file has all its links (tls_files); else the
+// call is counted and left alone.
+static __always_inline int ssl_file_ready(void *ctx)
+{
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_attach_cookie))
+		return 1;
+	__u32 slot = bpf_get_attach_cookie(ctx);
+	if (!slot)
+		return 1;
+	__u8 *on = bpf_map_lookup_elem(&tls_files, &slot);
+	if (on && *on)
+		return 1;
+	bump(&tls_counters, TLS_DROP_ATTACHING);
+	return 0;
+}
 
 // An SSL_read/SSL_write in flight on a thread.
 struct ssl_call {
@@ -209,8 +249,10 @@ static __always_inline void membio_learn(__u64 ssl)
 	bump(&tls_counters, TLS_MEMBIO_LEARNED);
 }
 
-static __always_inline void ssl_enter(__u64 ssl, __u64 buf, __u64 size_ptr)
+static __always_inline void ssl_enter(void *ctx, __u64 ssl, __u64 buf, __u64 size_ptr)
 {
+	if (!ssl_file_ready(ctx))
+		return;
 	membio_learn(ssl);
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct ssl_call c = {
@@ -309,14 +351,14 @@ static __always_inline void ssl_exit(int rc, __u32 dir)
 SEC("uprobe")
 int tls_ssl_read_enter(struct pt_regs *ctx)
 {
-	ssl_enter(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0);
+	ssl_enter(ctx, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0);
 	return 0;
 }
 
 SEC("uprobe")
 int tls_ssl_read_ex_enter(struct pt_regs *ctx)
 {
-	ssl_enter(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx));
+	ssl_enter(ctx, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx));
 	return 0;
 }
 
@@ -330,14 +372,14 @@ int tls_ssl_read_exit(struct pt_regs *ctx)
 SEC("uprobe")
 int tls_ssl_write_enter(struct pt_regs *ctx)
 {
-	ssl_enter(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0);
+	ssl_enter(ctx, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0);
 	return 0;
 }
 
 SEC("uprobe")
 int tls_ssl_write_ex_enter(struct pt_regs *ctx)
 {
-	ssl_enter(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx));
+	ssl_enter(ctx, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx));
 	return 0;
 }
 
@@ -358,6 +400,8 @@ int tls_ssl_write_exit(struct pt_regs *ctx)
 SEC("uprobe")
 int tls_ssl_handshake_enter(struct pt_regs *ctx)
 {
+	if (!ssl_file_ready(ctx))
+		return 0;
 	__u64 tid = bpf_get_current_pid_tgid();
 	__u32 tgid = tid >> 32;
 	if (!bpf_map_lookup_elem(&tls_tgids, &tgid)) {

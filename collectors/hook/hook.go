@@ -376,6 +376,16 @@ func (l *Loader) attachLink(lk Link) ([]ProgramStat, error) {
 	return stats, nil
 }
 
+// Record registers the outcome of a hook the caller attached itself (the
+// TLS uprobe sets, whose programs are loaded by LoadProgram): doctor and
+// otelbee.bpf.program.attached show it like the chains' hooks.
+func (l *Loader) Record(st Status) {
+	st.Collector = l.collector
+	if l.registry != nil {
+		l.registry.record(st)
+	}
+}
+
 // LoadProgram loads one program of the object against the collector's maps
 // without attaching it, for a caller that attaches it itself, to many
 // places and over time (the TLS uprobes, attached per file as processes

@@ -43,6 +43,15 @@ type Programs struct {
 	// (ebpf.AttachTraceUprobeMulti), which the kernel removes concurrently;
 	// otherwise each probe is a perf-event uprobe.
 	Multi bool
+	// Cookies: the kernel has bpf_get_attach_cookie (5.15+), so each
+	// OpenSSL link carries its file's gate slot (Kernel.SetFileGate) and
+	// the entry programs act only once the file's last link is on. Without
+	// it (5.10) only the link order limits the window.
+	Cookies bool
+	// Off are the stacks whose programs failed to load: their files are
+	// not instrumented and their processes count as unobserved
+	// (ReasonProgramFailed); the other stacks run.
+	Off map[Stack]bool
 }
 
 // Attach-time reasons: a file that could be instrumented but was not. With
@@ -51,11 +60,42 @@ type Programs struct {
 const (
 	ReasonLimit        Reason = "limit"         // the instrumented-files or probes bound is reached
 	ReasonAttachFailed Reason = "attach_failed" // the kernel refused a uprobe
+	// ReasonProgramFailed: the stack's BPF programs did not load (logged
+	// once at start, not per file).
+	ReasonProgramFailed Reason = "program_failed"
 )
 
 // UnobservedReasons lists every reason a process's TLS is counted
 // unobserved for.
-var UnobservedReasons = append(slices.Clone(Reasons), ReasonLimit, ReasonAttachFailed)
+var UnobservedReasons = append(slices.Clone(Reasons), ReasonLimit, ReasonAttachFailed, ReasonProgramFailed)
+
+// FileSlots is the size of the kernel's table of OpenSSL file gates
+// (bpf/l7/tls.h TLS_FILE_SLOTS); slot 0 means a link without a gate.
+const FileSlots = 256
+
+// attachOrder is the order a file's links are made in: the probes that
+// finish a call (uretprobes, Go's return and copy probes, which act only
+// on what an entry saved) before the entries, so that no entry is on
+// without the probe that completes its call. With the gates (Cookies, Go's
+// offsets) nothing acts before the last link anyway; this is what is left
+// on kernels without attach cookies.
+func attachOrder(probes []probe, p *Programs) []probe {
+	finisher := func(pr probe) bool {
+		return pr.ret || (pr.prog != nil && (pr.prog == p.GoReadReturn || pr.prog == p.GoReadCopy || pr.prog == p.GoWriteReturn))
+	}
+	out := make([]probe, 0, len(probes))
+	for _, pr := range probes {
+		if finisher(pr) {
+			out = append(out, pr)
+		}
+	}
+	for _, pr := range probes {
+		if !finisher(pr) {
+			out = append(out, pr)
+		}
+	}
+	return out
+}
 
 // probe is one uprobe of a plan.
 type probe struct {
@@ -150,6 +190,9 @@ type AttachConfig struct {
 	// Filter, when set, says which processes are looked at (by pid and
 	// command name); nil: all.
 	Filter func(pid int, comm string) bool
+	// LinkPause is slept between a file's links (tests: it widens the
+	// window in which only some of them are on).
+	LinkPause time.Duration
 }
 
 // DefaultHostLibraries are where distributions keep libssl, and node (its
@@ -169,9 +212,15 @@ type Kernel interface {
 	// SetGoFD gives the socket-descriptor offsets of an instrumented Go
 	// executable (read by the executable's identity), and where its Read
 	// keeps its receiver at the copy (Func.CopyRecvSlot; 0 none);
-	// DeleteGoFD forgets them when its probes go.
+	// DeleteGoFD forgets them when its probes go. The attacher calls SetGoFD
+	// after the file's last link and DeleteGoFD before its first is closed:
+	// they are what lets the Go programs act on the file.
 	SetGoFD(id FileID, fd *GoFD, readRecvSlot uint64) error
 	DeleteGoFD(id FileID)
+	// SetFileGate opens (after the last link) or closes (before the first
+	// link is closed) the gate of an OpenSSL file's links, whose attach
+	// cookie is slot (Programs.Cookies).
+	SetFileGate(slot uint32, open bool) error
 	// SetProcess says whether pid maps an instrumented file: its
 	// handshake's ciphertext is then held for the plaintext to come, not
 	// counted as unobserved TLS.
@@ -229,8 +278,9 @@ type Attacher struct {
 	disc   *Discoverer
 	procs  *identity.Resolver // service names of unobserved processes; nil: the command name
 	kernel Kernel
-	// attach makes one uprobe; tests replace it.
-	attach func(path string, p probe) (io.Closer, error)
+	// attach makes one uprobe with its attach cookie (0: none); tests
+	// replace it.
+	attach func(path string, p probe, cookie uint64) (io.Closer, error)
 
 	mu         sync.Mutex
 	files      map[FileID]*attached
@@ -240,6 +290,7 @@ type Attacher struct {
 	unobserved map[UnobservedKey]uint64
 	stats      AttachStats
 	queue      []scan
+	slots      [FileSlots]bool // OpenSSL gate slots in use (0 never)
 	wake       chan struct{}
 	done       chan struct{} // closed by Close: Run returns
 	unsub      func()
@@ -249,6 +300,7 @@ type Attacher struct {
 // attached is the uprobe set of one file.
 type attached struct {
 	target *Target
+	slot   uint32 // the OpenSSL links' gate (cookie); 0 none
 	links  []io.Closer
 	users  int  // processes mapping it
 	pinned bool // a host library kept from the start
@@ -288,12 +340,12 @@ func NewAttacher(cfg AttachConfig, progs Programs, procs *identity.Resolver, ker
 		unobserved: map[UnobservedKey]uint64{}, wake: make(chan struct{}, 1), done: make(chan struct{})}, nil
 }
 
-func attachUprobe(path string, p probe) (io.Closer, error) {
+func attachUprobe(path string, p probe, cookie uint64) (io.Closer, error) {
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		return nil, err
 	}
-	opts := &link.UprobeOptions{Address: p.offset}
+	opts := &link.UprobeOptions{Address: p.offset, Cookie: cookie}
 	if p.ret {
 		return ex.Uretprobe("", p.prog, opts)
 	}
@@ -301,12 +353,15 @@ func attachUprobe(path string, p probe) (io.Closer, error) {
 }
 
 // attachUprobeMulti makes the probe a uprobe_multi link of one address.
-func attachUprobeMulti(path string, p probe) (io.Closer, error) {
+func attachUprobeMulti(path string, p probe, cookie uint64) (io.Closer, error) {
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		return nil, err
 	}
 	opts := &link.UprobeMultiOptions{Addresses: []uint64{p.offset}}
+	if cookie != 0 {
+		opts.Cookies = []uint64{cookie}
+	}
 	if p.ret {
 		return ex.UretprobeMulti(nil, p.prog, opts)
 	}
@@ -487,6 +542,11 @@ func (a *Attacher) scanPID(pid int) {
 		// Known to the resolver, its sweep announces the exit.
 		a.procs.Lookup(uint32(pid))
 	}
+	a.scanProcess(pid, p)
+}
+
+// scanProcess moves pid's references to the files p maps.
+func (a *Attacher) scanProcess(pid int, p *Process) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
@@ -579,14 +639,41 @@ func (a *Attacher) unrefLocked(id FileID) {
 }
 
 func (a *Attacher) detachLocked(id FileID, f *attached) {
+	// The programs stop acting on the file before any of its links goes, so
+	// no call is seen in part.
+	a.closeGateLocked(id, f)
 	closeAll(f.links)
 	a.probes -= len(f.links)
 	delete(a.files, id)
-	if f.target.Stack == StackGo && a.kernel != nil {
-		a.kernel.DeleteGoFD(id)
-	}
 	a.stats.Detached++
 	a.log.Debug("TLS probes removed: no process maps the file any more", "path", f.target.Path)
+}
+
+// closeGateLocked stops the file's programs (Go: its offsets; OpenSSL:
+// its gate) and frees its slot.
+func (a *Attacher) closeGateLocked(id FileID, f *attached) {
+	if a.kernel != nil {
+		if f.target.Stack == StackGo {
+			a.kernel.DeleteGoFD(id)
+		}
+		if f.slot != 0 {
+			if err := a.kernel.SetFileGate(f.slot, false); err != nil {
+				a.log.Warn("closing a TLS file's gate", "path", f.target.Path, "error", err)
+			}
+		}
+	}
+	a.slots[f.slot] = false
+	f.slot = 0
+}
+
+// freeSlotLocked returns a free gate slot, 0 if none.
+func (a *Attacher) freeSlotLocked() uint32 {
+	for i := 1; i < len(a.slots); i++ {
+		if !a.slots[i] {
+			return uint32(i)
+		}
+	}
+	return 0
 }
 
 // closeAll closes links concurrently.
@@ -604,38 +691,59 @@ func closeAll(links []io.Closer) {
 
 // instrumentLocked attaches t's uprobe set through open, or says why not.
 func (a *Attacher) instrumentLocked(t *Target, open string) Reason {
-	probes := plan(t, &a.progs)
+	if a.progs.Off[t.Stack] {
+		return ReasonProgramFailed // logged once when the programs failed
+	}
+	probes := attachOrder(plan(t, &a.progs), &a.progs)
 	if len(probes) == 0 {
 		return ReasonNone // nothing wanted of this stack: not unobserved either
 	}
-	if len(a.files) >= a.cfg.MaxFiles || a.probes+len(probes) > a.cfg.MaxProbes {
+	f := &attached{target: t}
+	if t.Stack == StackOpenSSL && a.progs.Cookies && a.kernel != nil {
+		f.slot = a.freeSlotLocked()
+	}
+	if len(a.files) >= a.cfg.MaxFiles || a.probes+len(probes) > a.cfg.MaxProbes ||
+		(t.Stack == StackOpenSSL && a.progs.Cookies && a.kernel != nil && f.slot == 0) {
 		a.logOnceLocked(t, ReasonLimit, fmt.Sprintf("%d files and %d probes instrumented, bounds %d and %d",
 			len(a.files), a.probes, a.cfg.MaxFiles, a.cfg.MaxProbes))
 		return ReasonLimit
 	}
-	if t.Stack == StackGo && a.kernel != nil {
-		var slot uint64
-		if f := t.Func(goRead); f != nil {
-			slot = f.CopyRecvSlot
-		}
-		if err := a.kernel.SetGoFD(t.ID, t.FD, slot); err != nil {
-			a.logOnceLocked(t, ReasonAttachFailed, err.Error())
-			return ReasonAttachFailed
-		}
+	a.slots[f.slot] = f.slot != 0
+	fail := func(reason Reason, detail string) Reason {
+		// Nothing acted on the file yet (its gate was never opened).
+		a.slots[f.slot] = false
+		closeAll(f.links)
+		a.logOnceLocked(t, reason, detail)
+		return reason
 	}
-	f := &attached{target: t}
 	start := time.Now()
-	for _, p := range probes {
-		l, err := a.attach(open, p)
+	for i, p := range probes {
+		if i > 0 && a.cfg.LinkPause > 0 {
+			time.Sleep(a.cfg.LinkPause)
+		}
+		l, err := a.attach(open, p, uint64(f.slot))
 		if err != nil {
-			closeAll(f.links)
-			if t.Stack == StackGo && a.kernel != nil {
-				a.kernel.DeleteGoFD(t.ID)
-			}
-			a.logOnceLocked(t, ReasonAttachFailed, fmt.Sprintf("attaching at %#x: %v", p.offset, err))
-			return ReasonAttachFailed
+			return fail(ReasonAttachFailed, fmt.Sprintf("attaching at %#x: %v", p.offset, err))
 		}
 		f.links = append(f.links, l)
+	}
+	// Every link is on: the programs may act on the file now (Go: its
+	// offsets are what every Go program looks up first).
+	if a.kernel != nil {
+		if t.Stack == StackGo {
+			var slot uint64
+			if fn := t.Func(goRead); fn != nil {
+				slot = fn.CopyRecvSlot
+			}
+			if err := a.kernel.SetGoFD(t.ID, t.FD, slot); err != nil {
+				return fail(ReasonAttachFailed, err.Error())
+			}
+		}
+		if f.slot != 0 {
+			if err := a.kernel.SetFileGate(f.slot, true); err != nil {
+				return fail(ReasonAttachFailed, fmt.Sprintf("opening the file's gate: %v", err))
+			}
+		}
 	}
 	a.files[t.ID] = f
 	a.probes += len(f.links)
@@ -663,7 +771,9 @@ func (a *Attacher) unobservedLocked(pid int, comm string, pf *procFiles, t *Targ
 		k.Service, k.Namespace = OverflowService, ""
 	}
 	a.unobserved[k]++
-	a.logOnceLocked(t, reason, t.Detail, "pid", pid, "service", k.Service)
+	if reason != ReasonProgramFailed { // logged once for the stack at start
+		a.logOnceLocked(t, reason, t.Detail, "pid", pid, "service", k.Service)
+	}
 }
 
 func (a *Attacher) logOnceLocked(t *Target, reason Reason, detail string, kv ...any) {
@@ -717,6 +827,7 @@ func (a *Attacher) Close() error {
 	// agent that exits first has the kernel remove them with its files.
 	var all []io.Closer
 	for id, f := range a.files {
+		// detachLocked closes the file's gate first; the links go after.
 		all = append(all, f.links...)
 		f.links = nil
 		a.detachLocked(id, f)

@@ -1,6 +1,12 @@
 package tls
 
 import (
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -95,6 +101,7 @@ type markKernel struct{ marks map[int]bool }
 func (k *markKernel) SetGoFD(FileID, *GoFD, uint64) error { return nil }
 func (k *markKernel) DeleteGoFD(FileID)                   {}
 func (k *markKernel) SetProcess(pid int, on bool)         { k.marks[pid] = on }
+func (k *markKernel) SetFileGate(uint32, bool) error      { return nil }
 
 // TestReleaseUnmarksUnscannedProcess: the kernel marks some processes
 // itself (an OpenSSL handshake, a new process of an instrumented Go
@@ -108,4 +115,208 @@ func TestReleaseUnmarksUnscannedProcess(t *testing.T) {
 	if on, ok := k.marks[4242]; !ok || on {
 		t.Errorf("exit of a process never scanned: kernel marks %v, want 4242 unmarked", k.marks)
 	}
+}
+
+// orderLog records, in order, what the attacher does to the kernel: links
+// made and closed, Go offsets and OpenSSL gates set and cleared.
+type orderLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (l *orderLog) add(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, fmt.Sprintf(format, args...))
+}
+
+func (l *orderLog) SetGoFD(FileID, *GoFD, uint64) error { l.add("gofd set"); return nil }
+func (l *orderLog) DeleteGoFD(FileID)                   { l.add("gofd delete") }
+func (l *orderLog) SetProcess(int, bool)                {}
+func (l *orderLog) SetFileGate(slot uint32, open bool) error {
+	l.add("gate %d %v", slot, open)
+	return nil
+}
+
+type loggedLink struct {
+	l    *orderLog
+	name string
+}
+
+func (k loggedLink) Close() error { k.l.add("close %s", k.name); return nil }
+
+// testAttacher is an attacher whose links and kernel calls go to log.
+func testAttacher(progs Programs, log *orderLog) *Attacher {
+	a := &Attacher{cfg: AttachConfig{MaxFiles: 64, MaxProbes: 1024}, progs: progs, kernel: log,
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)), files: map[FileID]*attached{}, pids: map[int]*procFiles{},
+		logged: map[FileID]bool{}, unobserved: map[UnobservedKey]uint64{}}
+	a.attach = func(_ string, p probe, cookie uint64) (io.Closer, error) {
+		kind := "entry"
+		if p.ret || p.prog == progs.GoReadReturn || p.prog == progs.GoReadCopy {
+			kind = "return"
+		}
+		name := fmt.Sprintf("%#x/%s", p.offset, kind)
+		log.add("link %s cookie %d", name, cookie)
+		return loggedLink{log, name}, nil
+	}
+	return a
+}
+
+func testPrograms() Programs {
+	progs := make([]ebpf.Program, 13)
+	return Programs{SSLReadEntry: &progs[0], SSLReadExEntry: &progs[1], SSLReadReturn: &progs[2],
+		SSLWriteEntry: &progs[3], SSLWriteExEntry: &progs[4], SSLWriteReturn: &progs[5],
+		GoReadEntry: &progs[6], GoReadReturn: &progs[7], GoWriteEntry: &progs[8],
+		SSLHandshakeEntry: &progs[10], SSLHandshakeReturn: &progs[9], GoReadCopy: &progs[11], GoReadCopySlot: &progs[12],
+		Cookies: true}
+}
+
+var (
+	testOpenSSL = &Target{Stack: StackOpenSSL, ID: FileID{Dev: 1, Ino: 1}, Path: "/libssl.so.3",
+		Funcs: []Func{{Name: "SSL_read", Offset: 0x10}, {Name: "SSL_write", Offset: 0x20},
+			{Name: "SSL_read_ex", Offset: 0x30}, {Name: "SSL_do_handshake", Offset: 0x50}}}
+	testGo = &Target{Stack: StackGo, ID: FileID{Dev: 1, Ino: 2}, Path: "/server", FD: &GoFD{},
+		Funcs: []Func{{Name: goRead, Offset: 0x100, Copy: 0x130, Returns: []uint64{0x120}}, {Name: goWrite, Offset: 0x200}}}
+)
+
+// TestGateAfterLastLink: a file's programs act only once all its links are
+// on, and stop before the first one goes, so that no call is seen in part:
+// Go's offsets (which every Go program looks up) are written after the last
+// link and deleted before any is closed; an OpenSSL file's links carry its
+// gate slot as their cookie, the gate opened after the last link and
+// closed before the first close. Return probes go on before entries.
+func TestGateAfterLastLink(t *testing.T) {
+	for _, tc := range []struct {
+		target     *Target
+		open, shut string
+	}{
+		{testOpenSSL, "gate 1 true", "gate 1 false"},
+		{testGo, "gofd set", "gofd delete"},
+	} {
+		t.Run(string(tc.target.Stack), func(t *testing.T) {
+			log := &orderLog{}
+			a := testAttacher(testPrograms(), log)
+			a.mu.Lock()
+			if r := a.instrumentLocked(tc.target, tc.target.Path); r != ReasonNone {
+				t.Fatalf("instrumenting: %q", r)
+			}
+			a.detachLocked(tc.target.ID, a.files[tc.target.ID])
+			a.mu.Unlock()
+			ev := log.events
+			open, shut := slices.Index(ev, tc.open), slices.Index(ev, tc.shut)
+			if open < 0 || shut < 0 {
+				t.Fatalf("no %q or %q: %q", tc.open, tc.shut, ev)
+			}
+			var links, closes, entries int
+			sawEntry := false
+			for i, e := range ev {
+				switch {
+				case strings.HasPrefix(e, "link "):
+					links++
+					if i > open {
+						t.Errorf("%q after %q: %q", e, tc.open, ev)
+					}
+					if strings.Contains(e, "/entry") {
+						sawEntry = true
+						entries++
+					} else if sawEntry {
+						t.Errorf("return probe %q after an entry: %q", e, ev)
+					}
+					cookie := "cookie 0"
+					if tc.target.Stack == StackOpenSSL {
+						cookie = "cookie 1"
+					}
+					if !strings.HasSuffix(e, cookie) {
+						t.Errorf("%q: want %s", e, cookie)
+					}
+				case strings.HasPrefix(e, "close "):
+					closes++
+					if i < shut {
+						t.Errorf("%q before %q: %q", e, tc.shut, ev)
+					}
+				}
+			}
+			if links == 0 || closes != links || entries == 0 || entries == links {
+				t.Errorf("%d links (%d entries), %d closed: %q", links, entries, closes, ev)
+			}
+			if a.slots[1] {
+				t.Errorf("slot 1 still taken after the detach")
+			}
+		})
+	}
+}
+
+// TestGateNoCookies: without attach cookies (5.10) OpenSSL links carry
+// none and no gate is set; the link order is all that is left.
+func TestGateNoCookies(t *testing.T) {
+	log := &orderLog{}
+	p := testPrograms()
+	p.Cookies = false
+	a := testAttacher(p, log)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r := a.instrumentLocked(testOpenSSL, testOpenSSL.Path); r != ReasonNone {
+		t.Fatalf("instrumenting: %q", r)
+	}
+	for _, e := range log.events {
+		if strings.HasPrefix(e, "gate") || (strings.HasPrefix(e, "link") && !strings.HasSuffix(e, "cookie 0")) {
+			t.Errorf("%q without cookies", e)
+		}
+	}
+}
+
+// TestStackOffUnobserved: a stack whose programs did not load is not
+// instrumented; each of its processes is counted unobserved with reason
+// program_failed once per file (not again at its rescans), and the other
+// stack is instrumented as usual.
+func TestStackOffUnobserved(t *testing.T) {
+	for _, off := range []Stack{StackOpenSSL, StackGo} {
+		t.Run(string(off), func(t *testing.T) {
+			log := &orderLog{}
+			p := testPrograms()
+			p.Off = map[Stack]bool{off: true}
+			a := testAttacher(p, log)
+			// A Go program that links libssl too, and a second process of it.
+			proc := &Process{Comm: "both", Targets: []*Target{testGo, testOpenSSL}, Open: []string{testGo.Path, testOpenSSL.Path}}
+			for range 3 { // rescans
+				a.scanProcess(100, proc)
+				a.scanProcess(101, proc)
+			}
+			on := testGo
+			if off == StackGo {
+				on = testOpenSSL
+			}
+			files := a.Instrumented()
+			if len(files) != 1 || files[on.Path] != 2 {
+				t.Errorf("instrumented %v, want %s with 2 users", files, on.Path)
+			}
+			s := a.Stats()
+			want := map[UnobservedKey]uint64{{Service: "both", Stack: off, Reason: ReasonProgramFailed}: 2}
+			if off == StackOpenSSL {
+				// libssl beside an instrumented Go executable is not the
+				// process's TLS (scanPID): not counted.
+				want = map[UnobservedKey]uint64{}
+			}
+			if fmt.Sprint(s.Unobserved) != fmt.Sprint(want) {
+				t.Errorf("unobserved %v, want %v", s.Unobserved, want)
+			}
+			// A process of the stack that is off alone.
+			only := &Process{Comm: "alone", Targets: []*Target{off2target(off)}, Open: []string{off2target(off).Path}}
+			a.scanProcess(102, only)
+			a.scanProcess(102, only)
+			if n := a.Stats().Unobserved[UnobservedKey{Service: "alone", Stack: off, Reason: ReasonProgramFailed}]; n != 1 {
+				t.Errorf("unobserved{alone, %s, program_failed} = %d, want 1: %v", off, n, a.Stats().Unobserved)
+			}
+			if len(a.logged) != 0 {
+				t.Errorf("files logged for program_failed: %v (the stack's failure is logged once at start)", a.logged)
+			}
+		})
+	}
+}
+
+func off2target(s Stack) *Target {
+	if s == StackGo {
+		return testGo
+	}
+	return testOpenSSL
 }

@@ -278,6 +278,9 @@ type Engine struct {
 
 	loader   *hook.Loader
 	tlsMulti bool // the TLS programs are loaded for uprobe_multi links
+	// tlsLoadFault, when set (tests), fails the load of the TLS programs
+	// it returns an error for, as a verifier rejection would.
+	tlsLoadFault func(program string) error
 	reader   *ring
 	counters *ebpf.Map
 	selfReg  metric.Registration

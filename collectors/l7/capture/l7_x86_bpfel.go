@@ -315,7 +315,8 @@ const (
 	l7TlsCounterTLS_DROP_BAD_FD     l7TlsCounter = 4
 	l7TlsCounterTLS_MEMBIO_MISMATCH l7TlsCounter = 5
 	l7TlsCounterTLS_MEMBIO_LEARNED  l7TlsCounter = 6
-	l7TlsCounterTLS_COUNTER_MAX     l7TlsCounter = 7
+	l7TlsCounterTLS_DROP_ATTACHING  l7TlsCounter = 7
+	l7TlsCounterTLS_COUNTER_MAX     l7TlsCounter = 8
 )
 
 // Names of all BPF objects in the ELF.
@@ -348,6 +349,7 @@ const (
 	l7MapSslCalls              = "ssl_calls"
 	l7MapSslFds                = "ssl_fds"
 	l7MapTlsCounters           = "tls_counters"
+	l7MapTlsFiles              = "tls_files"
 	l7MapTlsTgids              = "tls_tgids"
 	l7MapUnobserved            = "unobserved"
 	l7ProgClassifyTest         = "classify_test"
@@ -632,6 +634,7 @@ type l7MapSpecs struct {
 	SslCalls     *ebpf.MapSpec `ebpf:"ssl_calls"`
 	SslFds       *ebpf.MapSpec `ebpf:"ssl_fds"`
 	TlsCounters  *ebpf.MapSpec `ebpf:"tls_counters"`
+	TlsFiles     *ebpf.MapSpec `ebpf:"tls_files"`
 	TlsTgids     *ebpf.MapSpec `ebpf:"tls_tgids"`
 	Unobserved   *ebpf.MapSpec `ebpf:"unobserved"`
 }
@@ -716,6 +719,7 @@ type l7Maps struct {
 	SslCalls     *ebpf.Map `ebpf:"ssl_calls"`
 	SslFds       *ebpf.Map `ebpf:"ssl_fds"`
 	TlsCounters  *ebpf.Map `ebpf:"tls_counters"`
+	TlsFiles     *ebpf.Map `ebpf:"tls_files"`
 	TlsTgids     *ebpf.Map `ebpf:"tls_tgids"`
 	Unobserved   *ebpf.Map `ebpf:"unobserved"`
 }
@@ -748,6 +752,7 @@ func (m *l7Maps) Close() error {
 		m.SslCalls,
 		m.SslFds,
 		m.TlsCounters,
+		m.TlsFiles,
 		m.TlsTgids,
 		m.Unobserved,
 	)

@@ -3,8 +3,10 @@ package capture
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -26,24 +28,76 @@ type tlsState struct {
 	counters *ebpf.Map
 }
 
-// tlsPrograms names each uprobe program of the object by its place in
-// tlsc.Programs.
+// tlsStack is one TLS stack's uprobe programs, loaded as a set: one that
+// fails turns off that stack only.
+type tlsStack struct {
+	stack tlsc.Stack
+	hook  string // its hook status (doctor, otelbee.bpf.program.attached)
+	progs func(p *tlsc.Programs) map[string]**ebpf.Program
+}
+
+// tlsStacks names each uprobe program of the object by its place in
+// tlsc.Programs, per stack.
+var tlsStacks = []tlsStack{
+	{tlsc.StackOpenSSL, "tls_openssl", func(p *tlsc.Programs) map[string]**ebpf.Program {
+		return map[string]**ebpf.Program{
+			"tls_ssl_read_enter":      &p.SSLReadEntry,
+			"tls_ssl_read_ex_enter":   &p.SSLReadExEntry,
+			"tls_ssl_read_exit":       &p.SSLReadReturn,
+			"tls_ssl_write_enter":     &p.SSLWriteEntry,
+			"tls_ssl_write_ex_enter":  &p.SSLWriteExEntry,
+			"tls_ssl_write_exit":      &p.SSLWriteReturn,
+			"tls_ssl_handshake_enter": &p.SSLHandshakeEntry,
+			"tls_ssl_handshake_exit":  &p.SSLHandshakeReturn,
+		}
+	}},
+	{tlsc.StackGo, "tls_go", func(p *tlsc.Programs) map[string]**ebpf.Program {
+		return map[string]**ebpf.Program{
+			"tls_go_read_enter":     &p.GoReadEntry,
+			"tls_go_read_exit":      &p.GoReadReturn,
+			"tls_go_read_copy":      &p.GoReadCopy,
+			"tls_go_read_copy_slot": &p.GoReadCopySlot,
+			"tls_go_write_enter":    &p.GoWriteEntry,
+		}
+	}},
+}
+
+// tlsPrograms names every uprobe program of the object.
 func tlsPrograms(p *tlsc.Programs) map[string]**ebpf.Program {
-	return map[string]**ebpf.Program{
-		"tls_ssl_read_enter":      &p.SSLReadEntry,
-		"tls_ssl_read_ex_enter":   &p.SSLReadExEntry,
-		"tls_ssl_read_exit":       &p.SSLReadReturn,
-		"tls_ssl_write_enter":     &p.SSLWriteEntry,
-		"tls_ssl_write_ex_enter":  &p.SSLWriteExEntry,
-		"tls_ssl_write_exit":      &p.SSLWriteReturn,
-		"tls_ssl_handshake_enter": &p.SSLHandshakeEntry,
-		"tls_ssl_handshake_exit":  &p.SSLHandshakeReturn,
-		"tls_go_read_enter":       &p.GoReadEntry,
-		"tls_go_read_exit":        &p.GoReadReturn,
-		"tls_go_read_copy":        &p.GoReadCopy,
-		"tls_go_read_copy_slot":   &p.GoReadCopySlot,
-		"tls_go_write_enter":      &p.GoWriteEntry,
+	out := map[string]**ebpf.Program{}
+	for _, s := range tlsStacks {
+		for name, dst := range s.progs(p) {
+			out[name] = dst
+		}
 	}
+	return out
+}
+
+// loadTLSStack loads one stack's programs into progs, all or none.
+func (e *Engine) loadTLSStack(s tlsStack, progs *tlsc.Programs) error {
+	var set tlsc.Programs
+	dsts := s.progs(&set)
+	names := make([]string, 0, len(dsts))
+	for name := range dsts {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if e.tlsLoadFault != nil {
+			if err := e.tlsLoadFault(name); err != nil {
+				return fmt.Errorf("loading %s: %w", name, err)
+			}
+		}
+		p, err := e.loader.LoadProgram(name)
+		if err != nil {
+			return err
+		}
+		*dsts[name] = p
+	}
+	for name, dst := range s.progs(progs) {
+		*dst = *dsts[name]
+	}
+	return nil
 }
 
 // prepareTLS has the TLS programs loaded for uprobe_multi links where the
@@ -70,14 +124,24 @@ func (e *Engine) startTLS() {
 	if !e.cfg.TLS.Enabled {
 		return
 	}
-	progs := tlsc.Programs{Multi: e.tlsMulti}
-	for name, dst := range tlsPrograms(&progs) {
-		p, err := e.loader.LoadProgram(name)
-		if err != nil {
-			e.log.Warn("HTTPS plaintext unavailable: a TLS uprobe program could not be loaded", "program", name, "error", err)
-			return
+	// Attach cookies (5.15+) carry an OpenSSL file's gate to its
+	// programs; without them (5.10) the programs compile the check out.
+	progs := tlsc.Programs{Multi: e.tlsMulti, Off: map[tlsc.Stack]bool{},
+		Cookies: features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetAttachCookie) == nil}
+	mode := hook.ModeUprobe
+	for _, s := range tlsStacks {
+		st := hook.Status{Hook: s.hook, Declared: []hook.Mode{mode}}
+		if err := e.loadTLSStack(s, &progs); err != nil {
+			// That stack's processes are counted as unobserved
+			// (program_failed), once per file; the other stacks run.
+			e.log.Warn("HTTPS plaintext of one TLS stack unavailable: its uprobe programs could not be loaded",
+				"stack", s.stack, "error", err)
+			progs.Off[s.stack] = true
+			st.Attempts = []hook.Attempt{{Mode: mode, Err: err}}
+		} else {
+			st.Mode = mode
 		}
-		*dst = p
+		e.loader.Record(st)
 	}
 	// One component per record: the engine's logger carries its first
 	// collector's (component=http).
@@ -85,7 +149,8 @@ func (e *Engine) startTLS() {
 	if e.deps.RootLogger != nil {
 		log = e.deps.RootLogger.With("component", "tls")
 	}
-	k := &tlsKernel{tgids: e.loader.Map(l7MapTlsTgids), offsets: e.loader.Map(l7MapGoFdOffsets), membio: e.loader.Map(l7MapMembioTgids)}
+	k := &tlsKernel{tgids: e.loader.Map(l7MapTlsTgids), offsets: e.loader.Map(l7MapGoFdOffsets), membio: e.loader.Map(l7MapMembioTgids),
+		files: e.loader.Map(l7MapTlsFiles)}
 	a, err := tlsc.NewAttacher(e.cfg.TLS.AttachConfig(), progs, e.deps.Processes, k, log)
 	if err != nil {
 		e.log.Warn("HTTPS plaintext unavailable", "error", err)
@@ -150,6 +215,7 @@ func (st *tlsState) registerCounters(m metric.Meter) error {
 		{l7TlsCounterTLS_DROP_ARGS_FULL, attribute.NewSet(attribute.String("reason", "calls_full"))},
 		{l7TlsCounterTLS_DROP_NO_OFFSETS, attribute.NewSet(attribute.String("reason", "no_offsets"))},
 		{l7TlsCounterTLS_DROP_BAD_FD, attribute.NewSet(attribute.String("reason", "bad_fd"))},
+		{l7TlsCounterTLS_DROP_ATTACHING, attribute.NewSet(attribute.String("reason", "attaching"))},
 	}
 	membio, err := m.Int64ObservableCounter("otelbee.tls.membio.descriptors", metric.WithUnit("{event}"),
 		metric.WithDescription("Memory-BIO TLS programs (Node): SSL objects given the descriptor of the read before their SSL_read (learned), and SSL_reads of a known SSL object that followed a read on another connection (mismatch)."))
@@ -175,6 +241,18 @@ func (st *tlsState) registerCounters(m metric.Meter) error {
 type tlsKernel struct {
 	tgids, offsets *ebpf.Map
 	membio         *ebpf.Map // processes the kernel found driving OpenSSL through memory BIOs (l7/tls.h)
+	files          *ebpf.Map // OpenSSL files' gates, by their links' attach cookie (l7/tls.h)
+}
+
+func (k *tlsKernel) SetFileGate(slot uint32, open bool) error {
+	v := uint8(0)
+	if open {
+		v = 1
+	}
+	if err := k.files.Put(slot, v); err != nil {
+		return fmt.Errorf("setting TLS file gate %d: %w", slot, err)
+	}
+	return nil
 }
 
 func goExe(id tlsc.FileID) l7GoExe {
