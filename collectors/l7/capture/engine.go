@@ -281,11 +281,11 @@ type Engine struct {
 	// tlsLoadFault, when set (tests), fails the load of the TLS programs
 	// it returns an error for, as a verifier rejection would.
 	tlsLoadFault func(program string) error
-	reader   *ring
-	counters *ebpf.Map
-	selfReg  metric.Registration
-	start    time.Time
-	clockNs  atomic.Int64 // wall - monotonic, ns
+	reader       *ring
+	counters     *ebpf.Map
+	selfReg      metric.Registration
+	start        time.Time
+	clockNs      atomic.Int64 // wall - monotonic, ns
 
 	// Owned by the Run goroutine.
 	conns  map[connKey]*Conn
