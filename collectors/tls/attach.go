@@ -190,9 +190,9 @@ type AttachConfig struct {
 	// Filter, when set, says which processes are looked at (by pid and
 	// command name); nil: all.
 	Filter func(pid int, comm string) bool
-	// LinkPause is slept between a file's links (tests: it widens the
-	// window in which only some of them are on).
-	LinkPause time.Duration
+	// BetweenLinks, when set (tests), is called between a file's links,
+	// made of them on: it can widen the window in which only some are.
+	BetweenLinks func(path string, made, of int)
 }
 
 // DefaultHostLibraries are where distributions keep libssl, and node (its
@@ -718,8 +718,8 @@ func (a *Attacher) instrumentLocked(t *Target, open string) Reason {
 	}
 	start := time.Now()
 	for i, p := range probes {
-		if i > 0 && a.cfg.LinkPause > 0 {
-			time.Sleep(a.cfg.LinkPause)
+		if i > 0 && a.cfg.BetweenLinks != nil {
+			a.cfg.BetweenLinks(t.Path, i, len(probes))
 		}
 		l, err := a.attach(open, p, uint64(f.slot))
 		if err != nil {

@@ -33,6 +33,7 @@ import (
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/l7"
+	tlsc "github.com/otelbee/otelbee/collectors/tls"
 )
 
 // Hooks is the attach plan: one set of programs for every protocol, each
@@ -278,14 +279,18 @@ type Engine struct {
 
 	loader   *hook.Loader
 	tlsMulti bool // the TLS programs are loaded for uprobe_multi links
+
 	// tlsLoadFault, when set (tests), fails the load of the TLS programs
 	// it returns an error for, as a verifier rejection would.
 	tlsLoadFault func(program string) error
-	reader       *ring
-	counters     *ebpf.Map
-	selfReg      metric.Registration
-	start        time.Time
-	clockNs      atomic.Int64 // wall - monotonic, ns
+	// tlsAttach, when set (tests), adjusts the TLS attacher's configuration.
+	tlsAttach func(*tlsc.AttachConfig)
+
+	reader   *ring
+	counters *ebpf.Map
+	selfReg  metric.Registration
+	start    time.Time
+	clockNs  atomic.Int64 // wall - monotonic, ns
 
 	// Owned by the Run goroutine.
 	conns  map[connKey]*Conn

@@ -151,7 +151,11 @@ func (e *Engine) startTLS() {
 	}
 	k := &tlsKernel{tgids: e.loader.Map(l7MapTlsTgids), offsets: e.loader.Map(l7MapGoFdOffsets), membio: e.loader.Map(l7MapMembioTgids),
 		files: e.loader.Map(l7MapTlsFiles)}
-	a, err := tlsc.NewAttacher(e.cfg.TLS.AttachConfig(), progs, e.deps.Processes, k, log)
+	ac := e.cfg.TLS.AttachConfig()
+	if e.tlsAttach != nil {
+		e.tlsAttach(&ac)
+	}
+	a, err := tlsc.NewAttacher(ac, progs, e.deps.Processes, k, log)
 	if err != nil {
 		e.log.Warn("HTTPS plaintext unavailable", "error", err)
 		return
