@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkUprobeTrap measures what one uprobe hit costs the probed
@@ -102,6 +103,89 @@ func BenchmarkUprobeTrap(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ReportMetric(ns, "ns/call")
+		})
+	}
+}
+
+// BenchmarkOpenSSLGate measures what an OpenSSL file's gate costs each
+// entry-probe hit (bpf/l7/tls.h ssl_file_ready: the link's attach cookie
+// and one array lookup): an empty program against one that makes only that
+// check, on the same emulated instruction. ns/call is the child's CPU time
+// per call, trap included; bpf-ns/run the kernel's run time per program run
+// (BPF stats).
+//
+//	go test -run - -bench OpenSSLGate ./collectors/tls/   (root, gcc, 5.15+)
+func BenchmarkOpenSSLGate(b *testing.B) {
+	if os.Geteuid() != 0 || runtime.GOARCH != "amd64" {
+		b.Skip("needs root and amd64")
+	}
+	if _, err := exec.LookPath("gcc"); err != nil {
+		b.Skip("needs gcc")
+	}
+	bin := filepath.Join(b.TempDir(), "trapcost")
+	if out, err := exec.Command("gcc", "-O2", "-o", bin, "testdata/trapcost/trapcost.c").CombinedOutput(); err != nil {
+		b.Fatalf("building trapcost: %v\n%s", err, out)
+	}
+	rlimit.RemoveMemlock()
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		b.Fatalf("enabling BPF stats: %v", err)
+	}
+	defer stats.Close()
+	gates, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 1, MaxEntries: FileSlots})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer gates.Close()
+	if err := gates.Put(uint32(1), uint8(1)); err != nil {
+		b.Fatal(err)
+	}
+	empty := asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+	gate := asm.Instructions{
+		asm.FnGetAttachCookie.Call(), // r1: the context
+		asm.StoreMem(asm.RFP, -4, asm.R0, asm.Word),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.LoadMapPtr(asm.R1, gates.FD()),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.Byte),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+		asm.Return(),
+	}
+	ex, err := link.OpenExecutable(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		insns asm.Instructions
+	}{{"empty", empty}, {"gate", gate}} {
+		b.Run(tc.name, func(b *testing.B) {
+			p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, License: "GPL", AttachType: ebpf.AttachTraceUprobeMulti,
+				Instructions: tc.insns})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			l, err := ex.UprobeMulti([]string{"at_push"}, p, &link.UprobeMultiOptions{Cookies: []uint64{1}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			b.ResetTimer()
+			out, err := exec.Command(bin, "at_push", strconv.Itoa(b.N)).Output()
+			if err != nil {
+				b.Fatal(err)
+			}
+			ns, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(ns, "ns/call")
+			if s, err := p.Stats(); err == nil && s.RunCount > 0 {
+				b.ReportMetric(float64(s.Runtime.Nanoseconds())/float64(s.RunCount), "bpf-ns/run")
+			}
 		})
 	}
 }
