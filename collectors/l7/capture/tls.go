@@ -117,6 +117,12 @@ func (e *Engine) prepareTLS(spec *ebpf.CollectionSpec) {
 	e.tlsMulti = true
 }
 
+// tlsCookies says whether the kernel has bpf_get_attach_cookie (5.15+),
+// which carries an OpenSSL file's gate slot to its programs.
+func (e *Engine) tlsCookies() bool {
+	return features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetAttachCookie) == nil
+}
+
 // startTLS loads the uprobe programs and starts the attacher. TLS that
 // cannot be set up leaves the collector running on plaintext HTTP: it is
 // logged, never fatal.
@@ -126,8 +132,7 @@ func (e *Engine) startTLS() {
 	}
 	// Attach cookies (5.15+) carry an OpenSSL file's gate to its
 	// programs; without them (5.10) the programs compile the check out.
-	progs := tlsc.Programs{Multi: e.tlsMulti, Off: map[tlsc.Stack]bool{},
-		Cookies: features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetAttachCookie) == nil}
+	progs := tlsc.Programs{Multi: e.tlsMulti, Off: map[tlsc.Stack]bool{}, Cookies: e.tlsCookies()}
 	mode := hook.ModeUprobe
 	for _, s := range tlsStacks {
 		st := hook.Status{Hook: s.hook, Declared: []hook.Mode{mode}}

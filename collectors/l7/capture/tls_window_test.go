@@ -27,6 +27,7 @@ import (
 
 	"github.com/otelbee/otelbee/collectors"
 	"github.com/otelbee/otelbee/collectors/collectortest"
+	"github.com/otelbee/otelbee/collectors/hook"
 	"github.com/otelbee/otelbee/collectors/l7"
 	tlsc "github.com/otelbee/otelbee/collectors/tls"
 )
@@ -119,24 +120,40 @@ type loopConn struct {
 	start, end int64
 }
 
-// TestTLSAllOrNothing: a file's TLS capture is all or nothing. A Go child
-// (this test binary) makes TLS connections to itself one after another,
-// each one request and one response, while the agent starts and
-// instruments its executable with a pause of 400 ms between the file's
-// links. Every connection dialled after the instrumentation is seen whole
-// on both ends; both ends of every connection made within the pause are
-// counted as unobserved TLS and nothing of them is seen; an end seen in
-// part is covered by those counts too. With the Go offsets written before
-// the links (main before this change) the connections in the pause were
-// seen in part and not counted. Not in the kernel matrix (its name): the
-// pause and the loop outlast the emulated VMs' budget.
+// TestTLSAllOrNothing: a file's TLS capture is all or nothing. A child
+// makes TLS connections to itself one after another, each one request and
+// one response, while the agent starts and instruments its TLS file with a
+// pause between the file's links: a Go child (this test binary; its
+// executable's 2 links, 400 ms apart) and Python's ssl module (the host's
+// libssl, 6 links, 300 ms apart). Every connection dialled after the
+// instrumentation is seen whole on both ends; both ends of every connection
+// made within the pauses are counted as unobserved TLS and nothing of them
+// is seen; an end seen in part is covered by those counts too. OpenSSL's
+// calls in the window are counted (attaching). With the Go offsets written
+// before the links (main before this change) the connections in the pause
+// were seen in part and not counted. Not in the kernel matrix (its name):
+// the pauses and the loop outlast the emulated VMs' budget.
 func TestTLSAllOrNothing(t *testing.T) {
 	if os.Getenv(tlsLoopEnv) != "" {
 		tlsLoopChild()
 		return
 	}
-	child := exec.Command(os.Args[0], "-test.run=^TestTLSAllOrNothing$")
-	child.Env = append(os.Environ(), tlsLoopEnv+"=1")
+	t.Run("go", func(t *testing.T) {
+		child := exec.Command(os.Args[0], "-test.run=^TestTLSAllOrNothing$")
+		child.Env = append(os.Environ(), tlsLoopEnv+"=1")
+		testAllOrNothing(t, child, l7.SourceGoTLS, 400*time.Millisecond, time.Second)
+	})
+	t.Run("openssl", func(t *testing.T) {
+		if _, err := exec.LookPath("python3"); err != nil {
+			t.Skip("needs python3 (its ssl module: the host's libssl)")
+		}
+		cert, key := testCertificateFiles(t)
+		child := exec.Command("python3", "-c", pythonTLSLoop, cert, key, tlsRequest, tlsResponse)
+		testAllOrNothing(t, child, l7.SourceOpenSSL, 300*time.Millisecond, 3*time.Second)
+	})
+}
+
+func testAllOrNothing(t *testing.T, child *exec.Cmd, source l7.Source, pause, run time.Duration) {
 	stdin, _ := child.StdinPipe()
 	stdout, _ := child.StdoutPipe()
 	child.Stderr = os.Stderr
@@ -149,14 +166,9 @@ func TestTLSAllOrNothing(t *testing.T) {
 	if !lines.Scan() || lines.Text() != "ready" {
 		t.Fatalf("child: %q", lines.Text())
 	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", child.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
 	fmt.Fprintln(stdin, "go") // the loop starts
 	time.Sleep(200 * time.Millisecond)
 
-	const pause = 400 * time.Millisecond
 	var firstLink, lastLink atomic.Int64 // after the first link, before the last
 	var paused atomic.Int32
 	p := newConnProbe(child.Process.Pid)
@@ -168,12 +180,10 @@ func TestTLSAllOrNothing(t *testing.T) {
 		eng = NewEngine(d, cfg)
 		eng.SelfComms = []string{}
 		eng.tlsAttach = func(ac *tlsc.AttachConfig) {
+			// Only the child's files are instrumented: its one TLS file.
 			ac.HostLibraries = []string{}
 			ac.Filter = func(pid int, _ string) bool { return pid == child.Process.Pid }
 			ac.BetweenLinks = func(path string, made, of int) {
-				if path != exe {
-					return
-				}
 				if made == 1 {
 					firstLink.Store(monotonicNow())
 				}
@@ -195,9 +205,9 @@ func TestTLSAllOrNothing(t *testing.T) {
 		t.Fatal("the TLS source did not start (see the log)")
 	}
 	if paused.Load() == 0 || firstLink.Load() == 0 || lastLink.Load() == 0 {
-		t.Fatalf("the child's executable %s was not instrumented with pauses: %v", exe, eng.tls.attacher.Instrumented())
+		t.Fatalf("the child's TLS file was not instrumented with pauses: %v", eng.tls.attacher.Instrumented())
 	}
-	time.Sleep(time.Second) // connections seen whole
+	time.Sleep(run) // connections seen whole
 	fmt.Fprintln(stdin, "stop")
 	var conns []loopConn
 	for lines.Scan() && lines.Text() != "done" {
@@ -220,10 +230,10 @@ func TestTLSAllOrNothing(t *testing.T) {
 		}
 	}
 	if len(after) < 20 || len(inside) < 20 {
-		t.Fatalf("%d connections after the instrumentation, %d inside the pause: want 20 of each", len(after), len(inside))
+		t.Fatalf("%d connections after the instrumentation, %d inside the pauses: want 20 of each", len(after), len(inside))
 	}
 	whole := func(e connBytes) bool {
-		return e.src == l7.SourceGoTLS && e.bytes[l7.ToServer] == uint64(len(tlsRequest)) && e.bytes[l7.ToClient] == uint64(len(tlsResponse))
+		return e.src == source && e.bytes[l7.ToServer] == uint64(len(tlsRequest)) && e.bytes[l7.ToClient] == uint64(len(tlsResponse))
 	}
 	// The last connections' records may still be on their way.
 	deadline := time.Now().Add(20 * time.Second)
@@ -262,20 +272,83 @@ func TestTLSAllOrNothing(t *testing.T) {
 	}
 	for _, c := range inside {
 		if e := ends[c.port]; e[l7.RoleClient].bytes != [2]uint64{} || e[l7.RoleServer].bytes != [2]uint64{} {
-			t.Errorf("connection from port %d inside the pause seen: client %+v, server %+v", c.port, e[l7.RoleClient], e[l7.RoleServer])
+			t.Errorf("connection from port %d inside the pauses seen: client %+v, server %+v", c.port, e[l7.RoleClient], e[l7.RoleServer])
 		}
 	}
 	counted := unobservedOfPID(eng, child.Process.Pid)[l7HttpUnobservedUNOBSERVED_TLS]
-	t.Logf("%d connections: %d before the instrumentation's end (%d inside the pause), %d after; %d ends counted unobserved TLS, %d seen in part",
-		len(conns), len(before), len(inside), len(after), counted, inPart)
+	k := hook.SumCounters(eng.loader.Map(l7MapTlsCounters), int(l7TlsCounterTLS_COUNTER_MAX))
+	t.Logf("%d connections: %d before the instrumentation's end (%d inside the pauses), %d after; %d ends counted unobserved TLS, %d seen in part; calls dropped attaching %d, no_offsets %d",
+		len(conns), len(before), len(inside), len(after), counted, inPart, k[l7TlsCounterTLS_DROP_ATTACHING], k[l7TlsCounterTLS_DROP_NO_OFFSETS])
 	if want := uint64(2*len(inside) + inPart); counted < want {
-		t.Errorf("%d connection ends counted as unobserved TLS, want at least %d (both ends of the %d inside the pause and the %d seen in part)",
+		t.Errorf("%d connection ends counted as unobserved TLS, want at least %d (both ends of the %d inside the pauses and the %d seen in part)",
 			counted, want, len(inside), inPart)
 	}
 	if most := uint64(2 * len(before)); counted > most {
 		t.Errorf("%d connection ends counted as unobserved TLS, more than the %d ends of the connections before the instrumentation's end", counted, most)
 	}
+	if source == l7.SourceOpenSSL && eng.tlsCookies() && k[l7TlsCounterTLS_DROP_ATTACHING] == 0 {
+		t.Errorf("no OpenSSL call counted attaching, with %d connections inside the pauses", len(inside))
+	}
 }
+
+// pythonTLSLoop is tlsLoopChild through Python's ssl module.
+const pythonTLSLoop = `
+import socket, ssl, sys, threading, time
+req, resp = sys.argv[3].encode(), sys.argv[4].encode()
+sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+sctx.load_cert_chain(sys.argv[1], sys.argv[2])
+cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+cctx.check_hostname = False
+cctx.verify_mode = ssl.CERT_NONE
+ln = socket.socket()
+ln.bind(("127.0.0.1", 0))
+ln.listen(64)
+def recvn(s, n):
+    b = b""
+    while len(b) < n:
+        d = s.recv(n - len(b))
+        if not d:
+            raise EOFError
+        b += d
+    return b
+def handle(c):
+    try:
+        s = sctx.wrap_socket(c, server_side=True)
+        recvn(s, len(req))
+        s.sendall(resp)
+        while s.recv(1024):
+            pass
+    except Exception:
+        pass
+    finally:
+        c.close()
+def serve():
+    while True:
+        c, _ = ln.accept()
+        threading.Thread(target=handle, args=(c,), daemon=True).start()
+threading.Thread(target=serve, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.readline()
+stop = threading.Event()
+def waitstop():
+    sys.stdin.readline()
+    stop.set()
+threading.Thread(target=waitstop, daemon=True).start()
+out = []
+while not stop.is_set():
+    start = time.monotonic_ns()
+    c = cctx.wrap_socket(socket.create_connection(ln.getsockname()))
+    c.sendall(req)
+    recvn(c, len(resp))
+    port = c.getsockname()[1]
+    c.close()
+    out.append((port, start, time.monotonic_ns()))
+    time.sleep(0.001)
+for o in out:
+    print(*o)
+print("done", flush=True)
+sys.stdin.read()
+`
 
 // unobservedOfPID is unobservedOf for another process.
 func unobservedOfPID(e *Engine, pid int) [l7HttpUnobservedUNOBSERVED_MAX]uint64 {
