@@ -41,6 +41,7 @@ type connBytes struct {
 	local, peer uint16
 	src         l7.Source
 	bytes       [2]uint64 // by l7.Dir
+	first       int64     // the first record's start (CLOCK_MONOTONIC)
 }
 
 // connProbe keeps the plaintext bytes of the connections of some processes,
@@ -78,7 +79,8 @@ func (pp *connParser) Feed(r *l7.Record, _ l7.Sink) {
 	}
 	cb := pp.p.conns[pp.c.ID]
 	if cb == nil {
-		cb = &connBytes{pid: pp.c.PID, role: pp.c.Role, local: pp.c.Local.Port(), peer: pp.c.Peer.Port(), src: pp.c.Source}
+		cb = &connBytes{pid: pp.c.PID, role: pp.c.Role, local: pp.c.Local.Port(), peer: pp.c.Peer.Port(), src: pp.c.Source,
+			first: int64(r.Start)}
 		pp.p.conns[pp.c.ID] = cb
 	}
 	cb.bytes[r.Dir] += r.Total
@@ -86,23 +88,34 @@ func (pp *connParser) Feed(r *l7.Record, _ l7.Sink) {
 func (pp *connParser) Lost(l7.Dir, l7.Sink)  {}
 func (pp *connParser) Close(uint64, l7.Sink) {}
 
-// ends returns the connection ends seen, by the client's port and role.
-func (p *connProbe) ends() map[uint16][3]connBytes {
+// ends returns what was seen of each of conns, by role: the connection
+// ends with its client port whose first record falls within its life (a
+// loopback port is soon reused by a later connection).
+func (p *connProbe) ends(conns []loopConn) map[loopConn][3]connBytes {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := map[uint16][3]connBytes{}
+	byPort := map[uint16][]*connBytes{}
 	for _, c := range p.conns {
 		port := c.local
 		if c.role == l7.RoleServer {
 			port = c.peer
 		}
-		e := out[port]
-		prev := e[c.role]
-		c2 := *c
-		c2.bytes[0] += prev.bytes[0]
-		c2.bytes[1] += prev.bytes[1]
-		e[c.role] = c2
-		out[port] = e
+		byPort[port] = append(byPort[port], c)
+	}
+	out := map[loopConn][3]connBytes{}
+	for _, lc := range conns {
+		var e [3]connBytes
+		for _, c := range byPort[lc.port] {
+			if c.first < lc.start || c.first > lc.end {
+				continue
+			}
+			prev := e[c.role]
+			c2 := *c
+			c2.bytes[0] += prev.bytes[0]
+			c2.bytes[1] += prev.bytes[1]
+			e[c.role] = c2
+		}
+		out[lc] = e
 	}
 	return out
 }
@@ -229,20 +242,21 @@ func testAllOrNothing(t *testing.T, child *exec.Cmd, source l7.Source, pause, ru
 			before = append(before, c)
 		}
 	}
-	if len(after) < 20 || len(inside) < 20 {
-		t.Fatalf("%d connections after the instrumentation, %d inside the pauses: want 20 of each", len(after), len(inside))
+	// Not vacuous; Python under load makes a few connections a second.
+	if len(after) < 5 || len(inside) < 5 {
+		t.Fatalf("%d connections after the instrumentation, %d inside the pauses: want 5 of each", len(after), len(inside))
 	}
 	whole := func(e connBytes) bool {
 		return e.src == source && e.bytes[l7.ToServer] == uint64(len(tlsRequest)) && e.bytes[l7.ToClient] == uint64(len(tlsResponse))
 	}
 	// The last connections' records may still be on their way.
 	deadline := time.Now().Add(20 * time.Second)
-	var ends map[uint16][3]connBytes
+	var ends map[loopConn][3]connBytes
 	for {
-		ends = p.ends()
+		ends = p.ends(conns)
 		missing := 0
 		for _, c := range after {
-			e := ends[c.port]
+			e := ends[c]
 			if !whole(e[l7.RoleClient]) || !whole(e[l7.RoleServer]) {
 				missing++
 			}
@@ -252,7 +266,7 @@ func testAllOrNothing(t *testing.T, child *exec.Cmd, source l7.Source, pause, ru
 		}
 		if time.Now().After(deadline) {
 			for _, c := range after {
-				if e := ends[c.port]; !whole(e[l7.RoleClient]) || !whole(e[l7.RoleServer]) {
+				if e := ends[c]; !whole(e[l7.RoleClient]) || !whole(e[l7.RoleServer]) {
 					t.Errorf("connection from port %d (dialled %v after the instrumentation) not seen whole: client %+v, server %+v",
 						c.port, time.Duration(c.start-gated), e[l7.RoleClient], e[l7.RoleServer])
 				}
@@ -263,7 +277,7 @@ func testAllOrNothing(t *testing.T, child *exec.Cmd, source l7.Source, pause, ru
 	}
 	inPart := 0
 	for _, c := range before {
-		e := ends[c.port]
+		e := ends[c]
 		for _, r := range []l7.Role{l7.RoleClient, l7.RoleServer} {
 			if e[r].bytes != [2]uint64{} && !whole(e[r]) {
 				inPart++
@@ -271,7 +285,7 @@ func testAllOrNothing(t *testing.T, child *exec.Cmd, source l7.Source, pause, ru
 		}
 	}
 	for _, c := range inside {
-		if e := ends[c.port]; e[l7.RoleClient].bytes != [2]uint64{} || e[l7.RoleServer].bytes != [2]uint64{} {
+		if e := ends[c]; e[l7.RoleClient].bytes != [2]uint64{} || e[l7.RoleServer].bytes != [2]uint64{} {
 			t.Errorf("connection from port %d inside the pauses seen: client %+v, server %+v", c.port, e[l7.RoleClient], e[l7.RoleServer])
 		}
 	}
