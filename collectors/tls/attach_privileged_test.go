@@ -292,7 +292,7 @@ func TestAttachGoExact(t *testing.T) {
 		t.Run(filepath.Base(bin), func(t *testing.T) {
 			procs := identity.NewResolver("/proc", "test")
 			a := newTestAttacher(t, c.progs, procs, []string{})
-			g := startGated(t, bin, "-n", "25")
+			g := startGated(t, bin, "-n", "96", "-grow") // some Writes grow their stack (testdata/gotlscount)
 			if err := a.Start(); err != nil {
 				t.Fatal(err)
 			}

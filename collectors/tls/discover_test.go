@@ -274,6 +274,36 @@ func objdumpRets(t *testing.T, bin, fn string) []uint64 {
 	return rets
 }
 
+// objdumpInsts is fn's instructions in bin as go tool objdump shows them,
+// in order: address and text.
+func objdumpInsts(t *testing.T, bin, fn string) (addrs []uint64, text []string) {
+	t.Helper()
+	out, err := exec.Command("go", "tool", "objdump", "-s", "^"+regexp.QuoteMeta(fn)+"$", bin).Output()
+	if err != nil {
+		t.Fatalf("go tool objdump: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		// file:line, address, bytes, instruction: tab-separated, with
+		// empty fields between
+		var f []string
+		for _, s := range strings.Split(line, "\t") {
+			if s = strings.TrimSpace(s); s != "" {
+				f = append(f, s)
+			}
+		}
+		if len(f) < 4 {
+			continue
+		}
+		v, err := strconv.ParseUint(strings.TrimPrefix(f[1], "0x"), 16, 64)
+		if err != nil {
+			continue
+		}
+		addrs = append(addrs, v)
+		text = append(text, f[3])
+	}
+	return addrs, text
+}
+
 func TestGoTLS(t *testing.T) {
 	type build struct{ toolchain, arch string }
 	builds := []build{{goToolchains[0], "arm64"}} // arm64asm, cross-compiled
@@ -315,6 +345,18 @@ func TestGoTLS(t *testing.T) {
 				}
 				if want := objdumpRets(t, b.full, name); len(want) == 0 || !slices.Equal(got, want) {
 					t.Errorf("%s: returns at %#x, objdump shows RET at %#x", name, got, want)
+				}
+				if arch == "amd64" {
+					// The entry probe: past the stack check's branch to
+					// morestack (which restarts the function, so a probe
+					// on it or before it runs twice in a call that grows
+					// the stack), on the frame's push.
+					at := sf.EntryProbe() - sf.Offset + sf.Addr
+					addrs, text := objdumpInsts(t, b.full, name)
+					i := slices.Index(addrs, at)
+					if i < 2 || !strings.HasPrefix(text[i-1], "JBE") || !strings.Contains(text[i-2], "0x10(R14)") || text[i] != "PUSHQ BP" {
+						t.Errorf("%s: entry probe at %#x, want the PUSHQ BP after the stack check's JBE (%v, %v)", name, at, addrs[:min(len(addrs), 6)], text[:min(len(text), 6)])
+					}
 				}
 				if name == goRead && arch == "amd64" {
 					// The receiver's slot at the copy: where the prologue

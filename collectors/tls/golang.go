@@ -116,10 +116,12 @@ func inspectGo(file *os.File, f *elf.File, goVersion string, t *Target) bool {
 				}
 			}
 		}
-		// Past the stack check (cmp rsp, [r14+16]; single-stepped) to its
-		// conditional branch (emulated): the arguments are still in their
-		// registers. No uretprobe, so the stack pointer may have moved.
-		cheapEntry(f, t.Arch, &gf, fn.End-fn.Entry, goRegs, false)
+		// Past the stack check (cmp rsp, [r14+16]: single-stepped) and its
+		// branch to morestack (which restarts the function: a probe on
+		// either runs twice in a call that grows the stack) to the frame's
+		// push rbp (emulated): the arguments are still in their registers.
+		// No uretprobe, so the stack pointer may have moved.
+		cheapEntry(f, t.Arch, &gf, fn.End-fn.Entry, goRegs, false, true)
 		t.Funcs = append(t.Funcs, gf)
 	}
 	fd, err := goFDFromDWARF(f)

@@ -195,13 +195,13 @@ func cheapOpenSSL(f *elf.File, t *Target) {
 	}
 	const window = 256
 	if h := t.Func("SSL_do_handshake"); h != nil {
-		cheapEntry(f, t.Arch, h, window, nil, false) // its program reads no argument
+		cheapEntry(f, t.Arch, h, window, nil, false, false) // its program reads no argument
 	}
 	for _, pair := range [][3]string{{"SSL_read", "SSL_read_ex", sslReadInner}, {"SSL_write", "SSL_write_ex", sslWriteInner}} {
 		plain, ex := t.Func(pair[0]), t.Func(pair[1])
-		cheapEntry(f, t.Arch, plain, window, sysvArgs, true)
+		cheapEntry(f, t.Arch, plain, window, sysvArgs, true, false)
 		if ex != nil {
-			cheapEntry(f, t.Arch, ex, window, sysvArgs, true)
+			cheapEntry(f, t.Arch, ex, window, sysvArgs, true, false)
 		}
 		if ex == nil || (emulatedAt(f, plain) && emulatedAt(f, ex)) {
 			continue
@@ -215,7 +215,7 @@ func cheapOpenSSL(f *elf.File, t *Target) {
 			continue
 		}
 		fn := Func{Name: pair[2], Addr: inner, Offset: off, Inner: true}
-		cheapEntry(f, t.Arch, &fn, window, sysvArgs, true)
+		cheapEntry(f, t.Arch, &fn, window, sysvArgs, true, false)
 		if !emulatedAt(f, &fn) {
 			continue // no cheaper than the wrappers
 		}

@@ -141,7 +141,17 @@ func harmless(inst x86asm.Inst, keep []x86asm.Reg, sp bool) bool {
 // registers in keep as they were at entry (and the stack pointer too when
 // sp). ok is false when there is none within maxPrologue instructions: the
 // probe then stays on the entry.
-func entryPoint(code []byte, keep []x86asm.Reg, sp bool) (off int, ok bool) {
+//
+// With goStack, Go's stack check (cmp rsp or r12, [r14+16]; jbe) is passed
+// over, not probed: its branch is taken when the goroutine's stack must
+// grow, and runtime.morestack then restarts the function from its entry,
+// so every instruction up to and including that branch runs twice in such
+// a call. A probe there ran its program twice for one call (Write, captured
+// at entry, had its plaintext captured twice). The first instruction after
+// the branch runs once per call, with the arguments still in their
+// registers (the restart reloads what morestack spilled).
+func entryPoint(code []byte, keep []x86asm.Reg, sp, goStack bool) (off int, ok bool) {
+	var prev x86asm.Inst
 	for pc, n := 0, 0; pc < len(code) && n < maxPrologue; n++ {
 		if len(code[pc:]) >= 4 && string(code[pc:pc+4]) == string(endbr64) {
 			pc += 4
@@ -151,15 +161,31 @@ func entryPoint(code []byte, keep []x86asm.Reg, sp bool) (off int, ok bool) {
 		if err != nil {
 			return 0, false
 		}
+		if goStack && inst.Op == x86asm.JBE && goStackGuard(prev) {
+			prev = inst
+			pc += inst.Len
+			continue
+		}
 		if emulated(inst) {
 			return pc, true
 		}
+		prev = inst
 		if branches(inst) || !harmless(inst, keep, sp) {
 			return 0, false
 		}
 		pc += inst.Len
 	}
 	return 0, false
+}
+
+// goStackGuard reports whether inst compares a register with the current
+// goroutine's stackguard0 (g in r14, the field at 16): Go's stack check.
+func goStackGuard(inst x86asm.Inst) bool {
+	if inst.Op != x86asm.CMP {
+		return false
+	}
+	m, ok := inst.Args[1].(x86asm.Mem)
+	return ok && m.Base == x86asm.R14 && m.Index == 0 && m.Disp == 16 && m.Segment == 0
 }
 
 // firstCall follows a function's code from its entry, through conditional
@@ -203,7 +229,7 @@ var goRegs = []x86asm.Reg{x86asm.RAX, x86asm.RBX, x86asm.RCX, x86asm.R14}
 
 // cheapEntry sets fn.Probe to the cheapest entry point of fn's code in f
 // (amd64 only; elsewhere the probe stays on the entry).
-func cheapEntry(f *elf.File, arch string, fn *Func, size uint64, keep []x86asm.Reg, sp bool) {
+func cheapEntry(f *elf.File, arch string, fn *Func, size uint64, keep []x86asm.Reg, sp, goStack bool) {
 	if arch != "amd64" {
 		return
 	}
@@ -211,7 +237,7 @@ func cheapEntry(f *elf.File, arch string, fn *Func, size uint64, keep []x86asm.R
 	if err != nil {
 		return
 	}
-	if off, ok := entryPoint(code, keep, sp); ok && off > 0 {
+	if off, ok := entryPoint(code, keep, sp, goStack); ok && off > 0 {
 		fn.Probe = fn.Offset + uint64(off)
 	}
 }

@@ -33,6 +33,10 @@ const (
 	goPrologue = "493b66107610"
 	// Go, larger frame: lea -0x80(%rsp),%r12; cmp 0x10(%r14),%r12; jbe
 	goBigPrologue = "4c8d642480" + "4d3b6610" + "0f8600010000"
+	// push %rbp: the frame's first instruction after the stack check
+	goPush = "55"
+	// cmp 0x18(%r14),%rsp; jbe: not the stack guard (g's field at 16)
+	otherCmpJbe = "493b66187610"
 	// endbr64; push %rbp
 	cetPush = "f30f1efa55"
 	// mov %rax,%rdi; jmp
@@ -43,27 +47,32 @@ const (
 
 func TestEntryPoint(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		code string
-		keep []x86asm.Reg
-		sp   bool
-		off  int
-		ok   bool
+		name   string
+		code   string
+		keep   []x86asm.Reg
+		sp     bool
+		goCode bool // Go code: the stack check passed over
+		off    int
+		ok     bool
 	}{
-		{"SSL_read with a uretprobe: sub rsp first", debianSSLRead, sysvArgs, true, 0, false},
-		{"SSL_read entry only: its js", debianSSLRead, sysvArgs, false, 0x16, true},
-		{"SSL_read entry only keeping rax: mov %fs:0x28,%rax", debianSSLRead, []x86asm.Reg{x86asm.RAX}, false, 0, false},
-		{"ssl_read_internal: push at entry", debianReadInternal, sysvArgs, true, 0, true},
-		{"go stack check", goPrologue, goRegs, false, 4, true},
-		{"go stack check, large frame", goBigPrologue, goRegs, false, 9, true},
-		{"go stack check, keeping r12", goBigPrologue, append([]x86asm.Reg{x86asm.R12}, goRegs...), false, 0, false},
-		{"endbr64 then push", cetPush, sysvArgs, true, 4, true},
-		{"rdi written before the branch", clobbersRDI, sysvArgs, false, 0, false},
-		{"rdi written, not kept", clobbersRDI, []x86asm.Reg{x86asm.RSI}, false, 3, true},
-		{"66 90 is single-stepped", nop66, nil, false, 0, false},
+		{"SSL_read with a uretprobe: sub rsp first", debianSSLRead, sysvArgs, true, false, 0, false},
+		{"SSL_read entry only: its js", debianSSLRead, sysvArgs, false, false, 0x16, true},
+		{"SSL_read entry only keeping rax: mov %fs:0x28,%rax", debianSSLRead, []x86asm.Reg{x86asm.RAX}, false, false, 0, false},
+		{"ssl_read_internal: push at entry", debianReadInternal, sysvArgs, true, false, 0, true},
+		// The branch to morestack restarts the function: never the probe.
+		{"go stack check: the push after it", goPrologue + goPush, goRegs, false, true, 6, true},
+		{"go stack check, large frame: the push after it", goBigPrologue + goPush, goRegs, false, true, 15, true},
+		{"go stack check, nothing emulated after it", goPrologue, goRegs, false, true, 0, false},
+		{"go stack check, keeping r12", goBigPrologue + goPush, append([]x86asm.Reg{x86asm.R12}, goRegs...), false, true, 0, false},
+		{"go stack check, not Go code: its branch", goPrologue + goPush, goRegs, false, false, 4, true},
+		{"a jbe after another compare is a branch", otherCmpJbe + goPush, goRegs, false, true, 4, true},
+		{"endbr64 then push", cetPush, sysvArgs, true, false, 4, true},
+		{"rdi written before the branch", clobbersRDI, sysvArgs, false, false, 0, false},
+		{"rdi written, not kept", clobbersRDI, []x86asm.Reg{x86asm.RSI}, false, false, 3, true},
+		{"66 90 is single-stepped", nop66, nil, false, false, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			off, ok := entryPoint(unhex(t, tc.code), tc.keep, tc.sp)
+			off, ok := entryPoint(unhex(t, tc.code), tc.keep, tc.sp, tc.goCode)
 			if off != tc.off || ok != tc.ok {
 				t.Errorf("entryPoint = %#x, %v; want %#x, %v", off, ok, tc.off, tc.ok)
 			}

@@ -3,6 +3,14 @@
 // crypto/tls.(*Conn).Write, the server reads until the end with
 // (*Conn).Read. It prints how many times each was called, the ground truth
 // the uprobe tests compare their counts with, and waits for stdin to close.
+//
+// With -grow each message is written from a new goroutine at a recursion
+// depth of its own (0 to 47 frames), so that some Writes begin right at the
+// end of their goroutine's stack: their stack check branches to morestack,
+// which grows the stack and restarts Write from its entry. The starting
+// stack is fixed (adaptivestackstart=0) for that to happen at the same
+// depths in every run: it execs itself with GODEBUG=adaptivestackstart=0
+// before anything else.
 package main
 
 import (
@@ -18,12 +26,19 @@ import (
 	"io"
 	"math/big"
 	"os"
+	"strings"
+	"syscall"
 	"time"
 )
 
 func main() {
 	n := flag.Int("n", 10, "messages to write")
+	grow := flag.Bool("grow", false, "write each message from a new goroutine at a depth of its own")
 	flag.Parse()
+	if *grow && !strings.Contains(os.Getenv("GODEBUG"), "adaptivestackstart=0") {
+		env := append(os.Environ(), "GODEBUG=adaptivestackstart=0")
+		panic(syscall.Exec("/proc/self/exe", os.Args, env))
+	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
@@ -64,11 +79,36 @@ func main() {
 	}
 	msg := []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	for i := 0; i < *n; i++ {
-		if _, err := c.Write(msg); err != nil {
-			panic(err)
+		write := func() {
+			if _, err := c.Write(msg); err != nil {
+				panic(err)
+			}
 		}
+		if !*grow {
+			write()
+			continue
+		}
+		done := make(chan struct{})
+		go func() {
+			deep(i%48, write)
+			close(done)
+		}()
+		<-done
 	}
 	c.Close()
 	fmt.Printf("reads=%d writes=%d\n", <-reads, *n)
 	io.Copy(io.Discard, in)
+}
+
+// deep calls f n frames down, each frame 64 bytes of its own and more.
+//
+//go:noinline
+func deep(n int, f func()) byte {
+	var pad [64]byte
+	pad[n%64] = byte(n)
+	if n == 0 {
+		f()
+		return pad[0]
+	}
+	return deep(n-1, f) + pad[n%64]
 }
