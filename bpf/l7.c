@@ -306,6 +306,44 @@ struct {
 	__type(value, struct conn_info);
 } conns SEC(".maps");
 
+// Per-process marks in front of the conns and inherit lookups, which every
+// read and write on the host otherwise pays (a hash lookup):
+// conns_seen[tgid % SEEN_SLOTS] is set before a conns entry of the process
+// is made (track, track_self, make_inherited, and user space's pick-up of
+// the connections open before the agent: collectors/l7/capture/seen.go),
+// inherit_seen[...] before its inherit entry (the fork program). A process
+// with neither mark has no entry in either map, so its calls return before
+// looking. A mark is only ever set, never cleared: the slot a process shares
+// with others (tgids SEEN_SLOTS apart), and the mark of an exited process
+// whose tgid comes back, only cost the lookups the mark would have spared;
+// they can never hide a connection. Two arrays of single bytes rather than
+// bits of one: a byte store needs no atomic read-modify-write (5.10 has no
+// atomic or), so two CPUs marking one slot cannot lose a mark. In .bss:
+// read by a direct load, no helper call; user space writes its marks
+// through the map's memory.
+#define SEEN_SLOTS 65536
+__u8 conns_seen[SEEN_SLOTS];
+__u8 inherit_seen[SEEN_SLOTS];
+
+static __always_inline __u32 seen_slot(__u32 tgid)
+{
+	return tgid & (SEEN_SLOTS - 1);
+}
+
+// seen: the process may have a conns entry, or an inherit one.
+static __always_inline int seen(__u32 tgid)
+{
+	__u32 s = seen_slot(tgid);
+	return conns_seen[s] | inherit_seen[s];
+}
+
+static __always_inline void mark_conns(__u32 tgid)
+{
+	__u32 s = seen_slot(tgid);
+	if (!conns_seen[s]) // not dirtied again by every connection
+		conns_seen[s] = 1;
+}
+
 // Tracked connections by socket (struct sock *) -> their conns key, for the
 // kernel-function source (l7/kfunc.h), which sees the socket, not the
 // descriptor. Filled wherever a connection is tracked; never deleted (a
@@ -702,6 +740,7 @@ static __always_inline void track(__u32 fd, __u8 role)
 	ci.owner = current_tgid();
 	ci.start_ns = bpf_ktime_get_ns();
 	__u64 key = conn_key(fd);
+	mark_conns(ci.owner);
 	if (bpf_map_update_elem(&conns, &key, &ci, BPF_ANY)) {
 		bump(&counters, HC_DROP_CONNS_FULL);
 		return;
@@ -730,6 +769,9 @@ int http_fork(struct trace_event_raw_sched_process_fork *ctx)
 	// A new thread shares the descriptors and the tgid: its entry is
 	// never looked up.
 	__u32 child = ctx->child_pid;
+	__u32 s = seen_slot(child);
+	if (!inherit_seen[s])
+		inherit_seen[s] = 1;
 	bpf_map_update_elem(&inherit, &child, &parent, BPF_ANY);
 	return 0;
 }
@@ -759,6 +801,7 @@ static __always_inline void track_self(__u32 fd, __u8 role)
 	__u8 one = 1;
 	bpf_map_update_elem(&self_ends, &e, &one, BPF_ANY);
 	__u64 key = conn_key(fd);
+	mark_conns(current_tgid());
 	bpf_map_update_elem(&conns, &key, &ci, BPF_ANY);
 }
 
@@ -877,6 +920,8 @@ static __always_inline void tls_close_hook(__u64 key);
 
 static __always_inline void close_fd(__u32 fd)
 {
+	if (!conns_seen[seen_slot(current_tgid())])
+		return;
 	__u64 key = conn_key(fd);
 	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
 	if (!ci)
@@ -933,6 +978,7 @@ __noinline int make_inherited(__u64 key)
 	ci.req_records = 0;
 	ci.resp_records = 0;
 	ci.lost_start = 0;
+	mark_conns(tgid);
 	if (bpf_map_update_elem(&conns, &key, &ci, BPF_NOEXIST))
 		return 0;
 	bump(&counters, HC_CONNS_INHERITED);
@@ -953,7 +999,9 @@ static __always_inline int skipped(const struct conn_info *ci)
 // parent that accepted it (fork), making it on first use.
 static __always_inline struct conn_info *inherited(__u32 fd, __u64 key)
 {
-	__u32 tgid = current_tgid();
+	__u32 tgid = key >> 32;
+	if (!inherit_seen[seen_slot(tgid)])
+		return 0;
 	if (!bpf_map_lookup_elem(&inherit, &tgid) || !make_inherited(key))
 		return 0;
 	return bpf_map_lookup_elem(&conns, &key);
@@ -1155,28 +1203,39 @@ static __always_inline __u64 l7_meta(__u32 dir, __u32 kind, __u32 source, __u64 
 	return (dir & 1) | (__u64)(kind & 0xff) << 8 | (__u64)(source & 0xff) << 16 | count << 32;
 }
 
+// capture_state packs what capture_call needs of the connection: its
+// protocol, its capture prefix (conn_info.cap) and whether a chunk walk is
+// under way in direction dir. Passed by value: the caller has the entry,
+// and a global function's map value pointer argument is refused by older
+// verifiers (5.10), so capture_call would look it up again.
+static __always_inline __u64 capture_state(const struct conn_info *ci, __u32 dir)
+{
+	return (__u64)ci->proto | (__u64)ci->cap << 8 | (__u64)(ci->chunk_next[dir & 1] != 0) << 24;
+}
+
 // capture_call copies what the connection's capture policy keeps of the
 // call into the per-CPU scratch record: ret bytes moved through ptr (a
-// buffer, an iovec array or a user_msghdr, by kind). It returns the prefix's
-// length | the data's end << 16. A global function: the verifier checks the
-// capture paths once, apart from the classification and emission after
-// them.
-__noinline __u32 capture_call(__u64 key, __u64 meta, __u64 ptr, __u64 ret)
+// buffer, an iovec array or a user_msghdr, by kind), on the connection key
+// whose state is cstate (capture_state). It returns the prefix's length |
+// the data's end << 16. A global function: the verifier checks the capture
+// paths once, apart from the classification and emission after them.
+__noinline __u32 capture_call(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 cstate)
 {
 	__u32 zero = 0;
 	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
-	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
-	if (!ev || !ci)
+	if (!ev)
 		return 0;
 	__u32 dir = meta & 1;
 	__u32 kind = (meta >> 8) & 0xff;
 	__u64 count = meta >> 32;
-	__u8 proto = ci->proto;
+	__u8 proto = cstate & 0xff;
+	__u32 ci_cap = (cstate >> 8) & 0xffff;
+	int chunking = (cstate >> 24) & 1;
 	__u32 cap = capture_bytes;
 	if (cap > MAX_CAPTURE)
 		cap = MAX_CAPTURE;
-	if (ci->cap)
-		cap = ci->cap; // the protocol's own (l7/policy.h)
+	if (ci_cap)
+		cap = ci_cap; // the protocol's own (l7/policy.h)
 	if (proto == L7_PROTO_HTTP2)
 		cap = MAX_CAPTURE; // whole frames (l7/http2.h)
 	// HTTP/1 and undecided connections: chunk walk and iovec heads
@@ -1194,7 +1253,7 @@ __noinline __u32 capture_call(__u64 key, __u64 meta, __u64 ptr, __u64 ret)
 		} else if (!http1) {
 			if (captured < ret)
 				end = capture_tail(ptr, ret, captured);
-		} else if (captured < ret || ci->chunk_next[dir & 1]) {
+		} else if (captured < ret || chunking) {
 			// a call longer than its prefix, or one inside a chunked body
 			// the walk follows (to keep its place)
 			end = walk_chunks(key, ptr, ret, captured, dir); // and the call's tail
@@ -1311,7 +1370,7 @@ __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 ent
 		return 0;
 	if (ci->unfiltered && filter_first_call(key))
 		return 0;
-	__u32 ce = capture_call(key, meta, ptr, ret);
+	__u32 ce = capture_call(key, meta, ptr, ret, capture_state(ci, dir));
 	__u32 zero = 0;
 	struct data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
 	if (!ev)
@@ -1442,6 +1501,8 @@ __noinline int l7_capture(__u64 key, __u64 meta, __u64 ptr, __u64 ret, __u64 ent
 static __always_inline void save_call(__u32 fd, __u64 ptr, __u64 count, __u8 kind)
 {
 	__u64 key = conn_key(fd);
+	if (!seen(key >> 32))
+		return;
 	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
 	if (!ci)
 		ci = inherited(fd, key);
@@ -1656,6 +1717,8 @@ static __always_inline struct pt_regs *call_regs(void)
 static __always_inline void handle_exit1(long ret, __u8 dir, __u8 kind, __u64 fd, __u64 ptr, __u64 count, __u64 sk)
 {
 	__u64 key = conn_key(fd);
+	if (!seen(key >> 32))
+		return;
 	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
 	if (!ci)
 		ci = inherited(fd, key);

@@ -288,6 +288,8 @@ type Engine struct {
 
 	reader   *ring
 	counters *ebpf.Map
+	seen     *seenMarks // nil: seenErr says why (the pick-up is then skipped)
+	seenErr  error
 	selfReg  metric.Registration
 	start    time.Time
 	clockNs  atomic.Int64 // wall - monotonic, ns
@@ -528,6 +530,11 @@ func (e *Engine) load(ctx context.Context) error {
 	}
 	if err := e.fillFilters(); err != nil {
 		return fail(err)
+	}
+	if v := spec.Variables[l7VarConnsSeen]; v != nil {
+		e.seen, e.seenErr = newSeenMarks(v, e.loader.Map(v.SectionName))
+	} else {
+		e.seen, e.seenErr = nil, fmt.Errorf("finding the per-process marks: not in the object")
 	}
 	if err := e.fillSelf(); err != nil {
 		return fail(err)

@@ -54,6 +54,9 @@ type netTable struct {
 // agent had written just before the pick-up, or reading it before the
 // agent's write had returned, parsed the connection for good.
 func (e *Engine) pickUpExisting() (int, error) {
+	if e.seen == nil {
+		return 0, e.seenErr
+	}
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, fmt.Errorf("listing processes: %w", err)
@@ -64,6 +67,7 @@ func (e *Engine) pickUpExisting() (int, error) {
 	}
 	p := pickUp{
 		conns:    e.loader.Map(l7MapConns),
+		seen:     e.seen,
 		selfEnds: e.loader.Map(l7MapSelfEnds),
 		tables:   map[string]*netTable{},
 		now:      uint64(ts.Nano()),
@@ -127,6 +131,7 @@ func isSelfComm(pid uint32, names []string) bool {
 // namespace's TCP sockets, and what was put in.
 type pickUp struct {
 	conns, selfEnds *ebpf.Map
+	seen            *seenMarks
 	tables          map[string]*netTable
 	now             uint64
 	max             int
@@ -210,6 +215,9 @@ func (p *pickUp) parsed(key uint64, sk tcpSocket, server bool) error {
 	if server {
 		info.Role = uint8(l7HttpRoleROLE_SERVER)
 	}
+	if err := p.seen.markConns(uint32(key >> 32)); err != nil {
+		return err
+	}
 	if err := p.conns.Update(key, &info, ebpf.UpdateNoExist); err != nil {
 		if errors.Is(err, ebpf.ErrKeyExist) {
 			return nil // tracked since the hooks were attached
@@ -230,6 +238,9 @@ func (p *pickUp) selfClient(key uint64, sk tcpSocket) error {
 		Role:      uint8(l7HttpRoleROLE_SELF),
 		State:     uint8(l7HttpConnStateSTATE_NONE),
 		Family:    family(sk),
+	}
+	if err := p.seen.markConns(uint32(key >> 32)); err != nil { // its close forgets the end
+		return err
 	}
 	if err := p.conns.Update(key, &info, ebpf.UpdateNoExist); err != nil {
 		if errors.Is(err, ebpf.ErrKeyExist) {

@@ -443,10 +443,12 @@ const (
 	l7ProgTlsSslWriteExit      = "tls_ssl_write_exit"
 	l7VarAnyFilter             = "any_filter"
 	l7VarCaptureBytes          = "capture_bytes"
+	l7VarConnsSeen             = "conns_seen"
 	l7VarDataRoom              = "data_room"
 	l7VarIncludeCgroup         = "include_cgroup"
 	l7VarIncludeComm           = "include_comm"
 	l7VarIncludePort           = "include_port"
+	l7VarInheritSeen           = "inherit_seen"
 	l7VarProtoMask             = "proto_mask"
 	l7VarSelfTgid              = "self_tgid"
 	l7VarUnusedConnEvent       = "unused_conn_event"
@@ -645,10 +647,12 @@ type l7MapSpecs struct {
 type l7VariableSpecs struct {
 	AnyFilter            *ebpf.VariableSpec `ebpf:"any_filter"`
 	CaptureBytes         *ebpf.VariableSpec `ebpf:"capture_bytes"`
+	ConnsSeen            *ebpf.VariableSpec `ebpf:"conns_seen"`
 	DataRoom             *ebpf.VariableSpec `ebpf:"data_room"`
 	IncludeCgroup        *ebpf.VariableSpec `ebpf:"include_cgroup"`
 	IncludeComm          *ebpf.VariableSpec `ebpf:"include_comm"`
 	IncludePort          *ebpf.VariableSpec `ebpf:"include_port"`
+	InheritSeen          *ebpf.VariableSpec `ebpf:"inherit_seen"`
 	ProtoMask            *ebpf.VariableSpec `ebpf:"proto_mask"`
 	SelfTgid             *ebpf.VariableSpec `ebpf:"self_tgid"`
 	UnusedConnEvent      *ebpf.VariableSpec `ebpf:"unused_conn_event"`
@@ -764,10 +768,12 @@ func (m *l7Maps) Close() error {
 type l7Variables struct {
 	AnyFilter            *ebpf.Variable `ebpf:"any_filter"`
 	CaptureBytes         *ebpf.Variable `ebpf:"capture_bytes"`
+	ConnsSeen            *ebpf.Variable `ebpf:"conns_seen"`
 	DataRoom             *ebpf.Variable `ebpf:"data_room"`
 	IncludeCgroup        *ebpf.Variable `ebpf:"include_cgroup"`
 	IncludeComm          *ebpf.Variable `ebpf:"include_comm"`
 	IncludePort          *ebpf.Variable `ebpf:"include_port"`
+	InheritSeen          *ebpf.Variable `ebpf:"inherit_seen"`
 	ProtoMask            *ebpf.Variable `ebpf:"proto_mask"`
 	SelfTgid             *ebpf.Variable `ebpf:"self_tgid"`
 	UnusedConnEvent      *ebpf.Variable `ebpf:"unused_conn_event"`

@@ -43,6 +43,13 @@ func newTracedPipe(t *testing.T, ringBytes, room uint32, withClose bool) *traced
 	if err := spec.Variables[l7VarDataRoom].Set(room); err != nil {
 		t.Fatal(err)
 	}
+	// The process's mark, as user space's pick-up sets it for the entries
+	// it puts in conns (seen.go): without it the calls never look.
+	marks := make([]byte, spec.Variables[l7VarConnsSeen].Size())
+	marks[os.Getpid()%len(marks)] = 1
+	if err := spec.Variables[l7VarConnsSeen].Set(marks); err != nil {
+		t.Fatal(err)
+	}
 	var objs struct {
 		Enter    *ebpf.Program `ebpf:"http_write_enter"`
 		Exit     *ebpf.Program `ebpf:"http_write_exit"`
