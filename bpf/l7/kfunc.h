@@ -149,6 +149,10 @@ static __always_inline void kf_buffer(struct msghdr *msg, __u32 fd, struct call_
 // bytes through msg (0: sendpage's pages) if sk is a tracked connection.
 static __always_inline void kf_enter(struct sock *sk, struct msghdr *msg)
 {
+	// Only this process's own entry (or an inherited one) is used below:
+	// a process with neither mark has none (bpf/l7.c conns_seen).
+	if (!seen(current_tgid()))
+		return;
 	__u64 skp = (__u64)sk;
 	__u64 *k = bpf_map_lookup_elem(&sock_keys, &skp);
 	if (!k)
