@@ -4,7 +4,8 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,15 +24,19 @@ const seenChildEnv = "OTELBEE_TEST_SEEN_CHILD"
 // connection, one request and one response, served in the child (credited
 // to the acceptor, which still runs: Engine.identityOf).
 func TestPrivilegedSeenMarkForkedChild(t *testing.T) {
-	if os.Getenv(seenChildEnv) != "" {
+	if v := os.Getenv(seenChildEnv); v != "" {
 		// The child (this binary again): one read of the request, one
-		// write of the answer, on the inherited descriptor 3; no process
-		// of its own in between, which would not be the acceptor's child.
+		// write of the answer, on the inherited descriptor; no process of
+		// its own in between, which would not be the acceptor's child.
+		fd, err := strconv.Atoi(v)
+		if err != nil {
+			os.Exit(4)
+		}
 		buf := make([]byte, len(ping))
-		if n, err := unix.Read(3, buf); n != len(ping) || err != nil {
+		if n, err := unix.Read(fd, buf); n != len(ping) || err != nil {
 			os.Exit(2)
 		}
-		if _, err := unix.Write(3, []byte("+PONG\r\n")); err != nil {
+		if _, err := unix.Write(fd, []byte("+PONG\r\n")); err != nil {
 			os.Exit(3)
 		}
 		os.Exit(0)
@@ -44,18 +49,26 @@ func TestPrivilegedSeenMarkForkedChild(t *testing.T) {
 	}
 	defer ln.Close()
 	client, server := loopbackPair(t, ln) // accepted here: this process owns it
-	f, err := server.(*net.TCPConn).File()
+	rc, err := server.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	pong := []byte("+PONG\r\n")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPrivilegedSeenMarkForkedChild$")
-	cmd.Env = append(os.Environ(), seenChildEnv+"=1")
-	cmd.ExtraFiles = []*os.File{f}
-	if err := cmd.Start(); err != nil {
+	var sfd int
+	rc.Control(func(fd uintptr) { sfd = int(fd) })
+	// The child has the descriptor under the number it was accepted as,
+	// as a forked server's child does: the kernel-function source finds
+	// the connection by socket, then by that number in the child.
+	files := make([]uintptr, sfd+1)
+	for i := range files {
+		files[i] = ^uintptr(0) // closed in the child
+	}
+	files[0], files[1], files[2], files[sfd] = 0, 1, 2, uintptr(sfd)
+	pid, err := syscall.ForkExec(os.Args[0], []string{os.Args[0], "-test.run=^TestPrivilegedSeenMarkForkedChild$"},
+		&syscall.ProcAttr{Env: append(os.Environ(), seenChildEnv+"="+strconv.Itoa(sfd)), Files: files})
+	if err != nil {
 		t.Fatal(err)
 	}
+	pong := []byte("+PONG\r\n")
 	if _, err := client.Write(ping); err != nil {
 		t.Fatal(err)
 	}
@@ -63,8 +76,9 @@ func TestPrivilegedSeenMarkForkedChild(t *testing.T) {
 	if _, err := io.ReadFull(client, make([]byte, len(pong))); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("the child: %v", err)
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
+		t.Fatalf("the child: %v, exit status %d", err, ws.ExitStatus())
 	}
 	want := [2]uint64{uint64(len(ping)), uint64(len(pong))}
 	var conns [3]int
