@@ -699,13 +699,17 @@ func (a *Attacher) instrumentLocked(t *Target, open string) Reason {
 		return ReasonNone // nothing wanted of this stack: not unobserved either
 	}
 	f := &attached{target: t}
-	if t.Stack == StackOpenSSL && a.progs.Cookies && a.kernel != nil {
+	gated := t.Stack == StackOpenSSL && a.progs.Cookies && a.kernel != nil
+	if gated {
 		f.slot = a.freeSlotLocked()
 	}
-	if len(a.files) >= a.cfg.MaxFiles || a.probes+len(probes) > a.cfg.MaxProbes ||
-		(t.Stack == StackOpenSSL && a.progs.Cookies && a.kernel != nil && f.slot == 0) {
+	if len(a.files) >= a.cfg.MaxFiles || a.probes+len(probes) > a.cfg.MaxProbes {
 		a.logOnceLocked(t, ReasonLimit, fmt.Sprintf("%d files and %d probes instrumented, bounds %d and %d",
 			len(a.files), a.probes, a.cfg.MaxFiles, a.cfg.MaxProbes))
+		return ReasonLimit
+	}
+	if gated && f.slot == 0 {
+		a.logOnceLocked(t, ReasonLimit, fmt.Sprintf("every one of the %d OpenSSL file gates in use", FileSlots-1))
 		return ReasonLimit
 	}
 	a.slots[f.slot] = f.slot != 0
