@@ -320,3 +320,44 @@ func off2target(s Stack) *Target {
 	}
 	return testOpenSSL
 }
+
+// TestGateSlotsRunOut: with every OpenSSL gate slot taken (FileSlots-1
+// files), one more OpenSSL file is refused as limit, with no link made,
+// while the files and probes bounds are not reached; a Go file (no slot)
+// is still instrumented, and a detach frees a slot for the next.
+func TestGateSlotsRunOut(t *testing.T) {
+	log := &orderLog{}
+	a := testAttacher(testPrograms(), log)
+	a.cfg.MaxFiles, a.cfg.MaxProbes = 4096, 1<<20
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ossl := func(i int) *Target {
+		t := *testOpenSSL
+		t.ID = FileID{Dev: 2, Ino: uint64(i)}
+		t.Path = fmt.Sprintf("/libssl-%d.so", i)
+		return &t
+	}
+	for i := 1; i < FileSlots; i++ {
+		if r := a.instrumentLocked(ossl(i), ""); r != ReasonNone {
+			t.Fatalf("file %d: %q", i, r)
+		}
+	}
+	links := len(log.events)
+	if r := a.instrumentLocked(ossl(FileSlots), ""); r != ReasonLimit {
+		t.Fatalf("file %d with every slot taken: %q, want %q", FileSlots, r, ReasonLimit)
+	}
+	if len(log.events) != links {
+		t.Errorf("kernel calls for the refused file: %q", log.events[links:])
+	}
+	if r := a.instrumentLocked(testGo, ""); r != ReasonNone {
+		t.Errorf("a Go file with every OpenSSL slot taken: %q", r)
+	}
+	first := ossl(1)
+	a.detachLocked(first.ID, a.files[first.ID])
+	if r := a.instrumentLocked(ossl(FileSlots+1), ""); r != ReasonNone {
+		t.Errorf("after a detach: %q", r)
+	}
+	if got := a.files[FileID{Dev: 2, Ino: FileSlots + 1}].slot; got != 1 {
+		t.Errorf("the freed slot not reused: %d", got)
+	}
+}
