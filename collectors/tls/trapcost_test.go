@@ -24,7 +24,11 @@ import (
 // is the child's CPU time per call, trap included.
 //
 //	go test -run - -bench UprobeTrap ./collectors/tls/   (root, gcc)
-func BenchmarkUprobeTrap(b *testing.B) {
+//
+// buildTrapcost skips b where the trap benchmarks cannot run, else builds
+// testdata/trapcost and lifts the memlock limit.
+func buildTrapcost(b *testing.B) string {
+	b.Helper()
 	if os.Geteuid() != 0 || runtime.GOARCH != "amd64" {
 		b.Skip("needs root and amd64")
 	}
@@ -36,6 +40,11 @@ func BenchmarkUprobeTrap(b *testing.B) {
 		b.Fatalf("building trapcost: %v\n%s", err, out)
 	}
 	rlimit.RemoveMemlock()
+	return bin
+}
+
+func BenchmarkUprobeTrap(b *testing.B) {
+	bin := buildTrapcost(b)
 	prog := func(multi bool) *ebpf.Program {
 		spec := &ebpf.ProgramSpec{Type: ebpf.Kprobe, License: "GPL",
 			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}}
@@ -116,17 +125,7 @@ func BenchmarkUprobeTrap(b *testing.B) {
 //
 //	go test -run - -bench OpenSSLGate ./collectors/tls/   (root, gcc, 5.15+)
 func BenchmarkOpenSSLGate(b *testing.B) {
-	if os.Geteuid() != 0 || runtime.GOARCH != "amd64" {
-		b.Skip("needs root and amd64")
-	}
-	if _, err := exec.LookPath("gcc"); err != nil {
-		b.Skip("needs gcc")
-	}
-	bin := filepath.Join(b.TempDir(), "trapcost")
-	if out, err := exec.Command("gcc", "-O2", "-o", bin, "testdata/trapcost/trapcost.c").CombinedOutput(); err != nil {
-		b.Fatalf("building trapcost: %v\n%s", err, out)
-	}
-	rlimit.RemoveMemlock()
+	bin := buildTrapcost(b)
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
 		b.Fatalf("enabling BPF stats: %v", err)
