@@ -260,6 +260,10 @@ const maxLogged = 4096
 // eventQueue bounds the exec/exit events waiting for the attacher.
 const eventQueue = 8192
 
+// releasedQueue is the capacity above which an emptied queue or drain
+// buffer is dropped rather than kept for the next burst.
+const releasedQueue = 256
+
 // execRescans are the delays after an exec at which a process is scanned
 // again: its shared libraries are mapped by the dynamic linker after the
 // exec event, and dlopen'ed ones on first use.
@@ -289,7 +293,9 @@ type Attacher struct {
 	logged     map[FileID]bool
 	unobserved map[UnobservedKey]uint64
 	stats      AttachStats
-	queue      []scan
+	queue      scanQueue
+	seq        uint64          // last scan queued
+	due        []scan          // drain's buffer (Run's goroutine only)
 	slots      [FileSlots]bool // OpenSSL gate slots in use (0 never)
 	wake       chan struct{}
 	done       chan struct{} // closed by Close: Run returns
@@ -316,7 +322,62 @@ type procFiles struct {
 type scan struct {
 	pid  int
 	due  time.Time
+	seq  uint64 // orders scans due at the same time as they were queued
 	exit bool
+}
+
+// scanQueue is a min-heap of scans by due time. A burst of execs queues
+// four scans each (execRescans) and wakes the attacher for every one: the
+// heap takes and hands out each in O(log n) without allocating, where
+// filtering a slice on every wake allocated and copied the whole queue
+// (thousands of entries, a thousand times a second in a burst). Written
+// out rather than with container/heap, whose any-typed Push and Pop
+// allocate a box for every scan.
+type scanQueue []scan
+
+func (q scanQueue) less(i, j int) bool {
+	if !q[i].due.Equal(q[j].due) {
+		return q[i].due.Before(q[j].due)
+	}
+	return q[i].seq < q[j].seq
+}
+
+func (q *scanQueue) push(s scan) {
+	*q = append(*q, s)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !h.less(i, parent) {
+			break
+		}
+		h[i], h[parent] = h[parent], h[i]
+		i = parent
+	}
+}
+
+// pop removes and returns the earliest scan; q is not empty.
+func (q *scanQueue) pop() scan {
+	h := *q
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		least, l, r := i, 2*i+1, 2*i+2
+		if l < len(h) && h.less(l, least) {
+			least = l
+		}
+		if r < len(h) && h.less(r, least) {
+			least = r
+		}
+		if least == i {
+			break
+		}
+		h[i], h[least] = h[least], h[i]
+		i = least
+	}
+	*q = h
+	return top
 }
 
 // NewAttacher returns an attacher; Start begins its work.
@@ -413,7 +474,9 @@ func (a *Attacher) enqueue(s scan) {
 		a.stats.EventsDropped++
 		return
 	}
-	a.queue = append(a.queue, s)
+	a.seq++
+	s.seq = a.seq
+	a.queue.push(s)
 }
 
 // Run works through the queue and rescans periodically until ctx ends; then
@@ -450,19 +513,16 @@ func (a *Attacher) Run(ctx context.Context) {
 // drain does the queued work that is due and returns when the next is.
 func (a *Attacher) drain() (next time.Time) {
 	now := time.Now()
+	due := a.due[:0]
 	a.mu.Lock()
-	var due, later []scan
-	for _, s := range a.queue {
-		if s.due.After(now) {
-			later = append(later, s)
-			if next.IsZero() || s.due.Before(next) {
-				next = s.due
-			}
-		} else {
-			due = append(due, s)
-		}
+	for len(a.queue) > 0 && !a.queue[0].due.After(now) {
+		due = append(due, a.queue.pop())
 	}
-	a.queue = later
+	if len(a.queue) > 0 {
+		next = a.queue[0].due
+	} else if cap(a.queue) > releasedQueue {
+		a.queue = nil // a burst's backing array goes back to the heap
+	}
 	a.mu.Unlock()
 	for _, s := range due {
 		if s.exit {
@@ -471,6 +531,10 @@ func (a *Attacher) drain() (next time.Time) {
 			a.scanPID(s.pid)
 		}
 	}
+	if cap(due) > releasedQueue {
+		due = nil
+	}
+	a.due = due[:0]
 	return next
 }
 

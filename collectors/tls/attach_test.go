@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -359,5 +361,64 @@ func TestGateSlotsRunOut(t *testing.T) {
 	}
 	if got := a.files[FileID{Dev: 2, Ino: FileSlots + 1}].slot; got != 1 {
 		t.Errorf("the freed slot not reused: %d", got)
+	}
+}
+
+// TestScanQueueOrder: the attacher's queue hands scans out by due time,
+// those due at the same time in the order they were queued (an exec's
+// immediate scan before the same process's exit queued later), and a full
+// cycle of a burst's entries does not allocate once the heap has grown.
+func TestScanQueueOrder(t *testing.T) {
+	a := &Attacher{}
+	t0 := time.Unix(1000, 0)
+	in := []scan{
+		{pid: 1, due: t0.Add(5 * time.Second)},
+		{pid: 1, due: t0},
+		{pid: 1, due: t0.Add(100 * time.Millisecond)},
+		{pid: 1, due: t0, exit: true},
+		{pid: 2, due: t0},
+		{pid: 1, due: t0.Add(time.Second)},
+	}
+	for _, s := range in {
+		a.enqueue(s)
+	}
+	var got []string
+	for len(a.queue) > 0 {
+		s := a.queue.pop()
+		got = append(got, fmt.Sprintf("%d %v %v", s.pid, s.due.Sub(t0), s.exit))
+	}
+	want := []string{"1 0s false", "1 0s true", "2 0s false", "1 100ms false", "1 1s false", "1 5s false"}
+	if !slices.Equal(got, want) {
+		t.Errorf("order:\n got %q\nwant %q", got, want)
+	}
+
+	// Many equal and unequal dues, pushed with pops in between: what is
+	// left comes out earliest first, equal dues in queuing order.
+	rng := rand.New(rand.NewPCG(1, 2))
+	var prev scan
+	popped := 0
+	for i := 0; i < 5000; i++ {
+		a.enqueue(scan{pid: i, due: t0.Add(time.Duration(rng.IntN(50)) * time.Millisecond)})
+		if rng.IntN(3) == 0 {
+			a.queue.pop()
+		}
+	}
+	for len(a.queue) > 0 {
+		s := a.queue.pop()
+		if popped > 0 && (s.due.Before(prev.due) || s.due.Equal(prev.due) && s.seq < prev.seq) {
+			t.Fatalf("popped due %v seq %d after due %v seq %d", s.due.Sub(t0), s.seq, prev.due.Sub(t0), prev.seq)
+		}
+		prev, popped = s, popped+1
+	}
+	allocs := testing.AllocsPerRun(10, func() {
+		for i := 0; i < 64; i++ {
+			a.enqueue(scan{pid: i, due: t0.Add(time.Duration(i%7) * time.Millisecond)})
+		}
+		for len(a.queue) > 0 {
+			a.queue.pop()
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("a push and pop cycle allocated %.0f times", allocs)
 	}
 }
