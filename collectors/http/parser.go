@@ -805,21 +805,38 @@ var (
 	hdrContentLength    = []byte("content-length")
 	hdrTransferEncoding = []byte("transfer-encoding")
 	hdrTraceparent      = []byte("traceparent")
-	hdrConnection       = []byte("connection")
 	hdrUpgrade          = []byte("upgrade")
 	hdrHost             = []byte("host")
 	hdrUserAgent        = []byte("user-agent")
 )
 
+// hdrLens are the lengths of the names header reads, shortest first.
+var hdrLens = [...]int{len(hdrHost), len(hdrUpgrade), len(hdrUserAgent), len(hdrTraceparent), len(hdrContentLength), len(hdrTransferEncoding)}
+
+// nameLen is the only one of hdrLens that line's header name can have, or 0
+// (the name is line[:n] when it has no colon). Only those names are read, so their end is looked for at their
+// lengths instead of searching each line for its colon (that search was a
+// fifth of the parser's time on nginx's nine-header responses): the first
+// of those places holding a colon is the only one that can end the name,
+// since a name has no colon.
+func nameLen(line []byte) int {
+	for _, l := range hdrLens {
+		if len(line) > l && line[l] == ':' {
+			return l
+		}
+	}
+	return 0
+}
+
 func (c *Conn) header(s *stream, line []byte) {
-	colon := bytes.IndexByte(line, ':')
-	if colon <= 0 {
+	n := nameLen(line)
+	if n == 0 {
 		return
 	}
-	name := line[:colon]
+	name := line[:n]
 	// the value is trimmed only for the headers read (most are not)
-	val := line[colon+1:]
-	switch len(name) {
+	val := line[n+1:]
+	switch n {
 	case len(hdrContentLength):
 		if bytes.EqualFold(name, hdrContentLength) {
 			val = bytes.TrimSpace(val)

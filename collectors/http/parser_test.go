@@ -1,6 +1,7 @@
 package httpc
 
 import (
+	"bytes"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -384,4 +385,71 @@ func FuzzParser(f *testing.F) {
 		c.Feed(false, b, uint64(len(b))+uint64(extra), callTimes{5, 6})
 		c.Close()
 	})
+}
+
+// nameLenByColon is what nameLen stands for: the name ends at the line's
+// first colon, and only hdrLens' lengths are of interest.
+func nameLenByColon(line []byte) int {
+	colon := bytes.IndexByte(line, ':')
+	for _, l := range hdrLens {
+		if colon == l {
+			return l
+		}
+	}
+	return 0
+}
+
+func TestNameLen(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want int
+	}{
+		{"Host: a:1", 4},
+		{"host:x", 4},
+		{"Host : x", 0}, // a space before the colon: not the Host header
+		{"Hos:t: x", 0}, // the name ends at the first colon
+		{"Date: Tue, 01 Dec 2026 15:30:00 GMT", 4},
+		{"Content-Length: 615", 14},
+		{"Content:Length: 615", 7},
+		{"Transfer-Encoding: chunked", 17},
+		{"Server: nginx/1.22.1", 0},
+		{"Connection: keep-alive", 10},
+		{"User-Agent: curl/7.88.1", 10},
+		{"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", 11},
+		{"Upgrade: h2c", 7},
+		{"Host", 0},
+		{"Host:", 4},
+		{":", 0},
+		{"", 0},
+		{"x-a:b:c:d:e:f:g:h:i:j:k:l:m:n:o:p:q:r", 0},
+	} {
+		if got := nameLenByColon([]byte(tc.line)); got != tc.want {
+			t.Errorf("nameLenByColon(%q) = %d, want %d (the table is wrong)", tc.line, got, tc.want)
+		}
+		checkNameLen(t, []byte(tc.line))
+	}
+}
+
+// checkNameLen: nameLen finds the name wherever it has one of hdrLens'
+// lengths; where it does not, nameLen's answer holds a colon (so matches no
+// name) or is 0.
+func checkNameLen(t *testing.T, line []byte) {
+	t.Helper()
+	got, want := nameLen(line), nameLenByColon(line)
+	switch {
+	case want != 0 && got != want:
+		t.Errorf("nameLen(%q) = %d, the first colon says %d", line, got, want)
+	case want == 0 && got != 0 && bytes.IndexByte(line[:got], ':') < 0:
+		t.Errorf("nameLen(%q) = %d, a name without a colon the first colon does not end", line, got)
+	}
+}
+
+func FuzzNameLen(f *testing.F) {
+	for _, c := range benchCalls {
+		for _, l := range bytes.Split(c, []byte("\r\n")) {
+			f.Add(l)
+		}
+	}
+	f.Add([]byte("Hos:t: x"))
+	f.Fuzz(checkNameLen)
 }
