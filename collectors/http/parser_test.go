@@ -400,6 +400,11 @@ func nameLenByColon(line []byte) int {
 }
 
 func TestNameLen(t *testing.T) {
+	for i := 1; i < len(hdrLens); i++ {
+		if hdrLens[i] <= hdrLens[i-1] {
+			t.Fatalf("hdrLens %v not shortest first: nameLen would stop at a longer name's place", hdrLens)
+		}
+	}
 	for _, tc := range []struct {
 		line string
 		want int
