@@ -113,6 +113,24 @@ struct {
 	__type(value, struct ssl_call);
 } ssl_calls SEC(".maps");
 
+// ssl_seen[tgid % SEEN_SLOTS] is set before a thread of the process makes
+// an ssl_calls entry (ssl_enter, the handshake's entry), so that
+// tls_syscall_hook skips its ssl_calls lookup, which every read and write
+// on a tracked connection otherwise pays, in processes that never entered
+// an instrumented SSL call: most of them (plaintext servers and clients,
+// Go's crypto/tls). Like conns_seen (bpf/l7.c): one byte per slot in .bss,
+// only ever set, so a shared slot or a reused tgid costs the lookup the
+// mark would have spared and never hides a call in flight. The entry and
+// the socket calls it waits for are on one thread, in that order.
+__u8 ssl_seen[SEEN_SLOTS];
+
+static __always_inline void mark_ssl(__u32 tgid)
+{
+	__u32 s = seen_slot(tgid);
+	if (!ssl_seen[s]) // not dirtied again by every call
+		ssl_seen[s] = 1;
+}
+
 struct ssl_key {
 	__u64 ssl;
 	__u32 tgid;
@@ -184,7 +202,9 @@ static __always_inline int tls_syscall_hook(__u32 fd, const struct conn_info *ci
 	if ((ci->flags & CONN_TLS_PLAINTEXT) && ci->source == SOURCE_GOTLS)
 		return 0;
 	__u64 tid = bpf_get_current_pid_tgid();
-	struct ssl_call *c = bpf_map_lookup_elem(&ssl_calls, &tid);
+	struct ssl_call *c = 0;
+	if (ssl_seen[seen_slot(tid >> 32)])
+		c = bpf_map_lookup_elem(&ssl_calls, &tid);
 	if (c) {
 		c->fd = fd;
 		c->has_fd = 1;
@@ -261,6 +281,7 @@ static __always_inline void ssl_enter(void *ctx, __u64 ssl, __u64 buf, __u64 siz
 		.size_ptr = size_ptr,
 		.enter_ns = bpf_ktime_get_ns(),
 	};
+	mark_ssl(tid >> 32);
 	if (bpf_map_update_elem(&ssl_calls, &tid, &c, BPF_ANY))
 		bump(&tls_counters, TLS_DROP_ARGS_FULL);
 }
@@ -409,6 +430,7 @@ int tls_ssl_handshake_enter(struct pt_regs *ctx)
 		bpf_map_update_elem(&tls_tgids, &tgid, &one, BPF_NOEXIST);
 	}
 	struct ssl_call c = {.ssl = PT_REGS_PARM1(ctx)};
+	mark_ssl(tgid);
 	if (bpf_map_update_elem(&ssl_calls, &tid, &c, BPF_ANY))
 		bump(&tls_counters, TLS_DROP_ARGS_FULL);
 	return 0;

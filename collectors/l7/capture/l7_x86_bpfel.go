@@ -451,6 +451,7 @@ const (
 	l7VarInheritSeen           = "inherit_seen"
 	l7VarProtoMask             = "proto_mask"
 	l7VarSelfTgid              = "self_tgid"
+	l7VarSslSeen               = "ssl_seen"
 	l7VarUnusedConnEvent       = "unused_conn_event"
 	l7VarUnusedConnInfo        = "unused_conn_info"
 	l7VarUnusedDataEvent       = "unused_data_event"
@@ -655,6 +656,7 @@ type l7VariableSpecs struct {
 	InheritSeen          *ebpf.VariableSpec `ebpf:"inherit_seen"`
 	ProtoMask            *ebpf.VariableSpec `ebpf:"proto_mask"`
 	SelfTgid             *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SslSeen              *ebpf.VariableSpec `ebpf:"ssl_seen"`
 	UnusedConnEvent      *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedConnInfo       *ebpf.VariableSpec `ebpf:"unused_conn_info"`
 	UnusedDataEvent      *ebpf.VariableSpec `ebpf:"unused_data_event"`
@@ -776,6 +778,7 @@ type l7Variables struct {
 	InheritSeen          *ebpf.Variable `ebpf:"inherit_seen"`
 	ProtoMask            *ebpf.Variable `ebpf:"proto_mask"`
 	SelfTgid             *ebpf.Variable `ebpf:"self_tgid"`
+	SslSeen              *ebpf.Variable `ebpf:"ssl_seen"`
 	UnusedConnEvent      *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedConnInfo       *ebpf.Variable `ebpf:"unused_conn_info"`
 	UnusedDataEvent      *ebpf.Variable `ebpf:"unused_data_event"`
