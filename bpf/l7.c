@@ -337,11 +337,15 @@ static __always_inline int seen(__u32 tgid)
 	return conns_seen[s] | inherit_seen[s];
 }
 
-static __always_inline void mark_conns(__u32 tgid)
+// mark_seen sets tgid's slot of one of the per-process mark arrays
+// (conns_seen, inherit_seen, ssl_seen in l7/tls.h), writing it only when it
+// is not set yet: a mark already there is not dirtied again by every
+// connection, fork or call.
+static __always_inline void mark_seen(__u8 *marks, __u32 tgid)
 {
 	__u32 s = seen_slot(tgid);
-	if (!conns_seen[s]) // not dirtied again by every connection
-		conns_seen[s] = 1;
+	if (!marks[s])
+		marks[s] = 1;
 }
 
 // Tracked connections by socket (struct sock *) -> their conns key, for the
@@ -740,7 +744,7 @@ static __always_inline void track(__u32 fd, __u8 role)
 	ci.owner = current_tgid();
 	ci.start_ns = bpf_ktime_get_ns();
 	__u64 key = conn_key(fd);
-	mark_conns(ci.owner);
+	mark_seen(conns_seen, ci.owner);
 	if (bpf_map_update_elem(&conns, &key, &ci, BPF_ANY)) {
 		bump(&counters, HC_DROP_CONNS_FULL);
 		return;
@@ -769,9 +773,7 @@ int http_fork(struct trace_event_raw_sched_process_fork *ctx)
 	// A new thread shares the descriptors and the tgid: its entry is
 	// never looked up.
 	__u32 child = ctx->child_pid;
-	__u32 s = seen_slot(child);
-	if (!inherit_seen[s])
-		inherit_seen[s] = 1;
+	mark_seen(inherit_seen, child);
 	bpf_map_update_elem(&inherit, &child, &parent, BPF_ANY);
 	return 0;
 }
@@ -801,7 +803,7 @@ static __always_inline void track_self(__u32 fd, __u8 role)
 	__u8 one = 1;
 	bpf_map_update_elem(&self_ends, &e, &one, BPF_ANY);
 	__u64 key = conn_key(fd);
-	mark_conns(current_tgid());
+	mark_seen(conns_seen, current_tgid());
 	bpf_map_update_elem(&conns, &key, &ci, BPF_ANY);
 }
 
@@ -978,7 +980,7 @@ __noinline int make_inherited(__u64 key)
 	ci.req_records = 0;
 	ci.resp_records = 0;
 	ci.lost_start = 0;
-	mark_conns(tgid);
+	mark_seen(conns_seen, tgid);
 	if (bpf_map_update_elem(&conns, &key, &ci, BPF_NOEXIST))
 		return 0;
 	bump(&counters, HC_CONNS_INHERITED);

@@ -124,12 +124,6 @@ struct {
 // the socket calls it waits for are on one thread, in that order.
 __u8 ssl_seen[SEEN_SLOTS];
 
-static __always_inline void mark_ssl(__u32 tgid)
-{
-	__u32 s = seen_slot(tgid);
-	if (!ssl_seen[s]) // not dirtied again by every call
-		ssl_seen[s] = 1;
-}
 
 struct ssl_key {
 	__u64 ssl;
@@ -281,7 +275,7 @@ static __always_inline void ssl_enter(void *ctx, __u64 ssl, __u64 buf, __u64 siz
 		.size_ptr = size_ptr,
 		.enter_ns = bpf_ktime_get_ns(),
 	};
-	mark_ssl(tid >> 32);
+	mark_seen(ssl_seen, tid >> 32);
 	if (bpf_map_update_elem(&ssl_calls, &tid, &c, BPF_ANY))
 		bump(&tls_counters, TLS_DROP_ARGS_FULL);
 }
@@ -430,7 +424,7 @@ int tls_ssl_handshake_enter(struct pt_regs *ctx)
 		bpf_map_update_elem(&tls_tgids, &tgid, &one, BPF_NOEXIST);
 	}
 	struct ssl_call c = {.ssl = PT_REGS_PARM1(ctx)};
-	mark_ssl(tgid);
+	mark_seen(ssl_seen, tgid);
 	if (bpf_map_update_elem(&ssl_calls, &tid, &c, BPF_ANY))
 		bump(&tls_counters, TLS_DROP_ARGS_FULL);
 	return 0;

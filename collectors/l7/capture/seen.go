@@ -31,7 +31,7 @@ func newSeenMarks(spec *ebpf.VariableSpec, m *ebpf.Map) (*seenMarks, error) {
 }
 
 // markConns marks process tgid as one with conns entries (the kernel's
-// mark_conns).
+// mark_seen on conns_seen).
 func (s *seenMarks) markConns(tgid uint32) error {
 	slot := int64(tgid) % s.size
 	var b [1]byte
